@@ -1,0 +1,1 @@
+"""mediasrv: a SIP/RTP media server that plays audio into live calls."""

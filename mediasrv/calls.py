@@ -1,0 +1,214 @@
+"""Call model, registry and the hand-off interface between signaling and media.
+
+The SIP layer creates and ends :class:`Call` objects; the media plane implements
+:class:`MediaBackend` and is told when a call needs a port, when its negotiated
+media changes (answer, hold, unhold) and when it ends.  Neither side imports the
+other: both only know this module, so they can evolve (and be tested) apart.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class CallState(str, enum.Enum):
+    INITIATED = "initiated"  # INVITE received / sent, not answered
+    RINGING = "ringing"  # 180 sent (waiting for an API answer) / received
+    ANSWERED = "answered"  # 200 OK sent or received; media flows
+    ENDED = "ended"
+
+
+class Direction(str, enum.Enum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+@dataclass
+class NegotiatedMedia:
+    """What SDP offer/answer settled on for one call's audio stream."""
+
+    remote_addr: tuple[str, int] | None  # None while on hold with c=0.0.0.0 or before the answer
+    codec: str  # "PCMU" or "PCMA"
+    payload_type: int  # 0 or 8
+    clock_rate: int = 8000
+    ptime_ms: int = 20
+    telephone_event_pt: int | None = None
+    # May *we* send media?  False for a=sendonly/inactive from the peer, or c=0.0.0.0 (hold).
+    send_enabled: bool = True
+    # Does the peer send to us?  False for a=recvonly/inactive from the peer.
+    recv_enabled: bool = True
+
+
+def new_call_id(node_id: str) -> str:
+    """Globally unique call id that names the owning node (``v3:<node>:<random>``)."""
+    return f"v3:{node_id}:{uuid.uuid4().hex}"
+
+
+NODE_ID = os.environ.get("MEDIASRV_NODE_ID", uuid.uuid4().hex[:8])
+
+
+@dataclass
+class Call:
+    """One SIP dialog with one audio leg."""
+
+    direction: Direction
+    from_uri: str
+    to_uri: str
+    sip_call_id: str
+    call_id: str = field(default_factory=lambda: new_call_id(NODE_ID))
+    state: CallState = CallState.INITIATED
+    media: NegotiatedMedia | None = None
+    local_rtp: tuple[str, int] | None = None  # our RTP address (host, port); RTCP is port + 1
+    hangup_cause: str | None = None  # e.g. "normal_clearing", "rtp_timeout", "cancelled", "no_ack"
+    hangup_by: str | None = None  # "caller", "callee", "api", "server"
+    sip_code: int | None = None  # final SIP status associated with the end, if any
+    created_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, e.g. SIP headers of interest
+
+    @property
+    def is_active(self) -> bool:
+        return self.state is not CallState.ENDED
+
+    def summary(self) -> dict[str, Any]:
+        m = self.media
+        return {
+            "call_id": self.call_id,
+            "state": self.state.value,
+            "direction": self.direction.value,
+            "from": self.from_uri,
+            "to": self.to_uri,
+            "sip_call_id": self.sip_call_id,
+            "codec": m.codec if m else None,
+            "ptime_ms": m.ptime_ms if m else None,
+            "remote_rtp": f"{m.remote_addr[0]}:{m.remote_addr[1]}" if m and m.remote_addr else None,
+            "local_rtp": f"{self.local_rtp[0]}:{self.local_rtp[1]}" if self.local_rtp else None,
+            "hangup_cause": self.hangup_cause,
+            "hangup_by": self.hangup_by,
+            "created_at": self.created_at,
+            "answered_at": self.answered_at,
+            "ended_at": self.ended_at,
+        }
+
+
+class MediaBackend(Protocol):
+    """What signaling needs from the media plane."""
+
+    def allocate(self, call: Call) -> tuple[str, int]:
+        """Reserve an even RTP port (RTCP = port + 1) for *call*; return our (host, port).
+
+        Raises ``ResourceWarning``-free ``RuntimeError`` when no port is free (SIP then answers 503).
+        """
+        ...
+
+    def media_changed(self, call: Call) -> None:
+        """Called after answer and after every re-INVITE with ``call.media`` updated."""
+        ...
+
+    def release(self, call: Call) -> None:
+        """Called once when the call ends: stop sending, send RTCP BYE, free the port."""
+        ...
+
+
+class NullMedia:
+    """A media backend with ports but no audio: lets signaling run on its own (tests, SIP bench)."""
+
+    def __init__(self, host: str = "127.0.0.1", lo: int = 20000, hi: int = 29999) -> None:
+        self.host = host
+        self._free = list(range(lo - lo % 2 + (2 if lo % 2 else 0), hi, 2))
+        self._used: dict[str, int] = {}
+
+    def allocate(self, call: Call) -> tuple[str, int]:
+        if not self._free:
+            raise RuntimeError("no free RTP port")
+        port = self._free.pop(0)
+        self._used[call.call_id] = port
+        return (self.host, port)
+
+    def media_changed(self, call: Call) -> None:
+        return None
+
+    def release(self, call: Call) -> None:
+        port = self._used.pop(call.call_id, None)
+        if port is not None:
+            self._free.append(port)
+
+
+CallListener = Callable[[str, Call], None]  # (event type, call)
+
+
+class CallRegistry:
+    """All live calls of this node, plus lifecycle notifications.
+
+    Listeners get ``("call.initiated" | "call.ringing" | "call.answered" | "call.hangup", call)``
+    synchronously; they must not block (the event bus queues and delivers off the media path).
+    Ended calls are kept for a while so that late API commands get 409 instead of 404.
+    """
+
+    def __init__(self, keep_ended: int = 1000) -> None:
+        self._calls: dict[str, Call] = {}
+        self._by_sip: dict[str, str] = {}
+        self._ended: list[str] = []
+        self._keep_ended = keep_ended
+        self._listeners: list[CallListener] = []
+
+    def subscribe(self, listener: CallListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, event: str, call: Call) -> None:
+        for listener in list(self._listeners):
+            listener(event, call)
+
+    def add(self, call: Call) -> None:
+        self._calls[call.call_id] = call
+        self._by_sip[call.sip_call_id] = call.call_id
+        self._notify("call.initiated", call)
+
+    def ringing(self, call: Call) -> None:
+        if call.state is CallState.INITIATED:
+            call.state = CallState.RINGING
+            self._notify("call.ringing", call)
+
+    def answered(self, call: Call) -> None:
+        if call.state in (CallState.INITIATED, CallState.RINGING):
+            call.state = CallState.ANSWERED
+            call.answered_at = time.time()
+            self._notify("call.answered", call)
+
+    def ended(self, call: Call, cause: str, by: str, sip_code: int | None = None) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        call.hangup_cause = cause
+        call.hangup_by = by
+        call.sip_code = sip_code
+        call.ended_at = time.time()
+        self._by_sip.pop(call.sip_call_id, None)
+        self._ended.append(call.call_id)
+        while len(self._ended) > self._keep_ended:
+            self._calls.pop(self._ended.pop(0), None)
+        self._notify("call.hangup", call)
+
+    def get(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    def by_sip_call_id(self, sip_call_id: str) -> Call | None:
+        cid = self._by_sip.get(sip_call_id)
+        return self._calls.get(cid) if cid else None
+
+    def active(self) -> Iterator[Call]:
+        return (c for c in self._calls.values() if c.is_active)
+
+    def all(self) -> Iterator[Call]:
+        return iter(list(self._calls.values()))
+
+    @property
+    def active_count(self) -> int:
+        return len(self._by_sip)
