@@ -1,0 +1,137 @@
+"""The native API's OpenAPI 3.1 document, served at ``/openapi.json`` (written by hand, kept small)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _ok(desc: str, schema: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+_CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PLAYBACK_ID = {"name": "playback_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "mediasrv native API", "version": "0.1.0"},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/calls": {"get": {"summary": "List calls", "responses": {"200": {"description": "calls"}}}},
+        "/v1/calls/{call_id}": {
+            "parameters": [_CALL_ID],
+            "get": {"summary": "One call", "responses": {"200": _ok("call", "Call"), "404": _err("unknown call")}},
+            "delete": {
+                "summary": "Hang up (BYE)",
+                "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("ended")},
+            },
+        },
+        "/v1/calls/{call_id}/answer": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Answer a ringing call (when not auto-answering)",
+                "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("not ringing")},
+            },
+        },
+        "/v1/calls/{call_id}/playbacks": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Queue a playback on the call",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlayRequest"}}},
+                },
+                "responses": {
+                    "201": _ok("queued playback", "Playback"),
+                    "400": _err("bad JSON or field"),
+                    "404": _err("unknown call"),
+                    "409": _err("call ended or not answered"),
+                    "422": _err("value out of range"),
+                },
+            },
+            "delete": {
+                "summary": "Stop the current playback (next in queue starts) or all",
+                "parameters": [
+                    {"name": "stop", "in": "query", "schema": {"type": "string", "enum": ["current", "all"]}}
+                ],
+                "responses": {"200": {"description": "stopped playbacks"}, "404": _err("unknown call")},
+            },
+        },
+        "/v1/playbacks/{playback_id}": {
+            "parameters": [_PLAYBACK_ID],
+            "get": {"summary": "One playback", "responses": {"200": _ok("playback", "Playback"), "404": _err("unknown")}},
+            "delete": {
+                "summary": "Stop this playback (a no-op, reported as stopped_now=false, if it already ended)",
+                "responses": {"200": _ok("playback", "Playback"), "404": _err("unknown")},
+            },
+        },
+        "/v1/events": {
+            "get": {
+                "summary": "Server-sent events stream (or JSON history with Accept: application/json)",
+                "parameters": [{"name": "call_id", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "text/event-stream"}},
+            }
+        },
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+                    }
+                },
+            },
+            "PlayRequest": {
+                "type": "object",
+                "properties": {
+                    "url": {"type": "string", "format": "uri"},
+                    "media": {"type": "string", "description": "name of a file under <data-dir>/media"},
+                    "loop": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"const": "infinity"}]},
+                },
+            },
+            "Playback": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "call_id": {"type": "string"},
+                    "source": {"type": "string"},
+                    "state": {
+                        "type": "string",
+                        "enum": ["queued", "playing", "completed", "stopped", "failed", "call_hangup"],
+                    },
+                    "reason": {"type": ["string", "null"]},
+                    "ms_played": {"type": "integer"},
+                },
+            },
+            "Call": {
+                "type": "object",
+                "properties": {
+                    "call_id": {"type": "string"},
+                    "state": {"type": "string", "enum": ["initiated", "ringing", "answered", "ended"]},
+                    "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+                    "from": {"type": "string"},
+                    "to": {"type": "string"},
+                    "sip_call_id": {"type": "string"},
+                    "codec": {"type": ["string", "null"]},
+                    "remote_rtp": {"type": ["string", "null"]},
+                    "packets_sent": {"type": "integer"},
+                    "packets_received": {"type": "integer"},
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,77 @@
+"""Command line: ``mediasrv serve`` and ``mediasrv demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from .config import ConfigError, load_settings
+
+
+def _run(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> Any:
+    if use_uvloop:
+        try:
+            import uvloop
+
+            return uvloop.run(coro)
+        except ImportError:  # pragma: no cover - uvloop is a dependency, but stay usable without it
+            pass
+    return asyncio.run(coro)
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sip", help="SIP HOST:PORT, UDP and TCP (env MEDIASRV_SIP; default 127.0.0.1:5060)")
+    p.add_argument("--http", help="HTTP API HOST:PORT (env MEDIASRV_HTTP; default 127.0.0.1:8080)")
+    p.add_argument("--rtp-ports", dest="rtp_ports", help="RTP port range LO-HI (env MEDIASRV_RTP_PORTS)")
+    p.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
+    p.add_argument("--data-dir", dest="data_dir", help="data directory (env MEDIASRV_DATA_DIR)")
+    p.add_argument("--max-calls", dest="max_calls", type=int, help="answer 503 beyond this many calls")
+    p.add_argument("--webhook-url", dest="webhook_url", help="POST events here (env MEDIASRV_WEBHOOK_URL)")
+    p.add_argument("--ring", dest="auto_answer", action="store_const", const=False,
+                   help="ring and wait for an answer command instead of auto-answering")
+    p.add_argument("--no-silence", dest="send_silence", action="store_const", const=False,
+                   help="send no RTP while nothing plays")
+    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", type=float, help="hang up after this many seconds without inbound RTP/RTCP (0 = off)")
+    p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop")
+    p.add_argument("--log-level", dest="log_level")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mediasrv", description="SIP/RTP media server for playback on live calls")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_args(sub.add_parser("serve", help="run the server"))
+    demo = sub.add_parser("demo", help="self-contained demo: call ourselves, play a prompt, record it")
+    demo.add_argument("--out", default="demo-received.wav", help="where to write what the caller heard")
+    demo.add_argument("--codec", default="PCMU", choices=["PCMU", "PCMA"])
+    demo.add_argument("--asyncio", dest="use_uvloop", action="store_false", default=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import run_demo
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return int(_run(run_demo(args.out, args.codec), args.use_uvloop) or 0)
+
+    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        settings = load_settings(flags)
+    except ConfigError as exc:
+        print(f"mediasrv: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .server import run_forever
+
+    try:
+        _run(run_forever(settings), settings.use_uvloop)
+    except OSError as exc:
+        print(f"mediasrv: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""One settings object: defaults < TOML file < environment (MEDIASRV_*) < command-line flags."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
+    """``"127.0.0.1:5060"``, ``"[::1]:5060"``, ``":5060"`` or ``"host"`` → (host, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    elif value.count(":") > 1:  # bare IPv6 address
+        host, port = value, ""
+    else:
+        host, port = value, ""
+    try:
+        return host or "127.0.0.1", int(port) if port else default_port
+    except ValueError as exc:
+        raise ConfigError(f"bad HOST:PORT {value!r}") from exc
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    try:
+        lo_s, hi_s = value.split("-")
+        lo, hi = int(lo_s), int(hi_s)
+    except ValueError as exc:
+        raise ConfigError(f"bad port range {value!r}, expected LO-HI") from exc
+    if not (1024 <= lo < hi <= 65535):
+        raise ConfigError(f"bad port range {value!r}")
+    return lo, hi
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Settings:
+    sip: str = "127.0.0.1:5060"
+    http: str = "127.0.0.1:8080"
+    rtp_ports: str = "20000-29999"
+    config: str | None = None
+    data_dir: str = "./data"
+    max_calls: int | None = None
+    auto_answer: bool = True
+    api_token: str | None = None
+    webhook_url: str | None = None
+    send_silence: bool = True
+    rtp_timeout_s: float = 0.0
+    codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
+    use_uvloop: bool = True
+    log_level: str = "INFO"
+
+    # derived views ------------------------------------------------------
+    @property
+    def sip_addr(self) -> tuple[str, int]:
+        return parse_hostport(self.sip, 5060)
+
+    @property
+    def http_addr(self) -> tuple[str, int]:
+        return parse_hostport(self.http, 8080)
+
+    @property
+    def rtp_range(self) -> tuple[int, int]:
+        return parse_port_range(self.rtp_ports)
+
+    def validate(self) -> None:
+        self.sip_addr, self.http_addr, self.rtp_range  # noqa: B018 - parse to validate
+        if not self.api_token and not is_loopback(self.http_addr[0]):
+            raise ConfigError(
+                f"refusing to serve the HTTP API on {self.http} without a token: "
+                "set MEDIASRV_API_TOKEN (or api_token in the config file), or bind a loopback address"
+            )
+        unknown = [c for c in self.codecs if c not in ("PCMU", "PCMA")]
+        if unknown:
+            raise ConfigError(f"unsupported codecs {unknown}")
+        if self.max_calls is not None and self.max_calls < 1:
+            raise ConfigError("max_calls must be >= 1")
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if isinstance(raw, str):
+        if "bool" in str(kind):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if "int" in str(kind) and "str" not in str(kind):
+            return int(raw)
+        if "float" in str(kind):
+            return float(raw)
+        if "list" in str(kind):
+            return [p.strip() for p in raw.split(",") if p.strip()]
+    return raw
+
+
+def load_settings(flags: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Merge every layer; ``flags`` holds only what was given on the command line."""
+    env = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    names = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    config_file = flags.get("config") or env.get("MEDIASRV_CONFIG")
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        section = data.get("mediasrv", data)
+        for key, raw in section.items():
+            key = key.replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"unknown setting {key!r} in {config_file}")
+            values[key] = _coerce(key, raw)
+        values["config"] = config_file
+    for name in names:
+        raw = env.get("MEDIASRV_" + name.upper())
+        if raw is not None and raw != "":
+            try:
+                values[name] = _coerce(name, raw)
+            except ValueError as exc:
+                raise ConfigError(f"bad value for MEDIASRV_{name.upper()}: {raw!r}") from exc
+    for name, raw in flags.items():
+        values[name] = _coerce(name, raw)
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,162 @@
+"""Wires signaling, media, events and HTTP together; start and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .api import native
+from .api.auth import bearer_auth
+from .api.errors import error_middleware
+from .calls import Call, CallRegistry
+from .config import Settings, is_loopback
+from .events import EventBus, WebhookSettings
+from .media import MediaPlane, MediaSettings
+from .sip.ua import SipSettings, SipUserAgent
+
+log = logging.getLogger("mediasrv.server")
+
+
+class Server:
+    """One mediasrv node: owns the registry, the event bus, the media plane, the SIP UA and the HTTP app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = CallRegistry()
+        self.events = EventBus(WebhookSettings(url=settings.webhook_url))
+        sip_host, sip_port = settings.sip_addr
+        lo, hi = settings.rtp_range
+        self.media = MediaPlane(
+            MediaSettings(
+                host=sip_host,
+                rtp_port_lo=lo,
+                rtp_port_hi=hi,
+                data_dir=settings.data_dir,
+                send_silence=settings.send_silence,
+                rtp_timeout_s=settings.rtp_timeout_s,
+            ),
+            emit=self._emit,
+            on_rtp_timeout=self._on_rtp_timeout,
+        )
+        self.sip = SipUserAgent(
+            SipSettings(
+                host=sip_host,
+                port=sip_port,
+                auto_answer=settings.auto_answer,
+                max_calls=settings.max_calls,
+                codecs=tuple(settings.codecs),
+            ),
+            self.registry,
+            self.media,
+        )
+        self.registry.subscribe(self._on_call_event)
+        self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
+        self.app[native.SERVER_KEY] = self
+        native.add_routes(self.app)
+        self._runner: web.AppRunner | None = None
+        self.http_address: tuple[str, int] | None = None
+
+    # -- events ----------------------------------------------------------
+    def _emit(self, type_: str, call_id: str, data: dict[str, Any]) -> None:
+        self.events.publish(type_, call_id, data)
+
+    def _on_call_event(self, type_: str, call: Call) -> None:
+        if type_ == "call.hangup":
+            try:
+                call.extra["final_stats"] = self.media.leg_stats(call.call_id)
+            except KeyError:
+                pass
+        if type_ == "call.ringing":
+            return  # internal state only; the native event set has no ringing event
+        self.events.publish(type_, call.call_id, call.summary())
+
+    def _on_rtp_timeout(self, call_id: str) -> None:
+        asyncio.get_running_loop().create_task(self.sip.hangup(call_id, cause="rtp_timeout", by="server"))
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        await self.media.start()
+        await self.sip.start()
+        host, port = self.settings.http_addr
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.http_address = sockets[0].getsockname()[:2] if sockets else (host, port)
+        if not self.settings.api_token and is_loopback(host):
+            log.warning("HTTP API on %s:%s has no token: loopback only (set MEDIASRV_API_TOKEN)", *self.http_address)
+        log.info(
+            "mediasrv up: SIP %s:%s (UDP+TCP), HTTP %s:%s, RTP %s",
+            *self.sip.address,
+            *self.http_address,
+            self.settings.rtp_ports,
+        )
+
+    async def stop(self) -> None:
+        await self.sip.stop()
+        await self.media.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.events.close()
+
+    # -- metrics ---------------------------------------------------------
+    def prometheus_text(self) -> str:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP mediasrv_{name} {help_}")
+            lines.append(f"# TYPE mediasrv_{name} {kind}")
+            for labels, value in samples:
+                lines.append(f"mediasrv_{name}{labels} {value}")
+
+        m = self.media.metrics()
+        metric("active_calls", "gauge", "Calls not yet ended", [("", self.registry.active_count)])
+        metric("rtp_packets_sent_total", "counter", "RTP packets sent", [("", m.get("packets_sent", 0))])
+        metric("rtp_packets_received_total", "counter", "RTP packets received", [("", m.get("packets_received", 0))])
+        metric("clock_ticks_total", "counter", "Media clock sub-slot wake-ups", [("", m.get("ticks", 0))])
+        metric("clock_late_ticks_total", "counter", "Wake-ups later than one sub-slot", [("", m.get("late_ticks", 0))])
+        hist = m.get("lateness_histogram") or {}
+        if hist:
+            samples = [(f'_bucket{{le="{le}"}}', count) for le, count in hist.get("buckets", [])]
+            samples += [("_sum", hist.get("sum", 0.0)), ("_count", hist.get("count", 0))]
+            metric("clock_tick_lateness_seconds", "histogram", "How late each clock wake-up was", samples)
+        by_status = m.get("playbacks_by_status") or {}
+        metric(
+            "playbacks_total",
+            "counter",
+            "Playbacks that ended, by final status",
+            [(f'{{status="{status}"}}', n) for status, n in sorted(by_status.items())],
+        )
+        sip_stats = getattr(self.sip, "stats", {}) or {}
+        metric(
+            "sip_events_total",
+            "counter",
+            "SIP user agent counters",
+            [(f'{{kind="{k}"}}', v) for k, v in sorted(sip_stats.items()) if isinstance(v, int | float)],
+        )
+        ev = self.events.stats
+        metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
+        return "\n".join(lines) + "\n"
+
+
+async def run_forever(settings: Settings) -> None:
+    """``mediasrv serve``: run until SIGINT/SIGTERM, then stop gracefully."""
+    import signal
+
+    server = Server(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # pragma: no cover - non-POSIX
+            pass
+    print(f"mediasrv serving: SIP {server.sip.address[0]}:{server.sip.address[1]} "
+          f"HTTP http://{server.http_address[0]}:{server.http_address[1]}", flush=True)
+    await stop.wait()
+    await server.stop()
