@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Debian peers + Python test extras) and runs them.
+# This is the README's second command; .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || need+=(sox)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+for tool in sipp baresip espeak-ng sox; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "FATAL: $tool is required by the tests and is not installed" >&2; exit 1; }
+done
+
+python3 -m pip install -q -e '.[test]'
+python3 -m ruff check mediasrv codecs tests bench
+python3 -m pytest -q -p no:cacheprovider "$@"

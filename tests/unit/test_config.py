@@ -1,0 +1,50 @@
+"""Settings layering: defaults < TOML < env < flags, and the refusal to serve unauthenticated off loopback."""
+
+import pytest
+
+from mediasrv.config import ConfigError, load_settings, parse_hostport
+
+
+def test_defaults_are_loopback():
+    s = load_settings({}, environ={})
+    assert s.sip_addr == ("127.0.0.1", 5060)
+    assert s.http_addr == ("127.0.0.1", 8080)
+    assert s.rtp_range == (20000, 29999)
+    assert s.auto_answer is True
+
+
+def test_layers_in_order(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('sip = "127.0.0.1:5070"\nhttp = "127.0.0.1:9000"\nmax_calls = 7\n')
+    env = {"MEDIASRV_CONFIG": str(cfg), "MEDIASRV_HTTP": "127.0.0.1:9100", "MEDIASRV_AUTO_ANSWER": "false"}
+    s = load_settings({"http": "127.0.0.1:9200"}, environ=env)
+    assert s.sip_addr == ("127.0.0.1", 5070)  # from the file
+    assert s.max_calls == 7
+    assert s.auto_answer is False  # env
+    assert s.http_addr == ("127.0.0.1", 9200)  # flag beats env beats file
+
+
+def test_refuses_public_bind_without_token():
+    with pytest.raises(ConfigError, match="without a token"):
+        load_settings({"http": "0.0.0.0:8080"}, environ={})
+    s = load_settings({"http": "0.0.0.0:8080"}, environ={"MEDIASRV_API_TOKEN": "secret"})
+    assert s.api_token == "secret"
+
+
+@pytest.mark.parametrize("bad", [{"rtp_ports": "5-4"}, {"rtp_ports": "abc"}, {"sip": "host:notaport"}])
+def test_bad_values_are_named(bad):
+    with pytest.raises(ConfigError):
+        load_settings(bad, environ={})
+
+
+def test_unknown_key_in_file(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('nonsense = 1\n')
+    with pytest.raises(ConfigError, match="nonsense"):
+        load_settings({"config": str(cfg)}, environ={})
+
+
+def test_hostport_forms():
+    assert parse_hostport("[::1]:5062", 5060) == ("::1", 5062)
+    assert parse_hostport("::1", 5060) == ("::1", 5060)
+    assert parse_hostport(":5099", 5060) == ("127.0.0.1", 5099)
