@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-class CallState(str, enum.Enum):
+class CallState(enum.StrEnum):
     INITIATED = "initiated"  # INVITE received / sent, not answered
     RINGING = "ringing"  # 180 sent (waiting for an API answer) / received
     ANSWERED = "answered"  # 200 OK sent or received; media flows
     ENDED = "ended"
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"
 

@@ -139,7 +139,7 @@ class EventBus:
                         return
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
                         break  # the receiver refuses this event; retrying will not help
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 log.debug("webhook attempt %d for %s failed: %s", attempt, event.type, exc)
             if attempt < self.webhook.max_attempts:
                 await asyncio.sleep(delay)
