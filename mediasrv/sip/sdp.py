@@ -1,0 +1,265 @@
+"""SDP (RFC 4566) parsing and the offer/answer rules of RFC 3264 for one G.711 audio stream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..calls import NegotiatedMedia
+
+__all__ = [
+    "SdpError",
+    "NoCommonCodec",
+    "Sdp",
+    "MediaDesc",
+    "parse_sdp",
+    "negotiate_offer",
+    "build_answer",
+    "build_offer",
+    "media_from_answer",
+    "STATIC_PT",
+]
+
+STATIC_PT = {0: "PCMU", 8: "PCMA"}
+PT_OF = {"PCMU": 0, "PCMA": 8}
+PTIMES = (10, 20, 30, 40)
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+TE_PT = 101
+
+
+class SdpError(ValueError):
+    """The body is not SDP we can read (answered with 400)."""
+
+
+class NoCommonCodec(ValueError):
+    """Well-formed SDP without an audio stream we can do (answered with 488)."""
+
+
+@dataclass(slots=True)
+class MediaDesc:
+    media: str
+    port: int
+    proto: str
+    fmts: list[str]
+    conn: tuple[str, str] | None = None  # (addrtype, address)
+    attrs: list[tuple[str, str | None]] = field(default_factory=list)
+
+    def attr(self, name: str) -> str | None:
+        for k, v in self.attrs:
+            if k == name:
+                return v if v is not None else ""
+        return None
+
+    def direction(self) -> str | None:
+        for k, _ in self.attrs:
+            if k in DIRECTIONS:
+                return k
+        return None
+
+
+@dataclass(slots=True)
+class Sdp:
+    origin: list[str]
+    conn: tuple[str, str] | None
+    attrs: list[tuple[str, str | None]]
+    media: list[MediaDesc]
+
+    def direction(self) -> str | None:
+        for k, _ in self.attrs:
+            if k in DIRECTIONS:
+                return k
+        return None
+
+
+def _conn(value: str) -> tuple[str, str]:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError(f"bad c= line {value!r}")
+    addr = parts[2].split("/")[0]
+    if not addr:
+        raise SdpError("empty connection address")
+    return parts[1], addr
+
+
+def parse_sdp(body: bytes) -> Sdp:
+    """Parse an SDP body; raise SdpError for anything we cannot trust."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SdpError("SDP is not UTF-8") from exc
+    lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln.strip()]
+    if not lines or lines[0].strip() != "v=0":
+        raise SdpError("SDP must start with v=0")
+    origin: list[str] | None = None
+    conn = None
+    attrs: list[tuple[str, str | None]] = []
+    media: list[MediaDesc] = []
+    cur: MediaDesc | None = None
+    for ln in lines[1:]:
+        if len(ln) < 2 or ln[1] != "=" or not ln[0].isalpha():
+            raise SdpError(f"bad SDP line {ln[:40]!r}")
+        t, v = ln[0], ln[2:].strip()
+        if t == "m":
+            parts = v.split()
+            if len(parts) < 4:
+                raise SdpError(f"bad m= line {v!r}")
+            port_s = parts[1].split("/")[0]
+            if not port_s.isdigit() or int(port_s) > 65535:
+                raise SdpError(f"bad m= port {v!r}")
+            cur = MediaDesc(parts[0], int(port_s), parts[2], parts[3:])
+            media.append(cur)
+        elif t == "c":
+            c = _conn(v)
+            if cur is None:
+                conn = c
+            else:
+                cur.conn = c
+        elif t == "a":
+            name, sep, val = v.partition(":")
+            (cur.attrs if cur is not None else attrs).append((name.strip(), val.strip() if sep else None))
+        elif t == "o" and cur is None:
+            origin = v.split()
+            if len(origin) != 6:
+                raise SdpError("bad o= line")
+    if origin is None:
+        raise SdpError("missing o= line")
+    return Sdp(origin, conn, attrs, media)
+
+
+def _rtpmaps(m: MediaDesc) -> dict[int, tuple[str, int]]:
+    maps: dict[int, tuple[str, int]] = {}
+    for k, v in m.attrs:
+        if k == "rtpmap" and v:
+            pt_s, _, enc = v.partition(" ")
+            if pt_s.isdigit():
+                name, _, rate = enc.strip().partition("/")
+                rate_n = rate.split("/")[0]
+                maps[int(pt_s)] = (name.upper(), int(rate_n) if rate_n.isdigit() else 0)
+    return maps
+
+
+@dataclass(slots=True)
+class OfferPlan:
+    """What we decided about an offer; enough to build the answer and the NegotiatedMedia."""
+
+    index: int  # which m-line carries the call's audio
+    codecs: list[tuple[int, str]]  # supported (pt, name) in the offer's order
+    te: tuple[int, str | None] | None  # (pt, fmtp) for telephone-event
+    ptime: int
+    direction: str  # the peer's direction
+    media: NegotiatedMedia
+
+
+def _codec_of(pt: int, maps: dict[int, tuple[str, int]]) -> str | None:
+    if pt in maps:
+        name, rate = maps[pt]
+        if name in PT_OF and rate in (8000, 0):
+            return name
+        return None
+    return STATIC_PT.get(pt)
+
+
+def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
+    """Pick the first audio m-line with a codec from *codecs* (kept in the offer's order)."""
+    wanted = {c.upper() for c in codecs}
+    for i, m in enumerate(offer.media):
+        if m.media != "audio" or m.port == 0 or m.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
+            continue
+        maps = _rtpmaps(m)
+        chosen: list[tuple[int, str]] = []
+        te = None
+        for f in m.fmts:
+            if not f.isdigit():
+                continue
+            pt = int(f)
+            name = _codec_of(pt, maps)
+            if name is not None and name in wanted and all(n != name for _, n in chosen):
+                chosen.append((pt, name))
+            elif pt in maps and maps[pt][0] == "TELEPHONE-EVENT" and maps[pt][1] == 8000 and te is None:
+                fmtp = None
+                for k, v in m.attrs:
+                    if k == "fmtp" and v and v.split(" ", 1)[0] == f:
+                        fmtp = v.split(" ", 1)[1].strip() if " " in v else ""
+                te = (pt, fmtp)
+        if not chosen:
+            continue
+        ptime_s = m.attr("ptime")
+        ptime = int(ptime_s) if ptime_s and ptime_s.isdigit() and int(ptime_s) in PTIMES else 20
+        direction = m.direction() or offer.direction() or "sendrecv"
+        conn = m.conn or offer.conn
+        if conn is None:
+            raise SdpError("no c= line for the audio stream")
+        media = _negotiated(conn, m.port, chosen[0], ptime, te[0] if te else None, direction)
+        return OfferPlan(i, chosen, te, ptime, direction, media)
+    raise NoCommonCodec("no common audio codec")
+
+
+def _negotiated(
+    conn: tuple[str, str], port: int, codec: tuple[int, str], ptime: int, te_pt: int | None, peer_dir: str
+) -> NegotiatedMedia:
+    addr = conn[1]
+    hold_addr = addr in ("0.0.0.0", "::")
+    send = peer_dir in ("sendrecv", "recvonly") and not hold_addr
+    recv = peer_dir in ("sendrecv", "sendonly")
+    return NegotiatedMedia(
+        remote_addr=None if hold_addr else (addr, port),
+        codec=codec[1],
+        payload_type=codec[0],
+        ptime_ms=ptime,
+        telephone_event_pt=te_pt,
+        send_enabled=send,
+        recv_enabled=recv,
+    )
+
+
+def _addrtype(host: str) -> str:
+    return "IP6" if ":" in host else "IP4"
+
+
+def _session_lines(local: tuple[str, int], sess_id: int, version: int) -> list[str]:
+    host = local[0]
+    at = _addrtype(host)
+    return [
+        "v=0",
+        f"o=mediasrv {sess_id} {version} IN {at} {host}",
+        "s=mediasrv",
+        f"c=IN {at} {host}",
+        "t=0 0",
+    ]
+
+
+def build_answer(offer: Sdp, plan: OfferPlan, local: tuple[str, int], sess_id: int, version: int) -> bytes:
+    """Answer: one line per offered m-line; unused ones rejected with port 0 (RFC 3264 6)."""
+    lines = _session_lines(local, sess_id, version)
+    for i, m in enumerate(offer.media):
+        if i != plan.index:
+            lines.append(f"m={m.media} 0 {m.proto} {' '.join(m.fmts) or '0'}")
+            continue
+        pts = [pt for pt, _ in plan.codecs] + ([plan.te[0]] if plan.te else [])
+        lines.append(f"m=audio {local[1]} {m.proto} {' '.join(map(str, pts))}")
+        for pt, name in plan.codecs:
+            lines.append(f"a=rtpmap:{pt} {name}/8000")
+        if plan.te:
+            lines.append(f"a=rtpmap:{plan.te[0]} telephone-event/8000")
+            if plan.te[1] is not None:
+                lines.append(f"a=fmtp:{plan.te[0]} {plan.te[1]}")
+        lines.append(f"a=ptime:{plan.ptime}")
+        lines.append(f"a={_REVERSE.get(plan.direction, 'sendrecv')}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def build_offer(local: tuple[str, int], codecs: tuple[str, ...], sess_id: int, version: int) -> bytes:
+    """Our offer: the configured codecs in preference order, telephone-event 101 (0-16), ptime 20."""
+    lines = _session_lines(local, sess_id, version)
+    pts = [PT_OF[c.upper()] for c in codecs if c.upper() in PT_OF]
+    lines.append(f"m=audio {local[1]} RTP/AVP {' '.join(map(str, pts + [TE_PT]))}")
+    for pt in pts:
+        lines.append(f"a=rtpmap:{pt} {STATIC_PT[pt]}/8000")
+    lines += [f"a=rtpmap:{TE_PT} telephone-event/8000", f"a=fmtp:{TE_PT} 0-16", "a=ptime:20", "a=sendrecv"]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def media_from_answer(answer: Sdp, codecs: tuple[str, ...]) -> NegotiatedMedia:
+    """NegotiatedMedia from the peer's answer to our offer (first accepted audio stream)."""
+    plan = negotiate_offer(answer, codecs)
+    return plan.media
