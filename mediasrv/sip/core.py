@@ -1,0 +1,840 @@
+"""The user agent's logic (UAS and UAC) over transactions and dialogs, sans-I/O.
+
+:class:`SipCore` is fed ``receive(bytes, Dest)`` and timer deadlines, and emits bytes through the
+``send`` function it was given.  It creates and ends :class:`~mediasrv.calls.Call` objects and tells
+the registry and the media backend about them; the asyncio glue lives in ``transport.py``/``ua.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend
+from . import sdp as sdpmod
+from .dialog import Dialog, uac_dialog, uas_dialog
+from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
+from .timers import TimerHeap
+from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
+
+log = logging.getLogger("mediasrv.sip")
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"
+IN_DIALOG_OK = ("UPDATE", "INFO")
+SCHEMES = ("sip", "sips", "tel")
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error", 503: "Service Unavailable",
+    505: "Version Not Supported", 603: "Decline",
+}
+
+
+class CallFailed(Exception):
+    """An outbound call ended without being answered (``code`` is the SIP status, 408 on timeout)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class CoreSettings:
+    host: str = "127.0.0.1"  # what we put in Via/Contact/SDP
+    port: int = 5060
+    auto_answer: bool = True
+    max_calls: int | None = None
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    user_agent: str = "mediasrv/0.1"
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+ResultCallback = Callable[["Session", int, str], None]
+
+
+@dataclass(eq=False)
+class Session:
+    """One call's signaling state."""
+
+    call: Call
+    inbound: bool
+    local_tag: str
+    dialog: Dialog | None = None
+    invite_req: Request | None = None  # inbound: the initial INVITE
+    invite_tx: ServerInviteTx | ClientInviteTx | None = None
+    reinvite_tx: ServerInviteTx | None = None
+    offer_plan: sdpmod.OfferPlan | None = None
+    offer_sdp: sdpmod.Sdp | None = None
+    sess_id: int = 0
+    sdp_version: int = 0
+    awaiting_ack_sdp: bool = False
+    answered: bool = False
+    ended: bool = False
+    # outbound
+    flow: Dest | None = None
+    invite_fields: dict[str, Any] = field(default_factory=dict)
+    ack_bytes: bytes | None = None
+    provisional: bool = False
+    cancel: tuple[str, str] | None = None  # (cause, by) once a CANCEL is wanted
+    cancel_sent: bool = False
+    on_result: ResultCallback | None = None
+    result_sent: bool = False
+
+
+_RPORT_RE = re.compile(r";\s*rport(?=\s*(?:;|$))", re.I)
+
+
+class SipCore:
+    def __init__(
+        self,
+        settings: CoreSettings,
+        registry: CallRegistry,
+        media: MediaBackend,
+        send: Callable[[bytes, Dest], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.media = media
+        self._send_fn = send
+        self.clock = clock
+        self.timers = TimerHeap()
+        self.stats: dict[str, int] = {
+            "requests_in": 0,
+            "responses_in": 0,
+            "requests_out": 0,
+            "responses_out": 0,
+            "retransmissions": 0,
+            "absorbed": 0,
+            "malformed": 0,
+            "calls_in": 0,
+            "calls_out": 0,
+            "rejected": 0,
+            "no_ack": 0,
+        }
+        self.tl = TransactionLayer(self._send, clock, self.timers, settings.t1, settings.t2, settings.t4, self.stats)
+        self.dialogs: dict[tuple[str, str, str], Session] = {}
+        self.sessions: dict[str, Session] = {}  # by Call.call_id
+        self._ids = itertools.count(1)
+        self._prefix = f"{random.getrandbits(40):010x}"
+        self._malformed_logged_at = -1e9
+        self._malformed_suppressed = 0
+
+    # -- ids --------------------------------------------------------------------------------------
+    def _token(self) -> str:
+        return f"{self._prefix}{next(self._ids):x}"
+
+    def _branch(self) -> str:
+        return "z9hG4bK" + self._token()
+
+    # -- output -----------------------------------------------------------------------------------
+    def _send(self, data: bytes, dest: Dest) -> None:
+        if data[:4] == b"SIP/":
+            self.stats["responses_out"] += 1
+        else:
+            self.stats["requests_out"] += 1
+        self._send_fn(data, dest)
+
+    def _contact(self, transport: str) -> str:
+        s = self.settings
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        tp = ";transport=tcp" if transport == "tcp" else ""
+        return f"<sip:mediasrv@{host}:{s.port}{tp}>"
+
+    def _via(self, transport: str, branch: str) -> str:
+        s = self.settings
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        return f"SIP/2.0/{transport.upper()} {host}:{s.port};branch={branch};rport"
+
+    def response(
+        self,
+        req: Request,
+        status: int,
+        dest: Dest,
+        to_tag: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        reason: str | None = None,
+    ) -> bytes:
+        """Build a response: Via (with received/rport, RFC 3581), From, To (+tag), Call-ID, CSeq copied."""
+        lines = [f"SIP/2.0 {status} {reason or REASONS.get(status, 'Unknown')}"]
+        first = True
+        for k, v in req.headers:
+            if k == "via":
+                if first:
+                    first = False
+                    items = split_header_list(v)
+                    items[0] = self._received(items[0].strip(), req, dest)
+                    v = ",".join(items)
+                lines.append(f"Via: {v}")
+        for k, name in (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq")):
+            v = req.get(k) or ""
+            if k == "to" and to_tag and req.to_tag is None:
+                v = f"{v};tag={to_tag}"
+            lines.append(f"{name}: {v}")
+        lines.append(f"Server: {self.settings.user_agent}")
+        if headers:
+            lines.extend(f"{k}: {v}" for k, v in headers)
+        lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+    @staticmethod
+    def _received(top: str, req: Request, dest: Dest) -> str:
+        via = req.vias[0]
+        ip, port = dest.addr[0], dest.addr[1]
+        if "rport" in via.params and via.params["rport"] is None:
+            top = _RPORT_RE.sub(f";rport={port}", top, count=1)
+            if "received" not in via.params:
+                top += f";received={ip}"
+        elif via.host.strip("[]") != ip and "received" not in via.params:
+            top += f";received={ip}"
+        return top
+
+    def _respond(self, tx: ServerTx, status: int, to_tag: str | None = None, **kw: Any) -> None:
+        tx.respond(status, self.response(tx.request, status, tx.dest, to_tag, **kw))
+
+    # -- input ------------------------------------------------------------------------------------
+    def receive(self, data: bytes, dest: Dest) -> None:
+        """Feed one datagram or one framed stream message."""
+        try:
+            msg = parse(data, stream=dest.reliable)
+        except ParseError as exc:
+            self._malformed(data, dest, exc)
+            return
+        if isinstance(msg, Request):
+            self.stats["requests_in"] += 1
+            self._on_request(msg, dest)
+        else:
+            self.stats["responses_in"] += 1
+            self._on_response(msg, dest)
+
+    def _malformed(self, data: bytes, dest: Dest, exc: ParseError) -> None:
+        self.stats["malformed"] += 1
+        now = self.clock()
+        if now - self._malformed_logged_at >= 1.0:
+            extra = f" ({self._malformed_suppressed} more suppressed)" if self._malformed_suppressed else ""
+            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], exc.reason, extra)
+            self._malformed_logged_at = now
+            self._malformed_suppressed = 0
+        else:
+            self._malformed_suppressed += 1
+        resp = stateless_error(data, exc.status, exc.reason, dest, self.settings.user_agent)
+        if resp is not None:
+            self._send(resp, dest)
+
+    # -- requests ---------------------------------------------------------------------------------
+    def _on_request(self, req: Request, dest: Dest) -> None:
+        method = req.method
+        tl = self.tl
+        if method == "ACK":
+            tx = tl.find_server(req)
+            if isinstance(tx, ServerInviteTx) and tx.state in ("completed", "confirmed"):
+                tx.receive_ack()
+                return
+            self._on_ack(req)
+            return
+        tx = tl.find_server(req)
+        if tx is not None:
+            self.stats["absorbed"] += 1
+            tx.retransmission()
+            return
+        tx = tl.new_server(req, dest)
+        if method == "CANCEL":
+            self._on_cancel(req, tx)
+            return
+        if req.uri.scheme not in SCHEMES:
+            self._respond(tx, 416, self._token())
+            return
+        require = [r.strip() for v in req.raw_all("require") for r in v.split(",") if r.strip()]
+        if require:
+            self._respond(tx, 420, self._token(), headers=[("Unsupported", ", ".join(require))])
+            return
+        if req.to_tag is not None:
+            session = self.dialogs.get((req.call_id, req.to_tag, req.from_tag or ""))
+            if session is None:
+                if method == "OPTIONS":
+                    self._options(tx)
+                else:
+                    self._respond(tx, 481)
+                return
+            self._in_dialog(session, req, tx)
+            return
+        if method == "INVITE":
+            self._new_invite(req, tx)
+        elif method == "OPTIONS":
+            self._options(tx)
+        elif method in ("BYE", "UPDATE", "INFO", "PRACK"):
+            self._respond(tx, 481, self._token())
+        else:
+            self._respond(tx, 405, self._token(), headers=[("Allow", ALLOW)])
+
+    def _options(self, tx: ServerTx) -> None:
+        self._respond(
+            tx,
+            200,
+            self._token(),
+            headers=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Contact", self._contact(tx.dest.transport))],
+        )
+
+    def _on_cancel(self, req: Request, tx: ServerTx) -> None:
+        itx = self.tl.find_server(req, "INVITE")
+        if not isinstance(itx, ServerInviteTx):
+            self._respond(tx, 481, self._token())
+            return
+        session: Session | None = itx.context
+        tag = session.local_tag if session is not None else self._token()
+        self._respond(tx, 200, tag)
+        if itx.state != "proceeding":
+            return
+        self._respond(itx, 487, tag)
+        if session is not None and itx is session.invite_tx:
+            self._end(session, "cancelled", "caller", 487)
+
+    # -- new inbound call -------------------------------------------------------------------------
+    def _new_invite(self, req: Request, tx: ServerTx) -> None:
+        assert isinstance(tx, ServerInviteTx)
+        self._respond(tx, 100)
+        tag = self._token()
+        offer = plan = None
+        if req.body:
+            ctype = (req.content_type or "").split(";")[0].strip().lower()
+            enc = (req.get("content-encoding") or "identity").strip().lower()
+            if ctype != "application/sdp" or enc not in ("identity", ""):
+                self._respond(tx, 415, tag, headers=[("Accept", "application/sdp")])
+                return
+            try:
+                offer = sdpmod.parse_sdp(req.body)
+                plan = sdpmod.negotiate_offer(offer, self.settings.codecs)
+            except sdpmod.SdpError as exc:
+                self._respond(tx, 400, tag, reason=f"Bad SDP: {exc}"[:80])
+                return
+            except sdpmod.NoCommonCodec:
+                self.stats["rejected"] += 1
+                self._respond(tx, 488, tag, headers=[("Warning", '305 mediasrv "Incompatible media format"')])
+                return
+        accept = req.get("accept")
+        if accept is not None and accept.strip():
+            types = {a.split(";")[0].strip().lower() for a in accept.split(",")}
+            if not types & {"application/sdp", "application/*", "*/*"}:
+                self._respond(tx, 406, tag, headers=[("Accept", "application/sdp")])
+                return
+        existing = self.registry.by_sip_call_id(req.call_id)
+        if existing is not None:
+            self._respond(tx, 482, tag)
+            return
+        s = self.settings
+        if s.max_calls is not None and self.registry.active_count >= s.max_calls:
+            self.stats["rejected"] += 1
+            self._respond(tx, 503, tag, headers=[("Retry-After", "1")])
+            return
+        call = Call(
+            direction=Direction.INBOUND,
+            from_uri=req.from_.raw_uri,
+            to_uri=req.to.raw_uri,
+            sip_call_id=req.call_id,
+        )
+        if req.from_.display:
+            call.extra["from_display"] = req.from_.display
+        call.extra["request_uri"] = req.uri_str
+        session = Session(call=call, inbound=True, local_tag=tag, invite_req=req, invite_tx=tx)
+        session.offer_sdp, session.offer_plan = offer, plan
+        session.sess_id = random.getrandbits(31)
+        session.sdp_version = 1
+        tx.context = session
+        tx.on_no_ack = self._no_ack
+        self.stats["calls_in"] += 1
+        self.registry.add(call)
+        self.sessions[call.call_id] = session
+        try:
+            call.local_rtp = self.media.allocate(call)
+        except Exception as exc:  # noqa: BLE001 - any media failure is a 503, never silence
+            log.warning("media allocation failed for %s: %s", call.call_id, exc)
+            self.stats["rejected"] += 1
+            self._respond(tx, 503, tag, headers=[("Retry-After", "1")])
+            self._end(session, "rejected", "server", 503, release=False)
+            return
+        if s.auto_answer:
+            self._answer(session)
+        else:
+            self._ring(session)
+
+    def _dialog_for(self, session: Session) -> Dialog:
+        if session.dialog is None:
+            req = session.invite_req
+            assert req is not None and session.invite_tx is not None
+            to_value = f"{req.get('to')};tag={session.local_tag}"
+            session.dialog = uas_dialog(req, session.local_tag, session.invite_tx.dest, to_value)
+            self.dialogs[session.dialog.key] = session
+        return session.dialog
+
+    def _ring(self, session: Session) -> None:
+        tx = session.invite_tx
+        assert isinstance(tx, ServerInviteTx)
+        self._dialog_for(session)
+        self._respond(tx, 180, session.local_tag, headers=[("Contact", self._contact(tx.dest.transport))])
+        self.registry.ringing(session.call)
+
+    def _answer(self, session: Session) -> None:
+        tx = session.invite_tx
+        assert isinstance(tx, ServerInviteTx)
+        call = session.call
+        local = call.local_rtp or (self.settings.host, 0)
+        if session.offer_sdp is not None and session.offer_plan is not None:
+            body = sdpmod.build_answer(session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version)
+            call.media = session.offer_plan.media
+        else:
+            body = sdpmod.build_offer(local, self.settings.codecs, session.sess_id, session.sdp_version)
+            session.awaiting_ack_sdp = True
+        self._dialog_for(session)
+        self._respond(
+            tx,
+            200,
+            session.local_tag,
+            headers=[
+                ("Contact", self._contact(tx.dest.transport)),
+                ("Allow", ALLOW),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=body,
+        )
+        session.answered = True
+        self.registry.answered(call)
+        if call.media is not None:
+            self.media.media_changed(call)
+
+    def _no_ack(self, tx: ServerInviteTx) -> None:
+        session: Session | None = tx.context
+        if session is None or session.ended:
+            return
+        self.stats["no_ack"] += 1
+        log.info("no ACK for 2xx on %s: hanging up", session.call.call_id)
+        self._send_bye(session)
+        self._end(session, "no_ack", "server", None)
+
+    # -- in-dialog requests -----------------------------------------------------------------------
+    def _in_dialog(self, session: Session, req: Request, tx: ServerTx) -> None:
+        dialog = session.dialog
+        assert dialog is not None
+        if dialog.remote_seq is not None and req.cseq <= dialog.remote_seq and req.method != "ACK":
+            if not (req.cseq == dialog.remote_seq and req.method == "CANCEL"):
+                self._respond(tx, 500, reason="CSeq Out of Order")
+                return
+        dialog.remote_seq = req.cseq
+        m = req.method
+        if m == "BYE":
+            self._respond(tx, 200)
+            self._stop_2xx(session)
+            itx = session.invite_tx
+            if isinstance(itx, ServerInviteTx) and itx.state == "proceeding":
+                self._respond(itx, 487, session.local_tag)
+            self._end(session, "normal_clearing", "caller" if session.inbound else "callee", None)
+        elif m == "INVITE":
+            assert isinstance(tx, ServerInviteTx)
+            self._reinvite(session, req, tx)
+        elif m == "OPTIONS":
+            self._options(tx)
+        elif m in IN_DIALOG_OK:
+            self._respond(tx, 200)
+        else:
+            self._respond(tx, 405, headers=[("Allow", ALLOW)])
+
+    def _stop_2xx(self, session: Session) -> None:
+        for t in (session.invite_tx, session.reinvite_tx):
+            if isinstance(t, ServerInviteTx):
+                t.ack_2xx()
+
+    def _reinvite(self, session: Session, req: Request, tx: ServerInviteTx) -> None:
+        pending = session.reinvite_tx
+        initial = session.invite_tx
+        if (
+            (pending is not None and pending.state == "accepted" and not pending.acked)
+            or (isinstance(initial, ServerInviteTx) and initial.state in ("proceeding",))
+            or (isinstance(initial, ServerInviteTx) and initial.state == "accepted" and not initial.acked)
+        ):
+            self._respond(tx, 491)
+            return
+        call = session.call
+        offer = plan = None
+        if req.body:
+            try:
+                offer = sdpmod.parse_sdp(req.body)
+                plan = sdpmod.negotiate_offer(offer, self.settings.codecs)
+            except sdpmod.SdpError as exc:
+                self._respond(tx, 400, reason=f"Bad SDP: {exc}"[:80])
+                return
+            except sdpmod.NoCommonCodec:
+                self._respond(tx, 488)
+                return
+        assert session.dialog is not None
+        session.dialog.update_target(req)
+        session.sdp_version += 1
+        local = call.local_rtp or (self.settings.host, 0)
+        if offer is not None and plan is not None:
+            body = sdpmod.build_answer(offer, plan, local, session.sess_id, session.sdp_version)
+        else:
+            body = sdpmod.build_offer(local, self.settings.codecs, session.sess_id, session.sdp_version)
+            session.awaiting_ack_sdp = True
+        tx.context = session
+        tx.on_no_ack = self._no_ack
+        session.reinvite_tx = tx
+        self._respond(
+            tx,
+            200,
+            headers=[("Contact", self._contact(tx.dest.transport)), ("Allow", ALLOW), ("Content-Type", "application/sdp")],
+            body=body,
+        )
+        if plan is not None:
+            call.media = plan.media
+            self.media.media_changed(call)
+
+    def _on_ack(self, req: Request) -> None:
+        session = self.dialogs.get((req.call_id, req.to_tag or "", req.from_tag or ""))
+        if session is None:
+            return  # stray ACK: absorbed
+        hit = False
+        for t in (session.invite_tx, session.reinvite_tx):
+            if isinstance(t, ServerInviteTx) and t.request.cseq == req.cseq and t.final_sent:
+                if not t.acked:
+                    hit = True
+                t.ack_2xx()
+        if session.dialog is not None:
+            session.dialog.confirmed = True
+        if hit and session.awaiting_ack_sdp:
+            session.awaiting_ack_sdp = False
+            try:
+                answer = sdpmod.parse_sdp(req.body) if req.body else None
+                if answer is None:
+                    raise sdpmod.SdpError("ACK without the SDP answer")
+                session.call.media = sdpmod.media_from_answer(answer, self.settings.codecs)
+            except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
+                log.info("bad SDP answer in ACK for %s: %s; hanging up", session.call.call_id, exc)
+                self._send_bye(session)
+                self._end(session, "bad_sdp", "server", 488)
+                return
+            self.media.media_changed(session.call)
+
+    # -- responses --------------------------------------------------------------------------------
+    def _on_response(self, resp: Response, dest: Dest) -> None:
+        tx = self.tl.match_response(resp)
+        if tx is not None:
+            tx.receive(resp)
+            return
+        if resp.cseq_method == "INVITE" and 200 <= resp.status < 300:
+            # 2xx retransmission after our INVITE transaction is gone: re-ACK from the dialog.
+            session = self.dialogs.get((resp.call_id, resp.from_tag or "", resp.to_tag or ""))
+            if session is not None and session.ack_bytes is not None and session.dialog is not None:
+                self.stats["retransmissions"] += 1
+                self._send(session.ack_bytes, session.dialog.destination()[1])
+
+    # -- outbound calls ---------------------------------------------------------------------------
+    def start_call(
+        self,
+        to_uri: str,
+        remote: tuple[str, int],
+        on_result: ResultCallback,
+        from_uri: str | None = None,
+        transport: str = "udp",
+        headers: dict[str, str] | None = None,
+    ) -> Session:
+        s = self.settings
+        transport = transport.lower()
+        if transport not in ("udp", "tcp"):
+            raise ValueError(f"unsupported transport {transport!r}")
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        from_uri = from_uri or f"sip:mediasrv@{host}"
+        sip_call_id = f"{self._token()}@{host}"
+        call = Call(direction=Direction.OUTBOUND, from_uri=from_uri, to_uri=to_uri, sip_call_id=sip_call_id)
+        tag = self._token()
+        session = Session(call=call, inbound=False, local_tag=tag, on_result=on_result)
+        session.sess_id = random.getrandbits(31)
+        session.sdp_version = 1
+        flow = Dest(transport, (remote[0], int(remote[1])))
+        session.flow = flow
+        if s.max_calls is not None and self.registry.active_count >= s.max_calls:
+            raise CallFailed(503, "max_calls reached")
+        self.registry.add(call)
+        self.sessions[call.call_id] = session
+        self.stats["calls_out"] += 1
+        try:
+            call.local_rtp = self.media.allocate(call)
+        except Exception as exc:  # noqa: BLE001
+            self._end(session, "rejected", "server", 503, release=False)
+            raise CallFailed(503, f"media allocation failed: {exc}") from exc
+        body = sdpmod.build_offer(call.local_rtp, s.codecs, session.sess_id, session.sdp_version)
+        branch = self._branch()
+        via = self._via(transport, branch)
+        from_value = f"<{from_uri}>;tag={tag}"
+        to_value = f"<{to_uri}>"
+        hdrs = [
+            ("Via", via),
+            ("Max-Forwards", "70"),
+            ("From", from_value),
+            ("To", to_value),
+            ("Call-ID", sip_call_id),
+            ("CSeq", "1 INVITE"),
+            ("Contact", self._contact(transport)),
+            ("User-Agent", s.user_agent),
+            ("Allow", ALLOW),
+        ]
+        if headers:
+            hdrs.extend(headers.items())
+        hdrs.append(("Content-Type", "application/sdp"))
+        data = build_request_head("INVITE", to_uri, hdrs, body)
+        session.invite_fields = {"uri": to_uri, "via": via, "from": from_value, "to": to_value, "cseq": 1}
+        session.dialog = None
+
+        def build_ack(resp: Response) -> bytes:
+            return build_request_head(
+                "ACK",
+                to_uri,
+                [
+                    ("Via", via),
+                    ("Max-Forwards", "70"),
+                    ("From", from_value),
+                    ("To", resp.get("to") or to_value),
+                    ("Call-ID", sip_call_id),
+                    ("CSeq", "1 ACK"),
+                ],
+            )
+
+        tx = self.tl.new_client("INVITE", branch, data, flow, self._uac_response, self._uac_timeout, build_ack)
+        assert isinstance(tx, ClientInviteTx)
+        tx.context = session
+        session.invite_tx = tx
+        return session
+
+    def _result(self, session: Session, code: int, reason: str) -> None:
+        if not session.result_sent and session.on_result is not None:
+            session.result_sent = True
+            session.on_result(session, code, reason)
+
+    def _uac_response(self, tx: ClientTx, resp: Response) -> None:
+        session: Session = tx.context
+        st = resp.status
+        if st < 200:
+            if st > 100 and not session.ended:
+                self.registry.ringing(session.call)
+            session.provisional = True
+            if session.cancel is not None and not session.cancel_sent:
+                self._send_cancel(session)
+            return
+        if st < 300:
+            self._uac_2xx(session, resp, tx)
+            return
+        cause, by = session.cancel or ("rejected", "callee")
+        self._end(session, cause, by, st)
+        self._result(session, st, resp.reason or REASONS.get(st, ""))
+
+    def _uac_2xx(self, session: Session, resp: Response, tx: ClientTx) -> None:
+        if session.dialog is not None:
+            if session.ack_bytes is not None and resp.to_tag == session.dialog.remote_tag:
+                self.stats["retransmissions"] += 1
+                self._send(session.ack_bytes, session.dialog.destination()[1])
+            return
+        f = session.invite_fields
+        dialog = uac_dialog(f["from"], session.local_tag, f["cseq"], resp, tx.dest)
+        session.dialog = dialog
+        self.dialogs[dialog.key] = session
+        ruri, dest, routes = dialog.destination()
+        hdrs = [("Via", self._via(dest.transport, self._branch())), ("Max-Forwards", "70")]
+        hdrs += [("Route", r) for r in routes]
+        hdrs += [
+            ("From", dialog.local_party),
+            ("To", dialog.remote_party),
+            ("Call-ID", dialog.call_id),
+            ("CSeq", f"{f['cseq']} ACK"),
+        ]
+        session.ack_bytes = build_request_head("ACK", ruri, hdrs)
+        self._send(session.ack_bytes, dest)
+        call = session.call
+        if session.ended or session.cancel is not None:
+            # Our CANCEL lost the race against the 2xx: confirm and hang up at once.
+            cause, by = session.cancel or ("cancelled", "api")
+            self._send_bye(session)
+            self._end(session, cause, by, None)
+            self._result(session, 487, "Request Terminated")
+            return
+        try:
+            if not resp.body:
+                raise sdpmod.SdpError("2xx without an SDP answer")
+            call.media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
+        except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
+            self._send_bye(session)
+            self._end(session, "bad_sdp", "server", 488)
+            self._result(session, 488, f"unusable SDP answer: {exc}")
+            return
+        session.answered = True
+        self.registry.answered(call)
+        self.media.media_changed(call)
+        self._result(session, 200, resp.reason)
+
+    def _uac_timeout(self, tx: ClientTx) -> None:
+        session: Session = tx.context
+        cause, by = session.cancel or ("timeout", "server")
+        self._end(session, cause, by, 408)
+        self._result(session, 408, "Request Timeout")
+
+    def cancel_call(self, session: Session, cause: str = "cancelled", by: str = "api") -> None:
+        """Give up on an outbound call: CANCEL if unanswered (BYE if it was answered)."""
+        if session.ended:
+            return
+        if session.answered:
+            self._send_bye(session)
+            self._end(session, cause, by, None)
+            return
+        if session.cancel is None:
+            session.cancel = (cause, by)
+        if session.provisional and not session.cancel_sent:
+            self._send_cancel(session)
+
+    def _send_cancel(self, session: Session) -> None:
+        tx = session.invite_tx
+        if not isinstance(tx, ClientInviteTx) or tx.state not in ("calling", "proceeding"):
+            return
+        session.cancel_sent = True
+        f = session.invite_fields
+        data = build_request_head(
+            "CANCEL",
+            f["uri"],
+            [
+                ("Via", f["via"]),
+                ("Max-Forwards", "70"),
+                ("From", f["from"]),
+                ("To", f["to"]),
+                ("Call-ID", session.call.sip_call_id),
+                ("CSeq", f"{f['cseq']} CANCEL"),
+            ],
+        )
+        self.tl.new_client("CANCEL", tx.branch, data, tx.dest, _ignore_response, _ignore_timeout)
+
+    # -- hangup / answer API ----------------------------------------------------------------------
+    def find(self, call_id: str) -> Session:
+        session = self.sessions.get(call_id)
+        if session is None:
+            call = self.registry.by_sip_call_id(call_id)
+            if call is not None:
+                session = self.sessions.get(call.call_id)
+        if session is None:
+            raise KeyError(call_id)
+        return session
+
+    def answer(self, call_id: str) -> None:
+        session = self.find(call_id)
+        tx = session.invite_tx
+        if (
+            not session.inbound
+            or session.ended
+            or session.answered
+            or not isinstance(tx, ServerInviteTx)
+            or tx.state != "proceeding"
+        ):
+            raise RuntimeError(f"call {call_id} is not ringing")
+        self._answer(session)
+
+    def hangup(self, call_id: str, cause: str = "normal_clearing", by: str = "api") -> None:
+        session = self.find(call_id)
+        if session.ended:
+            return
+        if session.answered:
+            self._stop_2xx(session)
+            self._send_bye(session)
+            self._end(session, cause, by, None)
+        elif session.inbound:
+            code = 603 if cause in ("rejected", "decline", "call_rejected") else 486 if cause == "busy" else 480
+            tx = session.invite_tx
+            if isinstance(tx, ServerInviteTx):
+                self._respond(tx, code, session.local_tag)
+            self._end(session, cause, by, code)
+        else:
+            self.cancel_call(session, cause, by)
+
+    def shutdown(self) -> None:
+        """BYE every answered call, refuse/cancel the rest (cause server_shutdown)."""
+        for session in list(self.sessions.values()):
+            if not session.ended:
+                self.hangup(session.call.call_id, "server_shutdown", "server")
+
+    def _send_bye(self, session: Session) -> None:
+        dialog = session.dialog
+        if dialog is None:
+            return
+        ruri, dest, routes = dialog.destination()
+        hdrs = [("Via", self._via(dest.transport, branch := self._branch())), ("Max-Forwards", "70")]
+        hdrs += [("Route", r) for r in routes]
+        hdrs += [
+            ("From", dialog.local_party),
+            ("To", dialog.remote_party),
+            ("Call-ID", dialog.call_id),
+            ("CSeq", f"{dialog.next_seq()} BYE"),
+            ("User-Agent", self.settings.user_agent),
+        ]
+        data = build_request_head("BYE", ruri, hdrs)
+        self.tl.new_client("BYE", branch, data, dest, _ignore_response, _ignore_timeout)
+
+    # -- the end ----------------------------------------------------------------------------------
+    def _end(self, session: Session, cause: str, by: str, code: int | None, release: bool = True) -> None:
+        if session.ended:
+            return
+        session.ended = True
+        call = session.call
+        if session.dialog is not None:
+            self.dialogs.pop(session.dialog.key, None)
+        self.sessions.pop(call.call_id, None)
+        if call.state is not CallState.ENDED:
+            self.registry.ended(call, cause, by, code)
+        if release:
+            try:
+                self.media.release(call)
+            except Exception:  # noqa: BLE001 - a media bug must not break signaling
+                log.exception("media.release failed for %s", call.call_id)
+
+
+def _ignore_response(tx: ClientTx, resp: Response) -> None:
+    return None
+
+
+def _ignore_timeout(tx: ClientTx) -> None:
+    return None
+
+
+_RAW_HDR_RE = re.compile(r"^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*(.*)$", re.I | re.M)
+
+
+def stateless_error(data: bytes, status: int, reason: str, dest: Dest, server: str) -> bytes | None:
+    """Best-effort 400/505 for a request we could not parse (nothing for responses or ACK)."""
+    if data[:4] == b"SIP/" or data[:4] == b"ACK ":
+        return None
+    end = data.find(b"\r\n\r\n")
+    head = data[: end if end >= 0 else len(data)].decode("utf-8", "replace")
+    found: dict[str, str] = {}
+    vias: list[str] = []
+    names = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
+    for m in _RAW_HDR_RE.finditer(head):
+        name = names.get(m.group(1).lower(), m.group(1).lower())
+        value = m.group(2).strip()
+        if name == "via":
+            vias.append(value)
+        else:
+            found.setdefault(name, value)
+    if not vias or len(found) < 4:
+        return None
+    to = found["to"]
+    if ";tag=" not in to.replace(" ", ""):
+        to += f";tag=e{random.getrandbits(32):x}"
+    reason = re.sub(r"[\r\n]", " ", reason)[:100]
+    lines = [f"SIP/2.0 {status} {REASONS.get(status, 'Bad Request')} ({reason})"]
+    lines += [f"Via: {v}" for v in vias]
+    lines += [f"From: {found['from']}", f"To: {to}", f"Call-ID: {found['call-id']}", f"CSeq: {found['cseq']}"]
+    lines += [f"Server: {server}", "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -1,0 +1,125 @@
+"""Dialog state (RFC 3261 section 12): ids, CSeq counters, route set and remote target.
+
+Also knows where an in-dialog request goes: the first loose route, else the remote target, over
+the flow the dialog was set up on when that is TCP (connection reuse) or the URI names no IP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from .message import NameAddr, ParseError, Request, Response, parse_name_addr, split_header_list
+from .transaction import Dest
+
+
+@dataclass(slots=True)
+class Dialog:
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_party: str  # our From header value in requests we send (with our tag)
+    remote_party: str  # To header value in requests we send (with their tag)
+    remote_target: str  # URI from the peer's Contact
+    route_set: list[str] = field(default_factory=list)  # Route header values, in order
+    local_seq: int = 1
+    remote_seq: int | None = None
+    flow: Dest | None = None  # the transport/peer the dialog was established over
+    confirmed: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    def next_seq(self) -> int:
+        self.local_seq += 1
+        return self.local_seq
+
+    def update_target(self, msg: Request | Response) -> None:
+        """A Contact in a re-INVITE or its 2xx replaces the remote target (RFC 3261 12.2)."""
+        contact = _first_contact(msg)
+        if contact is not None:
+            self.remote_target = str(contact.raw_uri)
+
+    def destination(self) -> tuple[str, Dest, list[str]]:
+        """(Request-URI, Dest, Route headers) for a new in-dialog request."""
+        routes = list(self.route_set)
+        ruri = self.remote_target
+        if routes:
+            first = parse_name_addr(routes[0])
+            target = first
+            if "lr" not in first.uri.params:  # strict router: its URI becomes the Request-URI
+                ruri = first.raw_uri
+                routes = routes[1:] + [f"<{self.remote_target}>"]
+            uri = target.uri
+        else:
+            uri = parse_name_addr(f"<{ruri}>").uri
+        return ruri, self._dest_for(uri.host_plain, uri.port, uri.param("transport")), routes
+
+    def _dest_for(self, host: str, port: int | None, transport: str | None) -> Dest:
+        flow = self.flow
+        tp = transport if transport in ("udp", "tcp") else (flow.transport if flow else "udp")
+        try:
+            ipaddress.ip_address(host)
+            addr: tuple[str, int] | None = (host, port or 5060)
+        except ValueError:
+            addr = None  # a host name: we do not resolve, we use the flow instead
+        if flow is not None and (addr is None or (tp == "tcp" and flow.transport == "tcp")):
+            if addr is None:
+                return flow
+            return Dest("tcp", addr, flow.conn)
+        return Dest(tp, addr or ("127.0.0.1", 5060))
+
+
+def _first_contact(msg: Request | Response) -> NameAddr | None:
+    for v in msg.get_all("contact"):
+        if v != "*":
+            try:
+                return parse_name_addr(v)
+            except ParseError:
+                return None
+    return None
+
+
+def record_routes(msg: Request | Response) -> list[str]:
+    out: list[str] = []
+    for v in msg.raw_all("record-route"):
+        out.extend(p.strip() for p in split_header_list(v))
+    return out
+
+
+def uas_dialog(req: Request, local_tag: str, flow: Dest, to_value: str) -> Dialog:
+    """Dialog created by our 1xx/2xx to an INVITE (we are the UAS)."""
+    contact = _first_contact(req)
+    target = contact.raw_uri if contact is not None else req.from_.raw_uri
+    return Dialog(
+        call_id=req.call_id,
+        local_tag=local_tag,
+        remote_tag=req.from_tag or "",
+        local_party=to_value,
+        remote_party=req.get("from") or "",
+        remote_target=target,
+        route_set=record_routes(req),
+        local_seq=0,
+        remote_seq=req.cseq,
+        flow=flow,
+    )
+
+
+def uac_dialog(local_party: str, local_tag: str, cseq: int, resp: Response, flow: Dest) -> Dialog:
+    """Dialog created by a 2xx to our INVITE (route set is the Record-Route reversed)."""
+    contact = _first_contact(resp)
+    target = contact.raw_uri if contact is not None else resp.to.raw_uri
+    return Dialog(
+        call_id=resp.call_id,
+        local_tag=local_tag,
+        remote_tag=resp.to_tag or "",
+        local_party=local_party,
+        remote_party=resp.get("to") or "",
+        remote_target=target,
+        route_set=list(reversed(record_routes(resp))),
+        local_seq=cseq,
+        remote_seq=None,
+        flow=flow,
+        confirmed=True,
+    )
