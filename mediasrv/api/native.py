@@ -150,7 +150,7 @@ async def stop_call_playbacks(request: web.Request) -> web.Response:
     which = request.query.get("stop", "current")
     if which not in ("current", "all"):
         raise ApiError(400, "invalid_field", "stop must be 'current' or 'all'", field="stop")
-    stopped = server.media.stop(call.call_id, which, by="api")
+    stopped = server.media.stop_playbacks(call.call_id, which, by="api")
     return web.json_response({"stopped": [p.to_dict() for p in stopped]})
 
 

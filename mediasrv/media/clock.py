@@ -1,0 +1,276 @@
+"""The one media clock: absolute deadlines, 1 ms sub-slots, every leg at a fixed phase.
+
+Why this shape:
+- Absolute deadlines (tick *k* is due at ``t0 + k·1 ms``) mean a late wake-up never
+  shifts later packets: the clock catches up by running every due tick, so RTP
+  timestamps and wall time never drift apart.  Late wake-ups are counted and their
+  lateness recorded.
+- Staggering: each leg is placed in the least-loaded of 20 one-millisecond sub-slots
+  and sends one packet every ``ptime`` ms from there, so 1,000 legs leave as 20 groups
+  of 50 instead of one burst of 1,000 (the burst is what makes p99 jitter grow).
+- Waking: an absolute ``timerfd`` (CLOCK_MONOTONIC, TFD_TIMER_ABSTIME) registered with
+  ``loop.add_reader`` wakes with sub-millisecond precision on both asyncio and uvloop,
+  whose own timers round to 1 ms; ``loop.call_at`` is the fallback where timerfd is
+  missing.  ``bench/clock_precision.py`` measures both.
+
+:class:`ClockCore` is the pure scheduling logic (time is passed in), so tests drive it
+with a fake clock; :class:`MediaClock` is the thin asyncio driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+log = logging.getLogger("mediasrv.clock")
+
+SUBSLOT_S = 0.001
+SLOTS_PER_CYCLE = 20
+LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+
+
+class Tickable(Protocol):
+    def tick(self) -> None:
+        """Send this leg's packet for the current packet time (must not block)."""
+
+
+@dataclass(eq=False)
+class Scheduled:
+    item: Tickable
+    period: int  # in sub-slots (= ptime in ms)
+    phase: int
+    active: bool = True
+
+
+@dataclass
+class ClockStats:
+    ticks: int = 0  # sub-slots processed
+    wakeups: int = 0
+    late_ticks: int = 0  # sub-slots run more than one sub-slot after their deadline
+    packets: int = 0  # item.tick() calls
+    tick_errors: int = 0
+    lateness_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS) + 1))
+    lateness_sum: float = 0.0
+
+    def record_lateness(self, seconds: float) -> None:
+        self.lateness_sum += seconds
+        for i, le in enumerate(LATENESS_BUCKETS):
+            if seconds <= le:
+                self.lateness_counts[i] += 1
+                return
+        self.lateness_counts[-1] += 1
+
+    def histogram(self) -> dict[str, object]:
+        cumulative, buckets = 0, []
+        for le, n in zip([*map(str, LATENESS_BUCKETS), "+Inf"], self.lateness_counts, strict=True):
+            cumulative += n
+            buckets.append((le, cumulative))
+        return {"buckets": buckets, "sum": self.lateness_sum, "count": cumulative}
+
+
+class ClockCore:
+    """Which legs send in which sub-slot; pure logic driven by ``run_until(now)``."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.next_tick = 0  # first sub-slot not yet run
+        self._wheel: dict[int, list[Scheduled]] = {}
+        self._phase_load = [0] * SLOTS_PER_CYCLE
+        self.stats = ClockStats()
+        self.on_error: Callable[[Tickable, BaseException], None] | None = None
+
+    def deadline(self, tick: int) -> float:
+        return self.t0 + tick * SUBSLOT_S
+
+    def add(self, item: Tickable, ptime_ms: int = 20) -> Scheduled:
+        phase = min(range(SLOTS_PER_CYCLE), key=self._phase_load.__getitem__)
+        self._phase_load[phase] += 1
+        first = self.next_tick + (phase - self.next_tick) % SLOTS_PER_CYCLE
+        entry = Scheduled(item, max(1, int(ptime_ms)), phase)
+        self._wheel.setdefault(first, []).append(entry)
+        return entry
+
+    def remove(self, entry: Scheduled) -> None:
+        if entry.active:
+            entry.active = False  # dropped lazily when its sub-slot comes up
+            self._phase_load[entry.phase] -= 1
+
+    @property
+    def active_count(self) -> int:
+        return sum(self._phase_load)
+
+    def run_until(self, now: float) -> int:
+        """Run every sub-slot due by *now*; returns how many ran."""
+        ran = 0
+        stats = self.stats
+        wheel = self._wheel
+        while self.deadline(self.next_tick) <= now:
+            k = self.next_tick
+            lateness = now - self.deadline(k)
+            if ran == 0:
+                stats.record_lateness(lateness)
+            if lateness > SUBSLOT_S:
+                stats.late_ticks += 1
+            entries = wheel.pop(k, None)
+            if entries:
+                for entry in entries:
+                    if not entry.active:
+                        continue
+                    try:
+                        entry.item.tick()
+                    except Exception as exc:  # one leg's bug must not stop every other leg
+                        stats.tick_errors += 1
+                        entry.active = False
+                        self._phase_load[entry.phase] -= 1
+                        if self.on_error:
+                            self.on_error(entry.item, exc)
+                        continue
+                    stats.packets += 1
+                    nxt = k + entry.period
+                    bucket = wheel.get(nxt)
+                    if bucket is None:
+                        wheel[nxt] = [entry]
+                    else:
+                        bucket.append(entry)
+            self.next_tick = k + 1
+            stats.ticks += 1
+            ran += 1
+        return ran
+
+    def next_deadline(self) -> float | None:
+        """Deadline of the next sub-slot with anything to send (None when idle)."""
+        if not self._wheel:
+            return None
+        return self.deadline(max(min(self._wheel), self.next_tick))
+
+
+class _TimerFd:
+    """An absolute CLOCK_MONOTONIC timerfd, through ctypes (os.timerfd_* arrived only in 3.13)."""
+
+    CLOCK_MONOTONIC = 1
+    TFD_NONBLOCK = os.O_NONBLOCK
+    TFD_CLOEXEC = 0o2000000
+    TFD_TIMER_ABSTIME = 1
+
+    class _Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    class _Itimerspec(ctypes.Structure):
+        pass
+
+    _Itimerspec._fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        self._settime = libc.timerfd_settime
+        fd = libc.timerfd_create(self.CLOCK_MONOTONIC, self.TFD_NONBLOCK | self.TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd = fd
+        self._spec = self._Itimerspec()
+
+    def arm(self, deadline: float) -> None:
+        sec = int(deadline)
+        self._spec.it_value.tv_sec = sec
+        self._spec.it_value.tv_nsec = max(1, int((deadline - sec) * 1e9))
+        if self._settime(self.fd, self.TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def disarm(self) -> None:
+        self._spec.it_value.tv_sec = 0
+        self._spec.it_value.tv_nsec = 0
+        self._settime(self.fd, 0, ctypes.byref(self._spec), None)
+
+    def consume(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class MediaClock:
+    """Drives a :class:`ClockCore` from the event loop; idles when no leg is scheduled."""
+
+    def __init__(self, use_timerfd: bool = True) -> None:
+        self.core = ClockCore(time.monotonic())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timerfd: _TimerFd | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_for: float | None = None
+        self._use_timerfd = use_timerfd
+        self.mechanism = "call_at"
+
+    @property
+    def stats(self) -> ClockStats:
+        return self.core.stats
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        # Start the grid now, aligned to a whole cycle from here.
+        self.core.t0 = time.monotonic()
+        if self._use_timerfd:
+            try:
+                self._timerfd = _TimerFd()
+                self._loop.add_reader(self._timerfd.fd, self._on_timerfd)
+                self.mechanism = "timerfd"
+            except (OSError, AttributeError) as exc:
+                log.info("timerfd unavailable (%s); using loop.call_at", exc)
+                self._timerfd = None
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._timerfd is not None and self._loop is not None:
+            self._loop.remove_reader(self._timerfd.fd)
+            self._timerfd.close()
+            self._timerfd = None
+
+    def add(self, item: Tickable, ptime_ms: int = 20) -> Scheduled:
+        # An idle clock's grid is re-based so a first leg does not "catch up" a long idle gap.
+        if self.core.next_deadline() is None:
+            now = time.monotonic()
+            missed = int((now - self.core.deadline(self.core.next_tick)) / SUBSLOT_S)
+            if missed > 0:
+                self.core.next_tick += missed
+        entry = self.core.add(item, ptime_ms)
+        self._arm()
+        return entry
+
+    def remove(self, entry: Scheduled) -> None:
+        self.core.remove(entry)
+
+    def _arm(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None or self._loop is None:
+            return
+        if self._armed_for is not None and self._armed_for <= deadline:
+            return  # already set to wake at or before it
+        self._armed_for = deadline
+        if self._timerfd is not None:
+            self._timerfd.arm(deadline)
+        else:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._handle = self._loop.call_at(self._loop.time() + (deadline - time.monotonic()), self._on_wake)
+
+    def _on_timerfd(self) -> None:
+        assert self._timerfd is not None
+        self._timerfd.consume()
+        self._on_wake()
+
+    def _on_wake(self) -> None:
+        self._armed_for = None
+        self._handle = None
+        self.core.stats.wakeups += 1
+        self.core.run_until(time.monotonic())
+        self._arm()

@@ -1,0 +1,237 @@
+"""The media plane: RTP legs, their players and the one clock; the server's MediaBackend."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mediacodecs.g711 import silence_byte
+
+from ..calls import Call
+from ..rtp.leg import PortAllocator, RtpLeg
+from .clock import MediaClock, Scheduled, Tickable
+from .player import Playback, Player, PlayRequest, new_playback
+from .source import MediaLoader
+
+log = logging.getLogger("mediasrv.media")
+
+Emit = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass
+class MediaSettings:
+    host: str = "127.0.0.1"
+    rtp_port_lo: int = 20000
+    rtp_port_hi: int = 29999
+    data_dir: str = "./data"
+    send_silence: bool = True
+    rtp_timeout_s: float = 0.0
+    fetch_timeout_s: float = 30.0
+    max_fetch_bytes: int = 250 * 1024 * 1024
+    rtcp_interval_s: float = 5.0
+    use_timerfd: bool = True
+
+
+class LegDriver(Tickable):
+    """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
+
+    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since")
+
+    def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
+        self.leg = leg
+        self.player = player
+        self.samples = 160
+        self.silence_payload = bytes([player.silence]) * 160
+        self.send_silence = send_silence
+        self.entry: Scheduled | None = None
+        self.hold_since: float | None = None
+
+    def configure(self, codec: str, payload_type: int, ptime_ms: int) -> None:
+        self.samples = 8 * ptime_ms
+        self.leg.payload_type = payload_type
+        self.player.set_codec(codec, silence_byte(codec))
+        self.silence_payload = bytes([self.player.silence]) * self.samples
+
+    def tick(self) -> None:
+        leg = self.leg
+        payload = self.player.next_payload(self.samples, leg.seq, leg.timestamp)
+        if payload is not None:
+            leg.send(payload, self.samples)
+        elif self.send_silence:
+            leg.send(self.silence_payload, self.samples)
+        else:
+            leg.skip(self.samples)
+
+
+class MediaPlane:
+    """Implements :class:`mediasrv.calls.MediaBackend` plus the playback commands the API needs."""
+
+    def __init__(self, settings: MediaSettings, emit: Emit, on_rtp_timeout: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self._emit = emit
+        self._on_rtp_timeout = on_rtp_timeout
+        self.ports = PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi)
+        self.clock = MediaClock(use_timerfd=settings.use_timerfd)
+        self.loader = MediaLoader(settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes)
+        self._drivers: dict[str, LegDriver] = {}
+        self._playbacks: dict[str, Playback] = {}
+        self._ended_ids: list[str] = []
+        self._by_status: Counter[str] = Counter()
+        self._totals = {"packets_sent": 0, "packets_received": 0}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timed_out: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.clock.start(loop)
+        self.clock.core.on_error = lambda item, exc: log.error("leg tick failed: %r", exc)
+        self._tasks.append(loop.create_task(self._housekeeping()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for call_id in list(self._drivers):
+            self._close_leg(call_id, state="call_hangup")
+        self.clock.stop()
+        await self.loader.close()
+
+    async def _housekeeping(self) -> None:
+        """RTCP sender reports and the RTP inactivity timeout, once a second (off the clock's path)."""
+        last_sr = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            send_sr = now - last_sr >= self.settings.rtcp_interval_s
+            if send_sr:
+                last_sr = now
+            for call_id, driver in list(self._drivers.items()):
+                leg = driver.leg
+                if send_sr and leg.remote is not None and leg.stats.packets_sent:
+                    leg.send_rtcp(leg.sender_report())
+                timeout = self.settings.rtp_timeout_s
+                if (timeout > 0 and leg.remote is not None and call_id not in self._timed_out
+                        and now - leg.stats.last_inbound > timeout):
+                    self._timed_out.add(call_id)
+                    if self._on_rtp_timeout is not None:
+                        self._on_rtp_timeout(call_id)
+
+    # -- MediaBackend ----------------------------------------------------
+    def allocate(self, call: Call) -> tuple[str, int]:
+        rtp, rtcp = self.ports.bind_pair()
+        leg = RtpLeg(call.call_id, rtp, rtcp)
+        leg.start_receiving(asyncio.get_running_loop())
+        player = Player("PCMU", silence_byte("PCMU"), self._on_playback_event)
+        self._drivers[call.call_id] = LegDriver(leg, player, self.settings.send_silence)
+        return (self.settings.host, leg.port)
+
+    def media_changed(self, call: Call) -> None:
+        driver = self._drivers.get(call.call_id)
+        media = call.media
+        if driver is None or media is None:
+            return
+        leg = driver.leg
+        driver.configure(media.codec, media.payload_type, media.ptime_ms)
+        leg.remote = media.remote_addr
+        leg.remote_rtcp = (media.remote_addr[0], media.remote_addr[1] + 1) if media.remote_addr else None
+        leg.stats.last_inbound = time.monotonic()
+        sending = media.send_enabled and media.remote_addr is not None
+        if sending and driver.entry is None:
+            if driver.hold_since is not None:  # resume: time went on while we were silent
+                leg.skip(int((time.monotonic() - driver.hold_since) * 8000))
+                driver.hold_since = None
+            leg.marker_next = True
+            driver.entry = self.clock.add(driver, media.ptime_ms)
+        elif not sending and driver.entry is not None:
+            self.clock.remove(driver.entry)
+            driver.entry = None
+            driver.hold_since = time.monotonic()
+
+    def release(self, call: Call) -> None:
+        self._close_leg(call.call_id, state="call_hangup")
+
+    def _close_leg(self, call_id: str, state: str) -> None:
+        driver = self._drivers.pop(call_id, None)
+        if driver is None:
+            return
+        if driver.entry is not None:
+            self.clock.remove(driver.entry)
+        driver.player.end_all(state)
+        self._totals["packets_sent"] += driver.leg.stats.packets_sent
+        self._totals["packets_received"] += driver.leg.stats.packets_received
+        self.ports.free(driver.leg.port)
+        driver.leg.close(send_bye=driver.leg.remote is not None)
+        self._timed_out.discard(call_id)
+
+    # -- playback commands -----------------------------------------------
+    def play(self, call_id: str, request: PlayRequest) -> Playback:
+        driver = self._drivers[call_id]  # KeyError: no leg
+        if request.url is not None:
+            fut = self.loader.load(request.url, "url")
+        else:
+            fut = self.loader.load(request.media or "", "media")
+        playback = new_playback(call_id, request, fut)
+        self._playbacks[playback.id] = playback
+        driver.player.enqueue(playback)
+        return playback
+
+    def stop_playback(self, playback_id: str, by: str = "api") -> bool:
+        pb = self._playbacks.get(playback_id)
+        if pb is None or pb.ended:
+            return False
+        driver = self._drivers.get(pb.call_id)
+        return driver.player.stop_one(pb, by) if driver else False
+
+    def stop_playbacks(self, call_id: str, which: str = "current", by: str = "api") -> list[Playback]:
+        driver = self._drivers.get(call_id)
+        return driver.player.stop(which, by) if driver else []
+
+    def get_playback(self, playback_id: str) -> Playback | None:
+        return self._playbacks.get(playback_id)
+
+    def playbacks_for(self, call_id: str) -> tuple[Playback | None, list[Playback]]:
+        driver = self._drivers.get(call_id)
+        if driver is None:
+            return None, []
+        return driver.player.current, list(driver.player.queue)
+
+    def leg_stats(self, call_id: str) -> dict[str, Any]:
+        driver = self._drivers[call_id]
+        stats = driver.leg.stats.as_dict()
+        stats["ssrc"] = driver.leg.ssrc
+        return stats
+
+    def metrics(self) -> dict[str, Any]:
+        live_sent = sum(d.leg.stats.packets_sent for d in self._drivers.values())
+        live_recv = sum(d.leg.stats.packets_received for d in self._drivers.values())
+        s = self.clock.stats
+        return {
+            "legs": len(self._drivers),
+            "clock_mechanism": self.clock.mechanism,
+            "packets_sent": self._totals["packets_sent"] + live_sent,
+            "packets_received": self._totals["packets_received"] + live_recv,
+            "ticks": s.ticks,
+            "late_ticks": s.late_ticks,
+            "lateness_histogram": s.histogram(),
+            "playbacks_by_status": dict(self._by_status),
+            "loader": dict(self.loader.stats),
+        }
+
+    # -- events ----------------------------------------------------------
+    def _on_playback_event(self, type_: str, pb: Playback) -> None:
+        data: dict[str, Any] = {"playback_id": pb.id, "source": pb.source}
+        if type_ == "playback.ended":
+            self._by_status[pb.state] += 1
+            data.update(
+                status=pb.state, reason=pb.reason, message=pb.message, ms_played=pb.ms_played,
+                last_seq=pb.last_seq, last_ts=pb.last_ts, stopped_by=pb.stopped_by,
+            )
+            self._ended_ids.append(pb.id)
+            while len(self._ended_ids) > 10_000:  # keep ended playbacks answerable for a while, bounded
+                self._playbacks.pop(self._ended_ids.pop(0), None)
+        self._emit(type_, pb.call_id, data)
