@@ -1,0 +1,76 @@
+"""ClockCore on a fake clock: staggering, absolute deadlines, catch-up without drift."""
+
+from mediasrv.media.clock import SLOTS_PER_CYCLE, SUBSLOT_S, ClockCore
+
+
+class Leg:
+    def __init__(self, core: ClockCore, log: list) -> None:
+        self.core, self.log = core, log
+
+    def tick(self) -> None:
+        self.log.append((self, self.core.next_tick))
+
+
+def test_legs_are_spread_over_sub_slots():
+    core = ClockCore(t0=100.0)
+    log: list = []
+    legs = [Leg(core, log) for _ in range(100)]
+    for leg in legs:
+        core.add(leg, 20)
+    core.run_until(100.0 + 0.0195)  # one packet time
+    assert len(log) == 100
+    per_slot: dict[int, int] = {}
+    for _, k in log:
+        per_slot[k] = per_slot.get(k, 0) + 1
+    assert len(per_slot) == SLOTS_PER_CYCLE and set(per_slot.values()) == {5}
+
+
+def test_each_leg_every_ptime_and_no_drift_after_late_wake():
+    core = ClockCore(t0=0.0)
+    log: list = []
+    a, b = Leg(core, log), Leg(core, log)
+    core.add(a, 20)
+    core.add(b, 30)
+    for i in range(1, 10000):
+        now = i * 0.001
+        if 5.0 < now < 5.2:  # the process stalls for 200 ms
+            continue
+        core.run_until(now)
+    ticks_a = [k for leg, k in log if leg is a]
+    ticks_b = [k for leg, k in log if leg is b]
+    assert all(y - x == 20 for x, y in zip(ticks_a, ticks_a[1:]))  # deadlines never move
+    assert all(y - x == 30 for x, y in zip(ticks_b, ticks_b[1:]))
+    assert len(ticks_a) == 500 and len(ticks_b) == 334  # caught up: every packet of the 10 s sent
+    assert core.stats.late_ticks >= 190
+    hist = core.stats.histogram()
+    assert hist["count"] > 0 and hist["buckets"][-1][0] == "+Inf"
+
+
+def test_removed_leg_stops_and_slot_is_reused():
+    core = ClockCore(t0=0.0)
+    log: list = []
+    a = Leg(core, log)
+    entry = core.add(a, 20)
+    core.run_until(0.05)
+    n = len(log)
+    core.remove(entry)
+    core.run_until(0.2)
+    assert len(log) == n and core.active_count == 0
+    core.add(Leg(core, log), 20)
+    assert core.next_deadline() is not None
+
+
+def test_a_failing_leg_does_not_stop_the_others():
+    core = ClockCore(t0=0.0)
+    log: list = []
+
+    class Broken:
+        def tick(self) -> None:
+            raise RuntimeError("boom")
+
+    core.add(Broken(), 20)
+    good = Leg(core, log)
+    core.add(good, 20)
+    core.run_until(1.0)
+    assert core.stats.tick_errors == 1 and len(log) == 50
+    assert SUBSLOT_S == 0.001
