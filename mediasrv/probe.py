@@ -12,7 +12,6 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from .calls import Call
 
 @dataclass
 class CapturedPacket:
-    arrival: float  # time.monotonic() when read
+    arrival: float  # kernel receive time (wall clock seconds)
     seq: int
     ts: int
     ssrc: int
@@ -30,45 +29,82 @@ class CapturedPacket:
     payload: bytes
 
 
-@dataclass
-class RtpCapture(asyncio.DatagramProtocol):
-    """Collects every RTP packet arriving on one UDP socket."""
+SO_TIMESTAMPNS = 35  # Linux: the kernel stamps each datagram when it arrives (struct timespec)
+_TIMESPEC = struct.Struct("@qq")
 
+
+@dataclass
+class RtpCapture:
+    """Collects every RTP packet arriving on one UDP socket, stamped with the kernel's arrival time.
+
+    Kernel timestamps (SO_TIMESTAMPNS) make the measured pacing independent of how busy this
+    process's event loop is, which matters when the receiver shares a loop with the server.
+    """
+
+    sock: socket.socket
     packets: list[CapturedPacket] = field(default_factory=list)
     malformed: int = 0
-    transport: asyncio.DatagramTransport | None = None
+    kernel_timestamps: bool = False
+    _loop: asyncio.AbstractEventLoop | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.sock.setblocking(False)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.kernel_timestamps = True
+        except OSError:
+            self.kernel_timestamps = False
+        self._loop = loop
+        loop.add_reader(self.sock.fileno(), self._read)
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        now = time.monotonic()
+    def _read(self) -> None:
+        while True:
+            try:
+                data, ancdata, _, _ = self.sock.recvmsg(4096, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            arrival = time.time()
+            for level, kind, value in ancdata:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = _TIMESPEC.unpack_from(value)
+                    arrival = sec + nsec * 1e-9
+            self._record(data, arrival)
+
+    def _record(self, data: bytes, arrival: float) -> None:
         if len(data) < 12 or data[0] >> 6 != 2:
             self.malformed += 1
             return
         b1 = data[1]
         seq, ts, ssrc = struct.unpack_from("!HII", data, 2)
         cc = data[0] & 0x0F
-        self.packets.append(CapturedPacket(now, seq, ts, ssrc, bool(b1 & 0x80), b1 & 0x7F, data[12 + 4 * cc :]))
+        self.packets.append(CapturedPacket(arrival, seq, ts, ssrc, bool(b1 & 0x80), b1 & 0x7F, data[12 + 4 * cc :]))
 
     @property
     def port(self) -> int:
-        assert self.transport is not None
-        return self.transport.get_extra_info("sockname")[1]
+        return self.sock.getsockname()[1]
 
     def payload(self, ssrc: int | None = None) -> bytes:
         return b"".join(p.payload for p in self.packets if ssrc is None or p.ssrc == ssrc)
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        if self._loop is not None and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def bind_capture(host: str = "127.0.0.1", port: int = 0) -> RtpCapture:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    capture = RtpCapture(sock)
+    capture.attach(asyncio.get_running_loop())
+    return capture
 
 
 async def open_capture(host: str = "127.0.0.1", port: int = 0) -> RtpCapture:
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    _, protocol = await loop.create_datagram_endpoint(RtpCapture, local_addr=(host, port), family=family)
-    return protocol
+    return bind_capture(host, port)
 
 
 @dataclass
@@ -123,18 +159,11 @@ class CaptureMedia:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
         self.captures: dict[str, RtpCapture] = {}
-        self._pending: dict[str, socket.socket] = {}
 
     def allocate(self, call: Call) -> tuple[str, int]:
-        # Bind synchronously (the UA asks before it builds its SDP); the protocol is attached
-        # right after on the running loop.
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((self.host, 0))
-        capture = RtpCapture()
-        loop = asyncio.get_running_loop()
-        loop.create_task(loop.create_datagram_endpoint(lambda: capture, sock=sock))
+        capture = bind_capture(self.host)
         self.captures[call.call_id] = capture
-        return (self.host, sock.getsockname()[1])
+        return (self.host, capture.port)
 
     def media_changed(self, call: Call) -> None:
         return None
