@@ -8,7 +8,7 @@ from mediasrv.sip.message import Request, Response
 from mediasrv.sip.timers import TimerHeap
 from mediasrv.sip.transaction import Dest, TransactionLayer
 
-from .sip_harness import PEER, Harness, request, sdp
+from .test_sip_harness import PEER, Harness, request, sdp
 
 T1, T2 = 0.5, 4.0
 

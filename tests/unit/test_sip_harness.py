@@ -1,4 +1,4 @@
-"""A SipCore on a fake clock with a list for a network: drives the sans-I/O core without sockets."""
+"""Test helper (no tests here): a SipCore on a fake clock with a list for a network, no sockets."""
 
 from __future__ import annotations
 
