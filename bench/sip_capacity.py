@@ -6,6 +6,7 @@ with and without ``-lost 5``; prints successful/failed calls and the server's CP
 step, then the server's RSS before and after a 20,000-call soak.
 
     python bench/sip_capacity.py --rates 100,200,300,400,500 --seconds 10
+    python bench/sip_capacity.py --sip-only   # the SIP user agent alone (NullMedia, uvloop)
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ import tempfile
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# --sip-only: the SIP UA with NullMedia on uvloop, nothing else (signaling capacity on one core).
+SIP_ONLY = """
+import asyncio, signal, sys, uvloop
+from mediasrv.calls import CallRegistry, NullMedia
+from mediasrv.sip.ua import SipSettings, SipUserAgent
+async def main():
+    ua = SipUserAgent(SipSettings(host="127.0.0.1", port=int(sys.argv[1])), CallRegistry(), NullMedia())
+    await ua.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    print("sip stats:", ua.stats, flush=True)
+    await ua.stop()
+uvloop.run(main())
+"""
 
 
 def free_port() -> int:
@@ -67,6 +84,7 @@ def main() -> int:
     ap.add_argument("--soak", type=int, default=20000, help="calls for the memory check (0 = skip)")
     ap.add_argument("--soak-rate", type=int, default=300)
     ap.add_argument("--asyncio", action="store_true")
+    ap.add_argument("--sip-only", action="store_true", help="run only the SIP UA (NullMedia, uvloop)")
     args = ap.parse_args()
     if shutil.which("sipp") is None:
         print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
@@ -76,10 +94,14 @@ def main() -> int:
     cmd = [sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
            "--http", f"127.0.0.1:{http_port}", "--rtp-ports", "30000-39999", "--data-dir", data,
            "--log-level", "WARNING"] + (["--asyncio"] if args.asyncio else [])
+    if args.sip_only:
+        cmd = [sys.executable, "-c", SIP_ONLY, str(sip_port)]
     server = subprocess.Popen(cmd)
     try:
         time.sleep(2.0)
-        print(f"server pid {server.pid}, loop {'asyncio' if args.asyncio else 'uvloop'}; sipp -sn uac -d 1000")
+        what = "SIP UA only (NullMedia)" if args.sip_only else "mediasrv serve"
+        print(f"{what}, server pid {server.pid}, loop {'asyncio' if args.asyncio and not args.sip_only else 'uvloop'};"
+              " sipp -sn uac -d 1000")
         print(f"{'rate/s':>7} {'lost%':>5} {'calls':>6} {'ok':>6} {'failed':>6} {'wall s':>7} {'server CPU%':>11}")
         for lost in (0, 5):
             for rate in [int(r) for r in args.rates.split(",")]:
