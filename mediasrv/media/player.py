@@ -34,7 +34,7 @@ class PlayRequest:
         return self.url if self.url is not None else f"media:{self.media}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Playback:
     id: str
     call_id: str
@@ -53,6 +53,7 @@ class Playback:
     # playing position (not part of the resource)
     media_future: asyncio.Future[Media] | None = field(default=None, repr=False)
     media: Media | None = field(default=None, repr=False)
+    data: bytes = field(default=b"", repr=False)  # the media encoded for the leg's codec
     offset: int = field(default=0, repr=False)
     loops_done: int = field(default=0, repr=False)
 
@@ -104,6 +105,8 @@ class Player:
 
     def set_codec(self, codec: str, silence: int) -> None:
         self.codec, self.silence = codec, silence
+        if self.current is not None and self.current.media is not None:
+            self.current.data = self.current.media.encoded[codec]
 
     def enqueue(self, playback: Playback) -> None:
         self.queue.append(playback)
@@ -116,7 +119,7 @@ class Player:
             pb = self._start_next()
             if pb is None:
                 return None
-        data = pb.media.encoded[self.codec]  # type: ignore[union-attr]
+        data = pb.data
         off = pb.offset
         end = off + nbytes
         if end < len(data):
@@ -151,7 +154,8 @@ class Player:
                 self._finish(pb, "failed")
                 continue
             pb.media = fut.result()
-            if not pb.media.encoded.get(self.codec):
+            pb.data = pb.media.encoded.get(self.codec, b"")
+            if not pb.data:
                 pb.reason, pb.message = "decode_error", "no audio samples"
                 self._finish(pb, "failed")
                 continue
@@ -187,6 +191,10 @@ class Player:
         if self.current is not None:
             stopped.append(self.current)
             self._finish(self.current, "stopped", by)
+        elif self.queue and which != "all":  # the head is still loading: it is what "current" means
+            pb = self.queue.popleft()
+            self._finish(pb, "stopped", by)
+            stopped.append(pb)
         if which == "all":
             while self.queue:
                 pb = self.queue.popleft()

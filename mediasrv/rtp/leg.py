@@ -70,13 +70,12 @@ class PortAllocator:
 
 @dataclass
 class LegStats:
-    packets_sent: int = 0
-    bytes_sent: int = 0  # payload octets, as RTCP counts them
+    """Receive-side counters (the send counters live on the leg, on the clock's hot path)."""
+
     packets_received: int = 0
     bytes_received: int = 0
     dropped_foreign: int = 0  # from an address other than the negotiated remote
     malformed: int = 0
-    send_errors: int = 0
     last_received_seq: int | None = None
     rtcp_received: int = 0
     rtcp_fraction_lost: float | None = None
@@ -86,8 +85,6 @@ class LegStats:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "packets_sent": self.packets_sent,
-            "bytes_sent": self.bytes_sent,
             "packets_received": self.packets_received,
             "bytes_received": self.bytes_received,
             "dropped_foreign": self.dropped_foreign,
@@ -104,6 +101,10 @@ class LegStats:
 class RtpLeg:
     """RTP sender/receiver state for one call."""
 
+    __slots__ = ("call_id", "rtp_sock", "rtcp_sock", "port", "ssrc", "seq", "timestamp", "payload_type",
+                 "remote", "remote_rtcp", "marker_next", "stats", "packets_sent", "bytes_sent", "send_errors",
+                 "transmit", "_loop")
+
     def __init__(self, call_id: str, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
         self.call_id = call_id
         self.rtp_sock = rtp_sock
@@ -117,19 +118,37 @@ class RtpLeg:
         self.remote_rtcp: tuple[str, int] | None = None
         self.marker_next = True  # first packet of a talkspurt
         self.stats = LegStats()
+        self.packets_sent = 0
+        self.bytes_sent = 0  # payload octets, as RTCP counts them
+        self.send_errors = 0
+        self.transmit = rtp_sock.sendto  # bound once: the clock calls it for every packet
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- sending (called by the clock) -----------------------------------
+    def set_remote(self, remote: tuple[str, int] | None) -> None:
+        """Point the leg at the negotiated address (a re-INVITE may move it).
+
+        The socket stays unconnected: a ``connect()``ed socket saved no measurable time per
+        packet here (bench in the media-plane report: 7.3-9.3 µs either way with 1,500
+        sockets), and it would make the kernel drop foreign datagrams before we can count them.
+        """
+        self.remote = remote
+        self.remote_rtcp = (remote[0], remote[1] + 1) if remote else None
+
+    def counters(self) -> dict[str, object]:
+        return {"packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent, "send_errors": self.send_errors,
+                **self.stats.as_dict()}
+
     def send(self, payload: bytes, samples: int) -> None:
         """Send one packet carrying *payload*, then advance seq and timestamp."""
         b1 = self.payload_type | 0x80 if self.marker_next else self.payload_type
         packet = HEADER.pack(0x80, b1, self.seq, self.timestamp, self.ssrc) + payload
         try:
-            self.rtp_sock.sendto(packet, self.remote)  # type: ignore[arg-type]
-            self.stats.packets_sent += 1
-            self.stats.bytes_sent += len(payload)
+            self.transmit(packet, self.remote)
+            self.packets_sent += 1
+            self.bytes_sent += len(payload)
         except OSError:  # full buffer or unreachable peer: this packet is lost, nothing else is
-            self.stats.send_errors += 1
+            self.send_errors += 1
         self.marker_next = False
         self.seq = (self.seq + 1) & 0xFFFF
         self.timestamp = (self.timestamp + samples) & 0xFFFFFFFF
@@ -198,8 +217,8 @@ class RtpLeg:
         info = RtcpSenderInfo(
             ntp_timestamp=ntp_now(),
             rtp_timestamp=self.timestamp,
-            packet_count=self.stats.packets_sent & 0xFFFFFFFF,
-            octet_count=self.stats.bytes_sent & 0xFFFFFFFF,
+            packet_count=self.packets_sent & 0xFFFFFFFF,
+            octet_count=self.bytes_sent & 0xFFFFFFFF,
         )
         return bytes(RtcpSrPacket(ssrc=self.ssrc, sender_info=info))
 
