@@ -2,6 +2,7 @@
 
 import av
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -58,19 +59,34 @@ def test_encode_error_is_bounded_by_the_segment(samples, codec):
     assert np.all(err <= np.maximum(16, np.abs(pcm.astype(np.int32)) // 16 + 8))
 
 
-def _tones(rate: int, seconds: float = 1.0) -> np.ndarray:
+def _sweep(rate: int, seconds: float = 4.0, f0: float = 50.0, f1: float = 3500.0) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
-    return 0.3 * np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 1900 * t) + 0.2 * np.sin(2 * np.pi * 3100 * t)
+    k = np.log(f1 / f0) / seconds
+    return 0.5 * np.sin(2 * np.pi * f0 * (np.exp(k * t) - 1) / k)
 
 
-def test_resampling_quality_against_analytic_reference():
-    for rate in (16000, 44100, 48000):
-        src = (_tones(rate, 2.0) * 32767).astype(np.int16)
-        out = resample(src, rate, 8000).astype(np.float64) / 32767
-        ref = _tones(8000, 2.0)[: len(out)]
-        core = slice(400, len(out) - 400)
-        snr = 10 * np.log10(np.sum(ref[core] ** 2) / np.sum((out[core] - ref[core]) ** 2))
-        assert len(out) == 16000 and snr > 60, (rate, snr)
+def _band_limited_reference(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Offline ideal resampler: keep the spectrum below the target Nyquist, inverse FFT at the new length."""
+    m = int(round(len(x) * to_rate / from_rate))
+    spectrum = np.fft.rfft(x)
+    out = np.zeros(m // 2 + 1, complex)
+    k = min(len(spectrum), len(out))
+    out[:k] = spectrum[:k]
+    return np.fft.irfft(out, m) * (m / len(x))
+
+
+@pytest.mark.parametrize("from_rate,to_rate,min_snr", [
+    (16000, 8000, 66), (22050, 8000, 66), (44100, 8000, 66), (48000, 8000, 66),
+    (44100, 16000, 78), (48000, 16000, 78), (8000, 16000, 78),
+])
+def test_resampling_snr_of_a_sweep_against_band_limited_reference(from_rate, to_rate, min_snr):
+    src = np.round(_sweep(from_rate) * 32767).astype(np.int16)
+    ref = _band_limited_reference(src / 32767, from_rate, to_rate)
+    out = resample(src, from_rate, to_rate) / 32767
+    assert len(out) == len(ref)
+    core = slice(200, len(ref) - 200)
+    snr = 10 * np.log10(np.sum(ref[core] ** 2) / np.sum((out[core] - ref[core]) ** 2))
+    assert snr > min_snr, (from_rate, to_rate, snr)
 
 
 def test_same_rate_is_bit_exact_and_mixdown():
@@ -80,3 +96,18 @@ def test_same_rate_is_bit_exact_and_mixdown():
     assert np.array_equal(to_telephony(stereo, 8000), pcm)
     assert to_mono(np.array([[1.0, -1.0]], dtype=np.float32)).tolist() == [0.0]
     assert len(to_telephony(pcm, 8000, 16000)) == 16000
+
+
+def test_mixdown_of_any_channel_count_averages():
+    six = np.tile(np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]], np.float32), (10, 1))
+    assert np.allclose(to_mono(six), 0.35)
+    quad = np.full((8000, 4), 16384, np.int16)
+    quad[:, 3] = -16384
+    assert np.all(np.abs(to_telephony(quad, 8000) - 8192) <= 1)
+
+
+def test_payload_type_registry():
+    from mediacodecs.registry import BY_NUMBER, STATIC
+
+    assert STATIC["PCMU"].pt == 0 and STATIC["PCMA"].pt == 8 and BY_NUMBER[8].name == "PCMA"
+    assert g711.silence_byte("PCMU") == 0xFF and g711.silence_byte("PCMA") == 0xD5
