@@ -134,8 +134,11 @@ class MediaPlane:
     async def _housekeeping(self) -> None:
         """RTCP sender reports and the RTP inactivity timeout, once a second (off the clock's path)."""
         last_sr = time.monotonic()
+        period = min(1.0, self.settings.rtcp_interval_s)
+        if self.settings.rtp_timeout_s > 0:
+            period = min(period, self.settings.rtp_timeout_s / 4)
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(period)
             now = time.monotonic()
             send_sr = now - last_sr >= self.settings.rtcp_interval_s
             if send_sr:

@@ -1,0 +1,290 @@
+"""MediaPlane end to end on loopback: WAVs served by a real aiohttp server, RTP read by an independent probe."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+import socket
+import struct
+
+import numpy as np
+import pytest
+import soundfile
+from aiohttp import web
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+
+from mediacodecs.g711 import encode, silence_byte
+from mediasrv.calls import Call, Direction, NegotiatedMedia
+from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
+from mediasrv.probe import RtpCapture, open_capture
+
+SOURCE = np.random.default_rng(7).integers(-12000, 12000, 4100).astype(np.int16)  # 25.6 packets
+
+
+def wav_bytes(pcm: np.ndarray, rate: int = 8000) -> bytes:
+    buf = io.BytesIO()
+    soundfile.write(buf, pcm, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+class AudioServer:
+    """A real HTTP server for audio URLs, counting requests per path."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        self.routes: dict[str, tuple[int, str, bytes]] = {}
+        self.runner: web.AppRunner | None = None
+        self.base = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.hits[request.path] = self.hits.get(request.path, 0) + 1
+        status, ctype, body = self.routes.get(request.path, (404, "text/plain", b"not found"))
+        if request.path == "/slow.wav":
+            await asyncio.sleep(0.3)
+        return web.Response(status=status, body=body, content_type=ctype)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{name}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def server():
+    srv = AudioServer()
+    srv.routes["/a.wav"] = (200, "audio/wav", wav_bytes(SOURCE))
+    srv.routes["/slow.wav"] = srv.routes["/a.wav"]
+    stereo = np.stack([SOURCE, SOURCE], axis=1)
+    srv.routes["/stereo44.wav"] = (200, "audio/wav", wav_bytes(np.repeat(stereo, 2, axis=0), 16000))
+    srv.routes["/page.html"] = (200, "text/html", b"<html>" + b"x" * 506)
+    srv.routes["/broken.wav"] = (200, "audio/wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(8))
+    srv.routes["/ogg.wav"] = (200, "audio/ogg", b"OggS" + bytes(200))
+    await srv.start()
+    yield srv
+    await srv.runner.cleanup()  # type: ignore[union-attr]
+
+
+class Plane:
+    """A started MediaPlane with an event log and a probe per call."""
+
+    def __init__(self, **kw) -> None:
+        lo = random.randrange(30000, 60000, 2)
+        self.events: list[tuple[str, str, dict]] = []
+        self.timeouts: list[str] = []
+        self.plane = MediaPlane(MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 200, **kw),
+                                emit=lambda t, c, d: self.events.append((t, c, d)),
+                                on_rtp_timeout=self.timeouts.append)
+        self.captures: list[RtpCapture] = []
+
+    async def call(self, codec: str = "PCMU", ptime: int = 20) -> tuple[Call, RtpCapture]:
+        cap = await open_capture()
+        self.captures.append(cap)
+        call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x")
+        call.media = NegotiatedMedia(("127.0.0.1", cap.port), codec, {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
+        call.local_rtp = self.plane.allocate(call)  # as the SIP layer does
+        self.plane.media_changed(call)
+        return call, cap
+
+    def ended(self, playback_id: str) -> dict | None:
+        for t, _, d in self.events:
+            if t == "playback.ended" and d["playback_id"] == playback_id:
+                return d
+        return None
+
+    async def wait_ended(self, playback_id: str, timeout: float = 5.0) -> dict:
+        for _ in range(int(timeout / 0.01)):
+            d = self.ended(playback_id)
+            if d is not None:
+                return d
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"playback {playback_id} did not end")
+
+
+@pytest.fixture
+async def plane(tmp_path):
+    p = Plane(data_dir=str(tmp_path))
+    await p.plane.start()
+    yield p
+    await p.plane.stop()
+    for cap in p.captures:
+        cap.close()
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+async def test_url_playback_is_bit_exact_and_continuous(plane, server, codec):
+    call, cap = await plane.call(codec)
+    await asyncio.sleep(0.1)  # some silence first
+    pb = plane.plane.play(call.call_id, PlayRequest(url=server.base + "/a.wav"))
+    assert pb.state == "queued" and plane.plane.playbacks_for(call.call_id)[1] == [pb]
+    ended = await plane.wait_ended(pb.id)
+    await asyncio.sleep(0.1)  # and silence after
+    packets = list(cap.packets)
+    assert len({p.ssrc for p in packets}) == 1
+    assert [i for i, p in enumerate(packets) if p.marker] == [0]
+    for a, b in zip(packets, packets[1:]):
+        assert b.seq == (a.seq + 1) & 0xFFFF and b.ts == (a.ts + 160) & 0xFFFFFFFF
+    assert all(len(p.payload) == 160 for p in packets)
+    last = next(i for i, p in enumerate(packets) if p.seq == ended["last_seq"])
+    assert packets[last].ts == ended["last_ts"]
+    audio = b"".join(p.payload for p in packets[last - 25 : last + 1])
+    pad = bytes([silence_byte(codec)]) * (26 * 160 - len(SOURCE))
+    assert audio == encode(codec, SOURCE) + pad  # exactly what was encoded, then silence padding
+    silence = bytes([silence_byte(codec)]) * 160
+    assert packets[last - 26].payload == silence and packets[last + 1].payload == silence
+    types = [(t, d["playback_id"]) for t, _, d in plane.events]
+    assert types == [("playback.started", pb.id), ("playback.ended", pb.id)]
+    assert ended["status"] == "completed" and ended["ms_played"] == 512 and ended["reason"] is None
+    assert ended["source"] == server.base + "/a.wav" and ended["stopped_by"] is None
+    assert pb.to_dict()["state"] == "completed" and plane.plane.get_playback(pb.id) is pb
+    stats = plane.plane.leg_stats(call.call_id)
+    assert stats["packets_sent"] == len(packets) and stats["bytes_sent"] == 160 * len(packets)
+
+
+async def test_failures_end_with_reasons_and_the_call_keeps_silence(plane, server):
+    call, cap = await plane.call()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nothing listens there
+    cases = {
+        "/missing.wav": "http_404",
+        "/page.html": "not_audio",
+        "/broken.wav": "decode_error",
+        "/ogg.wav": "unsupported_format",
+    }
+    pbs = {path: plane.plane.play(call.call_id, PlayRequest(url=server.base + path)) for path in cases}
+    unreachable = plane.plane.play(call.call_id, PlayRequest(url=f"http://127.0.0.1:{dead_port}/x.wav"))
+    bad_name = plane.plane.play(call.call_id, PlayRequest(media="../etc/passwd"))
+    missing = plane.plane.play(call.call_id, PlayRequest(media="nope.wav"))
+    for path, reason in cases.items():
+        d = await plane.wait_ended(pbs[path].id)
+        assert (d["status"], d["reason"]) == ("failed", reason), (path, d)
+    assert plane.ended(pbs["/page.html"].id)["message"] == "text/html, 512 bytes, not audio"
+    assert (await plane.wait_ended(unreachable.id))["reason"] == "unreachable"
+    assert (await plane.wait_ended(bad_name.id))["reason"] == "invalid_media_name"
+    assert (await plane.wait_ended(missing.id))["reason"] == "media_not_found"
+    n = len(cap.packets)
+    await asyncio.sleep(0.1)
+    assert len(cap.packets) >= n + 3 and cap.packets[-1].payload == b"\xff" * 160  # silence goes on
+    assert not any(t == "playback.started" for t, _, _ in plane.events)
+    assert plane.plane.metrics()["playbacks_by_status"] == {"failed": 7}
+
+
+async def test_single_flight_stereo_resampled_and_cache(plane, server):
+    (c1, _), (c2, _) = await plane.call(), await plane.call()
+    url = server.base + "/stereo44.wav"
+    p1 = plane.plane.play(c1.call_id, PlayRequest(url=url))
+    p2 = plane.plane.play(c2.call_id, PlayRequest(url=url))
+    d1, d2 = await plane.wait_ended(p1.id), await plane.wait_ended(p2.id)
+    assert server.hits[url[len(server.base):]] == 1  # one fetch shared by both plays
+    assert d1["status"] == d2["status"] == "completed" and abs(d1["ms_played"] - 512) <= 2
+    p3 = plane.plane.play(c1.call_id, PlayRequest(url=url))
+    await plane.wait_ended(p3.id)
+    assert server.hits["/stereo44.wav"] == 1  # served from the cache
+
+
+async def test_loop_stop_by_id_race_and_hangup(plane, server):
+    call, cap = await plane.call()
+    url = server.base + "/a.wav"
+    looping = plane.plane.play(call.call_id, PlayRequest(url=url, loop=None))
+    queued = plane.plane.play(call.call_id, PlayRequest(url=url, loop=3))
+    last = plane.plane.play(call.call_id, PlayRequest(url=url))
+    await asyncio.sleep(1.3)  # more than two passes of the file
+    assert looping.state == "playing" and looping.ms_played > 1000
+    assert plane.plane.stop_playback(looping.id) is True
+    assert plane.plane.stop_playback(looping.id) is False  # stale: never applied to the next one
+    assert queued.state in ("queued", "playing") and plane.plane.get_playback(looping.id).stopped_by == "api"
+    await asyncio.sleep(0.1)
+    current, waiting = plane.plane.playbacks_for(call.call_id)
+    assert current is queued and waiting == [last]
+    plane.plane.release(call)
+    ends = [(d["playback_id"], d["status"]) for t, _, d in plane.events if t == "playback.ended"]
+    assert ends == [(looping.id, "stopped"), (queued.id, "call_hangup"), (last.id, "call_hangup")]
+    assert plane.plane.stop_playback(last.id) is False
+    with pytest.raises(KeyError):
+        plane.plane.play(call.call_id, PlayRequest(url=url))
+
+
+async def test_stop_current_and_all(plane, server):
+    call, _ = await plane.call()
+    url = server.base + "/a.wav"
+    pbs = [plane.plane.play(call.call_id, PlayRequest(url=url, loop=None)) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    assert plane.plane.stop_playbacks(call.call_id, "current", by="test") == [pbs[0]]
+    await asyncio.sleep(0.05)
+    assert pbs[1].state == "playing"
+    assert plane.plane.stop_playbacks(call.call_id, "all") == pbs[1:]
+    assert [p.state for p in pbs] == ["stopped"] * 3 and pbs[0].stopped_by == "test"
+
+
+async def test_inbound_rtp_rtcp_accounting_and_malformed(plane):
+    call, cap = await plane.call()
+    port = call.local_rtp[1]
+    peer = cap.sock  # the negotiated remote address
+    for seq in range(5):
+        peer.sendto(struct.pack("!BBHII", 0x80, 0, 1000 + seq, seq * 160, 42) + bytes(160), ("127.0.0.1", port))
+    peer.sendto(b"\x40\x00junk", ("127.0.0.1", port))  # version 1
+    ssrc = plane.plane.leg_stats(call.call_id)["ssrc"]
+    rr = RtcpRrPacket(ssrc=42, reports=[RtcpReceiverInfo(ssrc=ssrc, fraction_lost=64, packets_lost=3,
+                                                         highest_sequence=1, jitter=77, lsr=0, dlsr=0)])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp:
+        rtcp.bind(("127.0.0.1", cap.port + 1))
+        rtcp.sendto(bytes(rr), ("127.0.0.1", port + 1))
+        await asyncio.sleep(0.1)
+    stats = plane.plane.leg_stats(call.call_id)
+    assert stats["packets_received"] == 5 and stats["bytes_received"] == 800
+    assert stats["malformed"] == 1 and stats["dropped_foreign"] == 0
+    assert stats["rtcp"]["fraction_lost"] == 0.25 and stats["rtcp"]["jitter"] == 77
+    assert stats["rtcp"]["packets_lost"] == 3
+    assert plane.plane.metrics()["packets_received"] == 5
+
+
+async def test_rtp_timeout_calls_back_once(tmp_path):
+    p = Plane(data_dir=str(tmp_path), rtp_timeout_s=0.2)
+    await p.plane.start()
+    try:
+        call, cap = await p.call()
+        await asyncio.sleep(0.12)
+        cap.sock.sendto(struct.pack("!BBHII", 0x80, 0, 1, 0, 42) + bytes(160),
+                        call.local_rtp)
+        await asyncio.sleep(0.15)
+        assert p.timeouts == []  # the inbound packet reset the timer
+        await asyncio.sleep(0.3)
+        assert p.timeouts == [call.call_id]
+        await asyncio.sleep(0.2)
+        assert p.timeouts == [call.call_id]
+    finally:
+        await p.plane.stop()
+        for cap in p.captures:
+            cap.close()
+
+
+async def test_rtcp_sender_reports_are_sent(tmp_path):
+    p = Plane(data_dir=str(tmp_path), rtcp_interval_s=0.2)
+    await p.plane.start()
+    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        call, cap = await p.call()
+        rtcp.bind(("127.0.0.1", cap.port + 1))
+        rtcp.settimeout(0)
+        await asyncio.sleep(0.5)
+        reports = []
+        while True:
+            try:
+                reports.append(rtcp.recv(1500))
+            except BlockingIOError:
+                break
+        assert len(reports) >= 1 and all(r[1] == 200 for r in reports)
+        ssrc, packet_count = struct.unpack_from("!I", reports[-1], 4)[0], struct.unpack_from("!I", reports[-1], 20)[0]
+        assert ssrc == cap.packets[0].ssrc and 0 < packet_count <= len(cap.packets)
+    finally:
+        rtcp.close()
+        await p.plane.stop()
+        for cap in p.captures:
+            cap.close()
