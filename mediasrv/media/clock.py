@@ -6,8 +6,9 @@ Why this shape:
   timestamps and wall time never drift apart.  Late wake-ups are counted and their
   lateness recorded.
 - Staggering: each leg is placed in the least-loaded of 20 one-millisecond sub-slots
-  and sends one packet every ``ptime`` ms from there, so 1,000 legs leave as 20 groups
-  of 50 instead of one burst of 1,000 (the burst is what makes p99 jitter grow).
+  (for 20 ms ptime; other ptimes likewise over their own period) and sends one packet
+  every ``ptime`` ms from there, so 1,000 legs leave as 20 groups of 50 instead of one
+  burst of 1,000 (the burst is what makes p99 jitter grow).
 - Waking: an absolute ``timerfd`` (CLOCK_MONOTONIC, TFD_TIMER_ABSTIME) registered with
   ``loop.add_reader`` wakes with sub-millisecond precision on both asyncio and uvloop,
   whose own timers round to 1 ms; ``loop.call_at`` is the fallback where timerfd is
@@ -32,7 +33,8 @@ from typing import Protocol
 log = logging.getLogger("mediasrv.clock")
 
 SUBSLOT_S = 0.001
-SLOTS_PER_CYCLE = 20
+SLOTS_PER_CYCLE = 20  # for 20 ms ptime: 20 phases of 1 ms
+HYPER_CYCLE = 120  # sub-slots; a multiple of every usual ptime (10, 20, 30, 40, 60 ms)
 LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
 
 
@@ -45,7 +47,7 @@ class Tickable(Protocol):
 class Scheduled:
     item: Tickable
     period: int  # in sub-slots (= ptime in ms)
-    phase: int
+    phase: int  # fires on sub-slots k with k % period == phase
     active: bool = True
 
 
@@ -76,41 +78,68 @@ class ClockStats:
 
 
 class ClockCore:
-    """Which legs send in which sub-slot; pure logic driven by ``run_until(now)``."""
+    """Which legs send in which sub-slot; pure logic driven by ``run_until(now)``.
+
+    Each leg has a fixed phase: with period *p* (its ptime in ms) it fires on every
+    sub-slot *k* with ``k % p == phase``.  Legs of one (period, phase) sit in one tuple of
+    bound ``tick`` methods, rebuilt only when a leg comes or goes, so a sub-slot is a plain
+    loop over a tuple: no per-packet re-scheduling, and removal during a tick is safe.
+    Phases are chosen on a 120-sub-slot hyper-cycle (a multiple of 10/20/30/40/60 ms) so
+    legs of different ptimes also spread evenly.
+    """
 
     def __init__(self, t0: float) -> None:
         self.t0 = t0
         self.next_tick = 0  # first sub-slot not yet run
-        self._wheel: dict[int, list[Scheduled]] = {}
-        self._phase_load = [0] * SLOTS_PER_CYCLE
+        self._slots: dict[int, list[tuple[Callable[[], None], ...]]] = {}  # period -> per-phase ticks
+        self._entries: dict[Callable[[], None], Scheduled] = {}
+        self._load = [0] * HYPER_CYCLE
         self.stats = ClockStats()
         self.on_error: Callable[[Tickable, BaseException], None] | None = None
 
     def deadline(self, tick: int) -> float:
         return self.t0 + tick * SUBSLOT_S
 
+    def _fires(self, period: int, phase: int) -> range:
+        return range(phase, HYPER_CYCLE, period) if period <= HYPER_CYCLE else range(phase % HYPER_CYCLE, phase % HYPER_CYCLE + 1)
+
     def add(self, item: Tickable, ptime_ms: int = 20) -> Scheduled:
-        phase = min(range(SLOTS_PER_CYCLE), key=self._phase_load.__getitem__)
-        self._phase_load[phase] += 1
-        first = self.next_tick + (phase - self.next_tick) % SLOTS_PER_CYCLE
-        entry = Scheduled(item, max(1, int(ptime_ms)), phase)
-        self._wheel.setdefault(first, []).append(entry)
+        period = max(1, int(ptime_ms))
+        load = self._load
+        # least-loaded phase: smallest peak over the sub-slots it will use, then smallest total
+        phase = min(range(min(period, HYPER_CYCLE)),
+                    key=lambda ph: (max(load[i] for i in self._fires(period, ph)),
+                                    sum(load[i] for i in self._fires(period, ph)), ph))
+        for i in self._fires(period, phase):
+            load[i] += 1
+        entry = Scheduled(item, period, phase)
+        fn = item.tick
+        self._entries[fn] = entry
+        slots = self._slots.setdefault(period, [() for _ in range(period)])
+        slots[phase] = (*slots[phase], fn)
         return entry
 
     def remove(self, entry: Scheduled) -> None:
-        if entry.active:
-            entry.active = False  # dropped lazily when its sub-slot comes up
-            self._phase_load[entry.phase] -= 1
+        if not entry.active:
+            return
+        entry.active = False
+        for i in self._fires(entry.period, entry.phase):
+            self._load[i] -= 1
+        slots = self._slots[entry.period]
+        fn = next(f for f in slots[entry.phase] if self._entries.get(f) is entry)
+        del self._entries[fn]
+        slots[entry.phase] = tuple(f for f in slots[entry.phase] if f is not fn)
+        if not any(slots):
+            del self._slots[entry.period]
 
     @property
     def active_count(self) -> int:
-        return sum(self._phase_load)
+        return len(self._entries)
 
     def run_until(self, now: float) -> int:
-        """Run every sub-slot due by *now*; returns how many ran."""
+        """Run every sub-slot due by *now* (catching up after a late wake-up); returns how many ran."""
         ran = 0
         stats = self.stats
-        wheel = self._wheel
         while self.deadline(self.next_tick) <= now:
             k = self.next_tick
             lateness = now - self.deadline(k)
@@ -118,37 +147,42 @@ class ClockCore:
                 stats.record_lateness(lateness)
             if lateness > SUBSLOT_S:
                 stats.late_ticks += 1
-            entries = wheel.pop(k, None)
-            if entries:
-                for entry in entries:
-                    if not entry.active:
-                        continue
-                    try:
-                        entry.item.tick()
-                    except Exception as exc:  # one leg's bug must not stop every other leg
-                        stats.tick_errors += 1
-                        entry.active = False
-                        self._phase_load[entry.phase] -= 1
-                        if self.on_error:
-                            self.on_error(entry.item, exc)
-                        continue
-                    stats.packets += 1
-                    nxt = k + entry.period
-                    bucket = wheel.get(nxt)
-                    if bucket is None:
-                        wheel[nxt] = [entry]
-                    else:
-                        bucket.append(entry)
+            for period, slots in list(self._slots.items()):
+                due = slots[k % period]
+                if due:
+                    failed = None
+                    for tick in due:
+                        try:
+                            tick()
+                        except Exception as exc:  # one leg's bug must not stop every other leg
+                            failed = [*(failed or ()), (tick, exc)]
+                    stats.packets += len(due) - (len(failed) if failed else 0)
+                    if failed:
+                        self._drop_failed(failed)
             self.next_tick = k + 1
             stats.ticks += 1
             ran += 1
         return ran
 
+    def _drop_failed(self, failed: list[tuple[Callable[[], None], Exception]]) -> None:
+        for tick, exc in failed:
+            entry = self._entries.get(tick)
+            if entry is None:
+                continue
+            self.stats.tick_errors += 1
+            self.remove(entry)
+            if self.on_error:
+                self.on_error(entry.item, exc)
+
     def next_deadline(self) -> float | None:
         """Deadline of the next sub-slot with anything to send (None when idle)."""
-        if not self._wheel:
+        if not self._slots:
             return None
-        return self.deadline(max(min(self._wheel), self.next_tick))
+        k = self.next_tick
+        for d in range(HYPER_CYCLE):
+            if any(slots[(k + d) % period] for period, slots in self._slots.items()):
+                return self.deadline(k + d)
+        return self.deadline(k)
 
 
 class _TimerFd:

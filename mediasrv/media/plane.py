@@ -89,7 +89,7 @@ class LegDriver(Tickable):
         else:
             b1 = leg.payload_type
         try:
-            leg.transmit(_pack_header(0x80, b1, seq, ts, leg.ssrc) + payload, leg.remote)
+            leg.transmit(_pack_header(0x80, b1, seq, ts, leg.ssrc) + payload)
             leg.packets_sent += 1
             leg.bytes_sent += n
         except OSError:  # full socket buffer or unreachable peer: this packet is lost, nothing else is
