@@ -98,6 +98,17 @@ class LegDriver(Tickable):
         leg.timestamp = (ts + n) & 0xFFFFFFFF
 
 
+def _raise_fd_limit() -> None:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 class MediaPlane:
     """Implements :class:`mediasrv.calls.MediaBackend` plus the playback commands the API needs."""
 
@@ -118,6 +129,7 @@ class MediaPlane:
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
+        _raise_fd_limit()  # three sockets per leg: 1,500 legs need more than the usual soft limit of 1,024
         loop = asyncio.get_running_loop()
         self.clock.start(loop)
         self.clock.core.on_error = lambda item, exc: log.error("leg tick failed: %r", exc)

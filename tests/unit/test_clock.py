@@ -74,3 +74,40 @@ def test_a_failing_leg_does_not_stop_the_others():
     core.run_until(1.0)
     assert core.stats.tick_errors == 1 and len(log) == 50
     assert SUBSLOT_S == 0.001
+
+
+def test_other_ptimes_are_paced_and_spread():
+    core = ClockCore(t0=0.0)
+    log: list = []
+    legs = {p: [Leg(core, log) for _ in range(12)] for p in (10, 20, 30, 40)}
+    for p, group in legs.items():
+        for leg in group:
+            core.add(leg, p)
+    for i in range(1200):
+        core.run_until(i * 0.001)
+    for p, group in legs.items():
+        for leg in group:
+            ticks = [k for who, k in log if who is leg]
+            assert all(y - x == p for x, y in zip(ticks, ticks[1:]))  # one packet every ptime
+            assert len(ticks) == 1200 // p
+    per_slot = [0] * 120
+    for _, k in log:
+        per_slot[k % 120] += 1
+    per_slot = [n // 10 for n in per_slot]  # 10 hyper-cycles of 120 ms were run
+    # 48 legs send 12*(12+6+4+3)=300 packets per 120 ms: 2.5 per sub-slot on average, never bunched
+    assert max(per_slot) <= 4 and min(per_slot) >= 1, per_slot
+
+
+def test_late_wake_catches_up_every_due_packet_and_records_lateness():
+    core = ClockCore(t0=0.0)
+    log: list = []
+    leg = Leg(core, log)
+    core.add(leg, 20)
+    for i in range(100):
+        core.run_until(i * 0.001 + 0.0002)  # on time, 0.2 ms after each sub-slot
+    assert len(log) == 5 and core.stats.late_ticks == 0
+    core.run_until(0.2503)  # woke 150 ms late: every missed packet goes out now, in order
+    assert [k for _, k in log] == [0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220, 240]
+    assert core.stats.late_ticks > 100
+    buckets = dict(core.stats.histogram()["buckets"])
+    assert buckets["0.0005"] == 100 and buckets["0.02"] == 100 and buckets["+Inf"] == 101  # 150 ms late
