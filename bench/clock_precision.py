@@ -13,6 +13,7 @@ server's own CPU per packet is taken from getrusage.
 
     python bench/clock_precision.py --seconds 5
     python bench/clock_precision.py --legs 1500 --seconds 10
+    BENCH_SENDTO=1 ...   (A/B: unconnected sendto)   BENCH_NOOP=1 ...   (no send: Python cost only)
 """
 
 from __future__ import annotations
