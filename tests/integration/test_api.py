@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -123,3 +124,28 @@ async def test_ring_then_answer_by_api(tmp_path):
         await uac.stop()
         media.close_all()
         await r.server.stop()
+
+
+async def test_events_stream_over_sse(running: Running):
+    r = running
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{r.http}/v1/events", headers={"Accept": "text/event-stream"}) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+            uac, media, uac_call, call_id = await _dial(r)
+            try:
+                await uac.hangup(uac_call.call_id)
+                seen: list[tuple[str, str]] = []
+                while len(seen) < 3:
+                    line = (await asyncio.wait_for(resp.content.readline(), 5)).decode().strip()
+                    if line.startswith("event: "):
+                        kind = line[7:]
+                    elif line.startswith("data: "):
+                        seen.append((kind, json.loads(line[6:])["call_id"]))
+            finally:
+                await uac.stop()
+                media.close_all()
+    assert seen == [("call.initiated", call_id), ("call.answered", call_id), ("call.hangup", call_id)]
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{r.http}/v1/events?call_id={call_id}", headers={"Accept": "application/json"}) as resp:
+            history = [e["type"] for e in (await resp.json())["events"]]
+    assert history == ["call.initiated", "call.answered", "call.hangup"]
