@@ -17,7 +17,7 @@ import aiohttp
 import numpy as np
 import soundfile
 
-from mediacodecs.g711 import decode
+from mediacodecs.g711 import decode, encode
 
 from .calls import CallRegistry
 from .config import Settings
@@ -117,6 +117,8 @@ async def run_demo(out_path: str, codec: str = "PCMU") -> int:
     print(f"events: {' -> '.join(events)}")
     print(f"received {len(received) / RATE:.2f} s of audio in {elapsed:.2f} s -> {out_path}")
     print(f"pacing: {report.line()}")
-    ok = report.lost == 0 and report.ssrcs == 1 and "playback.ended" in events
+    exact = encode(codec, prompt) in capture.payload()
+    print(f"the prompt arrived bit-exact ({codec} of the 8 kHz source): {'yes' if exact else 'NO'}")
+    ok = exact and report.lost == 0 and report.ssrcs == 1 and "playback.ended" in events
     print("demo OK" if ok else "demo FAILED")
     return 0 if ok else 1
