@@ -47,6 +47,15 @@ def chirp_signal(seconds: float = 1.0, rate: int = 8000, seed: int = 1) -> np.nd
     return (np.clip(chirp + noise, -1, 1) * 32767).astype(np.int16)
 
 
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Start *app* on a free loopback port; returns the runner (for cleanup) and its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
 @dataclass
 class AudioOrigin:
     """A real aiohttp server serving audio (and not-audio) for playback URLs."""
@@ -76,11 +85,7 @@ async def audio_origin() -> AsyncIterator[AudioOrigin]:
 
     app = web.Application()
     app.router.add_get("/{name}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    origin.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, origin.base = await serve_app(app)
     yield origin
     await runner.cleanup()
 
@@ -114,11 +119,8 @@ async def webhooks() -> AsyncIterator[Hooks]:
 
     app = web.Application()
     app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hooks.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    runner, base = await serve_app(app)
+    hooks.url = f"{base}/hook"
     yield hooks
     await runner.cleanup()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,31 +14,16 @@ import pytest
 from mediasrv.calls import Call, CallRegistry, CallState, NullMedia
 from mediasrv.sip.ua import CallFailed, SipSettings, SipUserAgent
 
-pytestmark = pytest.mark.integration
+from .conftest import SCENARIOS, free_tcp_udp_port, require
 
-SCENARIOS = Path(__file__).resolve().parents[2] / "sipp-scenarios"
+pytestmark = pytest.mark.integration
 
 
 def sipp_path() -> str:
-    path = shutil.which("sipp")
-    if path is None:
-        pytest.fail("sipp is not installed; run the README's test command (bash scripts/test.sh)")
-    return path
+    return require("sipp")
 
 
-def free_port() -> int:
-    """A loopback port free for UDP and TCP."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                    t.bind(("127.0.0.1", port))
-                    return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
+free_port = free_tcp_udp_port
 
 
 class Recording(NullMedia):
