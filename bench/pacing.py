@@ -1,14 +1,19 @@
 """Pacing under load: N concurrent calls all playing, measured by an independent C receiver.
 
-For each N it runs, one after the other (never at the same time):
-  - a minimal C paced sender (bench/c/paced_sender.c: one thread, absolute deadlines,
-    streams staggered over 1 ms sub-slots) — the yardstick;
-  - mediasrv (`python -m mediasrv serve`) on uvloop and/or asyncio, with N calls placed by
-    our own UAC whose SDP points at the receiver's ports, each playing a prompt in a loop.
-The receiver (bench/c/rtp_receiver.c) uses kernel receive timestamps and reports loss,
-sequence/timestamp errors and |inter-arrival − 20 ms|.  The sender's CPU comes from
-/proc/<pid>/stat over the same window.  The server and the C sender run on CPU 1, the
-receiver and this script on CPU 0.  Only same-run ratios mean anything on a shared machine.
+For each N it runs, one after the other (never two senders at the same time):
+  - a minimal C paced sender (bench/c/paced_sender.c: one thread, clock_nanosleep on
+    absolute CLOCK_MONOTONIC deadlines, streams staggered over 1 ms sub-slots of the 20 ms
+    packet time, one 172-byte RTP packet per stream per 20 ms) -- the yardstick;
+  - mediasrv (`python -m mediasrv serve`, uvloop by default, `--asyncio` for the asyncio
+    row) with N calls placed by our own UAC (mediasrv.sip.ua.SipUserAgent) whose SDP points
+    at the receiver's ports, each playing a 10 s prompt with loop "infinity".
+The receiver (bench/c/rtp_receiver.c) binds N even ports from 42000, reads with recvmmsg
+and SO_TIMESTAMPNS kernel receive timestamps, ignores each stream's first second, and
+reports packets, loss (by seq), seq/ts errors, SSRCs per port, streams that delivered
+nothing, and a 10 us histogram of |inter-arrival - 20 ms| from which this script takes
+p50/p99/max (lower bin edges).  The sender's CPU is utime+stime from /proc/<pid>/stat over
+the same window.  Server and C sender are pinned to CPU 1, receiver and this script
+(the UAC) to CPU 0.  Only same-run ratios mean anything on a shared machine.
 
     python bench/pacing.py --n 100,500,1000,2000 --seconds 20 --loops uvloop,asyncio
     python bench/pacing.py --n 50 --seconds 5 --loops uvloop          # smoke run
@@ -26,8 +31,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -40,29 +47,102 @@ from mediasrv.sip.ua import SipSettings, SipUserAgent
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RECEIVER_BASE = 42000
+SKIP_S = 1.0  # the receiver ignores each stream's first second
+WARMUP_S = 2.0  # all streams running this long before the window opens
+SERVER_CPU, BENCH_CPU = "1", "0"
+
+CHILDREN: set[int] = set()  # PIDs to kill if the global deadline fires
+
+
+def spawn(cmd: list[str], **kw: object) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
+    CHILDREN.add(proc.pid)
+    return proc
+
+
+def reap(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM, wait, SIGKILL: by this process's own PID only."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    CHILDREN.discard(proc.pid)
+
+
+def watchdog(deadline_s: float) -> None:
+    def fire() -> None:
+        print(f"pacing.py: global deadline of {deadline_s:.0f} s reached; killing children and exiting",
+              file=sys.stderr, flush=True)
+        for pid in list(CHILDREN):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os._exit(3)
+
+    t = threading.Timer(deadline_s, fire)
+    t.daemon = True
+    t.start()
 
 
 @dataclass
 class Row:
     sender: str
     n: int
-    packets: int
-    lost: int
-    seq_errors: int
-    ts_errors: int
-    ssrc_changes: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    cpu_pct: float
-    us_per_packet: float
+    calls: int  # streams that were set up and told to play (N for the C sender)
+    stats: dict
+    cpu_s: float
+    window_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def percentiles(self) -> tuple[float, float, float, bool]:
+        hist = np.array(self.stats["hist"], dtype=np.float64)
+        bin_ms = self.stats["bin_us"] / 1000
+        if hist.sum() == 0:
+            return float("nan"), float("nan"), float("nan"), False
+        cdf = np.cumsum(hist) / hist.sum()
+        p50 = int(np.searchsorted(cdf, 0.50)) * bin_ms
+        p99 = int(np.searchsorted(cdf, 0.99)) * bin_ms
+        overflow = len(hist) > 20000  # the receiver's last bin holds everything >= 200 ms
+        return p50, p99, (len(hist) - 1) * bin_ms, overflow
+
+    @property
+    def p99(self) -> float:
+        return self.percentiles()[1]
+
+    @property
+    def cpu_pct(self) -> float:
+        return 100 * self.cpu_s / self.window_s
+
+    @property
+    def us_per_packet(self) -> float:
+        return 1e6 * self.cpu_s / self.stats["packets"] if self.stats["packets"] else float("nan")
+
+
+HEADER = (f"{'sender':16} {'N':>5} {'calls':>5} {'packets':>8} {'lost':>5} {'seqerr':>6} {'tserr':>5} "
+          f"{'ssrc/port':>9} {'silent':>6} {'p50 ms':>6} {'p99 ms':>6} {'max ms':>7} {'CPU %':>5} "
+          f"{'us/pkt':>6} {'p99 xC':>6} {'us xC':>5}")
+
+
+def fmt(r: Row, c: Row | None) -> str:
+    s = r.stats
+    p50, p99, mx, overflow = r.percentiles()
+    ratio_p99 = p99 / c.p99 if c and c.p99 else float("nan")
+    ratio_cpu = r.us_per_packet / c.us_per_packet if c and c.us_per_packet else float("nan")
+    mx_s = f"{'>' if overflow else ''}{mx:.2f}"
+    return (f"{r.sender:16} {r.n:5d} {r.calls:5d} {s['packets']:8d} {s['lost']:5d} {s['seq_errors']:6d} "
+            f"{s['ts_errors']:5d} {s['max_ssrcs_per_port']:9d} {s['silent_ports']:6d} {p50:6.2f} {p99:6.2f} "
+            f"{mx_s:>7} {r.cpu_pct:5.1f} {r.us_per_packet:6.2f} {ratio_p99:6.2f} {ratio_cpu:5.2f}")
 
 
 def build(tmp: Path) -> tuple[Path, Path]:
     out = []
     for name in ("rtp_receiver", "paced_sender"):
         exe = tmp / name
-        subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "c" / f"{name}.c")], check=True)
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(HERE / "c" / f"{name}.c")], check=True)
         out.append(exe)
     return out[0], out[1]
 
@@ -70,69 +150,62 @@ def build(tmp: Path) -> tuple[Path, Path]:
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def percentiles(hist: list[int], bin_us: int) -> tuple[float, float, float]:
-    counts = np.array(hist, dtype=np.float64)
-    if counts.sum() == 0:
-        return float("nan"), float("nan"), float("nan")
-    cdf = np.cumsum(counts) / counts.sum()
-    p50 = int(np.searchsorted(cdf, 0.50)) * bin_us / 1000
-    p99 = int(np.searchsorted(cdf, 0.99)) * bin_us / 1000
-    return p50, p99, (len(hist) - 1) * bin_us / 1000
-
-
 class Receiver:
-    def __init__(self, exe: Path, n: int) -> None:
-        self.proc = subprocess.Popen(["taskset", "-c", "0", str(exe), str(RECEIVER_BASE), str(n)],
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, exe: Path, n: int, seconds: float) -> None:
+        self.seconds = seconds
+        self.proc = spawn(["taskset", "-c", BENCH_CPU, str(exe), str(RECEIVER_BASE), str(n), str(seconds),
+                           str(SKIP_S), "20", "0", "900"], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "ready" not in line:
+            reap(self.proc)
             raise RuntimeError(f"receiver failed to start: {line!r}")
 
     def start_window(self) -> None:
         self.proc.send_signal(signal.SIGUSR1)
 
-    def finish(self) -> dict:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=20)
+    def result(self) -> dict:
+        """Waits for the window to end (the receiver stops by itself) and parses its JSON."""
+        try:
+            out, _ = self.proc.communicate(timeout=self.seconds + 20)
+        except subprocess.TimeoutExpired:
+            reap(self.proc)
+            raise RuntimeError("receiver did not finish its window") from None
+        CHILDREN.discard(self.proc.pid)
         return json.loads(out.strip().splitlines()[-1])
 
-
-def make_row(name: str, n: int, stats: dict, cpu_s: float, window: float) -> Row:
-    p50, p99, mx = percentiles(stats["hist"], stats["bin_us"])
-    packets = max(stats["packets"], 1)
-    return Row(name, n, stats["packets"], stats["lost"], stats["seq_errors"], stats["ts_errors"],
-               stats["ssrc_changes"], p50, p99, mx, 100 * cpu_s / window, 1e6 * cpu_s / packets)
+    def stop(self) -> None:
+        reap(self.proc, 5)
 
 
 def run_c(receiver_exe: Path, sender_exe: Path, n: int, seconds: float) -> Row:
-    rx = Receiver(receiver_exe, n)
-    tx = subprocess.Popen(["taskset", "-c", "1", str(sender_exe), str(RECEIVER_BASE), str(n)],
-                          stdout=subprocess.PIPE, text=True)
+    rx = Receiver(receiver_exe, n, seconds)
+    tx = spawn(["taskset", "-c", SERVER_CPU, str(sender_exe), str(RECEIVER_BASE), str(n)],
+               stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(2.0)
+        time.sleep(WARMUP_S + SKIP_S)
         c0 = cpu_seconds(tx.pid)
         rx.start_window()
         time.sleep(seconds)
         cpu = cpu_seconds(tx.pid) - c0
-        stats = rx.finish()
+        stats = rx.result()
     finally:
-        tx.send_signal(signal.SIGTERM)
-        tx.communicate(timeout=10)
-    return make_row("C paced sender", n, stats, cpu, seconds)
+        rx.stop()
+        reap(tx)
+    return Row("C paced sender", n, n, stats, cpu, stats["window_s"] or seconds)
 
 
 class ReceiverPorts:
-    """MediaBackend for the bench's UAC: call i's SDP names the receiver's port i."""
+    """MediaBackend for the bench's UAC: call i's SDP names the receiver's port BASE + 2i."""
 
     def __init__(self) -> None:
         self.next = 0
@@ -149,107 +222,186 @@ class ReceiverPorts:
         return None
 
 
-async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int) -> tuple[dict, float]:
+async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int,
+                      setup_timeout: float, notes: list[str]) -> tuple[int, dict, float]:
     uac = SipUserAgent(SipSettings(host="127.0.0.1", port=0, user_agent="mediasrv-bench"), CallRegistry(),
                        ReceiverPorts())
     await uac.start()
-    limit = asyncio.Semaphore(100)
+    in_flight = asyncio.Semaphore(100)
 
     async def one(i: int) -> Call:
-        async with limit:
-            return await uac.call(f"sip:bench{i}@127.0.0.1:{sip_port}", remote=("127.0.0.1", sip_port))
+        async with in_flight:
+            return await uac.call(f"sip:bench@127.0.0.1:{sip_port}", remote=("127.0.0.1", sip_port),
+                                  timeout=30.0)
 
+    calls: list[Call] = []
     try:
-        placed = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
-        calls = [c for c in placed if isinstance(c, Call)]
-        if len(calls) < n:
-            raise RuntimeError(f"only {len(calls)} of {n} calls were answered")
+        t0 = time.monotonic()
+        tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+        done, pending = await asyncio.wait(tasks, timeout=setup_timeout)
+        for t in pending:
+            t.cancel()
+        failures: Counter[str] = Counter()
+        for t in tasks:
+            if t in done and t.exception() is None:
+                calls.append(t.result())
+            elif t in done:
+                failures[f"{type(t.exception()).__name__}: {t.exception()}"] += 1
+            else:
+                failures[f"not answered within {setup_timeout:.0f} s"] += 1
+        notes.append(f"{len(calls)}/{n} calls answered in {time.monotonic() - t0:.1f} s"
+                     + (f"; failures: {dict(failures)}" if failures else ""))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         by_sip = {c.sip_call_id for c in calls}
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{http}/v1/calls?state=answered") as resp:
-                server_calls = [c for c in (await resp.json())["calls"] if c["sip_call_id"] in by_sip]
+        playing = 0
+        play_failures: Counter[str] = Counter()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+            async with s.get(f"{http}/v1/calls") as resp:
+                server_calls = [c for c in (await resp.json())["calls"]
+                                if c["sip_call_id"] in by_sip and c["state"] == "answered"]
             sem = asyncio.Semaphore(50)
 
-            async def play(call_id: str) -> None:
-                async with sem, s.post(f"{http}/v1/calls/{call_id}/playbacks",
-                                       json={"media": "prompt.wav", "loop": "infinity"}) as resp:
-                    if resp.status != 201:
-                        raise RuntimeError(f"play failed: {resp.status} {await resp.text()}")
+            async def play(call_id: str) -> bool:
+                try:
+                    async with sem, s.post(f"{http}/v1/calls/{call_id}/playbacks",
+                                           json={"media": "prompt.wav", "loop": "infinity"}) as resp:
+                        if resp.status == 201:
+                            return True
+                        play_failures[f"HTTP {resp.status} {(await resp.text())[:80]}"] += 1
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    play_failures[f"{type(exc).__name__}"] += 1
+                return False
 
-            await asyncio.gather(*(play(c["call_id"]) for c in server_calls))
-        await asyncio.sleep(2.0)
+            t1 = time.monotonic()
+            playing = sum(await asyncio.gather(*(play(c["call_id"]) for c in server_calls)))
+            notes.append(f"{len(server_calls)} matched in GET /v1/calls, {playing} playbacks started in "
+                         f"{time.monotonic() - t1:.1f} s" + (f"; failures: {dict(play_failures)}" if play_failures else ""))
+        await asyncio.sleep(WARMUP_S + SKIP_S)
         c0 = cpu_seconds(server_pid)
         rx.start_window()
         await asyncio.sleep(seconds)
         cpu = cpu_seconds(server_pid) - c0
-        stats = rx.finish()
-        await asyncio.gather(*(uac.hangup(c.call_id) for c in calls), return_exceptions=True)
-        await asyncio.sleep(1.0)
+        stats = await asyncio.get_running_loop().run_in_executor(None, rx.result)
     finally:
+        for c in calls:
+            try:
+                await uac.hangup(c.call_id)
+            except Exception:  # noqa: BLE001 - a call the server already ended
+                pass
+        await asyncio.sleep(1.0 + len(calls) / 1000)
         await uac.stop()
-    return stats, cpu
+    return playing, stats, cpu
 
 
-def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str) -> Row:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not answer /healthz")
+
+
+def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float) -> Row:
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
-    t = np.arange(80000) / 8000
-    soundfile.write(data / "media" / "prompt.wav", (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16),
-                    8000, subtype="PCM_16")
-    sip_port, http_port = free_port(), free_port()
-    cmd = ["taskset", "-c", "1", sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
-           "--http", f"127.0.0.1:{http_port}", "--rtp-ports", "50000-60000", "--data-dir", str(data),
-           "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
-    server = subprocess.Popen(cmd)
-    rx = Receiver(receiver_exe, n)
+    t = np.arange(10 * 8000) / 8000  # 10 s, 8 kHz mono int16
+    soundfile.write(data / "media" / "prompt.wav",
+                    (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16), 8000, subtype="PCM_16")
+    sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    log_path = data / "server.log"
+    cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
+           "--http", f"127.0.0.1:{http_port}", "--rtp-ports", "50000-59998", "--data-dir", str(data),
+           "--max-calls", str(n + 100), "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
+    notes: list[str] = []
+    rx: Receiver | None = None
+    with open(log_path, "w") as log:
+        server = spawn(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        time.sleep(1.5)
-        runner = asyncio.run
-        stats, cpu = runner(asyncio.wait_for(
-            drive_calls(sip_port, f"http://127.0.0.1:{http_port}", n, seconds, rx, server.pid), seconds + 180))
+        http = f"http://127.0.0.1:{http_port}"
+        wait_http(f"{http}/healthz", server)
+        rx = Receiver(receiver_exe, n, seconds)
+        playing, stats, cpu = asyncio.run(asyncio.wait_for(
+            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, notes),
+            setup_timeout + seconds + 120))
     finally:
-        if rx.proc.poll() is None:
-            rx.proc.kill()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if rx is not None:
+            rx.stop()
+        alive = server.poll() is None
+        reap(server, 15)
+        lines = log_path.read_text(errors="replace").splitlines()
+        bad = [ln for ln in lines if ("WARNING" in ln or "ERROR" in ln or "Traceback" in ln or "Error" in ln)
+               and "has no token" not in ln]
+        if not alive:
+            notes.append(f"server had exited (rc {server.returncode}) before the end of the row")
+        if bad:
+            kinds = Counter(ln.split(": ", 1)[-1][:90] for ln in bad)
+            notes.append(f"server log: {len(bad)} warning/error lines, most common: {kinds.most_common(3)}")
         shutil.rmtree(data, ignore_errors=True)
-    return make_row(f"mediasrv {loop}", n, stats, cpu, seconds)
+    return Row(f"mediasrv {loop}", n, playing, stats, cpu, stats["window_s"] or seconds, notes)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", default="100,500,1000,2000")
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--loops", default="uvloop,asyncio")
+    ap.add_argument("--n", default="100,500,1000,2000", help="comma-separated call counts")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per row")
+    ap.add_argument("--loops", default="uvloop,asyncio", help="mediasrv rows: uvloop and/or asyncio")
+    ap.add_argument("--setup-timeout", type=float, default=120.0,
+                    help="give up placing calls after this long and measure the ones answered")
+    ap.add_argument("--deadline", type=float, default=0.0,
+                    help="global limit in seconds (default: computed from the rows)")
     args = ap.parse_args()
+    ns = [int(x) for x in args.n.split(",")]
+    loops = [x for x in args.loops.split(",") if x]
+    if any(lp not in ("uvloop", "asyncio") for lp in loops):
+        ap.error("--loops takes uvloop and/or asyncio")
     for tool in ("gcc", "taskset"):
         if shutil.which(tool) is None:
             print(f"{tool} is required", file=sys.stderr)
             return 1
+    if max(ns) * 2 + RECEIVER_BASE > 50000:
+        ap.error("receiver ports would overlap the server's RTP range")
+    deadline = args.deadline or len(ns) * (
+        (args.seconds + 30) + len(loops) * (args.setup_timeout + args.seconds + 150)) + 60
+    watchdog(deadline)
+    os.sched_setaffinity(0, {int(BENCH_CPU)})
     tmp = Path(tempfile.mkdtemp(prefix="mediasrv-bench-c-"))
-    receiver_exe, sender_exe = build(tmp)
-    print(f"window {args.seconds:.0f} s per row; server and C sender pinned to CPU 1, receiver to CPU 0; "
-          "deviation = |inter-arrival - 20 ms| from kernel receive timestamps", flush=True)
-    header = (f"{'sender':18} {'N':>5} {'packets':>9} {'lost':>6} {'seq err':>7} {'ts err':>6} {'ssrc chg':>8} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU %':>6} {'µs/pkt':>7} {'p99 ×C':>7} {'µs ×C':>6}")
-    print(header, flush=True)
-    for n in [int(x) for x in args.n.split(",")]:
-        c_row = run_c(receiver_exe, sender_exe, n, args.seconds)
-        for loop in [None, *args.loops.split(",")]:
+    try:
+        receiver_exe, sender_exe = build(tmp)
+        print(f"window {args.seconds:g} s per row after {WARMUP_S + SKIP_S:g} s warm-up; mediasrv and the C sender "
+              f"pinned to CPU {SERVER_CPU}, receiver and this UAC/bench process to CPU {BENCH_CPU} (taskset); "
+              f"loopback only; deviation = |inter-arrival - 20 ms| from kernel receive timestamps (10 us bins); "
+              f"ratios xC are to the C sender at the same N in this run; global deadline {deadline:.0f} s",
+              flush=True)
+        print(HEADER, flush=True)
+        all_notes: list[str] = []
+        for n in ns:
+            c_row: Row | None = None
             try:
-                r = c_row if loop is None else run_mediasrv(receiver_exe, n, args.seconds, loop)
-            except Exception as exc:  # an overloaded row is a result too: say so and go on
-                print(f"{'mediasrv ' + str(loop):18} {n:5d} failed: {type(exc).__name__} {exc}"[:200], flush=True)
-                continue
-            ratio_p99 = r.p99_ms / c_row.p99_ms if c_row.p99_ms else float("nan")
-            ratio_cpu = r.us_per_packet / c_row.us_per_packet if c_row.us_per_packet else float("nan")
-            print(f"{r.sender:18} {r.n:5d} {r.packets:9d} {r.lost:6d} {r.seq_errors:7d} {r.ts_errors:6d} "
-                  f"{r.ssrc_changes:8d} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {r.max_ms:7.2f} {r.cpu_pct:6.1f} "
-                  f"{r.us_per_packet:7.2f} {ratio_p99:7.2f} {ratio_cpu:6.2f}", flush=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+                c_row = run_c(receiver_exe, sender_exe, n, args.seconds)
+                print(fmt(c_row, c_row), flush=True)
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                print(f"{'C paced sender':16} {n:5d} failed: {type(exc).__name__}: {exc}", flush=True)
+            for loop in loops:
+                try:
+                    r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout)
+                except Exception as exc:  # noqa: BLE001 - an overloaded row is a result too
+                    print(f"{'mediasrv ' + loop:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
+                    continue
+                print(fmt(r, c_row), flush=True)
+                all_notes += [f"  mediasrv {loop} N={n}: {note}" for note in r.notes]
+        if all_notes:
+            print("notes:")
+            print("\n".join(all_notes), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
