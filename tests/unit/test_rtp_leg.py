@@ -8,10 +8,31 @@ from mediasrv.rtp.leg import PortAllocator, RtpLeg
 from mediasrv.rtp.packet import parse
 
 
+def _free_block(size: int = 8) -> int:
+    """An even port starting *size* consecutive ports that are free right now (other tests run too)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            lo = s.getsockname()[1] & ~1
+        held = []
+        try:
+            for port in range(lo, lo + size):
+                t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(t)
+                t.bind(("127.0.0.1", port))
+            return lo
+        except OSError:
+            continue
+        finally:
+            for t in held:
+                t.close()
+    raise RuntimeError("no free block of ports")
+
+
 def test_even_ports_rtcp_bound_and_busy_ports_skipped():
+    lo = _free_block()
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    lo = probe.getsockname()[1] & ~1  # the pair holding this busy port must be skipped
+    probe.bind(("127.0.0.1", lo))  # the pair holding this busy port must be skipped
     alloc = PortAllocator("127.0.0.1", lo, lo + 8)
     pairs = [alloc.bind_pair() for _ in range(3)]
     try:
