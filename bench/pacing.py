@@ -50,8 +50,10 @@ RECEIVER_BASE = 42000
 SKIP_S = 1.0  # the receiver ignores each stream's first second
 WARMUP_S = 2.0  # all streams running this long before the window opens
 SERVER_CPU, BENCH_CPU = "1", "0"
+RTP_LO, RTP_HI = 50000, 59998  # the server's RTP range
 
 CHILDREN: set[int] = set()  # PIDs to kill if the global deadline fires
+NOTES: list[str] = []  # per-row notes, printed after the table (also for rows that failed)
 
 
 def spawn(cmd: list[str], **kw: object) -> subprocess.Popen:
@@ -153,10 +155,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(kind: int, n: int) -> int:
+    """A free loopback port outside the receiver's ports and their RTCP neighbours (the server
+    sends RTCP to port + 1) and outside the server's RTP range."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not (RECEIVER_BASE <= port <= RECEIVER_BASE + 2 * n + 2 or RTP_LO <= port <= RTP_HI + 1):
+            return port
+    raise RuntimeError("no free port outside the benchmark's ranges")
 
 
 class Receiver:
@@ -224,8 +232,9 @@ class ReceiverPorts:
 
 async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int,
                       setup_timeout: float, notes: list[str]) -> tuple[int, dict, float]:
-    uac = SipUserAgent(SipSettings(host="127.0.0.1", port=0, user_agent="mediasrv-bench"), CallRegistry(),
-                       ReceiverPorts())
+    # The UAC's own SIP port must not be a receiver port + 1: the server sends RTCP there.
+    uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench"),
+                       CallRegistry(), ReceiverPorts())
     await uac.start()
     in_flight = asyncio.Semaphore(100)
 
@@ -274,8 +283,9 @@ async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Rece
                 return False
 
             t1 = time.monotonic()
+            notes.append(f"{len(server_calls)} of them listed as answered by GET /v1/calls; starting playbacks")
             playing = sum(await asyncio.gather(*(play(c["call_id"]) for c in server_calls)))
-            notes.append(f"{len(server_calls)} matched in GET /v1/calls, {playing} playbacks started in "
+            notes.append(f"{playing} playbacks started (HTTP 201) in "
                          f"{time.monotonic() - t1:.1f} s" + (f"; failures: {dict(play_failures)}" if play_failures else ""))
         await asyncio.sleep(WARMUP_S + SKIP_S)
         c0 = cpu_seconds(server_pid)
@@ -315,10 +325,10 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
     t = np.arange(10 * 8000) / 8000  # 10 s, 8 kHz mono int16
     soundfile.write(data / "media" / "prompt.wav",
                     (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16), 8000, subtype="PCM_16")
-    sip_port, http_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
+    sip_port, http_port = free_port(socket.SOCK_DGRAM, n), free_port(socket.SOCK_STREAM, n)
     log_path = data / "server.log"
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
-           "--http", f"127.0.0.1:{http_port}", "--rtp-ports", "50000-59998", "--data-dir", str(data),
+           "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{RTP_LO}-{RTP_HI}", "--data-dir", str(data),
            "--max-calls", str(n + 100), "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
     notes: list[str] = []
     rx: Receiver | None = None
@@ -345,6 +355,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
             kinds = Counter(ln.split(": ", 1)[-1][:90] for ln in bad)
             notes.append(f"server log: {len(bad)} warning/error lines, most common: {kinds.most_common(3)}")
         shutil.rmtree(data, ignore_errors=True)
+        NOTES.extend(f"  mediasrv {loop} N={n}: {note}" for note in notes)
     return Row(f"mediasrv {loop}", n, playing, stats, cpu, stats["window_s"] or seconds, notes)
 
 
@@ -366,7 +377,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is required", file=sys.stderr)
             return 1
-    if max(ns) * 2 + RECEIVER_BASE > 50000:
+    if max(ns) * 2 + RECEIVER_BASE >= RTP_LO:
         ap.error("receiver ports would overlap the server's RTP range")
     deadline = args.deadline or len(ns) * (
         (args.seconds + 30) + len(loops) * (args.setup_timeout + args.seconds + 150)) + 60
@@ -381,7 +392,6 @@ def main() -> int:
               f"ratios xC are to the C sender at the same N in this run; global deadline {deadline:.0f} s",
               flush=True)
         print(HEADER, flush=True)
-        all_notes: list[str] = []
         for n in ns:
             c_row: Row | None = None
             try:
@@ -396,10 +406,9 @@ def main() -> int:
                     print(f"{'mediasrv ' + loop:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
                     continue
                 print(fmt(r, c_row), flush=True)
-                all_notes += [f"  mediasrv {loop} N={n}: {note}" for note in r.notes]
-        if all_notes:
+        if NOTES:
             print("notes:")
-            print("\n".join(all_notes), flush=True)
+            print("\n".join(NOTES), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
