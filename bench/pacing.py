@@ -231,21 +231,23 @@ class ReceiverPorts:
 
 
 async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int,
-                      setup_timeout: float, notes: list[str]) -> tuple[int, dict, float]:
+                      setup_timeout: float, call_rate: float, notes: list[str]) -> tuple[int, dict, float]:
     # The UAC's own SIP port must not be a receiver port + 1: the server sends RTCP there.
     uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench"),
                        CallRegistry(), ReceiverPorts())
     await uac.start()
     in_flight = asyncio.Semaphore(100)
+    t0 = time.monotonic()
 
     async def one(i: int) -> Call:
+        # Bounded rate as well as bounded concurrency: call i starts no earlier than i / rate.
+        await asyncio.sleep(max(0.0, t0 + i / call_rate - time.monotonic()))
         async with in_flight:
             return await uac.call(f"sip:bench@127.0.0.1:{sip_port}", remote=("127.0.0.1", sip_port),
                                   timeout=30.0)
 
     calls: list[Call] = []
     try:
-        t0 = time.monotonic()
         tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
         done, pending = await asyncio.wait(tasks, timeout=setup_timeout)
         for t in pending:
@@ -319,7 +321,8 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise RuntimeError("server did not answer /healthz")
 
 
-def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float) -> Row:
+def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
+                 call_rate: float) -> Row:
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
     t = np.arange(10 * 8000) / 8000  # 10 s, 8 kHz mono int16
@@ -339,7 +342,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
         wait_http(f"{http}/healthz", server)
         rx = Receiver(receiver_exe, n, seconds)
         playing, stats, cpu = asyncio.run(asyncio.wait_for(
-            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, notes),
+            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes),
             setup_timeout + seconds + 120))
     finally:
         if rx is not None:
@@ -366,6 +369,8 @@ def main() -> int:
     ap.add_argument("--loops", default="uvloop,asyncio", help="mediasrv rows: uvloop and/or asyncio")
     ap.add_argument("--setup-timeout", type=float, default=120.0,
                     help="give up placing calls after this long and measure the ones answered")
+    ap.add_argument("--call-rate", type=float, default=200.0,
+                    help="INVITEs per second at most (also at most 100 unanswered at a time)")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="global limit in seconds (default: computed from the rows)")
     args = ap.parse_args()
@@ -377,6 +382,8 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is required", file=sys.stderr)
             return 1
+    if args.call_rate <= 0:
+        ap.error("--call-rate must be positive")
     if max(ns) * 2 + RECEIVER_BASE >= RTP_LO:
         ap.error("receiver ports would overlap the server's RTP range")
     deadline = args.deadline or len(ns) * (
@@ -401,7 +408,7 @@ def main() -> int:
                 print(f"{'C paced sender':16} {n:5d} failed: {type(exc).__name__}: {exc}", flush=True)
             for loop in loops:
                 try:
-                    r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout)
+                    r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate)
                 except Exception as exc:  # noqa: BLE001 - an overloaded row is a result too
                     print(f"{'mediasrv ' + loop:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
                     continue
