@@ -6,12 +6,14 @@ For each N it runs, one after the other (never two senders at the same time):
     packet time, one 172-byte RTP packet per stream per 20 ms) -- the yardstick;
   - mediasrv (`python -m mediasrv serve`, uvloop by default, `--asyncio` for the asyncio
     row) with N calls placed by our own UAC (mediasrv.sip.ua.SipUserAgent) whose SDP points
-    at the receiver's ports, each playing a 10 s prompt with loop "infinity".
+    at the receiver's ports, each playing a 10 s prompt with loop "infinity".  The server runs
+    with --no-silence (unless --silence): a call sends only once its playback started, so
+    every measured packet is playback and a call that never started shows as a silent port.
 The receiver (bench/c/rtp_receiver.c) binds N even ports from 42000, reads with recvmmsg
 and SO_TIMESTAMPNS kernel receive timestamps, ignores each stream's first second, and
-reports packets, loss (by seq), seq/ts errors, SSRCs per port, streams that delivered
-nothing, and a 10 us histogram of |inter-arrival - 20 ms| from which this script takes
-p50/p99/max (lower bin edges).  The sender's CPU is utime+stime from /proc/<pid>/stat over
+reports packets (deliv% = share of what the streams should send in the window), loss (by
+seq), seq/ts errors, SSRCs per port, streams that delivered nothing, and a 10 us histogram
+of |inter-arrival - 20 ms| from which this script takes p50/p99/max (lower bin edges).  The sender's CPU is utime+stime from /proc/<pid>/stat over
 the same window.  Server and C sender are pinned to CPU 1, receiver and this script
 (the UAC) to CPU 0.  Only same-run ratios mean anything on a shared machine.
 
@@ -116,6 +118,12 @@ class Row:
         return self.percentiles()[1]
 
     @property
+    def delivered_pct(self) -> float:
+        """Packets received over what `calls` streams send in the window: < 100 means the sender fell behind."""
+        expected = self.calls * self.window_s * 50
+        return 100 * self.stats["packets"] / expected if expected else float("nan")
+
+    @property
     def cpu_pct(self) -> float:
         return 100 * self.cpu_s / self.window_s
 
@@ -124,7 +132,7 @@ class Row:
         return 1e6 * self.cpu_s / self.stats["packets"] if self.stats["packets"] else float("nan")
 
 
-HEADER = (f"{'sender':16} {'N':>5} {'calls':>5} {'packets':>8} {'lost':>5} {'seqerr':>6} {'tserr':>5} "
+HEADER = (f"{'sender':16} {'N':>5} {'calls':>5} {'packets':>8} {'deliv%':>6} {'lost':>5} {'seqerr':>6} {'tserr':>5} "
           f"{'ssrc/port':>9} {'silent':>6} {'p50 ms':>6} {'p99 ms':>6} {'max ms':>7} {'CPU %':>5} "
           f"{'us/pkt':>6} {'p99 xC':>6} {'us xC':>5}")
 
@@ -135,7 +143,7 @@ def fmt(r: Row, c: Row | None) -> str:
     ratio_p99 = p99 / c.p99 if c and c.p99 else float("nan")
     ratio_cpu = r.us_per_packet / c.us_per_packet if c and c.us_per_packet else float("nan")
     mx_s = f"{'>' if overflow else ''}{mx:.2f}"
-    return (f"{r.sender:16} {r.n:5d} {r.calls:5d} {s['packets']:8d} {s['lost']:5d} {s['seq_errors']:6d} "
+    return (f"{r.sender:16} {r.n:5d} {r.calls:5d} {s['packets']:8d} {r.delivered_pct:6.1f} {s['lost']:5d} {s['seq_errors']:6d} "
             f"{s['ts_errors']:5d} {s['max_ssrcs_per_port']:9d} {s['silent_ports']:6d} {p50:6.2f} {p99:6.2f} "
             f"{mx_s:>7} {r.cpu_pct:5.1f} {r.us_per_packet:6.2f} {ratio_p99:6.2f} {ratio_cpu:5.2f}")
 
@@ -267,7 +275,10 @@ async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Rece
         by_sip = {c.sip_call_id for c in calls}
         playing = 0
         play_failures: Counter[str] = Counter()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+        t1 = time.monotonic()
+        # The playback phase has its own budget too: an overloaded server answers HTTP slowly, and
+        # the row should then measure the playbacks that did start rather than fail as a whole.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=setup_timeout)) as s:
             async with s.get(f"{http}/v1/calls") as resp:
                 server_calls = [c for c in (await resp.json())["calls"]
                                 if c["sip_call_id"] in by_sip and c["state"] == "answered"]
@@ -279,14 +290,25 @@ async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Rece
                                            json={"media": "prompt.wav", "loop": "infinity"}) as resp:
                         if resp.status == 201:
                             return True
-                        play_failures[f"HTTP {resp.status} {(await resp.text())[:80]}"] += 1
+                        try:
+                            code = (await resp.json())["error"]["code"]
+                        except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+                            code = "?"
+                        play_failures[f"HTTP {resp.status} {code}"] += 1
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     play_failures[f"{type(exc).__name__}"] += 1
                 return False
 
-            t1 = time.monotonic()
             notes.append(f"{len(server_calls)} of them listed as answered by GET /v1/calls; starting playbacks")
-            playing = sum(await asyncio.gather(*(play(c["call_id"]) for c in server_calls)))
+            plays = [asyncio.ensure_future(play(c["call_id"])) for c in server_calls]
+            budget = max(1.0, setup_timeout - (time.monotonic() - t1))
+            done_p, pending_p = await asyncio.wait(plays, timeout=budget) if plays else (set(), set())
+            for t in pending_p:
+                t.cancel()
+            if pending_p:
+                play_failures[f"no answer within {setup_timeout:.0f} s"] += len(pending_p)
+                await asyncio.gather(*pending_p, return_exceptions=True)
+            playing = sum(1 for t in done_p if t.exception() is None and t.result())
             notes.append(f"{playing} playbacks started (HTTP 201) in "
                          f"{time.monotonic() - t1:.1f} s" + (f"; failures: {dict(play_failures)}" if play_failures else ""))
         await asyncio.sleep(WARMUP_S + SKIP_S)
@@ -322,7 +344,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 
 def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
-                 call_rate: float) -> Row:
+                 call_rate: float, silence: bool) -> Row:
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
     t = np.arange(10 * 8000) / 8000  # 10 s, 8 kHz mono int16
@@ -333,6 +355,11 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
            "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{RTP_LO}-{RTP_HI}", "--data-dir", str(data),
            "--max-calls", str(n + 100), "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
+    if not silence:
+        # A call sends nothing until its playback starts: set-up is not slowed by silence for calls
+        # already answered, and a call whose playback never started shows up as a silent port
+        # instead of being measured as if it played.
+        cmd.append("--no-silence")
     notes: list[str] = []
     rx: Receiver | None = None
     with open(log_path, "w") as log:
@@ -343,7 +370,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
         rx = Receiver(receiver_exe, n, seconds)
         playing, stats, cpu = asyncio.run(asyncio.wait_for(
             drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes),
-            setup_timeout + seconds + 120))
+            2 * setup_timeout + seconds + 120))
     finally:
         if rx is not None:
             rx.stop()
@@ -368,9 +395,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per row")
     ap.add_argument("--loops", default="uvloop,asyncio", help="mediasrv rows: uvloop and/or asyncio")
     ap.add_argument("--setup-timeout", type=float, default=120.0,
-                    help="give up placing calls after this long and measure the ones answered")
+                    help="budget for placing calls, and again for starting playbacks; a row then measures "
+                         "what started")
     ap.add_argument("--call-rate", type=float, default=200.0,
                     help="INVITEs per second at most (also at most 100 unanswered at a time)")
+    ap.add_argument("--silence", action="store_true",
+                    help="run the server with its default silence before playback (default: --no-silence)")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="global limit in seconds (default: computed from the rows)")
     args = ap.parse_args()
@@ -387,7 +417,7 @@ def main() -> int:
     if max(ns) * 2 + RECEIVER_BASE >= RTP_LO:
         ap.error("receiver ports would overlap the server's RTP range")
     deadline = args.deadline or len(ns) * (
-        (args.seconds + 30) + len(loops) * (args.setup_timeout + args.seconds + 150)) + 60
+        (args.seconds + 30) + len(loops) * (2 * args.setup_timeout + args.seconds + 150)) + 60
     watchdog(deadline)
     os.sched_setaffinity(0, {int(BENCH_CPU)})
     tmp = Path(tempfile.mkdtemp(prefix="mediasrv-bench-c-"))
@@ -408,7 +438,8 @@ def main() -> int:
                 print(f"{'C paced sender':16} {n:5d} failed: {type(exc).__name__}: {exc}", flush=True)
             for loop in loops:
                 try:
-                    r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate)
+                    r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
+                                     args.silence)
                 except Exception as exc:  # noqa: BLE001 - an overloaded row is a result too
                     print(f"{'mediasrv ' + loop:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
                     continue
