@@ -274,3 +274,17 @@ async def test_stop_hangs_up_answered_calls() -> None:
     await e.ua.stop()
     await passed(s, 1)
     assert (call.hangup_cause, call.hangup_by) == ("server_shutdown", "server")
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_outbound_call_callee_hangs_up(env: Env, transport: str) -> None:
+    port = free_port()
+    extra = ("-t", "t1") if transport == "tcp" else ()
+    s = await sipp("-sf", str(SCENARIOS / "uas_bye.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+                   "-d", "300", "-timeout", "30s", *extra)
+    await asyncio.sleep(0.3)
+    call = await env.ua.call(f"sip:svc@127.0.0.1:{port}", remote=("127.0.0.1", port), transport=transport)
+    assert call.media and call.media.codec == "PCMU" and call.media.telephone_event_pt == 101
+    await passed(s, 1)
+    await wait_until(lambda: not call.is_active, 5)
+    assert (call.hangup_cause, call.hangup_by) == ("normal_clearing", "callee")
