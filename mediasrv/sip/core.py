@@ -662,6 +662,7 @@ class SipCore:
             # Our CANCEL lost the race against the 2xx: confirm and hang up at once.
             cause, by = session.cancel or ("cancelled", "api")
             self._send_bye(session)
+            self.dialogs.pop(dialog.key, None)  # _end() may already have run (call() gave up)
             self._end(session, cause, by, None)
             self._result(session, 487, "Request Terminated")
             return
@@ -685,8 +686,15 @@ class SipCore:
         self._end(session, cause, by, 408)
         self._result(session, 408, "Request Timeout")
 
-    def cancel_call(self, session: Session, cause: str = "cancelled", by: str = "api") -> None:
-        """Give up on an outbound call: CANCEL if unanswered (BYE if it was answered)."""
+    def cancel_call(
+        self, session: Session, cause: str = "cancelled", by: str = "api", end_now: bool = False
+    ) -> None:
+        """Give up on an outbound call: CANCEL if unanswered (BYE if it was answered).
+
+        With ``end_now`` (the caller of ``call()`` has already been told it failed) the Call ends at
+        once instead of when the INVITE transaction does; a late provisional still gets its CANCEL
+        and a late 2xx its ACK + BYE, so the peer is never left with a dangling call.
+        """
         if session.ended:
             return
         if session.answered:
@@ -697,6 +705,8 @@ class SipCore:
             session.cancel = (cause, by)
         if session.provisional and not session.cancel_sent:
             self._send_cancel(session)
+        if end_now:
+            self._end(session, cause, by, 408 if cause == "timeout" else 487)
 
     def _send_cancel(self, session: Session) -> None:
         tx = session.invite_tx

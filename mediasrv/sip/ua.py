@@ -183,10 +183,10 @@ class SipUserAgent:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
-            self.core.cancel_call(session, "timeout", "server")
+            self.core.cancel_call(session, "timeout", "server", end_now=True)
             self._arm()
             raise CallFailed(408, "Request Timeout") from None
         except asyncio.CancelledError:
-            self.core.cancel_call(session, "cancelled", "api")
+            self.core.cancel_call(session, "cancelled", "api", end_now=True)
             self._arm()
             raise

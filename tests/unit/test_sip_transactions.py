@@ -356,6 +356,24 @@ def test_uac_cancel_waits_for_provisional_then_487_ends_call() -> None:
     assert h.media.released == [s.call.call_id]
 
 
+def test_uac_gave_up_ends_call_at_once_and_cleans_up_late_answers() -> None:
+    """call() timed out before any provisional: the Call ends now; a late 180 still gets its CANCEL and
+    a late 200 its ACK + BYE, and nothing is left behind."""
+    h = Harness()
+    results: list[tuple[int, str]] = []
+    s = h.core.start_call("sip:svc@127.0.0.1:5062", PEER, lambda s, c, r: results.append((c, r)))
+    invite = h.take()[0]
+    assert isinstance(invite, Request)
+    h.core.cancel_call(s, "timeout", "server", end_now=True)
+    assert (s.call.state, s.call.hangup_cause, s.call.sip_code) == (CallState.ENDED, "timeout", 408)
+    assert h.media.released == [s.call.call_id] and h.core.sessions == {}
+    h.feed(_response_to(invite, 180))
+    assert [m.method for m in h.take()] == ["CANCEL"]  # type: ignore[union-attr]
+    h.feed(_response_to(invite, 200, body=sdp()))
+    assert [m.method for m in h.take()] == ["ACK", "BYE"]  # type: ignore[union-attr]
+    assert h.core.dialogs == {} and [ev for ev, _ in h.events].count("call.hangup") == 1
+
+
 # -- raw transaction layer --------------------------------------------------------------------------
 
 
