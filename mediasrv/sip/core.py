@@ -317,7 +317,8 @@ class SipCore:
                 offer = sdpmod.parse_sdp(req.body)
                 plan = sdpmod.negotiate_offer(offer, self.settings.codecs)
             except sdpmod.SdpError as exc:
-                self._respond(tx, 400, tag, reason=f"Bad SDP: {exc}"[:80])
+                self.stats["rejected"] += 1
+                self._respond(tx, 488, tag, headers=[_sdp_warning(exc)])
                 return
             except sdpmod.NoCommonCodec:
                 self.stats["rejected"] += 1
@@ -471,7 +472,7 @@ class SipCore:
                 offer = sdpmod.parse_sdp(req.body)
                 plan = sdpmod.negotiate_offer(offer, self.settings.codecs)
             except sdpmod.SdpError as exc:
-                self._respond(tx, 400, reason=f"Bad SDP: {exc}"[:80])
+                self._respond(tx, 488, headers=[_sdp_warning(exc)])
                 return
             except sdpmod.NoCommonCodec:
                 self._respond(tx, 488)
@@ -808,6 +809,12 @@ class SipCore:
                 self.media.release(call)
             except Exception:  # noqa: BLE001 - a media bug must not break signaling
                 log.exception("media.release failed for %s", call.call_id)
+
+
+def _sdp_warning(exc: Exception) -> tuple[str, str]:
+    """An SDP we cannot use is refused with 488 (RFC 3261 21.4.26); the Warning says why."""
+    text = re.sub(r'[\x00-\x1f"\\]', " ", str(exc))[:80]
+    return ("Warning", f'399 mediasrv "unusable SDP: {text}"')
 
 
 def _ignore_response(tx: ClientTx, resp: Response) -> None:

@@ -194,11 +194,14 @@ def test_malformed_requests_get_400_or_505_statelessly() -> None:
     assert list(h.registry.all()) == []
 
 
-def test_bad_sdp_is_400_and_no_codec_is_488() -> None:
+def test_unusable_sdp_and_no_common_codec_are_488() -> None:
     h = Harness()
     h.feed(request(body="garbage"))
+    warning = h.sent[-1][0].get("warning")  # type: ignore[union-attr]
+    assert warning and warning.startswith('399 mediasrv "unusable SDP')
     h.feed(request(branch="z9hG4bK-2", call_id="c2", body=sdp(pts="9")))
-    assert h.statuses() == [100, 400, 100, 488]
+    h.feed(request(branch="z9hG4bK-3", call_id="c3", body=sdp().replace("m=audio 6000", "m=audio x")))
+    assert h.statuses() == [100, 488, 100, 488, 100, 488] and list(h.registry.all()) == []
 
 
 def test_503_at_max_calls_and_when_media_allocation_fails() -> None:
