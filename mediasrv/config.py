@@ -67,6 +67,27 @@ class Settings:
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     use_uvloop: bool = True
     log_level: str = "INFO"
+    # audio fetching and caching (issue 4)
+    fetch_timeout_s: float = 30.0
+    max_fetch_bytes: int = 250 * 1024 * 1024
+    max_audio_seconds: float = 3600.0
+    cache_bytes: int = 512 * 1024 * 1024
+    fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
+    fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # outbound calls (issue 5): digest credentials answered to 401/407 challenges
+    sip_username: str | None = None
+    sip_password: str | None = None
+    # vendor dialects (issue 6); a dialect without credentials answers 401 to everything
+    telnyx_api_key: str | None = None
+    telnyx_webhook_url: str | None = None
+    plivo_auth_id: str | None = None
+    plivo_auth_token: str | None = None
+    acs_access_key: str | None = None
+    acs_callback_url: str | None = None
+    bandwidth_account_id: str | None = None
+    bandwidth_username: str | None = None
+    bandwidth_password: str | None = None
+    bandwidth_answer_url: str | None = None
 
     # derived views ------------------------------------------------------
     @property

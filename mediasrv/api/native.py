@@ -118,10 +118,10 @@ async def start_playback(request: web.Request) -> web.Response:
     if call.state is not CallState.ANSWERED:
         raise ApiError(409, "call_not_answered", "the call must be answered before playing audio")
     try:
-        playback = server.media.play(call.call_id, play)
+        playbacks = server.media.play(call.call_id, play)
     except KeyError as exc:
         raise ApiError(409, "no_media", "the call has no media leg") from exc
-    return web.json_response(playback.to_dict(), status=201)
+    return web.json_response(playbacks[0].to_dict(), status=201)
 
 
 async def get_playback(request: web.Request) -> web.Response:

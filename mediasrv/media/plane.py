@@ -126,6 +126,8 @@ class MediaPlane:
         self._totals = {"packets_sent": 0, "packets_received": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._timed_out: set[str] = set()
+        self._rooms: dict[str, set[str]] = {}
+        self._room_of: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -211,18 +213,42 @@ class MediaPlane:
         self.ports.free(driver.leg.port)
         driver.leg.close(send_bye=driver.leg.remote is not None)
         self._timed_out.discard(call_id)
+        self.leave_room(call_id)
 
     # -- playback commands -----------------------------------------------
-    def play(self, call_id: str, request: PlayRequest) -> Playback:
+    def play(self, call_id: str, request: PlayRequest) -> list[Playback]:
+        """Start (or queue) *request* on its target legs: one playback per target leg.
+
+        Raises KeyError when the call has no media leg.
+        """
         driver = self._drivers[call_id]  # KeyError: no leg
-        if request.url is not None:
-            fut = self.loader.load(request.url, "url")
-        else:
-            fut = self.loader.load(request.media or "", "media")
+        fut = self.loader.load_source(request.sources[0])
         playback = new_playback(call_id, request, fut)
         self._playbacks[playback.id] = playback
         driver.player.enqueue(playback)
-        return playback
+        return [playback]
+
+    # -- topology: which legs hear each other (mixing itself: issue 5) -----------
+    def join_room(self, room_id: str, call_id: str) -> None:
+        """Put *call_id*'s leg in room *room_id*: it hears the mix of the room's other legs."""
+        if call_id not in self._drivers:
+            raise KeyError(call_id)
+        self.leave_room(call_id)
+        self._rooms.setdefault(room_id, set()).add(call_id)
+        self._room_of[call_id] = room_id
+
+    def leave_room(self, call_id: str) -> None:
+        room_id = self._room_of.pop(call_id, None)
+        if room_id is not None:
+            members = self._rooms.get(room_id, set())
+            members.discard(call_id)
+            if not members:
+                self._rooms.pop(room_id, None)
+
+    def peers_of(self, call_id: str) -> list[str]:
+        """The other legs in *call_id*'s room (its "opposite" legs), in no particular order."""
+        room_id = self._room_of.get(call_id)
+        return [c for c in self._rooms.get(room_id, ()) if c != call_id] if room_id else []
 
     def stop_playback(self, playback_id: str, by: str = "api") -> bool:
         pb = self._playbacks.get(playback_id)

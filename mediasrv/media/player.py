@@ -22,16 +22,52 @@ FINAL_STATES = frozenset({"completed", "stopped", "failed", "call_hangup"})
 
 
 @dataclass
-class PlayRequest:
-    """What to play: a URL or a stored media name, and how many times (None = forever)."""
+class SourceSpec:
+    """One thing to play: exactly one of ``url``, ``media`` (a stored name) or ``content`` (bytes)."""
 
     url: str | None = None
     media: str | None = None
-    loop: int | None = 1
+    content: bytes | None = field(default=None, repr=False)  # inline audio, already base64-decoded
+    audio_type: str | None = None  # declared type ("wav", "mp3", a MIME type): a hint, the bytes decide
+    username: str | None = None  # HTTP Basic credentials for this URL only; never logged
+    password: str | None = field(default=None, repr=False)
+    cache: bool | None = None  # True: cache even without HTTP caching headers; False: never; None: RFC 9111
+    cache_id: str | None = None  # caller's cache key (a rotating signed URL can share one entry)
+
+    def describe(self) -> str:
+        if self.url is not None:
+            return self.url.split("?", 1)[0]  # never the query string: signed URLs carry secrets there
+        if self.media is not None:
+            return f"media:{self.media}"
+        return f"content:{len(self.content or b'')} bytes"
+
+
+@dataclass
+class PlayRequest:
+    """One play command, dialect-neutral.  ``url``/``media`` are shorthands for a single source."""
+
+    url: str | None = None
+    media: str | None = None
+    loop: int | None = 1  # None = forever
+    sources: list[SourceSpec] = field(default_factory=list)  # played in order, as one playback
+    overlay: bool = False  # mix over the current main playback instead of queueing (Telnyx overlay)
+    stop: str | None = None  # "current" | "all": stop these on the target legs first
+    target: str | list[str] = "self"  # "self" | "opposite" | "both" | "room" | [call_id, ...]
+    length_s: float | None = None  # cap on how long the playback lasts (Plivo length)
+    mix: bool = True  # False: the target legs hear only the playback while it plays (Plivo mix=false)
+    duck_db: float | None = None  # lower (not remove) the call audio by this much while it plays
+    volume_db: float = 0.0
+    command_id: str | None = None  # the caller's id for this command, echoed on the playbacks
+
+    def __post_init__(self) -> None:
+        if not self.sources and (self.url is not None or self.media is not None):
+            self.sources = [SourceSpec(url=self.url, media=self.media)]
 
     @property
     def source(self) -> str:
-        return self.url if self.url is not None else f"media:{self.media}"
+        if len(self.sources) == 1:
+            return self.sources[0].describe()
+        return ", ".join(s.describe() for s in self.sources)
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import numpy as np
@@ -20,6 +21,9 @@ import soundfile
 
 from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
+
+if TYPE_CHECKING:
+    from .player import SourceSpec
 
 MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 RATE = 8000
@@ -41,6 +45,12 @@ class Media:
     source: str
     pcm: np.ndarray
     encoded: dict[str, bytes] = field(default_factory=dict)
+    # Streaming contract: while ``complete`` is False the media is still being decoded and
+    # ``encoded[codec]`` may be a bytearray that only grows; a player that reaches its end
+    # sends silence (an underrun, counted) instead of ending.  ``error`` is set if decoding
+    # failed after playback started; the playback then ends failed with that reason.
+    complete: bool = True
+    error: SourceError | None = None
 
     @property
     def duration_ms(self) -> int:
@@ -99,6 +109,19 @@ class MediaLoader:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    def load_source(self, spec: SourceSpec) -> asyncio.Future[Media]:
+        """A future for one source's media (url, stored name or inline content)."""
+        if spec.url is not None:
+            return self.load(spec.url, "url")
+        if spec.media is not None:
+            return self.load(spec.media, "media")
+        fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
+        try:
+            fut.set_result(decode_wav(spec.content or b"", spec.describe()))
+        except SourceError as exc:
+            fut.set_exception(exc)
+        return fut
 
     def load(self, key: str, kind: str) -> asyncio.Future[Media]:
         """A future for the media of a ``url`` or stored ``media`` name; shared by concurrent callers."""

@@ -42,7 +42,7 @@ async def test_pcma_ptime30_stored_media_and_hold(tmp_path):
         host, port = plane.allocate(call)
         assert port % 2 == 0
         plane.media_changed(call)
-        pb = plane.play(call.call_id, PlayRequest(media="n.wav"))
+        pb = plane.play(call.call_id, PlayRequest(media="n.wav"))[0]
         await asyncio.sleep(0.6)
         assert pb.state == "completed"
         call.media.send_enabled = False  # hold

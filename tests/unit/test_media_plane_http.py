@@ -120,7 +120,7 @@ async def plane(tmp_path):
 async def test_url_playback_is_bit_exact_and_continuous(plane, server, codec):
     call, cap = await plane.call(codec)
     await asyncio.sleep(0.1)  # some silence first
-    pb = plane.plane.play(call.call_id, PlayRequest(url=server.base + "/a.wav"))
+    pb = plane.plane.play(call.call_id, PlayRequest(url=server.base + "/a.wav"))[0]
     assert pb.state == "queued" and plane.plane.playbacks_for(call.call_id)[1] == [pb]
     ended = await plane.wait_ended(pb.id)
     await asyncio.sleep(0.1)  # and silence after
@@ -158,10 +158,10 @@ async def test_failures_end_with_reasons_and_the_call_keeps_silence(plane, serve
         "/broken.wav": "decode_error",
         "/ogg.wav": "unsupported_format",
     }
-    pbs = {path: plane.plane.play(call.call_id, PlayRequest(url=server.base + path)) for path in cases}
-    unreachable = plane.plane.play(call.call_id, PlayRequest(url=f"http://127.0.0.1:{dead_port}/x.wav"))
-    bad_name = plane.plane.play(call.call_id, PlayRequest(media="../etc/passwd"))
-    missing = plane.plane.play(call.call_id, PlayRequest(media="nope.wav"))
+    pbs = {path: plane.plane.play(call.call_id, PlayRequest(url=server.base + path))[0] for path in cases}
+    unreachable = plane.plane.play(call.call_id, PlayRequest(url=f"http://127.0.0.1:{dead_port}/x.wav"))[0]
+    bad_name = plane.plane.play(call.call_id, PlayRequest(media="../etc/passwd"))[0]
+    missing = plane.plane.play(call.call_id, PlayRequest(media="nope.wav"))[0]
     for path, reason in cases.items():
         d = await plane.wait_ended(pbs[path].id)
         assert (d["status"], d["reason"]) == ("failed", reason), (path, d)
@@ -179,12 +179,12 @@ async def test_failures_end_with_reasons_and_the_call_keeps_silence(plane, serve
 async def test_single_flight_stereo_resampled_and_cache(plane, server):
     (c1, _), (c2, _) = await plane.call(), await plane.call()
     url = server.base + "/stereo44.wav"
-    p1 = plane.plane.play(c1.call_id, PlayRequest(url=url))
-    p2 = plane.plane.play(c2.call_id, PlayRequest(url=url))
+    p1 = plane.plane.play(c1.call_id, PlayRequest(url=url))[0]
+    p2 = plane.plane.play(c2.call_id, PlayRequest(url=url))[0]
     d1, d2 = await plane.wait_ended(p1.id), await plane.wait_ended(p2.id)
     assert server.hits[url[len(server.base):]] == 1  # one fetch shared by both plays
     assert d1["status"] == d2["status"] == "completed" and abs(d1["ms_played"] - 512) <= 2
-    p3 = plane.plane.play(c1.call_id, PlayRequest(url=url))
+    p3 = plane.plane.play(c1.call_id, PlayRequest(url=url))[0]
     await plane.wait_ended(p3.id)
     assert server.hits["/stereo44.wav"] == 1  # served from the cache
 
@@ -192,9 +192,9 @@ async def test_single_flight_stereo_resampled_and_cache(plane, server):
 async def test_loop_stop_by_id_race_and_hangup(plane, server):
     call, cap = await plane.call()
     url = server.base + "/a.wav"
-    looping = plane.plane.play(call.call_id, PlayRequest(url=url, loop=None))
-    queued = plane.plane.play(call.call_id, PlayRequest(url=url, loop=3))
-    last = plane.plane.play(call.call_id, PlayRequest(url=url))
+    looping = plane.plane.play(call.call_id, PlayRequest(url=url, loop=None))[0]
+    queued = plane.plane.play(call.call_id, PlayRequest(url=url, loop=3))[0]
+    last = plane.plane.play(call.call_id, PlayRequest(url=url))[0]
     await asyncio.sleep(1.3)  # more than two passes of the file
     assert looping.state == "playing" and looping.ms_played > 1000
     assert plane.plane.stop_playback(looping.id) is True
@@ -208,13 +208,13 @@ async def test_loop_stop_by_id_race_and_hangup(plane, server):
     assert ends == [(looping.id, "stopped"), (queued.id, "call_hangup"), (last.id, "call_hangup")]
     assert plane.plane.stop_playback(last.id) is False
     with pytest.raises(KeyError):
-        plane.plane.play(call.call_id, PlayRequest(url=url))
+        plane.plane.play(call.call_id, PlayRequest(url=url))[0]
 
 
 async def test_stop_current_and_all(plane, server):
     call, _ = await plane.call()
     url = server.base + "/a.wav"
-    pbs = [plane.plane.play(call.call_id, PlayRequest(url=url, loop=None)) for _ in range(3)]
+    pbs = [plane.plane.play(call.call_id, PlayRequest(url=url, loop=None))[0] for _ in range(3)]
     await asyncio.sleep(0.2)
     assert plane.plane.stop_playbacks(call.call_id, "current", by="test") == [pbs[0]]
     await asyncio.sleep(0.05)
