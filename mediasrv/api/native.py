@@ -16,6 +16,7 @@ from ..calls import Call, CallState
 from ..media import PlayRequest
 from .errors import ApiError, read_json_object
 from .openapi import OPENAPI
+from .sources import parse_sources
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -65,17 +66,8 @@ def parse_loop(value: Any) -> int | None:
 
 
 def parse_play_request(body: dict[str, Any]) -> PlayRequest:
-    url, media = body.get("url"), body.get("media")
-    if url is None and media is None:
-        raise ApiError(400, "missing_field", "one of 'url' or 'media' is required", field="url")
-    if url is not None and media is not None:
-        raise ApiError(422, "conflicting_fields", "give either 'url' or 'media', not both", field="media")
-    if url is not None:
-        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-            raise ApiError(400, "invalid_field", "url must be an http(s) URL", field="url")
-    if media is not None and (not isinstance(media, str) or not media):
-        raise ApiError(400, "invalid_field", "media must be a media name", field="media")
-    return PlayRequest(url=url, media=media, loop=parse_loop(body.get("loop")))
+    sources = parse_sources(body)
+    return PlayRequest(sources=sources, loop=parse_loop(body.get("loop")))
 
 
 # -- calls --------------------------------------------------------------------

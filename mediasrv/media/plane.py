@@ -42,7 +42,7 @@ class MediaSettings:
 class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
-    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since")
+    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "call_audio")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -52,6 +52,9 @@ class LegDriver(Tickable):
         self.send_silence = send_silence
         self.entry: Scheduled | None = None
         self.hold_since: float | None = None
+        # What this leg hears from the call (the mix of its room's other legs), set by the mixer
+        # while the leg is bridged: called with a sample count, returns int16 PCM or None.
+        self.call_audio: Callable[[int], Any] | None = None
 
     def configure(self, codec: str, payload_type: int, ptime_ms: int) -> None:
         self.samples = 8 * ptime_ms

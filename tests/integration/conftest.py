@@ -158,7 +158,7 @@ async def start_server(tmp_path: Path, webhook_url: str | None = None, **overrid
         rtp_ports=f"{lo}-{lo + 400}",
         data_dir=str(tmp_path / "data"),
         webhook_url=webhook_url,
-        **overrides,
+        **{"fetch_allow_cidrs": ["127.0.0.0/8", "::1/128"], **overrides},
     )
     server = Server(settings)
     await server.start()
