@@ -460,6 +460,21 @@ class MediaLoader:
                                   fresh_until=float("inf")), media)
         return media
 
+    async def decode_upload(self, name: str, path: Path, size: int) -> Media:
+        """Decode an upload completely: validation that it is whole, playable audio (SourceError if not)."""
+        loop = asyncio.get_running_loop()
+        flight = _Flight(loop.create_future(), loop.create_future())
+        flight.first.add_done_callback(_quiet)
+        flight.done.add_done_callback(_quiet)
+        return await self._decode_stream(f"media:{name}", _read_file(path), flight, url_path=name, size_hint=size)
+
+    async def remember_stored(self, name: str, media: Media) -> None:
+        """Keep an upload's decoded audio for its first play (decoded once, at upload)."""
+        self.forget_stored(name)
+        mtime, size = await asyncio.get_running_loop().run_in_executor(None, self.store.version, name)
+        self.cache.put(CacheEntry(key=f"media:{name}:{mtime}:{size}", source=f"media:{name}", samples=len(media.pcm),
+                                  stored_at=time.time(), fresh_until=float("inf")), media)
+
     # -- decoding while the bytes arrive -------------------------------------------
     async def _decode_stream(self, source: str, chunks: AsyncIterator[bytes], flight: _Flight, *,
                              declared: str | None = None, content_type: str | None = None,
