@@ -145,7 +145,7 @@ class CacheEntry:
             "bytes": self.nbytes,
             "duration_ms": self.samples // 8,
             "stored_at": self.stored_at,
-            "expires": self.fresh_until,
+            "expires": self.fresh_until if self.fresh_until != float("inf") else None,
             "fresh": self.fresh(time.time()),
             "validators": {"etag": self.etag, "last_modified": self.last_modified},
             "in_memory": in_memory,
@@ -183,7 +183,8 @@ class AudioCache:
         return media
 
     def list(self) -> list[dict[str, Any]]:
-        return [e.to_dict(k in self._memory) for k, e in self.entries.items()]
+        """URL and cache-id entries (decoded copies of stored media are internal)."""
+        return [e.to_dict(k in self._memory) for k, e in self.entries.items() if not k.startswith("media:")]
 
     @property
     def memory_used(self) -> int:
