@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from mediacodecs.g711 import alaw_decode, ulaw_decode
 from mediasrv.media.decode import (
+    CHUNK,
     StreamDecoder,
     decide_type,
     decode_bytes,
@@ -285,10 +287,12 @@ def test_corrupted_files_raise_only_source_errors(kind, at, junk, cut):
 # ------------------------------------------------------------------ MP3
 
 
+@pytest.mark.parametrize("id3", [True, False])
 @pytest.mark.parametrize("rate", af.MP3_RATES)
-def test_mp3_every_rate_decodes_to_the_right_tone_and_length(rate):
+def test_mp3_every_rate_decodes_to_the_right_tone_and_length(rate, id3):
     seconds = 1.5
-    body = af.mp3(af.tone(1000, seconds, rate), rate)
+    body = af.mp3(af.tone(1000, seconds, rate), rate, id3=id3)
+    assert (body[:3] == b"ID3") == id3
     dec = StreamDecoder(sniff(body[:4096]), "t")
     out = np.concatenate([dec.feed(body[i:i + 997]) for i in range(0, len(body), 997)] + [dec.finish()])
     assert abs(peak_hz(out, 8000) - 1000) <= 8000 / len(out) * 2
@@ -394,3 +398,24 @@ def test_header_fields_reported_after_decode():
     dec.finish()
     assert (dec.format, dec.source_rate, dec.channels) == ("mp3/mpeg1", 32000, 2)
     assert abs(dec.duration_ms - 500) <= 36
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3"])
+def test_memory_stays_bounded_while_streaming(kind):
+    """The decoder keeps a partial frame, never the body: ~100 s of 44.1 kHz stereo through it."""
+    if kind == "wav":
+        head = af.wav(np.zeros((0, 2)), 44100, data_size=0xFFFFFFFF).body
+        block = np.random.default_rng(5).integers(-20000, 20000, CHUNK // 2, dtype=np.int16).tobytes()
+        pieces = [head] + [block] * 280
+    else:
+        part = af.mp3(af.tone(440, 10.0, 44100, channels=2), 44100, id3=False, xing=False)
+        pieces = [part[i:i + CHUNK] for i in range(0, len(part), CHUNK)] * 10
+    dec = StreamDecoder(kind, "t")
+    tracemalloc.start()
+    try:
+        total = sum(dec.feed(p).size for p in pieces) + dec.finish().size
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total / 8000 > 95
+    assert peak < 3 << 20, peak  # ~1 MB measured; the body is 17 MB (WAV) / 1.6 MB (MP3)
