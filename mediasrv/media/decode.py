@@ -837,13 +837,23 @@ def decode_bytes(body: bytes, kind: str, source: str, rate: int = 8000, max_seco
 # --------------------------------------------------------------------------------------------
 
 
-def describe_audio(body: bytes) -> dict:
-    """Format, source rate, channels and duration from headers alone (no decode).
+def describe_audio(body: bytes, decode: bool = True, max_seconds: float = 3600.0) -> dict:
+    """Format ("wav/pcm_s16le", "wav/mulaw", "mp3/mpeg2.5" ...), source rate, channels, duration_ms.
 
-    WAV: from the fmt chunk and the data bytes present.  MP3: walks the frame headers (Xing/LAME
-    frame count and gapless padding when present).  Raises SourceError for anything else.
+    By default the body is decoded once (output discarded), so what the media store accepts is
+    known to play: a truncated, corrupt or too long file raises SourceError here, and the
+    duration is the decoded one.  ``decode=False`` reads headers only (WAV: fmt chunk and the data
+    bytes present; MP3: a walk over the frame headers with Xing/LAME gapless figures).
     """
     kind = sniff(body[:4096])
+    if decode and kind in AUDIO_KINDS:
+        dec = StreamDecoder(kind, "audio", 8000, max_seconds)
+        view = memoryview(body)
+        for i in range(0, len(view), CHUNK):
+            dec.feed(view[i:i + CHUNK])
+        dec.finish()
+        return {"format": dec.format, "sample_rate": dec.source_rate, "channels": dec.channels,
+                "duration_ms": dec.duration_ms, "bytes": len(body)}
     if kind == "wav":
         parser = _WavParser()
         data = 0

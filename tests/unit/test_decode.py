@@ -381,6 +381,31 @@ def test_too_long_is_raised_while_feeding(kind):
     assert dec.bytes_in < len(body)
 
 
+def test_describe_validates_by_decoding_unless_asked_for_headers_only():
+    claim, _, _ = af.hostile()["wav_claims_4gb"]
+    with pytest.raises(SourceError) as err:
+        describe_audio(claim)
+    assert err.value.reason == "truncated"
+    assert describe_audio(claim, decode=False)["duration_ms"] == 200
+    cut = af.hostile()["mp3_truncated"][0]
+    with pytest.raises(SourceError, match="cut short"):
+        describe_audio(cut)
+    assert describe_audio(cut, decode=False)["format"] == "mp3/mpeg2"
+    with pytest.raises(SourceError) as err:
+        describe_audio(af.wav(af.tone(440, 2.0, 8000), 8000).body, max_seconds=1.0)
+    assert err.value.reason == "too_long"
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_header_only_describe_agrees_with_the_decode(rate):
+    for body in (af.mp3(af.tone(440, 1.2, rate), rate), af.wav(af.tone(440, 1.2, rate, channels=2), rate, "s24").body):
+        full, quick = describe_audio(body), describe_audio(body, decode=False)
+        assert {k: v for k, v in full.items() if k != "duration_ms"} == {
+            k: v for k, v in quick.items() if k != "duration_ms"}
+        assert abs(full["duration_ms"] - quick["duration_ms"]) <= 1
+        assert abs(full["duration_ms"] - 1200) <= 1
+
+
 def test_sixteen_khz_output_and_describe():
     body = af.wav(af.tone(440, 1.0, 8000), 8000, "mulaw").body
     out = decode_bytes(body, "wav", "t", rate=16000)
