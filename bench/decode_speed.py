@@ -13,6 +13,10 @@ cache keeps it, not the decoder).  Reported: wall time, × real time, and the gr
 process's RSS (sampled from /proc/self/status after every chunk) over its value before decoding,
 plus the tracemalloc peak of allocations made during the decode.
 
+The GIL table: a thread that sleeps 1 ms at a time (as the media clock's thread waits for its next
+deadline) measures how late it wakes, idle and while this thread decodes without pause: what a
+decode in the default executor can cost the clock through the GIL.
+
     python bench/decode_speed.py                 # the table in bench/README.md
     python bench/decode_speed.py --seconds 10 --hour-minutes 5     # smoke run
 """
@@ -24,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -132,11 +137,45 @@ def _decode_file(path: str, trace: bool) -> tuple[float, int, int]:
     return wall, n, peak - before
 
 
+def _sleeper(stop: threading.Event, out: list[float]) -> None:
+    while not stop.is_set():
+        t = time.perf_counter()
+        time.sleep(0.001)
+        out.append((time.perf_counter() - t - 0.001) * 1000)
+
+
+def gil_rows(seconds: float) -> list[str]:
+    """Wake-up lateness of a thread sleeping 1 ms at a time, idle and while another thread decodes."""
+    mp3 = af.mp3(signal(20.0, 44100, 2), 44100, bitrate=128_000)
+    wav = af.wav(signal(20.0, 48000, 2), 48000, "s24").body
+    rows = []
+    for label, body, kind in (("idle", b"", ""), ("decoding MP3 44.1 kHz stereo", mp3, "mp3"),
+                              ("decoding WAV s24 48 kHz stereo", wav, "wav")):
+        stop, late = threading.Event(), []
+        th = threading.Thread(target=_sleeper, args=(stop, late))
+        th.start()
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            if not body:
+                time.sleep(0.05)
+                continue
+            dec = StreamDecoder(kind, "gil", 8000)
+            for i in range(0, len(body), CHUNK):
+                dec.feed(body[i:i + CHUNK])
+            dec.finish()
+        stop.set()
+        th.join()
+        a = np.array(late)
+        rows.append(f"| {label} | {len(a)} | {np.percentile(a, 50):.3f} | {np.percentile(a, 99):.3f} | {a.max():.3f} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--hour-minutes", type=int, default=60, help="length of the long MP3 (0 = skip)")
+    ap.add_argument("--gil-seconds", type=float, default=10.0, help="per row of the GIL table (0 = skip)")
     ap.add_argument("--only-long", action="store_true", help="just the long-MP3 row (run in a fresh process)")
     args = ap.parse_args()
     if args.only_long:
@@ -152,6 +191,11 @@ def main() -> None:
         body = af.mp3(signal(args.seconds, rate, ch), rate, bitrate=kbps)
         print(row(f"MP3 {rate / 1000:g} kHz {ch} ch {kbps // 1000} kbps", body, args.seconds, args.repeat),
               flush=True)
+    if args.gil_seconds:
+        print("\n| 1 ms sleeper thread (the media clock's situation) | wakes | late p50 ms | p99 ms | max ms |")
+        print("|---|---|---|---|---|")
+        for line in gil_rows(args.gil_seconds):
+            print(line, flush=True)
     if args.hour_minutes:
         print("\n| long file | decoded | wall | x RT | RSS before | RSS growth | tracemalloc peak |")
         print("|---|---|---|---|---|---|---|")

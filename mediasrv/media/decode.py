@@ -278,6 +278,8 @@ def not_audio_message(head: bytes, content_type: str | None, size: int) -> str:
 class StreamResampler:
     """Mono int16 at one rate → mono int16 at another, chunk by chunk, same output as one shot."""
 
+    PIECE = 8192
+
     def __init__(self, from_rate: int, to_rate: int) -> None:
         self.from_rate = from_rate
         self.to_rate = to_rate
@@ -299,25 +301,31 @@ class StreamResampler:
         """Feed samples (None = end of stream) and take whatever output is ready."""
         if self._graph is None:
             return np.zeros(0, np.int16) if pcm is None else pcm
-        if pcm is not None:
-            if pcm.size == 0:
-                return np.zeros(0, np.int16)
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm).reshape(1, -1), format="s16",
-                                               layout="mono")
-            frame.sample_rate = self.from_rate
-            frame.time_base = Fraction(1, self.from_rate)
-            frame.pts = self._pts
-            self._pts += pcm.size
-            self._graph.push(frame)
-        else:
-            self._graph.push(None)
         out: list[np.ndarray] = []
+        if pcm is None:
+            self._graph.push(None)
+            self._drain(out)
+        else:
+            # pieces of ≤ PIECE samples: PyAV holds the GIL inside push/pull, so a long call would
+            # delay the media clock's thread; the output does not depend on the split
+            for start in range(0, pcm.size, self.PIECE):
+                piece = np.ascontiguousarray(pcm[start:start + self.PIECE])
+                frame = av.AudioFrame.from_ndarray(piece.reshape(1, -1), format="s16", layout="mono")
+                frame.sample_rate = self.from_rate
+                frame.time_base = Fraction(1, self.from_rate)
+                frame.pts = self._pts
+                self._pts += piece.size
+                self._graph.push(frame)
+                self._drain(out)
+        return np.concatenate(out).astype(np.int16, copy=False) if out else np.zeros(0, np.int16)
+
+    def _drain(self, out: list[np.ndarray]) -> None:
+        assert self._graph is not None
         while True:
             try:
                 out.append(self._graph.pull().to_ndarray().reshape(-1))
             except (av.error.EOFError, av.error.BlockingIOError):
                 break
-        return np.concatenate(out).astype(np.int16, copy=False) if out else np.zeros(0, np.int16)
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:

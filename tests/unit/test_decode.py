@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mediacodecs.g711 import alaw_decode, ulaw_decode
+from mediacodecs.resample import to_telephony
 from mediasrv.media.decode import (
     CHUNK,
     StreamDecoder,
@@ -188,6 +189,21 @@ def low_pass(x: np.ndarray, cut: float, rate: int) -> np.ndarray:
     spectrum = np.fft.rfft(x)
     spectrum[int(cut / (rate / 2) * (len(spectrum) - 1)):] = 0
     return np.fft.irfft(spectrum, len(x))
+
+
+@pytest.mark.parametrize("rate", [11025, 44100, 48000])
+@pytest.mark.parametrize("to_rate", [8000, 16000])
+def test_streaming_resample_is_bit_identical_to_the_one_shot_resample(rate, to_rate):
+    fix = af.wav(af.sweep(3.0, rate), rate, "s16")
+    one_shot = to_telephony(fix.samples[:, 0], rate, to_rate)
+    dec = StreamDecoder("wav", "t", to_rate)
+    rng = np.random.default_rng(rate)
+    body, parts, i = fix.body, [], 0
+    while i < len(body):
+        n = int(rng.integers(1, 200_000))
+        parts.append(dec.feed(body[i:i + n]))
+        i += n
+    assert np.array_equal(np.concatenate(parts + [dec.finish()]), one_shot)
 
 
 def test_speech_from_espeak_decodes_against_reference():
