@@ -166,6 +166,24 @@ def _sniff_mp3_frames(head: bytes, at: int) -> bool:
     return (following is not None and following.same_stream(hdr)) or head[nxt:nxt + 3] == b"TAG"
 
 
+def _mp3_chain_after_junk(head: bytes, frames: int = 3) -> bool:
+    """Three consecutive, consistent frames somewhere in the head (junk or padding before them)."""
+    at = head.find(b"\xff", 1)
+    while 0 < at < len(head) - 4:
+        first = parse_mp3_header(head, at)
+        pos, ok = at, first is not None
+        for _ in range(frames):
+            hdr = parse_mp3_header(head, pos)
+            if hdr is None or first is None or not hdr.same_stream(first):
+                ok = False
+                break
+            pos += hdr.length
+        if ok:
+            return True
+        at = head.find(b"\xff", at + 1)
+    return False
+
+
 def _looks_text(head: bytes) -> bool:
     if not head or b"\x00" in head:
         return False
@@ -190,7 +208,7 @@ def sniff(head: bytes) -> str:
     if tag is not None:
         inner = sniff(head[tag:]) if len(head) > tag + 4 else "unknown"
         return inner if inner in ("mp3", "flac") else "mp3"
-    if _sniff_mp3_frames(head, 0):
+    if _sniff_mp3_frames(head, 0) or _mp3_chain_after_junk(head):
         return "mp3"
     if head[:4] == b"OggS":
         return "ogg"

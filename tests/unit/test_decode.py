@@ -356,10 +356,17 @@ def test_mp3_any_chunk_split_gives_the_one_shot_output(cuts):
     assert np.array_equal(chunked(_MP3_SPLIT, cuts, "mp3"), decode_bytes(_MP3_SPLIT, "mp3", "t"))
 
 
-def test_mp3_junk_between_frames_resyncs():
+def test_mp3_junk_before_and_between_frames_resyncs():
     body = af.mp3(af.tone(440, 1.0, 22050), 22050, id3=False)
-    out = decode_bytes(b"\x00" * 500 + body, "mp3", "t")
+    padded = b"\x00" * 500 + body
+    assert sniff(padded[:4096]) == "mp3"
+    out = decode_bytes(padded, "mp3", "t")
     assert abs(peak_hz(out, 8000) - 440) < 10
+    mid = len(body) // 2
+    junk = np.random.default_rng(9).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    out = decode_bytes(body[:mid] + junk + body[mid:], "mp3", "t")
+    assert abs(peak_hz(out, 8000) - 440) < 10
+    assert abs(len(out) - 8000) < 2 * 1152 * 8000 / 22050
 
 
 # ------------------------------------------------------------------ hostile input and limits
