@@ -77,15 +77,19 @@ class RoomRegistry:
         return room
 
     def join(self, room: Room, calls: list[Call], reason: str = "api") -> None:
-        """Put *calls* (live, answered, in no other room) into *room*; one ``call.bridged`` each.
+        """Put *calls* (live, answered) into *room*; one ``call.bridged`` each.
 
-        Raises KeyError if a call has no media leg; then none of *calls* is left joined.
+        A call still in another room leaves it first (the API refuses that case with a 409; this
+        keeps the registry and the media plane in step whoever calls it).  Raises KeyError if a
+        call has no media leg; then none of *calls* is left joined.
         """
         joined: list[Call] = []
         try:
             for call in calls:
                 if call.call_id in room.members:
                     continue
+                if call.room_id is not None:
+                    self.leave(call.call_id, reason="moved")
                 self.media.join_room(room.room_id, call.call_id)
                 room.members.append(call.call_id)
                 call.room_id = room.room_id

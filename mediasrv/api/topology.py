@@ -47,7 +47,7 @@ def _str_field(body: dict[str, Any], name: str, required: bool = False) -> str |
 
 
 # -- outbound calls -----------------------------------------------------------
-async def _target(to: str, transport: str | None) -> tuple[str, str, tuple[str, int]]:
+async def _target(to: str, transport: str | None, family: int) -> tuple[str, str, tuple[str, int]]:
     """(Request-URI, transport, (ip, port)) for a ``to`` URI; host names are resolved here."""
     uri_text = to[1:-1] if to.startswith("<") and to.endswith(">") else to
     try:
@@ -66,7 +66,7 @@ async def _target(to: str, transport: str | None) -> tuple[str, str, tuple[str, 
         ip = str(ipaddress.ip_address(host))
     except ValueError:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
         except OSError as exc:
             raise ApiError(422, "unresolvable", f"cannot resolve {host!r}: {exc}", field="to") from exc
         ip = str(infos[0][4][0])
@@ -115,7 +115,8 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_header", problem, field="headers")
     timeout = _timeout(body)
     credentials = _credentials(server, body)
-    uri, transport, remote = await _target(to, _str_field(body, "transport"))
+    family = socket.AF_INET6 if ":" in server.sip.address[0] else socket.AF_INET  # what our SIP socket reaches
+    uri, transport, remote = await _target(to, _str_field(body, "transport"), family)
     try:
         call = server.sip.dial(
             uri,

@@ -90,7 +90,9 @@ async def test_outbound_call_answered_then_hung_up_by_either_side(running: Runni
 
 async def test_custom_headers_reach_the_callee(running: Running, webhooks: Hooks) -> None:
     port, sipp = await uas("uas_headers.xml")  # fails the call unless both headers arrive as sent
-    call = await dial(running, port, headers={"X-Tenant": "acme", "X-Account-Id": "42"})
+    call = await dial(running, port, headers={"X-Tenant": "acme", "X-Account-Id": "42"},
+                      to=f"sip:svc@localhost:{port}")  # a host name: resolved by the API
+    assert call["to"] == f"sip:svc@localhost:{port}"
     await webhooks.wait_for(lambda e: e["call_id"] == call["call_id"] and e["type"] == "call.answered")
     await api(running, "DELETE", f"/v1/calls/{call['call_id']}")
     await sipp_ok(sipp)
