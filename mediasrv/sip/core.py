@@ -828,7 +828,8 @@ class SipCore:
         if session.provisional and not session.cancel_sent:
             self._send_cancel(session)
         if end_now:
-            self._end(session, cause, by, 408 if cause == "timeout" else 487)
+            cause, by = session.cancel  # an earlier hangup request keeps its cause
+            self._end(session, cause, by, 408 if cause in ("timeout", "no_answer") else 487)
 
     def _send_cancel(self, session: Session) -> None:
         tx = session.invite_tx

@@ -253,3 +253,17 @@ def test_183_with_sdp_is_early_media_then_200_without_body_keeps_it() -> None:
     h.feed(_reply(invite, 200))
     assert results == [(200, "X")] and s.call.state is CallState.ANSWERED and s.call.media.codec == "PCMA"
     assert [e for e, _ in h.events] == ["call.initiated", "call.ringing", "call.early_media", "call.answered"]
+
+
+def test_hangup_before_any_response_waits_for_a_provisional_then_cancels() -> None:
+    """RFC 3261 9.1: no CANCEL before a provisional; a later give-up keeps the API's cause."""
+    h = Harness()
+    s, _ = _start(h)
+    invite = _invites(h)[0]
+    h.core.hangup(s.call.call_id)
+    assert [m for m in h.take() if isinstance(m, Request) and m.method == "CANCEL"] == []
+    h.feed(_reply(invite, 100))
+    cancel = h.take()[-1]
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    h.core.cancel_call(s, "timeout", "server", end_now=True)  # e.g. the dial timer fires before the 487
+    assert (s.call.hangup_cause, s.call.hangup_by, s.call.sip_code) == ("cancelled", "api", 487)
