@@ -69,9 +69,9 @@ def state(r: Running, call_id: str) -> str:
 async def test_outbound_call_answered_then_hung_up_by_either_side(running: Running, webhooks: Hooks) -> None:
     r = running
     port_a, sipp_a = await uas("uas_answer.xml")
-    port_b, sipp_b = await uas("uas_bye.xml", "-d", "500")
+    port_b, sipp_b = await uas("uas_bye.xml", "-d", "500", "-t", "t1")  # over TCP
     a = await dial(r, port_a, **{"from": "sip:robot@127.0.0.1"})
-    b = await dial(r, port_b)
+    b = await dial(r, port_b, to=f"sip:svc@127.0.0.1:{port_b};transport=tcp")
     await wait_until(lambda: state(r, a["call_id"]) == "answered", 10, "call a answered")
     status, body = await api(r, "GET", f"/v1/calls/{a['call_id']}")
     assert status == 200 and body["state"] == "answered" and body["codec"] == "PCMU"
