@@ -172,6 +172,14 @@ async def test_digest_401_configured_credentials_and_wrong_password(tmp_path: Pa
         await r.server.stop()
 
 
+async def test_challenged_bye_is_answered_with_credentials(running: Running, webhooks: Hooks) -> None:
+    port, sipp = await uas("uas_bye_auth.xml", "-set", "user", "carol", "-set", "pass", "byepass")
+    call = await dial(running, port, auth={"username": "carol", "password": "byepass"})
+    await webhooks.wait_for(lambda e: e["call_id"] == call["call_id"] and e["type"] == "call.answered")
+    await api(running, "DELETE", f"/v1/calls/{call['call_id']}")
+    await sipp_ok(sipp)  # the call fails in SIPp unless the second BYE passed <verifyauth>
+
+
 def _auth_params(value: str) -> dict[str, str]:
     return {m[0].lower(): m[1] if m[1] else m[2] for m in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', value)}
 
