@@ -198,7 +198,7 @@ class PlivoDialect:
             playbacks = self.server.media.play(call.call_id, play)
         except KeyError as exc:
             raise PlivoError(404, "call not found: it has no media") from exc
-        except ValueError as exc:
+        except ValueError as exc:  # the core refuses (e.g. bleg on a call that is not bridged)
             raise PlivoError(400, str(exc)) from exc
         if callback is not None:
             for pb in playbacks:

@@ -199,6 +199,16 @@ def parse_playback_start(body: dict[str, Any]) -> tuple[PlayRequest, PlaybackInf
 # -- the dialect -------------------------------------------------------------------------------
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
+# the core's reasons for refusing a play command → the Telnyx field to point at
+PLAY_ERROR_POINTERS = {
+    "nothing_playing": "/overlay",
+    "no_opposite_leg": "/target_legs",
+    "invalid_target": "/target_legs",
+    "invalid_stop": "/stop",
+    "out_of_range": "/loop",
+    "no_source": "/audio_url",
+}
+
 HANGUP_CAUSES = {
     "normal_clearing": "normal_clearing",
     "cancelled": "originator_cancel",
@@ -301,8 +311,9 @@ class TelnyxDialect:
             playbacks = self.server.media.play(call_id, play)
         except KeyError as exc:
             raise TelnyxError("90018", "This call has no media any more.", "/call_control_id") from exc
-        except ValueError as exc:
-            raise TelnyxError("90061", str(exc), "/target_legs") from exc
+        except ValueError as exc:  # the core refuses (e.g. an overlay with nothing playing, no opposite leg)
+            pointer = PLAY_ERROR_POINTERS.get(getattr(exc, "reason", ""))
+            raise TelnyxError("90061", str(exc), pointer) from exc
         for pb in playbacks:
             self._playbacks[pb.id] = info
             if play.overlay:
