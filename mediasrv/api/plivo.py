@@ -125,7 +125,10 @@ def parse_play(body: dict[str, Any]) -> tuple[PlayRequest, list[str]]:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The SDK sends JSON (even on DELETE); other Plivo clients send a form: accept both."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PlivoError(413, f"request body is larger than {request.client_max_size} bytes") from exc
     if not raw.strip():
         return {}
     if request.content_type == "application/x-www-form-urlencoded":

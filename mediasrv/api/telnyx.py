@@ -519,7 +519,11 @@ def playback_status(d: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _read_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise TelnyxError("10015", f"The request body is larger than {request.client_max_size} bytes "
+                                   "(playback_content: use audio_url for long audio)", status=413) from exc
     if not raw.strip():
         return {}
     try:

@@ -203,9 +203,15 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
         assert isinstance(e, telnyx.UnprocessableEntityError) and e.status_code == 422
         assert e.body["errors"][0]["code"] == "90034"
 
-        assert (await asyncio.to_thread(actions.answer, cid, client_state=CS1)).data.result == "ok"
+        # answer's webhook_url takes this call's webhooks from now on
+        per_call = hooks.url + "?per-call=1"
+        assert (await asyncio.to_thread(actions.answer, cid, client_state=CS1, webhook_url=per_call)).data.result == "ok"
         answered = await hooks.wait_for(lambda e: e.data.event_type == "call.answered")
         assert answered.data.payload.client_state == CS1
+        assert hooks.raw[-1][0].endswith(f'"meta": {{"attempt": 1, "delivered_to": "{per_call}"}}}}')
+        # a body too large for the server still answers in Telnyx's shape
+        e = await error_of(actions.start_playback, cid, playback_content="A" * (2 << 20), audio_type="wav")
+        assert e.status_code == 413 and e.body["errors"][0]["code"] == "10015"
 
         e = await error_of(actions.start_playback, "v3:nobody:0000", audio_url=url)
         assert isinstance(e, telnyx.UnprocessableEntityError)
