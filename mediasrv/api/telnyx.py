@@ -277,8 +277,11 @@ class TelnyxDialect:
             response = await handler(request, body)
         except BaseException as exc:
             self._commands.pop(key, None)  # a failed command did nothing: it may be sent again
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody raced it
+            if isinstance(exc, Exception):
+                fut.set_exception(exc)  # a racing retry gets the same error
+                fut.exception()  # retrieved: no "never retrieved" warning when nobody raced it
+            else:
+                fut.cancel()
             raise
         fut.set_result(None)
         return response
