@@ -149,6 +149,7 @@ async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: Sign
         capture.close()
         await r.server.stop()
 
+    assert audio_origin.hits["a.wav"] == 1, "cache_audio: fetched once for three plays"
     payload = capture.payload()
     ea, eb = expected_payload(a, "PCMU"), expected_payload(b, "PCMU")
     at = payload.find(ea + ea + eb + eb)
@@ -258,6 +259,10 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
         await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started")
         current, queued = r.server.media.playbacks_for(cid)
         assert current is not None and queued == []
+        # cache_audio (default true) kept it; cache_audio=false fetches it again
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=url)
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=url, cache_audio=False)
+        await wait_until(lambda: audio_origin.hits.get("long.wav") == 2, 5, "a second fetch")
 
         assert (await asyncio.to_thread(actions.hangup, cid, client_state=CS2)).data.result == "ok"
         hangup = await hooks.wait_for(lambda e: e.data.event_type == "call.hangup")
@@ -276,7 +281,8 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
     assert hangup.data.payload.hangup_source == "callee" and hangup.data.payload.client_state == CS2
     assert ended.data.payload.status == "call_hangup"
     assert hooks.types(cid).count("call.playback.started") == 1
-    assert hooks.types(cid).count("call.playback.ended") == 4
+    assert hooks.types(cid).count("call.playback.ended") == 6
+    assert audio_origin.hits["long.wav"] == 2
 
 
 async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: SignedHooks):
