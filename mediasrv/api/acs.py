@@ -324,6 +324,8 @@ class AcsDialect:
             playbacks = self.server.media.play(call.call_id, request)
         except KeyError as exc:
             raise AcsError(400, "8501", "the call has no media leg") from exc
+        except ValueError as exc:  # the media plane's PlayError: a command it cannot carry out as asked
+            raise AcsError(getattr(exc, "status", 422), str(getattr(exc, "reason", "InvalidRequest")), str(exc)) from exc
         op = PlayOperation(call.call_id, context, callback or self.server.settings.acs_callback_url,
                            {pb.id for pb in playbacks}, legacy_id=str(uuid.uuid4()) if legacy else None)
         for pb in playbacks:
@@ -366,7 +368,7 @@ class AcsDialect:
         failed = next((o for o in outcomes if o.get("status") == "failed"), None)
         if failed is not None:
             self._send(op, "PlayFailed", failure_result(failed.get("reason"), failed.get("message")),
-                       failedPlaySourceIndex=int(failed.get("source_index") or 0))
+                       failedPlaySourceIndex=int(failed.get("failed_source_index") or 0))
         elif any(o.get("status") != "completed" for o in outcomes):
             self._send(op, "PlayCanceled", _result(CANCELED))
         else:

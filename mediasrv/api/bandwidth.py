@@ -361,6 +361,9 @@ class BandwidthDialect:
                 playbacks = self.server.media.play(script.call_id, PlayRequest(sources=[spec]))
             except KeyError:
                 return False  # the call's leg is gone
+            except ValueError as exc:  # the media plane's PlayError
+                self._error(script.call_id, "PlayAudio", f"cannot play {verb.url.split('?', 1)[0]}: {exc}")
+                continue
             ids += [pb.id for pb in playbacks]
         script.playbacks.update(ids)
         loop = asyncio.get_running_loop()
