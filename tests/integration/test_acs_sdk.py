@@ -113,8 +113,9 @@ async def test_play_media_bit_exact_with_events(tmp_path, audio_origin, acs_even
     r = await start_server(tmp_path, acs_access_key=KEY)
     capture = await open_capture()
     try:
-        src = chirp_signal(1.0, seed=11)
+        src, nxt = chirp_signal(1.0, seed=11), chirp_signal(0.3, seed=15)
         url = audio_origin.add("prompt.wav", wav_bytes(src, 8000))
+        url2 = audio_origin.add("next.wav", wav_bytes(nxt, 8000))
         sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3000))
         [call] = await answered_calls(r, 1)
         conn = acs_client(r).get_call_connection(call.call_id)
@@ -123,7 +124,10 @@ async def test_play_media_bit_exact_with_events(tmp_path, audio_origin, acs_even
             operation_context="ctx-play-1", operation_callback_url=acs_events.url,
         )
         assert result is None  # the SDK's whole answer to a 202
-        [completed] = await acs_events.wait_for("PlayCompleted")
+        # a second play queues behind the first (no interruptCallMediaOperation)
+        await asyncio.to_thread(conn.play_media, FileSource(url2), operation_context="ctx-play-2",
+                                operation_callback_url=acs_events.url)
+        completed, _ = await acs_events.wait_for("PlayCompleted", 2)
         code, out = await sipp
         assert code == 0, out[-3000:]
     finally:
@@ -131,13 +135,14 @@ async def test_play_media_bit_exact_with_events(tmp_path, audio_origin, acs_even
         await r.server.stop()
 
     payload = capture.payload()
-    expected = expected_payload(src, "PCMU")
+    expected = expected_payload(src, "PCMU") + expected_payload(nxt, "PCMU")
     at = payload.find(expected)
-    assert at >= 0 and at % 160 == 0, "the played file did not arrive bit-exact"
-    assert set(payload[:at]) | set(payload[at + len(expected):]) <= {0xFF}, "only silence around it"
+    assert at >= 0 and at % 160 == 0, "the two files did not arrive bit-exact, back to back"
+    assert set(payload[:at]) | set(payload[at + len(expected):]) <= {0xFF}, "only silence around them"
     assert_stream_continuity(capture)
 
-    assert acs_events.types() == ["PlayStarted", "PlayCompleted"]
+    assert acs_events.types() == ["PlayStarted", "PlayCompleted", "PlayStarted", "PlayCompleted"]
+    assert [e.data["operationContext"] for e in acs_events.events] == ["ctx-play-1"] * 2 + ["ctx-play-2"] * 2
     started = acs_events.events[0]
     for ev in (started, completed):
         assert ev.source == f"calling/callConnections/{call.call_id}" and ev.specversion == "1.0"

@@ -193,6 +193,41 @@ async def test_answer_url_runs_response(tmp_path, origin, webhooks):
     assert_stream_continuity(capture)
 
 
+
+async def test_new_bxml_replaces_the_running_one(tmp_path, origin, webhooks):
+    """A new ``PUT …/bxml`` replaces the running document: its audio stops, the new one plays;
+    an empty ``<Bxml/>`` is how an application silences the call."""
+    r = await start_server(tmp_path, webhook_url=webhooks.url, **CREDS)
+    capture = await open_capture()
+    try:
+        long_, short = chirp_signal(8.0, seed=28), chirp_signal(0.4, seed=29)
+        url_long = origin.add("long.wav", wav_bytes(long_, 8000), "audio/wav")
+        url_short = origin.add("short.wav", wav_bytes(short, 8000), "audio/wav")
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3500))
+        [call] = await answered_calls(r, 1)
+        api = calls_api(r)
+        await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id,
+                                Bxml([PlayAudio(url_long), PlayAudio(url_long)]).to_bxml())
+        await webhooks.wait_for(lambda e: e["type"] == "playback.started")
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id, Bxml([PlayAudio(url_short)]).to_bxml())
+        await wait_until(played(webhooks, 3), 10, "the old document's playbacks ended, the new one played")
+        await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id, Bxml([PlayAudio(url_long)]).to_bxml())
+        await wait_until(lambda: len([e for e in webhooks.events if e["type"] == "playback.started"]) >= 3, 10,
+                         "third document playing")
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id, Bxml([]).to_bxml())
+        await wait_until(played(webhooks, 4), 10, "the empty document stopped it")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    ended = [e["data"]["status"] for e in webhooks.events if e["type"] == "playback.ended"]
+    assert ended == ["stopped", "stopped", "completed", "stopped"], ended
+    assert capture.payload().find(expected_payload(short, "PCMU")) >= 0
+    assert_stream_continuity(capture)
+
 BOMB = """<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
 <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
