@@ -221,7 +221,10 @@ class AcsDialect:
     # -- HTTP ------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            body = await request.read()
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge as exc:
+                raise AcsError(413, "RequestEntityTooLarge", "request body too large") from exc
             self._authenticate(request, body)
             tail = request.match_info["tail"]
             if request.method != "POST" or not tail.startswith("callConnections/"):

@@ -291,7 +291,10 @@ class BandwidthDialect:
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BandwidthError(400, "validation", "request body too large") from exc
         try:
             body = json.loads(raw) if raw.strip() else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
