@@ -102,6 +102,28 @@ def verify_hmac(
     return None if hmac.compare_digest(expected, given) else "signature mismatch"
 
 
+def sdk_signed_path(tail: str, raw_path: str) -> str | None:
+    """The path and query as the SDK signed them: the id quoted with ``safe=""``.
+
+    The SDK signs ``v3%3Anode%3Aid:play`` but its aio transport (yarl) re-quotes the URL and
+    sends ``v3:node:id:play``; both name the same call, so the signature is checked against
+    this form when the raw path does not match.
+    """
+    if not tail.startswith("callConnections/"):
+        return None
+    rest = tail[len("callConnections/"):]
+    if rest.endswith("/:playAudio"):
+        call_id, suffix = rest[: -len("/:playAudio")], "/:playAudio"
+    else:
+        call_id, sep, action = rest.rpartition(":")
+        if not sep:
+            return None
+        suffix = ":" + action
+    query = raw_path.partition("?")[2]
+    path = "/calling/callConnections/" + urllib.parse.quote(call_id, safe="") + suffix
+    return f"{path}?{query}" if query else path
+
+
 # -- identities ----------------------------------------------------------------
 def _user_part(uri: str) -> str:
     """``sip:+1425@host;x`` → ``+1425``; ``tel:+1425`` → ``+1425``; percent-decoded."""
@@ -225,8 +247,8 @@ class AcsDialect:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge as exc:
                 raise AcsError(413, "RequestEntityTooLarge", "request body too large") from exc
-            self._authenticate(request, body)
             tail = request.match_info["tail"]
+            self._authenticate(request, body, tail)
             if request.method != "POST" or not tail.startswith("callConnections/"):
                 raise AcsError(404, "NotFound", "no such Call Automation operation")
             if "api-version" not in request.query:
@@ -243,10 +265,13 @@ class AcsDialect:
         except AcsError as exc:
             return exc.to_response()
 
-    def _authenticate(self, request: web.Request, body: bytes) -> None:
+    def _authenticate(self, request: web.Request, body: bytes, tail: str) -> None:
         if not self.key:
             raise AcsError(401, "Unauthorized", "the ACS dialect is disabled (MEDIASRV_ACS_ACCESS_KEY is not set)")
         why = verify_hmac(request.method, request.raw_path, request.headers, body, self.key)
+        canonical = sdk_signed_path(tail, request.raw_path)
+        if why == "signature mismatch" and canonical and canonical != request.raw_path:
+            why = verify_hmac(request.method, canonical, request.headers, body, self.key)
         if why is not None:
             log.info("ACS request refused: %s", why)
             raise AcsError(401, "Unauthorized", "request signature is missing, stale or wrong")

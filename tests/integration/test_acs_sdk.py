@@ -31,6 +31,7 @@ from azure.communication.callautomation import (
     TextSource,
 )
 from azure.communication.callautomation._generated import models as acs_models
+from azure.communication.callautomation.aio import CallAutomationClient as AioCallAutomationClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.core.messaging import CloudEvent
@@ -229,6 +230,10 @@ async def test_errors_through_the_sdk_and_raw_auth(tmp_path, audio_origin):
         assert e.status_code == 400 and "+14255550199" in e.error.message and e.error.target == "playTo[0]"
         e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, FileSource("ftp://x/y.wav"))
         assert e.status_code == 400 and e.error.target == "playSources[0].file.uri"
+
+        # the aio client signs the same way (and leaves interruptCallMediaOperation out)
+        async with AioCallAutomationClient(r.http, AzureKeyCredential(KEY), retry_total=0) as aio:
+            assert await aio.get_call_connection(call.call_id).play_media(FileSource(url)) is None
 
         play_url = f"{r.http}/calling/callConnections/{call.call_id}:play?api-version=2026-03-12"
         body = json.dumps({"playSources": [{"kind": "file", "file": {"uri": url}}], "playTo": []}).encode()
