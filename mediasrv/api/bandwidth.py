@@ -394,14 +394,13 @@ class BandwidthDialect:
     def callback_body(self, event_type: str, call: Call, tag: str | None = None) -> dict[str, Any]:
         host, port = self.server.http_address or ("127.0.0.1", 0)
         account = self.account_id or ""
-        remote, local = (call.from_uri, call.to_uri)
         body: dict[str, Any] = {
             "eventType": event_type,
             "eventTime": _iso(time.time()),
             "accountId": account,
             "applicationId": "mediasrv",
-            "from": _user(remote),
-            "to": _user(local),
+            "from": _user(call.from_uri),
+            "to": _user(call.to_uri),
             "direction": "inbound" if call.direction is Direction.INBOUND else "outbound",
             "callId": call.call_id,
             "callUrl": f"http://{host}:{port}/api/v2/accounts/{account}/calls/{call.call_id}",

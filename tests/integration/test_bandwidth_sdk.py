@@ -149,15 +149,18 @@ async def test_update_call_bxml_and_redirect(tmp_path, origin, webhooks):
     assert cb.answer_time is not None and cb.direction.value == "inbound"
 
 
-async def test_answer_url_runs_response(tmp_path, origin, webhooks):
+@pytest.mark.parametrize("auto_answer", [True, False], ids=["auto-answer", "ring-then-bxml-answers"])
+async def test_answer_url_runs_response(tmp_path, origin, webhooks, auto_answer):
     """An inbound call POSTs ``initiate`` to the answer URL and runs the returned ``<Response>``:
-    PlayAudio, Redirect (relative), Pause, PlayAudio, an unknown verb (error event), Hangup."""
+    PlayAudio, Redirect (relative), Pause, PlayAudio, an unknown verb (error event), Hangup.
+    Without auto-answer the call rings until the application's BXML arrives, which answers it."""
     a, b = chirp_signal(0.4, seed=24), chirp_signal(0.3, seed=25)
     origin.add("audio/a.wav", wav_bytes(a, 8000), "audio/wav")
     origin.add("audio/b.wav", wav_bytes(b, 8000), "audio/wav")
     answer_url = origin.add("app/answer", Response([PlayAudio("../audio/a.wav"), Redirect("step2")]).to_bxml())
     origin.add("app/step2", Response([Pause(0.5), PlayAudio("/audio/b.wav"), SpeakSentence("hello"), Hangup()]).to_bxml())
-    r = await start_server(tmp_path, webhook_url=webhooks.url, bandwidth_answer_url=answer_url, **CREDS)
+    r = await start_server(tmp_path, webhook_url=webhooks.url, bandwidth_answer_url=answer_url,
+                           auto_answer=auto_answer, **CREDS)
     capture = await open_capture()
     try:
         sipp = await start_sipp([f"127.0.0.1:{r.sip_port}", "-sf", str(wait_bye_scenario(tmp_path)),
@@ -182,6 +185,7 @@ async def test_answer_url_runs_response(tmp_path, origin, webhooks):
     cb = InitiateCallback.from_dict(initiate["json"])
     assert (cb.event_type, cb.call_id, cb.account_id, cb.var_from) == ("initiate", call_id, ACCOUNT, "sipp")
     assert initiate["method"] == "POST" and cb.direction.value == "inbound"
+    assert "answerTime" not in initiate["json"]  # initiate comes before the answer
     assert RedirectCallback.from_dict(origin.hits("app/step2")[0]["json"]).event_type == "redirect"
 
     payload = capture.payload()
