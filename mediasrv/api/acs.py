@@ -193,6 +193,13 @@ def _optional_str(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def _optional_url(body: dict[str, Any], name: str) -> str | None:
+    value = _optional_str(body, name)
+    if value is not None and not value.lower().startswith(("http://", "https://")):
+        raise AcsError(400, "BadRequest", f"{name} must be an http(s) URL", name)
+    return value
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw) if raw.strip() else {}
@@ -313,7 +320,7 @@ class AcsDialect:
             raise AcsError(400, "BadRequest", "interruptCallMediaOperation must be a boolean",
                            "interruptCallMediaOperation")
         context = _optional_str(body, "operationContext")
-        callback = _optional_str(body, "operationCallbackUri")
+        callback = _optional_url(body, "operationCallbackUri")
         call = self._live_call(call_id)
         request = PlayRequest(
             sources=specs,
@@ -335,7 +342,7 @@ class AcsDialect:
             raise AcsError(400, "BadRequest", "loop must be a boolean", "loop")
         cache_id = _optional_str(body, "audioFileId")
         context = _optional_str(body, "operationContext")
-        callback = _optional_str(body, "callbackUri")
+        callback = _optional_url(body, "callbackUri")
         call = self._live_call(call_id)
         request = PlayRequest(sources=[SourceSpec(url=uri, cache_id=cache_id or None)], loop=None if loop else 1,
                               command_id=context)

@@ -230,6 +230,9 @@ async def test_errors_through_the_sdk_and_raw_auth(tmp_path, audio_origin):
         assert e.status_code == 400 and "+14255550199" in e.error.message and e.error.target == "playTo[0]"
         e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, FileSource("ftp://x/y.wav"))
         assert e.status_code == 400 and e.error.target == "playSources[0].file.uri"
+        e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, FileSource(url),
+                                    operation_callback_url="/relative/hook")
+        assert e.status_code == 400 and e.error.target == "operationCallbackUri"
 
         # the aio client signs the same way (and leaves interruptCallMediaOperation out)
         async with AioCallAutomationClient(r.http, AzureKeyCredential(KEY), retry_total=0) as aio:
