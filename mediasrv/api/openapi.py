@@ -211,3 +211,130 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+# -- call topologies (api/topology.py): outbound calls, bridges, rooms ---------------------------
+_ROOM_ID = {"name": "room_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_CALL_ID_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["call_id"], "properties": {"call_id": {"type": "string"}}}
+        }
+    },
+}
+
+OPENAPI["paths"]["/v1/calls"]["post"] = {
+    "summary": "Place an outbound call (201 at once, state initiated; then call.ringing, call.early_media, "
+    "call.answered or call.hangup with hangup_cause busy|declined|no_answer|timeout|auth_failed|cancelled|"
+    "not_found|rejected and sip_code)",
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OutboundCall"}}},
+    },
+    "responses": {
+        "201": _ok("the new call", "Call"),
+        "400": _err("bad JSON or field"),
+        "422": _err("unsupported URI, transport or header; timeout out of range"),
+        "503": _err("no call can be placed (max_calls, no RTP port)"),
+    },
+}
+OPENAPI["paths"].update(
+    {
+        "/v1/calls/{call_id}/bridge": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Connect two answered calls in one room (created if neither is in one); call.bridged each",
+                "requestBody": _CALL_ID_BODY,
+                "responses": {
+                    "200": _ok("the room", "Room"),
+                    "400": _err("call_id missing"),
+                    "404": _err("unknown call"),
+                    "409": _err("same call, ended or unanswered call, or calls in different rooms"),
+                },
+            },
+        },
+        "/v1/calls/{call_id}/unbridge": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Take the call out of its room (a two-call bridge dissolves); call.unbridged",
+                "responses": {"200": _ok("call", "Call"), "404": _err("unknown call"), "409": _err("in no room")},
+            },
+        },
+        "/v1/rooms": {
+            "get": {"summary": "List rooms", "responses": {"200": {"description": "{\"rooms\": [Room]}"}}},
+            "post": {"summary": "Create an empty room (lives until deleted)", "responses": {"201": _ok("room", "Room")}},
+        },
+        "/v1/rooms/{room_id}": {
+            "parameters": [_ROOM_ID],
+            "get": {"summary": "One room and its members", "responses": {"200": _ok("room", "Room"), "404": _err("unknown")}},
+            "delete": {
+                "summary": "Delete the room; its calls stay up, unbridged",
+                "responses": {"200": _ok("room", "Room"), "404": _err("unknown")},
+            },
+        },
+        "/v1/rooms/{room_id}/join": {
+            "parameters": [_ROOM_ID],
+            "post": {
+                "summary": "Add an answered call to the room",
+                "requestBody": _CALL_ID_BODY,
+                "responses": {
+                    "200": _ok("room", "Room"),
+                    "404": _err("unknown room or call"),
+                    "409": _err("call ended, unanswered or in another room"),
+                },
+            },
+        },
+        "/v1/rooms/{room_id}/leave": {
+            "parameters": [_ROOM_ID],
+            "post": {
+                "summary": "Take a call out of the room (the call stays up)",
+                "requestBody": _CALL_ID_BODY,
+                "responses": {
+                    "200": _ok("room", "Room"),
+                    "404": _err("unknown room or call"),
+                    "409": _err("not in this room"),
+                },
+            },
+        },
+    }
+)
+OPENAPI["components"]["schemas"].update(
+    {
+        "OutboundCall": {
+            "type": "object",
+            "required": ["to"],
+            "properties": {
+                "to": {"type": "string", "description": "sip: URI; ;transport=tcp selects TCP; host names are resolved"},
+                "from": {"type": "string", "description": "sip: URI for From (default sip:mediasrv@<our host>)"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": "extra INVITE headers (not the ones the server sets itself)"},
+                "timeout_s": {"type": "number", "minimum": 1, "maximum": 600, "default": 30},
+                "transport": {"type": "string", "enum": ["udp", "tcp"]},
+                "auth": {
+                    "type": "object",
+                    "description": "digest credentials for 401/407 (default: sip_username/sip_password settings)",
+                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+                },
+            },
+        },
+        "Room": {
+            "type": "object",
+            "properties": {
+                "room_id": {"type": "string"},
+                "kind": {"type": "string", "enum": ["bridge", "conference"]},
+                "members": {"type": "array", "items": {"type": "string"}},
+                "calls": {"type": "array", "items": {"$ref": "#/components/schemas/Call"}},
+                "created_at": {"type": "number"},
+            },
+        },
+    }
+)
+OPENAPI["components"]["schemas"]["Call"]["properties"].update(
+    {
+        "room_id": {"type": ["string", "null"]},
+        "peers": {"type": "array", "items": {"type": "string"}, "description": "the other calls in its room"},
+        "sip_code": {"type": ["integer", "null"], "description": "final SIP status of a failed or refused call"},
+        "hangup_cause": {"type": ["string", "null"]},
+    }
+)
