@@ -389,7 +389,7 @@ class MediaLoader:
         self.stats["fetches"] += 1
         resp = await self.fetcher.open(spec.url, spec.username, spec.password, headers)
         async with resp:
-            fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id)
+            fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id, spec.username is not None)
             if resp.status == 304:
                 if cached is None or self.cache.get(key) is not cached:
                     raise SourceError("fetch_error", f"{public_url(spec.url)}: 304 to an unconditional request")

@@ -18,7 +18,7 @@ from mediasrv.media.errors import SourceError
 from mediasrv.media.player import SourceSpec
 from mediasrv.media.source import Media, MediaLoader
 
-from ..audio_fixtures import HTML_PAGE, mp3, sweep
+from ..audio_fixtures import HTML_PAGE, hostile, mp3, sweep
 from ..http_origin import Origin, tone, wav, wav_header
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -84,6 +84,24 @@ def test_freshness(headers, force, cache_id, store, ttl):
     assert f.store is store, f.why
     if store:
         assert max(0.0, f.fresh_until - NOW) == pytest.approx(ttl, abs=1)
+
+
+@pytest.mark.parametrize("headers, force, store", [
+    ({"Cache-Control": "max-age=60"}, None, False),  # RFC 9111 §3.5: not shareable by default
+    ({"Cache-Control": "public, max-age=60"}, None, True),
+    ({"Cache-Control": "s-maxage=60"}, None, True),
+    ({"Cache-Control": "max-age=60"}, True, True),  # the command asked
+])
+def test_responses_to_credentials(headers, force, store):
+    assert freshness(headers, NOW, force, None, authorized=True).store is store
+
+
+@pytest.mark.parametrize("name", sorted(hostile()))
+async def test_hostile_bodies_fail_with_their_reason(loader, origin, name):
+    body, kind, expected = hostile()[name]
+    ctype = {"wav": "audio/wav", "mp3": "audio/mpeg", "html": "text/html", "ogg": "audio/ogg"}[kind]
+    err = await reason(loader, SourceSpec(url=origin.static(f"/{name}", body, content_type=ctype)))
+    assert err.reason == expected, err.message
 
 
 # -- the loader -----------------------------------------------------------------------------------
