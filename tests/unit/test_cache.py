@@ -132,6 +132,20 @@ async def test_max_age_then_revalidation_304_reuses_decoded_audio(loader, origin
     assert origin.hits("/ma.wav") == 2
 
 
+async def test_ready_media_only_when_fresh_in_memory(loader, origin, tmp_path):
+    url = origin.static("/r.wav", wav(tone(0.3)), headers={"Cache-Control": "max-age=600"})
+    assert loader.ready_media(SourceSpec(url=url)) is None
+    media = await finished(loader, SourceSpec(url=url))
+    assert loader.ready_media(SourceSpec(url=url)) is media
+    assert loader.ready_media(SourceSpec(url=url, cache=False)) is None
+    (tmp_path / "media").mkdir(exist_ok=True)
+    (tmp_path / "media" / "s.wav").write_bytes(wav(tone(0.2)))
+    assert loader.ready_media(SourceSpec(media="s.wav")) is None
+    stored = await finished(loader, SourceSpec(media="s.wav"))
+    assert loader.ready_media(SourceSpec(media="s.wav")) is stored
+    assert loader.ready_media(SourceSpec(media="../x")) is None
+
+
 async def test_last_modified_revalidation(loader, origin):
     lm = http_date(time.time() - 3600)
     url = origin.static("/lm.wav", wav(tone(0.3)), headers={"Cache-Control": "no-cache"}, last_modified=lm)
