@@ -323,6 +323,14 @@ class MediaPlane:
             raise PlayError("invalid_op", f"unknown control op {op!r}", 400)
         return pb
 
+    def position_ms(self, playback_id: str) -> int | None:
+        """Where a playing playback is within its source list, or None when not playing."""
+        pb = self._playbacks.get(playback_id)
+        driver = self._drivers.get(pb.call_id) if pb is not None else None
+        if pb is None or driver is None or pb.state != "playing":
+            return None
+        return driver.player.position(pb) // 8
+
     def get_playback(self, playback_id: str) -> Playback | None:
         return self._playbacks.get(playback_id)
 
