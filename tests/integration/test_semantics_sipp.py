@@ -315,3 +315,35 @@ async def test_targets_land_on_the_right_legs(tmp_path, webhooks: Hooks):
     both = [e["data"] for e in webhooks.events if e["type"] == "playback.ended" and e["data"]["command_id"] == "both"]
     assert {e["playback_id"] for e in both} == {p["id"] for p in results[2]["playbacks"]}
     assert all(e["target"] == "both" and e["status"] == "completed" for e in both)
+
+
+async def test_caller_hangup_mid_play_reports_hangup_first_and_ends_everything(tmp_path, webhooks: Hooks):
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    capture = await open_capture()
+    try:
+        store(r, "long.wav", chirp_signal(10.0, seed=12))
+        store(r, "o.wav", tone(600, 10.0))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=1500))
+        [call] = await answered_calls(r, 1)
+        base = f"/v1/calls/{call.call_id}/playbacks"
+        _, main = await api(r, "POST", base, {"media": "long.wav"})
+        _, queued = await api(r, "POST", base, {"media": "long.wav"})
+        _, over = await api(r, "POST", base, {"media": "o.wav", "overlay": True})
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+        hangup = await webhooks.wait_for(lambda e: e["type"] == "call.hangup")
+        await wait_ended(webhooks, over["id"])
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert hangup["data"]["hangup_by"] == "caller"
+    order = [(e["type"], e["data"].get("playback_id")) for e in webhooks.events]
+    assert order[2:] == [
+        ("playback.started", main["id"]), ("playback.started", over["id"]), ("call.hangup", None),
+        ("playback.ended", main["id"]), ("playback.ended", queued["id"]), ("playback.ended", over["id"]),
+    ]
+    ends = {e["data"]["playback_id"]: e["data"] for e in webhooks.events if e["type"] == "playback.ended"}
+    assert all(e["status"] == "call_hangup" for e in ends.values())
+    last = capture.packets[-1]
+    assert ends[main["id"]]["last_seq"] == ends[over["id"]]["last_seq"] == last.seq  # both were on the last packet
+    assert ends[queued["id"]]["last_seq"] is None and 1000 < ends[main["id"]]["ms_played"] < 2000
