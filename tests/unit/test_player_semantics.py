@@ -362,3 +362,15 @@ async def test_plane_targets_overlay_gate_stop_on_play_and_events(plane):
     ended = next(d for t, c_, d in plane.events if t == "playback.ended" and d["playback_id"] == both[0].id)
     assert ended["status"] == "stopped" and ended["stopped_by"] == nxt.id and ended["command_id"] == "cmd-1"
     assert ended["target"] == "both"
+
+
+async def test_three_parts_and_loud_gain_saturate_both_ways():
+    player, _ = make_player()
+    hi, lo = np.full(160, 20000, np.int16), np.full(160, -20000, np.int16)
+    play(player, [media(hi)])
+    play(player, [media(hi)], overlay=True)
+    play(player, [media(hi)], overlay=True, volume_db=6.0)  # 39905: with gain > 1 the generic path clips
+    assert drain(player, 1, lambda n: hi)[0] == ulaw_encode(np.full(160, 32767, np.int16))  # 99905
+    play(player, [media(lo)])
+    play(player, [media(lo)], overlay=True)
+    assert drain(player, 1)[0] == ulaw_encode(np.full(160, -32768, np.int16))
