@@ -314,6 +314,13 @@ def content(pcm: np.ndarray) -> SourceSpec:
     return SourceSpec(content=wav(pcm))
 
 
+async def settle(plane: MediaPlane, playbacks) -> None:
+    """Wait for the playbacks' first sources to load, then tick their legs once (the clock does not run)."""
+    await asyncio.gather(*(pb.futures[0] for pb in playbacks))
+    for call_id in dict.fromkeys(pb.call_id for pb in playbacks):
+        plane._drivers[call_id].player.next_payload(160, 0, 0)
+
+
 async def test_plane_targets_overlay_gate_stop_on_play_and_events(plane):
     a, b, c = leg(plane), leg(plane), leg(plane)
     plane.join_room("r", a)
@@ -333,9 +340,12 @@ async def test_plane_targets_overlay_gate_stop_on_play_and_events(plane):
 
     both = plane.play(a, PlayRequest(sources=[content(tone)], target="both", command_id="cmd-1", loop=None))
     assert [p.call_id for p in both] == [a, b] and {p.command_id for p in both} == {"cmd-1"}
+    await settle(plane, both)
     assert [p.call_id for p in plane.play(a, PlayRequest(sources=[content(tone)], target="opposite"))] == [b]
     [over] = plane.play(a, PlayRequest(sources=[content(tone)], overlay=True))
+    await settle(plane, [over])
     [nxt] = plane.play(a, PlayRequest(sources=[content(tone)], stop="all", command_id="cmd-3"))
+    await settle(plane, [nxt])
     assert both[0].state == "stopped" and both[0].stopped_by == nxt.id
     assert over.state == "playing"  # stop on a main play leaves the overlays alone
     assert plane.stop_playback(both[0].id) is False and nxt.state == "playing"  # stale stop: no-op
@@ -343,7 +353,7 @@ async def test_plane_targets_overlay_gate_stop_on_play_and_events(plane):
 
     plane.control(nxt.id, "pause")
     plane.control(nxt.id, "seek", ms=100)
-    assert plane._drivers[a].player.position(nxt) == 800
+    assert plane._drivers[a].player.position(nxt) == 800 and plane.position_ms(nxt.id) == 100
     with pytest.raises(PlayError):
         plane.control(nxt.id, "seek", ms=200)
     with pytest.raises(PlaybackStateError):
