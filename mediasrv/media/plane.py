@@ -16,10 +16,11 @@ from mediacodecs.g711 import silence_byte
 from ..calls import Call
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
+from .cache import cache_key
 from .clock import MediaClock, Scheduled, Tickable
 from .mixer import Mixer
-from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, new_playback
-from .source import MediaLoader
+from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
+from .source import Media, MediaLoader, SourceError
 
 log = logging.getLogger("mediasrv.media")
 
@@ -282,7 +283,7 @@ class MediaPlane:
                     raise PlayError("nothing_playing",
                                     f"an overlay needs a playing non-overlay playback on leg {leg}")
         command_id = request.command_id or uuid.uuid4().hex
-        futures = [self.loader.load_source(spec) for spec in request.sources]
+        futures = [self._load(spec) for spec in request.sources]
         playbacks = []
         for leg, driver in zip(legs, drivers, strict=True):
             playback = new_playback(leg, request, futures, command_id=command_id)
@@ -292,6 +293,43 @@ class MediaPlane:
             driver.player.enqueue(playback)
             playbacks.append(playback)
         return playbacks
+
+    def _load(self, spec: SourceSpec) -> asyncio.Future[Media]:
+        """The loader's future, or an already resolved one for audio decoded in memory.
+
+        A cached prompt then starts at the leg's very next tick, instead of after the loader's
+        task (and, for stored media, its stat in the executor) has had its turn on the loop.
+        """
+        media = self._in_memory(spec)
+        if media is None:
+            return self.loader.load_source(spec)
+        fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
+        fut.set_result(media)
+        return fut
+
+    def _in_memory(self, spec: SourceSpec) -> Media | None:
+        """The loader's in-memory decoded copy of *spec*, looked up the way the loader keys it."""
+        loader = self.loader
+        try:
+            if spec.media is not None:
+                mtime, size = loader.store.version(spec.media)  # one stat: a changed file is a miss
+                media = loader.cache.media(f"media:{spec.media}:{mtime}:{size}")
+            elif spec.url is not None and spec.cache is not False:
+                key = cache_key(spec.url, spec.cache_id)
+                entry = loader.cache.get(key)
+                if entry is None or not entry.fresh(time.time()):
+                    return None  # absent or stale: the loader fetches or revalidates
+                media = loader.cache.media(key)
+                if media is not None:
+                    entry.hits += 1
+            else:
+                return None
+        except (SourceError, OSError, AttributeError):
+            return None  # a bad name or a missing file: the loader reports it, as a failed playback
+        if media is None or not media.complete:
+            return None
+        loader.stats["cache_hits"] += 1
+        return media
 
     def stop_playback(self, playback_id: str, by: str = "api") -> bool:
         """Stop this playback; False (a no-op) when it already ended, never applied to another one."""

@@ -384,3 +384,25 @@ async def test_three_parts_and_loud_gain_saturate_both_ways():
     play(player, [media(lo)])
     play(player, [media(lo)], overlay=True)
     assert drain(player, 1)[0] == ulaw_encode(np.full(160, -32768, np.int16))
+
+
+async def test_a_cached_prompt_starts_at_once_and_a_changed_file_is_reloaded(plane, tmp_path):
+    a = leg(plane)
+    media_dir = tmp_path / "media"
+    media_dir.mkdir(exist_ok=True)
+    (media_dir / "p.wav").write_bytes(wav(pcm_of(800, 20)))
+    [first] = plane.play(a, PlayRequest(media="p.wav"))
+    assert first.state == "queued"  # not decoded yet: the loader's task has not run
+    await settle(plane, [first])
+    await plane.loader.prefetch(SourceSpec(media="p.wav"))  # the loader's decode has finished: cached
+    hits = plane.loader.stats["cache_hits"]
+    [second] = plane.play(a, PlayRequest(media="p.wav", stop="all"))
+    assert plane.loader.stats["cache_hits"] == hits + 1
+    assert second.state == "playing" and second.started_at is not None  # in memory: on the wire next tick
+    new = pcm_of(960, 21)
+    (media_dir / "p.wav").write_bytes(wav(new))  # another file: the in-memory copy is stale
+    [third] = plane.play(a, PlayRequest(media="p.wav", stop="all"))
+    assert third.state == "queued"
+    await settle(plane, [third])
+    await plane.loader.prefetch(SourceSpec(media="p.wav"))
+    assert np.array_equal(third.futures[0].result().pcm, new)
