@@ -272,7 +272,9 @@ class MediaPlane:
         Everything is checked before anything changes: KeyError when a target leg has no media
         leg, :class:`PlayError` for bad values or an overlay on a leg with nothing playing.  The
         sources are loaded once and shared by every target leg; all playbacks carry one
-        ``command_id``.  ``stop`` stops what is current on each target leg at this moment first.
+        ``command_id``.  ``stop`` stops what is current on each target leg at this moment first
+        (the main queue for a main play; the overlays for an overlay play); ``stopped_by`` is then
+        the new playback's id on that leg.
         """
         request.validate()
         legs = self.target_legs(call_id, request.target)

@@ -1,8 +1,9 @@
 """Playback semantics over real SIPp calls, checked on the RTP an independent receiver captured.
 
 Queue + stop current/all, multi-source with loop and length, overlays (exact sums and spectrum),
-pause/resume/seek/skip/restart/volume at packet positions, targets on bridged legs, event order
-and the native API's errors for bad commands.
+pause/resume/seek/skip/restart/volume at packet positions, targets on bridged legs, mix/duck over
+bridged call audio (SIPp callers talking from pcaps), hangup mid-play, event order and the native
+API's errors for bad commands.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from mediacodecs.g711 import ulaw_decode, ulaw_encode
+from mediacodecs.g711 import alaw_decode, ulaw_decode, ulaw_encode
 from mediasrv.probe import CapturedPacket, open_capture
 
 from .conftest import Hooks, Running, chirp_signal, start_server, wav_bytes
@@ -347,3 +348,63 @@ async def test_caller_hangup_mid_play_reports_hangup_first_and_ends_everything(t
     last = capture.packets[-1]
     assert ends[main["id"]]["last_seq"] == ends[over["id"]]["last_seq"] == last.seq  # both were on the last packet
     assert ends[queued["id"]]["last_seq"] is None and 1000 < ends[main["id"]]["ms_played"] < 2000
+
+
+async def test_mix_true_false_and_duck_over_bridged_call_audio(tmp_path, webhooks: Hooks):
+    """A (440 Hz, PCMU) and B (880 Hz, PCMA) talk through a bridge; a 1 kHz prompt plays on top."""
+    from .test_bridge_audio import Talker, power_at
+
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    a = Talker(tmp_path, "a", 440, "PCMU", 7.0)
+    b = Talker(tmp_path, "b", 880, "PCMA", 7.0)
+    try:
+        store(r, "k.wav", tone(1000, 1.0))
+        await asyncio.gather(a.dial(r), b.dial(r))
+        r.server.media.join_room("bridge", a.call.call_id)
+        r.server.media.join_room("bridge", b.call.call_id)
+        await asyncio.sleep(0.5)
+        ids = {}
+        for name, body in [("mix", {"mix": True}), ("nomix", {"mix": False, "target": "both"}),
+                           ("duck", {"duck_db": 20})]:
+            status, pb = await api(r, "POST", f"/v1/calls/{a.call.call_id}/playbacks", {"media": "k.wav", **body})
+            assert status == 201, pb
+            ids[name] = [p["id"] for p in pb["playbacks"]]
+            for pid in ids[name]:
+                await wait_ended(webhooks, pid)
+            await asyncio.sleep(0.4)
+        await asyncio.gather(a.finish(), b.finish())
+    finally:
+        a.close()
+        b.close()
+        await r.server.stop()
+
+    def heard(t: Talker, last_seq: int, first: int, last: int) -> np.ndarray:
+        """Decoded audio of packets last_seq+first .. last_seq+last (relative to a playback's last packet)."""
+        assert t.capture is not None
+        want = {(last_seq + k) & 0xFFFF for k in range(first, last + 1)}
+        payload = b"".join(p.payload for p in t.capture.packets if p.seq in want)
+        assert len(payload) == len(want) * N
+        return ulaw_decode(payload) if t.codec == "PCMU" else alaw_decode(payload)
+
+    def end(pid: str) -> int:
+        e = ended(webhooks, pid)
+        assert e is not None and e["status"] == "completed" and e["ms_played"] == 1000
+        return e["last_seq"]
+
+    # mix=true on A: A hears B's 880 Hz and the prompt; B is not a target and hears A only
+    la = end(ids["mix"][0])
+    during = heard(a, la, -44, -5)
+    assert power_at(during, 1000) > 10 * power_at(during, 440) and power_at(during, 880) > 10 * power_at(during, 440)
+    # mix=false on both legs: each hears only the prompt while it plays, the other leg again after
+    for t, pid, other in ((a, ids["nomix"][0], 880), (b, ids["nomix"][1], 440)):
+        last = end(pid)
+        during = heard(t, last, -44, -5)
+        after = heard(t, last, 10, 19)
+        assert power_at(during, 1000) > 1000 * max(power_at(during, other), 1.0), t.name
+        assert power_at(after, other) > 100 * max(power_at(after, 1000), 1.0), t.name
+    # duck 20 dB: B's voice on A is lowered about ten times in amplitude, not removed
+    ld = end(ids["duck"][0])
+    ducked, normal = heard(a, ld, -44, -5), heard(a, ld, 10, 19 + 30)
+    ratio = power_at(ducked, 880) / power_at(normal, 880) * (len(normal) / len(ducked))
+    assert 0.07 < ratio < 0.14, ratio
+    assert power_at(ducked, 1000) > 5 * power_at(ducked, 880)  # 8000 against 8192 / 10
