@@ -286,8 +286,8 @@ async def test_targets_land_on_the_right_legs(tmp_path, webhooks: Hooks):
         store(r, "beep.wav", beep)
         sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3500, calls=2))
         a, b = await answered_calls(r, 2)
-        r.server.media.join_room("room-1", a.call_id)
-        r.server.media.join_room("room-1", b.call_id)
+        status, room = await api(r, "POST", f"/v1/calls/{a.call_id}/bridge", {"call_id": b.call_id})
+        assert status == 200, room
         ssrc = {c.call_id: (await api(r, "GET", f"/v1/calls/{c.call_id}"))[1]["ssrc"] for c in (a, b)}
         results = []
         for target in ("opposite", "self", "both"):
@@ -360,8 +360,8 @@ async def test_mix_true_false_and_duck_over_bridged_call_audio(tmp_path, webhook
     try:
         store(r, "k.wav", tone(1000, 1.0))
         await asyncio.gather(a.dial(r), b.dial(r))
-        r.server.media.join_room("bridge", a.call.call_id)
-        r.server.media.join_room("bridge", b.call.call_id)
+        status, room = await api(r, "POST", f"/v1/calls/{a.call.call_id}/bridge", {"call_id": b.call.call_id})
+        assert status == 200, room
         await asyncio.sleep(0.5)
         ids = {}
         for name, body in [("mix", {"mix": True}), ("nomix", {"mix": False, "target": "both"}),
