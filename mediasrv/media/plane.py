@@ -87,16 +87,17 @@ class LegDriver(Tickable):
         seq = leg.seq
         ts = leg.timestamp
         pb = self.player.fast  # one main playback at 0 dB, nothing else on the leg, not bridged (Player._refresh)
-        if pb is not None and (off := pb.offset) + n < pb.end:
+        if pb is not None and pb.offset + n < pb.end:
+            off = pb.offset
             payload = pb.data[off : off + n]
             pb.offset = off + n
             pb.samples_played += n
             pb.last_seq = seq
             pb.last_ts = ts
-        elif (player := self.player).current is not None or player.queue or player.overlays or self._call_audio:
+        elif self.player.busy:
             # the slow path: boundaries, loops, the cap, overlays, volume, pause, bridged call audio
             # (bridged with nothing playing: what the room's other legs say, encoded once)
-            payload = player.next_payload(n, seq, ts, self._call_audio)
+            payload = self.player.next_payload(n, seq, ts, self._call_audio)
         else:
             payload = None
         if payload is None:

@@ -272,6 +272,7 @@ class Player:
         self.queue: deque[Playback] = deque()
         self.overlays: list[Playback] = []
         self.fast: Playback | None = None  # the playback LegDriver.tick may slice directly, or None
+        self.busy = False  # anything for next_payload to do: a playback current, queued or overlaid, or bridged
         self._bridged = False  # the leg hears call audio (LegDriver.call_audio is set)
         self._notify = notify
 
@@ -292,9 +293,14 @@ class Player:
                 pb.refresh_end()
 
     def _refresh(self) -> None:
+        """Recompute what LegDriver.tick reads: ``fast`` (slice directly) and ``busy`` (call next_payload).
+
+        Called after every change of current, queue, overlays, pause, volume or bridging.
+        """
         cur = self.current
         self.fast = (cur if cur is not None and not cur.paused and not self.overlays and cur.gain == 1.0
                      and not self._bridged else None)
+        self.busy = cur is not None or bool(self.queue) or bool(self.overlays) or self._bridged
 
     # -- commands --------------------------------------------------------
     def enqueue(self, playback: Playback) -> None:
@@ -307,6 +313,7 @@ class Player:
         self.queue.append(playback)
         if self.current is None:
             self._start_next()
+        self._refresh()
 
     def has_main(self) -> bool:
         """Whether an overlay may start: a main playback is playing, paused or about to play."""
