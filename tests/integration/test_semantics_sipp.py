@@ -1,7 +1,8 @@
 """Playback semantics over real SIPp calls, checked on the RTP an independent receiver captured.
 
 Queue + stop current/all, multi-source with loop and length, overlays (exact sums and spectrum),
-pause/resume/seek/skip/restart/volume at packet positions, targets on bridged legs, mix/duck over
+pause/resume/seek/skip/restart/volume at packet positions, targets on an inbound leg bridged to an
+outbound one (PCMU and PCMA), mix/duck over
 bridged call audio (SIPp callers talking from pcaps), hangup mid-play, event order and the native
 API's errors for bad commands.
 """
@@ -15,10 +16,19 @@ import aiohttp
 import numpy as np
 import pytest
 
-from mediacodecs.g711 import alaw_decode, ulaw_decode, ulaw_encode
+from mediacodecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from mediasrv.probe import CapturedPacket, open_capture
 
-from .conftest import Hooks, Running, chirp_signal, start_server, wav_bytes
+from .conftest import (
+    SCENARIOS,
+    Hooks,
+    Running,
+    chirp_signal,
+    free_tcp_udp_port,
+    run_sipp,
+    start_server,
+    wav_bytes,
+)
 from .test_playback_sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
 
 pytestmark = pytest.mark.integration
@@ -278,17 +288,27 @@ async def test_pause_resume_seek_skip_volume_restart_positions(tmp_path, webhook
     assert_stream_continuity(capture)
 
 
-async def test_targets_land_on_the_right_legs(tmp_path, webhooks: Hooks):
+async def test_targets_on_an_inbound_and_an_outbound_leg_bridged(tmp_path, webhooks: Hooks):
+    """A dials in (SIPp UAC, PCMU); the server dials B (SIPp UAS, PCMA) and bridges them."""
     r = await start_server(tmp_path, webhook_url=webhooks.url)
-    capture = await open_capture()
+    cap_a, cap_b = await open_capture(), await open_capture()
     try:
         beep = chirp_signal(0.4, seed=11)
         store(r, "beep.wav", beep)
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3500, calls=2))
-        a, b = await answered_calls(r, 2)
-        status, room = await api(r, "POST", f"/v1/calls/{a.call_id}/bridge", {"call_id": b.call_id})
+        sipp_a = await start_sipp(sipp_play_args(r, cap_a.port, duration_ms=5000))
+        port_b = free_tcp_udp_port()
+        sipp_b = asyncio.create_task(run_sipp(
+            "-sf", str(SCENARIOS / "uas_early_media.xml"), "-i", "127.0.0.1", "-p", str(port_b), "-m", "1",
+            "-set", "rtp_ip", "127.0.0.1", "-set", "rtp_port", str(cap_b.port), "-d", "300", "-timeout", "30s",
+            timeout=45))
+        await asyncio.sleep(0.4)
+        [a] = await answered_calls(r, 1)
+        status, call_b = await api(r, "POST", "/v1/calls", {"to": f"sip:svc@127.0.0.1:{port_b}"})
+        assert status == 201, call_b
+        b = call_b["call_id"]
+        await webhooks.wait_for(lambda e: e["call_id"] == b and e["type"] == "call.answered")
+        status, room = await api(r, "POST", f"/v1/calls/{a.call_id}/bridge", {"call_id": b})
         assert status == 200, room
-        ssrc = {c.call_id: (await api(r, "GET", f"/v1/calls/{c.call_id}"))[1]["ssrc"] for c in (a, b)}
         results = []
         for target in ("opposite", "self", "both"):
             status, body = await api(r, "POST", f"/v1/calls/{a.call_id}/playbacks",
@@ -297,22 +317,27 @@ async def test_targets_land_on_the_right_legs(tmp_path, webhooks: Hooks):
             results.append(body)
             for p in body["playbacks"]:
                 await wait_ended(webhooks, p["id"])
-        status, body = await api(r, "POST", f"/v1/calls/{a.call_id}/playbacks",
-                                 {"media": "beep.wav", "target": [b.call_id]})
-        assert status == 201 and [p["call_id"] for p in body["playbacks"]] == [b.call_id]
+        status, body = await api(r, "POST", f"/v1/calls/{b}/playbacks", {"media": "beep.wav", "target": "opposite"})
+        assert status == 201 and [p["call_id"] for p in body["playbacks"]] == [a.call_id]
         await wait_ended(webhooks, body["id"])
-        code, out = await sipp
+        status, _ = await api(r, "DELETE", f"/v1/calls/{b}")
+        assert status == 200
+        code, out = await sipp_b
+        assert code == 0, out[-3000:]
+        code, out = await sipp_a
         assert code == 0, out[-3000:]
     finally:
-        capture.close()
+        cap_a.close()
+        cap_b.close()
         await r.server.stop()
 
     legs = {t: [p["call_id"] for p in body["playbacks"]] for t, body in zip(("opposite", "self", "both"), results,
                                                                             strict=True)}
-    assert legs == {"opposite": [b.call_id], "self": [a.call_id], "both": [a.call_id, b.call_id]}
-    expected = padded(beep)
-    count = {cid: capture.payload(s).count(expected) for cid, s in ssrc.items()}
-    assert count == {a.call_id: 2, b.call_id: 3}
+    assert legs == {"opposite": [b], "self": [a.call_id], "both": [a.call_id, b]}
+    assert {p.pt for p in cap_b.packets} == {8}
+    assert cap_a.payload().count(padded(beep)) == 3  # self, both, and B's "opposite"
+    enc_b = alaw_encode(beep)
+    assert cap_b.payload().count(enc_b + b"\xd5" * ((-len(enc_b)) % N)) == 2  # opposite and both, in PCMA
     both = [e["data"] for e in webhooks.events if e["type"] == "playback.ended" and e["data"]["command_id"] == "both"]
     assert {e["playback_id"] for e in both} == {p["id"] for p in results[2]["playbacks"]}
     assert all(e["target"] == "both" and e["status"] == "completed" for e in both)
