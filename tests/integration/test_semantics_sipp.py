@@ -2,9 +2,8 @@
 
 Queue + stop current/all, multi-source with loop and length, overlays (exact sums and spectrum),
 pause/resume/seek/skip/restart/volume at packet positions, targets on an inbound leg bridged to an
-outbound one (PCMU and PCMA), mix/duck over
-bridged call audio (SIPp callers talking from pcaps), hangup mid-play, event order and the native
-API's errors for bad commands.
+outbound one (PCMU and PCMA), mix/duck over bridged call audio (SIPp callers talking from pcaps),
+hangup mid-play, event order and the native API's errors for bad commands.
 """
 
 from __future__ import annotations
