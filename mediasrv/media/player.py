@@ -289,7 +289,7 @@ class Player:
         self.codec, self.silence = codec, silence
         for pb in (self.current, *self.overlays):
             if pb is not None and pb.media is not None:
-                pb.data = pb.media.encoded.get(codec) or g711_encode(codec, pb.media.pcm)
+                pb.data = self._encoded(pb.media)
                 pb.refresh_end()
 
     def _refresh(self) -> None:
