@@ -330,7 +330,11 @@ class Player:
                     self.queue.remove(pb)
                 except ValueError:
                     return False
+        was_current = pb is self.current
         self._finish(pb, "stopped", by)
+        if was_current:
+            self._start_next()  # the next one is current now (on the wire at the next tick)
+            self._refresh()
         return True
 
     def stop(self, which: str, by: str, overlay: bool = False) -> list[Playback]:
@@ -354,6 +358,9 @@ class Player:
                 pb = self.queue.popleft()
                 self._finish(pb, "stopped", by)
                 stopped.append(pb)
+        elif self.current is None:
+            self._start_next()  # "current" moves the queue on now, so a second stop sees the next one
+            self._refresh()
         return stopped
 
     def end_all(self, state: str = "call_hangup") -> None:

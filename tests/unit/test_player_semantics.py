@@ -119,6 +119,7 @@ async def test_stop_current_all_and_stale_stop_is_a_no_op():
     pbs = [play(player, [media(pcm_of(1600, i))], loop=None) for i in range(3)]
     drain(player, 2)
     assert player.stop("current", "cmd-1") == [pbs[0]] and pbs[0].stopped_by == "cmd-1"
+    assert player.current is pbs[1] and pbs[1].state == "playing"  # the queue moved on at the stop
     out = drain(player, 1, start=2)
     assert out[0] == ulaw_encode(pcm_of(1600, 1)[:N])  # next in the queue started at the next packet
     assert player.stop_one(pbs[0], "late") is False and pbs[0].stopped_by == "cmd-1"
