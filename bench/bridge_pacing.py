@@ -10,9 +10,11 @@ exactly as bench/pacing.py does (it reuses pacing.py's receiver, C sender, UAC a
     ``MediaPlane.join_room``), every far end talking: bench/c/raw_talker.c sends a paced PCMU
     tone into each leg *from* the receiver port that leg's SDP announced (a raw socket, so the
     receiver keeps that port), so each leg's jitter buffer fills, the mixer pops it once per
-    20 ms and the other leg of the pair encodes and sends it.  The server runs with
-    --no-silence: a leg sends only when it has call audio, so every measured packet is mixed
-    audio, and a leg whose peer's audio underran shows as a late packet.
+    20 ms and the other leg of the pair encodes and sends it.  This server sends silence when a
+    leg's peer has nothing to play (the server's default), so the receiver measures the clock's
+    pacing; jitter-buffer underruns are reported from the legs' own counters.  With
+    --bridged-no-silence a leg sends only when it has call audio, and an underrun shows at the
+    receiver as a missing packet (tserr, deliv%).
 The bridged server is this script in ``--serve-bridged`` mode: ``mediasrv serve`` plus a
 listener that puts every two answered calls in one room (the HTTP bridge endpoint is
 another branch's work; switch to it once it lands).  The raw talker needs root (CAP_NET_RAW).
@@ -108,6 +110,18 @@ def serve_bridged(argv: list[str]) -> int:
         await stop.wait()
         await server.stop()
 
+    profile_to = os.environ.get("BRIDGE_PACING_PROFILE")  # a path: cProfile the server into it (diagnosis only)
+    if profile_to:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            _run(main(), settings.use_uvloop)
+        finally:
+            prof.disable()
+            prof.dump_stats(profile_to)
+        return 0
     _run(main(), settings.use_uvloop)
     return 0
 
@@ -230,7 +244,7 @@ async def drive_talking(sip_port: int, http: str, n: int, seconds: float, rx: Re
 
 
 def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
-                call_rate: float, bridged: bool) -> Row:
+                call_rate: float, bridged: bool, silence: bool = False) -> Row:
     """Every far end talks; *bridged*: legs in pairs hear each other, else each leg plays the prompt."""
     data = Path(tempfile.mkdtemp(prefix="mediasrv-bridge-"))
     (data / "media").mkdir()
@@ -242,7 +256,9 @@ def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, lo
     serve = [str(Path(__file__).resolve()), "--serve-bridged"] if bridged else ["-m", "mediasrv", "serve"]
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, *serve,
            "--sip", f"127.0.0.1:{sip_port}", "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{pacing.RTP_LO}-{pacing.RTP_HI}",
-           "--data-dir", str(data), "--max-calls", str(n + 100), "--log-level", "WARNING", "--no-silence"]
+           "--data-dir", str(data), "--max-calls", str(n + 100), "--log-level", "WARNING"]
+    if not silence:
+        cmd.append("--no-silence")
     if loop == "asyncio":
         cmd.append("--asyncio")
     notes: list[str] = []
@@ -280,6 +296,9 @@ def main() -> int:
     ap.add_argument("--setup-timeout", type=float, default=120.0)
     ap.add_argument("--call-rate", type=float, default=200.0)
     ap.add_argument("--no-c", action="store_true", help="skip the C sender row")
+    ap.add_argument("--bridged-no-silence", action="store_true",
+                    help="bridged server with --no-silence: a jitter-buffer underrun then shows at the receiver as a "
+                         "missing packet (tserr, deliv%%) instead of a silent one; p99 then mixes underruns with pacing")
     ap.add_argument("--receiver-base", type=int, default=12000,
                     help="first receiver port (pacing.py uses 42000; another port block keeps a concurrent "
                          "pacing.py run on the same host out of this one)")
@@ -320,7 +339,7 @@ def main() -> int:
                            args.call_rate, bridged=False)
         print(fmt(talk, c_row), flush=True)
         bridged = run_talking(receiver_exe, talker_exe, args.n, args.seconds, args.loop, args.setup_timeout,
-                              args.call_rate, bridged=True)
+                              args.call_rate, bridged=True, silence=not args.bridged_no_silence)
         print(fmt(bridged, c_row), flush=True)
         print()
         for base in (play, talk):
