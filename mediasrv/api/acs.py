@@ -1,15 +1,464 @@
-"""The acs dialect: translates its requests to the internal model and events back (issue 6, being built)."""
+"""Azure Communication Services Call Automation dialect: play / cancel on a call connection.
+
+Only translation lives here: an ACS request (HMAC-signed, ``{id}:play`` style paths) becomes a
+:class:`PlayRequest` for the media plane, the media plane's playback events become ACS
+CloudEvents (``Microsoft.Communication.Play*``) posted to the operation's callback URI, and
+errors take ACS's ``{"error": {"code", "message"}}`` shape.  A call's ``call_id`` is its
+``callConnectionId``.  Request shapes and accepted responses: ../shared/vendor-sdk-wire.md §3.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.parse
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from ..calls import Call, CallState, Direction
+from ..events import Event
+from ..media.player import PlayRequest, SourceSpec
+from .callbacks import Callback, CallbackSender
 
 if TYPE_CHECKING:
     from ..server import Server
 
+log = logging.getLogger("mediasrv.acs")
+
+MAX_CLOCK_SKEW_S = 300.0  # x-ms-date further than this from our clock is refused (replays)
+EVENT_PREFIX = "Microsoft.Communication."
+# resultInformation (code, subCode, message) as ACS documents them for play outcomes
+COMPLETED = (200, 0, "Action completed successfully.")
+CANCELED = (400, 8508, "Action failed, the operation was canceled.")
+FILE_INVALID = (400, 8535, "Action failed, file format is invalid.")
+FILE_UNREACHABLE = (400, 8536, "Action failed, file could not be downloaded.")
+UNKNOWN_FAILURE = (500, 9999, "Unknown internal server error.")
+DOWNLOAD_REASONS = ("http_", "unreachable", "fetch_", "connect", "timeout", "too_large", "forbidden", "blocked")
+
+
+class AcsError(Exception):
+    """An error in ACS's shape; ``target`` names the offending field."""
+
+    def __init__(self, status: int, code: str, message: str, target: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.target = status, code, message, target
+
+    def to_response(self) -> web.Response:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.target:
+            error["target"] = self.target
+            error["details"] = [{"code": "InvalidField", "message": self.message, "target": self.target}]
+        return web.json_response({"error": error}, status=self.status)
+
+
+# -- auth ---------------------------------------------------------------------
+def verify_hmac(
+    method: str, path_and_query: str, headers: Any, body: bytes, key_b64: str, now: float | None = None
+) -> str | None:
+    """Check ACS's HMAC-SHA256 request signature; None when valid, else why not (for the log only).
+
+    The string to sign is ``VERB\\npath?query\\nx-ms-date;host;x-ms-content-sha256`` over the raw
+    (still percent-encoded) path and the raw body bytes, as the SDK's HMACCredentialsPolicy builds it.
+    """
+    auth = headers.get("Authorization", "")
+    scheme, _, rest = auth.partition(" ")
+    if scheme != "HMAC-SHA256":
+        return "not an HMAC-SHA256 Authorization header"
+    try:
+        parts = dict(p.split("=", 1) for p in rest.split("&"))
+        signed = parts["SignedHeaders"].split(";")
+        given = parts["Signature"]
+    except (KeyError, ValueError):
+        return "malformed Authorization header"
+    content_hash = headers.get("x-ms-content-sha256", "")
+    if base64.b64encode(hashlib.sha256(body).digest()).decode() != content_hash:
+        return "x-ms-content-sha256 does not match the body"
+    date = headers.get("x-ms-date", "")
+    try:
+        sent = parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return "missing or unparsable x-ms-date"
+    if abs((time.time() if now is None else now) - sent) > MAX_CLOCK_SKEW_S:
+        return "x-ms-date outside the allowed clock skew"
+    values = {"x-ms-date": date, "host": headers.get("Host", ""), "x-ms-content-sha256": content_hash}
+    if set(signed) != set(values):
+        return "SignedHeaders must be x-ms-date;host;x-ms-content-sha256"
+    to_sign = f"{method.upper()}\n{path_and_query}\n" + ";".join(values[h] for h in signed)
+    try:
+        key = base64.b64decode(key_b64)
+    except ValueError:
+        return "server access key is not base64"
+    expected = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest()).decode()
+    return None if hmac.compare_digest(expected, given) else "signature mismatch"
+
+
+def sdk_signed_path(tail: str, raw_path: str) -> str | None:
+    """The path and query as the SDK signed them: the id quoted with ``safe=""``.
+
+    The SDK signs ``v3%3Anode%3Aid:play`` but its aio transport (yarl) re-quotes the URL and
+    sends ``v3:node:id:play``; both name the same call, so the signature is checked against
+    this form when the raw path does not match.
+    """
+    if not tail.startswith("callConnections/"):
+        return None
+    rest = tail[len("callConnections/"):]
+    if rest.endswith("/:playAudio"):
+        call_id, suffix = rest[: -len("/:playAudio")], "/:playAudio"
+    else:
+        call_id, sep, action = rest.rpartition(":")
+        if not sep:
+            return None
+        suffix = ":" + action
+    query = raw_path.partition("?")[2]
+    path = "/calling/callConnections/" + urllib.parse.quote(call_id, safe="") + suffix
+    return f"{path}?{query}" if query else path
+
+
+# -- identities ----------------------------------------------------------------
+def _user_part(uri: str) -> str:
+    """``sip:+1425@host;x`` → ``+1425``; ``tel:+1425`` → ``+1425``; percent-decoded."""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    user = rest.split("@", 1)[0] if "@" in rest else rest
+    return urllib.parse.unquote(user.split(";", 1)[0])
+
+
+def leg_identity(call: Call) -> str:
+    """The participant a leg stands for: the remote party (caller if inbound, callee if outbound)."""
+    return _user_part(call.from_uri if call.direction is Direction.INBOUND else call.to_uri)
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def parse_identifier(item: Any, where: str) -> tuple[str, str]:
+    """An ACS CommunicationIdentifierModel → ("phone", "+1…") or ("user", "8:acs:…")."""
+    if not isinstance(item, dict):
+        raise AcsError(400, "BadRequest", f"{where} must be an identifier object", where)
+    phone, user = item.get("phoneNumber"), item.get("communicationUser")
+    if isinstance(phone, dict) and isinstance(phone.get("value"), str):
+        return "phone", phone["value"]
+    if isinstance(user, dict) and isinstance(user.get("id"), str):
+        return "user", user["id"]
+    raw = item.get("rawId")
+    if isinstance(raw, str) and raw:
+        return ("phone", raw[2:]) if raw.startswith("4:") else ("user", raw)
+    raise AcsError(400, "BadRequest", f"{where}: only phoneNumber and communicationUser identifiers are supported",
+                   where)
+
+
+def matches(identity: tuple[str, str], call: Call) -> bool:
+    kind, value = identity
+    mine = leg_identity(call)
+    if kind == "phone":
+        return bool(_digits(value)) and _digits(mine) == _digits(value)
+    return mine == value
+
+
+# -- play requests ---------------------------------------------------------------
+def _source(item: Any, i: int) -> SourceSpec:
+    where = f"playSources[{i}]"
+    if not isinstance(item, dict):
+        raise AcsError(400, "BadRequest", f"{where} must be an object", where)
+    kind = str(item.get("kind", "file")).lower()
+    if kind in ("text", "ssml"):
+        raise AcsError(422, "NotSupported", f"{where}: {kind} play sources are not supported (no text-to-speech); "
+                       "use a file source", f"{where}.kind")
+    if kind != "file":
+        raise AcsError(400, "BadRequest", f"{where}.kind must be 'file'", f"{where}.kind")
+    file = item.get("file")
+    uri = file.get("uri") if isinstance(file, dict) else None
+    if not isinstance(uri, str) or not uri.lower().startswith(("http://", "https://")):
+        raise AcsError(400, "BadRequest", f"{where}.file.uri must be an http(s) URL", f"{where}.file.uri")
+    cache_id = item.get("playSourceCacheId")
+    if cache_id is not None and not isinstance(cache_id, str):
+        raise AcsError(400, "BadRequest", f"{where}.playSourceCacheId must be a string", f"{where}.playSourceCacheId")
+    return SourceSpec(url=uri, cache_id=cache_id or None)
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise AcsError(400, "BadRequest", f"{name} must be a string", name)
+    return value
+
+
+def _optional_url(body: dict[str, Any], name: str) -> str | None:
+    value = _optional_str(body, name)
+    if value is not None and not value.lower().startswith(("http://", "https://")):
+        raise AcsError(400, "BadRequest", f"{name} must be an http(s) URL", name)
+    return value
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AcsError(400, "BadRequest", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise AcsError(400, "BadRequest", "request body must be a JSON object")
+    return body
+
+
+# -- operations and events ---------------------------------------------------------
+@dataclass
+class PlayOperation:
+    """One ACS play command: its playbacks (one per target leg) and where its events go."""
+
+    call_id: str
+    context: str | None
+    callback_url: str | None
+    playback_ids: set[str]
+    legacy_id: str | None = None  # the 2021 preview API's operationId (its own event shape)
+    started: bool = False
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _result(code: tuple[int, int, str], detail: str | None = None) -> dict[str, Any]:
+    status, sub, message = code
+    return {"code": status, "subCode": sub, "message": f"{message} {detail}".strip() if detail else message}
+
+
+def failure_result(reason: str | None, message: str | None) -> dict[str, Any]:
+    reason = reason or ""
+    detail = f"({reason}: {message})" if message else f"({reason})" if reason else None
+    if reason in ("not_audio", "decode_error", "unsupported_format"):
+        return _result(FILE_INVALID, detail)
+    if reason.startswith(DOWNLOAD_REASONS):
+        return _result(FILE_UNREACHABLE, detail)
+    return _result(UNKNOWN_FAILURE, detail)
+
+
+class AcsDialect:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.key = server.settings.acs_access_key
+        self.callbacks = CallbackSender(user_agent="mediasrv-acs/0.1")
+        self._ops: dict[str, PlayOperation] = {}  # playback id → its operation
+        self._recent: deque[Event] = deque(maxlen=256)  # events that may beat the operation's registration
+
+    # -- HTTP ------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge as exc:
+                raise AcsError(413, "RequestEntityTooLarge", "request body too large") from exc
+            tail = request.match_info["tail"]
+            self._authenticate(request, body, tail)
+            if request.method != "POST" or not tail.startswith("callConnections/"):
+                raise AcsError(404, "NotFound", "no such Call Automation operation")
+            if "api-version" not in request.query:
+                raise AcsError(400, "BadRequest", "the api-version query parameter is required", "api-version")
+            rest = tail[len("callConnections/"):]
+            if rest.endswith("/:playAudio"):
+                return self._play_legacy(rest[: -len("/:playAudio")], _json_object(body))
+            call_id, sep, action = rest.rpartition(":")
+            if sep and action == "play":
+                return self._play(call_id, _json_object(body))
+            if sep and action == "cancelAllMediaOperations":
+                return self._cancel_all(call_id)
+            raise AcsError(404, "NotFound", "no such Call Automation operation")
+        except AcsError as exc:
+            return exc.to_response()
+
+    def _authenticate(self, request: web.Request, body: bytes, tail: str) -> None:
+        if not self.key:
+            raise AcsError(401, "Unauthorized", "the ACS dialect is disabled (MEDIASRV_ACS_ACCESS_KEY is not set)")
+        why = verify_hmac(request.method, request.raw_path, request.headers, body, self.key)
+        canonical = sdk_signed_path(tail, request.raw_path)
+        if why == "signature mismatch" and canonical and canonical != request.raw_path:
+            why = verify_hmac(request.method, canonical, request.headers, body, self.key)
+        if why is not None:
+            log.info("ACS request refused: %s", why)
+            raise AcsError(401, "Unauthorized", "request signature is missing, stale or wrong")
+
+    def _live_call(self, call_id: str) -> Call:
+        call = self.server.registry.get(call_id)
+        if call is None or call.state is CallState.ENDED:
+            raise AcsError(404, "8522", f"call connection {call_id!r} was not found or has ended")
+        if call.state is not CallState.ANSWERED:
+            raise AcsError(400, "8501", "Action is not valid when call is not in Established state.")
+        return call
+
+    def _targets(self, call: Call, play_to: Any) -> str | list[str]:
+        legs = [call.call_id, *self.server.media.peers_of(call.call_id)]
+        if play_to is None or play_to == []:
+            return "self" if len(legs) == 1 else legs
+        if not isinstance(play_to, list):
+            raise AcsError(400, "BadRequest", "playTo must be a list of identifiers", "playTo")
+        chosen: list[str] = []
+        for i, item in enumerate(play_to):
+            identity = parse_identifier(item, f"playTo[{i}]")
+            found = [leg for leg in legs if (c := self.server.registry.get(leg)) is not None and matches(identity, c)]
+            if not found:
+                raise AcsError(400, "BadRequest", f"playTo[{i}]: {identity[1]} is not a participant of this call",
+                               f"playTo[{i}]")
+            chosen += [leg for leg in found if leg not in chosen]
+        return "self" if chosen == [call.call_id] else chosen
+
+    def _play(self, call_id: str, body: dict[str, Any]) -> web.Response:
+        sources = body.get("playSources")
+        if not isinstance(sources, list) or not sources:
+            raise AcsError(400, "BadRequest", "playSources must be a non-empty list", "playSources")
+        specs = [_source(item, i) for i, item in enumerate(sources)]
+        options = body.get("playOptions") or {}
+        if not isinstance(options, dict) or not isinstance(options.get("loop", False), bool):
+            raise AcsError(400, "BadRequest", "playOptions.loop must be a boolean", "playOptions.loop")
+        interrupt = body.get("interruptCallMediaOperation", False)
+        if not isinstance(interrupt, bool):
+            raise AcsError(400, "BadRequest", "interruptCallMediaOperation must be a boolean",
+                           "interruptCallMediaOperation")
+        context = _optional_str(body, "operationContext")
+        callback = _optional_url(body, "operationCallbackUri")
+        call = self._live_call(call_id)
+        request = PlayRequest(
+            sources=specs,
+            loop=None if options.get("loop") else 1,
+            target=self._targets(call, body.get("playTo")),
+            stop="all" if interrupt else None,  # barge-in: what was playing or queued is canceled
+            command_id=context,
+        )
+        self._start(call, request, context, callback)
+        return web.Response(status=202)
+
+    def _play_legacy(self, call_id: str, body: dict[str, Any]) -> web.Response:
+        """The 2021-08-30-preview ``/:playAudio`` body: one file, loop flag, callbackUri."""
+        uri = body.get("audioFileUri")
+        if not isinstance(uri, str) or not uri.lower().startswith(("http://", "https://")):
+            raise AcsError(400, "BadRequest", "audioFileUri must be an http(s) URL", "audioFileUri")
+        loop = body.get("loop", False)
+        if not isinstance(loop, bool):
+            raise AcsError(400, "BadRequest", "loop must be a boolean", "loop")
+        cache_id = _optional_str(body, "audioFileId")
+        context = _optional_str(body, "operationContext")
+        callback = _optional_url(body, "callbackUri")
+        call = self._live_call(call_id)
+        request = PlayRequest(sources=[SourceSpec(url=uri, cache_id=cache_id or None)], loop=None if loop else 1,
+                              command_id=context)
+        op = self._start(call, request, context, callback, legacy=True)
+        return web.json_response(
+            {"operationId": op.legacy_id, "status": "running", "operationContext": context,
+             "resultInfo": {"code": 202, "subcode": 0, "message": "Action is accepted."}},
+            status=202,
+        )
+
+    def _start(self, call: Call, request: PlayRequest, context: str | None, callback: str | None,
+               legacy: bool = False) -> PlayOperation:
+        try:
+            playbacks = self.server.media.play(call.call_id, request)
+        except KeyError as exc:
+            raise AcsError(400, "8501", "the call has no media leg") from exc
+        except ValueError as exc:  # the media plane's PlayError: a command it cannot carry out as asked
+            raise AcsError(getattr(exc, "status", 422), str(getattr(exc, "reason", "InvalidRequest")), str(exc)) from exc
+        op = PlayOperation(call.call_id, context, callback or self.server.settings.acs_callback_url,
+                           {pb.id for pb in playbacks}, legacy_id=str(uuid.uuid4()) if legacy else None)
+        for pb in playbacks:
+            self._ops[pb.id] = op
+        for event in [e for e in self._recent if e.data.get("playback_id") in op.playback_ids]:
+            self.on_event(event)
+        return op
+
+    def _cancel_all(self, call_id: str) -> web.Response:
+        self._live_call(call_id)
+        for pb_id, op in list(self._ops.items()):  # its operations, on whichever legs they play
+            if op.call_id == call_id:
+                self.server.media.stop_playback(pb_id, by="api")
+        self.server.media.stop_playbacks(call_id, "all", by="api")  # and anything else on this leg
+        return web.Response(status=202)
+
+    # -- events ----------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        """Event-bus listener (runs on the producer's path: only bookkeeping and a queued POST)."""
+        if not event.type.startswith("playback."):
+            return
+        pb_id = event.data.get("playback_id")
+        op = self._ops.get(pb_id)  # type: ignore[arg-type]
+        if op is None:
+            self._recent.append(event)
+            return
+        if event.type == "playback.started" and not op.started:
+            op.started = True
+            if op.legacy_id is None:
+                self._send(op, "PlayStarted", _result(COMPLETED))
+        elif event.type == "playback.ended" and pb_id not in op.outcomes:
+            op.outcomes[pb_id] = event.data  # type: ignore[index]
+            if len(op.outcomes) == len(op.playback_ids):
+                for done in op.playback_ids:
+                    self._ops.pop(done, None)
+                self._finish(op)
+
+    def _finish(self, op: PlayOperation) -> None:
+        outcomes = list(op.outcomes.values())
+        failed = next((o for o in outcomes if o.get("status") == "failed"), None)
+        if failed is not None:
+            self._send(op, "PlayFailed", failure_result(failed.get("reason"), failed.get("message")),
+                       failedPlaySourceIndex=int(failed.get("failed_source_index") or 0))
+        elif any(o.get("status") != "completed" for o in outcomes):
+            self._send(op, "PlayCanceled", _result(CANCELED))
+        else:
+            self._send(op, "PlayCompleted", _result(COMPLETED))
+
+    def _send(self, op: PlayOperation, kind: str, result: dict[str, Any], **extra: Any) -> None:
+        if not op.callback_url:
+            return
+        call = self.server.registry.get(op.call_id)
+        sip_call_id = call.sip_call_id if call else op.call_id
+        if op.legacy_id is not None:  # the preview API reported one PlayAudioResult per operation
+            status = {"PlayCompleted": "completed"}.get(kind, "failed")
+            type_ = "PlayAudioResult"
+            data: dict[str, Any] = {
+                "operationId": op.legacy_id, "status": status, "operationContext": op.context,
+                "resultInfo": {"code": result["code"], "subcode": result["subCode"], "message": result["message"]},
+                "callConnectionId": op.call_id,
+            }
+        else:
+            type_ = kind
+            data = {
+                "callConnectionId": op.call_id,
+                "serverCallId": base64.b64encode(sip_call_id.encode()).decode(),
+                "correlationId": str(uuid.uuid5(uuid.NAMESPACE_URL, op.call_id)),
+                "operationContext": op.context,
+                "resultInformation": result,
+                **extra,
+            }
+        subject = f"calling/callConnections/{op.call_id}"
+        event = {
+            "id": str(uuid.uuid4()),
+            "source": subject,
+            "type": EVENT_PREFIX + type_,
+            "data": data,
+            "time": datetime.now(UTC).isoformat(),
+            "specversion": "1.0",
+            "datacontenttype": "application/json",
+            "subject": subject,
+        }
+        self.callbacks.post(op.call_id, Callback(op.callback_url, json.dumps([event]).encode()))
+
+
+ACS_KEY: web.AppKey[AcsDialect] = web.AppKey("acs")
+
 
 def setup(app: web.Application, server: Server) -> None:
-    """Register this dialect's routes and event listener on *app* (none yet: issue 6 in progress)."""
-    return None
+    """Serve ``/calling/...`` (everything under it, so unknown paths get ACS's 401/404 too)."""
+    dialect = AcsDialect(server)
+    app[ACS_KEY] = dialect
+    if not dialect.key:
+        log.info("ACS dialect disabled: set MEDIASRV_ACS_ACCESS_KEY to enable it")
+    server.events.add_listener(dialect.on_event)
+    app.router.add_route("*", "/calling/{tail:.*}", dialect.handle)
+
+    async def close(_app: web.Application) -> None:
+        await dialect.callbacks.close()
+
+    app.on_cleanup.append(close)

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mediacodecs.g711 import encode as g711_encode
@@ -37,6 +37,11 @@ class MediaSettings:
     rtp_timeout_s: float = 0.0
     fetch_timeout_s: float = 30.0
     max_fetch_bytes: int = 250 * 1024 * 1024
+    max_audio_seconds: float = 3600.0
+    cache_bytes: int = 512 * 1024 * 1024  # decoded audio kept in memory
+    disk_cache_bytes: int = 4 * 1024 * 1024 * 1024  # decoded audio kept under <data-dir>/cache
+    fetch_allow_cidrs: list[str] = field(default_factory=list)
+    fetch_deny_cidrs: list[str] = field(default_factory=list)
     rtcp_interval_s: float = 5.0
     use_timerfd: bool = True
 
@@ -126,7 +131,11 @@ class MediaPlane:
         self._on_rtp_timeout = on_rtp_timeout
         self.ports = PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi)
         self.clock = MediaClock(use_timerfd=settings.use_timerfd)
-        self.loader = MediaLoader(settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes)
+        self.loader = MediaLoader(
+            settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
+            max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
+            allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
+        )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
         self._ended_ids: list[str] = []

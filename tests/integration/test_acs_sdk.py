@@ -1,0 +1,328 @@
+"""ACS Call Automation dialect, driven by the official azure-communication-callautomation SDK.
+
+A real SIPp call is answered by mediasrv; the SDK (synchronous, so run in a thread) plays into it
+through the ``{id}:play`` / ``:cancelAllMediaOperations`` routes; the RTP that arrived is decoded
+and compared bit-exact; the callbacks are parsed with ``azure.core.messaging.CloudEvent.from_dict``
+and the SDK's generated event models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from azure.communication.callautomation import (
+    CallAutomationClient,
+    FileSource,
+    PhoneNumberIdentifier,
+    TextSource,
+)
+from azure.communication.callautomation._generated import models as acs_models
+from azure.communication.callautomation.aio import CallAutomationClient as AioCallAutomationClient
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.core.messaging import CloudEvent
+
+from mediasrv.probe import open_capture
+
+from .conftest import REPO, chirp_signal, serve_app, start_server, wait_until, wav_bytes
+from .test_playback_sipp import (
+    answered_calls,
+    assert_stream_continuity,
+    expected_payload,
+    sipp_play_args,
+    start_sipp,
+)
+
+pytestmark = pytest.mark.integration
+
+KEY = base64.b64encode(b"mediasrv-acs-test-key-0123456789").decode()
+
+
+@dataclass
+class AcsEvents:
+    """A real HTTP receiver for ACS callbacks: each POST body is a JSON array of CloudEvents."""
+
+    url: str = ""
+    bodies: list[Any] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[CloudEvent]:
+        return [CloudEvent.from_dict(e) for body in self.bodies for e in body]
+
+    def types(self) -> list[str]:
+        return [e.type.removeprefix("Microsoft.Communication.") for e in self.events]
+
+    async def wait_for(self, type_: str, n: int = 1, timeout: float = 10.0) -> list[CloudEvent]:
+        await wait_until(lambda: self.types().count(type_) >= n, timeout, f"{n} {type_} callbacks")
+        return [e for e in self.events if e.type == "Microsoft.Communication." + type_]
+
+
+@pytest.fixture
+async def acs_events() -> AsyncIterator[AcsEvents]:
+    rec = AcsEvents()
+
+    async def receive(request: web.Request) -> web.Response:
+        rec.bodies.append(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/acs/events", receive)
+    runner, base = await serve_app(app)
+    rec.url = f"{base}/acs/events"
+    yield rec
+    await runner.cleanup()
+
+
+def acs_client(r: Any, key: str = KEY) -> CallAutomationClient:
+    # Plain http works only through the constructor (a connection string forces https); no retries.
+    return CallAutomationClient(r.http, AzureKeyCredential(key), retry_total=0)
+
+
+def signed_headers(method: str, url: str, body: bytes, key: str, date: str | None = None,
+                   content_hash: str | None = None) -> dict[str, str]:
+    """An independent ACS HMAC signer (the recipe in vendor-sdk-wire.md §3) for raw requests."""
+    parsed = aiohttp.client.URL(url)
+    path_and_query = parsed.raw_path + (f"?{parsed.raw_query_string}" if parsed.raw_query_string else "")
+    host = f"{parsed.host}:{parsed.port}"
+    date = date or formatdate(usegmt=True)
+    content_hash = content_hash or base64.b64encode(hashlib.sha256(body).digest()).decode()
+    to_sign = f"{method}\n{path_and_query}\n{date};{host};{content_hash}"
+    sig = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
+    return {
+        "x-ms-date": date,
+        "x-ms-content-sha256": content_hash,
+        "Authorization": f"HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature={sig}",
+        "Content-Type": "application/json",
+    }
+
+
+async def test_play_media_bit_exact_with_events(tmp_path, audio_origin, acs_events):
+    r = await start_server(tmp_path, acs_access_key=KEY)
+    capture = await open_capture()
+    try:
+        src, nxt = chirp_signal(1.0, seed=11), chirp_signal(0.3, seed=15)
+        url = audio_origin.add("prompt.wav", wav_bytes(src, 8000))
+        url2 = audio_origin.add("next.wav", wav_bytes(nxt, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3000))
+        [call] = await answered_calls(r, 1)
+        conn = acs_client(r).get_call_connection(call.call_id)
+        result = await asyncio.to_thread(
+            conn.play_media, FileSource(url, play_source_cache_id="prompt-cache-1"),
+            operation_context="ctx-play-1", operation_callback_url=acs_events.url,
+        )
+        assert result is None  # the SDK's whole answer to a 202
+        # a second play queues behind the first (no interruptCallMediaOperation)
+        await asyncio.to_thread(conn.play_media, FileSource(url2), operation_context="ctx-play-2",
+                                operation_callback_url=acs_events.url)
+        completed, _ = await acs_events.wait_for("PlayCompleted", 2)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    payload = capture.payload()
+    expected = expected_payload(src, "PCMU") + expected_payload(nxt, "PCMU")
+    at = payload.find(expected)
+    assert at >= 0 and at % 160 == 0, "the two files did not arrive bit-exact, back to back"
+    assert set(payload[:at]) | set(payload[at + len(expected):]) <= {0xFF}, "only silence around them"
+    assert_stream_continuity(capture)
+
+    assert acs_events.types() == ["PlayStarted", "PlayCompleted", "PlayStarted", "PlayCompleted"]
+    assert [e.data["operationContext"] for e in acs_events.events] == ["ctx-play-1"] * 2 + ["ctx-play-2"] * 2
+    started = acs_events.events[0]
+    for ev in (started, completed):
+        assert ev.source == f"calling/callConnections/{call.call_id}" and ev.specversion == "1.0"
+        assert ev.data["callConnectionId"] == call.call_id
+        assert ev.data["operationContext"] == "ctx-play-1"
+        assert ev.data["serverCallId"] and ev.data["correlationId"]
+    model = acs_models.PlayCompleted.deserialize(completed.data)
+    assert model.call_connection_id == call.call_id and model.operation_context == "ctx-play-1"
+    assert (model.result_information.code, model.result_information.sub_code) == (200, 0)
+    assert started.data["correlationId"] == completed.data["correlationId"]
+
+
+async def test_loop_cancel_and_failed_source(tmp_path, audio_origin, acs_events):
+    """playOptions.loop repeats until cancelAllMediaOperations (PlayCanceled); a 404 file is PlayFailed."""
+    r = await start_server(tmp_path, acs_access_key=KEY, acs_callback_url=acs_events.url)
+    capture = await open_capture()
+    try:
+        src = chirp_signal(0.4, seed=12)
+        url = audio_origin.add("loop.wav", wav_bytes(src, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3500))
+        [call] = await answered_calls(r, 1)
+        conn = acs_client(r).get_call_connection(call.call_id)
+        # no operation_callback_url: events go to MEDIASRV_ACS_CALLBACK_URL
+        await asyncio.to_thread(conn.play_media, FileSource(url), loop=True, operation_context="looping")
+        await acs_events.wait_for("PlayStarted")
+        await asyncio.sleep(1.1)  # two full loops and a bit
+        assert await asyncio.to_thread(conn.cancel_all_media_operations) is None
+        [canceled] = await acs_events.wait_for("PlayCanceled")
+        await asyncio.to_thread(conn.play_media, FileSource(f"{audio_origin.base}/missing.wav"),
+                                operation_context="broken")
+        [failed] = await acs_events.wait_for("PlayFailed")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    once = expected_payload(src, "PCMU")
+    assert capture.payload().find(once + once) >= 0, "the loop played the file back to back"
+    assert canceled.data["operationContext"] == "looping"
+    assert canceled.data["resultInformation"]["subCode"] == 8508
+    model = acs_models.PlayFailed.deserialize(failed.data)
+    assert model.operation_context == "broken" and model.failed_play_source_index == 0
+    assert (model.result_information.code, model.result_information.sub_code) == (400, 8536)
+    assert "http_404" in model.result_information.message
+    assert acs_events.types() == ["PlayStarted", "PlayCanceled", "PlayFailed"]
+
+
+async def test_errors_through_the_sdk_and_raw_auth(tmp_path, audio_origin):
+    r = await start_server(tmp_path, acs_access_key=KEY)
+    off = await start_server(tmp_path / "off")  # no access key: the dialect refuses everything
+    capture = await open_capture()
+    try:
+        url = audio_origin.add("p.wav", wav_bytes(chirp_signal(0.2), 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=2500))
+        [call] = await answered_calls(r, 1)
+        conn = acs_client(r).get_call_connection(call.call_id)
+
+        def expect(exc_type: type[Exception], fn: Any, *args: Any, **kwargs: Any) -> Any:
+            with pytest.raises(exc_type) as info:
+                fn(*args, **kwargs)
+            return info.value
+
+        wrong = acs_client(r, base64.b64encode(b"not-the-key").decode()).get_call_connection(call.call_id)
+        e = await asyncio.to_thread(expect, ClientAuthenticationError, wrong.play_media, FileSource(url))
+        assert e.status_code == 401 and e.error.code == "Unauthorized"
+        # no hint whether the call exists: an unknown call with a wrong key is the same 401
+        e = await asyncio.to_thread(expect, ClientAuthenticationError,
+                                    acs_client(r, base64.b64encode(b"x").decode()).get_call_connection("nope")
+                                    .cancel_all_media_operations)
+        assert e.status_code == 401
+        e = await asyncio.to_thread(expect, ClientAuthenticationError,
+                                    acs_client(off).get_call_connection(call.call_id).play_media, FileSource(url))
+        assert e.status_code == 401 and "disabled" in e.error.message
+
+        e = await asyncio.to_thread(expect, ResourceNotFoundError,
+                                    acs_client(r).get_call_connection("v3:x:missing").play_media, FileSource(url))
+        assert e.status_code == 404 and e.error.code == "8522"
+        e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, TextSource(text="Hello"))
+        assert e.status_code == 422 and "not supported" in e.error.message
+        assert e.error.target == "playSources[0].kind"
+        e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, FileSource(url),
+                                    play_to=[PhoneNumberIdentifier("+14255550199")])
+        assert e.status_code == 400 and "+14255550199" in e.error.message and e.error.target == "playTo[0]"
+        e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, FileSource("ftp://x/y.wav"))
+        assert e.status_code == 400 and e.error.target == "playSources[0].file.uri"
+        e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, FileSource(url),
+                                    operation_callback_url="/relative/hook")
+        assert e.status_code == 400 and e.error.target == "operationCallbackUri"
+
+        # the aio client signs the same way (and leaves interruptCallMediaOperation out)
+        async with AioCallAutomationClient(r.http, AzureKeyCredential(KEY), retry_total=0) as aio:
+            assert await aio.get_call_connection(call.call_id).play_media(FileSource(url)) is None
+
+        play_url = f"{r.http}/calling/callConnections/{call.call_id}:play?api-version=2026-03-12"
+        body = json.dumps({"playSources": [{"kind": "file", "file": {"uri": url}}], "playTo": []}).encode()
+        async with aiohttp.ClientSession() as s:
+            async def post(headers: dict[str, str], data: bytes = body) -> tuple[int, Any]:
+                async with s.post(play_url, data=data, headers=headers) as resp:
+                    raw = await resp.read()
+                    return resp.status, json.loads(raw) if raw else None
+
+            status, _ = await post(signed_headers("POST", play_url, body, KEY))
+            assert status == 202  # the independent signer agrees with the server
+            stale = formatdate(time.time() - 600, usegmt=True)
+            status, err = await post(signed_headers("POST", play_url, body, KEY, date=stale))
+            assert status == 401 and err["error"]["code"] == "Unauthorized"
+            # signed over one body, sent with another: the hash no longer matches
+            status, err = await post(signed_headers("POST", play_url, body, KEY), data=body.replace(b"[]", b"[ ]"))
+            assert status == 401
+            # a correctly hashed body whose hash header was not the one signed
+            h = signed_headers("POST", play_url, body, KEY)
+            h["x-ms-content-sha256"] = base64.b64encode(hashlib.sha256(b"{}").digest()).decode()
+            status, _ = await post(h, data=b"{}")
+            assert status == 401
+            status, err = await post({})
+            assert status == 401 and set(err) == {"error"}
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+        await off.server.stop()
+
+
+async def test_legacy_play_audio(tmp_path, audio_origin, acs_events):
+    """The 2021-08-30-preview ``/:playAudio`` body answers 202 running and reports PlayAudioResult."""
+    r = await start_server(tmp_path, acs_access_key=KEY)
+    capture = await open_capture()
+    try:
+        src = chirp_signal(0.5, seed=13)
+        url = audio_origin.add("legacy.wav", wav_bytes(src, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=2500))
+        [call] = await answered_calls(r, 1)
+        target = f"{r.http}/calling/callConnections/{call.call_id}/:playAudio?api-version=2021-08-30-preview"
+        body = json.dumps({"audioFileUri": url, "audioFileId": "legacy-1", "loop": False,
+                           "operationContext": "old-ctx", "callbackUri": acs_events.url}).encode()
+        async with aiohttp.ClientSession() as s, s.post(
+                target, data=body, headers=signed_headers("POST", target, body, KEY)) as resp:
+            assert resp.status == 202
+            answer = await resp.json()
+        assert answer["status"] == "running" and answer["operationContext"] == "old-ctx" and answer["operationId"]
+        [result] = await acs_events.wait_for("PlayAudioResult")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert result.data["status"] == "completed" and result.data["operationId"] == answer["operationId"]
+    assert result.data["resultInfo"]["code"] == 200
+    assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
+
+
+def readme_snippet(heading: str) -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split(heading, 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+
+
+async def test_readme_snippet_runs(tmp_path: Path, audio_origin, acs_events):
+    """The README's ACS snippet, run as written (only the base URL, key, call id and URLs substituted)."""
+    code = readme_snippet("### Azure Communication Services")
+    r = await start_server(tmp_path, acs_access_key=KEY)
+    capture = await open_capture()
+    try:
+        src = chirp_signal(0.6, seed=14)
+        url = audio_origin.add("readme.wav", wav_bytes(src, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=2500))
+        [call] = await answered_calls(r, 1)
+        for placeholder, value in (("http://127.0.0.1:8080", r.http), ("<MEDIASRV_ACS_ACCESS_KEY>", KEY),
+                                   ("<call_id>", call.call_id), ("https://example.com/prompt.wav", url),
+                                   ("https://app.example.com/acs/events", acs_events.url)):
+            assert placeholder in code, placeholder
+            code = code.replace(placeholder, value)
+        await asyncio.to_thread(exec, compile(code, "README.md", "exec"), {})
+        await acs_events.wait_for("PlayCompleted")
+        rc, out = await sipp
+        assert rc == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
