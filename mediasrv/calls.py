@@ -72,6 +72,10 @@ class Call:
     answered_at: float | None = None
     ended_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, e.g. SIP headers of interest
+    # Topology, kept up to date by the room registry (rooms.py): the room this leg is in and the
+    # other legs in it (the "opposite" legs of a bridge).
+    room_id: str | None = None
+    peers: list[str] = field(default_factory=list)
 
     @property
     def is_active(self) -> bool:
@@ -92,6 +96,9 @@ class Call:
             "local_rtp": f"{self.local_rtp[0]}:{self.local_rtp[1]}" if self.local_rtp else None,
             "hangup_cause": self.hangup_cause,
             "hangup_by": self.hangup_by,
+            "sip_code": self.sip_code,
+            "room_id": self.room_id,
+            "peers": list(self.peers),
             "created_at": self.created_at,
             "answered_at": self.answered_at,
             "ended_at": self.ended_at,
@@ -147,7 +154,8 @@ CallListener = Callable[[str, Call], None]  # (event type, call)
 class CallRegistry:
     """All live calls of this node, plus lifecycle notifications.
 
-    Listeners get ``("call.initiated" | "call.ringing" | "call.answered" | "call.hangup", call)``
+    Listeners get ``("call.initiated" | "call.ringing" | "call.early_media" | "call.answered" |
+    "call.hangup", call)``
     synchronously; they must not block (the event bus queues and delivers off the media path).
     Ended calls are kept for a while so that late API commands get 409 instead of 404.
     """
@@ -175,6 +183,11 @@ class CallRegistry:
         if call.state is CallState.INITIATED:
             call.state = CallState.RINGING
             self._notify("call.ringing", call)
+
+    def early_media(self, call: Call) -> None:
+        """An outbound call's 18x carried an SDP answer: RTP flows before the answer."""
+        if call.state in (CallState.INITIATED, CallState.RINGING):
+            self._notify("call.early_media", call)
 
     def answered(self, call: Call) -> None:
         if call.state in (CallState.INITIATED, CallState.RINGING):

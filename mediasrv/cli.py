@@ -1,4 +1,4 @@
-"""Command line: ``mediasrv serve`` and ``mediasrv demo``."""
+"""Command line: ``mediasrv serve``, ``mediasrv demo`` and ``mediasrv keys``."""
 
 from __future__ import annotations
 
@@ -48,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="demo-received.wav", help="where to write what the caller heard")
     demo.add_argument("--codec", default="PCMU", choices=["PCMU", "PCMA"])
     demo.add_argument("--asyncio", dest="use_uvloop", action="store_false", default=True)
+    keys = sub.add_parser("keys", help="print the public key that verifies our webhook signatures (Telnyx Ed25519)")
+    keys.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
+    keys.add_argument("--data-dir", dest="data_dir", help="data directory holding keys/ (env MEDIASRV_DATA_DIR)")
     args = parser.parse_args(argv)
+
+    if args.command == "keys":
+        return _keys(args)
 
     if args.command == "demo":
         from .demo import run_demo
@@ -70,6 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"mediasrv: cannot start: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """Print the webhook public key (made on first use, like ``serve`` would), base64 of 32 bytes."""
+    from .api.signing import Ed25519Signer
+
+    try:
+        settings = load_settings({"config": args.config, "data_dir": args.data_dir})
+        signer = Ed25519Signer.load_or_create(settings.data_dir)
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"mediasrv: {exc}", file=sys.stderr)
+        return 2
+    print(f"# Ed25519 webhook key ({signer.path}); Telnyx: telnyx.Telnyx(public_key=...) or TELNYX_PUBLIC_KEY")
+    print(signer.public_key_b64)
     return 0
 
 

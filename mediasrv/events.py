@@ -2,8 +2,10 @@
 
 Producers (the call registry, the media plane) call :meth:`EventBus.publish`, which
 only appends to queues and returns at once: nothing here runs on the media clock's
-path.  One delivery task per call keeps that call's events in order while a slow
-webhook receiver for one call never delays another call's events.
+path.  Webhooks go out through :class:`WebhookSink`s: the native one (``webhook_url``)
+and any a vendor dialect adds with its own body shape, URL and signature.  One
+delivery task per call and sink keeps that call's requests in order while a slow
+receiver for one call never delays another call's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,107 +50,121 @@ class WebhookSettings:
     queue_limit: int = 10_000  # per call; oldest dropped (and counted) beyond it
 
 
-class EventBus:
-    """Fan-out of events to webhook delivery, SSE subscribers and in-process listeners."""
+@dataclass
+class Delivery:
+    """One HTTP request a sink makes for an event.
 
-    def __init__(self, webhook: WebhookSettings | None = None, history: int = 2000) -> None:
-        self.webhook = webhook or WebhookSettings()
-        self._seq = itertools.count(1)
-        self._history: deque[Event] = deque(maxlen=history)
-        self._subscribers: set[asyncio.Queue[Event]] = set()
-        self._listeners: list[Callable[[Event], None]] = []
-        self._pending: dict[str, deque[Event]] = {}
+    ``build(attempt)`` gives the body and headers for each attempt (1, 2, ...), so a body
+    that names its attempt or a signature over a timestamp is made fresh on every retry.
+    """
+
+    url: str
+    build: Callable[[int], tuple[bytes, dict[str, str]]]
+    key: str = ""  # ordering key: requests with one key go out one at a time, in order (the call id)
+    method: str = "POST"
+    label: str = ""  # for logs, e.g. the event type
+
+
+Render = Callable[[Event], Delivery | Iterable[Delivery] | None]
+
+
+def native_render(url: str) -> Render:
+    """The native webhook: the event as JSON, the attempt number in ``X-Mediasrv-Attempt``."""
+
+    def render(event: Event) -> Delivery:
+        body = json.dumps(event.to_dict()).encode()
+        return Delivery(
+            url=url,
+            build=lambda attempt: (body, {"Content-Type": "application/json", "X-Mediasrv-Attempt": str(attempt)}),
+            key=event.call_id,
+            label=event.type,
+        )
+
+    return render
+
+
+class WebhookSink:
+    """Delivers rendered events: ordered per key, retried with backoff, off the media path.
+
+    ``render`` turns an event into zero or more :class:`Delivery`s at publish time (so it
+    sees the state of that moment); the requests then go out from a task per key.  A 2xx
+    answer is success; 4xx other than 408/429 stops the retries (the receiver refuses it).
+    """
+
+    def __init__(self, render: Render, settings: WebhookSettings | None = None, name: str = "webhook") -> None:
+        self.render = render
+        self.settings = settings or WebhookSettings()
+        self.name = name
+        self._pending: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
-        self.stats = {"published": 0, "delivered": 0, "delivery_failed": 0, "dropped": 0}
+        self.stats = {"delivered": 0, "delivery_failed": 0, "dropped": 0}
 
-    # -- producing -------------------------------------------------------
-    def publish(self, type_: str, call_id: str, data: dict[str, Any] | None = None) -> Event:
-        event = Event(type=type_, call_id=call_id, data=dict(data or {}), seq=next(self._seq))
-        self.stats["published"] += 1
-        self._history.append(event)
-        for q in list(self._subscribers):
-            if q.qsize() < 10_000:
-                q.put_nowait(event)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # a broken listener must not break producers
-                log.exception("event listener failed")
-        if self.webhook.url:
-            self._enqueue_webhook(event)
-        return event
+    def submit(self, event: Event) -> None:
+        try:
+            rendered = self.render(event)
+        except Exception:  # a broken renderer must not break producers
+            log.exception("%s: rendering %s failed", self.name, event.type)
+            return
+        if rendered is None:
+            return
+        for delivery in [rendered] if isinstance(rendered, Delivery) else rendered:
+            self.send(delivery)
 
-    def history(self, call_id: str | None = None) -> list[Event]:
-        return [e for e in self._history if call_id is None or e.call_id == call_id]
-
-    # -- consuming -------------------------------------------------------
-    def add_listener(self, listener: Callable[[Event], None]) -> None:
-        self._listeners.append(listener)
-
-    def subscribe(self) -> asyncio.Queue[Event]:
-        q: asyncio.Queue[Event] = asyncio.Queue()
-        self._subscribers.add(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
-        self._subscribers.discard(q)
-
-    # -- webhooks --------------------------------------------------------
-    def _enqueue_webhook(self, event: Event) -> None:
-        pending = self._pending.setdefault(event.call_id, deque())
-        if len(pending) >= self.webhook.queue_limit:
+    def send(self, delivery: Delivery) -> None:
+        """Queue one request (also for requests that are not about a bus event)."""
+        pending = self._pending.setdefault(delivery.key, deque())
+        if len(pending) >= self.settings.queue_limit:
             pending.popleft()
             self.stats["dropped"] += 1
-        pending.append(event)
-        if event.call_id not in self._workers:
+        pending.append(delivery)
+        if delivery.key not in self._workers:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            self._workers[event.call_id] = loop.create_task(self._deliver_call(event.call_id))
+            self._workers[delivery.key] = loop.create_task(self._deliver_key(delivery.key))
 
-    async def _deliver_call(self, call_id: str) -> None:
+    async def _deliver_key(self, key: str) -> None:
         try:
-            pending = self._pending[call_id]
+            pending = self._pending[key]
             while pending:
                 await self._deliver(pending[0])
                 pending.popleft()
         finally:
-            self._workers.pop(call_id, None)
-            if not self._pending.get(call_id):
-                self._pending.pop(call_id, None)
+            self._workers.pop(key, None)
+            if not self._pending.get(key):
+                self._pending.pop(key, None)
 
-    async def _deliver(self, event: Event) -> None:
-        assert self.webhook.url
+    async def _deliver(self, delivery: Delivery) -> None:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(headers={"User-Agent": "mediasrv/0.1"})
-        body = json.dumps(event.to_dict()).encode()
-        delay = self.webhook.backoff_s
-        for attempt in range(1, self.webhook.max_attempts + 1):
+        delay = self.settings.backoff_s
+        for attempt in range(1, self.settings.max_attempts + 1):
             try:
-                async with self._session.post(
-                    self.webhook.url,
-                    data=body,
-                    headers={"Content-Type": "application/json", "X-Mediasrv-Attempt": str(attempt)},
-                    timeout=aiohttp.ClientTimeout(total=self.webhook.timeout_s),
+                body, headers = delivery.build(attempt)
+                async with self._session.request(
+                    delivery.method,
+                    delivery.url,
+                    data=body if delivery.method != "GET" else None,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
                 ) as resp:
                     await resp.read()
                     if resp.status < 300:
                         self.stats["delivered"] += 1
                         return
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
-                        break  # the receiver refuses this event; retrying will not help
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                log.debug("webhook attempt %d for %s failed: %s", attempt, event.type, exc)
-            if attempt < self.webhook.max_attempts:
+                        break  # the receiver refuses this request; retrying will not help
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                log.debug("%s attempt %d for %s failed: %s", self.name, attempt, delivery.label, exc)
+            if attempt < self.settings.max_attempts:
                 await asyncio.sleep(delay)
                 delay *= 2
         self.stats["delivery_failed"] += 1
-        log.warning("webhook %s for call %s not delivered", event.type, event.call_id)
+        log.warning("%s %s for %s not delivered", self.name, delivery.label, delivery.key)
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) for queued webhooks to go out; used at shutdown and in tests."""
         workers = list(self._workers.values())
         if workers:
             await asyncio.wait(workers, timeout=timeout)
@@ -159,3 +175,70 @@ class EventBus:
             task.cancel()
         if self._session is not None:
             await self._session.close()
+
+
+class EventBus:
+    """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners."""
+
+    def __init__(self, webhook: WebhookSettings | None = None, history: int = 2000) -> None:
+        self.webhook = webhook or WebhookSettings()
+        self._seq = itertools.count(1)
+        self._history: deque[Event] = deque(maxlen=history)
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+        self._sinks: list[WebhookSink] = []
+        self._published = 0
+        if self.webhook.url:
+            self.add_sink(WebhookSink(native_render(self.webhook.url), self.webhook, "webhook"))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        totals = {"published": self._published, "delivered": 0, "delivery_failed": 0, "dropped": 0}
+        for sink in self._sinks:
+            for k, v in sink.stats.items():
+                totals[k] = totals.get(k, 0) + v
+        return totals
+
+    # -- producing -------------------------------------------------------
+    def publish(self, type_: str, call_id: str, data: dict[str, Any] | None = None) -> Event:
+        event = Event(type=type_, call_id=call_id, data=dict(data or {}), seq=next(self._seq))
+        self._published += 1
+        self._history.append(event)
+        for q in list(self._subscribers):
+            if q.qsize() < 10_000:
+                q.put_nowait(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break producers
+                log.exception("event listener failed")
+        for sink in self._sinks:
+            sink.submit(event)
+        return event
+
+    def history(self, call_id: str | None = None) -> list[Event]:
+        return [e for e in self._history if call_id is None or e.call_id == call_id]
+
+    # -- consuming -------------------------------------------------------
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def add_sink(self, sink: WebhookSink) -> WebhookSink:
+        """Deliver every published event through *sink* (which renders, or skips, each one)."""
+        self._sinks.append(sink)
+        return sink
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
+        self._subscribers.discard(q)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for queued webhooks to go out; used at shutdown and in tests."""
+        await asyncio.gather(*(sink.drain(timeout) for sink in self._sinks))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(sink.close() for sink in self._sinks))

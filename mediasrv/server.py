@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import acs, bandwidth, native, plivo, telnyx
+from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
@@ -37,6 +38,12 @@ class Server:
                 data_dir=settings.data_dir,
                 send_silence=settings.send_silence,
                 rtp_timeout_s=settings.rtp_timeout_s,
+                fetch_timeout_s=settings.fetch_timeout_s,
+                max_fetch_bytes=settings.max_fetch_bytes,
+                max_audio_seconds=settings.max_audio_seconds,
+                cache_bytes=settings.cache_bytes,
+                fetch_allow_cidrs=list(settings.fetch_allow_cidrs),
+                fetch_deny_cidrs=list(settings.fetch_deny_cidrs),
             ),
             emit=self._emit,
             on_rtp_timeout=self._on_rtp_timeout,
@@ -56,6 +63,7 @@ class Server:
         self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
+        media_api.add_routes(self.app)
         for dialect in (telnyx, plivo, acs, bandwidth):
             dialect.setup(self.app, self)
         self._runner: web.AppRunner | None = None

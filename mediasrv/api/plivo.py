@@ -1,15 +1,291 @@
-"""The plivo dialect: translates its requests to the internal model and events back (issue 6, being built)."""
+"""Plivo dialect (``/v1/Account/{auth_id}/...``): the official ``plivo`` SDK works against mediasrv unmodified.
+
+Only translation happens here: Plivo's Play / stop-play requests become a
+:class:`PlayRequest` or a stop on the media plane; playback events become Plivo-style
+callbacks (form-encoded, signed ``X-Plivo-Signature-V3``) to the ``callback_url`` a
+command gave; errors become ``{"api_id", "error"}``.  What the SDK sends and accepts is
+recorded in ``shared/vendor-sdk-wire.md`` section 2.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+import binascii
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
+
+from ..calls import Call, CallState
+from ..events import Delivery, Event, WebhookSink
+from ..media.player import PlayRequest, SourceSpec
+from .signing import plivo_headers
 
 if TYPE_CHECKING:
     from ..server import Server
 
+log = logging.getLogger("mediasrv.plivo")
+
+LEGS = {"aleg": "self", "bleg": "opposite", "both": "both"}
+
+
+class PlivoError(Exception):
+    """A failed request in Plivo's shape: ``{"api_id": ..., "error": "..."}``."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+    def to_response(self) -> web.Response:
+        return web.json_response({"api_id": str(uuid.uuid4()), "error": self.error}, status=self.status)
+
+
+@dataclass
+class Callback:
+    """Where a play command's events go, and what they say about it."""
+
+    url: str
+    method: str  # "POST" | "GET"
+    api_id: str
+    urls: str  # the URLs as one comma-separated string
+
+
+# -- request validation ------------------------------------------------------------------------
+def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise PlivoError(400, f"{name} must be true or false")
+
+
+def parse_urls(value: Any) -> list[str]:
+    """``urls``: a list, or one comma-separated string, of http(s) URLs."""
+    if value is None:
+        raise PlivoError(400, "urls is required")
+    items = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else None
+    if items is None or not all(isinstance(u, str) for u in items):
+        raise PlivoError(400, "urls must be a URL, a comma-separated string of URLs or a list of URLs")
+    urls = [u.strip() for u in items if u.strip()]
+    if not urls:
+        raise PlivoError(400, "urls is required")
+    for u in urls:
+        if not u.lower().startswith(("http://", "https://")):
+            raise PlivoError(400, f"invalid url {u!r}: urls must be http(s) URLs of .mp3 or .wav files")
+    return urls
+
+
+def parse_callback(body: dict[str, Any], api_id: str, urls: str = "") -> Callback | None:
+    url = body.get("callback_url")
+    if url in (None, ""):
+        return None
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+        raise PlivoError(400, "callback_url must be an http(s) URL")
+    method = str(body.get("callback_method") or "POST").upper()
+    if method not in ("GET", "POST"):
+        raise PlivoError(400, "callback_method must be GET or POST")
+    return Callback(url, method, api_id, urls)
+
+
+def parse_play(body: dict[str, Any]) -> tuple[PlayRequest, list[str]]:
+    """Plivo's Play body → the internal PlayRequest (urls in order as one playback)."""
+    urls = parse_urls(body.get("urls"))
+    length = body.get("length")
+    length_s: float | None = None
+    if length not in (None, ""):
+        if isinstance(length, str) and length.strip().isdigit():
+            length = int(length)
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise PlivoError(400, "length must be a positive integer (seconds)")
+        length_s = float(length)
+    legs = body.get("legs") or "aleg"
+    if legs not in LEGS:
+        raise PlivoError(400, f"legs must be aleg, bleg or both; got {legs!r}")
+    loop = _bool(body, "loop", False)
+    mix = _bool(body, "mix", True)
+    request = PlayRequest(
+        sources=[SourceSpec(url=u) for u in urls],
+        loop=None if loop else 1,
+        target=LEGS[legs],
+        length_s=length_s,
+        mix=mix,
+    )
+    return request, urls
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The SDK sends JSON (even on DELETE); other Plivo clients send a form: accept both."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    if request.content_type == "application/x-www-form-urlencoded":
+        return dict(parse_qsl(raw.decode(errors="replace"), keep_blank_values=True))
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PlivoError(400, f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise PlivoError(400, "request body must be a JSON object")
+    return body
+
+
+# -- the dialect -------------------------------------------------------------------------------
+Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+class PlivoDialect:
+    def __init__(self, server: Server, auth_id: str | None, auth_token: str | None) -> None:
+        self.server = server
+        self.auth_id = auth_id
+        self.auth_token = auth_token
+        self._callbacks: dict[str, Callback] = {}  # playback id -> its command's callback
+        self._stop_callbacks: dict[str, Callback] = {}  # call id -> the stop command's, while it runs
+
+    def authorized(self, request: web.Request) -> bool:
+        """Basic auth whose user is our auth_id and equals the path's; constant-time compares."""
+        if not (self.auth_id and self.auth_token):
+            return False
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        path_id = request.match_info.get("auth_id", "")
+        ok_user = hmac.compare_digest(user.encode(), self.auth_id.encode())
+        ok_path = hmac.compare_digest(path_id.encode(), self.auth_id.encode())
+        ok_token = hmac.compare_digest(password.encode(), self.auth_token.encode())
+        return ok_user and ok_path and ok_token
+
+    def route(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                if not self.authorized(request):
+                    raise PlivoError(401, "authentication failed")
+                return await handler(request, await read_body(request))
+            except PlivoError as exc:
+                return exc.to_response()
+
+        return wrapped
+
+    def _call(self, call_uuid: str) -> Call:
+        call = self.server.registry.get(call_uuid)
+        if call is None:
+            raise PlivoError(404, "call not found")
+        if call.state is CallState.ENDED:
+            raise PlivoError(404, "call not found: it has ended")
+        if call.state is not CallState.ANSWERED:
+            raise PlivoError(409, "call is not answered yet")
+        return call
+
+    async def play(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        play, urls = parse_play(body)
+        api_id = str(uuid.uuid4())
+        callback = parse_callback(body, api_id, ",".join(urls))
+        call = self._call(request.match_info["call_uuid"])
+        try:
+            playbacks = self.server.media.play(call.call_id, play)
+        except KeyError as exc:
+            raise PlivoError(404, "call not found: it has no media") from exc
+        except ValueError as exc:
+            raise PlivoError(400, str(exc)) from exc
+        if callback is not None:
+            for pb in playbacks:
+                self._callbacks[pb.id] = callback
+        return web.json_response({"message": "play started", "api_id": api_id}, status=202)
+
+    async def stop(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        callback = parse_callback(body, str(uuid.uuid4()))
+        call = self._call(request.match_info["call_uuid"])
+        if callback is not None:
+            self._stop_callbacks[call.call_id] = callback
+        try:
+            self.server.media.stop_playbacks(call.call_id, "all", by="api")
+        finally:
+            self._stop_callbacks.pop(call.call_id, None)
+        return web.Response(status=204)
+
+    async def not_found(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        raise PlivoError(404, f"{request.method} {request.path} is not a resource mediasrv serves")
+
+    # -- callbacks ---------------------------------------------------------------------------
+    def render(self, event: Event) -> list[Delivery] | None:
+        """A playback event → Plivo-style signed callbacks to the URLs its commands gave."""
+        if event.type not in ("playback.started", "playback.ended") or not self.auth_token:
+            return None
+        playback_id = event.data.get("playback_id", "")
+        ended = event.type == "playback.ended"
+        targets = []
+        own = self._callbacks.pop(playback_id, None) if ended else self._callbacks.get(playback_id)
+        if own is not None:
+            targets.append(own)
+        stopper = self._stop_callbacks.get(event.call_id)
+        if ended and stopper is not None and event.data.get("status") == "stopped":
+            targets.append(stopper)
+        return [self._delivery(event, cb, own) for cb in targets] or None
+
+    def _delivery(self, event: Event, cb: Callback, own: Callback | None) -> Delivery:
+        d = event.data
+        params = {
+            "Event": "PlayEnded" if event.type == "playback.ended" else "PlayStarted",
+            "CallUUID": event.call_id,
+            "RequestUUID": (own or cb).api_id,
+            "PlaybackUUID": str(d.get("playback_id", "")),
+            "URLs": (own or cb).urls or str(d.get("source", "")),
+        }
+        if event.type == "playback.ended":
+            params["Status"] = str(d.get("status"))  # completed | stopped | failed | call_hangup
+            params["PlayedMs"] = str(d.get("ms_played") or 0)
+            if d.get("reason"):
+                params["Reason"] = str(d["reason"])
+                params["Detail"] = str(d.get("message") or "")
+        else:
+            params["Status"] = "playing"
+        token = self.auth_token or ""
+        url = cb.url
+        if cb.method == "GET":
+            url = url + ("&" if "?" in url else "?") + urlencode(params)
+
+        def build(attempt: int) -> tuple[bytes, dict[str, str]]:
+            if cb.method == "GET":
+                return b"", plivo_headers("GET", url, {}, token)
+            body = urlencode(params).encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded", **plivo_headers("POST", url, params, token)}
+            return body, headers
+
+        return Delivery(url=url, build=build, key=event.call_id, method=cb.method, label=params["Event"])
+
+
+PLIVO_KEY: web.AppKey[PlivoDialect] = web.AppKey("plivo", PlivoDialect)
+
 
 def setup(app: web.Application, server: Server) -> None:
-    """Register this dialect's routes and event listener on *app* (none yet: issue 6 in progress)."""
-    return None
+    """Serve Plivo's Play API; without auth id and token everything answers 401."""
+    settings = server.settings
+    dialect = PlivoDialect(server, settings.plivo_auth_id, settings.plivo_auth_token)
+    app[PLIVO_KEY] = dialect
+    if settings.plivo_auth_id and settings.plivo_auth_token:
+        log.info("Plivo dialect on /v1/Account/%s/", settings.plivo_auth_id)
+    else:
+        log.info("Plivo dialect disabled (no MEDIASRV_PLIVO_AUTH_ID / _AUTH_TOKEN): /v1/Account answers 401")
+    server.events.add_sink(WebhookSink(dialect.render, name="plivo-callback"))
+    r = dialect.route
+    play = "/v1/Account/{auth_id}/Call/{call_uuid}/Play"
+    app.add_routes([
+        web.post(play + "/", r(dialect.play)),
+        web.post(play, r(dialect.play)),
+        web.delete(play + "/", r(dialect.stop)),
+        web.delete(play, r(dialect.stop)),
+        web.route("*", "/v1/Account/{auth_id}/{tail:.*}", r(dialect.not_found)),
+    ])

@@ -1,31 +1,91 @@
-"""Parsing the source part of a play command (native API; dialects build SourceSpecs themselves)."""
+"""Parsing the source part of a play command (native API; dialects build SourceSpecs themselves).
+
+A source is exactly one of ``{"url"}``, ``{"media"}`` or ``{"content_base64", "audio_type"}``,
+with optional ``"cache": true|false``, ``"cache_id"`` and ``"auth": {"username", "password"}``
+(URL sources only).  Every mistake is a 400/422 whose ``field`` points at the offending value.
+"""
 
 from __future__ import annotations
 
+import binascii
 from typing import Any
 
 from ..media.player import SourceSpec
+from ..media.source import decode_base64
+from ..media.store import valid_name
 from .errors import ApiError
+
+AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3"})
+MAX_CACHE_ID = 256
 
 
 def _at(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+def _str(item: dict[str, Any], key: str, field: str, what: str) -> str | None:
+    value = item.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ApiError(400, "invalid_field", f"{key} must be {what}", field=_at(field, key))
+    return value
+
+
 def parse_source(item: Any, field: str) -> SourceSpec:
-    """One ``{"url"}`` or ``{"media"}`` object → a SourceSpec, or a 400/422 naming *field*."""
+    """One source object → a SourceSpec, or a 400/422 naming *field*."""
     if not isinstance(item, dict):
         raise ApiError(400, "invalid_field", f"{field or 'body'} must be an object", field=field)
-    url, media = item.get("url"), item.get("media")
-    if url is None and media is None:
-        raise ApiError(400, "missing_field", "one of 'url' or 'media' is required", field=_at(field, "url"))
-    if url is not None and media is not None:
-        raise ApiError(422, "conflicting_fields", "give either 'url' or 'media', not both", field=_at(field, "media"))
-    if url is not None and (not isinstance(url, str) or not url.lower().startswith(("http://", "https://"))):
+    url = _str(item, "url", field, "an http(s) URL")
+    media = _str(item, "media", field, "a media name")
+    content = _str(item, "content_base64", field, "base64 text")
+    given = [k for k, v in (("url", url), ("media", media), ("content_base64", content)) if v is not None]
+    if not given:
+        raise ApiError(400, "missing_field", "one of 'url', 'media' or 'content_base64' is required",
+                       field=_at(field, "url"))
+    if len(given) > 1:
+        raise ApiError(422, "conflicting_fields", f"give one of 'url', 'media' or 'content_base64', not "
+                       f"{' and '.join(repr(g) for g in given)}", field=_at(field, given[1]))
+    if url is not None and not url.lower().startswith(("http://", "https://")):
         raise ApiError(400, "invalid_field", "url must be an http(s) URL", field=_at(field, "url"))
-    if media is not None and (not isinstance(media, str) or not media):
-        raise ApiError(400, "invalid_field", "media must be a media name", field=_at(field, "media"))
-    return SourceSpec(url=url, media=media)
+    if media is not None and not valid_name(media):
+        raise ApiError(400, "invalid_field", "media must be a media name (letters, digits, '.', '_', '-')",
+                       field=_at(field, "media"))
+    spec = SourceSpec(url=url, media=media)
+    if content is not None:
+        try:
+            spec.content = decode_base64(content)
+        except (binascii.Error, ValueError) as exc:
+            raise ApiError(400, "invalid_base64", f"content_base64 is not valid base64: {exc}",
+                           field=_at(field, "content_base64")) from exc
+        if not spec.content:
+            raise ApiError(400, "invalid_field", "content_base64 holds no bytes", field=_at(field, "content_base64"))
+    audio_type = _str(item, "audio_type", field, "\"wav\" or \"mp3\"")
+    if audio_type is not None:
+        if audio_type.lower() not in AUDIO_TYPES:
+            raise ApiError(422, "invalid_field", f"audio_type must be one of {sorted(AUDIO_TYPES)}",
+                           field=_at(field, "audio_type"))
+        spec.audio_type = audio_type.lower()
+    cache = item.get("cache")
+    if cache is not None and not isinstance(cache, bool):
+        raise ApiError(400, "invalid_field", "cache must be true or false", field=_at(field, "cache"))
+    spec.cache = cache
+    spec.cache_id = _str(item, "cache_id", field, "a non-empty string")
+    if spec.cache_id is not None and len(spec.cache_id) > MAX_CACHE_ID:
+        raise ApiError(422, "invalid_field", f"cache_id is longer than {MAX_CACHE_ID}", field=_at(field, "cache_id"))
+    auth = item.get("auth")
+    if auth is not None:
+        if url is None:
+            raise ApiError(422, "invalid_field", "auth applies to url sources only", field=_at(field, "auth"))
+        if not isinstance(auth, dict) or not isinstance(auth.get("username"), str):
+            raise ApiError(400, "invalid_field", "auth must be {\"username\", \"password\"}",
+                           field=_at(field, "auth.username"))
+        password = auth.get("password", "")
+        if not isinstance(password, str):
+            raise ApiError(400, "invalid_field", "auth.password must be a string", field=_at(field, "auth.password"))
+        spec.username, spec.password = auth["username"], password
+    if (spec.cache is not None or spec.cache_id is not None) and url is None:
+        raise ApiError(422, "invalid_field", "cache and cache_id apply to url sources only",
+                       field=_at(field, "cache" if spec.cache is not None else "cache_id"))
+    return spec
 
 
 def parse_sources(body: dict[str, Any]) -> list[SourceSpec]:
@@ -35,5 +95,4 @@ def parse_sources(body: dict[str, Any]) -> list[SourceSpec]:
         if not isinstance(items, list) or not items:
             raise ApiError(400, "invalid_field", "sources must be a non-empty list", field="sources")
         return [parse_source(item, f"sources[{i}]") for i, item in enumerate(items)]
-    spec = parse_source(body, "")
-    return [spec]
+    return [parse_source(body, "")]

@@ -1,15 +1,549 @@
-"""The telnyx dialect: translates its requests to the internal model and events back (issue 6, being built)."""
+"""Telnyx Call Control dialect (``/v2``): the official ``telnyx`` SDK works against mediasrv unmodified.
+
+Only translation happens here: a Telnyx command becomes a :class:`PlayRequest` or a call
+command on the server's registry, SIP user agent and media plane; internal events become
+Telnyx webhooks (their envelope, ``client_state`` echoed, Ed25519-signed); internal
+errors become Telnyx's ``{"errors": [...]}`` with its codes.  What the SDK sends and
+accepts is recorded in ``shared/vendor-sdk-wire.md`` section 1.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from ..calls import Call, CallState, Direction
+from ..events import Delivery, Event, WebhookSink
+from ..media.player import PlayRequest, SourceSpec
+from .signing import Ed25519Signer
 
 if TYPE_CHECKING:
     from ..server import Server
 
+log = logging.getLogger("mediasrv.telnyx")
+
+MAX_LOOP = 100
+COMMAND_MEMORY = 20_000  # command_ids remembered (per call), oldest forgotten first
+CALL_STATE_TTL_S = 300.0  # how long a call's client_state outlives the call (late playback events)
+
+# code -> (HTTP status, title) as Telnyx sends them
+ERRORS: dict[str, tuple[int, str]] = {
+    "10004": (422, "Missing required parameter"),
+    "10003": (422, "Invalid URL"),
+    "10005": (404, "Resource not found"),
+    "10009": (401, "Authentication failed"),
+    "10015": (400, "Bad Request"),
+    "10032": (422, "Invalid enumerated value"),
+    "10033": (422, "Value out of range"),
+    "90015": (422, "Invalid Call Control ID"),
+    "90018": (422, "Call has already ended"),
+    "90034": (422, "Call not answered yet"),
+    "90061": (422, "Invalid parameter value"),
+}
+
+
+class TelnyxError(Exception):
+    """A failed command in Telnyx's error shape."""
+
+    def __init__(self, code: str, detail: str, pointer: str | None = None, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.status, self.title = ERRORS[code]
+        if status is not None:
+            self.status = status
+        self.detail = detail
+        self.pointer = pointer
+
+    def to_response(self) -> web.Response:
+        err: dict[str, Any] = {"code": self.code, "title": self.title, "detail": self.detail}
+        if self.pointer:
+            err["source"] = {"pointer": self.pointer}
+        err["meta"] = {"url": f"https://developers.telnyx.com/docs/overview/errors/{self.code}"}
+        # 4xx are final: tell the SDK not to retry (it would for 408/409/429)
+        return web.json_response({"errors": [err]}, status=self.status, headers={"x-should-retry": "false"})
+
+
+def ok() -> web.Response:
+    """The one success answer the SDK parses: 200 with ``{"data": {"result": "ok"}}`` (never 204/empty)."""
+    return web.json_response({"data": {"result": "ok"}})
+
+
+@dataclass
+class PlaybackInfo:
+    """What a Telnyx playback webhook echoes that the internal playback does not carry."""
+
+    client_state: str | None
+    media_url: str | None
+    media_name: str | None
+    overlay: bool
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# -- request validation ------------------------------------------------------------------------
+def _opt_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TelnyxError("10015", f"{name} must be a string", f"/{name}")
+    return value
+
+
+def _opt_bool(body: dict[str, Any], name: str, default: bool | None = None) -> bool | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise TelnyxError("10015", f"{name} must be a boolean", f"/{name}")
+    return value
+
+
+def _enum(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if value not in allowed:
+        raise TelnyxError("10032", f"{name} must be one of {', '.join(allowed)}; got {value!r}", f"/{name}")
+    return str(value)
+
+
+def parse_loop(value: Any) -> int | None:
+    """Telnyx ``loop``: an integer 1..100 (a digit string too) or ``"infinity"`` (None = forever)."""
+    if value is None:
+        return 1
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "infinity":
+            return None
+        if text.lstrip("-").isdigit():
+            value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TelnyxError("10032", 'loop must be an integer between 1 and 100 or "infinity"', "/loop")
+    if not 1 <= value <= MAX_LOOP:
+        raise TelnyxError("10033", f"loop must be between 1 and {MAX_LOOP}, got {value}", "/loop")
+    return value
+
+
+def _client_state(body: dict[str, Any]) -> str | None:
+    value = _opt_str(body, "client_state")
+    if value is not None:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise TelnyxError("10015", "client_state must be a valid Base64 string", "/client_state") from exc
+    return value
+
+
+def parse_playback_start(body: dict[str, Any]) -> tuple[PlayRequest, PlaybackInfo]:
+    """``playback_start`` body → the internal PlayRequest and what its webhooks echo."""
+    audio_url = _opt_str(body, "audio_url")
+    media_name = _opt_str(body, "media_name")
+    content_b64 = _opt_str(body, "playback_content")
+    given = [n for n, v in (("audio_url", audio_url), ("media_name", media_name), ("playback_content", content_b64))
+             if v is not None]
+    if not given:
+        raise TelnyxError("10004", "one of audio_url, media_name or playback_content is required", "/audio_url")
+    if len(given) > 1:
+        raise TelnyxError("10015", f"{' and '.join(given)} cannot be used together in one request", f"/{given[1]}",
+                          status=422)
+    audio_type = _enum(body, "audio_type", ("mp3", "wav"))
+    cache = _opt_bool(body, "cache_audio", True)
+    if audio_url is not None:
+        if not audio_url.lower().startswith(("http://", "https://")) or len(audio_url) > 2000:
+            raise TelnyxError("10003", "audio_url must be an http(s) URL of at most 2000 characters", "/audio_url")
+        spec = SourceSpec(url=audio_url, audio_type=audio_type, cache=cache)
+    elif media_name is not None:
+        if not media_name:
+            raise TelnyxError("10015", "media_name must not be empty", "/media_name", status=422)
+        spec = SourceSpec(media=media_name, audio_type=audio_type)
+    else:
+        try:
+            content = base64.b64decode(content_b64 or "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise TelnyxError("10015", "playback_content must be Base64", "/playback_content", status=422) from exc
+        if not content:
+            raise TelnyxError("10015", "playback_content is empty", "/playback_content", status=422)
+        spec = SourceSpec(content=content, audio_type=audio_type)
+    loop = parse_loop(body.get("loop"))
+    overlay = bool(_opt_bool(body, "overlay", False))
+    stop = _enum(body, "stop", ("current", "all"))
+    target = _enum(body, "target_legs", ("self", "opposite", "both"), "self")
+    if overlay and target != "self":
+        raise TelnyxError("10032", "with overlay, target_legs must be self", "/target_legs")
+    client_state = _client_state(body)
+    command_id = _opt_str(body, "command_id")
+    request = PlayRequest(
+        sources=[spec], loop=loop, overlay=overlay, stop=stop, target=target or "self", command_id=command_id
+    )
+    return request, PlaybackInfo(client_state, audio_url, media_name, overlay)
+
+
+# -- the dialect -------------------------------------------------------------------------------
+Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
+
+HANGUP_CAUSES = {
+    "normal_clearing": "normal_clearing",
+    "cancelled": "originator_cancel",
+    "rejected": "call_rejected",
+    "call_rejected": "call_rejected",
+    "decline": "call_rejected",
+    "busy": "user_busy",
+    "timeout": "timeout",
+    "no_answer": "no_answer",
+    "rtp_timeout": "timeout",
+    "not_found": "not_found",
+}
+
+
+class TelnyxDialect:
+    def __init__(self, server: Server, api_key: str | None, webhook_url: str | None, signer: Ed25519Signer) -> None:
+        self.server = server
+        self.api_key = api_key
+        self.webhook_url = webhook_url
+        self.signer = signer
+        self._call_state: dict[str, str] = {}  # call_id -> client_state of the latest command
+        self._call_webhook: dict[str, str] = {}  # call_id -> webhook_url given on answer
+        self._playbacks: dict[str, PlaybackInfo] = {}
+        self._overlays: dict[str, list[str]] = {}  # call_id -> overlay playback ids, oldest first
+        self._commands: OrderedDict[tuple[str, str], asyncio.Future[None]] = OrderedDict()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def authorized(self, request: web.Request) -> bool:
+        if not self.api_key:
+            return False
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.api_key.encode())
+
+    def route(self, handler: Handler, action: bool = True) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """Auth first (401 says nothing about the call), then the body, then command_id dedup."""
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            try:
+                if not self.authorized(request):
+                    raise TelnyxError("10009", "The required authentication headers were either invalid or not "
+                                               "included in the request.")
+                body = await _read_body(request) if action else {}
+                command_id = body.get("command_id") if action else None
+                if command_id is None:
+                    return await handler(request, body)
+                if not isinstance(command_id, str):
+                    raise TelnyxError("10015", "command_id must be a string", "/command_id")
+                return await self._once(request, body, command_id, handler)
+            except TelnyxError as exc:
+                return exc.to_response()
+
+        return wrapped
+
+    async def _once(self, request: web.Request, body: dict[str, Any], command_id: str, handler: Handler) -> web.Response:
+        """A command_id seen before on this call returns the original result and does nothing again."""
+        key = (request.match_info.get("call_control_id", ""), command_id)
+        prior = self._commands.get(key)
+        if prior is not None:
+            await asyncio.shield(prior)  # a retry racing the original waits for it
+            return ok()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commands[key] = fut
+        while len(self._commands) > COMMAND_MEMORY:
+            self._commands.popitem(last=False)
+        try:
+            response = await handler(request, body)
+        except BaseException as exc:
+            self._commands.pop(key, None)  # a failed command did nothing: it may be sent again
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody raced it
+            raise
+        fut.set_result(None)
+        return response
+
+    def _call(self, call_id: str, answered: bool = True) -> Call:
+        call = self.server.registry.get(call_id)
+        if call is None:
+            raise TelnyxError("90015", "The call_control_id provided was not valid.", "/call_control_id")
+        if call.state is CallState.ENDED:
+            raise TelnyxError("90018", "This call is no longer active and can't receive commands.",
+                              "/call_control_id")
+        if answered and call.state is not CallState.ANSWERED:
+            raise TelnyxError("90034", "This call can't receive this command because it has not been answered yet.",
+                              "/call_control_id")
+        return call
+
+    def _remember_state(self, call_id: str, client_state: str | None) -> None:
+        if client_state is not None:
+            self._call_state[call_id] = client_state
+
+    # -- commands ----------------------------------------------------------------------------
+    async def playback_start(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        call_id = request.match_info["call_control_id"]
+        play, info = parse_playback_start(body)
+        self._call(call_id)
+        self._remember_state(call_id, info.client_state)
+        if info.client_state is None:
+            info.client_state = self._call_state.get(call_id)
+        try:
+            playbacks = self.server.media.play(call_id, play)
+        except KeyError as exc:
+            raise TelnyxError("90018", "This call has no media any more.", "/call_control_id") from exc
+        except ValueError as exc:
+            raise TelnyxError("90061", str(exc), "/target_legs") from exc
+        for pb in playbacks:
+            self._playbacks[pb.id] = info
+            if play.overlay:
+                self._overlays.setdefault(pb.call_id, []).append(pb.id)
+        return ok()
+
+    async def playback_stop(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        call_id = request.match_info["call_control_id"]
+        which = _enum(body, "stop", ("current", "all"), "all") or "all"
+        overlay = bool(_opt_bool(body, "overlay", False))
+        client_state = _client_state(body)
+        self._call(call_id)
+        self._remember_state(call_id, client_state)
+        if overlay:
+            live = [pid for pid in self._overlays.get(call_id, []) if (p := self.server.media.get_playback(pid))
+                    and not p.ended]
+            for pid in live if which == "all" else live[:1]:
+                self.server.media.stop_playback(pid, by="api")
+        else:
+            self.server.media.stop_playbacks(call_id, which, by="api")
+        return ok()
+
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        call_id = request.match_info["call_control_id"]
+        client_state = _client_state(body)
+        webhook_url = _opt_str(body, "webhook_url")
+        if webhook_url is not None and not webhook_url.lower().startswith(("http://", "https://")):
+            raise TelnyxError("10003", "webhook_url must be an http(s) URL", "/webhook_url")
+        call = self._call(call_id, answered=False)
+        self._remember_state(call_id, client_state)
+        if webhook_url:
+            self._call_webhook[call_id] = webhook_url
+        if call.state is CallState.ANSWERED:
+            return ok()  # answered already (auto-answer): nothing left to do
+        try:
+            await self.server.sip.answer(call_id)
+        except (RuntimeError, KeyError) as exc:
+            raise TelnyxError("90018", f"The call can't be answered: {exc}", "/call_control_id") from exc
+        return ok()
+
+    async def hangup(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        call_id = request.match_info["call_control_id"]
+        client_state = _client_state(body)
+        self._call(call_id, answered=False)
+        self._remember_state(call_id, client_state)
+        await self.server.sip.hangup(call_id, cause="normal_clearing", by="api")
+        return ok()
+
+    async def bridge(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        call_id = request.match_info["call_control_id"]
+        other_id = _opt_str(body, "call_control_id")
+        if not other_id:
+            raise TelnyxError("10004", "call_control_id of the call to bridge with is required", "/call_control_id")
+        client_state = _client_state(body)
+        self._call(call_id)
+        if other_id == call_id:
+            raise TelnyxError("90061", "a call cannot be bridged with itself", "/call_control_id")
+        call = self.server.registry.get(other_id)
+        if call is None or call.state is CallState.ENDED:
+            raise TelnyxError("90018" if call else "90015", "the call to bridge with is not active",
+                              "/call_control_id")
+        if call.state is not CallState.ANSWERED:
+            raise TelnyxError("90034", "the call to bridge with has not been answered yet", "/call_control_id")
+        self._remember_state(call_id, client_state)
+        room_id = f"bridge-{uuid.uuid4().hex}"
+        try:
+            self.server.media.join_room(room_id, call_id)
+            self.server.media.join_room(room_id, other_id)
+        except KeyError as exc:
+            raise TelnyxError("90018", "a call to bridge has no media any more", "/call_control_id") from exc
+        return ok()
+
+    async def public_key(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return web.json_response({"data": {"public_key": self.signer.public_key_b64}})
+
+    async def not_found(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        raise TelnyxError("10005", f"{request.method} {request.path} is not a route mediasrv serves")
+
+    # -- webhooks ----------------------------------------------------------------------------
+    EVENT_TYPES = {
+        "call.initiated": "call.initiated",
+        "call.answered": "call.answered",
+        "call.hangup": "call.hangup",
+        "playback.started": "call.playback.started",
+        "playback.ended": "call.playback.ended",
+    }
+
+    def render(self, event: Event) -> Delivery | None:
+        """An internal event → a signed Telnyx webhook (or None: not a Telnyx event / nowhere to send)."""
+        event_type = self.EVENT_TYPES.get(event.type)
+        if event_type is None or not self.api_key:
+            return None
+        url = self._call_webhook.get(event.call_id) or self.webhook_url
+        if event.type == "call.hangup":
+            with contextlib.suppress(RuntimeError):  # no loop: nothing to schedule, nothing to forget
+                asyncio.get_running_loop().call_later(CALL_STATE_TTL_S, self._forget_call, event.call_id)
+        if event.type.startswith("playback."):
+            payload = self._playback_payload(event)
+        else:
+            payload = self._call_payload(event)
+        if not url:
+            return None
+        data = {
+            "record_type": "event",
+            "event_type": event_type,
+            "id": str(uuid.UUID(hex=event.id)) if len(event.id) == 32 else event.id,
+            "occurred_at": _iso(event.occurred_at),
+            "payload": payload,
+        }
+
+        def build(attempt: int) -> tuple[bytes, dict[str, str]]:
+            body = json.dumps({"data": data, "meta": {"attempt": attempt, "delivered_to": url}}).encode()
+            return body, {"Content-Type": "application/json", **self.signer.telnyx_headers(body)}
+
+        return Delivery(url=url, build=build, key=event.call_id, label=event_type)
+
+    def _forget_call(self, call_id: str) -> None:
+        self._call_state.pop(call_id, None)
+        self._call_webhook.pop(call_id, None)
+        self._overlays.pop(call_id, None)
+
+    def _ids(self, call_id: str, sip_call_id: str | None) -> dict[str, Any]:
+        return {
+            "call_control_id": call_id,
+            "call_leg_id": call_id.rsplit(":", 1)[-1],
+            "call_session_id": sip_call_id,
+            "connection_id": "mediasrv",
+            "client_state": self._call_state.get(call_id),
+        }
+
+    def _call_payload(self, event: Event) -> dict[str, Any]:
+        d = event.data
+        inbound = d.get("direction") == Direction.INBOUND.value
+        payload = self._ids(event.call_id, d.get("sip_call_id"))
+        payload.update({
+            "from": d.get("from"),
+            "to": d.get("to"),
+            "direction": "incoming" if inbound else "outgoing",
+            "start_time": _iso(d.get("created_at")),
+        })
+        if event.type == "call.initiated":
+            payload["state"] = "parked" if inbound else "bridging"
+        elif event.type == "call.answered":
+            payload["state"] = "answered"
+        else:
+            by = d.get("hangup_by")
+            if by in ("caller", "callee"):
+                source = by
+            elif by in ("api", "server"):
+                source = "callee" if inbound else "caller"  # we are the callee of an inbound call
+            else:
+                source = "unknown"
+            payload.update({
+                "state": "hangup",
+                "hangup_cause": HANGUP_CAUSES.get(d.get("hangup_cause") or "", "unspecified"),
+                "hangup_source": source,
+                "sip_hangup_cause": str(d["sip_code"]) if d.get("sip_code") else "unspecified",
+            })
+        return payload
+
+    def _playback_payload(self, event: Event) -> dict[str, Any]:
+        d = event.data
+        playback_id = d.get("playback_id", "")
+        ended = event.type == "playback.ended"
+        info = self._playbacks.pop(playback_id, None) if ended else self._playbacks.get(playback_id)
+        if info is None:  # started through another API: describe what we know
+            source = str(d.get("source") or "")
+            info = PlaybackInfo(
+                client_state=self._call_state.get(event.call_id),
+                media_url=source if source.startswith(("http://", "https://")) else None,
+                media_name=source[6:] if source.startswith("media:") else None,
+                overlay=False,
+            )
+        call = self.server.registry.get(event.call_id)
+        payload = self._ids(event.call_id, call.sip_call_id if call else None)
+        payload.update({
+            "client_state": info.client_state,
+            "media_url": info.media_url,
+            "media_name": info.media_name,
+            "overlay": info.overlay,
+        })
+        if ended:
+            payload.update(playback_status(d))
+            if info.overlay:
+                ids = self._overlays.get(event.call_id)
+                if ids and playback_id in ids:
+                    ids.remove(playback_id)
+        return payload
+
+
+def playback_status(d: dict[str, Any]) -> dict[str, Any]:
+    """The internal end state → Telnyx's ``status`` and ``status_detail``."""
+    status, reason, message = d.get("status"), d.get("reason") or "", d.get("message")
+    if status == "completed":
+        return {"status": "completed", "status_detail": None}
+    if status == "stopped":
+        return {"status": "cancelled", "status_detail": f"stopped by {d.get('stopped_by') or 'api'}"}
+    if status == "call_hangup":
+        return {"status": "call_hangup", "status_detail": None}
+    if reason in ("http_404", "http_410", "media_not_found", "invalid_media_name"):
+        return {"status": "file_not_found", "status_detail": message or reason}
+    return {"status": "failed", "status_detail": message or reason or None}
+
+
+async def _read_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TelnyxError("10015", f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise TelnyxError("10015", "The request body must be a JSON object")
+    return body
+
+
+TELNYX_KEY: web.AppKey[TelnyxDialect] = web.AppKey("telnyx", TelnyxDialect)
+
 
 def setup(app: web.Application, server: Server) -> None:
-    """Register this dialect's routes and event listener on *app* (none yet: issue 6 in progress)."""
-    return None
+    """Serve ``/v2`` and deliver Telnyx webhooks; without ``telnyx_api_key`` everything answers 401."""
+    settings = server.settings
+    signer = Ed25519Signer.load_or_create(settings.data_dir)
+    webhook_url = settings.telnyx_webhook_url or settings.webhook_url
+    dialect = TelnyxDialect(server, settings.telnyx_api_key, webhook_url, signer)
+    app[TELNYX_KEY] = dialect
+    if not settings.telnyx_api_key:
+        log.info("Telnyx dialect disabled (no MEDIASRV_TELNYX_API_KEY): /v2 answers 401")
+    else:
+        log.info("Telnyx dialect on /v2; webhooks to %s, public key %s", webhook_url or "(none)",
+                 signer.public_key_b64)
+    server.events.add_sink(WebhookSink(dialect.render, name="telnyx-webhook"))
+    r = dialect.route
+    actions = "/v2/calls/{call_control_id}/actions/"
+    app.add_routes([
+        web.post(actions + "playback_start", r(dialect.playback_start)),
+        web.post(actions + "playback_stop", r(dialect.playback_stop)),
+        web.post(actions + "answer", r(dialect.answer)),
+        web.post(actions + "hangup", r(dialect.hangup)),
+        web.post(actions + "bridge", r(dialect.bridge)),
+        web.get("/v2/public_key", r(dialect.public_key, action=False)),
+        web.route("*", "/v2/{tail:.*}", r(dialect.not_found, action=False)),
+    ])

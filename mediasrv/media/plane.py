@@ -7,15 +7,17 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from mediacodecs.g711 import encode as g711_encode
 from mediacodecs.g711 import silence_byte
 
 from ..calls import Call
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
 from .clock import MediaClock, Scheduled, Tickable
+from .mixer import Mixer
 from .player import Playback, Player, PlayRequest, new_playback
 from .source import MediaLoader
 
@@ -35,6 +37,11 @@ class MediaSettings:
     rtp_timeout_s: float = 0.0
     fetch_timeout_s: float = 30.0
     max_fetch_bytes: int = 250 * 1024 * 1024
+    max_audio_seconds: float = 3600.0
+    cache_bytes: int = 512 * 1024 * 1024  # decoded audio kept in memory
+    disk_cache_bytes: int = 4 * 1024 * 1024 * 1024  # decoded audio kept under <data-dir>/cache
+    fetch_allow_cidrs: list[str] = field(default_factory=list)
+    fetch_deny_cidrs: list[str] = field(default_factory=list)
     rtcp_interval_s: float = 5.0
     use_timerfd: bool = True
 
@@ -79,6 +86,9 @@ class LegDriver(Tickable):
             pb.last_ts = ts
         elif pb is not None or self.player.queue:
             payload = self.player.next_payload(n, seq, ts)
+        elif self.call_audio is not None:  # bridged, nothing playing: what the room's other legs say
+            pcm = self.call_audio(n)
+            payload = None if pcm is None else g711_encode(self.player.codec, pcm)
         else:
             payload = None
         if payload is None:
@@ -121,7 +131,11 @@ class MediaPlane:
         self._on_rtp_timeout = on_rtp_timeout
         self.ports = PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi)
         self.clock = MediaClock(use_timerfd=settings.use_timerfd)
-        self.loader = MediaLoader(settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes)
+        self.loader = MediaLoader(
+            settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
+            max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
+            allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
+        )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
         self._ended_ids: list[str] = []
@@ -131,6 +145,8 @@ class MediaPlane:
         self._timed_out: set[str] = set()
         self._rooms: dict[str, set[str]] = {}
         self._room_of: dict[str, str] = {}
+        # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8
+        self.mixer = Mixer(now=lambda: self.clock.core.next_tick * 8)
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -231,16 +247,30 @@ class MediaPlane:
         driver.player.enqueue(playback)
         return [playback]
 
-    # -- topology: which legs hear each other (mixing itself: issue 5) -----------
+    # -- topology: which legs hear each other ---------------------------------
     def join_room(self, room_id: str, call_id: str) -> None:
-        """Put *call_id*'s leg in room *room_id*: it hears the mix of the room's other legs."""
-        if call_id not in self._drivers:
+        """Put *call_id*'s leg in room *room_id*: it hears the mix of the room's other legs.
+
+        The leg's inbound RTP feeds the room's mixer from now on, and its ``call_audio`` hook
+        answers with the N-1 mix (see media/mixer.py).
+        """
+        driver = self._drivers.get(call_id)
+        if driver is None:
             raise KeyError(call_id)
         self.leave_room(call_id)
         self._rooms.setdefault(room_id, set()).add(call_id)
         self._room_of[call_id] = room_id
+        source, listen = self.mixer.join(room_id, call_id, driver.samples)
+        driver.leg.on_rtp = source.push
+        driver.call_audio = listen
 
     def leave_room(self, call_id: str) -> None:
+        """Take *call_id* out of its room: the others stop hearing it at their next tick."""
+        self.mixer.leave(call_id)
+        driver = self._drivers.get(call_id)
+        if driver is not None:
+            driver.leg.on_rtp = None
+            driver.call_audio = None
         room_id = self._room_of.pop(call_id, None)
         if room_id is not None:
             members = self._rooms.get(room_id, set())

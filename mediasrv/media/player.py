@@ -163,6 +163,12 @@ class Player:
             pb.offset = end
             pb.samples_played += nbytes
         else:
+            media = pb.media
+            if media is not None and not media.complete:  # still decoding: an underrun, or a late failure
+                if media.error is not None:
+                    pb.reason, pb.message = media.error.reason, media.error.message
+                    self._finish(pb, "failed")
+                return None
             chunk = data[off:]
             pb.samples_played += len(chunk)
             if len(chunk) < nbytes:

@@ -1,41 +1,52 @@
-"""Audio sources: fetch (aiohttp) or read a stored file, decode, resample and encode once.
+"""Audio sources → :class:`Media`: fetch or read, decode while the bytes arrive, encode once, cache.
 
-Everything here runs off the media clock's path: the download is async, the decode and
-encode run in the default executor, and the result is a :class:`Media` whose encoded
-payloads the clock only slices.  Failures carry a machine-readable reason.
+Everything here runs off the media clock's path: the download is async, each decode step and
+its G.711 encoding run in the default executor, and the result is a :class:`Media` whose
+encoded payloads the clock only slices.  A long source is handed to the player as soon as its
+first ~100 ms are decoded (``complete=False``); the rest is appended while it plays.
+Failures are :class:`SourceError` with a machine-readable reason.
+
+Memory for a 1-hour source: the raw body is never kept (each chunk is decoded and dropped);
+the decoded 8 kHz PCM is 57.6 MB and each G.711 encoding 28.8 MB.  A source larger than the
+memory cache budget is not kept in memory once played; it goes to the disk tier.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
-import re
-from collections import OrderedDict
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import numpy as np
 import soundfile
 
 from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
 
+from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
+from .errors import SourceError
+from .fetch import Fetcher, FetchSettings, public_url
+from .store import MEDIA_NAME, MediaStore
+
 if TYPE_CHECKING:
     from .player import SourceSpec
 
-MEDIA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+__all__ = ["MEDIA_NAME", "Media", "MediaLoader", "SourceError", "decode_wav"]
+
+log = logging.getLogger("mediasrv.source")
+
 RATE = 8000
-
-
-class SourceError(Exception):
-    """Why a source could not be played: ``reason`` for machines, ``message`` for people."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+START_SAMPLES = 800  # hand the media to the player once 100 ms are decoded
+FEED_BYTES = 256 * 1024  # decode in pieces of at most this much (whatever has arrived, up to this)
+HEAD_BYTES = 4096  # bytes looked at to decide the type
 
 
 @dataclass
@@ -61,155 +72,450 @@ class Media:
         return self.pcm.nbytes + sum(len(b) for b in self.encoded.values())
 
 
-def sniff(body: bytes) -> str:
-    """What the bytes are, judged by their first bytes, not by any label."""
-    head = body[:16]
-    if head[:4] == b"RIFF" and body[8:12] == b"WAVE":
+def _encode_both(pcm: np.ndarray) -> tuple[bytes, bytes]:
+    return ulaw_encode(pcm), alaw_encode(pcm)
+
+
+def media_from_pcm(source: str, pcm: np.ndarray) -> Media:
+    ulaw, alaw = _encode_both(pcm)
+    return Media(source, pcm, {"PCMU": ulaw, "PCMA": alaw})
+
+
+# -- the decoder (mediasrv.media.decode, with a WAV-only fallback until it is present) ------------
+class _FallbackDecoder:
+    """Buffers the body and decodes WAV at the end (no streaming): only used without decode.py."""
+
+    def __init__(self, kind: str, source: str, rate: int = RATE, max_seconds: float = 3600.0) -> None:
+        if kind != "wav":
+            raise SourceError("unsupported_format", f"{source}: {kind} data, only WAV is supported")
+        self.source, self.rate, self.max_seconds = source, rate, max_seconds
+        self.buf = bytearray()
+
+    def feed(self, chunk: bytes) -> np.ndarray:
+        self.buf += chunk
+        return np.zeros(0, np.int16)
+
+    def finish(self) -> np.ndarray:
+        pcm = decode_wav(bytes(self.buf), self.source).pcm
+        if len(pcm) > self.max_seconds * self.rate:
+            raise SourceError("too_long", f"{self.source}: longer than {self.max_seconds:g} s")
+        return pcm
+
+
+def _fallback_sniff(head: bytes) -> str:
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return "wav"
     if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
         return "mp3"
     if head[:4] in (b"OggS", b"fLaC"):
-        return "other_audio"
-    stripped = body[:256].lstrip().lower()
-    if stripped.startswith((b"<!doctype", b"<html", b"<?xml", b"{", b"[")):
-        return "text"
-    return "unknown"
+        return "ogg"
+    stripped = head[:256].lstrip().lower()
+    if stripped.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return "text" if stripped[:1] in (b"<", b"{", b"[") else "unknown"
+
+
+def _fallback_describe(body: bytes) -> dict[str, Any]:
+    if _fallback_sniff(body[:16]) != "wav":
+        raise SourceError("not_audio", f"{len(body)} bytes, not audio")
+    try:
+        info = soundfile.info(io.BytesIO(body))
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        raise SourceError("decode_error", f"cannot decode WAV: {exc}") from exc
+    return {"format": f"wav {info.subtype}", "sample_rate": info.samplerate, "channels": info.channels,
+            "duration_ms": int(info.frames * 1000 / info.samplerate)}
+
+
+def _fallback_not_audio(head: bytes, content_type: str | None, size: int) -> str:
+    label = content_type or ("text/html" if _fallback_sniff(head) == "html" else "unrecognised data")
+    return f"{label}, {size} bytes, not audio"
+
+
+_FALLBACK = SimpleNamespace(
+    sniff=_fallback_sniff,
+    decide_type=lambda head, declared, ctype, path: _fallback_sniff(head),
+    not_audio_message=_fallback_not_audio,
+    StreamDecoder=_FallbackDecoder,
+    describe_audio=_fallback_describe,
+)
+AUDIO_KINDS = ("wav", "mp3")
+NOT_AUDIO = ("html", "json", "xml", "text", "unknown")
+
+
+def decoder_api() -> Any:
+    """The decode module (imported lazily: it imports SourceError from this module)."""
+    try:
+        from . import decode  # noqa: PLC0415
+    except ImportError:
+        return _FALLBACK
+    return decode
+
+
+def describe_audio(body: bytes) -> dict[str, Any]:
+    return decoder_api().describe_audio(body)
 
 
 def decode_wav(body: bytes, source: str) -> Media:
-    """Decode, mix down, resample to 8 kHz and G.711-encode (blocking: run in an executor)."""
-    kind = sniff(body)
-    if kind != "wav":
-        raise SourceError("unsupported_format", f"{source}: {kind} data, only WAV is supported")
+    """Decode a whole WAV body, mix down, resample to 8 kHz and G.711-encode (blocking)."""
+    if _fallback_sniff(body[:16]) != "wav":
+        raise SourceError("unsupported_format", f"{source}: not WAV data")
     try:
         data, rate = soundfile.read(io.BytesIO(body), dtype="int16", always_2d=True)
     except (RuntimeError, ValueError, soundfile.LibsndfileError) as exc:
         raise SourceError("decode_error", f"{source}: cannot decode WAV: {exc}") from exc
     if data.size == 0:
         raise SourceError("decode_error", f"{source}: WAV holds no audio")
-    pcm = to_telephony(data, rate, RATE)
-    return Media(source, pcm, {"PCMU": ulaw_encode(pcm), "PCMA": alaw_encode(pcm)})
+    return media_from_pcm(source, to_telephony(data, rate, RATE))
+
+
+def choose_decoder(head: bytes, declared: str | None, content_type: str | None, url_path: str | None,
+                   size: int, source: str, max_seconds: float) -> Any:
+    """A StreamDecoder for the bytes, or ``not_audio`` / ``unsupported_format`` saying what they are."""
+    api = decoder_api()
+    kind = api.decide_type(head, declared, content_type, url_path)
+    if kind in NOT_AUDIO or not head:
+        raise SourceError("not_audio", api.not_audio_message(head, content_type, size))
+    return api.StreamDecoder(kind, source, RATE, max_seconds)
+
+
+# -- building a Media while it decodes ------------------------------------------------------------
+class MediaBuilder:
+    """Appends decoded PCM and its encodings to one growing :class:`Media`.
+
+    The PCM lives in a buffer that doubles when full; growing it (a copy) happens in the
+    executor, never on the clock's thread.  The encodings are bytearrays the player slices.
+    """
+
+    def __init__(self, source: str) -> None:
+        self._buf = np.zeros(0, np.int16)
+        self.samples = 0
+        self.media = Media(source, self._buf[:0], {"PCMU": bytearray(), "PCMA": bytearray()}, complete=False)
+
+    def decode_step(self, decoder: Any, chunk: bytes | None) -> tuple[int, bytes, bytes]:
+        """Blocking: decode *chunk* (None = end of body), store its PCM, return its encodings."""
+        pcm = decoder.feed(chunk) if chunk is not None else decoder.finish()
+        n = len(pcm)
+        if n:
+            need = self.samples + n
+            if need > len(self._buf):
+                grown = np.empty(max(need, 2 * len(self._buf), 10 * RATE), np.int16)
+                grown[: self.samples] = self._buf[: self.samples]
+                self._buf = grown
+            self._buf[self.samples: need] = pcm
+            ulaw, alaw = _encode_both(pcm)
+        else:
+            ulaw = alaw = b""
+        return n, ulaw, alaw
+
+    def publish(self, n: int, ulaw: bytes, alaw: bytes) -> None:
+        """On the loop's thread: make the new samples visible to players."""
+        if n:
+            self.samples += n
+            self.media.pcm = self._buf[: self.samples]
+            self.media.encoded["PCMU"] += ulaw  # type: ignore[operator]
+            self.media.encoded["PCMA"] += alaw  # type: ignore[operator]
+
+    def trim(self) -> np.ndarray:
+        """Blocking: the PCM without the buffer's spare capacity."""
+        return self._buf[: self.samples].copy() if len(self._buf) > self.samples else self._buf
+
+
+@dataclass
+class _Flight:
+    """One download-and-decode in progress; every concurrent request for its key shares it."""
+
+    first: asyncio.Future[Media]  # resolved once ~100 ms are decoded (or on failure before that)
+    done: asyncio.Future[Media]  # resolved when the whole source is decoded (or failed)
+
+
+def _quiet(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a failure nobody awaits is not logged as "never retrieved"
 
 
 class MediaLoader:
-    """Fetches and decodes sources, single-flight, keeping decoded media in a byte-bounded LRU."""
+    """Loads sources, single-flight, with a decoded-audio cache (RFC 9111) and the media store."""
 
     def __init__(self, data_dir: str, fetch_timeout_s: float = 30.0, max_fetch_bytes: int = 250 << 20,
-                 cache_bytes: int = 512 << 20) -> None:
-        self.media_dir = Path(data_dir) / "media"
-        self.fetch_timeout_s = fetch_timeout_s
-        self.max_fetch_bytes = max_fetch_bytes
-        self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[str, Media] = OrderedDict()
-        self._cached_bytes = 0
-        self._inflight: dict[str, asyncio.Future[Media]] = {}
-        self._session: aiohttp.ClientSession | None = None
-        self.stats = {"fetches": 0, "cache_hits": 0, "decodes": 0, "failures": 0}
+                 cache_bytes: int = 512 << 20, *, max_audio_seconds: float = 3600.0,
+                 allow_cidrs: list[str] | tuple[str, ...] = (), deny_cidrs: list[str] | tuple[str, ...] = (),
+                 disk_cache_bytes: int = 4 << 30, connect_timeout_s: float = 5.0,
+                 first_byte_timeout_s: float = 10.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.media_dir = self.data_dir / "media"
+        self.max_audio_seconds = max_audio_seconds
+        self.fetcher = Fetcher(FetchSettings(
+            connect_timeout_s=min(connect_timeout_s, fetch_timeout_s),
+            first_byte_timeout_s=min(first_byte_timeout_s, fetch_timeout_s),
+            total_timeout_s=fetch_timeout_s,
+            read_idle_timeout_s=min(first_byte_timeout_s, fetch_timeout_s),
+            max_bytes=max_fetch_bytes, allow_cidrs=list(allow_cidrs), deny_cidrs=list(deny_cidrs),
+        ))
+        self.store = MediaStore(self.media_dir, describe_audio, max_fetch_bytes)
+        self.cache = AudioCache(self.data_dir / "cache", cache_bytes, disk_cache_bytes)
+        self._inflight: dict[str, _Flight] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
+                      "decodes": 0, "failures": 0}
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.fetcher.close()
 
+    # -- entry points ------------------------------------------------------------
     def load_source(self, spec: SourceSpec) -> asyncio.Future[Media]:
-        """A future for one source's media (url, stored name or inline content)."""
-        if spec.url is not None:
-            return self.load(spec.url, "url")
-        if spec.media is not None:
-            return self.load(spec.media, "media")
-        fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
-        try:
-            fut.set_result(decode_wav(spec.content or b"", spec.describe()))
-        except SourceError as exc:
-            fut.set_exception(exc)
-        return fut
+        """A future for one source's media, resolved as soon as it can start playing."""
+        return self._flight(spec).first
+
+    async def prefetch(self, spec: SourceSpec) -> tuple[Media, CacheEntry | None]:
+        """Load *spec* completely (into the cache if it may be cached): the media and its entry."""
+        flight = self._flight(spec)
+        media = await asyncio.shield(flight.done)
+        key = self._key(spec)
+        return media, self.cache.get(key) if key else None
 
     def load(self, key: str, kind: str) -> asyncio.Future[Media]:
-        """A future for the media of a ``url`` or stored ``media`` name; shared by concurrent callers."""
-        cache_key = f"{kind}:{key}"
-        hit = self._cache.get(cache_key)
+        """Shorthand: a URL or a stored media name."""
+        from .player import SourceSpec  # noqa: PLC0415
+
+        return self.load_source(SourceSpec(url=key) if kind == "url" else SourceSpec(media=key))
+
+    async def purge(self, url: str | None = None, cache_id: str | None = None) -> bool:
+        entry = self.cache.remove(cache_key(url, cache_id))
+        if entry is None:
+            return False
+        await asyncio.get_running_loop().run_in_executor(None, self.cache.delete_files, entry.key)
+        return True
+
+    def forget_stored(self, name: str) -> None:
+        """A stored media file changed or went away: drop its decoded copies."""
+        for key in [k for k in self.cache.entries if k.startswith(f"media:{name}:")]:
+            self.cache.remove(key)
+
+    # -- keys and flights ----------------------------------------------------------
+    @staticmethod
+    def _key(spec: SourceSpec) -> str | None:
+        if spec.url is not None and spec.cache is not False:
+            return cache_key(spec.url, spec.cache_id)
+        return None
+
+    def _flight(self, spec: SourceSpec) -> _Flight:
         loop = asyncio.get_running_loop()
-        if hit is not None:
-            self._cache.move_to_end(cache_key)
-            self.stats["cache_hits"] += 1
-            fut: asyncio.Future[Media] = loop.create_future()
-            fut.set_result(hit)
-            return fut
-        pending = self._inflight.get(cache_key)
-        if pending is not None:
-            return pending
-        fut = loop.create_future()
-        self._inflight[cache_key] = fut
-        loop.create_task(self._load(cache_key, key, kind, fut))
-        return fut
-
-    async def _load(self, cache_key: str, key: str, kind: str, fut: asyncio.Future[Media]) -> None:
-        try:
-            body = await (self._fetch(key) if kind == "url" else self._read_stored(key))
-            self.stats["decodes"] += 1
-            media = await asyncio.get_running_loop().run_in_executor(None, decode_wav, body, key)
-        except SourceError as exc:
-            self.stats["failures"] += 1
-            fut.set_exception(exc)
-        except Exception as exc:  # an unexpected failure still ends as a reasoned failed playback
-            self.stats["failures"] += 1
-            fut.set_exception(SourceError("internal_error", f"{key}: {type(exc).__name__}: {exc}"))
+        if spec.url is not None:
+            key = self._key(spec) or f"nocache:{uuid.uuid4().hex}"
+        elif spec.media is not None:
+            key = f"media:{spec.media}"
         else:
-            self._remember(cache_key, media)
-            fut.set_result(media)
-        finally:
-            self._inflight.pop(cache_key, None)
+            key = f"content:{uuid.uuid4().hex}"
+        flight = self._inflight.get(key)
+        if flight is not None:
+            self.stats["coalesced"] += 1
+            return flight
+        flight = _Flight(loop.create_future(), loop.create_future())
+        flight.first.add_done_callback(_quiet)
+        flight.done.add_done_callback(_quiet)
+        self._inflight[key] = flight
+        task = loop.create_task(self._run(key, spec, flight))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
 
-    def _remember(self, cache_key: str, media: Media) -> None:
-        if media.size_bytes > self.cache_bytes:
-            return
-        self._cache[cache_key] = media
-        self._cached_bytes += media.size_bytes
-        while self._cached_bytes > self.cache_bytes and self._cache:
-            _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= old.size_bytes
-
-    async def _read_stored(self, name: str) -> bytes:
-        if not MEDIA_NAME.match(name) or ".." in name:
-            raise SourceError("invalid_media_name", f"{name!r} is not a valid media name")
-        path = self.media_dir / name
+    async def _run(self, key: str, spec: SourceSpec, flight: _Flight) -> None:
+        media: Media | None = None
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
-        except FileNotFoundError as exc:
-            raise SourceError("media_not_found", f"no stored media named {name!r}") from exc
-        except OSError as exc:
-            raise SourceError("read_error", f"cannot read media {name!r}: {exc}") from exc
-
-    async def _fetch(self, url: str) -> bytes:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": "mediasrv/0.1 (+audio fetch)"})
-        self.stats["fetches"] += 1
-        timeout = aiohttp.ClientTimeout(total=self.fetch_timeout_s, sock_connect=5.0, sock_read=10.0)
-        try:
-            async with self._session.get(url, timeout=timeout, max_redirects=5) as resp:
-                if resp.status != 200:
-                    raise SourceError(f"http_{resp.status}", f"{url}: HTTP {resp.status} {resp.reason or ''}".strip())
-                declared = resp.content_length
-                if declared is not None and declared > self.max_fetch_bytes:
-                    raise SourceError("too_large", f"{url}: {declared} bytes exceeds {self.max_fetch_bytes}")
-                chunks, size = [], 0
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    size += len(chunk)
-                    if size > self.max_fetch_bytes:
-                        raise SourceError("too_large", f"{url}: more than {self.max_fetch_bytes} bytes")
-                    chunks.append(chunk)
-                body = b"".join(chunks)
-                ctype = resp.headers.get("Content-Type", "no content type").split(";")[0].strip()
-        except SourceError:
+            if spec.url is not None:
+                media = await self._load_url(key, spec, flight)
+            elif spec.media is not None:
+                media = await self._load_stored(spec.media, flight)
+            else:
+                media = await self._decode_stream(spec.describe(), _one(spec.content or b""), flight,
+                                                  declared=spec.audio_type)
+        except SourceError as exc:
+            self._fail(flight, exc)
+        except asyncio.CancelledError:
+            self._fail(flight, SourceError("shutdown", "the server is stopping"))
             raise
-        except TimeoutError as exc:
-            raise SourceError("fetch_timeout", f"{url}: no complete answer within {self.fetch_timeout_s} s") from exc
-        except aiohttp.TooManyRedirects as exc:
-            raise SourceError("too_many_redirects", f"{url}: more than 5 redirects") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise SourceError("unreachable", f"{url}: cannot connect: {exc.os_error or exc}") from exc
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise SourceError("fetch_error", f"{url}: {type(exc).__name__}: {exc}") from exc
-        kind = sniff(body)
-        if kind in ("text", "unknown"):
-            raise SourceError("not_audio", f"{ctype}, {len(body)} bytes, not audio")
-        return body
+        except Exception as exc:  # an unexpected failure still ends as a reasoned failed playback
+            log.exception("loading %s failed", spec.describe())
+            self._fail(flight, SourceError("internal_error", f"{spec.describe()}: {type(exc).__name__}: {exc}"))
+        else:
+            if not flight.first.done():
+                flight.first.set_result(media)
+            flight.done.set_result(media)
+        finally:
+            self._inflight.pop(key, None)
+
+    def _fail(self, flight: _Flight, exc: SourceError, media: Media | None = None) -> None:
+        self.stats["failures"] += 1
+        if not flight.first.done():
+            flight.first.set_exception(exc)
+        elif flight.first.exception() is None:
+            flight.first.result().error = exc  # it is playing: the player ends it failed
+        if not flight.done.done():
+            flight.done.set_exception(exc)
+
+    # -- the three kinds of source -------------------------------------------------
+    async def _load_url(self, key: str, spec: SourceSpec, flight: _Flight) -> Media:
+        assert spec.url is not None
+        cached = self.cache.get(key) if spec.cache is not False else None
+        now = time.time()
+        if cached is not None and cached.fresh(now):
+            self.stats["cache_hits"] += 1
+            cached.hits += 1
+            return await self._cached_media(cached)
+        headers = cached.conditional_headers() if cached is not None else None
+        self.stats["fetches"] += 1
+        resp = await self.fetcher.open(spec.url, spec.username, spec.password, headers)
+        async with resp:
+            fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id)
+            if resp.status == 304:
+                if cached is None or self.cache.get(key) is not cached:
+                    raise SourceError("fetch_error", f"{public_url(spec.url)}: 304 to an unconditional request")
+                self.stats["revalidations"] += 1
+                cached.hits += 1
+                self.cache.refresh(key, fresh if fresh.store else Freshness(True, 0.0),
+                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+                if cached.on_disk:
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self.cache.write_sidecar, key, self.cache.sidecar(cached))
+                return await self._cached_media(cached)
+            declared = resp.content_length
+            media = await self._decode_stream(
+                spec.describe(), resp.chunks(FEED_BYTES), flight, declared=spec.audio_type,
+                content_type=resp.content_type, url_path=resp.url.path, size_hint=declared,
+            )
+        if spec.cache is not False and fresh.store:
+            await self._remember(CacheEntry(
+                key=key, source=public_url(spec.url), samples=len(media.pcm), stored_at=time.time(),
+                fresh_until=fresh.fresh_until, etag=resp.headers.get("ETag"),
+                last_modified=resp.headers.get("Last-Modified"),
+            ), media)
+        elif cached is not None:  # the new answer may not be stored: the old entry is no longer right
+            await self.purge_key(key)
+        return media
+
+    async def purge_key(self, key: str) -> None:
+        entry = self.cache.remove(key)
+        if entry is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.cache.delete_files, key)
+
+    async def _cached_media(self, entry: CacheEntry) -> Media:
+        media = self.cache.media(entry.key)
+        if media is not None:
+            return media
+        self.stats["disk_hits"] += 1
+        loop = asyncio.get_running_loop()
+        pcm = await loop.run_in_executor(None, self.cache.read_pcm, entry.key)
+        media = await loop.run_in_executor(None, media_from_pcm, entry.source, pcm)
+        self.cache.keep_in_memory(entry.key, media)
+        return media
+
+    async def _remember(self, entry: CacheEntry, media: Media) -> None:
+        to_disk = self.cache.put(entry, media)
+        if not to_disk:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.cache.write_files, entry.key, media.pcm, self.cache.sidecar(entry))
+        except OSError as exc:
+            log.warning("cannot write cache entry %s to disk: %s", entry.source, exc)
+            return
+        for key in self.cache.written(entry):
+            await loop.run_in_executor(None, self.cache.delete_files, key)
+
+    async def _load_stored(self, name: str, flight: _Flight) -> Media:
+        loop = asyncio.get_running_loop()
+        mtime, size = await loop.run_in_executor(None, self.store.version, name)
+        key = f"media:{name}:{mtime}:{size}"
+        media = self.cache.media(key)
+        if media is not None:
+            self.stats["cache_hits"] += 1
+            return media
+        path = self.store.path(name)
+        media = await self._decode_stream(f"media:{name}", _read_file(path), flight, url_path=name, size_hint=size)
+        self.cache.put(CacheEntry(key=key, source=f"media:{name}", samples=len(media.pcm), stored_at=time.time(),
+                                  fresh_until=float("inf")), media)
+        return media
+
+    # -- decoding while the bytes arrive -------------------------------------------
+    async def _decode_stream(self, source: str, chunks: AsyncIterator[bytes], flight: _Flight, *,
+                             declared: str | None = None, content_type: str | None = None,
+                             url_path: str | None = None, size_hint: int | None = None) -> Media:
+        """Decode *chunks* as they come; resolve ``flight.first`` once 100 ms are ready."""
+        loop = asyncio.get_running_loop()
+        it = chunks.__aiter__()
+        head = b""
+        ended = False
+        while len(head) < HEAD_BYTES:
+            try:
+                head += await it.__anext__()
+            except StopAsyncIteration:
+                ended = True
+                break
+        size = size_hint if size_hint is not None else len(head)
+        decoder = choose_decoder(head[:HEAD_BYTES], declared, content_type, url_path, size, source,
+                                 self.max_audio_seconds)
+        self.stats["decodes"] += 1
+        builder = MediaBuilder(source)
+        pending: bytes | None = head
+        try:
+            while True:
+                step: Callable[[], tuple[int, bytes, bytes]] = _bind(builder.decode_step, decoder, pending)
+                n, ulaw, alaw = await loop.run_in_executor(None, step)
+                builder.publish(n, ulaw, alaw)
+                if not flight.first.done() and builder.samples >= START_SAMPLES:
+                    flight.first.set_result(builder.media)
+                if pending is None:
+                    break
+                if ended:
+                    pending = None
+                    continue
+                try:
+                    pending = await it.__anext__()
+                except StopAsyncIteration:
+                    pending = None
+        finally:
+            await _aclose(it)
+        if builder.samples == 0:
+            raise SourceError("decode_error", f"{source}: no audio samples")
+        media = builder.media
+        media.pcm = await loop.run_in_executor(None, builder.trim)
+        media.complete = True
+        return media
+
+
+def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
+async def _aclose(it: Any) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def _read_file(path: Path, size: int = FEED_BYTES) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    try:
+        fh = await loop.run_in_executor(None, path.open, "rb")
+    except FileNotFoundError as exc:
+        raise SourceError("media_not_found", f"no stored media named {path.name!r}") from exc
+    try:
+        while chunk := await loop.run_in_executor(None, fh.read, size):
+            yield chunk
+    finally:
+        fh.close()
+
+
+def decode_base64(value: str) -> bytes:
+    """Strict base64 (standard or URL-safe alphabet, whitespace ignored)."""
+    text = "".join(value.split())
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    return base64.b64decode(text, validate=True)

@@ -113,7 +113,7 @@ class RtpLeg:
 
     __slots__ = ("call_id", "rtp_sock", "send_sock", "rtcp_sock", "port", "ssrc", "seq", "timestamp", "payload_type",
                  "remote", "remote_rtcp", "marker_next", "stats", "packets_sent", "bytes_sent", "send_errors",
-                 "transmit", "_loop")
+                 "transmit", "on_rtp", "_loop")
 
     def __init__(self, call_id: str, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
         self.call_id = call_id
@@ -133,6 +133,9 @@ class RtpLeg:
         self.send_errors = 0
         self.send_sock = self._sending_socket(rtp_sock)
         self.transmit: Callable[[bytes], object] = self._no_remote  # bound once per remote: the clock calls it
+        # Who consumes inbound audio (the mixer, while the leg is bridged): called with
+        # (seq, timestamp, ssrc, payload_type, payload) for each RTP packet from the remote.
+        self.on_rtp: Callable[[int, int, int, int, bytes], object] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
@@ -226,6 +229,11 @@ class RtpLeg:
             self.stats.bytes_received += header.payload_length
             self.stats.last_received_seq = header.seq
             self.stats.last_inbound = time.monotonic()
+            consumer = self.on_rtp
+            if consumer is not None:
+                off = header.payload_offset
+                consumer(header.seq, header.timestamp, header.ssrc, header.payload_type,
+                         data[off : off + header.payload_length])
 
     def _read_rtcp(self) -> None:
         for _ in range(16):

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend
+from . import digest
 from . import sdp as sdpmod
 from .dialog import Dialog, uac_dialog, uas_dialog
+from .digest import Credentials
 from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
 from .timers import TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
@@ -36,6 +38,42 @@ REASONS = {
     488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error", 503: "Service Unavailable",
     505: "Version Not Supported", 603: "Decline",
 }
+
+
+# Final statuses to an INVITE -> hangup cause (anything else: "rejected"; 401/407: "auth_failed").
+FAILURE_CAUSES = {
+    486: "busy", 600: "busy", 603: "declined", 607: "declined",
+    408: "no_answer", 480: "no_answer", 404: "not_found", 604: "not_found", 484: "not_found",
+    410: "not_found", 488: "incompatible_media", 606: "incompatible_media",
+}
+
+# Headers a caller of start_call() may not add: the core writes these itself.
+RESERVED_HEADERS = frozenset(
+    h.lower() for h in (
+        "Via", "v", "Max-Forwards", "From", "f", "To", "t", "Call-ID", "i", "CSeq", "Contact", "m",
+        "Content-Length", "l", "Content-Type", "c", "Authorization", "Proxy-Authorization", "Allow",
+        "User-Agent", "Route", "Record-Route", "Require", "Proxy-Require", "Supported", "k", "Expires",
+    )
+)
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+
+
+def failure_cause(status: int) -> str:
+    return FAILURE_CAUSES.get(status, "rejected")
+
+
+def check_user_headers(headers: dict[str, str]) -> str | None:
+    """Why *headers* cannot go into an INVITE as they are, or None when they can."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN_RE.match(name):
+            return f"bad header name {name!r}"
+        if name.lower() in RESERVED_HEADERS:
+            return f"header {name!r} is set by the server"
+        if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
+            return f"header {name!r}: value must be a string without CR, LF or NUL"
+        if len(name) + len(value) > 1024:
+            return f"header {name!r} is too long"
+    return None
 
 
 class CallFailed(Exception):
@@ -90,6 +128,11 @@ class Session:
     cancel_sent: bool = False
     on_result: ResultCallback | None = None
     result_sent: bool = False
+    user_headers: list[tuple[str, str]] = field(default_factory=list)  # extra INVITE headers
+    offer_body: bytes = b""  # our SDP offer, the same in every (authenticated) retry
+    credentials: Credentials | None = None
+    auth_attempts: int = 0
+    early_media: bool = False  # an 18x carried the SDP answer
 
 
 _RPORT_RE = re.compile(r";\s*rport(?=\s*(?:;|$))", re.I)
@@ -547,7 +590,14 @@ class SipCore:
         from_uri: str | None = None,
         transport: str = "udp",
         headers: dict[str, str] | None = None,
+        credentials: Credentials | None = None,
     ) -> Session:
+        """Send an INVITE to *to_uri* at *remote*; *on_result* gets (session, code, reason) once.
+
+        *headers* are added to the INVITE (and to its authenticated retries) as they are; the
+        caller has checked them (:func:`check_user_headers`).  With *credentials*, a 401/407 is
+        answered once with a digest (a second challenge ends the call with cause ``auth_failed``).
+        """
         s = self.settings
         transport = transport.lower()
         if transport not in ("udp", "tcp"):
@@ -560,8 +610,9 @@ class SipCore:
         session = Session(call=call, inbound=False, local_tag=tag, on_result=on_result)
         session.sess_id = random.getrandbits(31)
         session.sdp_version = 1
-        flow = Dest(transport, (remote[0], int(remote[1])))
-        session.flow = flow
+        session.flow = Dest(transport, (remote[0], int(remote[1])))
+        session.user_headers = list((headers or {}).items())
+        session.credentials = credentials
         if s.max_calls is not None and self.registry.active_count >= s.max_calls:
             raise CallFailed(503, "max_calls reached")
         self.registry.add(call)
@@ -572,48 +623,59 @@ class SipCore:
         except Exception as exc:  # noqa: BLE001
             self._end(session, "rejected", "server", 503, release=False)
             raise CallFailed(503, f"media allocation failed: {exc}") from exc
-        body = sdpmod.build_offer(call.local_rtp, s.codecs, session.sess_id, session.sdp_version)
+        session.offer_body = sdpmod.build_offer(call.local_rtp, s.codecs, session.sess_id, session.sdp_version)
+        session.invite_fields = {"uri": to_uri, "from": f"<{from_uri}>;tag={tag}", "to": f"<{to_uri}>", "cseq": 0}
+        self._send_invite(session, [])
+        return session
+
+    def _send_invite(self, session: Session, auth: list[tuple[str, str]]) -> None:
+        """(Re)send the initial INVITE in a new transaction: next CSeq, new branch, *auth* headers."""
+        assert session.flow is not None
+        f = session.invite_fields
+        f["cseq"] += 1
+        transport = session.flow.transport
         branch = self._branch()
-        via = self._via(transport, branch)
-        from_value = f"<{from_uri}>;tag={tag}"
-        to_value = f"<{to_uri}>"
+        f["via"] = via = self._via(transport, branch)
+        uri, from_value, to_value, cseq = f["uri"], f["from"], f["to"], f["cseq"]
+        sip_call_id = session.call.sip_call_id
         hdrs = [
             ("Via", via),
             ("Max-Forwards", "70"),
             ("From", from_value),
             ("To", to_value),
             ("Call-ID", sip_call_id),
-            ("CSeq", "1 INVITE"),
+            ("CSeq", f"{cseq} INVITE"),
             ("Contact", self._contact(transport)),
-            ("User-Agent", s.user_agent),
+            ("User-Agent", self.settings.user_agent),
             ("Allow", ALLOW),
+            *auth,
+            *session.user_headers,
+            ("Content-Type", "application/sdp"),
         ]
-        if headers:
-            hdrs.extend(headers.items())
-        hdrs.append(("Content-Type", "application/sdp"))
-        data = build_request_head("INVITE", to_uri, hdrs, body)
-        session.invite_fields = {"uri": to_uri, "via": via, "from": from_value, "to": to_value, "cseq": 1}
-        session.dialog = None
+        data = build_request_head("INVITE", uri, hdrs, session.offer_body)
 
         def build_ack(resp: Response) -> bytes:
             return build_request_head(
                 "ACK",
-                to_uri,
+                uri,
                 [
                     ("Via", via),
                     ("Max-Forwards", "70"),
                     ("From", from_value),
                     ("To", resp.get("to") or to_value),
                     ("Call-ID", sip_call_id),
-                    ("CSeq", "1 ACK"),
+                    ("CSeq", f"{cseq} ACK"),
                 ],
             )
 
-        tx = self.tl.new_client("INVITE", branch, data, flow, self._uac_response, self._uac_timeout, build_ack)
+        tx = self.tl.new_client(
+            "INVITE", branch, data, session.flow, self._uac_response, self._uac_timeout, build_ack
+        )
         assert isinstance(tx, ClientInviteTx)
         tx.context = session
         session.invite_tx = tx
-        return session
+        session.provisional = False
+        session.cancel_sent = False
 
     def _result(self, session: Session, code: int, reason: str) -> None:
         if not session.result_sent and session.on_result is not None:
@@ -622,10 +684,14 @@ class SipCore:
 
     def _uac_response(self, tx: ClientTx, resp: Response) -> None:
         session: Session = tx.context
+        if tx is not session.invite_tx:
+            return  # a late response to an INVITE we already retried with credentials
         st = resp.status
         if st < 200:
             if st > 100 and not session.ended:
                 self.registry.ringing(session.call)
+                if resp.body:
+                    self._uac_early_media(session, resp)
             session.provisional = True
             if session.cancel is not None and not session.cancel_sent:
                 self._send_cancel(session)
@@ -633,9 +699,61 @@ class SipCore:
         if st < 300:
             self._uac_2xx(session, resp, tx)
             return
-        cause, by = session.cancel or ("rejected", "callee")
+        if st in (401, 407) and self._retry_with_auth(session, resp):
+            return
+        if session.cancel is not None:
+            cause, by = session.cancel
+        elif st in (401, 407):
+            cause, by = "auth_failed", "callee"
+        else:
+            cause, by = failure_cause(st), "callee"
         self._end(session, cause, by, st)
         self._result(session, st, resp.reason or REASONS.get(st, ""))
+
+    def _retry_with_auth(self, session: Session, resp: Response) -> bool:
+        """Answer a 401/407 with credentials (RFC 3261 22.2); False when we cannot or should not.
+
+        Once credentials were sent, another challenge means they were refused, unless it says
+        ``stale=true`` (the nonce expired, the password was fine): one such retry is allowed.
+        """
+        creds = session.credentials
+        if creds is None or session.ended or session.cancel is not None:
+            return False
+        challenges = [
+            ch
+            for ch in (
+                digest.choose(resp.raw_all("www-authenticate")),
+                digest.choose(resp.raw_all("proxy-authenticate"), proxy=True),
+            )
+            if ch is not None
+        ]
+        if not challenges:
+            log.info("call %s: no usable digest challenge in %s", session.call.call_id, resp.status)
+            return False
+        if session.auth_attempts >= 1 and not (session.auth_attempts == 1 and all(ch.stale for ch in challenges)):
+            return False
+        session.auth_attempts += 1
+        uri = session.invite_fields["uri"]
+        auth = [
+            (ch.header_name, digest.authorization(ch, creds, "INVITE", uri, body=session.offer_body))
+            for ch in challenges
+        ]
+        self._send_invite(session, auth)
+        return True
+
+    def _uac_early_media(self, session: Session, resp: Response) -> None:
+        """An SDP answer in a 18x (183 Session Progress): media may flow before the answer."""
+        try:
+            media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
+        except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
+            log.info("unusable SDP in %s for %s: %s (ignored)", resp.status, session.call.call_id, exc)
+            return
+        call = session.call
+        call.media = media
+        if not session.early_media:
+            session.early_media = True
+            self.registry.early_media(call)
+        self.media.media_changed(call)
 
     def _uac_2xx(self, session: Session, resp: Response, tx: ClientTx) -> None:
         if session.dialog is not None:
@@ -668,9 +786,10 @@ class SipCore:
             self._result(session, 487, "Request Terminated")
             return
         try:
-            if not resp.body:
+            if resp.body:
+                call.media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
+            elif not session.early_media:  # the answer already came in a 183 (RFC 3261 13.2.1)
                 raise sdpmod.SdpError("2xx without an SDP answer")
-            call.media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
             self._send_bye(session)
             self._end(session, "bad_sdp", "server", 488)
@@ -683,6 +802,8 @@ class SipCore:
 
     def _uac_timeout(self, tx: ClientTx) -> None:
         session: Session = tx.context
+        if tx is not session.invite_tx:
+            return
         cause, by = session.cancel or ("timeout", "server")
         self._end(session, cause, by, 408)
         self._result(session, 408, "Request Timeout")
@@ -768,6 +889,8 @@ class SipCore:
                 self._respond(tx, code, session.local_tag)
             self._end(session, cause, by, code)
         else:
+            if cause == "normal_clearing":
+                cause = "cancelled"  # hanging up an unanswered outbound call is a CANCEL
             self.cancel_call(session, cause, by)
 
     def shutdown(self) -> None:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from ..calls import Call, CallRegistry, MediaBackend
 from .core import CallFailed, CoreSettings, Session, SipCore
+from .digest import Credentials
 from .transaction import Dest
 from .transport import SipTransport
 
-__all__ = ["SipSettings", "SipUserAgent", "CallFailed"]
+__all__ = ["SipSettings", "SipUserAgent", "CallFailed", "Credentials"]
 
 
 @dataclass
@@ -153,6 +154,45 @@ class SipUserAgent:
         finally:
             self._arm()
 
+    def dial(
+        self,
+        to_uri: str,
+        *,
+        remote: tuple[str, int],
+        from_uri: str | None = None,
+        transport: str = "udp",
+        headers: dict[str, str] | None = None,
+        credentials: Credentials | None = None,
+        timeout: float = 32.0,
+    ) -> Call:
+        """Start an outbound call and return its Call at once (state ``initiated``).
+
+        What happens next is only told through the registry (ringing, early media, answered,
+        ended).  Unanswered after *timeout* seconds: CANCEL, cause ``no_answer`` if it rang,
+        else ``timeout``.  Raises CallFailed (503) when no call can be started.
+        """
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def on_result(session: Session, code: int, reason: str) -> None:
+            if handle is not None:
+                handle.cancel()
+
+        def give_up(session: Session) -> None:
+            if session.ended or session.answered:
+                return
+            cause = "no_answer" if session.call.state.value == "ringing" else "timeout"
+            self.core.cancel_call(session, cause, "server", end_now=True)
+            self._arm()
+
+        try:
+            session = self.core.start_call(to_uri, remote, on_result, from_uri, transport, headers, credentials)
+        finally:
+            self._arm()
+        if not session.ended:
+            handle = loop.call_later(timeout, give_up, session)
+        return session.call
+
     async def call(
         self,
         to_uri: str,
@@ -161,6 +201,7 @@ class SipUserAgent:
         from_uri: str | None = None,
         transport: str = "udp",
         headers: dict[str, str] | None = None,
+        credentials: Credentials | None = None,
         timeout: float = 32.0,
     ) -> Call:
         """Place an outbound call; return it once answered or raise CallFailed(code, reason)."""
@@ -177,7 +218,7 @@ class SipUserAgent:
 
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            session = self.core.start_call(to_uri, remote, on_result, from_uri, transport, headers)
+            session = self.core.start_call(to_uri, remote, on_result, from_uri, transport, headers, credentials)
         finally:
             self._arm()
         try:

@@ -1,6 +1,7 @@
 """EventBus: webhooks arrive in order per call, are retried, and never block the publisher."""
 
 import asyncio
+import json
 
 from aiohttp import web
 
@@ -73,3 +74,34 @@ async def test_sse_subscriber_gets_events():
     event = await asyncio.wait_for(q.get(), 1)
     assert event.type == "call.initiated" and event.data == {"a": 1}
     assert [e.type for e in bus.history("x")] == ["call.initiated"]
+
+
+async def test_custom_sink_builds_each_attempt_and_keeps_order():
+    """A dialect's sink: its own URL and body, headers made fresh per attempt (timestamped signatures)."""
+    from mediasrv.events import Delivery, WebhookSink
+
+    runner, url, got, attempts = await _receiver(fail_first=1)
+    seen_attempts: list[int] = []
+
+    def render(event):
+        if event.type == "skip.me":
+            return None
+
+        def build(attempt: int):
+            seen_attempts.append(attempt)
+            body = json.dumps({"kind": event.type, "n": event.data["n"], "attempt": attempt}).encode()
+            return body, {"Content-Type": "application/json", "X-Sig": f"sig-{attempt}"}
+
+        return Delivery(url=url, build=build, key=event.call_id, label=event.type)
+
+    bus = EventBus()
+    sink = bus.add_sink(WebhookSink(render, WebhookSettings(backoff_s=0.01), name="vendor"))
+    for i in range(5):
+        bus.publish("a.b", "c1", {"n": i})
+    bus.publish("skip.me", "c1", {"n": 99})
+    await bus.drain()
+    await bus.close()
+    await runner.cleanup()
+    assert [e["n"] for e in got] == [0, 1, 2, 3, 4]
+    assert got[0]["attempt"] == 2 and seen_attempts[:2] == [1, 2]  # first try refused with 503, rebuilt
+    assert sink.stats["delivered"] == 5 and bus.stats["delivered"] == 5

@@ -17,6 +17,7 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 from mediacodecs.g711 import encode, silence_byte
 from mediasrv.calls import Call, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
+from mediasrv.media.player import SourceSpec
 from mediasrv.probe import RtpCapture, open_capture
 
 SOURCE = np.random.default_rng(7).integers(-12000, 12000, 4100).astype(np.int16)  # 25.6 packets
@@ -77,6 +78,7 @@ class Plane:
         lo = random.randrange(30000, 60000, 2)
         self.events: list[tuple[str, str, dict]] = []
         self.timeouts: list[str] = []
+        kw.setdefault("fetch_allow_cidrs", ["127.0.0.0/8"])  # the audio server is on loopback
         self.plane = MediaPlane(MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 200, **kw),
                                 emit=lambda t, c, d: self.events.append((t, c, d)),
                                 on_rtp_timeout=self.timeouts.append)
@@ -179,12 +181,13 @@ async def test_failures_end_with_reasons_and_the_call_keeps_silence(plane, serve
 async def test_single_flight_stereo_resampled_and_cache(plane, server):
     (c1, _), (c2, _) = await plane.call(), await plane.call()
     url = server.base + "/stereo44.wav"
-    p1 = plane.plane.play(c1.call_id, PlayRequest(url=url))[0]
-    p2 = plane.plane.play(c2.call_id, PlayRequest(url=url))[0]
+    cached = [SourceSpec(url=url, cache=True)]  # no caching headers: cached only on request (issue 4)
+    p1 = plane.plane.play(c1.call_id, PlayRequest(sources=cached))[0]
+    p2 = plane.plane.play(c2.call_id, PlayRequest(sources=cached))[0]
     d1, d2 = await plane.wait_ended(p1.id), await plane.wait_ended(p2.id)
     assert server.hits[url[len(server.base):]] == 1  # one fetch shared by both plays
     assert d1["status"] == d2["status"] == "completed" and abs(d1["ms_played"] - 512) <= 2
-    p3 = plane.plane.play(c1.call_id, PlayRequest(url=url))[0]
+    p3 = plane.plane.play(c1.call_id, PlayRequest(sources=cached))[0]
     await plane.wait_ended(p3.id)
     assert server.hits["/stereo44.wav"] == 1  # served from the cache
 

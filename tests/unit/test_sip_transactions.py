@@ -330,7 +330,7 @@ def test_uac_rejected_call_acks_on_same_branch() -> None:
     h.feed(_response_to(invite, 486))
     ack = h.take()[0]
     assert isinstance(ack, Request) and ack.method == "ACK" and ack.vias[0].branch == invite.vias[0].branch
-    assert results[0][0] == 486 and (s.call.hangup_cause, s.call.hangup_by, s.call.sip_code) == ("rejected", "callee", 486)
+    assert results[0][0] == 486 and (s.call.hangup_cause, s.call.hangup_by, s.call.sip_code) == ("busy", "callee", 486)
     h.feed(_response_to(invite, 486))  # retransmitted final: re-ACK from the transaction
     assert [m.method for m in h.take()] == ["ACK"]  # type: ignore[union-attr]
 

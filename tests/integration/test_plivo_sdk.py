@@ -1,0 +1,237 @@
+"""The official ``plivo`` SDK against mediasrv with a live SIPp call: audio, responses, signed callbacks, errors.
+
+The SDK (requests) is synchronous; it runs in a thread while the server runs in the test's loop.
+It has no base-URL setting, so its module globals are pointed at the server (as the README shows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import plivo
+import plivo.rest.client as prc
+import pytest
+from aiohttp import web
+from plivo.utils.signature_v3 import validate_v3_signature
+
+from mediasrv.demo import free_port_pair
+from mediasrv.probe import open_capture
+
+from .conftest import REPO, SCENARIOS, Running, chirp_signal, serve_app, start_server, wait_until, wav_bytes
+from .test_playback_sipp import (
+    answered_calls,
+    assert_stream_continuity,
+    expected_payload,
+    sipp_play_args,
+    start_sipp,
+)
+
+pytestmark = pytest.mark.integration
+
+AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"  # the SDK insists on 20 characters starting with MA (or SA)
+AUTH_TOKEN = "plivo-token-for-tests"
+
+
+@dataclass
+class Callbacks:
+    """A real callback receiver: method, URL, params and headers of each request."""
+
+    url: str = ""
+    got: list[dict[str, Any]] = field(default_factory=list)
+
+    def verified(self) -> list[dict[str, str]]:
+        """Every callback's params, each checked with the SDK's own ``validate_v3_signature``."""
+        out = []
+        for c in self.got:
+            h = c["headers"]
+            params = dict(c["form"])
+            assert validate_v3_signature(c["method"], c["url"], h["X-Plivo-Signature-V3-Nonce"], AUTH_TOKEN,
+                                         h["X-Plivo-Signature-V3"], params), c
+            out.append({**c["query"], **params})
+        return out
+
+    async def wait_for(self, pred: Any, timeout: float = 10.0) -> dict[str, str]:
+        return await wait_until(lambda: next((p for p in self.verified() if pred(p)), None), timeout, "a callback")
+
+
+@pytest.fixture
+async def callbacks() -> AsyncIterator[Callbacks]:
+    cb = Callbacks()
+
+    async def receive(request: web.Request) -> web.Response:
+        form = await request.post() if request.method == "POST" else {}
+        cb.got.append({"method": request.method, "url": str(request.url), "form": dict(form),
+                       "query": dict(request.query), "headers": dict(request.headers)})
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/plivo/cb", receive)
+    runner, base = await serve_app(app)
+    cb.url = f"{base}/plivo/cb"
+    yield cb
+    await runner.cleanup()
+
+
+def point_sdk_at(r: Running) -> None:
+    local = f"{r.http}/v1/Account"
+    prc.PLIVO_API_BASE_URI = prc.API_VOICE_BASE_URI = local
+    prc.API_VOICE_BASE_URI_FALLBACK_1 = prc.API_VOICE_BASE_URI_FALLBACK_2 = local
+
+
+async def plivo_server(tmp_path, **settings: Any) -> tuple[Running, plivo.RestClient]:
+    r = await start_server(tmp_path, plivo_auth_id=AUTH_ID, plivo_auth_token=AUTH_TOKEN, **settings)
+    point_sdk_at(r)
+    return r, plivo.RestClient(auth_id=AUTH_ID, auth_token=AUTH_TOKEN)
+
+
+async def test_play_loop_stop_and_signed_callbacks(tmp_path, callbacks: Callbacks, audio_origin):
+    r, client = await plivo_server(tmp_path)
+    capture = await open_capture()
+    try:
+        a = chirp_signal(0.5, seed=7)
+        url_a = audio_origin.add("a.wav", wav_bytes(a, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=5000))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        res = await asyncio.to_thread(client.calls.play, cid, url_a, legs="aleg", loop=False, mix=True,
+                                      callback_url=callbacks.url)
+        assert res.message == "play started" and re.fullmatch(r"[0-9a-f-]{36}", res.api_id)
+        # loop=true plays forever (a comma string of one URL; GET callbacks this time)
+        res2 = await asyncio.to_thread(client.calls.start_playing, cid, urls=url_a + ",", loop=True,
+                                       callback_url=callbacks.url, callback_method="GET")
+        started = await callbacks.wait_for(lambda p: p["Event"] == "PlayStarted" and p["RequestUUID"] == res2.api_id)
+        await asyncio.sleep(1.2)  # past the end of its first round: it is looping
+        stopped = await asyncio.to_thread(client.calls.stop_playing, cid, callback_url=callbacks.url)
+        assert stopped is None  # 204: the SDK returns None
+        await callbacks.wait_for(lambda p: p["Event"] == "PlayEnded" and p["RequestUUID"] == res2.api_id)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    payload = capture.payload()
+    ea = expected_payload(a, "PCMU")
+    at = payload.find(ea + ea + ea)
+    assert at >= 0 and at % 160 == 0, "once, then looping: back to back and bit-exact"
+    assert_stream_continuity(capture)
+
+    got = callbacks.verified()
+    first = [p for p in got if p["RequestUUID"] == res.api_id]
+    assert [(p["Event"], p["Status"]) for p in first] == [("PlayStarted", "playing"), ("PlayEnded", "completed")]
+    assert first[1]["CallUUID"] == cid and first[1]["URLs"] == url_a and abs(int(first[1]["PlayedMs"]) - 500) <= 20
+    assert started["URLs"] == url_a and callbacks.got[2]["method"] == "GET"
+    looped = [p for p in got if p["RequestUUID"] == res2.api_id and p["Event"] == "PlayEnded"]
+    assert [p["Status"] for p in looped] == ["stopped", "stopped"]  # to its own URL and to the stop's
+    assert int(looped[0]["PlayedMs"]) > 1000
+
+
+async def test_errors_through_the_sdk(tmp_path, audio_origin):
+    r, client = await plivo_server(tmp_path, auto_answer=False)
+    url = audio_origin.add("long.wav", wav_bytes(chirp_signal(10.0), 8000))
+
+    async def error_of(fn: Any, *args: Any, **kwargs: Any) -> Exception:
+        with pytest.raises(plivo.exceptions.PlivoRestError) as info:
+            await asyncio.to_thread(fn, *args, **kwargs)
+        return info.value
+
+    try:
+        sipp = await start_sipp([
+            f"127.0.0.1:{r.sip_port}", "-sf", str(SCENARIOS / "uac_wait_bye.xml"), "-i", "127.0.0.1", "-p", "0",
+            "-mp", str(free_port_pair()), "-m", "1", "-timeout", "40s", "-timeout_error",
+        ])
+        call = await wait_until(lambda: next(iter(r.server.registry.active()), None), 10, "the call to ring")
+        cid = call.call_id
+
+        e = await error_of(client.calls.play, cid, url)
+        assert isinstance(e, plivo.exceptions.InvalidRequestError) and "not answered" in str(e)
+        async with aiohttp.ClientSession() as s, s.post(f"{r.http}/v1/calls/{cid}/answer") as resp:
+            assert resp.status == 200
+        e = await error_of(client.calls.play, "no-such-call", url)
+        assert isinstance(e, plivo.exceptions.ResourceNotFoundError) and str(e) == "call not found"
+        e = await error_of(client.calls.play, cid, url, legs="cleg")
+        assert isinstance(e, plivo.exceptions.ValidationError) and "legs" in str(e)
+        e = await error_of(client.calls.play, cid, "ftp://example.com/a.wav")
+        assert isinstance(e, plivo.exceptions.ValidationError) and "invalid url" in str(e)
+        e = await error_of(client.calls.play, cid, url, length=0)
+        assert isinstance(e, plivo.exceptions.ValidationError) and "length" in str(e)
+
+        # wrong token: 401, the same answer whether or not the call exists
+        bad = plivo.RestClient(auth_id=AUTH_ID, auth_token="wrong")
+        e1 = await error_of(bad.calls.play, cid, url)
+        e2 = await error_of(bad.calls.play, "no-such-call", url)
+        assert isinstance(e1, plivo.exceptions.AuthenticationError) and str(e1) == str(e2) == "authentication failed"
+        other = plivo.RestClient(auth_id="MAYYYYYYYYYYYYYYYYYY", auth_token=AUTH_TOKEN)
+        assert isinstance(await error_of(other.calls.stop_playing, cid), plivo.exceptions.AuthenticationError)
+        # the Basic user must equal the path's auth_id (the SDK always sends both the same; a raw request)
+        basic = "Basic " + base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
+        async with aiohttp.ClientSession() as s, s.post(
+            f"{r.http}/v1/Account/MAYYYYYYYYYYYYYYYYYY/Call/{cid}/Play/", json={"urls": url},
+            headers={"Authorization": basic},
+        ) as resp:
+            assert resp.status == 401 and (await resp.json())["error"] == "authentication failed"
+
+        res = await asyncio.to_thread(client.calls.play, cid, url)
+        assert res.message == "play started"
+        async with aiohttp.ClientSession() as s, s.delete(f"{r.http}/v1/calls/{cid}") as resp:
+            assert resp.status == 200
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+        e = await error_of(client.calls.play, cid, url)
+        assert isinstance(e, plivo.exceptions.ResourceNotFoundError) and "ended" in str(e)
+        e = await error_of(client.calls.stop_playing, cid)
+        assert isinstance(e, plivo.exceptions.ResourceNotFoundError)
+    finally:
+        await r.server.stop()
+
+    r2 = await start_server(tmp_path / "off")  # no Plivo credentials: everything is refused
+    try:
+        point_sdk_at(r2)
+        e = await error_of(client.calls.play, cid, url)
+        assert isinstance(e, plivo.exceptions.AuthenticationError)
+    finally:
+        await r2.server.stop()
+
+
+def readme_block(section: str, index: int = 0) -> str:
+    text = (REPO / "README.md").read_text()
+    part = text.split(f"### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", part, re.S)[index]
+
+
+async def test_readme_snippet_runs_against_a_live_call(tmp_path, callbacks: Callbacks, audio_origin):
+    r = await start_server(tmp_path, plivo_auth_id=AUTH_ID, plivo_auth_token=AUTH_TOKEN)
+    capture = await open_capture()
+    try:
+        src = chirp_signal(0.6, seed=9)
+        url = audio_origin.add("prompt.wav", wav_bytes(src, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3000))
+        [call] = await answered_calls(r, 1)
+        code = readme_block("Plivo", 0)
+        for old, new in (("http://127.0.0.1:8080", r.http), ("MAXXXXXXXXXXXXXXXXXX", AUTH_ID),
+                         ("your-auth-token", AUTH_TOKEN), ("v3:node:call-id", call.call_id),
+                         ("https://example.com/prompt.wav", url), ("https://app.example.com/plivo/play", callbacks.url)):
+            assert old in code, old
+            code = code.replace(old, new)
+        scope: dict[str, Any] = {}
+        await asyncio.to_thread(exec, compile(code, "README.md#plivo", "exec"), scope)
+        assert scope["response"].message == "play started"
+        ended = await callbacks.wait_for(lambda p: p["Event"] == "PlayEnded")
+        c = callbacks.got[-1]
+        verify = readme_block("Plivo", 1).replace("your-auth-token", AUTH_TOKEN)
+        scope = {"method": c["method"], "url": c["url"], "headers": c["headers"], "params": dict(c["form"])}
+        await asyncio.to_thread(exec, compile(verify, "README.md#plivo-verify", "exec"), scope)
+        assert scope["valid"] is True
+        code_, out = await sipp
+        assert code_ == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert ended["Status"] == "completed"
+    assert capture.payload().find(expected_payload(src, "PCMU")) >= 0

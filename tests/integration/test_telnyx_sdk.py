@@ -1,0 +1,309 @@
+"""The official ``telnyx`` SDK against mediasrv with a live SIPp call: audio, responses, signed webhooks, errors.
+
+The SDK is synchronous (httpx); it runs in a thread while the server runs in the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import telnyx
+from aiohttp import web
+from telnyx.types import (
+    CallAnsweredWebhookEvent,
+    CallHangupWebhookEvent,
+    CallInitiatedWebhookEvent,
+    CallPlaybackEndedWebhookEvent,
+    CallPlaybackStartedWebhookEvent,
+)
+from telnyx.types.calls import ActionStartPlaybackResponse, ActionStopPlaybackResponse
+
+from mediasrv.api.telnyx import TELNYX_KEY
+from mediasrv.demo import free_port_pair
+from mediasrv.probe import open_capture
+
+from .conftest import (
+    REPO,
+    SCENARIOS,
+    Running,
+    chirp_signal,
+    serve_app,
+    start_server,
+    wait_until,
+    wav_bytes,
+)
+from .test_playback_sipp import (
+    answered_calls,
+    assert_stream_continuity,
+    expected_payload,
+    sipp_play_args,
+    start_sipp,
+)
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "KEY0123_mediasrv_test"
+CS1, CS2, CS3 = (base64.b64encode(s).decode() for s in (b"first", b"second", b"third"))
+
+
+@dataclass
+class SignedHooks:
+    """A real webhook receiver that keeps each request's raw body and headers (signatures are over the raw body)."""
+
+    url: str = ""
+    raw: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    client: telnyx.Telnyx | None = None
+    key: str | None = None
+
+    def events(self, call_id: str | None = None) -> list[Any]:
+        """Every webhook so far, verified and parsed by the SDK's own ``webhooks.unwrap``."""
+        assert self.client is not None and self.key is not None
+        out = [self.client.webhooks.unwrap(body, headers=headers, key=self.key) for body, headers in self.raw]
+        return [e for e in out if call_id is None or e.data.payload.call_control_id == call_id]
+
+    def types(self, call_id: str) -> list[str]:
+        return [e.data.event_type for e in self.events(call_id)]
+
+    async def wait_for(self, pred: Any, timeout: float = 10.0) -> Any:
+        return await wait_until(lambda: next((e for e in self.events() if pred(e)), None), timeout, "a webhook")
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[SignedHooks]:
+    h = SignedHooks()
+
+    async def receive(request: web.Request) -> web.Response:
+        h.raw.append(((await request.read()).decode(), dict(request.headers)))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/telnyx", receive)
+    runner, base = await serve_app(app)
+    h.url = f"{base}/telnyx"
+    yield h
+    await runner.cleanup()
+
+
+def sdk_client(r: Running, api_key: str = API_KEY) -> telnyx.Telnyx:
+    return telnyx.Telnyx(api_key=api_key, base_url=f"{r.http}/v2")
+
+
+async def public_key(client: telnyx.Telnyx) -> str:
+    """``GET /v2/public_key`` through the SDK's own generic request method."""
+    body = await asyncio.to_thread(client.get, "/public_key", cast_to=object)
+    return body["data"]["public_key"]
+
+
+async def telnyx_server(tmp_path, hooks: SignedHooks, **settings: Any) -> tuple[Running, telnyx.Telnyx]:
+    r = await start_server(tmp_path, telnyx_api_key=API_KEY, telnyx_webhook_url=hooks.url, **settings)
+    client = sdk_client(r)
+    hooks.client, hooks.key = client, await public_key(client)
+    return r, client
+
+
+async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: SignedHooks, audio_origin):
+    r, client = await telnyx_server(tmp_path, hooks)
+    actions = client.calls.actions
+    capture = await open_capture()
+    try:
+        a, b = chirp_signal(0.5, seed=2), chirp_signal(0.3, seed=3)[::-1].copy()
+        url_a = audio_origin.add("a.wav", wav_bytes(a, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=6000))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        res = await asyncio.to_thread(actions.start_playback, cid, audio_url=url_a, loop=2, client_state=CS1,
+                                      command_id="cmd-1", target_legs="self", cache_audio=True)
+        assert isinstance(res, ActionStartPlaybackResponse) and res.data.result == "ok"
+        # the SDK's retry (same command_id) returns the original result and plays nothing more
+        again = await asyncio.to_thread(actions.start_playback, cid, audio_url=url_a, loop=2, client_state=CS1,
+                                        command_id="cmd-1")
+        assert again.data.result == "ok"
+        content = base64.b64encode(wav_bytes(b, 8000)).decode()
+        res2 = await asyncio.to_thread(actions.start_playback, cid, playback_content=content, audio_type="wav")
+        assert res2.data.result == "ok"
+        res3 = await asyncio.to_thread(actions.start_playback, cid, audio_url=url_a, loop="infinity",
+                                       client_state=CS2)
+        assert res3.data.result == "ok"
+        await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started"
+                             and e.data.payload.client_state == CS2)
+        await asyncio.sleep(0.3)
+        stop = await asyncio.to_thread(actions.stop_playback, cid, stop="all", client_state=CS3, command_id="s-1")
+        assert isinstance(stop, ActionStopPlaybackResponse) and stop.data.result == "ok"
+        await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended"
+                             and e.data.payload.status == "cancelled")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+        await hooks.wait_for(lambda e: e.data.event_type == "call.hangup")
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    payload = capture.payload()
+    ea, eb = expected_payload(a, "PCMU"), expected_payload(b, "PCMU")
+    at = payload.find(ea + ea + eb)
+    assert at >= 0 and at % 160 == 0, "loop 2, then the base64 content, back to back and bit-exact"
+    assert payload[at + 2 * len(ea) + len(eb):].startswith(ea[: 160 * 10]), "then the infinite loop"
+    assert_stream_continuity(capture)
+
+    events = hooks.events(cid)
+    assert [e.data.event_type for e in events] == [
+        "call.initiated", "call.answered",
+        "call.playback.started", "call.playback.ended",  # cmd-1 once, although sent twice
+        "call.playback.started", "call.playback.ended",  # the base64 content
+        "call.playback.started", "call.playback.ended",  # the infinite loop, stopped
+        "call.hangup",
+    ]
+    kinds = [CallInitiatedWebhookEvent, CallAnsweredWebhookEvent] + [
+        CallPlaybackStartedWebhookEvent, CallPlaybackEndedWebhookEvent] * 3 + [CallHangupWebhookEvent]
+    assert all(isinstance(e, k) for e, k in zip(events, kinds, strict=True)), [type(e).__name__ for e in events]
+    p = [e.data.payload for e in events]
+    assert p[0].direction == "incoming" and p[0].state == "parked" and p[0].call_control_id == cid
+    assert (p[2].media_url, p[2].client_state, p[2].overlay) == (url_a, CS1, False)
+    assert (p[3].status, p[3].media_url) == ("completed", url_a)
+    assert (p[4].media_url, p[4].media_name, p[4].client_state) == (None, None, CS1)  # state sticks to the call
+    assert p[5].status == "completed"
+    assert (p[6].client_state, p[7].status, p[7].client_state) == (CS2, "cancelled", CS2)
+    assert p[8].hangup_source == "caller" and p[8].hangup_cause == "normal_clearing"
+    assert p[8].client_state == CS3
+    # the envelope: attempt counter and where it went; each signed over "{timestamp}|{body}"
+    first_body, first_headers = hooks.raw[0]
+    assert '"meta": {"attempt": 1, "delivered_to": "' + hooks.url in first_body
+    assert {"telnyx-signature-ed25519", "telnyx-timestamp"} <= {k.lower() for k in first_headers}
+    with pytest.raises(ValueError, match="Signature verification failed"):
+        client.webhooks.unwrap(first_body.replace("parked", "bridged"), headers=first_headers, key=hooks.key)
+
+
+async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHooks, audio_origin):
+    r, client = await telnyx_server(tmp_path, hooks, auto_answer=False)
+    actions = client.calls.actions
+    url = audio_origin.add("long.wav", wav_bytes(chirp_signal(10.0), 8000))
+
+    async def error_of(fn: Any, *args: Any, **kwargs: Any) -> telnyx.APIStatusError:
+        with pytest.raises(telnyx.APIStatusError) as info:
+            await asyncio.to_thread(fn, *args, **kwargs)
+        return info.value
+
+    try:
+        sipp = await start_sipp([
+            f"127.0.0.1:{r.sip_port}", "-sf", str(SCENARIOS / "uac_wait_bye.xml"), "-i", "127.0.0.1", "-p", "0",
+            "-mp", str(free_port_pair()), "-m", "1", "-timeout", "40s", "-timeout_error",
+        ])
+        call = await wait_until(lambda: next(iter(r.server.registry.active()), None), 10, "the call to ring")
+        cid = call.call_id
+
+        e = await error_of(actions.start_playback, cid, audio_url=url)
+        assert isinstance(e, telnyx.UnprocessableEntityError) and e.status_code == 422
+        assert e.body["errors"][0]["code"] == "90034"
+
+        assert (await asyncio.to_thread(actions.answer, cid, client_state=CS1)).data.result == "ok"
+        answered = await hooks.wait_for(lambda e: e.data.event_type == "call.answered")
+        assert answered.data.payload.client_state == CS1
+
+        e = await error_of(actions.start_playback, "v3:nobody:0000", audio_url=url)
+        assert isinstance(e, telnyx.UnprocessableEntityError)
+        assert e.body["errors"][0]["code"] == "90015"
+        assert e.body["errors"][0]["source"] == {"pointer": "/call_control_id"}
+        for loop, code in ((101, "10033"), (0, "10033"), ("forever", "10032")):
+            e = await error_of(actions.start_playback, cid, audio_url=url, loop=loop)
+            assert isinstance(e, telnyx.UnprocessableEntityError), loop
+            err = e.body["errors"][0]
+            assert (err["code"], err["source"]["pointer"]) == (code, "/loop") and "loop" in err["detail"]
+        e = await error_of(actions.start_playback, cid)
+        assert e.status_code == 422 and e.body["errors"][0]["code"] == "10004"
+        e = await error_of(actions.start_playback, cid, audio_url=url, target_legs="sideways")
+        assert e.body["errors"][0]["code"] == "10032" and e.body["errors"][0]["source"]["pointer"] == "/target_legs"
+        assert "Error code: 422" in e.message
+
+        # wrong credentials: 401, and the answer is the same whether or not the call exists
+        bad = sdk_client(r, api_key="KEY_wrong")
+        e1 = await error_of(bad.calls.actions.start_playback, cid, audio_url=url)
+        e2 = await error_of(bad.calls.actions.start_playback, "v3:nobody:0000", audio_url=url)
+        assert isinstance(e1, telnyx.AuthenticationError) and e1.status_code == 401
+        assert e1.body == e2.body and e1.body["errors"][0]["code"] == "10009"
+
+        # a replayed command_id: the original result, no second playback
+        for _ in range(3):
+            res = await asyncio.to_thread(actions.start_playback, cid, audio_url=url, command_id="once")
+            assert res.data.result == "ok"
+        await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started")
+        current, queued = r.server.media.playbacks_for(cid)
+        assert current is not None and queued == []
+
+        assert (await asyncio.to_thread(actions.hangup, cid, client_state=CS2)).data.result == "ok"
+        hangup = await hooks.wait_for(lambda e: e.data.event_type == "call.hangup")
+        ended = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+
+        e = await error_of(actions.start_playback, cid, audio_url=url)
+        assert isinstance(e, telnyx.UnprocessableEntityError) and e.body["errors"][0]["code"] == "90018"
+        assert e.body["errors"][0]["title"] == "Call has already ended"
+        # the replay after the end still gets the original answer
+        assert (await asyncio.to_thread(actions.start_playback, cid, audio_url=url, command_id="once")).data.result == "ok"
+    finally:
+        await r.server.stop()
+    assert hangup.data.payload.hangup_source == "callee" and hangup.data.payload.client_state == CS2
+    assert ended.data.payload.status == "call_hangup"
+    assert hooks.types(cid).count("call.playback.started") == 1
+
+
+async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: SignedHooks):
+    r = await start_server(tmp_path)  # no telnyx_api_key: the dialect refuses everything
+    try:
+        client = sdk_client(r, api_key="anything")
+        with pytest.raises(telnyx.AuthenticationError) as info:
+            await asyncio.to_thread(client.calls.actions.start_playback, "v3:x:y", audio_url="http://127.0.0.1/a.wav")
+        assert info.value.body["errors"][0]["code"] == "10009"
+        with pytest.raises(telnyx.AuthenticationError):
+            await public_key(client)
+        key = r.server.app[TELNYX_KEY].signer.public_key_b64
+    finally:
+        await r.server.stop()
+    out = subprocess.run([sys.executable, "-m", "mediasrv", "keys", "--data-dir", str(r.data_dir)],
+                         capture_output=True, text=True, timeout=30, cwd=REPO, check=True).stdout
+    assert out.strip().splitlines()[-1] == key and len(base64.b64decode(key)) == 32
+
+
+def readme_block(section: str, index: int = 0) -> str:
+    """The *index*-th python code block of README's "### <section>" section."""
+    text = (REPO / "README.md").read_text()
+    part = text.split(f"### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", part, re.S)[index]
+
+
+async def test_readme_snippet_runs_against_a_live_call(tmp_path, hooks: SignedHooks, audio_origin):
+    r, client = await telnyx_server(tmp_path, hooks)
+    capture = await open_capture()
+    try:
+        src = chirp_signal(0.6, seed=5)
+        url = audio_origin.add("prompt.wav", wav_bytes(src, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3000))
+        [call] = await answered_calls(r, 1)
+        code = readme_block("Telnyx", 0)
+        code = code.replace("http://127.0.0.1:8080", r.http).replace("KEY0123_mediasrv_test", API_KEY)
+        code = code.replace("v3:node:call-id", call.call_id).replace("https://example.com/prompt.wav", url)
+        scope: dict[str, Any] = {}
+        await asyncio.to_thread(exec, compile(code, "README.md#telnyx", "exec"), scope)
+        assert scope["response"].data.result == "ok"
+        ended = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended")
+        # the README's verification snippet, fed one of our webhooks
+        body, headers = hooks.raw[-1]
+        verify = readme_block("Telnyx", 1).replace("http://127.0.0.1:8080", r.http)
+        scope = {"raw_body": body, "request_headers": headers}
+        await asyncio.to_thread(exec, compile(verify, "README.md#telnyx-verify", "exec"), scope)
+        assert scope["event"].data.event_type == "call.playback.ended"
+        code_, out = await sipp
+        assert code_ == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert ended.data.payload.status == "completed"
+    assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
