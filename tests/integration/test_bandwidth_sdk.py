@@ -304,6 +304,11 @@ async def test_errors_through_the_sdk(tmp_path, origin, webhooks):
             assert "not allowed" in e.data.description
         assert origin.requests == [], "a refused document fetched nothing"
         await check(BadRequestException, 400, "validation", calls_api(r), Bxml([Pause(-1)]).to_bxml())
+        # a Redirect to a cloud metadata address is refused by the fetch address policy: an error event
+        await asyncio.to_thread(calls_api(r).update_call_bxml, ACCOUNT, call.call_id,
+                                Bxml([Redirect("http://169.254.169.254/latest/bxml")]).to_bxml())
+        refused = await webhooks.wait_for(lambda e: e["type"] == "bxml.error")
+        assert "metadata" in refused["data"]["message"] and refused["data"]["verb"] == "redirect"
 
         # OAuth2 client credentials: the SDK fetches a token from our token endpoint, then uses Bearer
         oauth = calls_api(r, client_id=USER, client_secret=PASSWORD, access_token_url=f"{r.http}/api/v2/oauth2/token")
