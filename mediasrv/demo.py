@@ -65,7 +65,8 @@ async def run_demo(out_path: str, codec: str = "PCMU") -> int:
 
     rtp_lo = free_port_pair()
     settings = Settings(sip="127.0.0.1:0", http="127.0.0.1:0", rtp_ports=f"{rtp_lo}-{rtp_lo + 40}",
-                        data_dir=data_dir, codecs=[codec])
+                        data_dir=data_dir, codecs=[codec],
+                        fetch_allow_cidrs=["127.0.0.0/8", "::1/128"])  # everything here is on loopback
     server = Server(settings)
     await server.start()
     sip_host, sip_port = server.sip.address

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import acs, bandwidth, native, plivo, telnyx
+from .api import acs, bandwidth, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
@@ -63,6 +63,7 @@ class Server:
         self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
+        self.rooms = topology.setup(self.app, self)  # outbound calls, bridges, rooms
         media_api.add_routes(self.app)
         for dialect in (telnyx, plivo, acs, bandwidth):
             dialect.setup(self.app, self)

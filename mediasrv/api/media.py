@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from ..media.errors import SourceError
 from ..media.store import valid_name
@@ -49,7 +49,7 @@ async def _body_chunks(request: web.Request) -> Any:
             part = await reader.next()
             if part is None:
                 raise ApiError(400, "missing_field", "the multipart body has no file part", field="file")
-            if isinstance(part, web.BodyPartReader) and (part.filename or part.name in ("file", "media")):
+            if isinstance(part, BodyPartReader) and (part.filename or part.name in ("file", "media")):
                 break
         while chunk := await part.read_chunk(CHUNK):
             yield chunk

@@ -16,6 +16,8 @@ def _ok(desc: str, schema: str) -> dict[str, Any]:
 
 
 _CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_MEDIA_NAME = {"name": "name", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"}}
 _PLAYBACK_ID = {"name": "playback_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 OPENAPI: dict[str, Any] = {
@@ -78,6 +80,49 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": {"description": "text/event-stream"}},
             }
         },
+        "/v1/media": {"get": {"summary": "List stored media", "responses": {"200": {"description": "media"}}}},
+        "/v1/media/{name}": {
+            "parameters": [_MEDIA_NAME],
+            "put": {
+                "summary": "Store audio under a name (raw body or multipart/form-data file part); decoded once "
+                           "to validate; written atomically",
+                "requestBody": {"required": True, "content": {
+                    "audio/*": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {"schema": {"type": "object", "properties": {
+                        "file": {"type": "string", "format": "binary"}}}},
+                }},
+                "responses": {
+                    "201": _ok("stored", "MediaInfo"), "200": _ok("replaced", "MediaInfo"),
+                    "400": _err("bad name or empty body"), "413": _err("larger than max_fetch_bytes"),
+                    "422": _err("not playable audio; code is the reason (not_audio, decode_error, ...)"),
+                },
+            },
+            "get": {"summary": "Metadata of stored media",
+                    "responses": {"200": _ok("metadata", "MediaInfo"), "404": _err("unknown")}},
+            "delete": {"summary": "Delete stored media", "responses": {"200": {"description": "deleted"},
+                                                                        "404": _err("unknown")}},
+        },
+        "/v1/media-cache": {
+            "get": {"summary": "List cache entries (key, bytes, expires, validators)",
+                    "responses": {"200": {"description": "entries"}}},
+            "delete": {
+                "summary": "Purge one entry",
+                "parameters": [{"name": "url", "in": "query", "schema": {"type": "string"}},
+                               {"name": "cache_id", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "{purged: bool}"}, "400": _err("neither url nor cache_id")},
+            },
+        },
+        "/v1/media-cache/prefetch": {
+            "post": {
+                "summary": "Fetch and decode a URL into the cache; answers when it is ready",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Source"}}}},
+                "responses": {"200": {"description": "{status: ready, cached, duration_ms, entry}"},
+                              "404": _err("cache_id only, and no such entry"),
+                              "422": _err("the fetch or decode failed; code is the reason")},
+            }
+        },
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
     },
@@ -95,12 +140,38 @@ OPENAPI: dict[str, Any] = {
                     }
                 },
             },
-            "PlayRequest": {
+            "Source": {
                 "type": "object",
+                "description": "exactly one of url, media, content_base64",
                 "properties": {
                     "url": {"type": "string", "format": "uri"},
-                    "media": {"type": "string", "description": "name of a file under <data-dir>/media"},
+                    "media": {"type": "string", "description": "name of stored media (PUT /v1/media/{name})"},
+                    "content_base64": {"type": "string", "description": "the audio file itself, base64"},
+                    "audio_type": {"type": "string", "enum": ["wav", "mp3", "audio/wav", "audio/x-wav",
+                                                              "audio/wave", "audio/mpeg", "audio/mp3"],
+                                   "description": "a hint; the bytes decide"},
+                    "cache": {"type": "boolean", "description": "true: cache even without caching headers "
+                                                                "(1 h); false: never use the cache"},
+                    "cache_id": {"type": "string", "description": "cache key instead of the URL (1 h)"},
+                    "auth": {"type": "object", "description": "HTTP Basic for this URL's origin only",
+                             "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+                },
+            },
+            "PlayRequest": {
+                "allOf": [{"$ref": "#/components/schemas/Source"}],
+                "type": "object",
+                "properties": {
+                    "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"},
+                                "description": "played in order as one playback (instead of the top-level source)"},
                     "loop": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"const": "infinity"}]},
+                },
+            },
+            "MediaInfo": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"}, "format": {"type": "string"}, "duration_ms": {"type": "integer"},
+                    "sample_rate": {"type": "integer"}, "channels": {"type": "integer"}, "size": {"type": "integer"},
+                    "sha256": {"type": "string"}, "created_at": {"type": "number"},
                 },
             },
             "Playback": {
@@ -135,3 +206,130 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+# -- call topologies (api/topology.py): outbound calls, bridges, rooms ---------------------------
+_ROOM_ID = {"name": "room_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_CALL_ID_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["call_id"], "properties": {"call_id": {"type": "string"}}}
+        }
+    },
+}
+
+OPENAPI["paths"]["/v1/calls"]["post"] = {
+    "summary": "Place an outbound call (201 at once, state initiated; then call.ringing, call.early_media, "
+    "call.answered or call.hangup with hangup_cause busy|declined|no_answer|timeout|auth_failed|cancelled|"
+    "not_found|rejected and sip_code)",
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OutboundCall"}}},
+    },
+    "responses": {
+        "201": _ok("the new call", "Call"),
+        "400": _err("bad JSON or field"),
+        "422": _err("unsupported URI, transport or header; timeout out of range"),
+        "503": _err("no call can be placed (max_calls, no RTP port)"),
+    },
+}
+OPENAPI["paths"].update(
+    {
+        "/v1/calls/{call_id}/bridge": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Connect two answered calls in one room (created if neither is in one); call.bridged each",
+                "requestBody": _CALL_ID_BODY,
+                "responses": {
+                    "200": _ok("the room", "Room"),
+                    "400": _err("call_id missing"),
+                    "404": _err("unknown call"),
+                    "409": _err("same call, ended or unanswered call, or calls in different rooms"),
+                },
+            },
+        },
+        "/v1/calls/{call_id}/unbridge": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Take the call out of its room (a two-call bridge dissolves); call.unbridged",
+                "responses": {"200": _ok("call", "Call"), "404": _err("unknown call"), "409": _err("in no room")},
+            },
+        },
+        "/v1/rooms": {
+            "get": {"summary": "List rooms", "responses": {"200": {"description": "{\"rooms\": [Room]}"}}},
+            "post": {"summary": "Create an empty room (lives until deleted)", "responses": {"201": _ok("room", "Room")}},
+        },
+        "/v1/rooms/{room_id}": {
+            "parameters": [_ROOM_ID],
+            "get": {"summary": "One room and its members", "responses": {"200": _ok("room", "Room"), "404": _err("unknown")}},
+            "delete": {
+                "summary": "Delete the room; its calls stay up, unbridged",
+                "responses": {"200": _ok("room", "Room"), "404": _err("unknown")},
+            },
+        },
+        "/v1/rooms/{room_id}/join": {
+            "parameters": [_ROOM_ID],
+            "post": {
+                "summary": "Add an answered call to the room",
+                "requestBody": _CALL_ID_BODY,
+                "responses": {
+                    "200": _ok("room", "Room"),
+                    "404": _err("unknown room or call"),
+                    "409": _err("call ended, unanswered or in another room"),
+                },
+            },
+        },
+        "/v1/rooms/{room_id}/leave": {
+            "parameters": [_ROOM_ID],
+            "post": {
+                "summary": "Take a call out of the room (the call stays up)",
+                "requestBody": _CALL_ID_BODY,
+                "responses": {
+                    "200": _ok("room", "Room"),
+                    "404": _err("unknown room or call"),
+                    "409": _err("not in this room"),
+                },
+            },
+        },
+    }
+)
+OPENAPI["components"]["schemas"].update(
+    {
+        "OutboundCall": {
+            "type": "object",
+            "required": ["to"],
+            "properties": {
+                "to": {"type": "string", "description": "sip: URI; ;transport=tcp selects TCP; host names are resolved"},
+                "from": {"type": "string", "description": "sip: URI for From (default sip:mediasrv@<our host>)"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": "extra INVITE headers (not the ones the server sets itself)"},
+                "timeout_s": {"type": "number", "minimum": 1, "maximum": 600, "default": 30},
+                "transport": {"type": "string", "enum": ["udp", "tcp"]},
+                "auth": {
+                    "type": "object",
+                    "description": "digest credentials for 401/407 (default: sip_username/sip_password settings)",
+                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+                },
+            },
+        },
+        "Room": {
+            "type": "object",
+            "properties": {
+                "room_id": {"type": "string"},
+                "kind": {"type": "string", "enum": ["bridge", "conference"]},
+                "members": {"type": "array", "items": {"type": "string"}},
+                "calls": {"type": "array", "items": {"$ref": "#/components/schemas/Call"}},
+                "created_at": {"type": "number"},
+            },
+        },
+    }
+)
+OPENAPI["components"]["schemas"]["Call"]["properties"].update(
+    {
+        "room_id": {"type": ["string", "null"]},
+        "peers": {"type": "array", "items": {"type": "string"}, "description": "the other calls in its room"},
+        "sip_code": {"type": ["integer", "null"], "description": "final SIP status of a failed or refused call"},
+        "hangup_cause": {"type": ["string", "null"]},
+    }
+)

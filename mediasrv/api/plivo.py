@@ -125,7 +125,10 @@ def parse_play(body: dict[str, Any]) -> tuple[PlayRequest, list[str]]:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The SDK sends JSON (even on DELETE); other Plivo clients send a form: accept both."""
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PlivoError(413, f"request body is larger than {request.client_max_size} bytes") from exc
     if not raw.strip():
         return {}
     if request.content_type == "application/x-www-form-urlencoded":
@@ -198,7 +201,7 @@ class PlivoDialect:
             playbacks = self.server.media.play(call.call_id, play)
         except KeyError as exc:
             raise PlivoError(404, "call not found: it has no media") from exc
-        except ValueError as exc:
+        except ValueError as exc:  # the core refuses (e.g. bleg on a call that is not bridged)
             raise PlivoError(400, str(exc)) from exc
         if callback is not None:
             for pb in playbacks:

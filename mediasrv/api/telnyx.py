@@ -199,6 +199,16 @@ def parse_playback_start(body: dict[str, Any]) -> tuple[PlayRequest, PlaybackInf
 # -- the dialect -------------------------------------------------------------------------------
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
+# the core's reasons for refusing a play command → the Telnyx field to point at
+PLAY_ERROR_POINTERS = {
+    "nothing_playing": "/overlay",
+    "no_opposite_leg": "/target_legs",
+    "invalid_target": "/target_legs",
+    "invalid_stop": "/stop",
+    "out_of_range": "/loop",
+    "no_source": "/audio_url",
+}
+
 HANGUP_CAUSES = {
     "normal_clearing": "normal_clearing",
     "cancelled": "originator_cancel",
@@ -267,8 +277,11 @@ class TelnyxDialect:
             response = await handler(request, body)
         except BaseException as exc:
             self._commands.pop(key, None)  # a failed command did nothing: it may be sent again
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody raced it
+            if isinstance(exc, Exception):
+                fut.set_exception(exc)  # a racing retry gets the same error
+                fut.exception()  # retrieved: no "never retrieved" warning when nobody raced it
+            else:
+                fut.cancel()
             raise
         fut.set_result(None)
         return response
@@ -301,8 +314,9 @@ class TelnyxDialect:
             playbacks = self.server.media.play(call_id, play)
         except KeyError as exc:
             raise TelnyxError("90018", "This call has no media any more.", "/call_control_id") from exc
-        except ValueError as exc:
-            raise TelnyxError("90061", str(exc), "/target_legs") from exc
+        except ValueError as exc:  # the core refuses (e.g. an overlay with nothing playing, no opposite leg)
+            pointer = PLAY_ERROR_POINTERS.get(getattr(exc, "reason", ""))
+            raise TelnyxError("90061", str(exc), pointer) from exc
         for pb in playbacks:
             self._playbacks[pb.id] = info
             if play.overlay:
@@ -508,7 +522,11 @@ def playback_status(d: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _read_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise TelnyxError("10015", f"The request body is larger than {request.client_max_size} bytes "
+                                   "(playback_content: use audio_url for long audio)", status=413) from exc
     if not raw.strip():
         return {}
     try:

@@ -578,6 +578,10 @@ class _Mp3Framer:
             if hdr is not None and (self.locked is None or hdr.same_stream(self.locked)):
                 end = pos + hdr.length
                 if end > len(buf):
+                    if final and self.locked is None:  # a sync-like pattern in trailing junk
+                        pos += 1
+                        self._junk(1)
+                        continue
                     break  # wait for the rest of the frame
                 if self.locked is None:
                     # not yet in sync: confirm with the next header (or the end of the stream)
@@ -620,9 +624,11 @@ class _Mp3Framer:
             raise SourceError("decode_error", "no MPEG audio layer III frames found")
         if self.skip and self.skip != 128:
             raise SourceError("truncated", f"MP3 ends inside a tag ({self.skip} bytes missing)")
+        if self.locked is None:
+            return  # whatever is left is junk after the last good frame
         if hdr is not None and len(rest) < hdr.length:
             raise SourceError("truncated", f"MP3 last frame cut short: {len(rest)} of {hdr.length} bytes")
-        if 0 < len(rest) < 4 and rest[0] == 0xFF and self.locked is not None:
+        if 0 < len(rest) < 4 and rest[0] == 0xFF:
             raise SourceError("truncated", "MP3 ends inside a frame header")
 
 

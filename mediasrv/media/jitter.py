@@ -17,6 +17,10 @@ Why this shape:
   clock is slower than ours costs a short silence now and then instead of a stream of
   too-late drops.  When more than ``high_water`` is buffered (a burst after a stall, or a
   faster sender clock) play-out skips ahead to ``target``, so delay cannot grow.
+- Adaptive (``max_target_ms`` above ``target_ms``; the mixer uses 40 → 200 ms): each underrun
+  adds one packet time to the target, and ``relax_s`` without one takes one back (dropping
+  one packet time of delay), so a leg behind a jittery path, or a server whose event loop
+  stalls now and then, settles at the delay it needs instead of cutting out repeatedly.
 - Gaps inside the buffered span (a lost packet) play as silence, not as a repeat of the
   previous packet: G.711 has no loss concealment of its own and a repeated 20 ms frame
   turns a longer loss into a buzz; silence is what the talker's far end would hear on any
@@ -50,6 +54,7 @@ class JitterStats:
     underruns: int = 0  # pop() found nothing buffered while playing
     skipped_samples: int = 0  # dropped to bring the delay back to target
     jitter: float = 0.0  # RFC 3550 interarrival jitter estimate, in samples
+    target: int = 0  # the current play-out delay target, in samples (adaptive buffers move it)
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.__dict__)
@@ -59,14 +64,20 @@ class JitterBuffer:
     """Reorders one stream's packets and hands out decoded int16 PCM, ``n`` samples at a time."""
 
     def __init__(self, rate: int = 8000, target_ms: int = 40, high_water_ms: int = 120, resync_ms: int = 1000,
-                 decoders: dict[int, str] | None = None) -> None:
+                 decoders: dict[int, str] | None = None, max_target_ms: int = 0, relax_s: float = 10.0) -> None:
         self.rate = rate
-        self.target = rate * target_ms // 1000
+        self.target = self.base_target = rate * target_ms // 1000
         self.high_water = max(self.target + 1, rate * high_water_ms // 1000)
+        self._margin = self.high_water - self.target
+        # Adaptive delay (max_target_ms > target_ms): each underrun adds one packet time to the
+        # target, up to max_target_ms; relax_s of play-out without an underrun takes one back.
+        self.max_target = max(self.target, rate * max_target_ms // 1000)
+        self._relax = int(relax_s * rate)
+        self._since_underrun = 0
         self.resync = rate * resync_ms // 1000
         self._tables = {pt: _DECODE_TABLES[codec] for pt, codec in (decoders or STATIC_G711).items()
                         if codec in _DECODE_TABLES}
-        self.stats = JitterStats()
+        self.stats = JitterStats(target=self.target)
         self.ssrc: int | None = None
         self._reset()
 
@@ -162,7 +173,19 @@ class JitterBuffer:
             self.stats.underruns += 1
             self._playing = False  # refill before playing again; the position waits here
             self._waited = 0
+            if self.target < self.max_target:
+                self._set_target(min(self.max_target, self.target + n))
+            self._since_underrun = 0
             return None
+        elif self.target > self.base_target:
+            self._since_underrun += n
+            if self._since_underrun >= self._relax:
+                self._since_underrun = 0
+                self._set_target(max(self.base_target, self.target - n))
+                if depth > self.target + n:  # shed one packet time of delay
+                    self.stats.skipped_samples += n
+                    play = self._discard_before(play + n)
+                    depth -= n
         if depth > self.high_water:
             skip = depth - self.target
             self.stats.skipped_samples += skip
@@ -197,6 +220,18 @@ class JitterBuffer:
         self._play = end
         self._forget_seqs()
         return out
+
+    def _set_target(self, target: int) -> None:
+        self.target = target
+        self.high_water = target + self._margin
+        self.stats.target = target
+
+    def trim(self) -> None:
+        """Drop what is buffered beyond ``target`` (nobody played out for a while: catch up to live)."""
+        if self._play is not None and self._started and self._end - self._play > self.target:
+            skip = self._end - self.target - self._play
+            self.stats.skipped_samples += skip
+            self._discard_before(self._end - self.target)
 
     def _discard_before(self, pos: int) -> int:
         for start in [s for s in self._frames if s < pos]:

@@ -42,12 +42,16 @@ KEEP = 2048  # kept when the history is compacted: listeners read at most one pa
 class MixSource:
     """One leg's inbound audio placed on the clock's timeline."""
 
-    __slots__ = ("call_id", "jitter", "frame", "_buf", "_base", "_filled", "_live_since", "_live_until", "pops")
+    __slots__ = ("call_id", "jitter", "frame", "pull", "_buf", "_base", "_filled", "_live_since", "_live_until",
+                 "pops")
 
     def __init__(self, call_id: str, jitter: JitterBuffer, frame: int) -> None:
         self.call_id = call_id
         self.jitter = jitter
         self.frame = frame  # samples per pop: the leg's own packet time
+        # Reads the leg's socket now (RtpLeg.poll_inbound): called when the buffer is about to run dry,
+        # so packets that arrived while the event loop was stalled are not played out as late.
+        self.pull: Callable[[], None] | None = None
         self._buf = np.zeros(HISTORY, dtype=np.int16)
         self._base = 0  # timeline position of _buf[0]
         self._filled: int | None = None  # timeline position up to which _buf holds this source's audio
@@ -67,7 +71,10 @@ class MixSource:
         end = start + n
         filled = self._filled
         if filled is None or start > filled or start < self._base:
-            # First read, or nobody listened for a while: this source's timeline starts here.
+            # First read, or nobody listened for a while (the only listener was playing a prompt
+            # with mix=false, or on hold): this source's timeline starts here, and what piled up
+            # in its jitter buffer meanwhile is dropped so the delay is back to the target.
+            self.jitter.trim()
             self._base = self._filled = filled = start
             self._live_since = self._live_until = start
         while filled < end:
@@ -86,7 +93,10 @@ class MixSource:
             buf[:keep] = buf[pos - keep : pos]
             self._base = filled - keep
             pos = keep
-        pcm = self.jitter.pop(f)
+        jitter = self.jitter
+        if self.pull is not None and jitter.buffered <= f:
+            self.pull()
+        pcm = jitter.pop(f)
         self.pops += 1
         if pcm is None:
             buf[pos : pos + f] = 0
@@ -152,10 +162,12 @@ class Room:
 class Mixer:
     """All rooms of one media plane, on one clock timeline."""
 
-    def __init__(self, now: Callable[[], int], target_ms: int = 40, high_water_ms: int = 120) -> None:
+    def __init__(self, now: Callable[[], int], target_ms: int = 40, high_water_ms: int = 120,
+                 max_target_ms: int = 200) -> None:
         self._now = now
         self.target_ms = target_ms
         self.high_water_ms = high_water_ms
+        self.max_target_ms = max_target_ms
         self._rooms: dict[str, Room] = {}
         self._room_of: dict[str, Room] = {}
 
@@ -166,8 +178,9 @@ class Mixer:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = Room(room_id, self._now)
-        source = MixSource(call_id, JitterBuffer(target_ms=self.target_ms, high_water_ms=self.high_water_ms,
-                                                 decoders=decoders), frame)
+        jitter = JitterBuffer(target_ms=self.target_ms, high_water_ms=self.high_water_ms, decoders=decoders,
+                              max_target_ms=self.max_target_ms)
+        source = MixSource(call_id, jitter, frame)
         room.add(source)
         self._room_of[call_id] = room
         return source, room.listener(call_id)

@@ -262,6 +262,7 @@ class MediaPlane:
         self._room_of[call_id] = room_id
         source, listen = self.mixer.join(room_id, call_id, driver.samples)
         driver.leg.on_rtp = source.push
+        source.pull = driver.leg.poll_inbound
         driver.call_audio = listen
 
     def leave_room(self, call_id: str) -> None:
@@ -307,6 +308,9 @@ class MediaPlane:
         driver = self._drivers[call_id]
         stats = driver.leg.counters()
         stats["ssrc"] = driver.leg.ssrc
+        source = self.mixer.source(call_id)
+        if source is not None:  # bridged: how its inbound audio fared in the jitter buffer
+            stats["jitter_buffer"] = {**source.jitter.stats.as_dict(), "pops": source.pops}
         return stats
 
     def metrics(self) -> dict[str, Any]:

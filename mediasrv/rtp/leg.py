@@ -235,6 +235,17 @@ class RtpLeg:
                 consumer(header.seq, header.timestamp, header.ssrc, header.payload_type,
                          data[off : off + header.payload_length])
 
+    def poll_inbound(self) -> None:
+        """Read what the remote sent that is still in the kernel's buffer, now (not on the loop's next turn).
+
+        The mixer calls this before popping a bridged leg's jitter buffer that is about to run dry:
+        after a stall of the event loop the clock catches up first, and the packets that arrived
+        meanwhile would otherwise be read only after their play-out time.
+        """
+        sock = self.send_sock if self.send_sock is not None and self.remote is not None else self.rtp_sock
+        if sock.fileno() >= 0:
+            self._read_rtp(sock)
+
     def _read_rtcp(self) -> None:
         for _ in range(16):
             try:

@@ -719,14 +719,7 @@ class SipCore:
         creds = session.credentials
         if creds is None or session.ended or session.cancel is not None:
             return False
-        challenges = [
-            ch
-            for ch in (
-                digest.choose(resp.raw_all("www-authenticate")),
-                digest.choose(resp.raw_all("proxy-authenticate"), proxy=True),
-            )
-            if ch is not None
-        ]
+        challenges = _challenges(resp)
         if not challenges:
             log.info("call %s: no usable digest challenge in %s", session.call.call_id, resp.status)
             return False
@@ -828,7 +821,8 @@ class SipCore:
         if session.provisional and not session.cancel_sent:
             self._send_cancel(session)
         if end_now:
-            self._end(session, cause, by, 408 if cause == "timeout" else 487)
+            cause, by = session.cancel  # an earlier hangup request keeps its cause
+            self._end(session, cause, by, 408 if cause in ("timeout", "no_answer") else 487)
 
     def _send_cancel(self, session: Session) -> None:
         tx = session.invite_tx
@@ -899,7 +893,7 @@ class SipCore:
             if not session.ended:
                 self.hangup(session.call.call_id, "server_shutdown", "server")
 
-    def _send_bye(self, session: Session) -> None:
+    def _send_bye(self, session: Session, auth: list[tuple[str, str]] | None = None) -> None:
         dialog = session.dialog
         if dialog is None:
             return
@@ -912,9 +906,21 @@ class SipCore:
             ("Call-ID", dialog.call_id),
             ("CSeq", f"{dialog.next_seq()} BYE"),
             ("User-Agent", self.settings.user_agent),
+            *(auth or []),
         ]
         data = build_request_head("BYE", ruri, hdrs)
-        self.tl.new_client("BYE", branch, data, dest, _ignore_response, _ignore_timeout)
+        tx = self.tl.new_client("BYE", branch, data, dest, self._bye_response, _ignore_timeout)
+        tx.context = (session, ruri, auth is not None)
+
+    def _bye_response(self, tx: ClientTx, resp: Response) -> None:
+        """A challenged BYE (some proxies and PBXes want every request authenticated) is retried once."""
+        session, ruri, authenticated = tx.context
+        creds = session.credentials
+        if resp.status not in (401, 407) or authenticated or creds is None:
+            return
+        challenges = _challenges(resp)
+        if challenges:
+            self._send_bye(session, [(ch.header_name, digest.authorization(ch, creds, "BYE", ruri)) for ch in challenges])
 
     # -- the end ----------------------------------------------------------------------------------
     def _end(self, session: Session, cause: str, by: str, code: int | None, release: bool = True) -> None:
@@ -938,6 +944,15 @@ def _sdp_warning(exc: Exception) -> tuple[str, str]:
     """An SDP we cannot use is refused with 488 (RFC 3261 21.4.26); the Warning says why."""
     text = re.sub(r'[\x00-\x1f"\\]', " ", str(exc))[:80]
     return ("Warning", f'399 mediasrv "unusable SDP: {text}"')
+
+
+def _challenges(resp: Response) -> list[digest.Challenge]:
+    """The digest challenges of a 401/407 we can answer: at most one WWW- and one Proxy-Authenticate."""
+    found = (
+        digest.choose(resp.raw_all("www-authenticate")),
+        digest.choose(resp.raw_all("proxy-authenticate"), proxy=True),
+    )
+    return [ch for ch in found if ch is not None]
 
 
 def _ignore_response(tx: ClientTx, resp: Response) -> None:

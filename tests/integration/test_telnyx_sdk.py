@@ -129,6 +129,9 @@ async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: Sign
         content = base64.b64encode(wav_bytes(b, 8000)).decode()
         res2 = await asyncio.to_thread(actions.start_playback, cid, playback_content=content, audio_type="wav")
         assert res2.data.result == "ok"
+        (r.data_dir / "media" / "b.wav").write_bytes(wav_bytes(b, 8000))
+        res_m = await asyncio.to_thread(actions.start_playback, cid, media_name="b.wav")
+        assert res_m.data.result == "ok"
         res3 = await asyncio.to_thread(actions.start_playback, cid, audio_url=url_a, loop="infinity",
                                        client_state=CS2)
         assert res3.data.result == "ok"
@@ -146,11 +149,12 @@ async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: Sign
         capture.close()
         await r.server.stop()
 
+    assert audio_origin.hits["a.wav"] == 1, "cache_audio: fetched once for three plays"
     payload = capture.payload()
     ea, eb = expected_payload(a, "PCMU"), expected_payload(b, "PCMU")
-    at = payload.find(ea + ea + eb)
-    assert at >= 0 and at % 160 == 0, "loop 2, then the base64 content, back to back and bit-exact"
-    assert payload[at + 2 * len(ea) + len(eb):].startswith(ea[: 160 * 10]), "then the infinite loop"
+    at = payload.find(ea + ea + eb + eb)
+    assert at >= 0 and at % 160 == 0, "loop 2, the base64 content, the stored media: back to back, bit-exact"
+    assert payload[at + 2 * len(ea) + 2 * len(eb):].startswith(ea[: 160 * 10]), "then the infinite loop"
     assert_stream_continuity(capture)
 
     events = hooks.events(cid)
@@ -158,11 +162,12 @@ async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: Sign
         "call.initiated", "call.answered",
         "call.playback.started", "call.playback.ended",  # cmd-1 once, although sent twice
         "call.playback.started", "call.playback.ended",  # the base64 content
+        "call.playback.started", "call.playback.ended",  # the stored media
         "call.playback.started", "call.playback.ended",  # the infinite loop, stopped
         "call.hangup",
     ]
     kinds = [CallInitiatedWebhookEvent, CallAnsweredWebhookEvent] + [
-        CallPlaybackStartedWebhookEvent, CallPlaybackEndedWebhookEvent] * 3 + [CallHangupWebhookEvent]
+        CallPlaybackStartedWebhookEvent, CallPlaybackEndedWebhookEvent] * 4 + [CallHangupWebhookEvent]
     assert all(isinstance(e, k) for e, k in zip(events, kinds, strict=True)), [type(e).__name__ for e in events]
     p = [e.data.payload for e in events]
     assert p[0].direction == "incoming" and p[0].state == "parked" and p[0].call_control_id == cid
@@ -170,9 +175,10 @@ async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: Sign
     assert (p[3].status, p[3].media_url) == ("completed", url_a)
     assert (p[4].media_url, p[4].media_name, p[4].client_state) == (None, None, CS1)  # state sticks to the call
     assert p[5].status == "completed"
-    assert (p[6].client_state, p[7].status, p[7].client_state) == (CS2, "cancelled", CS2)
-    assert p[8].hangup_source == "caller" and p[8].hangup_cause == "normal_clearing"
-    assert p[8].client_state == CS3
+    assert (p[6].media_name, p[6].media_url, p[7].status) == ("b.wav", None, "completed")
+    assert (p[8].client_state, p[9].status, p[9].client_state) == (CS2, "cancelled", CS2)
+    assert p[10].hangup_source == "caller" and p[10].hangup_cause == "normal_clearing"
+    assert p[10].client_state == CS3
     # the envelope: attempt counter and where it went; each signed over "{timestamp}|{body}"
     first_body, first_headers = hooks.raw[0]
     assert '"meta": {"attempt": 1, "delivered_to": "' + hooks.url in first_body
@@ -203,9 +209,15 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
         assert isinstance(e, telnyx.UnprocessableEntityError) and e.status_code == 422
         assert e.body["errors"][0]["code"] == "90034"
 
-        assert (await asyncio.to_thread(actions.answer, cid, client_state=CS1)).data.result == "ok"
+        # answer's webhook_url takes this call's webhooks from now on
+        per_call = hooks.url + "?per-call=1"
+        assert (await asyncio.to_thread(actions.answer, cid, client_state=CS1, webhook_url=per_call)).data.result == "ok"
         answered = await hooks.wait_for(lambda e: e.data.event_type == "call.answered")
         assert answered.data.payload.client_state == CS1
+        assert hooks.raw[-1][0].endswith(f'"meta": {{"attempt": 1, "delivered_to": "{per_call}"}}}}')
+        # a body too large for the server still answers in Telnyx's shape
+        e = await error_of(actions.start_playback, cid, playback_content="A" * (2 << 20), audio_type="wav")
+        assert e.status_code == 413 and e.body["errors"][0]["code"] == "10015"
 
         e = await error_of(actions.start_playback, "v3:nobody:0000", audio_url=url)
         assert isinstance(e, telnyx.UnprocessableEntityError)
@@ -229,6 +241,17 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
         assert isinstance(e1, telnyx.AuthenticationError) and e1.status_code == 401
         assert e1.body == e2.body and e1.body["errors"][0]["code"] == "10009"
 
+        # sources that cannot play: Telnyx's file_not_found and failed, with the reason in status_detail
+        page = audio_origin.add("page.wav", b"<html><body>" + b"x" * 500 + b"</body></html>", "text/html")
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=f"{audio_origin.base}/missing.wav")
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=page)
+        await asyncio.to_thread(actions.start_playback, cid, media_name="not-stored.wav")
+        await wait_until(lambda: hooks.types(cid).count("call.playback.ended") == 3, 10, "three failed playbacks")
+        failed = [e.data.payload for e in hooks.events(cid) if e.data.event_type == "call.playback.ended"]
+        assert [p.status for p in failed] == ["file_not_found", "failed", "file_not_found"]
+        assert "404" in failed[0].status_detail and "text/html" in failed[1].status_detail
+        assert failed[2].media_name == "not-stored.wav" and failed[2].media_url is None
+
         # a replayed command_id: the original result, no second playback
         for _ in range(3):
             res = await asyncio.to_thread(actions.start_playback, cid, audio_url=url, command_id="once")
@@ -236,10 +259,15 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
         await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started")
         current, queued = r.server.media.playbacks_for(cid)
         assert current is not None and queued == []
+        # cache_audio (default true) kept it; cache_audio=false fetches it again
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=url)
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=url, cache_audio=False)
+        await wait_until(lambda: audio_origin.hits.get("long.wav") == 2, 5, "a second fetch")
 
         assert (await asyncio.to_thread(actions.hangup, cid, client_state=CS2)).data.result == "ok"
         hangup = await hooks.wait_for(lambda e: e.data.event_type == "call.hangup")
-        ended = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended")
+        ended = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended"
+                                     and e.data.payload.status == "call_hangup")
         code, out = await sipp
         assert code == 0, out[-3000:]
 
@@ -253,6 +281,8 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
     assert hangup.data.payload.hangup_source == "callee" and hangup.data.payload.client_state == CS2
     assert ended.data.payload.status == "call_hangup"
     assert hooks.types(cid).count("call.playback.started") == 1
+    assert hooks.types(cid).count("call.playback.ended") == 6
+    assert audio_origin.hits["long.wav"] == 2
 
 
 async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: SignedHooks):

@@ -327,6 +327,15 @@ def test_mp3_chunking_is_invisible_and_id3v2_footer_and_id3v1_are_skipped():
         assert np.array_equal(chunked(tagged, cuts, "mp3"), plain)
 
 
+_MP3_SPLIT = af.mp3(af.tone(440, 0.5, 11025, channels=2), 11025)
+
+
+@FAST
+@given(st.lists(st.integers(0, 10 ** 6), max_size=15))
+def test_mp3_any_chunk_split_gives_the_one_shot_output(cuts):
+    assert np.array_equal(chunked(_MP3_SPLIT, cuts, "mp3"), decode_bytes(_MP3_SPLIT, "mp3", "t"))
+
+
 def test_mp3_junk_between_frames_resyncs():
     body = af.mp3(af.tone(440, 1.0, 22050), 22050, id3=False)
     out = decode_bytes(b"\x00" * 500 + body, "mp3", "t")

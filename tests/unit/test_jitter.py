@@ -187,3 +187,30 @@ def test_jitter_estimate_grows_with_irregular_arrivals():
         shaky.push(i, i * N, p, i * 0.02 + rng.uniform(0, 0.01))
     assert steady.stats.jitter < 0.01
     assert shaky.stats.jitter > 10
+
+
+def test_adaptive_target_grows_on_underruns_and_relaxes_when_stable():
+    jb = JitterBuffer(target_ms=40, high_water_ms=120, max_target_ms=100, relax_s=1.0)
+    data = payloads(400)
+    i = 0
+
+    def push(count: int) -> None:
+        nonlocal i
+        for _ in range(count):
+            jb.push(i, i * N, data[i % 400], 0.0)
+            i += 1
+
+    push(2)
+    for _ in range(5):  # a sender that stalls 60 ms, then bursts: underrun after underrun
+        while jb.pop(N) is not None:
+            pass
+        push(6)
+    assert jb.stats.underruns >= 4
+    assert jb.target == 100 * 8 and jb.high_water == 180 * 8  # capped, margin kept
+    steady_pops = 0
+    while steady_pops < 120:  # then 2.4 s of steady flow: the target comes back down by 2 steps
+        push(1)
+        if jb.pop(N) is not None:
+            steady_pops += 1
+    assert jb.target == 100 * 8 - 2 * N
+    assert jb.stats.target == jb.target

@@ -253,3 +253,36 @@ def test_183_with_sdp_is_early_media_then_200_without_body_keeps_it() -> None:
     h.feed(_reply(invite, 200))
     assert results == [(200, "X")] and s.call.state is CallState.ANSWERED and s.call.media.codec == "PCMA"
     assert [e for e, _ in h.events] == ["call.initiated", "call.ringing", "call.early_media", "call.answered"]
+
+
+def test_hangup_before_any_response_waits_for_a_provisional_then_cancels() -> None:
+    """RFC 3261 9.1: no CANCEL before a provisional; a later give-up keeps the API's cause."""
+    h = Harness()
+    s, _ = _start(h)
+    invite = _invites(h)[0]
+    h.core.hangup(s.call.call_id)
+    assert [m for m in h.take() if isinstance(m, Request) and m.method == "CANCEL"] == []
+    h.feed(_reply(invite, 100))
+    cancel = h.take()[-1]
+    assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+    h.core.cancel_call(s, "timeout", "server", end_now=True)  # e.g. the dial timer fires before the 487
+    assert (s.call.hangup_cause, s.call.hangup_by, s.call.sip_code) == ("cancelled", "api", 487)
+
+
+def test_challenged_bye_is_retried_once_with_credentials() -> None:
+    h = Harness()
+    s, _ = _start(h)
+    h.feed(_reply(_invites(h)[0], 200, body=sdp()))
+    h.take()
+    h.core.hangup(s.call.call_id)
+    bye = h.take()[-1]
+    assert isinstance(bye, Request) and bye.method == "BYE" and bye.get("proxy-authorization") is None
+    h.feed(_reply(bye, 407, WWW.replace("WWW-", "Proxy-"), to_tag="uas1"))
+    retry = h.take()[-1]
+    assert isinstance(retry, Request) and retry.method == "BYE" and retry.cseq == bye.cseq + 1
+    value = retry.get("proxy-authorization") or ""
+    cnonce = value.split('cnonce="')[1].split('"')[0]
+    ha1, ha2 = _h("MD5", "alice:mediasrv.test:s3cret"), _h("MD5", f"BYE:{retry.uri_str}")
+    assert f'response="{_h("MD5", f"{ha1}:abc:00000001:{cnonce}:auth:{ha2}")}"' in value
+    h.feed(_reply(retry, 401, WWW))  # refused again: no third BYE
+    assert [m for m in h.take() if isinstance(m, Request) and m.method == "BYE"] == []
