@@ -126,7 +126,8 @@ async def prefetch(request: web.Request) -> web.Response:
         if entry is None:
             raise ApiError(404, "cache_entry_not_found", "no entry with that cache_id (give a url to fetch it)",
                            field="cache_id")
-        return web.json_response({"status": "ready", "cached": True, "entry": entry.to_dict(True)})
+        return web.json_response({"status": "ready", "cached": True,
+                                  "entry": entry.to_dict(loader.cache.media(entry.key) is not None)})
     spec = parse_source(body, "")
     if spec.url is None:
         raise ApiError(400, "missing_field", "prefetch needs a url", field="url")
