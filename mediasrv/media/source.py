@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import logging
 import time
@@ -356,20 +357,24 @@ class MediaLoader:
             key = f"media:{spec.media}"
         else:
             key = f"content:{uuid.uuid4().hex}"
-        flight = self._inflight.get(key)
+        flight_key = key
+        if spec.username is not None:  # a download made with credentials is shared only with the same ones
+            secret = f"{spec.username}\0{spec.password or ''}".encode()
+            flight_key += "|auth:" + hashlib.sha256(secret).hexdigest()[:16]
+        flight = self._inflight.get(flight_key)
         if flight is not None:
             self.stats["coalesced"] += 1
             return flight
         flight = _Flight(loop.create_future(), loop.create_future())
         flight.first.add_done_callback(_quiet)
         flight.done.add_done_callback(_quiet)
-        self._inflight[key] = flight
-        task = loop.create_task(self._run(key, spec, flight))
+        self._inflight[flight_key] = flight
+        task = loop.create_task(self._run(flight_key, key, spec, flight))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
 
-    async def _run(self, key: str, spec: SourceSpec, flight: _Flight) -> None:
+    async def _run(self, flight_key: str, key: str, spec: SourceSpec, flight: _Flight) -> None:
         media: Media | None = None
         try:
             if spec.url is not None:
@@ -392,7 +397,7 @@ class MediaLoader:
                 flight.first.set_result(media)
             flight.done.set_result(media)
         finally:
-            self._inflight.pop(key, None)
+            self._inflight.pop(flight_key, None)
 
     def _fail(self, flight: _Flight, exc: SourceError, media: Media | None = None) -> None:
         self.stats["failures"] += 1

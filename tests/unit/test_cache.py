@@ -117,6 +117,22 @@ async def test_twenty_concurrent_cold_plays_one_origin_request(loader, origin):
     assert np.array_equal(medias[0].pcm, src)
 
 
+async def test_credentials_never_shared_with_other_requests(loader, origin):
+    origin.echo_auth("/private.wav", wav(tone(0.5)))
+    url = origin.url("/private.wav")
+    with_auth = loader.load_source(SourceSpec(url=url, username="alice", password="pw"))
+    without = loader.load_source(SourceSpec(url=url))
+    other = loader.load_source(SourceSpec(url=url, username="alice", password="other"))
+    same = loader.load_source(SourceSpec(url=url, username="alice", password="pw"))
+    assert same is with_auth and without is not with_auth and other is not with_auth
+    assert len((await with_auth).pcm) == 4000
+    with pytest.raises(SourceError) as info:
+        await without
+    assert info.value.reason == "http_401"
+    await other  # the origin only checks that some credentials came
+    assert origin.hits("/private.wav") == 3 and not loader.cache.entries
+
+
 async def test_max_age_then_revalidation_304_reuses_decoded_audio(loader, origin):
     url = origin.static("/ma.wav", wav(tone(0.5)), headers={"Cache-Control": "max-age=1"}, etag='"v1"')
     first = await finished(loader, SourceSpec(url=url))
