@@ -233,7 +233,6 @@ class TelnyxDialect:
         self._call_state: dict[str, str] = {}  # call_id -> client_state of the latest command
         self._call_webhook: dict[str, str] = {}  # call_id -> webhook_url given on answer
         self._playbacks: dict[str, PlaybackInfo] = {}
-        self._overlays: dict[str, list[str]] = {}  # call_id -> overlay playback ids, oldest first
         self._commands: OrderedDict[tuple[str, str], asyncio.Future[None]] = OrderedDict()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -320,8 +319,6 @@ class TelnyxDialect:
             raise TelnyxError("90061", str(exc), pointer) from exc
         for pb in playbacks:
             self._playbacks[pb.id] = info
-            if play.overlay:
-                self._overlays.setdefault(pb.call_id, []).append(pb.id)
         return ok()
 
     async def playback_stop(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -331,13 +328,12 @@ class TelnyxDialect:
         client_state = _client_state(body)
         self._call(call_id)
         self._remember_state(call_id, client_state)
-        if overlay:
-            live = [pid for pid in self._overlays.get(call_id, []) if (p := self.server.media.get_playback(pid))
-                    and not p.ended]
-            for pid in live if which == "all" else live[:1]:
-                self.server.media.stop_playback(pid, by="api")
+        media = self.server.media
+        if overlay and which == "current":  # the oldest overlay; "all" empties the overlay queue
+            for pb in media.overlays_for(call_id)[:1]:
+                media.stop_playback(pb.id, by="api")
         else:
-            self.server.media.stop_playbacks(call_id, which, by="api")
+            media.stop_playbacks(call_id, which, by="api", overlay=overlay)
         return ok()
 
     async def answer(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -453,7 +449,6 @@ class TelnyxDialect:
     def _forget_call(self, call_id: str) -> None:
         self._call_state.pop(call_id, None)
         self._call_webhook.pop(call_id, None)
-        self._overlays.pop(call_id, None)
 
     def _ids(self, call_id: str, sip_call_id: str | None) -> dict[str, Any]:
         return {
@@ -519,14 +514,10 @@ class TelnyxDialect:
             "client_state": info.client_state,
             "media_url": info.media_url,
             "media_name": info.media_name,
-            "overlay": info.overlay,
+            "overlay": bool(d.get("overlay", info.overlay)),
         })
         if ended:
             payload.update(playback_status(d))
-            if info.overlay:
-                ids = self._overlays.get(event.call_id)
-                if ids and playback_id in ids:
-                    ids.remove(playback_id)
         return payload
 
 
