@@ -29,6 +29,7 @@ from ..calls import Call, CallState, Direction
 from ..events import Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from ..rooms import BRIDGE
+from .openapi import OPENAPI
 from .signing import Ed25519Signer
 
 if TYPE_CHECKING:
@@ -554,6 +555,23 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
 
 TELNYX_KEY: web.AppKey[TelnyxDialect] = web.AppKey("telnyx", TelnyxDialect)
 
+# Listed in /openapi.json under "x-dialects": each route and the native resource it maps onto.
+_ACTIONS = "/v2/calls/{call_control_id}/actions/"
+OPENAPI_DIALECT: dict[str, Any] = {
+    "auth": "Authorization: Bearer <MEDIASRV_TELNYX_API_KEY>",
+    "errors": '{"errors": [{"code", "title", "detail", "source": {"pointer"}}]}',
+    "webhooks": "call.initiated, call.answered, call.bridged, call.hangup, call.playback.started, "
+                "call.playback.ended; Ed25519 telnyx-signature-ed25519 + telnyx-timestamp",
+    "routes": [
+        {"method": "POST", "path": _ACTIONS + "playback_start", "maps_to": "POST /v1/calls/{call_id}/playbacks"},
+        {"method": "POST", "path": _ACTIONS + "playback_stop", "maps_to": "DELETE /v1/calls/{call_id}/playbacks"},
+        {"method": "POST", "path": _ACTIONS + "answer", "maps_to": "POST /v1/calls/{call_id}/answer"},
+        {"method": "POST", "path": _ACTIONS + "hangup", "maps_to": "DELETE /v1/calls/{call_id}"},
+        {"method": "POST", "path": _ACTIONS + "bridge", "maps_to": "POST /v1/calls/{call_id}/bridge"},
+        {"method": "GET", "path": "/v2/public_key", "maps_to": "mediasrv keys"},
+    ],
+}
+
 
 def setup(app: web.Application, server: Server) -> None:
     """Serve ``/v2`` and deliver Telnyx webhooks; without ``telnyx_api_key`` everything answers 401."""
@@ -562,6 +580,7 @@ def setup(app: web.Application, server: Server) -> None:
     webhook_url = settings.telnyx_webhook_url or settings.webhook_url
     dialect = TelnyxDialect(server, settings.telnyx_api_key, webhook_url, signer)
     app[TELNYX_KEY] = dialect
+    OPENAPI.setdefault("x-dialects", {})["telnyx"] = OPENAPI_DIALECT
     if not settings.telnyx_api_key:
         log.info("Telnyx dialect disabled (no MEDIASRV_TELNYX_API_KEY): /v2 answers 401")
     else:

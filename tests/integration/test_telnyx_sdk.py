@@ -299,6 +299,13 @@ async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: S
         with pytest.raises(telnyx.AuthenticationError):
             await public_key(client)
         key = r.server.app[TELNYX_KEY].signer.public_key_b64
+        spec = await asyncio.to_thread(client.get, f"{r.http}/openapi.json", cast_to=object)
+        routes = {(x["method"], x["path"]) for d in spec["x-dialects"].values() for x in d["routes"]}
+        for action in ("playback_start", "playback_stop", "answer", "hangup", "bridge"):
+            path = f"/v2/calls/{{call_control_id}}/actions/{action}"
+            assert ("POST", path) in routes  # listed, and served:
+            assert any(getattr(res, "canonical", None) == path for res in r.server.app.router.resources()), path
+        assert ("POST", "/v1/Account/{auth_id}/Call/{call_uuid}/Play/") in routes
     finally:
         await r.server.stop()
     out = subprocess.run([sys.executable, "-m", "mediasrv", "keys", "--data-dir", str(r.data_dir)],
