@@ -66,6 +66,7 @@ class SignedHooks:
     raw: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     client: telnyx.Telnyx | None = None
     key: str | None = None
+    refuse: int = 0  # answer this many deliveries with 503 first (the sender must retry, re-signed)
 
     def events(self, call_id: str | None = None) -> list[Any]:
         """Every webhook so far, verified and parsed by the SDK's own ``webhooks.unwrap``."""
@@ -85,6 +86,9 @@ async def hooks() -> AsyncIterator[SignedHooks]:
     h = SignedHooks()
 
     async def receive(request: web.Request) -> web.Response:
+        if h.refuse > 0:
+            h.refuse -= 1
+            return web.Response(status=503)
         h.raw.append(((await request.read()).decode(), dict(request.headers)))
         return web.Response(status=200)
 
@@ -115,6 +119,7 @@ async def telnyx_server(tmp_path, hooks: SignedHooks, **settings: Any) -> tuple[
 
 async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: SignedHooks, audio_origin):
     r, client = await telnyx_server(tmp_path, hooks)
+    hooks.refuse = 1  # the first webhook (call.initiated) is refused once: retried, still in order
     actions = client.calls.actions
     capture = await open_capture()
     try:
@@ -185,7 +190,8 @@ async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: Sign
     assert p[10].client_state == CS3
     # the envelope: attempt counter and where it went; each signed over "{timestamp}|{body}"
     first_body, first_headers = hooks.raw[0]
-    assert '"meta": {"attempt": 1, "delivered_to": "' + hooks.url in first_body
+    assert '"meta": {"attempt": 2, "delivered_to": "' + hooks.url in first_body  # re-signed on the retry
+    assert '"meta": {"attempt": 1, "delivered_to": "' + hooks.url in hooks.raw[1][0]
     assert {"telnyx-signature-ed25519", "telnyx-timestamp"} <= {k.lower() for k in first_headers}
     with pytest.raises(ValueError, match="Signature verification failed"):
         client.webhooks.unwrap(first_body.replace("parked", "bridged"), headers=first_headers, key=hooks.key)
