@@ -217,6 +217,8 @@ HANGUP_CAUSES = {
     "rejected": "call_rejected",
     "call_rejected": "call_rejected",
     "decline": "call_rejected",
+    "declined": "call_rejected",
+    "incompatible_media": "call_rejected",
     "busy": "user_busy",
     "timeout": "timeout",
     "no_answer": "no_answer",
