@@ -7,15 +7,15 @@ exactly as bench/pacing.py does (it reuses pacing.py's receiver, C sender, UAC a
   - mediasrv play+talk: the same, with every far end also sending RTP (as real callers do), so
     the server receives as many packets as it sends: the fair baseline for the bridged row;
   - mediasrv bridged: N calls bridged in pairs (N/2 two-leg rooms through
-    ``MediaPlane.join_room``), every far end talking: bench/c/raw_talker.c sends a paced PCMU
+    ``POST /v1/calls/{a}/bridge``), every far end talking: bench/c/raw_talker.c sends a paced PCMU
     tone into each leg *from* the receiver port that leg's SDP announced (a raw socket, so the
     receiver keeps that port), so each leg's jitter buffer fills, the mixer pops it once per
-    20 ms and the other leg of the pair encodes and sends it.  The server runs with
-    --no-silence: a leg sends only when it has call audio, so every measured packet is mixed
-    audio, and a leg whose peer's audio underran shows as a late packet.
-The bridged server is this script in ``--serve-bridged`` mode: ``mediasrv serve`` plus a
-listener that puts every two answered calls in one room (the HTTP bridge endpoint is
-another branch's work; switch to it once it lands).  The raw talker needs root (CAP_NET_RAW).
+    20 ms and the other leg of the pair encodes and sends it.  This server sends silence when a
+    leg's peer has nothing to play (the server's default), so the receiver measures the clock's
+    pacing; jitter-buffer underruns are reported from the legs' own counters.  With
+    --bridged-no-silence a leg sends only when it has call audio, and an underrun shows at the
+    receiver as a missing packet (tserr, deliv%).
+The raw talker needs root (CAP_NET_RAW).
 
     python bench/bridge_pacing.py --n 400 --seconds 20
     python bench/bridge_pacing.py --n 40 --seconds 5          # smoke run
@@ -67,51 +67,6 @@ from mediasrv.calls import Call, CallRegistry  # noqa: E402
 from mediasrv.sip.ua import SipSettings, SipUserAgent  # noqa: E402
 
 
-# -- the server under test: mediasrv serve + pair every two answered calls -----------------
-def serve_bridged(argv: list[str]) -> int:
-    from mediasrv.cli import _run, _serve_args
-    from mediasrv.config import load_settings
-    from mediasrv.server import Server
-
-    ap = argparse.ArgumentParser(prog="bridge_pacing.py --serve-bridged")
-    _serve_args(ap)
-    flags = vars(ap.parse_args(argv))
-    settings = load_settings(flags)
-
-    async def main() -> None:
-        import logging
-        import signal
-
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        server = Server(settings)
-        await server.start()
-        waiting: list[str] = []
-
-        def pair(event) -> None:  # type: ignore[no-untyped-def]
-            if event.type != "call.answered":
-                return
-            waiting.append(event.call_id)
-            if len(waiting) == 2:
-                a, b = waiting
-                waiting.clear()
-                try:
-                    server.media.join_room(f"pair-{a}", a)
-                    server.media.join_room(f"pair-{a}", b)
-                except KeyError:  # one of them already ended
-                    pass
-
-        server.events.add_listener(pair)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await server.stop()
-
-    _run(main(), settings.use_uvloop)
-    return 0
-
-
 # -- the bridged row --------------------------------------------------------------------
 class PortsByCall(ReceiverPorts):
     """pacing.py's receiver-port allocation, remembering which port each call announced."""
@@ -127,11 +82,29 @@ class PortsByCall(ReceiverPorts):
 
 
 def metric(http: str, name: str) -> float:
-    with urllib.request.urlopen(f"{http}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
+    """One counter from /metrics; NaN if a loaded server does not answer in time (the row goes on)."""
+    try:
+        with urllib.request.urlopen(f"{http}/metrics", timeout=20) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    return float(line.rsplit(" ", 1)[1])
+    except OSError:
+        pass
     return float("nan")
+
+
+async def bridge_pairs(http: str, timeout: float) -> int:
+    """Bridge the answered calls two by two (POST /v1/calls/{a}/bridge); returns how many pairs."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+        async with s.get(f"{http}/v1/calls") as resp:
+            ids = [c["call_id"] for c in (await resp.json())["calls"] if c["state"] == "answered"]
+        sem = asyncio.Semaphore(50)
+
+        async def bridge(a: str, b: str) -> bool:
+            async with sem, s.post(f"{http}/v1/calls/{a}/bridge", json={"call_id": b}) as resp:
+                return resp.status == 200
+
+        return sum(await asyncio.gather(*(bridge(a, b) for a, b in zip(ids[::2], ids[1::2], strict=False))))
 
 
 async def start_playbacks(http: str, timeout: float) -> int:
@@ -198,6 +171,8 @@ async def drive_talking(sip_port: int, http: str, n: int, seconds: float, rx: Re
                      + (f"; {dict(failures)}" if failures else ""))
         if play:
             notes.append(f"{await start_playbacks(http, setup_timeout)} playbacks started")
+        else:
+            notes.append(f"{await bridge_pairs(http, setup_timeout)} pairs bridged (POST /v1/calls/{{a}}/bridge)")
         pairs = tmp / "pairs.txt"
         pairs.write_text("".join(f"{ports.port_of[c.call_id]} {c.media.remote_addr[1]}\n"
                                  for c in calls if c.media and c.media.remote_addr))
@@ -230,7 +205,7 @@ async def drive_talking(sip_port: int, http: str, n: int, seconds: float, rx: Re
 
 
 def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
-                call_rate: float, bridged: bool) -> Row:
+                call_rate: float, bridged: bool, silence: bool = False) -> Row:
     """Every far end talks; *bridged*: legs in pairs hear each other, else each leg plays the prompt."""
     data = Path(tempfile.mkdtemp(prefix="mediasrv-bridge-"))
     (data / "media").mkdir()
@@ -239,10 +214,11 @@ def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, lo
                     (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16), 8000, subtype="PCM_16")
     sip_port, http_port = free_port(socket.SOCK_DGRAM, n), free_port(socket.SOCK_STREAM, n)
     log_path = data / "server.log"
-    serve = [str(Path(__file__).resolve()), "--serve-bridged"] if bridged else ["-m", "mediasrv", "serve"]
-    cmd = ["taskset", "-c", SERVER_CPU, sys.executable, *serve,
+    cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve",
            "--sip", f"127.0.0.1:{sip_port}", "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{pacing.RTP_LO}-{pacing.RTP_HI}",
-           "--data-dir", str(data), "--max-calls", str(n + 100), "--log-level", "WARNING", "--no-silence"]
+           "--data-dir", str(data), "--max-calls", str(n + 100), "--log-level", "WARNING"]
+    if not silence:
+        cmd.append("--no-silence")
     if loop == "asyncio":
         cmd.append("--asyncio")
     notes: list[str] = []
@@ -271,8 +247,6 @@ def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, lo
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve-bridged":
-        return serve_bridged(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="legs (N/2 bridged pairs; the same N for every row)")
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -280,6 +254,9 @@ def main() -> int:
     ap.add_argument("--setup-timeout", type=float, default=120.0)
     ap.add_argument("--call-rate", type=float, default=200.0)
     ap.add_argument("--no-c", action="store_true", help="skip the C sender row")
+    ap.add_argument("--bridged-no-silence", action="store_true",
+                    help="bridged server with --no-silence: a jitter-buffer underrun then shows at the receiver as a "
+                         "missing packet (tserr, deliv%%) instead of a silent one; p99 then mixes underruns with pacing")
     ap.add_argument("--receiver-base", type=int, default=12000,
                     help="first receiver port (pacing.py uses 42000; another port block keeps a concurrent "
                          "pacing.py run on the same host out of this one)")
@@ -320,7 +297,7 @@ def main() -> int:
                            args.call_rate, bridged=False)
         print(fmt(talk, c_row), flush=True)
         bridged = run_talking(receiver_exe, talker_exe, args.n, args.seconds, args.loop, args.setup_timeout,
-                              args.call_rate, bridged=True)
+                              args.call_rate, bridged=True, silence=not args.bridged_no_silence)
         print(fmt(bridged, c_row), flush=True)
         print()
         for base in (play, talk):

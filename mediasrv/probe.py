@@ -107,6 +107,26 @@ async def open_capture(host: str = "127.0.0.1", port: int = 0) -> RtpCapture:
     return bind_capture(host, port)
 
 
+def bind_capture_with_rtcp(host: str = "127.0.0.1", attempts: int = 50) -> tuple[RtpCapture, socket.socket]:
+    """A capture plus a socket already bound on its port + 1 (the RTCP port a peer will use).
+
+    Binding port + 1 after the fact races with other processes; this keeps trying fresh
+    ephemeral ports until both are ours.
+    """
+    for _ in range(attempts):
+        capture = bind_capture(host, 0)
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtcp.bind((host, capture.port + 1))
+        except OSError:
+            rtcp.close()
+            capture.close()
+            continue
+        rtcp.setblocking(False)
+        return capture, rtcp
+    raise OSError(f"no free RTP/RTCP port pair on {host} after {attempts} attempts")
+
+
 @dataclass
 class StreamReport:
     packets: int

@@ -90,6 +90,7 @@ class Server:
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
         await self.media.start()
+        self.media.loader.start_workers()
         await self.sip.start()
         host, port = self.settings.http_addr
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

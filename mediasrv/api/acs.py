@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
-from ..events import Event
+from ..events import Delivery, Event, WebhookSettings, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
-from .callbacks import Callback, CallbackSender
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -243,7 +242,9 @@ class AcsDialect:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.key = server.settings.acs_access_key
-        self.callbacks = CallbackSender(user_agent="mediasrv-acs/0.1")
+        # ACS events are made here (one per operation, not per bus event): the sink only delivers them,
+        # ordered per call and retried; the bus drains and closes it with the others.
+        self.sink = server.events.add_sink(WebhookSink(lambda _event: None, WebhookSettings(max_attempts=4), "acs"))
         self._ops: dict[str, PlayOperation] = {}  # playback id → its operation
         self._recent: deque[Event] = deque(maxlen=256)  # events that may beat the operation's registration
 
@@ -443,7 +444,9 @@ class AcsDialect:
             "datacontenttype": "application/json",
             "subject": subject,
         }
-        self.callbacks.post(op.call_id, Callback(op.callback_url, json.dumps([event]).encode()))
+        body = json.dumps([event]).encode()
+        self.sink.send(Delivery(url=op.callback_url, build=lambda _attempt: (body, {"Content-Type": "application/json"}),
+                                key=op.call_id, label=event["type"]))
 
 
 ACS_KEY: web.AppKey[AcsDialect] = web.AppKey("acs")
@@ -457,8 +460,3 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("ACS dialect disabled: set MEDIASRV_ACS_ACCESS_KEY to enable it")
     server.events.add_listener(dialect.on_event)
     app.router.add_route("*", "/calling/{tail:.*}", dialect.handle)
-
-    async def close(_app: web.Application) -> None:
-        await dialect.callbacks.close()
-
-    app.on_cleanup.append(close)

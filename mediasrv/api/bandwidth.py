@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -32,6 +33,7 @@ from defusedxml.ElementTree import fromstring
 
 from ..calls import Call, CallState, Direction
 from ..events import Event
+from ..media.fetch import AddressPolicy, CheckingResolver, ForbiddenAddress
 from ..media.player import PlayRequest, SourceSpec
 
 if TYPE_CHECKING:
@@ -184,6 +186,8 @@ class BandwidthDialect:
         self._tokens: dict[str, float] = {}  # OAuth2 bearer token → expiry (monotonic)
         self._initiated: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
+        # BXML URLs come from API callers: fetch them under the same address policy as audio
+        self._policy = AddressPolicy.from_cidrs(s.fetch_allow_cidrs, s.fetch_deny_cidrs)
 
     @property
     def enabled(self) -> bool:
@@ -421,28 +425,43 @@ class BandwidthDialect:
         if call is None or call.state is CallState.ENDED:
             return None
         body = self.callback_body(event_type, call, tag)
+        host = urllib.parse.urlsplit(url).hostname or ""
+        try:
+            why = self._policy.refusal(ipaddress.ip_address(host))
+        except ValueError:
+            why = None  # a name: the resolver checks each address it resolves to
+        if why is not None:
+            self._error(call_id, event_type, f"callback refused: {host} is {why}", url)
+            return None
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": "mediasrv-bandwidth/0.1"})
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=CheckingResolver(self._policy)),
+                headers={"User-Agent": "mediasrv-bandwidth/0.1"},
+            )
         auth = aiohttp.BasicAuth(username, password or "") if username else None
         try:
             kwargs: dict[str, Any] = (
                 {"params": {k: str(v) for k, v in body.items() if v is not None}} if method == "GET" else {"json": body}
             )
             async with self._session.request(
-                method, url, auth=auth, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S), **kwargs
+                method, url, auth=auth, allow_redirects=False,  # a redirect could lead past the address policy
+                timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S), **kwargs
             ) as resp:
                 raw = await _read_capped(resp.content)
                 if resp.status >= 300:
                     self._error(call_id, event_type, f"callback answered HTTP {resp.status}", url)
                     return None
-                final_url = str(resp.url)
+        except aiohttp.ClientConnectorError as exc:
+            detail = str(exc.os_error) if isinstance(exc.os_error, ForbiddenAddress) else f"cannot connect: {exc}"
+            self._error(call_id, event_type, f"callback refused: {detail}", url)
+            return None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._error(call_id, event_type, f"callback failed: {exc.__class__.__name__}: {exc}", url)
             return None
         if not raw.strip():
-            return [], final_url  # an empty answer: nothing more to do
+            return [], url  # an empty answer: nothing more to do
         try:
-            return parse_bxml(raw, "Response", base_url=final_url), final_url
+            return parse_bxml(raw, "Response", base_url=url), url
         except BandwidthError as exc:
             self._error(call_id, event_type, exc.description, url)
             return None

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState
-from ..media import PlayRequest
+from ..media import Playback, PlayError, PlayRequest
+from ..media.player import MAX_DUCK_DB, VOLUME_RANGE_DB
 from .errors import ApiError, read_json_object
 from .openapi import OPENAPI
 from .sources import parse_sources
@@ -49,6 +50,7 @@ def call_resource(server: Server, call: Call) -> dict[str, Any]:
     current, queued = server.media.playbacks_for(call.call_id) if call.is_active else (None, [])
     body["current_playback"] = current.to_dict() if current else None
     body["queued_playbacks"] = [p.to_dict() for p in queued]
+    body["overlay_playbacks"] = [p.to_dict() for p in server.media.overlays_for(call.call_id)] if call.is_active else []
     return body
 
 
@@ -65,9 +67,72 @@ def parse_loop(value: Any) -> int | None:
     return value
 
 
+TARGETS = ("self", "opposite", "both", "room")
+
+
+def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(400, "invalid_field", f"{name} must be true or false", field=name)
+    return value
+
+
+def _number(body: dict[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError(400, "invalid_field", f"{name} must be a number", field=name)
+    return float(value)
+
+
+def _in_range(name: str, value: float | None, lo: float, hi: float) -> float | None:
+    if value is not None and not lo <= value <= hi:
+        raise ApiError(422, "out_of_range", f"{name} must be between {lo:g} and {hi:g}, got {value:g}", field=name)
+    return value
+
+
+def parse_target(body: dict[str, Any]) -> str | list[str]:
+    """``target_legs`` (Telnyx's name) or ``target``: self | opposite | both | room | [call_id, ...]."""
+    if "target_legs" in body and "target" in body:
+        raise ApiError(422, "conflicting_fields", "give either 'target' or 'target_legs', not both", field="target")
+    name = "target_legs" if "target_legs" in body else "target"
+    value = body.get(name, "self")
+    if isinstance(value, str) and value in TARGETS:
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise ApiError(400, "invalid_field", f"{name} must be one of {', '.join(TARGETS)} or a non-empty list of call ids",
+                   field=name)
+
+
 def parse_play_request(body: dict[str, Any]) -> PlayRequest:
     sources = parse_sources(body)
-    return PlayRequest(sources=sources, loop=parse_loop(body.get("loop")))
+    stop = body.get("stop")
+    if stop is not None and stop not in ("current", "all"):
+        raise ApiError(400, "invalid_field", "stop must be 'current' or 'all'", field="stop")
+    length_s = _number(body, "length_s")
+    if length_s is not None and length_s <= 0:
+        raise ApiError(422, "out_of_range", f"length_s must be positive, got {length_s:g}", field="length_s")
+    command_id = body.get("command_id")
+    if command_id is not None and (not isinstance(command_id, str) or not 0 < len(command_id) <= 200):
+        raise ApiError(400, "invalid_field", "command_id must be a string of 1-200 characters", field="command_id")
+    return PlayRequest(
+        sources=sources,
+        loop=parse_loop(body.get("loop")),
+        overlay=_bool(body, "overlay", False),
+        stop=stop,
+        target=parse_target(body),
+        length_s=length_s,
+        mix=_bool(body, "mix", True),
+        duck_db=_in_range("duck_db", _number(body, "duck_db"), 0.0, MAX_DUCK_DB),
+        volume_db=_in_range("volume_db", _number(body, "volume_db"), *VOLUME_RANGE_DB) or 0.0,
+        command_id=command_id,
+    )
+
+
+def play_error(exc: PlayError) -> ApiError:
+    return ApiError(exc.status, exc.reason, exc.message)
 
 
 # -- calls --------------------------------------------------------------------
@@ -103,7 +168,20 @@ async def hangup_call(request: web.Request) -> web.Response:
 
 
 # -- playbacks ----------------------------------------------------------------
+def _missing_leg(server: Server, call: Call, leg_id: str) -> ApiError:
+    """Why a target leg named in a play command cannot be played to."""
+    if leg_id == call.call_id:
+        return ApiError(409, "no_media", "the call has no media leg")
+    other = server.registry.get(leg_id)
+    if other is None:
+        return ApiError(404, "call_not_found", f"no call with id {leg_id!r}", field="target")
+    if other.state is CallState.ENDED:
+        return ApiError(409, "call_ended", f"call {leg_id!r} has ended ({other.hangup_cause})", field="target")
+    return ApiError(409, "no_media", f"call {leg_id!r} has no media leg", field="target")
+
+
 async def start_playback(request: web.Request) -> web.Response:
+    """One playback per target leg; the body is the first one (compatible) plus ``playbacks``."""
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
     play = parse_play_request(await read_json_object(request))
@@ -112,37 +190,79 @@ async def start_playback(request: web.Request) -> web.Response:
     try:
         playbacks = server.media.play(call.call_id, play)
     except KeyError as exc:
-        raise ApiError(409, "no_media", "the call has no media leg") from exc
-    return web.json_response(playbacks[0].to_dict(), status=201)
+        raise _missing_leg(server, call, exc.args[0] if exc.args else call.call_id) from exc
+    except PlayError as exc:
+        raise play_error(exc) from exc
+    body = playbacks[0].to_dict()
+    body["playbacks"] = [p.to_dict() for p in playbacks]
+    return web.json_response(body, status=201)
+
+
+def _playback_or_404(server: Server, playback_id: str) -> Playback:
+    playback = server.media.get_playback(playback_id)
+    if playback is None:
+        raise ApiError(404, "playback_not_found", "no playback with that id")
+    return playback
 
 
 async def get_playback(request: web.Request) -> web.Response:
     server = _server(request)
-    playback = server.media.get_playback(request.match_info["playback_id"])
-    if playback is None:
-        raise ApiError(404, "playback_not_found", "no playback with that id")
-    return web.json_response(playback.to_dict())
+    return web.json_response(_playback_or_404(server, request.match_info["playback_id"]).to_dict())
 
 
 async def stop_playback(request: web.Request) -> web.Response:
     server = _server(request)
     playback_id = request.match_info["playback_id"]
-    playback = server.media.get_playback(playback_id)
-    if playback is None:
-        raise ApiError(404, "playback_not_found", "no playback with that id")
-    stopped = server.media.stop_playback(playback_id, by="api")
+    playback = _playback_or_404(server, playback_id)
+    stopped = server.media.stop_playback(playback_id, by=request.query.get("command_id") or "api")
     body = playback.to_dict()
     body["stopped_now"] = stopped  # False: it had already ended, the stop was a no-op
     return web.json_response(body)
 
 
+CONTROL_OPS = ("pause", "resume", "restart", "seek", "skip", "volume")
+
+
+async def control_playback(request: web.Request) -> web.Response:
+    """pause | resume | restart | seek {ms} | skip {ms} | volume {db} on one playback id."""
+    server = _server(request)
+    playback_id = request.match_info["playback_id"]
+    _playback_or_404(server, playback_id)
+    body = await read_json_object(request)
+    op = body.get("op")
+    if op not in CONTROL_OPS:
+        raise ApiError(400, "invalid_field", f"op must be one of {', '.join(CONTROL_OPS)}", field="op")
+    ms = _number(body, "ms")
+    db = _number(body, "db")
+    if op in ("seek", "skip") and ms is None:
+        raise ApiError(400, "missing_field", f"{op} needs 'ms'", field="ms")
+    if op == "volume" and db is None:
+        raise ApiError(400, "missing_field", "volume needs 'db'", field="db")
+    if op == "seek" and ms is not None and ms < 0:
+        raise ApiError(422, "out_of_range", f"seek position must be >= 0, got {ms:g}", field="ms")
+    try:
+        playback = server.media.control(playback_id, op, ms=None if ms is None else int(ms), db=db)
+    except KeyError as exc:
+        raise ApiError(404, "playback_not_found", "no playback with that id") from exc
+    except PlayError as exc:
+        raise play_error(exc) from exc
+    out = playback.to_dict()
+    out["position_ms"] = server.media.position_ms(playback_id)
+    return web.json_response(out)
+
+
 async def stop_call_playbacks(request: web.Request) -> web.Response:
+    """Stop what is current now (``stop=current``, the queue moves on), ``all``, or ``overlay=true``."""
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
     which = request.query.get("stop", "current")
     if which not in ("current", "all"):
         raise ApiError(400, "invalid_field", "stop must be 'current' or 'all'", field="stop")
-    stopped = server.media.stop_playbacks(call.call_id, which, by="api")
+    overlay_arg = request.query.get("overlay", "false").lower()
+    if overlay_arg not in ("true", "false", "1", "0"):
+        raise ApiError(400, "invalid_field", "overlay must be true or false", field="overlay")
+    stopped = server.media.stop_playbacks(call.call_id, which, by=request.query.get("command_id") or "api",
+                                          overlay=overlay_arg in ("true", "1"))
     return web.json_response({"stopped": [p.to_dict() for p in stopped]})
 
 
@@ -198,6 +318,7 @@ def add_routes(app: web.Application) -> None:
             web.delete("/v1/calls/{call_id}/playbacks", stop_call_playbacks),
             web.get("/v1/playbacks/{playback_id}", get_playback),
             web.delete("/v1/playbacks/{playback_id}", stop_playback),
+            web.post("/v1/playbacks/{playback_id}/control", control_playback),
             web.get("/v1/events", list_events),
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),

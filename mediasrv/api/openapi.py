@@ -44,23 +44,31 @@ OPENAPI: dict[str, Any] = {
         "/v1/calls/{call_id}/playbacks": {
             "parameters": [_CALL_ID],
             "post": {
-                "summary": "Queue a playback on the call",
+                "summary": "Play on the call's target legs: queue, or overlay the current playback",
+                "description": (
+                    "One playback per target leg, all sharing command_id. The body is the first playback's "
+                    "fields plus `playbacks` (all of them). `stop` stops what is current on the target legs "
+                    "first; an overlay needs a main playback on each target leg (else 422 nothing_playing)."
+                ),
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlayRequest"}}},
                 },
                 "responses": {
-                    "201": _ok("queued playback", "Playback"),
+                    "201": _ok("the first playback, plus `playbacks`", "PlaybackList"),
                     "400": _err("bad JSON or field"),
                     "404": _err("unknown call"),
-                    "409": _err("call ended or not answered"),
-                    "422": _err("value out of range"),
+                    "409": _err("call ended or not answered, no opposite leg, target leg ended"),
+                    "422": _err("value out of range, overlay with nothing playing"),
                 },
             },
             "delete": {
-                "summary": "Stop the current playback (next in queue starts) or all",
+                "summary": "Stop the current playback (next in queue starts), all, or (overlay=true) the overlays",
                 "parameters": [
-                    {"name": "stop", "in": "query", "schema": {"type": "string", "enum": ["current", "all"]}}
+                    {"name": "stop", "in": "query", "schema": {"type": "string", "enum": ["current", "all"]}},
+                    {"name": "overlay", "in": "query", "schema": {"type": "boolean"}},
+                    {"name": "command_id", "in": "query", "schema": {"type": "string"},
+                     "description": "reported as stopped_by"},
                 ],
                 "responses": {"200": {"description": "stopped playbacks"}, "404": _err("unknown call")},
             },
@@ -71,6 +79,23 @@ OPENAPI: dict[str, Any] = {
             "delete": {
                 "summary": "Stop this playback (a no-op, reported as stopped_now=false, if it already ended)",
                 "responses": {"200": _ok("playback", "Playback"), "404": _err("unknown")},
+            },
+        },
+        "/v1/playbacks/{playback_id}/control": {
+            "parameters": [_PLAYBACK_ID],
+            "post": {
+                "summary": "pause | resume | restart | seek {ms} | skip {ms} | volume {db}",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Control"}}},
+                },
+                "responses": {
+                    "200": _ok("playback (with position_ms)", "Playback"),
+                    "400": _err("unknown op or missing ms/db"),
+                    "404": _err("unknown playback"),
+                    "409": _err("playback ended or not started"),
+                    "422": _err("seek past the end, volume out of range"),
+                },
             },
         },
         "/v1/events": {
@@ -164,7 +189,30 @@ OPENAPI: dict[str, Any] = {
                     "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"},
                                 "description": "played in order as one playback (instead of the top-level source)"},
                     "loop": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 100}, {"const": "infinity"}]},
+                    "overlay": {"type": "boolean", "description": "mix over the current main playback"},
+                    "stop": {"type": "string", "enum": ["current", "all"]},
+                    "target": {"oneOf": [{"type": "string", "enum": ["self", "opposite", "both", "room"]},
+                                         {"type": "array", "items": {"type": "string"}}]},
+                    "target_legs": {"description": "alias of target (Telnyx)"},
+                    "length_s": {"type": "number", "exclusiveMinimum": 0},
+                    "mix": {"type": "boolean", "description": "false: target legs hear only the playback"},
+                    "duck_db": {"type": "number", "minimum": 0, "maximum": 90},
+                    "volume_db": {"type": "number", "minimum": -60, "maximum": 20},
+                    "command_id": {"type": "string"},
                 },
+            },
+            "Control": {
+                "type": "object",
+                "required": ["op"],
+                "properties": {
+                    "op": {"type": "string", "enum": ["pause", "resume", "restart", "seek", "skip", "volume"]},
+                    "ms": {"type": "integer", "description": "seek: absolute; skip: relative (+/-)"},
+                    "db": {"type": "number", "minimum": -60, "maximum": 20},
+                },
+            },
+            "PlaybackList": {
+                "allOf": [{"$ref": "#/components/schemas/Playback"}],
+                "properties": {"playbacks": {"type": "array", "items": {"$ref": "#/components/schemas/Playback"}}},
             },
             "MediaInfo": {
                 "type": "object",
@@ -186,6 +234,14 @@ OPENAPI: dict[str, Any] = {
                     },
                     "reason": {"type": ["string", "null"]},
                     "ms_played": {"type": "integer"},
+                    "command_id": {"type": ["string", "null"]},
+                    "target": {},
+                    "overlay": {"type": "boolean"},
+                    "paused": {"type": "boolean"},
+                    "failed_source_index": {"type": ["integer", "null"]},
+                    "stopped_by": {"type": ["string", "null"]},
+                    "last_seq": {"type": ["integer", "null"]},
+                    "last_ts": {"type": ["integer", "null"]},
                 },
             },
             "Call": {

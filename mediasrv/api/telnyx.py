@@ -28,6 +28,7 @@ from aiohttp import web
 from ..calls import Call, CallState, Direction
 from ..events import Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from ..rooms import BRIDGE
 from .signing import Ed25519Signer
 
 if TYPE_CHECKING:
@@ -366,26 +367,39 @@ class TelnyxDialect:
         return ok()
 
     async def bridge(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """Connect two answered calls through the node's RoomRegistry (the native bridge's core).
+
+        Telnyx moves a call that is bridged elsewhere unless ``prevent_double_bridge``; a bridge
+        is a new two-party room (the old one dissolves when one leg is left).
+        """
         call_id = request.match_info["call_control_id"]
         other_id = _opt_str(body, "call_control_id")
         if not other_id:
             raise TelnyxError("10004", "call_control_id of the call to bridge with is required", "/call_control_id")
         client_state = _client_state(body)
-        self._call(call_id)
+        prevent_double = bool(_opt_bool(body, "prevent_double_bridge", False))
+        a = self._call(call_id)
         if other_id == call_id:
             raise TelnyxError("90061", "a call cannot be bridged with itself", "/call_control_id")
-        call = self.server.registry.get(other_id)
-        if call is None or call.state is CallState.ENDED:
-            raise TelnyxError("90018" if call else "90015", "the call to bridge with is not active",
-                              "/call_control_id")
-        if call.state is not CallState.ANSWERED:
+        b = self.server.registry.get(other_id)
+        if b is None or b.state is CallState.ENDED:
+            raise TelnyxError("90018" if b else "90015", "the call to bridge with is not active", "/call_control_id")
+        if b.state is not CallState.ANSWERED:
             raise TelnyxError("90034", "the call to bridge with has not been answered yet", "/call_control_id")
+        rooms = self.server.rooms
+        ra, rb = rooms.room_of(a.call_id), rooms.room_of(b.call_id)
+        if ra is not None and ra is rb:
+            self._remember_state(call_id, client_state)
+            return ok()  # already connected to each other
+        if prevent_double and rb is not None:
+            raise TelnyxError("90061", "the call to bridge with is already bridged (prevent_double_bridge)",
+                              "/prevent_double_bridge")
         self._remember_state(call_id, client_state)
-        room_id = f"bridge-{uuid.uuid4().hex}"
+        room = rooms.create(BRIDGE)
         try:
-            self.server.media.join_room(room_id, call_id)
-            self.server.media.join_room(room_id, other_id)
+            rooms.join(room, [a, b], reason="bridge")
         except KeyError as exc:
+            rooms.delete(room)
             raise TelnyxError("90018", "a call to bridge has no media any more", "/call_control_id") from exc
         return ok()
 
@@ -400,6 +414,7 @@ class TelnyxDialect:
         "call.initiated": "call.initiated",
         "call.answered": "call.answered",
         "call.hangup": "call.hangup",
+        "call.bridged": "call.bridged",
         "playback.started": "call.playback.started",
         "playback.ended": "call.playback.ended",
     }
@@ -415,6 +430,8 @@ class TelnyxDialect:
                 asyncio.get_running_loop().call_later(CALL_STATE_TTL_S, self._forget_call, event.call_id)
         if event.type.startswith("playback."):
             payload = self._playback_payload(event)
+        elif event.type == "call.bridged":
+            payload = self._bridged_payload(event)
         else:
             payload = self._call_payload(event)
         if not url:
@@ -475,6 +492,12 @@ class TelnyxDialect:
                 "hangup_source": source,
                 "sip_hangup_cause": str(d["sip_code"]) if d.get("sip_code") else "unspecified",
             })
+        return payload
+
+    def _bridged_payload(self, event: Event) -> dict[str, Any]:
+        call = self.server.registry.get(event.call_id)
+        payload = self._ids(event.call_id, call.sip_call_id if call else None)
+        payload.update({"from": call.from_uri if call else None, "to": call.to_uri if call else None})
         return payload
 
     def _playback_payload(self, event: Event) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Media plane: pacing clock, sources, players."""
 
 from .plane import MediaPlane, MediaSettings
-from .player import Playback, PlayRequest
+from .player import Playback, PlaybackStateError, PlayError, PlayRequest
 
-__all__ = ["MediaPlane", "MediaSettings", "Playback", "PlayRequest"]
+__all__ = ["MediaPlane", "MediaSettings", "Playback", "PlaybackStateError", "PlayError", "PlayRequest"]

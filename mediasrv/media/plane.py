@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediacodecs.g711 import encode as g711_encode
 from mediacodecs.g711 import silence_byte
 
 from ..calls import Call
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
+from .cache import cache_key
 from .clock import MediaClock, Scheduled, Tickable
 from .mixer import Mixer
-from .player import Playback, Player, PlayRequest, new_playback
-from .source import MediaLoader
+from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
+from .source import Media, MediaLoader, SourceError
 
 log = logging.getLogger("mediasrv.media")
 
@@ -49,7 +50,7 @@ class MediaSettings:
 class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
-    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "call_audio")
+    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -59,9 +60,18 @@ class LegDriver(Tickable):
         self.send_silence = send_silence
         self.entry: Scheduled | None = None
         self.hold_since: float | None = None
-        # What this leg hears from the call (the mix of its room's other legs), set by the mixer
-        # while the leg is bridged: called with a sample count, returns int16 PCM or None.
-        self.call_audio: Callable[[int], Any] | None = None
+        self._call_audio: Callable[[int], Any] | None = None
+
+    @property
+    def call_audio(self) -> Callable[[int], Any] | None:
+        """What this leg hears from the call (the mix of its room's other legs), set by the mixer
+        while the leg is bridged: called with a sample count, returns int16 PCM or None."""
+        return self._call_audio
+
+    @call_audio.setter
+    def call_audio(self, fn: Callable[[int], Any] | None) -> None:
+        self._call_audio = fn
+        self.player.bridged = fn is not None  # a bridged leg never takes the fast path
 
     def configure(self, codec: str, payload_type: int, ptime_ms: int) -> None:
         self.samples = 8 * ptime_ms
@@ -76,19 +86,18 @@ class LegDriver(Tickable):
         n = self.samples
         seq = leg.seq
         ts = leg.timestamp
-        pb = self.player.current
-        if pb is not None and pb.offset + n < len(pb.data):
+        pb = self.player.fast  # one main playback at 0 dB, nothing else on the leg, not bridged (Player._refresh)
+        if pb is not None and pb.offset + n < pb.end:
             off = pb.offset
             payload = pb.data[off : off + n]
             pb.offset = off + n
             pb.samples_played += n
             pb.last_seq = seq
             pb.last_ts = ts
-        elif pb is not None or self.player.queue:
-            payload = self.player.next_payload(n, seq, ts)
-        elif self.call_audio is not None:  # bridged, nothing playing: what the room's other legs say
-            pcm = self.call_audio(n)
-            payload = None if pcm is None else g711_encode(self.player.codec, pcm)
+        elif self.player.busy:
+            # the slow path: boundaries, loops, the cap, overlays, volume, pause, bridged call audio
+            # (bridged with nothing playing: what the room's other legs say, encoded once)
+            payload = self.player.next_payload(n, seq, ts, self._call_audio)
         else:
             payload = None
         if payload is None:
@@ -235,17 +244,159 @@ class MediaPlane:
         self.leave_room(call_id)
 
     # -- playback commands -----------------------------------------------
+    def target_legs(self, call_id: str, target: str | list[str]) -> list[str]:
+        """The legs a command aimed at *call_id* lands on; KeyError names a leg that is not there."""
+        if call_id not in self._drivers:
+            raise KeyError(call_id)
+        if isinstance(target, list):
+            legs = list(dict.fromkeys(target))
+            if not legs:
+                raise PlayError("invalid_target", "target list is empty")
+        elif target == "self":
+            legs = [call_id]
+        elif target == "opposite":
+            legs = sorted(self.peers_of(call_id))
+            if not legs:
+                raise PlayError("no_opposite_leg", f"call {call_id} is not bridged: it has no opposite leg", 409)
+        elif target in ("both", "room"):
+            legs = [call_id, *sorted(self.peers_of(call_id))]
+        else:
+            raise PlayError("invalid_target", f"unknown target {target!r}")
+        for leg in legs:
+            if leg not in self._drivers:
+                raise KeyError(leg)
+        return legs
+
     def play(self, call_id: str, request: PlayRequest) -> list[Playback]:
         """Start (or queue) *request* on its target legs: one playback per target leg.
 
-        Raises KeyError when the call has no media leg.
+        Everything is checked before anything changes: KeyError when a target leg has no media
+        leg, :class:`PlayError` for bad values or an overlay on a leg with nothing playing.  The
+        sources are loaded once and shared by every target leg; all playbacks carry one
+        ``command_id``.  ``stop`` stops what is current on each target leg at this moment first
+        (the main queue for a main play; the overlays for an overlay play); ``stopped_by`` is then
+        the new playback's id on that leg.
         """
-        driver = self._drivers[call_id]  # KeyError: no leg
-        fut = self.loader.load_source(request.sources[0])
-        playback = new_playback(call_id, request, fut)
-        self._playbacks[playback.id] = playback
-        driver.player.enqueue(playback)
-        return [playback]
+        request.validate()
+        legs = self.target_legs(call_id, request.target)
+        drivers = [self._drivers[leg] for leg in legs]
+        if request.overlay:
+            for leg, driver in zip(legs, drivers, strict=True):
+                if not driver.player.has_main():
+                    raise PlayError("nothing_playing",
+                                    f"an overlay needs a playing non-overlay playback on leg {leg}")
+        command_id = request.command_id or uuid.uuid4().hex
+        futures = [self._load(spec) for spec in request.sources]
+        playbacks = []
+        for leg, driver in zip(legs, drivers, strict=True):
+            playback = new_playback(leg, request, futures, command_id=command_id)
+            self._playbacks[playback.id] = playback
+            if request.stop is not None:
+                driver.player.stop(request.stop, by=playback.id, overlay=request.overlay)
+            driver.player.enqueue(playback)
+            playbacks.append(playback)
+        return playbacks
+
+    def _load(self, spec: SourceSpec) -> asyncio.Future[Media]:
+        """The loader's future, or an already resolved one for audio decoded in memory.
+
+        A cached prompt then starts at the leg's very next tick, instead of after the loader's
+        task (and, for stored media, its stat in the executor) has had its turn on the loop.
+        """
+        media = self._in_memory(spec)
+        if media is None:
+            return self.loader.load_source(spec)
+        fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
+        fut.set_result(media)
+        return fut
+
+    def _in_memory(self, spec: SourceSpec) -> Media | None:
+        """The loader's in-memory decoded copy of *spec*, looked up the way the loader keys it."""
+        loader = self.loader
+        try:
+            if spec.media is not None:
+                mtime, size = loader.store.version(spec.media)  # one stat: a changed file is a miss
+                media = loader.cache.media(f"media:{spec.media}:{mtime}:{size}")
+            elif spec.url is not None and spec.cache is not False:
+                key = cache_key(spec.url, spec.cache_id)
+                entry = loader.cache.get(key)
+                if entry is None or not entry.fresh(time.time()):
+                    return None  # absent or stale: the loader fetches or revalidates
+                media = loader.cache.media(key)
+                if media is not None:
+                    entry.hits += 1
+            else:
+                return None
+        except (SourceError, OSError, AttributeError):
+            return None  # a bad name or a missing file: the loader reports it, as a failed playback
+        if media is None or not media.complete:
+            return None
+        loader.stats["cache_hits"] += 1
+        return media
+
+    def stop_playback(self, playback_id: str, by: str = "api") -> bool:
+        """Stop this playback; False (a no-op) when it already ended, never applied to another one."""
+        pb = self._playbacks.get(playback_id)
+        if pb is None or pb.ended:
+            return False
+        driver = self._drivers.get(pb.call_id)
+        return driver.player.stop_one(pb, by) if driver else False
+
+    def stop_playbacks(self, call_id: str, which: str = "current", by: str = "api",
+                       overlay: bool = False) -> list[Playback]:
+        """Stop what is current on the leg now (``current``/``all``), or its overlays."""
+        driver = self._drivers.get(call_id)
+        return driver.player.stop(which, by, overlay=overlay) if driver else []
+
+    def control(self, playback_id: str, op: str, ms: int | None = None, db: float | None = None) -> Playback:
+        """pause | resume | restart | seek (absolute ms) | skip (relative ms) | volume (dB).
+
+        KeyError: unknown playback; PlaybackStateError: ended / not started / leg gone;
+        PlayError: a bad value (seek past the end, volume out of range).
+        """
+        pb = self._playbacks[playback_id]
+        driver = self._drivers.get(pb.call_id)
+        if pb.ended or driver is None:
+            raise PlaybackStateError("playback_ended", f"playback {playback_id} has ended ({pb.state})")
+        player = driver.player
+        if op == "pause":
+            player.pause(pb)
+        elif op == "resume":
+            player.resume(pb)
+        elif op == "restart":
+            player.restart(pb)
+        elif op in ("seek", "skip"):
+            if ms is None:
+                raise PlayError("missing_field", f"{op} needs 'ms'", 400)
+            (player.seek if op == "seek" else player.skip)(pb, ms)
+        elif op == "volume":
+            if db is None:
+                raise PlayError("missing_field", "volume needs 'db'", 400)
+            player.set_volume(pb, db)
+        else:
+            raise PlayError("invalid_op", f"unknown control op {op!r}", 400)
+        return pb
+
+    def position_ms(self, playback_id: str) -> int | None:
+        """Where a playing playback is within its source list, or None when not playing."""
+        pb = self._playbacks.get(playback_id)
+        driver = self._drivers.get(pb.call_id) if pb is not None else None
+        if pb is None or driver is None or pb.state != "playing":
+            return None
+        return driver.player.position(pb) // 8
+
+    def get_playback(self, playback_id: str) -> Playback | None:
+        return self._playbacks.get(playback_id)
+
+    def playbacks_for(self, call_id: str) -> tuple[Playback | None, list[Playback]]:
+        driver = self._drivers.get(call_id)
+        if driver is None:
+            return None, []
+        return driver.player.current, list(driver.player.queue)
+
+    def overlays_for(self, call_id: str) -> list[Playback]:
+        driver = self._drivers.get(call_id)
+        return list(driver.player.overlays) if driver else []
 
     # -- topology: which legs hear each other ---------------------------------
     def join_room(self, room_id: str, call_id: str) -> None:
@@ -284,26 +435,6 @@ class MediaPlane:
         room_id = self._room_of.get(call_id)
         return [c for c in self._rooms.get(room_id, ()) if c != call_id] if room_id else []
 
-    def stop_playback(self, playback_id: str, by: str = "api") -> bool:
-        pb = self._playbacks.get(playback_id)
-        if pb is None or pb.ended:
-            return False
-        driver = self._drivers.get(pb.call_id)
-        return driver.player.stop_one(pb, by) if driver else False
-
-    def stop_playbacks(self, call_id: str, which: str = "current", by: str = "api") -> list[Playback]:
-        driver = self._drivers.get(call_id)
-        return driver.player.stop(which, by) if driver else []
-
-    def get_playback(self, playback_id: str) -> Playback | None:
-        return self._playbacks.get(playback_id)
-
-    def playbacks_for(self, call_id: str) -> tuple[Playback | None, list[Playback]]:
-        driver = self._drivers.get(call_id)
-        if driver is None:
-            return None, []
-        return driver.player.current, list(driver.player.queue)
-
     def leg_stats(self, call_id: str) -> dict[str, Any]:
         driver = self._drivers[call_id]
         stats = driver.leg.counters()
@@ -331,12 +462,18 @@ class MediaPlane:
 
     # -- events ----------------------------------------------------------
     def _on_playback_event(self, type_: str, pb: Playback) -> None:
-        data: dict[str, Any] = {"playback_id": pb.id, "source": pb.source}
-        if type_ == "playback.ended":
+        data: dict[str, Any] = {
+            "playback_id": pb.id, "source": pb.source, "command_id": pb.command_id, "target": pb.target,
+            "overlay": pb.overlay,
+        }
+        if type_ in ("playback.paused", "playback.resumed"):
+            data.update(ms_played=pb.ms_played, last_seq=pb.last_seq, last_ts=pb.last_ts)
+        elif type_ == "playback.ended":
             self._by_status[pb.state] += 1
             data.update(
                 status=pb.state, reason=pb.reason, message=pb.message, ms_played=pb.ms_played,
                 last_seq=pb.last_seq, last_ts=pb.last_ts, stopped_by=pb.stopped_by,
+                failed_source_index=pb.failed_source_index, underruns=pb.underruns,
             )
             self._ended_ids.append(pb.id)
             while len(self._ended_ids) > 10_000:  # keep ended playbacks answerable for a while, bounded

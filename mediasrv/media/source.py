@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +33,7 @@ from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
 
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
+from .decodeproc import DecodeWorkers
 from .errors import SourceError
 from .fetch import Fetcher, FetchSettings, public_url
 from .store import MEDIA_NAME, MediaStore
@@ -47,6 +49,8 @@ RATE = 8000
 START_SAMPLES = 800  # hand the media to the player once 100 ms are decoded
 FEED_BYTES = 256 * 1024  # decode in pieces of at most this much (whatever has arrived, up to this)
 HEAD_BYTES = 4096  # bytes looked at to decide the type
+DECODE_THREADS = 2
+THREAD_DECODE_BYTES = 1 << 20  # a body this small decodes in a thread (milliseconds); larger: a worker process
 
 
 @dataclass
@@ -88,7 +92,7 @@ class _FallbackDecoder:
     def __init__(self, kind: str, source: str, rate: int = RATE, max_seconds: float = 3600.0) -> None:
         if kind != "wav":
             raise SourceError("unsupported_format", f"{source}: {kind} data, only WAV is supported")
-        self.source, self.rate, self.max_seconds = source, rate, max_seconds
+        self.kind, self.source, self.rate, self.max_seconds = kind, source, rate, max_seconds
         self.buf = bytearray()
 
     def feed(self, chunk: bytes) -> np.ndarray:
@@ -194,6 +198,12 @@ class MediaBuilder:
     def decode_step(self, decoder: Any, chunk: bytes | None) -> tuple[int, bytes, bytes]:
         """Blocking: decode *chunk* (None = end of body), store its PCM, return its encodings."""
         pcm = decoder.feed(chunk) if chunk is not None else decoder.finish()
+        n = self.store(pcm)
+        ulaw, alaw = _encode_both(pcm) if n else (b"", b"")
+        return n, ulaw, alaw
+
+    def store(self, pcm: np.ndarray) -> int:
+        """Blocking: copy *pcm* after the samples so far (growing the buffer); not yet visible."""
         n = len(pcm)
         if n:
             need = self.samples + n
@@ -202,10 +212,7 @@ class MediaBuilder:
                 grown[: self.samples] = self._buf[: self.samples]
                 self._buf = grown
             self._buf[self.samples: need] = pcm
-            ulaw, alaw = _encode_both(pcm)
-        else:
-            ulaw = alaw = b""
-        return n, ulaw, alaw
+        return n
 
     def publish(self, n: int, ulaw: bytes, alaw: bytes) -> None:
         """On the loop's thread: make the new samples visible to players."""
@@ -240,7 +247,7 @@ class MediaLoader:
                  cache_bytes: int = 512 << 20, *, max_audio_seconds: float = 3600.0,
                  allow_cidrs: list[str] | tuple[str, ...] = (), deny_cidrs: list[str] | tuple[str, ...] = (),
                  disk_cache_bytes: int = 4 << 30, connect_timeout_s: float = 5.0,
-                 first_byte_timeout_s: float = 10.0) -> None:
+                 first_byte_timeout_s: float = 10.0, decode_processes: int = 1) -> None:
         self.data_dir = Path(data_dir)
         self.media_dir = self.data_dir / "media"
         self.max_audio_seconds = max_audio_seconds
@@ -254,14 +261,28 @@ class MediaLoader:
         self.store = MediaStore(self.media_dir, describe_audio, max_fetch_bytes)
         self.cache = AudioCache(self.data_dir / "cache", cache_bytes, disk_cache_bytes)
         self._inflight: dict[str, _Flight] = {}
+        # Decoding has its own threads: a long decode never queues the default executor's short jobs.
+        # (Not reniced: a low-priority thread holding the GIL would stall the clock's thread.)
+        self._decode_pool = ThreadPoolExecutor(DECODE_THREADS, "mediasrv-decode")
+        # ...and the decoding itself happens in worker processes (see decodeproc.py for why).
+        self._workers = DecodeWorkers(decode_processes) if decode_processes and decoder_api() is not _FALLBACK \
+            else None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
-                      "decodes": 0, "failures": 0}
+                      "decodes": 0, "process_decodes": 0, "failures": 0}
+
+    def start_workers(self) -> None:
+        """Start the decoder processes now rather than at the first decode (saves the first play ~0.5 s)."""
+        if self._workers is not None:
+            self._workers.start()
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await self.fetcher.close()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self._workers is not None:
+            self._workers.close()
 
     # -- entry points ------------------------------------------------------------
     def load_source(self, spec: SourceSpec) -> asyncio.Future[Media]:
@@ -407,7 +428,7 @@ class MediaLoader:
         self.stats["disk_hits"] += 1
         loop = asyncio.get_running_loop()
         pcm = await loop.run_in_executor(None, self.cache.read_pcm, entry.key)
-        media = await loop.run_in_executor(None, media_from_pcm, entry.source, pcm)
+        media = await loop.run_in_executor(self._decode_pool, media_from_pcm, entry.source, pcm)
         self.cache.keep_in_memory(entry.key, media)
         return media
 
@@ -417,7 +438,8 @@ class MediaLoader:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, self.cache.write_files, entry.key, media.pcm, self.cache.sidecar(entry))
+            await loop.run_in_executor(self._decode_pool, self.cache.write_files, entry.key, media.pcm,
+                                       self.cache.sidecar(entry))
         except OSError as exc:
             log.warning("cannot write cache entry %s to disk: %s", entry.source, exc)
             return
@@ -459,10 +481,19 @@ class MediaLoader:
         self.stats["decodes"] += 1
         builder = MediaBuilder(source)
         pending: bytes | None = head
+        remote = None
+        small = size_hint is not None and size_hint <= THREAD_DECODE_BYTES
+        if self._workers is not None and not small and self._workers.available():
+            remote = await self._workers.open(decoder.kind, source, RATE, self.max_audio_seconds)
+            self.stats["process_decodes"] += 1
         try:
             while True:
-                step: Callable[[], tuple[int, bytes, bytes]] = _bind(builder.decode_step, decoder, pending)
-                n, ulaw, alaw = await loop.run_in_executor(None, step)
+                if remote is not None:  # decoded in a worker process; stored here off the loop's thread
+                    pcm, ulaw, alaw = await remote.step(pending)
+                    n = await loop.run_in_executor(self._decode_pool, builder.store, pcm)
+                else:
+                    step: Callable[[], tuple[int, bytes, bytes]] = _bind(builder.decode_step, decoder, pending)
+                    n, ulaw, alaw = await loop.run_in_executor(self._decode_pool, step)
                 builder.publish(n, ulaw, alaw)
                 if not flight.first.done() and builder.samples >= START_SAMPLES:
                     flight.first.set_result(builder.media)
@@ -477,10 +508,12 @@ class MediaLoader:
                     pending = None
         finally:
             await _aclose(it)
+            if remote is not None:
+                await remote.close()
         if builder.samples == 0:
             raise SourceError("decode_error", f"{source}: no audio samples")
         media = builder.media
-        media.pcm = await loop.run_in_executor(None, builder.trim)
+        media.pcm = await loop.run_in_executor(self._decode_pool, builder.trim)
         media.complete = True
         return media
 

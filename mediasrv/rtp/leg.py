@@ -52,6 +52,8 @@ class PortAllocator:
             self._next = (self._next + 1) % len(self._ports)
             if port in self._used:
                 continue
+            if REUSEPORT is not None and not self._unshared(family, port):
+                continue
             rtp = socket.socket(family, socket.SOCK_DGRAM)
             rtcp = socket.socket(family, socket.SOCK_DGRAM)
             if REUSEPORT is not None:  # lets the leg add its connected sending socket on the same port
@@ -69,6 +71,24 @@ class PortAllocator:
             self._used.add(port)
             return rtp, rtcp
         raise RuntimeError("no free RTP port in the configured range")
+
+    def _unshared(self, family: int, port: int) -> bool:
+        """Whether nobody holds *port*, not even another process's SO_REUSEPORT socket.
+
+        Our RTP socket sets SO_REUSEPORT (for its connected twin), and Linux lets every socket of
+        the same user with that option bind the same port: another mediasrv (or anything else of
+        this user) on an overlapping range would share the port silently and the kernel would
+        split the inbound packets between the two.  A probe without the option fails to bind
+        wherever any socket holds the port, so such ports are skipped like any other busy port.
+        """
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            probe.bind((self.host, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     def free(self, port: int) -> None:
         self._used.discard(port)

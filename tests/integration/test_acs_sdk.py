@@ -297,6 +297,29 @@ async def test_legacy_play_audio(tmp_path, audio_origin, acs_events):
     assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
 
 
+async def test_play_source_cache_id(tmp_path, audio_origin, acs_events):
+    """playSourceCacheId names the cached audio: a rotated (re-signed) URL with the same id is not fetched again."""
+    r = await start_server(tmp_path, acs_access_key=KEY, acs_callback_url=acs_events.url)
+    capture = await open_capture()
+    try:
+        src = chirp_signal(0.4, seed=16)
+        url = audio_origin.add("greet.wav", wav_bytes(src, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=2500))
+        [call] = await answered_calls(r, 1)
+        conn = acs_client(r).get_call_connection(call.call_id)
+        for sig in ("a", "b"):
+            await asyncio.to_thread(conn.play_media, FileSource(f"{url}?sig={sig}", play_source_cache_id="greet-1"))
+        await acs_events.wait_for("PlayCompleted", 2)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert audio_origin.hits["greet.wav"] == 1, "the second play came from the cache entry named by the id"
+    once = expected_payload(src, "PCMU")
+    assert capture.payload().find(once + once) >= 0
+
+
 def readme_snippet(heading: str) -> str:
     text = (REPO / "README.md").read_text()
     section = text.split(heading, 1)[1]

@@ -232,6 +232,29 @@ async def test_new_bxml_replaces_the_running_one(tmp_path, origin, webhooks):
     assert capture.payload().find(expected_payload(short, "PCMU")) >= 0
     assert_stream_continuity(capture)
 
+async def test_play_audio_basic_auth(tmp_path, origin, webhooks):
+    """``<PlayAudio username password>``: the credentials go to that URL only."""
+    r = await start_server(tmp_path, webhook_url=webhooks.url, **CREDS)
+    capture = await open_capture()
+    try:
+        src = chirp_signal(0.4, seed=26)
+        url = origin.add("private/p.wav", wav_bytes(src, 8000), "audio/wav")
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=2500))
+        [call] = await answered_calls(r, 1)
+        bxml = Bxml([PlayAudio(url, username="u", password="p")]).to_bxml()
+        assert 'username="u"' in bxml
+        await asyncio.to_thread(calls_api(r).update_call_bxml, ACCOUNT, call.call_id, bxml)
+        ended = await webhooks.wait_for(lambda e: e["type"] == "playback.ended")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert ended["data"]["status"] == "completed", ended
+    assert origin.hits("private/p.wav")[0]["auth"] == "Basic dTpw"
+    assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
+
+
 BOMB = """<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
 <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
@@ -281,6 +304,11 @@ async def test_errors_through_the_sdk(tmp_path, origin, webhooks):
             assert "not allowed" in e.data.description
         assert origin.requests == [], "a refused document fetched nothing"
         await check(BadRequestException, 400, "validation", calls_api(r), Bxml([Pause(-1)]).to_bxml())
+        # a Redirect to a cloud metadata address is refused by the fetch address policy: an error event
+        await asyncio.to_thread(calls_api(r).update_call_bxml, ACCOUNT, call.call_id,
+                                Bxml([Redirect("http://169.254.169.254/latest/bxml")]).to_bxml())
+        refused = await webhooks.wait_for(lambda e: e["type"] == "bxml.error")
+        assert "metadata" in refused["data"]["message"] and refused["data"]["verb"] == "redirect"
 
         # OAuth2 client credentials: the SDK fetches a token from our token endpoint, then uses Bearer
         oauth = calls_api(r, client_id=USER, client_secret=PASSWORD, access_token_url=f"{r.http}/api/v2/oauth2/token")

@@ -19,6 +19,7 @@ import telnyx
 from aiohttp import web
 from telnyx.types import (
     CallAnsweredWebhookEvent,
+    CallBridgedWebhookEvent,
     CallHangupWebhookEvent,
     CallInitiatedWebhookEvent,
     CallPlaybackEndedWebhookEvent,
@@ -40,6 +41,7 @@ from .conftest import (
     wait_until,
     wav_bytes,
 )
+from .test_bridge_audio import Talker, assert_hears, wall_time
 from .test_playback_sipp import (
     answered_calls,
     assert_stream_continuity,
@@ -337,3 +339,42 @@ async def test_readme_snippet_runs_against_a_live_call(tmp_path, hooks: SignedHo
         await r.server.stop()
     assert ended.data.payload.status == "completed"
     assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
+
+
+async def test_bridge_connects_two_talking_calls(tmp_path, hooks: SignedHooks):
+    """SIPp callers saying 440 Hz and 880 Hz (pcap RTP); the SDK's bridge makes each hear the other."""
+    r, client = await telnyx_server(tmp_path, hooks)
+    actions = client.calls.actions
+    a = Talker(tmp_path, "a", 440, "PCMU", 5.0)
+    b = Talker(tmp_path, "b", 880, "PCMU", 5.0)
+    c = Talker(tmp_path, "c", 1320, "PCMU", 5.0)
+    try:
+        await asyncio.gather(a.dial(r), b.dial(r), c.dial(r))
+        aid, bid, cid = a.call.call_id, b.call.call_id, c.call.call_id
+        for other, code in (("v3:nobody:1", "90015"), (aid, "90061")):
+            with pytest.raises(telnyx.UnprocessableEntityError) as info:
+                await asyncio.to_thread(actions.bridge, aid, call_control_id_to_bridge_with=other)
+            assert info.value.body["errors"][0]["code"] == code
+        res = await asyncio.to_thread(actions.bridge, aid, call_control_id_to_bridge_with=bid, client_state=CS1)
+        assert res.data.result == "ok"
+        t_join = await wall_time()
+        await asyncio.sleep(1.5)
+        t_end = await wall_time()
+        # C may not take B away when the command says so
+        with pytest.raises(telnyx.UnprocessableEntityError) as info:
+            await asyncio.to_thread(actions.bridge, cid, call_control_id_to_bridge_with=bid,
+                                    prevent_double_bridge=True)
+        assert info.value.body["errors"][0]["source"]["pointer"] == "/prevent_double_bridge"
+        assert r.server.media.peers_of(aid) == [bid]
+        await asyncio.gather(a.finish(), b.finish(), c.finish())
+    finally:
+        for t in (a, b, c):
+            t.close()
+        await r.server.stop()
+    assert_hears(a.heard(t_join + 0.3, t_end), present=[880], absent=[440, 1320], who="A bridged to B")
+    assert_hears(b.heard(t_join + 0.3, t_end), present=[440], absent=[880, 1320], who="B bridged to A")
+    assert not c.heard(t_join + 0.3, t_end).any(), "C is in no bridge: it hears silence"
+    bridged = [e for e in hooks.events() if e.data.event_type == "call.bridged"]
+    assert all(isinstance(e, CallBridgedWebhookEvent) for e in bridged)
+    assert sorted(e.data.payload.call_control_id for e in bridged) == sorted([aid, bid])
+    assert next(e for e in bridged if e.data.payload.call_control_id == aid).data.payload.client_state == CS1

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mediacodecs.g711 import ulaw_encode
 from mediacodecs.resample import to_telephony
 from mediasrv.media.cache import FORCED_TTL_S, freshness
 from mediasrv.media.errors import SourceError
@@ -239,6 +240,41 @@ async def test_endless_body_fails_too_large_after_playback_started(tmp_path, ori
         assert len(media.pcm) <= (1 << 20) // 2  # bounded by the size limit
     finally:
         await ld.close()
+
+
+async def ready_workers(loader: MediaLoader) -> None:
+    loader.start_workers()
+    for _ in range(500):
+        if loader._workers is not None and loader._workers.available():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("decoder process not ready in 10 s")
+
+
+async def test_large_sources_decode_in_a_worker_process_bit_exact(loader, origin):
+    x = sweep(45.0, 16000)  # 1.4 MB: above the thread threshold
+    pcm16 = np.round(x[:, 0] * 32767).astype(np.int16)
+    url = origin.static("/big.wav", wav(pcm16, 16000))
+    await ready_workers(loader)
+    media = await finished(loader, SourceSpec(url=url))
+    assert loader.stats["process_decodes"] == 1
+    ref = to_telephony(pcm16, 16000, 8000)
+    assert np.array_equal(media.pcm, ref)
+    assert bytes(media.encoded["PCMU"]) == ulaw_encode(ref)
+
+
+async def test_a_dead_decoder_process_fails_one_source_only(loader, origin):
+    body = wav(tone(80.0))  # 1.28 MB: above the thread threshold
+    url = origin.drip("/slow-big.wav", body, piece=64_000, every_s=0.05)
+    await ready_workers(loader)
+    media = await loader.load_source(SourceSpec(url=url))
+    assert loader.stats["process_decodes"] == 1
+    [worker] = loader._workers._workers
+    worker.proc.kill()
+    err = await reason(loader, SourceSpec(url=url))
+    assert err.reason == "decode_error" and "decoder process died" in err.message and media.error is err
+    again = await finished(loader, SourceSpec(url=origin.static("/ok.wav", wav(tone(80.0)))))
+    assert len(again.pcm) == 80 * 8000
 
 
 # -- failure reasons ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mediacodecs.g711 import alaw_decode, ulaw_decode
+from mediacodecs.resample import to_telephony
 from mediasrv.media.decode import (
+    CHUNK,
     StreamDecoder,
     decide_type,
     decode_bytes,
@@ -188,6 +191,21 @@ def low_pass(x: np.ndarray, cut: float, rate: int) -> np.ndarray:
     return np.fft.irfft(spectrum, len(x))
 
 
+@pytest.mark.parametrize("rate", [11025, 44100, 48000])
+@pytest.mark.parametrize("to_rate", [8000, 16000])
+def test_streaming_resample_is_bit_identical_to_the_one_shot_resample(rate, to_rate):
+    fix = af.wav(af.sweep(3.0, rate), rate, "s16")
+    one_shot = to_telephony(fix.samples[:, 0], rate, to_rate)
+    dec = StreamDecoder("wav", "t", to_rate)
+    rng = np.random.default_rng(rate)
+    body, parts, i = fix.body, [], 0
+    while i < len(body):
+        n = int(rng.integers(1, 200_000))
+        parts.append(dec.feed(body[i:i + n]))
+        i += n
+    assert np.array_equal(np.concatenate(parts + [dec.finish()]), one_shot)
+
+
 def test_speech_from_espeak_decodes_against_reference():
     """espeak-ng speech, 22.05 kHz → 8 kHz, compared in the telephony band (≤ 3.4 kHz).
 
@@ -285,10 +303,12 @@ def test_corrupted_files_raise_only_source_errors(kind, at, junk, cut):
 # ------------------------------------------------------------------ MP3
 
 
+@pytest.mark.parametrize("id3", [True, False])
 @pytest.mark.parametrize("rate", af.MP3_RATES)
-def test_mp3_every_rate_decodes_to_the_right_tone_and_length(rate):
+def test_mp3_every_rate_decodes_to_the_right_tone_and_length(rate, id3):
     seconds = 1.5
-    body = af.mp3(af.tone(1000, seconds, rate), rate)
+    body = af.mp3(af.tone(1000, seconds, rate), rate, id3=id3)
+    assert (body[:3] == b"ID3") == id3
     dec = StreamDecoder(sniff(body[:4096]), "t")
     out = np.concatenate([dec.feed(body[i:i + 997]) for i in range(0, len(body), 997)] + [dec.finish()])
     assert abs(peak_hz(out, 8000) - 1000) <= 8000 / len(out) * 2
@@ -336,10 +356,17 @@ def test_mp3_any_chunk_split_gives_the_one_shot_output(cuts):
     assert np.array_equal(chunked(_MP3_SPLIT, cuts, "mp3"), decode_bytes(_MP3_SPLIT, "mp3", "t"))
 
 
-def test_mp3_junk_between_frames_resyncs():
+def test_mp3_junk_before_and_between_frames_resyncs():
     body = af.mp3(af.tone(440, 1.0, 22050), 22050, id3=False)
-    out = decode_bytes(b"\x00" * 500 + body, "mp3", "t")
+    padded = b"\x00" * 500 + body
+    assert sniff(padded[:4096]) == "mp3"
+    out = decode_bytes(padded, "mp3", "t")
     assert abs(peak_hz(out, 8000) - 440) < 10
+    mid = len(body) // 2
+    junk = np.random.default_rng(9).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    out = decode_bytes(body[:mid] + junk + body[mid:], "mp3", "t")
+    assert abs(peak_hz(out, 8000) - 440) < 10
+    assert abs(len(out) - 8000) < 2 * 1152 * 8000 / 22050
 
 
 # ------------------------------------------------------------------ hostile input and limits
@@ -377,6 +404,31 @@ def test_too_long_is_raised_while_feeding(kind):
     assert dec.bytes_in < len(body)
 
 
+def test_describe_validates_by_decoding_unless_asked_for_headers_only():
+    claim, _, _ = af.hostile()["wav_claims_4gb"]
+    with pytest.raises(SourceError) as err:
+        describe_audio(claim)
+    assert err.value.reason == "truncated"
+    assert describe_audio(claim, decode=False)["duration_ms"] == 200
+    cut = af.hostile()["mp3_truncated"][0]
+    with pytest.raises(SourceError, match="cut short"):
+        describe_audio(cut)
+    assert describe_audio(cut, decode=False)["format"] == "mp3/mpeg2"
+    with pytest.raises(SourceError) as err:
+        describe_audio(af.wav(af.tone(440, 2.0, 8000), 8000).body, max_seconds=1.0)
+    assert err.value.reason == "too_long"
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_header_only_describe_agrees_with_the_decode(rate):
+    for body in (af.mp3(af.tone(440, 1.2, rate), rate), af.wav(af.tone(440, 1.2, rate, channels=2), rate, "s24").body):
+        full, quick = describe_audio(body), describe_audio(body, decode=False)
+        assert {k: v for k, v in full.items() if k != "duration_ms"} == {
+            k: v for k, v in quick.items() if k != "duration_ms"}
+        assert abs(full["duration_ms"] - quick["duration_ms"]) <= 1
+        assert abs(full["duration_ms"] - 1200) <= 1
+
+
 def test_sixteen_khz_output_and_describe():
     body = af.wav(af.tone(440, 1.0, 8000), 8000, "mulaw").body
     out = decode_bytes(body, "wav", "t", rate=16000)
@@ -394,3 +446,24 @@ def test_header_fields_reported_after_decode():
     dec.finish()
     assert (dec.format, dec.source_rate, dec.channels) == ("mp3/mpeg1", 32000, 2)
     assert abs(dec.duration_ms - 500) <= 36
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3"])
+def test_memory_stays_bounded_while_streaming(kind):
+    """The decoder keeps a partial frame, never the body: ~100 s of 44.1 kHz stereo through it."""
+    if kind == "wav":
+        head = af.wav(np.zeros((0, 2)), 44100, data_size=0xFFFFFFFF).body
+        block = np.random.default_rng(5).integers(-20000, 20000, CHUNK // 2, dtype=np.int16).tobytes()
+        pieces = [head] + [block] * 280
+    else:
+        part = af.mp3(af.tone(440, 10.0, 44100, channels=2), 44100, id3=False, xing=False)
+        pieces = [part[i:i + CHUNK] for i in range(0, len(part), CHUNK)] * 10
+    dec = StreamDecoder(kind, "t")
+    tracemalloc.start()
+    try:
+        total = sum(dec.feed(p).size for p in pieces) + dec.finish().size
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total / 8000 > 95
+    assert peak < 3 << 20, peak  # ~1 MB measured; the body is 17 MB (WAV) / 1.6 MB (MP3)

@@ -9,7 +9,7 @@ from mediacodecs.g711 import alaw_encode
 from mediasrv.calls import Call, Direction, NegotiatedMedia
 from mediasrv.demo import free_port_pair
 from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
-from mediasrv.probe import analyse, open_capture
+from mediasrv.probe import analyse, bind_capture_with_rtcp, open_capture
 
 
 async def _plane(tmp_path, **kw) -> tuple[MediaPlane, list]:
@@ -29,10 +29,7 @@ def _call(port: int, codec="PCMU", pt=0, ptime=20) -> Call:
 
 async def test_pcma_ptime30_stored_media_and_hold(tmp_path):
     plane, events = await _plane(tmp_path)
-    cap = await open_capture()
-    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtcp.bind(("127.0.0.1", cap.port + 1))
-    rtcp.setblocking(False)
+    cap, rtcp = bind_capture_with_rtcp()
     try:
         (tmp_path / "media").mkdir()
         import soundfile

@@ -18,7 +18,7 @@ from mediacodecs.g711 import encode, silence_byte
 from mediasrv.calls import Call, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
 from mediasrv.media.player import SourceSpec
-from mediasrv.probe import RtpCapture, open_capture
+from mediasrv.probe import RtpCapture, bind_capture_with_rtcp
 
 SOURCE = np.random.default_rng(7).integers(-12000, 12000, 4100).astype(np.int16)  # 25.6 packets
 
@@ -83,9 +83,11 @@ class Plane:
                                 emit=lambda t, c, d: self.events.append((t, c, d)),
                                 on_rtp_timeout=self.timeouts.append)
         self.captures: list[RtpCapture] = []
+        self.rtcp_socks: dict[int, socket.socket] = {}
 
     async def call(self, codec: str = "PCMU", ptime: int = 20) -> tuple[Call, RtpCapture]:
-        cap = await open_capture()
+        cap, rtcp = bind_capture_with_rtcp()  # the RTCP port is reserved now, not raced for later
+        self.rtcp_socks[cap.port] = rtcp
         self.captures.append(cap)
         call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x")
         call.media = NegotiatedMedia(("127.0.0.1", cap.port), codec, {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
@@ -116,6 +118,8 @@ async def plane(tmp_path):
     await p.plane.stop()
     for cap in p.captures:
         cap.close()
+    for sock in p.rtcp_socks.values():
+        sock.close()
 
 
 @pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
@@ -236,10 +240,9 @@ async def test_inbound_rtp_rtcp_accounting_and_malformed(plane):
     ssrc = plane.plane.leg_stats(call.call_id)["ssrc"]
     rr = RtcpRrPacket(ssrc=42, reports=[RtcpReceiverInfo(ssrc=ssrc, fraction_lost=64, packets_lost=3,
                                                          highest_sequence=1, jitter=77, lsr=0, dlsr=0)])
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtcp:
-        rtcp.bind(("127.0.0.1", cap.port + 1))
-        rtcp.sendto(bytes(rr), ("127.0.0.1", port + 1))
-        await asyncio.sleep(0.1)
+    rtcp = plane.rtcp_socks[cap.port]
+    rtcp.sendto(bytes(rr), ("127.0.0.1", port + 1))
+    await asyncio.sleep(0.1)
     stats = plane.plane.leg_stats(call.call_id)
     assert stats["packets_received"] == 5 and stats["bytes_received"] == 800
     assert stats["malformed"] == 1 and stats["dropped_foreign"] == 0
@@ -271,11 +274,9 @@ async def test_rtp_timeout_calls_back_once(tmp_path):
 async def test_rtcp_sender_reports_are_sent(tmp_path):
     p = Plane(data_dir=str(tmp_path), rtcp_interval_s=0.2)
     await p.plane.start()
-    rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         call, cap = await p.call()
-        rtcp.bind(("127.0.0.1", cap.port + 1))
-        rtcp.settimeout(0)
+        rtcp = p.rtcp_socks[cap.port]
         await asyncio.sleep(0.5)
         reports = []
         while True:
@@ -287,7 +288,8 @@ async def test_rtcp_sender_reports_are_sent(tmp_path):
         ssrc, packet_count = struct.unpack_from("!I", reports[-1], 4)[0], struct.unpack_from("!I", reports[-1], 20)[0]
         assert ssrc == cap.packets[0].ssrc and 0 < packet_count <= len(cap.packets)
     finally:
-        rtcp.close()
         await p.plane.stop()
         for cap in p.captures:
             cap.close()
+        for sock in p.rtcp_socks.values():
+            sock.close()

@@ -54,6 +54,21 @@ def test_even_ports_rtcp_bound_and_busy_ports_skipped():
             b.close()
 
 
+def test_port_held_by_another_reuseport_socket_is_skipped():
+    """Another process's SO_REUSEPORT socket (a second mediasrv on an overlapping range) must not share a port."""
+    lo = _free_block()
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", lo))
+    alloc = PortAllocator("127.0.0.1", lo, lo + 4)
+    rtp, rtcp = alloc.bind_pair()
+    try:
+        assert rtp.getsockname()[1] == lo + 2
+    finally:
+        for s in (other, rtp, rtcp):
+            s.close()
+
+
 def test_leg_header_fields_continuity_and_random_start():
     alloc = PortAllocator("127.0.0.1", 41000, 41100)
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
