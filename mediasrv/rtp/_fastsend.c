@@ -238,6 +238,51 @@ static int send_rtp(int fd, const unsigned char *hdr, const char *payload, Py_ss
 }
 
 /*
+ * The packets of one group are built first and sent together (flush): the sends then leave
+ * back to back, as the C sender's do, instead of one every ~1 us of attribute work -- the
+ * receiver side wakes once per burst rather than once per packet, which is most of the
+ * kernel's per-packet cost on loopback.  No Python code runs between building and sending:
+ * the batch is flushed before any leg's Python tick() is called and at the end of the group.
+ * The counters (packets_sent, bytes_sent or send_errors) are written after the send.
+ */
+#define BATCH 64
+typedef struct {
+    unsigned char buf[HDR + STACK_PAYLOAD];
+    int fd;
+    Py_ssize_t len;
+    long long n;
+    PyObject *leg;   /* strong references until flushed */
+    PyObject *tick;
+} Pending;
+static Pending pend[BATCH];
+static int npend = 0;
+
+static int add_failure(PyObject **failed, PyObject *tick);
+
+/* Send what is pending, then count it.  -1 only when the failure list itself cannot grow. */
+static int flush(PyObject **failed) {
+    int rc = 0, count = npend;
+    unsigned char err[BATCH];
+    npend = 0;
+    for (int i = 0; i < count; i++) {
+        ssize_t r;
+        do {
+            r = send(pend[i].fd, pend[i].buf, (size_t)pend[i].len, 0);
+        } while (r < 0 && errno == EINTR);
+        err[i] = r < 0;
+    }
+    for (int i = 0; i < count; i++) {
+        PyObject *leg = pend[i].leg;
+        int bad = err[i] ? add_ll(leg, F_SEND_ERRORS, 1)
+                         : (add_ll(leg, F_PACKETS_SENT, 1) < 0 || add_ll(leg, F_BYTES_SENT, pend[i].n) < 0) ? -1 : 0;
+        if (bad < 0 && add_failure(failed, pend[i].tick) < 0) rc = -1;
+        Py_DECREF(leg);
+        Py_DECREF(pend[i].tick);
+    }
+    return rc;
+}
+
+/*
  * LegDriver.tick's simple cases for one driver.  Returns 1 done here, 0 not simple (call the
  * Python tick; nothing was changed), -1 a Python error (nothing was sent).
  * Mirrors, in order:
@@ -245,7 +290,7 @@ static int send_rtp(int fd, const unsigned char *hdr, const char *payload, Py_ss
  *   elif player.busy: Python (the slow path)
  *   else: silence (send_silence) or leg.skip(n)
  */
-static int fast_tick(PyObject *driver) {
+static int fast_tick(PyObject *driver, PyObject *tick) {
     int result = -1;
     PyObject *leg = NULL, *player = NULL, *pb = NULL, *data = NULL;
     Py_buffer view;
@@ -303,15 +348,25 @@ static int fast_tick(PyObject *driver) {
             || set_ll(pb, F_LAST_SEQ, seq) < 0 || set_ll(pb, F_LAST_TS, ts) < 0) goto done;
     }
     if (marker && fset(leg, F_MARKER_NEXT, Py_False) < 0) goto done;
+    if (set_ll(leg, F_SEQ, (seq + 1) & 0xFFFF) < 0) goto done;
+    if (set_ll(leg, F_TIMESTAMP, (ts + n) & 0xFFFFFFFFLL) < 0) goto done;
     unsigned char hdr[HDR];
     pack_header(hdr, b1, (unsigned)seq, (unsigned long)ts, (unsigned long)ssrc);
-    if (send_rtp(fd, hdr, payload, plen) == 0) {
+    if (plen <= STACK_PAYLOAD && npend < BATCH) {  /* sent by flush(), with the group's other packets */
+        Pending *q = &pend[npend];
+        memcpy(q->buf, hdr, HDR);
+        memcpy(q->buf + HDR, payload, (size_t)plen);
+        q->fd = fd;
+        q->len = HDR + plen;
+        q->n = n;
+        q->leg = Py_NewRef(leg);
+        q->tick = Py_NewRef(tick);
+        npend++;
+    } else if (send_rtp(fd, hdr, payload, plen) == 0) {
         if (add_ll(leg, F_PACKETS_SENT, 1) < 0 || add_ll(leg, F_BYTES_SENT, n) < 0) goto done;
     } else {
         if (add_ll(leg, F_SEND_ERRORS, 1) < 0) goto done;
     }
-    if (set_ll(leg, F_SEQ, (seq + 1) & 0xFFFF) < 0) goto done;
-    if (set_ll(leg, F_TIMESTAMP, (ts + n) & 0xFFFFFFFFLL) < 0) goto done;
     if (mode == 1) n_fast++; else n_silence++;
     result = 1;
 done:
@@ -349,7 +404,8 @@ static PyObject *run_group(PyObject *module, PyObject *ticks) {
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *tick = PyTuple_GET_ITEM(ticks, i);
         if (tick_func != NULL && PyMethod_Check(tick) && PyMethod_GET_FUNCTION(tick) == tick_func) {
-            int r = fast_tick(PyMethod_GET_SELF(tick));
+            if (npend == BATCH && flush(&failed) < 0) goto fail;
+            int r = fast_tick(PyMethod_GET_SELF(tick), tick);
             if (r == 1) continue;
             if (r < 0) {
                 if (!PyErr_ExceptionMatches(PyExc_Exception)) goto fail;  /* KeyboardInterrupt etc. */
@@ -357,6 +413,7 @@ static PyObject *run_group(PyObject *module, PyObject *ticks) {
                 continue;
             }
         }
+        if (npend && flush(&failed) < 0) goto fail;  /* Python code runs next: nothing pending across it */
         n_python++;
         PyObject *res = PyObject_CallNoArgs(tick);
         if (res != NULL) {
@@ -366,9 +423,16 @@ static PyObject *run_group(PyObject *module, PyObject *ticks) {
             if (add_failure(&failed, tick) < 0) goto fail;
         }
     }
+    if (npend && flush(&failed) < 0) goto fail;
     if (failed == NULL) Py_RETURN_NONE;
     return failed;
 fail:
+    if (npend) {  /* the packets' state has advanced: send them, keep the error */
+        PyObject *t, *v, *tb;
+        PyErr_Fetch(&t, &v, &tb);
+        flush(&failed);
+        PyErr_Restore(t, v, tb);
+    }
     Py_XDECREF(failed);
     return NULL;
 }

@@ -244,3 +244,22 @@ def test_media_plane_uses_the_c_runner(tmp_path) -> None:
 def test_driver_and_leg_slots_are_read_directly() -> None:
     offsets = fastpath._fastsend.slot_offsets()
     assert all(offsets[name] > 0 for name in ("leg", "player", "samples", "seq", "timestamp", "ssrc", "transmit")), offsets
+
+
+async def test_a_group_larger_than_one_batch(twins) -> None:
+    legs = [Twin(0x1000 + i, i, i * 1000) for i in range(70)]  # 64 packets per batch, then the rest
+    try:
+        m = media(160 * 10)
+        for t in legs:
+            play(t, m)
+        assert run_group(tuple(t.driver.tick for t in legs)) is None
+        assert run_group(tuple(t.driver.tick for t in legs)) is None
+        for i, t in enumerate(legs):
+            got = t.received()
+            assert [int.from_bytes(p[2:4], "big") for p in got] == [i, i + 1]
+            assert [int.from_bytes(p[8:12], "big") for p in got] == [0x1000 + i] * 2
+            assert got[1][12:] == m.encoded["PCMU"][160:320]
+            assert (t.leg.packets_sent, t.leg.bytes_sent, t.leg.seq) == (2, 320, i + 2)
+    finally:
+        for t in legs:
+            t.close()
