@@ -150,6 +150,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        "/openapi.json": {"get": {"summary": "This document; vendor dialect routes are listed under x-dialects",
+                                  "security": [], "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -232,7 +234,12 @@ OPENAPI: dict[str, Any] = {
                         "type": "string",
                         "enum": ["queued", "playing", "completed", "stopped", "failed", "call_hangup"],
                     },
-                    "reason": {"type": ["string", "null"]},
+                    "reason": {"type": ["string", "null"], "description":
+                               "why it failed: fetch_timeout, http_<code>, unreachable, too_many_redirects, "
+                               "too_large, too_long, forbidden_address, not_audio, truncated, decode_error, "
+                               "unsupported_format, media_not_found, invalid_media_name, fetch_error"},
+                    "message": {"type": ["string", "null"], "description": "for people, e.g. "
+                                "\"text/html, 512 bytes, not audio\""},
                     "ms_played": {"type": "integer"},
                     "command_id": {"type": ["string", "null"]},
                     "target": {},

@@ -25,6 +25,7 @@ from aiohttp import web
 from ..calls import Call, CallState
 from ..events import Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from .openapi import OPENAPI
 from .signing import plivo_headers
 
 if TYPE_CHECKING:
@@ -272,12 +273,25 @@ class PlivoDialect:
 
 PLIVO_KEY: web.AppKey[PlivoDialect] = web.AppKey("plivo", PlivoDialect)
 
+# Listed in /openapi.json under "x-dialects": each route and the native resource it maps onto.
+_PLAY = "/v1/Account/{auth_id}/Call/{call_uuid}/Play/"
+OPENAPI_DIALECT: dict[str, Any] = {
+    "auth": "HTTP Basic <MEDIASRV_PLIVO_AUTH_ID>:<MEDIASRV_PLIVO_AUTH_TOKEN>; the user equals {auth_id}",
+    "errors": '{"api_id", "error"}',
+    "webhooks": "form callbacks to callback_url (PlayStarted, PlayEnded), X-Plivo-Signature-V3 + nonce",
+    "routes": [
+        {"method": "POST", "path": _PLAY, "maps_to": "POST /v1/calls/{call_id}/playbacks"},
+        {"method": "DELETE", "path": _PLAY, "maps_to": "DELETE /v1/calls/{call_id}/playbacks?stop=all"},
+    ],
+}
+
 
 def setup(app: web.Application, server: Server) -> None:
     """Serve Plivo's Play API; without auth id and token everything answers 401."""
     settings = server.settings
     dialect = PlivoDialect(server, settings.plivo_auth_id, settings.plivo_auth_token)
     app[PLIVO_KEY] = dialect
+    OPENAPI.setdefault("x-dialects", {})["plivo"] = OPENAPI_DIALECT
     if settings.plivo_auth_id and settings.plivo_auth_token:
         log.info("Plivo dialect on /v1/Account/%s/", settings.plivo_auth_id)
     else:

@@ -29,6 +29,7 @@ from ..calls import Call, CallState, Direction
 from ..events import Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from ..rooms import BRIDGE
+from .openapi import OPENAPI
 from .signing import Ed25519Signer
 
 if TYPE_CHECKING:
@@ -216,6 +217,8 @@ HANGUP_CAUSES = {
     "rejected": "call_rejected",
     "call_rejected": "call_rejected",
     "decline": "call_rejected",
+    "declined": "call_rejected",
+    "incompatible_media": "call_rejected",
     "busy": "user_busy",
     "timeout": "timeout",
     "no_answer": "no_answer",
@@ -233,7 +236,6 @@ class TelnyxDialect:
         self._call_state: dict[str, str] = {}  # call_id -> client_state of the latest command
         self._call_webhook: dict[str, str] = {}  # call_id -> webhook_url given on answer
         self._playbacks: dict[str, PlaybackInfo] = {}
-        self._overlays: dict[str, list[str]] = {}  # call_id -> overlay playback ids, oldest first
         self._commands: OrderedDict[tuple[str, str], asyncio.Future[None]] = OrderedDict()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -320,8 +322,6 @@ class TelnyxDialect:
             raise TelnyxError("90061", str(exc), pointer) from exc
         for pb in playbacks:
             self._playbacks[pb.id] = info
-            if play.overlay:
-                self._overlays.setdefault(pb.call_id, []).append(pb.id)
         return ok()
 
     async def playback_stop(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -331,13 +331,12 @@ class TelnyxDialect:
         client_state = _client_state(body)
         self._call(call_id)
         self._remember_state(call_id, client_state)
-        if overlay:
-            live = [pid for pid in self._overlays.get(call_id, []) if (p := self.server.media.get_playback(pid))
-                    and not p.ended]
-            for pid in live if which == "all" else live[:1]:
-                self.server.media.stop_playback(pid, by="api")
+        media = self.server.media
+        if overlay and which == "current":  # the oldest overlay; "all" empties the overlay queue
+            for pb in media.overlays_for(call_id)[:1]:
+                media.stop_playback(pb.id, by="api")
         else:
-            self.server.media.stop_playbacks(call_id, which, by="api")
+            media.stop_playbacks(call_id, which, by="api", overlay=overlay)
         return ok()
 
     async def answer(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -453,7 +452,6 @@ class TelnyxDialect:
     def _forget_call(self, call_id: str) -> None:
         self._call_state.pop(call_id, None)
         self._call_webhook.pop(call_id, None)
-        self._overlays.pop(call_id, None)
 
     def _ids(self, call_id: str, sip_call_id: str | None) -> dict[str, Any]:
         return {
@@ -519,14 +517,10 @@ class TelnyxDialect:
             "client_state": info.client_state,
             "media_url": info.media_url,
             "media_name": info.media_name,
-            "overlay": info.overlay,
+            "overlay": bool(d.get("overlay", info.overlay)),
         })
         if ended:
             payload.update(playback_status(d))
-            if info.overlay:
-                ids = self._overlays.get(event.call_id)
-                if ids and playback_id in ids:
-                    ids.remove(playback_id)
         return payload
 
 
@@ -563,6 +557,23 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
 
 TELNYX_KEY: web.AppKey[TelnyxDialect] = web.AppKey("telnyx", TelnyxDialect)
 
+# Listed in /openapi.json under "x-dialects": each route and the native resource it maps onto.
+_ACTIONS = "/v2/calls/{call_control_id}/actions/"
+OPENAPI_DIALECT: dict[str, Any] = {
+    "auth": "Authorization: Bearer <MEDIASRV_TELNYX_API_KEY>",
+    "errors": '{"errors": [{"code", "title", "detail", "source": {"pointer"}}]}',
+    "webhooks": "call.initiated, call.answered, call.bridged, call.hangup, call.playback.started, "
+                "call.playback.ended; Ed25519 telnyx-signature-ed25519 + telnyx-timestamp",
+    "routes": [
+        {"method": "POST", "path": _ACTIONS + "playback_start", "maps_to": "POST /v1/calls/{call_id}/playbacks"},
+        {"method": "POST", "path": _ACTIONS + "playback_stop", "maps_to": "DELETE /v1/calls/{call_id}/playbacks"},
+        {"method": "POST", "path": _ACTIONS + "answer", "maps_to": "POST /v1/calls/{call_id}/answer"},
+        {"method": "POST", "path": _ACTIONS + "hangup", "maps_to": "DELETE /v1/calls/{call_id}"},
+        {"method": "POST", "path": _ACTIONS + "bridge", "maps_to": "POST /v1/calls/{call_id}/bridge"},
+        {"method": "GET", "path": "/v2/public_key", "maps_to": "mediasrv keys"},
+    ],
+}
+
 
 def setup(app: web.Application, server: Server) -> None:
     """Serve ``/v2`` and deliver Telnyx webhooks; without ``telnyx_api_key`` everything answers 401."""
@@ -571,6 +582,7 @@ def setup(app: web.Application, server: Server) -> None:
     webhook_url = settings.telnyx_webhook_url or settings.webhook_url
     dialect = TelnyxDialect(server, settings.telnyx_api_key, webhook_url, signer)
     app[TELNYX_KEY] = dialect
+    OPENAPI.setdefault("x-dialects", {})["telnyx"] = OPENAPI_DIALECT
     if not settings.telnyx_api_key:
         log.info("Telnyx dialect disabled (no MEDIASRV_TELNYX_API_KEY): /v2 answers 401")
     else:

@@ -24,6 +24,7 @@ from mediasrv.demo import free_port_pair
 from mediasrv.probe import open_capture
 
 from .conftest import REPO, SCENARIOS, Running, chirp_signal, serve_app, start_server, wait_until, wav_bytes
+from .test_bridge_audio import Talker, assert_hears, tone, wall_time
 from .test_playback_sipp import (
     answered_calls,
     assert_stream_continuity,
@@ -82,6 +83,11 @@ def point_sdk_at(r: Running) -> None:
     local = f"{r.http}/v1/Account"
     prc.PLIVO_API_BASE_URI = prc.API_VOICE_BASE_URI = local
     prc.API_VOICE_BASE_URI_FALLBACK_1 = prc.API_VOICE_BASE_URI_FALLBACK_2 = local
+
+
+async def native_bridge(r: Running, a: str, b: str) -> None:
+    async with aiohttp.ClientSession() as s, s.post(f"{r.http}/v1/calls/{a}/bridge", json={"call_id": b}) as resp:
+        assert resp.status == 200, await resp.text()
 
 
 async def plivo_server(tmp_path, **settings: Any) -> tuple[Running, plivo.RestClient]:
@@ -235,3 +241,80 @@ async def test_readme_snippet_runs_against_a_live_call(tmp_path, callbacks: Call
         await r.server.stop()
     assert ended["Status"] == "completed"
     assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
+
+
+async def test_url_list_length_and_legs(tmp_path, callbacks: Callbacks, audio_origin):
+    r, client = await plivo_server(tmp_path)
+    capture = await open_capture()
+    try:
+        a, b = chirp_signal(0.4, seed=31), chirp_signal(0.3, seed=32)
+        long_ = chirp_signal(2.0, seed=33)
+        url_a, url_b = audio_origin.add("a.wav", wav_bytes(a, 8000)), audio_origin.add("b.wav", wav_bytes(b, 8000))
+        url_long = audio_origin.add("long.wav", wav_bytes(long_, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=5000, calls=2, rate=20))
+        x, y = await answered_calls(r, 2)
+        # bleg of a call that is not bridged: refused
+        with pytest.raises(plivo.exceptions.ValidationError):
+            await asyncio.to_thread(client.calls.play, x.call_id, url_a, legs="bleg")
+        await native_bridge(r, x.call_id, y.call_id)  # Plivo's API has no bridge call of its own
+        # a list of URLs plays as one sequence, on both legs
+        res = await asyncio.to_thread(client.calls.play, x.call_id, [url_a, url_b], legs="both",
+                                      callback_url=callbacks.url)
+        # length caps a 2 s file at 1 s, on the b leg only
+        res2 = await asyncio.to_thread(client.calls.play, x.call_id, url_long, length=1, legs="bleg",
+                                       callback_url=callbacks.url)
+        await wait_until(lambda: len([p for p in callbacks.verified() if p["Event"] == "PlayEnded"]) == 3, 10,
+                         "three PlayEnded callbacks")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    ended = [p for p in callbacks.verified() if p["Event"] == "PlayEnded"]
+    firsts = [p for p in ended if p["RequestUUID"] == res.api_id]
+    assert sorted(p["CallUUID"] for p in firsts) == sorted([x.call_id, y.call_id])
+    assert all(p["Status"] == "completed" and p["URLs"] == f"{url_a},{url_b}" for p in firsts)
+    [capped] = [p for p in ended if p["RequestUUID"] == res2.api_id]
+    assert capped["CallUUID"] == y.call_id and abs(int(capped["PlayedMs"]) - 1000) <= 20
+    by_ssrc: dict[int, bytes] = {}
+    for p in capture.packets:
+        by_ssrc[p.ssrc] = by_ssrc.get(p.ssrc, b"") + p.payload
+    ea, eb = expected_payload(a, "PCMU"), expected_payload(b, "PCMU")
+    el = expected_payload(long_[:8000], "PCMU")
+    heard = list(by_ssrc.values())
+    assert len(heard) == 2 and all(h.find(ea + eb) >= 0 for h in heard), "a then b, bit-exact, on both legs"
+    assert sum(h.find(ea + eb + el) >= 0 for h in heard) == 1, "only the b leg heard the first second of long"
+    assert all(h.find(expected_payload(long_[:8160], "PCMU")) < 0 for h in heard), "and not a packet more"
+
+
+async def test_mix_false_plays_alone_mix_true_over_the_call(tmp_path, callbacks: Callbacks, audio_origin):
+    """Bridged talkers (SIPp pcap tones): mix=false, B hears only the prompt; mix=true, the prompt over A."""
+    r, client = await plivo_server(tmp_path)
+    a = Talker(tmp_path, "a", 440, "PCMU", 6.0)
+    b = Talker(tmp_path, "b", 880, "PCMU", 6.0)
+    try:
+        prompt = chirp_signal(1.0, seed=41)
+        beep = tone(1500, 1.0)
+        url_prompt = audio_origin.add("prompt.wav", wav_bytes(prompt, 8000))
+        url_beep = audio_origin.add("beep.wav", wav_bytes(beep, 8000))
+        await asyncio.gather(a.dial(r), b.dial(r))
+        await native_bridge(r, a.call.call_id, b.call.call_id)
+        await asyncio.sleep(0.3)
+        res = await asyncio.to_thread(client.calls.play, b.call.call_id, url_prompt, mix=False,
+                                      callback_url=callbacks.url)
+        await callbacks.wait_for(lambda p: p["Event"] == "PlayEnded" and p["RequestUUID"] == res.api_id)
+        res2 = await asyncio.to_thread(client.calls.play, b.call.call_id, url_beep, mix=True,
+                                       callback_url=callbacks.url)
+        started = await callbacks.wait_for(lambda p: p["Event"] == "PlayStarted" and p["RequestUUID"] == res2.api_id)
+        t0 = await wall_time()
+        await asyncio.sleep(0.8)
+        t1 = await wall_time()
+        await asyncio.gather(a.finish(), b.finish())
+    finally:
+        a.close()
+        b.close()
+        await r.server.stop()
+    assert started["Status"] == "playing"
+    heard = b"".join(p.payload for p in b.capture.packets)
+    assert heard.find(expected_payload(prompt, "PCMU")) >= 0, "mix=false: the prompt alone, bit-exact"
+    assert_hears(b.heard(t0 + 0.1, t1), present=[440, 1500], absent=[880], who="B with mix=true")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 import telnyx
 from aiohttp import web
@@ -27,6 +28,7 @@ from telnyx.types import (
 )
 from telnyx.types.calls import ActionStartPlaybackResponse, ActionStopPlaybackResponse
 
+from mediacodecs.g711 import ulaw_encode
 from mediasrv.api.telnyx import TELNYX_KEY
 from mediasrv.demo import free_port_pair
 from mediasrv.probe import open_capture
@@ -64,6 +66,7 @@ class SignedHooks:
     raw: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     client: telnyx.Telnyx | None = None
     key: str | None = None
+    refuse: int = 0  # answer this many deliveries with 503 first (the sender must retry, re-signed)
 
     def events(self, call_id: str | None = None) -> list[Any]:
         """Every webhook so far, verified and parsed by the SDK's own ``webhooks.unwrap``."""
@@ -83,6 +86,9 @@ async def hooks() -> AsyncIterator[SignedHooks]:
     h = SignedHooks()
 
     async def receive(request: web.Request) -> web.Response:
+        if h.refuse > 0:
+            h.refuse -= 1
+            return web.Response(status=503)
         h.raw.append(((await request.read()).decode(), dict(request.headers)))
         return web.Response(status=200)
 
@@ -113,6 +119,7 @@ async def telnyx_server(tmp_path, hooks: SignedHooks, **settings: Any) -> tuple[
 
 async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: SignedHooks, audio_origin):
     r, client = await telnyx_server(tmp_path, hooks)
+    hooks.refuse = 1  # the first webhook (call.initiated) is refused once: retried, still in order
     actions = client.calls.actions
     capture = await open_capture()
     try:
@@ -183,7 +190,8 @@ async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: Sign
     assert p[10].client_state == CS3
     # the envelope: attempt counter and where it went; each signed over "{timestamp}|{body}"
     first_body, first_headers = hooks.raw[0]
-    assert '"meta": {"attempt": 1, "delivered_to": "' + hooks.url in first_body
+    assert '"meta": {"attempt": 2, "delivered_to": "' + hooks.url in first_body  # re-signed on the retry
+    assert '"meta": {"attempt": 1, "delivered_to": "' + hooks.url in hooks.raw[1][0]
     assert {"telnyx-signature-ed25519", "telnyx-timestamp"} <= {k.lower() for k in first_headers}
     with pytest.raises(ValueError, match="Signature verification failed"):
         client.webhooks.unwrap(first_body.replace("parked", "bridged"), headers=first_headers, key=hooks.key)
@@ -297,6 +305,13 @@ async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: S
         with pytest.raises(telnyx.AuthenticationError):
             await public_key(client)
         key = r.server.app[TELNYX_KEY].signer.public_key_b64
+        spec = await asyncio.to_thread(client.get, f"{r.http}/openapi.json", cast_to=object)
+        routes = {(x["method"], x["path"]) for d in spec["x-dialects"].values() for x in d["routes"]}
+        for action in ("playback_start", "playback_stop", "answer", "hangup", "bridge"):
+            path = f"/v2/calls/{{call_control_id}}/actions/{action}"
+            assert ("POST", path) in routes  # listed, and served:
+            assert any(getattr(res, "canonical", None) == path for res in r.server.app.router.resources()), path
+        assert ("POST", "/v1/Account/{auth_id}/Call/{call_uuid}/Play/") in routes
     finally:
         await r.server.stop()
     out = subprocess.run([sys.executable, "-m", "mediasrv", "keys", "--data-dir", str(r.data_dir)],
@@ -378,3 +393,96 @@ async def test_bridge_connects_two_talking_calls(tmp_path, hooks: SignedHooks):
     assert all(isinstance(e, CallBridgedWebhookEvent) for e in bridged)
     assert sorted(e.data.payload.call_control_id for e in bridged) == sorted([aid, bid])
     assert next(e for e in bridged if e.data.payload.call_control_id == aid).data.payload.client_state == CS1
+
+
+def mixed_ulaw(main: np.ndarray, over: np.ndarray, at: int) -> bytes:
+    """What an overlay of *over* starting at sample *at* of *main* sounds like on the wire (PCMU)."""
+    seg = main[at: at + len(over)].astype(np.int32) + over.astype(np.int32)
+    return ulaw_encode(np.clip(seg, -32768, 32767).astype(np.int16))
+
+
+async def test_overlay_stop_current_and_overlay_stop(tmp_path, hooks: SignedHooks, audio_origin):
+    r, client = await telnyx_server(tmp_path, hooks)
+    actions = client.calls.actions
+    capture = await open_capture()
+    try:
+        main, over, nxt = chirp_signal(1.0, seed=11), chirp_signal(0.4, seed=12) // 2, chirp_signal(0.3, seed=13)
+        url_main = audio_origin.add("main.wav", wav_bytes(main, 8000))
+        url_over = audio_origin.add("over.wav", wav_bytes(over, 8000))
+        url_next = audio_origin.add("next.wav", wav_bytes(nxt, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=6000))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        # an overlay needs something playing underneath
+        with pytest.raises(telnyx.UnprocessableEntityError) as info:
+            await asyncio.to_thread(actions.start_playback, cid, audio_url=url_over, overlay=True)
+        assert info.value.body["errors"][0]["source"]["pointer"] == "/overlay"
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=url_main, loop="infinity")
+        await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started")
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=url_over, overlay=True, loop="infinity",
+                                client_state=CS1)
+        await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started" and e.data.payload.overlay)
+        await asyncio.sleep(0.6)
+        # stop only the overlay: the main playback goes on
+        await asyncio.to_thread(actions.stop_playback, cid, overlay=True)
+        over_end = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended"
+                                        and e.data.payload.overlay)
+        assert r.server.media.playbacks_for(cid)[0] is not None
+        # stop="current" on a new command: the looping main ends, the new one plays at once
+        await asyncio.to_thread(actions.start_playback, cid, audio_url=url_next, stop="current")
+        main_end = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended"
+                                        and e.data.payload.media_url == url_main)
+        next_end = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended"
+                                        and e.data.payload.media_url == url_next)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert (over_end.data.payload.status, over_end.data.payload.client_state) == ("cancelled", CS1)
+    assert main_end.data.payload.status == "cancelled" and next_end.data.payload.status == "completed"
+    payload = capture.payload()
+    # somewhere the overlay was mixed over the main prompt (saturating), packet-aligned
+    mixed = [payload.find(mixed_ulaw(np.concatenate([main, main]), over, k)[:1600]) for k in range(0, 8000, 160)]
+    assert any(m >= 0 for m in mixed), "overlay mixed over the main playback"
+    assert payload.find(expected_payload(nxt, "PCMU")) >= 0, "the stop=current command played right after"
+    assert_stream_continuity(capture)
+
+
+async def test_target_legs_on_a_bridge(tmp_path, hooks: SignedHooks, audio_origin):
+    r, client = await telnyx_server(tmp_path, hooks)
+    actions = client.calls.actions
+    capture = await open_capture()
+    try:
+        both, opp = chirp_signal(0.4, seed=21), chirp_signal(0.4, seed=22)
+        url_both = audio_origin.add("both.wav", wav_bytes(both, 8000))
+        url_opp = audio_origin.add("opp.wav", wav_bytes(opp, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4000, calls=2, rate=20))
+        a, b = await answered_calls(r, 2)
+        with pytest.raises(telnyx.UnprocessableEntityError) as info:  # not bridged yet: no opposite leg
+            await asyncio.to_thread(actions.start_playback, a.call_id, audio_url=url_opp, target_legs="opposite")
+        assert info.value.body["errors"][0]["source"]["pointer"] == "/target_legs"
+        res = await asyncio.to_thread(actions.bridge, a.call_id, call_control_id_to_bridge_with=b.call_id)
+        assert res.data.result == "ok"
+        assert r.server.media.peers_of(a.call_id) == [b.call_id]
+        await asyncio.to_thread(actions.start_playback, a.call_id, audio_url=url_both, target_legs="both")
+        await asyncio.to_thread(actions.start_playback, a.call_id, audio_url=url_opp, target_legs="opposite")
+        await wait_until(lambda: len([e for e in hooks.events() if e.data.event_type == "call.playback.ended"]) == 3,
+                         10, "three playbacks ended")
+        ssrc = {c.call_id: r.server.media.leg_stats(c.call_id)["ssrc"] for c in (a, b)}
+        for bad, code in (("v3:nobody:1", "90015"), (a.call_id, "90061")):
+            with pytest.raises(telnyx.UnprocessableEntityError) as info:
+                await asyncio.to_thread(actions.bridge, a.call_id, call_control_id_to_bridge_with=bad)
+            assert info.value.body["errors"][0]["code"] == code
+        code_, out = await sipp
+        assert code_ == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    ended = [e.data.payload for e in hooks.events() if e.data.event_type == "call.playback.ended"]
+    assert sorted((p.call_control_id, p.media_url) for p in ended) == sorted(
+        [(a.call_id, url_both), (b.call_id, url_both), (b.call_id, url_opp)])
+    pa, pb = capture.payload(ssrc[a.call_id]), capture.payload(ssrc[b.call_id])
+    eb, eo = expected_payload(both, "PCMU"), expected_payload(opp, "PCMU")
+    assert pa.find(eb) >= 0 and pa.find(eo) < 0, "A heard 'both' and not what was sent to its opposite leg"
+    assert pb.find(eb + eo) >= 0, "B heard 'both', then the 'opposite' play queued behind it"
