@@ -263,9 +263,9 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
         assert failed[2].media_name == "not-stored.wav" and failed[2].media_url is None
 
         # a replayed command_id: the original result, no second playback
-        for _ in range(3):
-            res = await asyncio.to_thread(actions.start_playback, cid, audio_url=url, command_id="once")
-            assert res.data.result == "ok"
+        results = await asyncio.gather(*(asyncio.to_thread(actions.start_playback, cid, audio_url=url,
+                                                            command_id="once") for _ in range(3)))
+        assert [res.data.result for res in results] == ["ok"] * 3  # sent at once: still one playback
         await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started")
         current, queued = r.server.media.playbacks_for(cid)
         assert current is not None and queued == []
