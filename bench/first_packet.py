@@ -265,6 +265,18 @@ async def place_calls(uac: SipUserAgent, sip_port: int, n: int) -> list:
     return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
+async def start_receiver(exe: Path, n: int, window: float) -> Receiver:
+    """pacing.py's receiver; retried, since a port of its range may be held for a moment by another process."""
+    for attempt in range(5):
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, Receiver, exe, n, window)
+        except RuntimeError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 async def pacing_part(url: str, n: int, window: float, rounds: int, receiver_exe: Path) -> None:
     data = Path(tempfile.mkdtemp(prefix="mediasrv-first-pacing-"))
     server, http, sip_port = start_server(data, n, ["--no-silence"])
@@ -293,7 +305,7 @@ async def pacing_part(url: str, n: int, window: float, rounds: int, receiver_exe
             for rnd in range(rounds):
                 for kind in ("A", "B"):
                     name = f"{kind}{rnd + 1} " + ("idle" if kind == "A" else "decoding 1 h MP3")
-                    rx = await loop.run_in_executor(None, Receiver, receiver_exe, n, window)
+                    rx = await start_receiver(receiver_exe, n, window)
                     await asyncio.sleep(1.5)  # the receiver skips each stream's first second
                     prefetch: asyncio.Future | None = None
                     if kind == "B":
@@ -348,8 +360,9 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=6.0, help="seconds per pacing window")
     ap.add_argument("--rounds", type=int, default=3, help="pacing rounds, each an idle window then a decoding one")
     ap.add_argument("--runs", type=int, default=3, help="cold cache=false plays in the latency part")
-    ap.add_argument("--receiver-base", type=int, default=36000,
-                    help="first receiver port (pacing.py uses 42000; another bench may hold ports there)")
+    ap.add_argument("--receiver-base", type=int, default=30600,
+                    help="first receiver port: below the ephemeral range (where other processes' ports land) "
+                         "and outside the common RTP ranges")
     ap.add_argument("--skip-pacing", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()

@@ -12,6 +12,9 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# the C fast path (mediasrv/rtp/_fastsend.c) is built by pip and needs the Python headers
+python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

@@ -98,7 +98,8 @@ def _absolute(url: str, base: str | None, where: str) -> str:
     full = urllib.parse.urljoin(base, url) if base else url
     if urllib.parse.urlsplit(full).scheme.lower() not in ("http", "https"):
         raise BandwidthError(400, "validation", f"{where}: {url!r} is not an absolute http(s) URL"
-                             + ("" if base else " (relative URLs need a document fetched from a URL)"))
+                             + ("" if base or urllib.parse.urlsplit(url).scheme else
+                                " (relative URLs need a document fetched from a URL)"))
     return full
 
 

@@ -1,8 +1,9 @@
 """Native routes for the media store (``/v1/media``) and the audio cache (``/v1/media-cache``).
 
-Uploads stream to a temporary file (never held whole in memory, bounded by ``max_fetch_bytes``)
-and are decoded once before they are accepted; a body that is not playable audio is a 422
-whose code is the decoder's reason.
+Uploads stream to a temporary file (bounded by ``max_fetch_bytes``) and are decoded once,
+completely, before they are accepted (a truncated or corrupt file is refused, not just one with
+a bad header); a body that is not playable audio is a 422 whose code is the decoder's reason.
+The decoded audio is kept for the first play.
 """
 
 from __future__ import annotations
@@ -77,12 +78,13 @@ async def put_media(request: web.Request) -> web.Response:
         if size == 0:
             raise ApiError(400, "empty_body", "the upload has no bytes")
         try:
+            media = await loader.decode_upload(name, tmp, size)  # the whole file, once: it must play
             meta = await _in_executor(store.commit, name, tmp)
         except SourceError as exc:
             raise ApiError(422, exc.reason, exc.message, field="body") from exc
     finally:
         await _in_executor(store.abort, tmp)
-    loader.forget_stored(name)
+    await loader.remember_stored(name, media)
     return web.json_response(meta, status=200 if existed else 201)
 
 
@@ -124,7 +126,8 @@ async def prefetch(request: web.Request) -> web.Response:
         if entry is None:
             raise ApiError(404, "cache_entry_not_found", "no entry with that cache_id (give a url to fetch it)",
                            field="cache_id")
-        return web.json_response({"status": "ready", "cached": True, "entry": entry.to_dict(True)})
+        return web.json_response({"status": "ready", "cached": True,
+                                  "entry": entry.to_dict(loader.cache.media(entry.key) is not None)})
     spec = parse_source(body, "")
     if spec.url is None:
         raise ApiError(400, "missing_field", "prefetch needs a url", field="url")

@@ -232,7 +232,12 @@ OPENAPI: dict[str, Any] = {
                         "type": "string",
                         "enum": ["queued", "playing", "completed", "stopped", "failed", "call_hangup"],
                     },
-                    "reason": {"type": ["string", "null"]},
+                    "reason": {"type": ["string", "null"], "description":
+                               "why it failed: fetch_timeout, http_<code>, unreachable, too_many_redirects, "
+                               "too_large, too_long, forbidden_address, not_audio, truncated, decode_error, "
+                               "unsupported_format, media_not_found, invalid_media_name, fetch_error"},
+                    "message": {"type": ["string", "null"], "description": "for people, e.g. "
+                                "\"text/html, 512 bytes, not audio\""},
                     "ms_played": {"type": "integer"},
                     "command_id": {"type": ["string", "null"]},
                     "target": {},

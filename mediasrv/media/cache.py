@@ -67,19 +67,24 @@ class Freshness:
     why: str = ""
 
 
-def freshness(headers: Mapping[str, str], now: float, force: bool | None, cache_id: str | None) -> Freshness:
+def freshness(headers: Mapping[str, str], now: float, force: bool | None, cache_id: str | None,
+              authorized: bool = False) -> Freshness:
     """RFC 9111 for a shared cache (s-maxage > max-age > Expires; Age subtracted; no-store, no-cache).
 
     Without any freshness information a response is stored only when the command asks
     (``force`` = Telnyx cache_audio, or a cache id = ACS, for :data:`FORCED_TTL_S`), or,
     when it carries a validator, stored stale so the next play revalidates (no decode on 304).
-    ``no-store`` (and ``private``) always win.
+    ``no-store`` (and ``private``) always win.  A response to a request with credentials
+    (*authorized*) is shared only if it says so (``public``, ``s-maxage``, ``must-revalidate``,
+    RFC 9111 §3.5) or the command asked for caching.
     """
     if force is False:
         return Freshness(False, why="cache=false in the command")
     cc = parse_cache_control(headers.get("Cache-Control", ""))
     if "no-store" in cc or "private" in cc:
         return Freshness(False, why="Cache-Control: " + ("no-store" if "no-store" in cc else "private"))
+    if authorized and not (force or cache_id) and not {"public", "s-maxage", "must-revalidate"} & cc.keys():
+        return Freshness(False, why="a response to credentials, not marked shareable")
     date = _http_date(headers.get("Date")) or now
     try:
         age = max(0.0, float(headers.get("Age", "0")), now - date)
@@ -145,7 +150,7 @@ class CacheEntry:
             "bytes": self.nbytes,
             "duration_ms": self.samples // 8,
             "stored_at": self.stored_at,
-            "expires": self.fresh_until,
+            "expires": self.fresh_until if self.fresh_until != float("inf") else None,
             "fresh": self.fresh(time.time()),
             "validators": {"etag": self.etag, "last_modified": self.last_modified},
             "in_memory": in_memory,
@@ -183,7 +188,8 @@ class AudioCache:
         return media
 
     def list(self) -> list[dict[str, Any]]:
-        return [e.to_dict(k in self._memory) for k, e in self.entries.items()]
+        """URL and cache-id entries (decoded copies of stored media are internal)."""
+        return [e.to_dict(k in self._memory) for k, e in self.entries.items() if not k.startswith("media:")]
 
     @property
     def memory_used(self) -> int:

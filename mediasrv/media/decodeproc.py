@@ -80,8 +80,9 @@ class _Worker:
 
     def __init__(self) -> None:
         mine, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # import what we imported
         self.proc = subprocess.Popen([sys.executable, "-m", "mediasrv.media.decode_worker", str(theirs.fileno())],
-                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         self.conn = Connection(mine.detach())
         self.lock = asyncio.Lock()

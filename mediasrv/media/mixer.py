@@ -94,7 +94,7 @@ class MixSource:
             self._base = filled - keep
             pos = keep
         jitter = self.jitter
-        if self.pull is not None and jitter.buffered <= f:
+        if self.pull is not None and jitter.buffered < f:  # would play short: anything still in the kernel?
             self.pull()
         pcm = jitter.pop(f)
         self.pops += 1

@@ -43,6 +43,7 @@ class MediaSettings:
     disk_cache_bytes: int = 4 * 1024 * 1024 * 1024  # decoded audio kept under <data-dir>/cache
     fetch_allow_cidrs: list[str] = field(default_factory=list)
     fetch_deny_cidrs: list[str] = field(default_factory=list)
+    decode_processes: int = 1  # worker processes for long decodes (0: decode in threads of this process)
     rtcp_interval_s: float = 5.0
     use_timerfd: bool = True
 
@@ -144,6 +145,7 @@ class MediaPlane:
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
             allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
+            decode_processes=settings.decode_processes,
         )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}

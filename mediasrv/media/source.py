@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import logging
 import time
@@ -296,6 +297,33 @@ class MediaLoader:
         key = self._key(spec)
         return media, self.cache.get(key) if key else None
 
+    def ready_media(self, spec: SourceSpec) -> Media | None:
+        """The fully decoded media of *spec* if it is in memory and fresh now, else None.
+
+        Synchronous (one stat for stored media, nothing else), so a caller can start a cached
+        prompt at the very next tick; counts as a cache hit.
+        """
+        try:
+            if spec.media is not None:
+                mtime, size = self.store.version(spec.media)
+                media = self.cache.media(f"media:{spec.media}:{mtime}:{size}")
+            elif spec.url is not None and spec.cache is not False:
+                key = cache_key(spec.url, spec.cache_id)
+                entry = self.cache.get(key)
+                if entry is None or not entry.fresh(time.time()):
+                    return None
+                media = self.cache.media(key)
+                if media is not None:
+                    entry.hits += 1
+            else:
+                return None
+        except (SourceError, OSError):
+            return None
+        if media is None or not media.complete:
+            return None
+        self.stats["cache_hits"] += 1
+        return media
+
     def load(self, key: str, kind: str) -> asyncio.Future[Media]:
         """Shorthand: a URL or a stored media name."""
         from .player import SourceSpec  # noqa: PLC0415
@@ -329,20 +357,24 @@ class MediaLoader:
             key = f"media:{spec.media}"
         else:
             key = f"content:{uuid.uuid4().hex}"
-        flight = self._inflight.get(key)
+        flight_key = key
+        if spec.username is not None:  # a download made with credentials is shared only with the same ones
+            secret = f"{spec.username}\0{spec.password or ''}".encode()
+            flight_key += "|auth:" + hashlib.sha256(secret).hexdigest()[:16]
+        flight = self._inflight.get(flight_key)
         if flight is not None:
             self.stats["coalesced"] += 1
             return flight
         flight = _Flight(loop.create_future(), loop.create_future())
         flight.first.add_done_callback(_quiet)
         flight.done.add_done_callback(_quiet)
-        self._inflight[key] = flight
-        task = loop.create_task(self._run(key, spec, flight))
+        self._inflight[flight_key] = flight
+        task = loop.create_task(self._run(flight_key, key, spec, flight))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
 
-    async def _run(self, key: str, spec: SourceSpec, flight: _Flight) -> None:
+    async def _run(self, flight_key: str, key: str, spec: SourceSpec, flight: _Flight) -> None:
         media: Media | None = None
         try:
             if spec.url is not None:
@@ -365,7 +397,7 @@ class MediaLoader:
                 flight.first.set_result(media)
             flight.done.set_result(media)
         finally:
-            self._inflight.pop(key, None)
+            self._inflight.pop(flight_key, None)
 
     def _fail(self, flight: _Flight, exc: SourceError, media: Media | None = None) -> None:
         self.stats["failures"] += 1
@@ -389,7 +421,7 @@ class MediaLoader:
         self.stats["fetches"] += 1
         resp = await self.fetcher.open(spec.url, spec.username, spec.password, headers)
         async with resp:
-            fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id)
+            fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id, spec.username is not None)
             if resp.status == 304:
                 if cached is None or self.cache.get(key) is not cached:
                     raise SourceError("fetch_error", f"{public_url(spec.url)}: 304 to an unconditional request")
@@ -459,6 +491,21 @@ class MediaLoader:
         self.cache.put(CacheEntry(key=key, source=f"media:{name}", samples=len(media.pcm), stored_at=time.time(),
                                   fresh_until=float("inf")), media)
         return media
+
+    async def decode_upload(self, name: str, path: Path, size: int) -> Media:
+        """Decode an upload completely: validation that it is whole, playable audio (SourceError if not)."""
+        loop = asyncio.get_running_loop()
+        flight = _Flight(loop.create_future(), loop.create_future())
+        flight.first.add_done_callback(_quiet)
+        flight.done.add_done_callback(_quiet)
+        return await self._decode_stream(f"media:{name}", _read_file(path), flight, url_path=name, size_hint=size)
+
+    async def remember_stored(self, name: str, media: Media) -> None:
+        """Keep an upload's decoded audio for its first play (decoded once, at upload)."""
+        self.forget_stored(name)
+        mtime, size = await asyncio.get_running_loop().run_in_executor(None, self.store.version, name)
+        self.cache.put(CacheEntry(key=f"media:{name}:{mtime}:{size}", source=f"media:{name}", samples=len(media.pcm),
+                                  stored_at=time.time(), fresh_until=float("inf")), media)
 
     # -- decoding while the bytes arrive -------------------------------------------
     async def _decode_stream(self, source: str, chunks: AsyncIterator[bytes], flight: _Flight, *,

@@ -15,6 +15,7 @@ import hmac
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -26,6 +27,7 @@ import pytest
 from aiohttp import web
 from azure.communication.callautomation import (
     CallAutomationClient,
+    CommunicationUserIdentifier,
     FileSource,
     PhoneNumberIdentifier,
     TextSource,
@@ -38,7 +40,7 @@ from azure.core.messaging import CloudEvent
 
 from mediasrv.probe import open_capture
 
-from .conftest import REPO, chirp_signal, serve_app, start_server, wait_until, wav_bytes
+from .conftest import REPO, SCENARIOS, chirp_signal, serve_app, start_server, wait_until, wav_bytes
 from .test_playback_sipp import (
     answered_calls,
     assert_stream_continuity,
@@ -318,6 +320,101 @@ async def test_play_source_cache_id(tmp_path, audio_origin, acs_events):
     assert audio_origin.hits["greet.wav"] == 1, "the second play came from the cache entry named by the id"
     once = expected_payload(src, "PCMU")
     assert capture.payload().find(once + once) >= 0
+
+
+def caller_scenario(tmp_path: Path) -> Path:
+    """uac_play.xml with the From user set by ``-set caller …`` (a leg's ACS identity)."""
+    text = (SCENARIOS / "uac_play.xml").read_text()
+    text = text.replace('variables="rtp_ip,rtp_port"', 'variables="rtp_ip,rtp_port,caller"')
+    text = text.replace("<sip:sipp@[local_ip]:[local_port]>;tag", "<sip:[$caller]@[local_ip]:[local_port]>;tag")
+    assert "[$caller]" in text
+    path = tmp_path / "uac_play_caller.xml"
+    path.write_text(text)
+    return path
+
+
+async def test_play_to_participants_of_a_bridged_call(tmp_path, audio_origin, acs_events):
+    """playTo picks legs by SIP identity (phone number, communication user) across the call's room;
+    an empty playTo plays to every leg; several playSources play back to back as one operation."""
+    r = await start_server(tmp_path, acs_access_key=KEY, acs_callback_url=acs_events.url)
+    cap_a, cap_b = await open_capture(), await open_capture()
+    scenario = caller_scenario(tmp_path)
+    user_b = "8:acs:e9d8a0f1-0000-0000-0000-000000000002"
+    try:
+        x, y = chirp_signal(0.4, seed=31), chirp_signal(0.3, seed=32)
+        z1, z2 = chirp_signal(0.3, seed=33), chirp_signal(0.2, seed=34)
+        urls = {n: audio_origin.add(f"{n}.wav", wav_bytes(s, 8000)) for n, s in
+                (("x", x), ("y", y), ("z1", z1), ("z2", z2))}
+        sipps = []
+        for cap, caller in ((cap_a, "+14255550123"), (cap_b, urllib.parse.quote(user_b, safe=""))):
+            args = sipp_play_args(r, cap.port, duration_ms=4500)
+            args[args.index("-sf") + 1] = str(scenario)
+            sipps.append(await start_sipp([*args, "-set", "caller", caller]))
+            await answered_calls(r, len(sipps))
+        calls = {c.from_uri.split("@")[0]: c for c in r.server.registry.active()}
+        a = calls["sip:+14255550123"]
+        b = next(c for c in calls.values() if c is not a)
+        r.server.media.join_room("room-1", a.call_id)
+        r.server.media.join_room("room-1", b.call_id)
+        conn = acs_client(r).get_call_connection(a.call_id)  # the call connection is leg A
+        await asyncio.to_thread(conn.play_media, FileSource(urls["x"]),
+                                play_to=[CommunicationUserIdentifier(user_b)], operation_context="to-b")
+        await acs_events.wait_for("PlayCompleted", 1)
+        await asyncio.to_thread(conn.play_media, FileSource(urls["y"]), operation_context="to-all")
+        await acs_events.wait_for("PlayCompleted", 2)
+        await asyncio.to_thread(conn.play_media, [FileSource(urls["z1"]), FileSource(urls["z2"])],
+                                play_to=[PhoneNumberIdentifier("+14255550123")], operation_context="to-a")
+        await acs_events.wait_for("PlayCompleted", 3)
+        for sipp in sipps:
+            code, out = await sipp
+            assert code == 0, out[-3000:]
+    finally:
+        cap_a.close()
+        cap_b.close()
+        await r.server.stop()
+
+    pa, pb = cap_a.payload(), cap_b.payload()
+    ex, ey = expected_payload(x, "PCMU"), expected_payload(y, "PCMU")
+    assert pb.find(ex) >= 0 and pa.find(ex) < 0, "playTo=[communication user of B]: only B heard it"
+    assert pa.find(ey) >= 0 and pb.find(ey) >= 0, "empty playTo: every leg heard it"
+    z = expected_payload(z1, "PCMU")[: len(z1)] + expected_payload(z2, "PCMU")
+    assert pa.find(z) >= 0 and pb.find(expected_payload(z2, "PCMU")) < 0, "two sources back to back, A only"
+    contexts = [(e.type.rsplit(".", 1)[1], e.data["operationContext"]) for e in acs_events.events]
+    assert contexts == [("PlayStarted", "to-b"), ("PlayCompleted", "to-b"), ("PlayStarted", "to-all"),
+                        ("PlayCompleted", "to-all"), ("PlayStarted", "to-a"), ("PlayCompleted", "to-a")]
+    assert all(e.data["callConnectionId"] == a.call_id for e in acs_events.events)
+
+
+async def test_interrupt_call_media_operation_barges_in(tmp_path, audio_origin, acs_events):
+    """interruptCallMediaOperation=True: what plays (and what is queued) is canceled, the new play starts now."""
+    r = await start_server(tmp_path, acs_access_key=KEY, acs_callback_url=acs_events.url)
+    capture = await open_capture()
+    try:
+        long_, short = chirp_signal(6.0, seed=17), chirp_signal(0.4, seed=18)
+        url_long = audio_origin.add("long.wav", wav_bytes(long_, 8000))
+        url_short = audio_origin.add("short.wav", wav_bytes(short, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3000))
+        [call] = await answered_calls(r, 1)
+        conn = acs_client(r).get_call_connection(call.call_id)
+        await asyncio.to_thread(conn.play_media, FileSource(url_long), operation_context="long")
+        await asyncio.to_thread(conn.play_media, FileSource(url_long), operation_context="queued")
+        await acs_events.wait_for("PlayStarted")
+        await asyncio.sleep(0.4)
+        await asyncio.to_thread(conn.play_media, FileSource(url_short), operation_context="barge",
+                                interrupt_call_media_operation=True)
+        await acs_events.wait_for("PlayCompleted")
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    got = [(e.type.rsplit(".", 1)[1], e.data["operationContext"]) for e in acs_events.events]
+    assert got[0] == ("PlayStarted", "long") and got[-2:] == [("PlayStarted", "barge"), ("PlayCompleted", "barge")]
+    assert sorted(got[1:3]) == [("PlayCanceled", "long"), ("PlayCanceled", "queued")], got
+    payload = capture.payload()
+    at = payload.find(expected_payload(short, "PCMU"))
+    assert at > 0 and payload[:at].find(expected_payload(long_, "PCMU")[: 160 * 15]) >= 0, "long played, then short"
+    assert_stream_continuity(capture)
 
 
 def readme_snippet(heading: str) -> str:

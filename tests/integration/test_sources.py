@@ -74,6 +74,9 @@ async def test_media_store_put_get_list_delete_and_restart(tmp_path):
         assert "text/html" in err["error"]["message"]
         status, err = await req("PUT", f"{r.http}/v1/media/empty.wav", data=b"")
         assert status == 400
+        cut = mp3(sweep(1.0, 16000), 16000)
+        status, err = await req("PUT", f"{r.http}/v1/media/cut.mp3", data=cut[: len(cut) - 100])
+        assert status == 422 and err["error"]["code"] == "truncated", err  # decoded whole, not just sniffed
         for bad in ("..", ".hidden", "a..b", "%2e%2e%2fetc%2fpasswd", "x" * 201):
             status, err = await req("PUT", f"{r.http}/v1/media/{bad}", data=body)
             assert status in (400, 404), (bad, status)
@@ -86,6 +89,10 @@ async def test_media_store_put_get_list_delete_and_restart(tmp_path):
 
         status, listing = await req("GET", f"{r.http}/v1/media")
         assert [m["name"] for m in listing["media"]] == ["greeting.wav", "sweep.mp3"]
+        decodes = r.server.media.loader.stats["decodes"]
+        media = await r.server.media.loader.load(("greeting.wav"), "media")
+        assert r.server.media.loader.stats["decodes"] == decodes  # decoded once, at upload
+        assert np.array_equal(media.pcm, tone(1.5))
         status, one = await req("GET", f"{r.http}/v1/media/sweep.mp3")
         assert status == 200 and one["sha256"] == meta2["sha256"]
         status, _ = await req("GET", f"{r.http}/v1/media/nothing.wav")

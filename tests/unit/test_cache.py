@@ -18,7 +18,7 @@ from mediasrv.media.errors import SourceError
 from mediasrv.media.player import SourceSpec
 from mediasrv.media.source import Media, MediaLoader
 
-from ..audio_fixtures import HTML_PAGE, mp3, sweep
+from ..audio_fixtures import HTML_PAGE, hostile, mp3, sweep
 from ..http_origin import Origin, tone, wav, wav_header
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -86,6 +86,24 @@ def test_freshness(headers, force, cache_id, store, ttl):
         assert max(0.0, f.fresh_until - NOW) == pytest.approx(ttl, abs=1)
 
 
+@pytest.mark.parametrize("headers, force, store", [
+    ({"Cache-Control": "max-age=60"}, None, False),  # RFC 9111 §3.5: not shareable by default
+    ({"Cache-Control": "public, max-age=60"}, None, True),
+    ({"Cache-Control": "s-maxage=60"}, None, True),
+    ({"Cache-Control": "max-age=60"}, True, True),  # the command asked
+])
+def test_responses_to_credentials(headers, force, store):
+    assert freshness(headers, NOW, force, None, authorized=True).store is store
+
+
+@pytest.mark.parametrize("name", sorted(hostile()))
+async def test_hostile_bodies_fail_with_their_reason(loader, origin, name):
+    body, kind, expected = hostile()[name]
+    ctype = {"wav": "audio/wav", "mp3": "audio/mpeg", "html": "text/html", "ogg": "audio/ogg"}[kind]
+    err = await reason(loader, SourceSpec(url=origin.static(f"/{name}", body, content_type=ctype)))
+    assert err.reason == expected, err.message
+
+
 # -- the loader -----------------------------------------------------------------------------------
 async def test_twenty_concurrent_cold_plays_one_origin_request(loader, origin):
     src = tone(2.0)
@@ -97,6 +115,22 @@ async def test_twenty_concurrent_cold_plays_one_origin_request(loader, origin):
     await finished(loader, SourceSpec(url=url))
     assert loader.stats["decodes"] == 1
     assert np.array_equal(medias[0].pcm, src)
+
+
+async def test_credentials_never_shared_with_other_requests(loader, origin):
+    origin.echo_auth("/private.wav", wav(tone(0.5)))
+    url = origin.url("/private.wav")
+    with_auth = loader.load_source(SourceSpec(url=url, username="alice", password="pw"))
+    without = loader.load_source(SourceSpec(url=url))
+    other = loader.load_source(SourceSpec(url=url, username="alice", password="other"))
+    same = loader.load_source(SourceSpec(url=url, username="alice", password="pw"))
+    assert same is with_auth and without is not with_auth and other is not with_auth
+    assert len((await with_auth).pcm) == 4000
+    with pytest.raises(SourceError) as info:
+        await without
+    assert info.value.reason == "http_401"
+    await other  # the origin only checks that some credentials came
+    assert origin.hits("/private.wav") == 3 and not loader.cache.entries
 
 
 async def test_max_age_then_revalidation_304_reuses_decoded_audio(loader, origin):
@@ -112,6 +146,20 @@ async def test_max_age_then_revalidation_304_reuses_decoded_audio(loader, origin
     assert third is first
     await finished(loader, SourceSpec(url=url))  # the 304's max-age made it fresh again
     assert origin.hits("/ma.wav") == 2
+
+
+async def test_ready_media_only_when_fresh_in_memory(loader, origin, tmp_path):
+    url = origin.static("/r.wav", wav(tone(0.3)), headers={"Cache-Control": "max-age=600"})
+    assert loader.ready_media(SourceSpec(url=url)) is None
+    media = await finished(loader, SourceSpec(url=url))
+    assert loader.ready_media(SourceSpec(url=url)) is media
+    assert loader.ready_media(SourceSpec(url=url, cache=False)) is None
+    (tmp_path / "media").mkdir(exist_ok=True)
+    (tmp_path / "media" / "s.wav").write_bytes(wav(tone(0.2)))
+    assert loader.ready_media(SourceSpec(media="s.wav")) is None
+    stored = await finished(loader, SourceSpec(media="s.wav"))
+    assert loader.ready_media(SourceSpec(media="s.wav")) is stored
+    assert loader.ready_media(SourceSpec(media="../x")) is None
 
 
 async def test_last_modified_revalidation(loader, origin):

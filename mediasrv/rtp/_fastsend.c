@@ -1,0 +1,480 @@
+/*
+ * _fastsend: the media clock's common case in C.
+ *
+ * Why: at 1,000+ legs about a quarter of the server's CPU went to the interpreter running
+ * LegDriver.tick once per leg per packet (slice, struct.pack, concat, socket.send).  For a
+ * leg in the simple state -- one main playback sliced from pre-encoded bytes (Player.fast),
+ * or nothing at all (silence / skip) -- this module does the same thing in C: pack the
+ * 12-byte RTP header, send header + payload with one send() on the leg's connected socket,
+ * and write back the same Python attributes the Python tick writes.
+ *
+ * Python stays the owner of every bit of state: C holds no per-leg copy, it reads and writes
+ * the LegDriver / RtpLeg / Playback attributes each time, so nothing has to be synced when a
+ * leg leaves the fast path.  Any leg in any other state (a boundary, loading, overlay, mix,
+ * pause, bridged, no connected socket, an unusual type) is handed to its Python tick()
+ * unchanged.  LegDriver.tick in mediasrv/media/plane.py is the reference: packets, counters,
+ * seq/ts and Playback.last_seq/last_ts must be identical (tests/unit/test_fastsend.py).
+ *
+ *   run_group(ticks) -> list[(tick, exc)] | None
+ *       Call every tick in the tuple, the way ClockCore.run_until does; a bound
+ *       registered tick whose driver is in the simple state is done here instead.
+ *   register(tick_function, socket_type, driver_type, leg_type)
+ *       Which function is LegDriver.tick, the socket class of RtpLeg.send_sock, and the two
+ *       classes whose __slots__ are read directly.
+ *   send_packet(fd, b1, seq, ts, ssrc, data, off, n) -> None
+ *       One packet from Python (the simpler per-packet variant, kept for the microbench).
+ *
+ * The GIL is held across the send (socket.send releases it): a group of ~75 sends takes
+ * a few hundred microseconds, and giving the GIL away mid-group would let another thread
+ * (a decoder) hold the clock for a whole switch interval.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define HDR 12
+#define STACK_PAYLOAD 1024
+
+static PyObject *tick_func = NULL;   /* LegDriver.tick (the plain function) */
+static PyObject *sock_type = NULL;   /* socket.socket */
+
+/*
+ * The attributes the fast path reads and writes.  LegDriver and RtpLeg use __slots__: for an
+ * object of exactly the registered class the slot is read at its offset (what the member
+ * descriptor does, minus the type lookup); anything else goes through PyObject_GetAttr.
+ */
+typedef struct {
+    const char *text;
+    int owner;            /* 0 generic, 1 LegDriver, 2 RtpLeg */
+    PyObject *name;       /* interned */
+    Py_ssize_t offset;    /* slot offset in the registered class, 0 = use getattr */
+} Field;
+
+enum {
+    F_LEG, F_PLAYER, F_SAMPLES, F_SEND_SILENCE, F_SILENCE_PAYLOAD, F_CALL_AUDIO,
+    F_SEQ, F_TIMESTAMP, F_SSRC, F_PAYLOAD_TYPE, F_MARKER_NEXT, F_TRANSMIT, F_PACKETS_SENT, F_BYTES_SENT,
+    F_SEND_ERRORS,
+    F_FAST, F_CURRENT, F_QUEUE, F_OVERLAYS,
+    F_OFFSET, F_END, F_DATA, F_SAMPLES_PLAYED, F_LAST_SEQ, F_LAST_TS,
+    F_COUNT
+};
+
+static Field fields[F_COUNT] = {
+    {"leg", 1}, {"player", 1}, {"samples", 1}, {"send_silence", 1}, {"silence_payload", 1}, {"_call_audio", 1},
+    {"seq", 2}, {"timestamp", 2}, {"ssrc", 2}, {"payload_type", 2}, {"marker_next", 2}, {"transmit", 2},
+    {"packets_sent", 2}, {"bytes_sent", 2}, {"send_errors", 2},
+    {"fast", 0}, {"current", 0}, {"queue", 0}, {"overlays", 0},
+    {"offset", 0}, {"end", 0}, {"data", 0}, {"samples_played", 0}, {"last_seq", 0}, {"last_ts", 0},
+};
+
+static PyTypeObject *owner_type[3] = {NULL, NULL, NULL};
+
+/* Counters kept by the module (diagnostics and tests): packets sent by C, legs handed to Python. */
+static unsigned long long n_fast = 0, n_silence = 0, n_python = 0;
+
+static int intern_all(void) {
+    for (int i = 0; i < F_COUNT; i++)
+        if (!(fields[i].name = PyUnicode_InternFromString(fields[i].text))) return -1;
+    return 0;
+}
+
+static inline PyObject **slot_of(PyObject *obj, int f) {
+    const Field *fd = &fields[f];
+    if (fd->offset > 0 && Py_TYPE(obj) == owner_type[fd->owner]) return (PyObject **)((char *)obj + fd->offset);
+    return NULL;
+}
+
+/* A new reference to obj.<field>, or NULL with an exception set. */
+static inline PyObject *fget(PyObject *obj, int f) {
+    PyObject **p = slot_of(obj, f);
+    if (p != NULL && *p != NULL) return Py_NewRef(*p);
+    return PyObject_GetAttr(obj, fields[f].name);
+}
+
+/* obj.<field> = value (value borrowed). */
+static inline int fset(PyObject *obj, int f, PyObject *value) {
+    PyObject **p = slot_of(obj, f);
+    if (p != NULL) {
+        Py_XSETREF(*p, Py_NewRef(value));
+        return 0;
+    }
+    return PyObject_SetAttr(obj, fields[f].name, value);
+}
+
+/* An exact int attribute as long long; 1 ok, 0 not an exact int (let Python handle it), -1 error. */
+static int get_ll(PyObject *obj, int f, long long *out) {
+    PyObject *v = fget(obj, f);
+    if (v == NULL) return -1;
+    if (!PyLong_CheckExact(v)) { Py_DECREF(v); return 0; }
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(v, &overflow);
+    Py_DECREF(v);
+    if (overflow) return 0;
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    return 1;
+}
+
+static int set_ll(PyObject *obj, int f, long long value) {
+    PyObject *v = PyLong_FromLongLong(value);
+    if (v == NULL) return -1;
+    int r = fset(obj, f, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static int add_ll(PyObject *obj, int f, long long delta) {
+    long long cur;
+    int r = get_ll(obj, f, &cur);
+    if (r <= 0) {  /* not an int: do it the Python way */
+        if (r < 0) return -1;
+        PyObject *v = fget(obj, f);
+        if (v == NULL) return -1;
+        PyObject *d = PyLong_FromLongLong(delta);
+        PyObject *s = d ? PyNumber_Add(v, d) : NULL;
+        Py_DECREF(v);
+        Py_XDECREF(d);
+        if (s == NULL) return -1;
+        r = fset(obj, f, s);
+        Py_DECREF(s);
+        return r;
+    }
+    return set_ll(obj, f, cur + delta);
+}
+
+/* Truth of an attribute: 1/0, -1 error. */
+static int attr_true(PyObject *obj, int f) {
+    PyObject *v = fget(obj, f);
+    if (v == NULL) return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* The slot offsets of *type* for the fields owned by *owner* (0 where it is not a plain slot). */
+static int learn_slots(PyTypeObject *type, int owner) {
+    for (int i = 0; i < F_COUNT; i++) {
+        if (fields[i].owner != owner) continue;
+        fields[i].offset = 0;
+        PyObject *d = PyObject_GetAttr((PyObject *)type, fields[i].name);
+        if (d == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) fields[i].offset = m->offset;
+        }
+        Py_DECREF(d);
+    }
+    Py_XSETREF(owner_type[owner], (PyTypeObject *)Py_NewRef(type));
+    return 0;
+}
+
+/* The connected socket's fd when leg.transmit is that socket's bound send(), else -1 (Python path). */
+static int send_fd(PyObject *leg, int *fd) {
+    PyObject *tx = fget(leg, F_TRANSMIT);
+    if (tx == NULL) return -1;
+    *fd = -1;
+    if (PyCFunction_Check(tx) && strcmp(((PyCFunctionObject *)tx)->m_ml->ml_name, "send") == 0) {
+        PyObject *self = PyCFunction_GET_SELF(tx);
+        if (self != NULL && sock_type != NULL && PyObject_TypeCheck(self, (PyTypeObject *)sock_type)) {
+            int f = PyObject_AsFileDescriptor(self);
+            if (f < 0) {
+                PyErr_Clear();  /* a closed socket: Python's send raises OSError -> send_errors */
+                f = -1;
+            }
+            *fd = f;
+            Py_DECREF(tx);
+            return f >= 0 ? 1 : 0;
+        }
+    }
+    Py_DECREF(tx);
+    return 0;
+}
+
+static void pack_header(unsigned char *h, int b1, unsigned seq, unsigned long ts, unsigned long ssrc) {
+    h[0] = 0x80;
+    h[1] = (unsigned char)b1;
+    h[2] = (unsigned char)(seq >> 8);
+    h[3] = (unsigned char)seq;
+    h[4] = (unsigned char)(ts >> 24);
+    h[5] = (unsigned char)(ts >> 16);
+    h[6] = (unsigned char)(ts >> 8);
+    h[7] = (unsigned char)ts;
+    h[8] = (unsigned char)(ssrc >> 24);
+    h[9] = (unsigned char)(ssrc >> 16);
+    h[10] = (unsigned char)(ssrc >> 8);
+    h[11] = (unsigned char)ssrc;
+}
+
+/* One datagram: header + payload, one syscall.  0 sent, else errno. */
+static int send_rtp(int fd, const unsigned char *hdr, const char *payload, Py_ssize_t len) {
+    ssize_t r;
+    if (len <= STACK_PAYLOAD) {
+        unsigned char buf[HDR + STACK_PAYLOAD];
+        memcpy(buf, hdr, HDR);
+        memcpy(buf + HDR, payload, (size_t)len);
+        do {
+            r = send(fd, buf, (size_t)(HDR + len), 0);
+        } while (r < 0 && errno == EINTR);
+    } else {
+        struct iovec iov[2] = {{(void *)hdr, HDR}, {(void *)payload, (size_t)len}};
+        struct msghdr msg;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = iov;
+        msg.msg_iovlen = 2;
+        do {
+            r = sendmsg(fd, &msg, 0);
+        } while (r < 0 && errno == EINTR);
+    }
+    return r < 0 ? errno : 0;
+}
+
+/*
+ * LegDriver.tick's simple cases for one driver.  Returns 1 done here, 0 not simple (call the
+ * Python tick; nothing was changed), -1 a Python error (nothing was sent).
+ * Mirrors, in order:
+ *   pb = player.fast; if pb is not None and pb.offset + n < pb.end: slice
+ *   elif current/queue/overlays/_call_audio: Python (the slow path)
+ *   else: silence (send_silence) or leg.skip(n)
+ */
+static int fast_tick(PyObject *driver) {
+    int result = -1;
+    PyObject *leg = NULL, *player = NULL, *pb = NULL, *data = NULL;
+    Py_buffer view;
+    int have_view = 0;
+    long long n, seq, ts, ssrc, pt, off = 0, end = 0;
+    int r, mode;  /* 1 play, 2 silence */
+
+    if ((r = get_ll(driver, F_SAMPLES, &n)) <= 0) return r;
+    if (!(leg = fget(driver, F_LEG))) return -1;
+    if (!(player = fget(driver, F_PLAYER))) goto done;
+    if ((r = get_ll(leg, F_SEQ, &seq)) <= 0) { result = r; goto done; }
+    if ((r = get_ll(leg, F_TIMESTAMP, &ts)) <= 0) { result = r; goto done; }
+    if (!(pb = fget(player, F_FAST))) goto done;
+    if (pb != Py_None) {
+        if ((r = get_ll(pb, F_OFFSET, &off)) <= 0) { result = r; goto done; }
+        if ((r = get_ll(pb, F_END, &end)) <= 0) { result = r; goto done; }
+        if (!(off + n < end)) { result = 0; goto done; }  /* a boundary: the player decides */
+        if (!(data = fget(pb, F_DATA))) goto done;
+        mode = 1;
+    } else {
+        PyObject *cur = fget(player, F_CURRENT);
+        if (cur == NULL) goto done;
+        int busy = cur != Py_None;
+        Py_DECREF(cur);
+        if (!busy && (busy = attr_true(player, F_QUEUE)) < 0) goto done;
+        if (!busy && (busy = attr_true(player, F_OVERLAYS)) < 0) goto done;
+        if (!busy && (busy = attr_true(driver, F_CALL_AUDIO)) < 0) goto done;
+        if (busy) { result = 0; goto done; }
+        if ((r = attr_true(driver, F_SEND_SILENCE)) < 0) goto done;
+        if (!r) {  /* leg.skip(n): time passes, the next packet starts a talkspurt */
+            if (set_ll(leg, F_TIMESTAMP, (ts + n) & 0xFFFFFFFFLL) < 0) goto done;
+            if (fset(leg, F_MARKER_NEXT, Py_True) < 0) goto done;
+            result = 1;
+            goto done;
+        }
+        if (!(data = fget(driver, F_SILENCE_PAYLOAD))) goto done;
+        off = 0;
+        mode = 2;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) { PyErr_Clear(); result = 0; goto done; }
+    have_view = 1;
+    if (mode == 1 && off + n > view.len) { result = 0; goto done; }  /* a short slice: Python's way */
+    if (off < 0 || n < 0) { result = 0; goto done; }
+
+    if ((r = get_ll(leg, F_SSRC, &ssrc)) <= 0) { result = r; goto done; }
+    if ((r = get_ll(leg, F_PAYLOAD_TYPE, &pt)) <= 0) { result = r; goto done; }
+    int marker = attr_true(leg, F_MARKER_NEXT);
+    if (marker < 0) goto done;
+    int b1 = marker ? (int)(pt | 0x80) : (int)pt;
+    if (b1 < 0 || b1 > 255 || ssrc < 0 || ssrc > 0xFFFFFFFFLL || seq < 0 || seq > 0xFFFF
+        || ts < 0 || ts > 0xFFFFFFFFLL) { result = 0; goto done; }  /* struct.pack would raise: Python's way */
+    int fd;
+    if ((r = send_fd(leg, &fd)) <= 0) { result = r; goto done; }
+
+    /* decided: from here on this leg is done in C */
+    const char *payload = (const char *)view.buf + off;
+    Py_ssize_t plen = mode == 1 ? (Py_ssize_t)n : view.len;
+    if (mode == 1) {
+        if (set_ll(pb, F_OFFSET, off + n) < 0 || add_ll(pb, F_SAMPLES_PLAYED, n) < 0
+            || set_ll(pb, F_LAST_SEQ, seq) < 0 || set_ll(pb, F_LAST_TS, ts) < 0) goto done;
+    }
+    if (marker && fset(leg, F_MARKER_NEXT, Py_False) < 0) goto done;
+    unsigned char hdr[HDR];
+    pack_header(hdr, b1, (unsigned)seq, (unsigned long)ts, (unsigned long)ssrc);
+    if (send_rtp(fd, hdr, payload, plen) == 0) {
+        if (add_ll(leg, F_PACKETS_SENT, 1) < 0 || add_ll(leg, F_BYTES_SENT, n) < 0) goto done;
+    } else {
+        if (add_ll(leg, F_SEND_ERRORS, 1) < 0) goto done;
+    }
+    if (set_ll(leg, F_SEQ, (seq + 1) & 0xFFFF) < 0) goto done;
+    if (set_ll(leg, F_TIMESTAMP, (ts + n) & 0xFFFFFFFFLL) < 0) goto done;
+    if (mode == 1) n_fast++; else n_silence++;
+    result = 1;
+done:
+    if (have_view) PyBuffer_Release(&view);
+    Py_XDECREF(data);
+    Py_XDECREF(pb);
+    Py_XDECREF(player);
+    Py_XDECREF(leg);
+    return result;
+}
+
+static int add_failure(PyObject **failed, PyObject *tick) {
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (exc != NULL && tb != NULL) PyException_SetTraceback(exc, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    if (*failed == NULL && !(*failed = PyList_New(0))) { Py_XDECREF(exc); return -1; }
+    PyObject *pair = PyTuple_Pack(2, tick, exc ? exc : Py_None);
+    Py_XDECREF(exc);
+    if (pair == NULL) return -1;
+    int r = PyList_Append(*failed, pair);
+    Py_DECREF(pair);
+    return r;
+}
+
+static PyObject *run_group(PyObject *module, PyObject *ticks) {
+    if (!PyTuple_Check(ticks)) {
+        PyErr_SetString(PyExc_TypeError, "run_group expects a tuple of callables");
+        return NULL;
+    }
+    PyObject *failed = NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(ticks);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *tick = PyTuple_GET_ITEM(ticks, i);
+        if (tick_func != NULL && PyMethod_Check(tick) && PyMethod_GET_FUNCTION(tick) == tick_func) {
+            int r = fast_tick(PyMethod_GET_SELF(tick));
+            if (r == 1) continue;
+            if (r < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) goto fail;  /* KeyboardInterrupt etc. */
+                if (add_failure(&failed, tick) < 0) goto fail;
+                continue;
+            }
+        }
+        n_python++;
+        PyObject *res = PyObject_CallNoArgs(tick);
+        if (res != NULL) {
+            Py_DECREF(res);
+        } else {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) goto fail;
+            if (add_failure(&failed, tick) < 0) goto fail;
+        }
+    }
+    if (failed == NULL) Py_RETURN_NONE;
+    return failed;
+fail:
+    Py_XDECREF(failed);
+    return NULL;
+}
+
+static PyObject *do_register(PyObject *module, PyObject *args) {
+    PyObject *fn, *st, *dt, *lt;
+    if (!PyArg_ParseTuple(args, "OOOO:register", &fn, &st, &dt, &lt)) return NULL;
+    if (!PyFunction_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "register: the tick must be a plain Python function");
+        return NULL;
+    }
+    if (!PyType_Check(st) || !PyType_Check(dt) || !PyType_Check(lt)) {
+        PyErr_SetString(PyExc_TypeError, "register: socket, driver and leg classes must be types");
+        return NULL;
+    }
+    learn_slots((PyTypeObject *)dt, 1);
+    learn_slots((PyTypeObject *)lt, 2);
+    Py_XSETREF(tick_func, Py_NewRef(fn));
+    Py_XSETREF(sock_type, Py_NewRef(st));
+    Py_RETURN_NONE;
+}
+
+static PyObject *slot_offsets(PyObject *module, PyObject *unused) {
+    PyObject *d = PyDict_New();
+    for (int i = 0; d != NULL && i < F_COUNT; i++) {
+        if (fields[i].owner == 0) continue;
+        PyObject *v = PyLong_FromSsize_t(fields[i].offset);
+        if (v == NULL || PyDict_SetItemString(d, fields[i].text, v) < 0) Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+static PyObject *do_unregister(PyObject *module, PyObject *unused) {
+    Py_CLEAR(tick_func);
+    Py_RETURN_NONE;
+}
+
+static PyObject *counters(PyObject *module, PyObject *unused) {
+    return Py_BuildValue("{sKsKsK}", "fast", n_fast, "silence", n_silence, "python", n_python);
+}
+
+static PyObject *send_packet(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "send_packet(fd, b1, seq, ts, ssrc, data, off, n)");
+        return NULL;
+    }
+    long long v[5], off, n;
+    for (int i = 0; i < 5; i++) {
+        v[i] = PyLong_AsLongLong(args[i]);
+        if (v[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    off = PyLong_AsLongLong(args[6]);
+    if (off == -1 && PyErr_Occurred()) return NULL;
+    n = PyLong_AsLongLong(args[7]);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (v[1] < 0 || v[1] > 255 || v[2] < 0 || v[2] > 0xFFFF || v[3] < 0 || v[3] > 0xFFFFFFFFLL || v[4] < 0
+        || v[4] > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "send_packet: header field out of range");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[5], &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (off < 0 || n < 0 || off > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "send_packet: slice out of range");
+        return NULL;
+    }
+    if (off + n > view.len) n = view.len - off;  /* like a Python slice */
+    unsigned char hdr[HDR];
+    pack_header(hdr, (int)v[1], (unsigned)v[2], (unsigned long)v[3], (unsigned long)v[4]);
+    int err = send_rtp((int)v[0], hdr, (const char *)view.buf + off, (Py_ssize_t)n);
+    PyBuffer_Release(&view);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"run_group", (PyCFunction)run_group, METH_O,
+     "run_group(ticks) -> failed | None: call every tick; registered LegDriver ticks in the simple state run in C."},
+    {"register", (PyCFunction)do_register, METH_VARARGS,
+     "register(tick_function, socket_type): which function is LegDriver.tick and the sending socket's class."},
+    {"slot_offsets", (PyCFunction)slot_offsets, METH_NOARGS,
+     "slot_offsets() -> {name: offset}: which LegDriver/RtpLeg attributes are read as slots (0: getattr)."},
+    {"unregister", (PyCFunction)do_unregister, METH_NOARGS, "unregister(): every tick goes through Python."},
+    {"counters", (PyCFunction)counters, METH_NOARGS,
+     "counters() -> {'fast', 'silence', 'python'}: packets sent in C, and ticks handed to Python."},
+    {"send_packet", (PyCFunction)(void (*)(void))send_packet, METH_FASTCALL,
+     "send_packet(fd, b1, seq, ts, ssrc, data, off, n): one RTP packet (header + data[off:off+n]); OSError on failure."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_fastsend", "LegDriver.tick's common case in C (see mediasrv/rtp/fastpath.py).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastsend(void) {
+    if (intern_all() < 0) return NULL;
+    return PyModule_Create(&moduledef);
+}
