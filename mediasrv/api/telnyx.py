@@ -228,7 +228,9 @@ HANGUP_CAUSES = {
 
 
 class TelnyxDialect:
-    def __init__(self, server: Server, api_key: str | None, webhook_url: str | None, signer: Ed25519Signer) -> None:
+    def __init__(
+        self, server: Server, api_key: str | None, webhook_url: str | None, signer: Ed25519Signer | None
+    ) -> None:
         self.server = server
         self.api_key = api_key
         self.webhook_url = webhook_url
@@ -403,6 +405,7 @@ class TelnyxDialect:
         return ok()
 
     async def public_key(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        assert self.signer is not None  # authorized implies enabled, which made the key
         return web.json_response({"data": {"public_key": self.signer.public_key_b64}})
 
     async def not_found(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -421,8 +424,9 @@ class TelnyxDialect:
     def render(self, event: Event) -> Delivery | None:
         """An internal event → a signed Telnyx webhook (or None: not a Telnyx event / nowhere to send)."""
         event_type = self.EVENT_TYPES.get(event.type)
-        if event_type is None or not self.api_key:
+        if event_type is None or not self.api_key or self.signer is None:
             return None
+        signer = self.signer
         url = self._call_webhook.get(event.call_id) or self.webhook_url
         if event.type == "call.hangup":
             with contextlib.suppress(RuntimeError):  # no loop: nothing to schedule, nothing to forget
@@ -445,7 +449,7 @@ class TelnyxDialect:
 
         def build(attempt: int) -> tuple[bytes, dict[str, str]]:
             body = json.dumps({"data": data, "meta": {"attempt": attempt, "delivered_to": url}}).encode()
-            return body, {"Content-Type": "application/json", **self.signer.telnyx_headers(body)}
+            return body, {"Content-Type": "application/json", **signer.telnyx_headers(body)}
 
         return Delivery(url=url, build=build, key=event.call_id, label=event_type)
 
@@ -578,7 +582,8 @@ OPENAPI_DIALECT: dict[str, Any] = {
 def setup(app: web.Application, server: Server) -> None:
     """Serve ``/v2`` and deliver Telnyx webhooks; without ``telnyx_api_key`` everything answers 401."""
     settings = server.settings
-    signer = Ed25519Signer.load_or_create(settings.data_dir)
+    # the key pair is made only for an enabled dialect: a disabled one never touches the data dir
+    signer = Ed25519Signer.load_or_create(settings.data_dir) if settings.telnyx_api_key else None
     webhook_url = settings.telnyx_webhook_url or settings.webhook_url
     dialect = TelnyxDialect(server, settings.telnyx_api_key, webhook_url, signer)
     app[TELNYX_KEY] = dialect
@@ -587,7 +592,7 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("Telnyx dialect disabled (no MEDIASRV_TELNYX_API_KEY): /v2 answers 401")
     else:
         log.info("Telnyx dialect on /v2; webhooks to %s, public key %s", webhook_url or "(none)",
-                 signer.public_key_b64)
+                 signer.public_key_b64 if signer else "?")
     server.events.add_sink(WebhookSink(dialect.render, name="telnyx-webhook"))
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"

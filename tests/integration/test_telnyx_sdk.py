@@ -263,9 +263,9 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
         assert failed[2].media_name == "not-stored.wav" and failed[2].media_url is None
 
         # a replayed command_id: the original result, no second playback
-        for _ in range(3):
-            res = await asyncio.to_thread(actions.start_playback, cid, audio_url=url, command_id="once")
-            assert res.data.result == "ok"
+        results = await asyncio.gather(*(asyncio.to_thread(actions.start_playback, cid, audio_url=url,
+                                                            command_id="once") for _ in range(3)))
+        assert [res.data.result for res in results] == ["ok"] * 3  # sent at once: still one playback
         await hooks.wait_for(lambda e: e.data.event_type == "call.playback.started")
         current, queued = r.server.media.playbacks_for(cid)
         assert current is not None and queued == []
@@ -304,7 +304,6 @@ async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: S
         assert info.value.body["errors"][0]["code"] == "10009"
         with pytest.raises(telnyx.AuthenticationError):
             await public_key(client)
-        key = r.server.app[TELNYX_KEY].signer.public_key_b64
         spec = await asyncio.to_thread(client.get, f"{r.http}/openapi.json", cast_to=object)
         routes = {(x["method"], x["path"]) for d in spec["x-dialects"].values() for x in d["routes"]}
         for action in ("playback_start", "playback_stop", "answer", "hangup", "bridge"):
@@ -314,9 +313,17 @@ async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: S
         assert ("POST", "/v1/Account/{auth_id}/Call/{call_uuid}/Play/") in routes
     finally:
         await r.server.stop()
+    assert not (r.data_dir / "keys").exists(), "a disabled dialect makes no key"
+    # `mediasrv keys` makes the pair once; the server then signs with it and serves the same key
     out = subprocess.run([sys.executable, "-m", "mediasrv", "keys", "--data-dir", str(r.data_dir)],
                          capture_output=True, text=True, timeout=30, cwd=REPO, check=True).stdout
-    assert out.strip().splitlines()[-1] == key and len(base64.b64decode(key)) == 32
+    key = out.strip().splitlines()[-1]
+    assert len(base64.b64decode(key)) == 32
+    r2, client2 = await telnyx_server(tmp_path, hooks)
+    try:
+        assert await public_key(client2) == key == r2.server.app[TELNYX_KEY].signer.public_key_b64
+    finally:
+        await r2.server.stop()
 
 
 def readme_block(section: str, index: int = 0) -> str:

@@ -1,101 +1,84 @@
-"""The pure parts of the ACS and Bandwidth dialects: HMAC checks, identities, BXML parsing."""
-
-from __future__ import annotations
+"""Telnyx and Plivo request bodies → the internal PlayRequest, and every refusal with its code and field."""
 
 import base64
-import hashlib
-import hmac
-from email.utils import formatdate
 
 import pytest
 
-from mediasrv.api.acs import matches, parse_identifier, sdk_signed_path, verify_hmac
-from mediasrv.api.bandwidth import (
-    MAX_BXML_BYTES,
-    BandwidthError,
-    Pause,
-    Play,
-    Redirect,
-    Unsupported,
-    parse_bxml,
-)
-from mediasrv.calls import Call, Direction
+from mediasrv.api.plivo import PlivoError, parse_play
+from mediasrv.api.telnyx import TelnyxError, parse_loop, parse_playback_start, playback_status
 
-KEY = base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-NOW = 1_800_000_000.0
+URL = "http://127.0.0.1/a.wav"
 
 
-def signed(method: str, path: str, body: bytes, key: str = KEY, when: float = NOW, host: str = "h:1") -> dict[str, str]:
-    date = formatdate(when, usegmt=True)
-    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
-    sts = f"{method}\n{path}\n{date};{host};{digest}"
-    sig = base64.b64encode(hmac.new(base64.b64decode(key), sts.encode(), hashlib.sha256).digest()).decode()
-    return {"x-ms-date": date, "x-ms-content-sha256": digest, "Host": host,
-            "Authorization": f"HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature={sig}"}
+def telnyx_refusal(body: dict) -> tuple[int, str, str | None]:
+    with pytest.raises(TelnyxError) as info:
+        parse_playback_start(body)
+    return info.value.status, info.value.code, info.value.pointer
 
 
-def test_hmac_accepts_the_recipe_and_refuses_every_change():
-    path, body = "/calling/callConnections/v3%3Aa%3Ab:play?api-version=2026-03-12", b'{"playSources":[]}'
-    h = signed("POST", path, body)
-    assert verify_hmac("POST", path, h, body, KEY, now=NOW) is None
-    assert verify_hmac("POST", path, h, body, KEY, now=NOW + 290) is None  # inside the skew limit
-    assert verify_hmac("POST", path, h, body, KEY, now=NOW + 301) == "x-ms-date outside the allowed clock skew"
-    assert verify_hmac("POST", path, h, body + b" ", KEY, now=NOW) == "x-ms-content-sha256 does not match the body"
-    assert verify_hmac("PUT", path, h, body, KEY, now=NOW) == "signature mismatch"
-    assert verify_hmac("POST", path.replace("2026", "2025"), h, body, KEY, now=NOW) == "signature mismatch"
-    other = base64.b64encode(b"another key").decode()
-    assert verify_hmac("POST", path, h, body, other, now=NOW) == "signature mismatch"
-    assert verify_hmac("POST", path, {**h, "Host": "evil:1"}, body, KEY, now=NOW) == "signature mismatch"
-    assert verify_hmac("POST", path, {**h, "Authorization": "Bearer x"}, body, KEY, now=NOW) is not None
-    assert verify_hmac("POST", path, {**h, "x-ms-date": "yesterday"}, body, KEY, now=NOW) is not None
+def test_telnyx_full_body_maps_onto_the_play_request():
+    wav = base64.b64encode(b"RIFF....WAVEfmt ").decode()
+    play, info = parse_playback_start({
+        "playback_content": wav, "audio_type": "wav", "loop": "infinity", "overlay": True, "stop": "current",
+        "target_legs": "self", "cache_audio": False, "client_state": "aGk=", "command_id": "c-1"})
+    [spec] = play.sources
+    assert spec.content == b"RIFF....WAVEfmt " and spec.audio_type == "wav"
+    assert (play.loop, play.overlay, play.stop, play.target, play.command_id) == (None, True, "current", "self", "c-1")
+    assert (info.client_state, info.media_url, info.overlay) == ("aGk=", None, True)
+    play, _ = parse_playback_start({"audio_url": URL, "target_legs": "both"})
+    assert (play.sources[0].url, play.sources[0].cache, play.loop, play.target) == (URL, True, 1, "both")
+    play, info = parse_playback_start({"media_name": "greeting.wav", "loop": "7"})
+    assert (play.sources[0].media, play.loop, info.media_name) == ("greeting.wav", 7, "greeting.wav")
 
 
-def test_sdk_signed_path_quotes_the_id_like_the_sdk():
-    raw = "/calling/callConnections/v3:a:b:play?api-version=1"
-    assert sdk_signed_path("callConnections/v3:a:b:play", raw) == "/calling/callConnections/v3%3Aa%3Ab:play?api-version=1"
-    assert sdk_signed_path("callConnections/v3:a:b/:playAudio", "/x?q=1") == (
-        "/calling/callConnections/v3%3Aa%3Ab/:playAudio?q=1")
-    assert sdk_signed_path("other", raw) is None
-
-
-def test_identities_match_the_remote_sip_user():
-    inbound = Call(Direction.INBOUND, "sip:+14255550123@10.0.0.1;user=phone", "sip:ivr@mediasrv", "c1")
-    outbound = Call(Direction.OUTBOUND, "sip:mediasrv@host", "sip:8%3Aacs%3Auser-1@host", "c2")
-    phone = parse_identifier({"rawId": "4:+14255550123", "phoneNumber": {"value": "+14255550123"}}, "playTo[0]")
-    user = parse_identifier({"rawId": "8:acs:user-1", "communicationUser": {"id": "8:acs:user-1"}}, "playTo[1]")
-    assert phone == ("phone", "+14255550123") and user == ("user", "8:acs:user-1")
-    assert matches(phone, inbound) and not matches(phone, outbound)
-    assert matches(user, outbound) and not matches(user, inbound)
-    assert parse_identifier({"rawId": "4:+1555"}, "x") == ("phone", "+1555")
-    with pytest.raises(Exception, match="only phoneNumber and communicationUser"):
-        parse_identifier({"microsoftTeamsUser": {"userId": "x"}}, "playTo[0]")
-
-
-def test_bxml_verbs_and_relative_urls():
-    doc = (b'<Response><PlayAudio username="u" password="p">a.wav</PlayAudio><Pause duration="1.5"/>'
-           b'<Redirect redirectUrl="/next" redirectMethod="get" tag="t"/><SpeakSentence>hi</SpeakSentence>'
-           b"<Hangup/></Response>")
-    verbs = parse_bxml(doc, "Response", base_url="https://app.example/bxml/answer")
-    assert verbs[0] == Play("https://app.example/bxml/a.wav", "u", "p")
-    assert verbs[1] == Pause(1.5)
-    assert verbs[2] == Redirect("https://app.example/next", "GET", None, None, "t")
-    assert verbs[3] == Unsupported("SpeakSentence")
-    assert type(verbs[4]).__name__ == "Hangup"
-
-
-@pytest.mark.parametrize("doc, why", [
-    (b"<Response/>", "root element must be <Bxml>"),
-    (b"<Bxml><PlayAudio>a.wav</PlayAudio></Bxml>", "not an absolute http"),
-    (b"<Bxml><PlayAudio>file:///etc/passwd</PlayAudio></Bxml>", "not an absolute http"),
-    (b'<Bxml><Pause duration="x"/></Bxml>', "duration"),
-    (b'<Bxml><Redirect redirectUrl="http://a/b" redirectMethod="PUT"/></Bxml>', "redirectMethod"),
-    (b"<Bxml><PlayAudio>", "not well-formed"),
-    (b'<!DOCTYPE a [<!ENTITY x "y">]><Bxml>&x;</Bxml>', "not allowed"),
-    (b'<!DOCTYPE a [<!ENTITY x SYSTEM "http://127.0.0.1/x">]><Bxml>&x;</Bxml>', "not allowed"),
-    (b'<!DOCTYPE Bxml SYSTEM "http://127.0.0.1/bxml.dtd"><Bxml/>', "not allowed"),
-    (b"<Bxml>" + b" " * MAX_BXML_BYTES + b"</Bxml>", "larger than"),
+@pytest.mark.parametrize(("body", "expected"), [
+    ({}, (422, "10004", "/audio_url")),
+    ({"audio_url": URL, "media_name": "x"}, (422, "10015", "/media_name")),
+    ({"audio_url": "ftp://x/a.wav"}, (422, "10003", "/audio_url")),
+    ({"audio_url": URL, "loop": 101}, (422, "10033", "/loop")),
+    ({"audio_url": URL, "loop": 0}, (422, "10033", "/loop")),
+    ({"audio_url": URL, "loop": True}, (422, "10032", "/loop")),
+    ({"audio_url": URL, "loop": 2.5}, (422, "10032", "/loop")),
+    ({"audio_url": URL, "audio_type": "ogg"}, (422, "10032", "/audio_type")),
+    ({"audio_url": URL, "stop": "some"}, (422, "10032", "/stop")),
+    ({"audio_url": URL, "target_legs": "sideways"}, (422, "10032", "/target_legs")),
+    ({"audio_url": URL, "overlay": True, "target_legs": "both"}, (422, "10032", "/target_legs")),
+    ({"audio_url": URL, "overlay": "yes"}, (400, "10015", "/overlay")),
+    ({"audio_url": URL, "client_state": "not base64!"}, (400, "10015", "/client_state")),
+    ({"playback_content": "%%%"}, (422, "10015", "/playback_content")),
+    ({"media_name": ""}, (422, "10015", "/media_name")),
+    ({"audio_url": 42}, (400, "10015", "/audio_url")),
 ])
-def test_bxml_refusals(doc, why):
-    with pytest.raises(BandwidthError, match=why) as info:
-        parse_bxml(doc, "Bxml")
-    assert info.value.status == 400 and info.value.type == "validation"
+def test_telnyx_refusals_name_code_and_field(body, expected):
+    assert telnyx_refusal(body) == expected
+
+
+def test_telnyx_loop_and_status_mapping():
+    assert [parse_loop(v) for v in (None, 1, 100, "infinity", "INFINITY", " 5 ")] == [1, 1, 100, None, None, 5]
+    assert playback_status({"status": "completed"}) == {"status": "completed", "status_detail": None}
+    assert playback_status({"status": "stopped", "stopped_by": "api"})["status"] == "cancelled"
+    assert playback_status({"status": "call_hangup"})["status"] == "call_hangup"
+    nf = playback_status({"status": "failed", "reason": "http_404", "message": "HTTP 404"})
+    assert nf == {"status": "file_not_found", "status_detail": "HTTP 404"}
+    assert playback_status({"status": "failed", "reason": "not_audio", "message": "text/html"})["status"] == "failed"
+
+
+def test_plivo_body_maps_onto_the_play_request():
+    play, urls = parse_play({"urls": f"{URL}, http://127.0.0.1/b.wav", "length": "30", "legs": "both",
+                             "loop": "true", "mix": False})
+    assert urls == [URL, "http://127.0.0.1/b.wav"] and [s.url for s in play.sources] == urls
+    assert (play.length_s, play.target, play.loop, play.mix) == (30.0, "both", None, False)
+    play, _ = parse_play({"urls": [URL]})
+    assert (play.target, play.loop, play.mix, play.length_s) == ("self", 1, True, None)
+    play, _ = parse_play({"urls": URL, "legs": "bleg"})
+    assert play.target == "opposite"
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"urls": ""}, {"urls": ["ftp://x"]}, {"urls": 5}, {"urls": URL, "legs": "cleg"},
+    {"urls": URL, "length": 0}, {"urls": URL, "length": True}, {"urls": URL, "loop": "maybe"},
+])
+def test_plivo_refusals_are_400(body):
+    with pytest.raises(PlivoError) as info:
+        parse_play(body)
+    assert info.value.status == 400 and info.value.error
