@@ -28,6 +28,7 @@ from aiohttp import web
 from ..calls import Call, CallState, Direction
 from ..events import Delivery, Event, WebhookSettings, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from .openapi import OPENAPI
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -451,11 +452,27 @@ class AcsDialect:
 
 ACS_KEY: web.AppKey[AcsDialect] = web.AppKey("acs")
 
+# Listed in /openapi.json under "x-dialects": each route and the native resource it maps onto.
+_CONN = "/calling/callConnections/{call_connection_id}"
+OPENAPI_DIALECT: dict[str, Any] = {
+    "auth": "HMAC-SHA256 with MEDIASRV_ACS_ACCESS_KEY over the raw path+query, x-ms-date (5 min skew) and body hash",
+    "errors": '{"error": {"code", "message"}}',
+    "webhooks": "CloudEvents 1.0 arrays (PlayStarted, PlayCompleted, PlayFailed, PlayCanceled) to "
+                "operationCallbackUri or MEDIASRV_ACS_CALLBACK_URL",
+    "routes": [
+        {"method": "POST", "path": _CONN + ":play", "maps_to": "POST /v1/calls/{call_id}/playbacks (target list)"},
+        {"method": "POST", "path": _CONN + ":cancelAllMediaOperations",
+         "maps_to": "DELETE /v1/calls/{call_id}/playbacks?stop=all"},
+        {"method": "POST", "path": _CONN + "/:playAudio", "maps_to": "POST /v1/calls/{call_id}/playbacks"},
+    ],
+}
+
 
 def setup(app: web.Application, server: Server) -> None:
     """Serve ``/calling/...`` (everything under it, so unknown paths get ACS's 401/404 too)."""
     dialect = AcsDialect(server)
     app[ACS_KEY] = dialect
+    OPENAPI.setdefault("x-dialects", {})["acs"] = OPENAPI_DIALECT
     if not dialect.key:
         log.info("ACS dialect disabled: set MEDIASRV_ACS_ACCESS_KEY to enable it")
     server.events.add_listener(dialect.on_event)

@@ -35,6 +35,7 @@ from ..calls import Call, CallState, Direction
 from ..events import Event
 from ..media.fetch import AddressPolicy, CheckingResolver, ForbiddenAddress
 from ..media.player import PlayRequest, SourceSpec
+from .openapi import OPENAPI
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -516,10 +517,25 @@ class BandwidthDialect:
 
 BANDWIDTH_KEY: web.AppKey[BandwidthDialect] = web.AppKey("bandwidth")
 
+# Listed in /openapi.json under "x-dialects": each route and the native resource it maps onto.
+_CALL = "/api/v2/accounts/{account_id}/calls/{call_id}"
+OPENAPI_DIALECT: dict[str, Any] = {
+    "auth": "HTTP Basic MEDIASRV_BANDWIDTH_USERNAME:PASSWORD, or Bearer from POST /api/v2/oauth2/token",
+    "errors": '{"type", "description", "id"}',
+    "webhooks": "initiate/answer callbacks to MEDIASRV_BANDWIDTH_ANSWER_URL; the returned BXML is executed",
+    "routes": [
+        {"method": "PUT", "path": _CALL + "/bxml",
+         "maps_to": "BXML verbs: PlayAudio -> POST /v1/calls/{call_id}/playbacks, Hangup -> DELETE /v1/calls/{call_id}"},
+        {"method": "POST", "path": _CALL, "maps_to": "redirectUrl -> fetch BXML; state=completed -> DELETE /v1/calls/{call_id}"},
+        {"method": "POST", "path": "/api/v2/oauth2/token", "maps_to": "client-credentials token for Bearer auth"},
+    ],
+}
+
 
 def setup(app: web.Application, server: Server) -> None:
     dialect = BandwidthDialect(server)
     app[BANDWIDTH_KEY] = dialect
+    OPENAPI.setdefault("x-dialects", {})["bandwidth"] = OPENAPI_DIALECT
     if not dialect.enabled:
         log.info("Bandwidth dialect disabled: set MEDIASRV_BANDWIDTH_USERNAME and MEDIASRV_BANDWIDTH_PASSWORD")
     server.registry.subscribe(dialect.on_call)

@@ -150,6 +150,8 @@ OPENAPI: dict[str, Any] = {
         },
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        "/openapi.json": {"get": {"summary": "This document; vendor dialect routes are listed under x-dialects",
+                                  "security": [], "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -16,11 +16,10 @@ from mediacodecs.g711 import silence_byte
 from ..calls import Call
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
-from .cache import cache_key
 from .clock import MediaClock, Scheduled, Tickable
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
-from .source import Media, MediaLoader, SourceError
+from .source import Media, MediaLoader
 
 log = logging.getLogger("mediasrv.media")
 
@@ -305,36 +304,12 @@ class MediaPlane:
         A cached prompt then starts at the leg's very next tick, instead of after the loader's
         task (and, for stored media, its stat in the executor) has had its turn on the loop.
         """
-        media = self._in_memory(spec)
+        media = self.loader.ready_media(spec)  # a cached prompt starts at the very next tick
         if media is None:
             return self.loader.load_source(spec)
         fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
         fut.set_result(media)
         return fut
-
-    def _in_memory(self, spec: SourceSpec) -> Media | None:
-        """The loader's in-memory decoded copy of *spec*, looked up the way the loader keys it."""
-        loader = self.loader
-        try:
-            if spec.media is not None:
-                mtime, size = loader.store.version(spec.media)  # one stat: a changed file is a miss
-                media = loader.cache.media(f"media:{spec.media}:{mtime}:{size}")
-            elif spec.url is not None and spec.cache is not False:
-                key = cache_key(spec.url, spec.cache_id)
-                entry = loader.cache.get(key)
-                if entry is None or not entry.fresh(time.time()):
-                    return None  # absent or stale: the loader fetches or revalidates
-                media = loader.cache.media(key)
-                if media is not None:
-                    entry.hits += 1
-            else:
-                return None
-        except (SourceError, OSError, AttributeError):
-            return None  # a bad name or a missing file: the loader reports it, as a failed playback
-        if media is None or not media.complete:
-            return None
-        loader.stats["cache_hits"] += 1
-        return media
 
     def stop_playback(self, playback_id: str, by: str = "api") -> bool:
         """Stop this playback; False (a no-op) when it already ended, never applied to another one."""

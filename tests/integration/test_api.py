@@ -77,6 +77,11 @@ async def test_call_resource_and_errors(running: Running):
             async with s.get(f"{r.http}/openapi.json") as resp:
                 spec = await resp.json()
             assert spec["openapi"].startswith("3.") and "/v1/calls/{call_id}/playbacks" in spec["paths"]
+            assert set(spec["x-dialects"]) == {"telnyx", "plivo", "acs", "bandwidth"}
+            for dialect in spec["x-dialects"].values():  # every listed route is served
+                for route in dialect["routes"]:
+                    assert any(getattr(res, "canonical", "") == route["path"] or route["path"].startswith("/calling/")
+                               for res in r.server.app.router.resources()), route
             async with s.get(f"{r.http}/healthz") as resp:
                 assert (await resp.json())["status"] == "ok"
     finally:
