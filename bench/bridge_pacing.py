@@ -12,10 +12,11 @@ exactly as bench/pacing.py does (it reuses pacing.py's receiver, C sender, UAC a
     receiver keeps that port), so each leg's jitter buffer fills, the mixer pops it once per
     20 ms and the other leg of the pair encodes and sends it.  This server sends silence when a
     leg's peer has nothing to play (the server's default), so the receiver measures the clock's
-    pacing; jitter-buffer underruns are reported from the legs' own counters.  With
-    --bridged-no-silence a leg sends only when it has call audio, and an underrun shows at the
-    receiver as a missing packet (tserr, deliv%).
-The raw talker needs root (CAP_NET_RAW).
+    pacing; jitter-buffer underruns are reported from the legs' own counters;
+  - mediasrv bridged+play: the same pairs, and every leg also plays the looped prompt with
+    mix=true, so each packet is the prompt and the peer's audio summed and encoded once.
+With --bridged-no-silence a bridged leg sends only when it has call audio, and an underrun shows at
+the receiver as a missing packet (tserr, deliv%).  The raw talker needs root (CAP_NET_RAW).
 
     python bench/bridge_pacing.py --n 400 --seconds 20
     python bench/bridge_pacing.py --n 40 --seconds 5          # smoke run
@@ -138,7 +139,7 @@ async def jitter_summary(http: str) -> str:
 
 
 async def drive_talking(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int,
-                        talker_exe: Path, tmp: Path, setup_timeout: float, call_rate: float, play: bool,
+                        talker_exe: Path, tmp: Path, setup_timeout: float, call_rate: float, bridge: bool, play: bool,
                         notes: list[str]) -> tuple[int, dict, float, float]:
     ports = PortsByCall()
     uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n),
@@ -169,10 +170,10 @@ async def drive_talking(sip_port: int, http: str, n: int, seconds: float, rx: Re
             await asyncio.gather(*pending, return_exceptions=True)
         notes.append(f"{len(calls)}/{n} calls answered in {time.monotonic() - t0:.1f} s"
                      + (f"; {dict(failures)}" if failures else ""))
+        if bridge:
+            notes.append(f"{await bridge_pairs(http, setup_timeout)} pairs bridged (POST /v1/calls/{{a}}/bridge)")
         if play:
             notes.append(f"{await start_playbacks(http, setup_timeout)} playbacks started")
-        else:
-            notes.append(f"{await bridge_pairs(http, setup_timeout)} pairs bridged (POST /v1/calls/{{a}}/bridge)")
         pairs = tmp / "pairs.txt"
         pairs.write_text("".join(f"{ports.port_of[c.call_id]} {c.media.remote_addr[1]}\n"
                                  for c in calls if c.media and c.media.remote_addr))
@@ -185,7 +186,7 @@ async def drive_talking(sip_port: int, http: str, n: int, seconds: float, rx: Re
         cpu, steal = cpu_seconds(server_pid) - c0, steal_seconds(SERVER_CPU) - st0
         inbound = metric(http, "mediasrv_rtp_packets_received_total") - rx0
         stats = await asyncio.get_running_loop().run_in_executor(None, rx.result)
-        if not play:
+        if bridge:
             notes.append(await jitter_summary(http))
         notes.append(f"server received {inbound:.0f} RTP packets from the talker in the window "
                      f"({inbound / seconds / max(1, len(calls)):.1f}/s per leg)")
@@ -205,8 +206,10 @@ async def drive_talking(sip_port: int, http: str, n: int, seconds: float, rx: Re
 
 
 def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
-                call_rate: float, bridged: bool, silence: bool = False) -> Row:
-    """Every far end talks; *bridged*: legs in pairs hear each other, else each leg plays the prompt."""
+                call_rate: float, bridged: bool, silence: bool = False, play: bool | None = None) -> Row:
+    """Every far end talks; *bridged*: legs in pairs hear each other; *play* (default: not bridged): each
+    leg plays the looped prompt (bridged too: the prompt mixed over the call audio)."""
+    play = (not bridged) if play is None else play
     data = Path(tempfile.mkdtemp(prefix="mediasrv-bridge-"))
     (data / "media").mkdir()
     t = np.arange(10 * 8000) / 8000
@@ -231,7 +234,7 @@ def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, lo
         rx = Receiver(receiver_exe, n, seconds)
         legs, stats, cpu, steal = asyncio.run(asyncio.wait_for(
             drive_talking(sip_port, http, n, seconds, rx, server.pid, talker_exe, data, setup_timeout, call_rate,
-                          not bridged, notes), 2 * setup_timeout + seconds + 120))
+                          bridged, play, notes), 2 * setup_timeout + seconds + 120))
     finally:
         if rx is not None:
             rx.stop()
@@ -241,7 +244,7 @@ def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, lo
         if bad:
             notes.append(f"server log: {len(bad)} warning/error lines, first: {bad[0][:120]}")
         shutil.rmtree(data, ignore_errors=True)
-        name = "bridged" if bridged else "play+talk"
+        name = ("bridged+play" if play else "bridged") if bridged else "play+talk"
         NOTES.extend(f"  {name} {loop} N={n}: {note}" for note in notes)
     return Row(f"{name} {loop}", n, legs, stats, cpu, stats["window_s"] or seconds, steal, notes)
 
@@ -254,6 +257,9 @@ def main() -> int:
     ap.add_argument("--setup-timeout", type=float, default=120.0)
     ap.add_argument("--call-rate", type=float, default=200.0)
     ap.add_argument("--no-c", action="store_true", help="skip the C sender row")
+    ap.add_argument("--no-playback-row", action="store_true",
+                    help="skip the bridged+play row (bridged pairs, every leg also playing the looped prompt mixed "
+                         "over the call audio)")
     ap.add_argument("--bridged-no-silence", action="store_true",
                     help="bridged server with --no-silence: a jitter-buffer underrun then shows at the receiver as a "
                          "missing packet (tserr, deliv%%) instead of a silent one; p99 then mixes underruns with pacing")
@@ -299,14 +305,21 @@ def main() -> int:
         bridged = run_talking(receiver_exe, talker_exe, args.n, args.seconds, args.loop, args.setup_timeout,
                               args.call_rate, bridged=True, silence=not args.bridged_no_silence)
         print(fmt(bridged, c_row), flush=True)
+        rows = [bridged]
+        if not args.no_playback_row:
+            both = run_talking(receiver_exe, talker_exe, args.n, args.seconds, args.loop, args.setup_timeout,
+                               args.call_rate, bridged=True, silence=not args.bridged_no_silence, play=True)
+            print(fmt(both, c_row), flush=True)
+            rows.append(both)
         print()
-        for base in (play, talk):
-            per_leg = [r.cpu_pct / max(1, r.calls) for r in (base, bridged)]
-            print(f"bridged vs {base.sender}: CPU per leg {per_leg[1]:.3f} % vs {per_leg[0]:.3f} % "
-                  f"(x{per_leg[1] / per_leg[0]:.2f}); µs per sent packet {bridged.us_per_packet:.1f} vs "
-                  f"{base.us_per_packet:.1f} (x{bridged.us_per_packet / base.us_per_packet:.2f}); p99 deviation "
-                  f"{bridged.p99:.2f} ms vs {base.p99:.2f} ms (x{bridged.p99 / base.p99 if base.p99 else float('nan'):.2f})",
-                  flush=True)
+        for row in rows:
+            for base in (play, talk):
+                per_leg = [r.cpu_pct / max(1, r.calls) for r in (base, row)]
+                print(f"{row.sender.split()[0]} vs {base.sender}: CPU per leg {per_leg[1]:.3f} % vs {per_leg[0]:.3f} % "
+                      f"(x{per_leg[1] / per_leg[0]:.2f}); µs per sent packet {row.us_per_packet:.1f} vs "
+                      f"{base.us_per_packet:.1f} (x{row.us_per_packet / base.us_per_packet:.2f}); p99 deviation "
+                      f"{row.p99:.2f} ms vs {base.p99:.2f} ms "
+                      f"(x{row.p99 / base.p99 if base.p99 else float('nan'):.2f})", flush=True)
         if NOTES:
             print("notes:")
             print("\n".join(NOTES), flush=True)

@@ -264,6 +264,13 @@ OPENAPI: dict[str, Any] = {
                     "remote_rtp": {"type": ["string", "null"]},
                     "packets_sent": {"type": "integer"},
                     "packets_received": {"type": "integer"},
+                    "jitter_buffer": {
+                        "type": "object",
+                        "description": "Only while the call is in a bridge or room: how its inbound audio fared "
+                        "in its jitter buffer (pushed, played, late, duplicates, ignored, resets, underruns, "
+                        "skipped_samples, jitter and target in samples at 8 kHz, pops by the mixer)",
+                        "additionalProperties": {"type": "number"},
+                    },
                 },
             },
         },

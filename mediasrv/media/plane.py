@@ -14,9 +14,10 @@ from typing import Any
 from mediacodecs.g711 import silence_byte
 
 from ..calls import Call
+from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
-from .clock import MediaClock, Scheduled, Tickable
+from .clock import MediaClock, Scheduled, Tickable, run_each
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
 from .source import Media, MediaLoader
@@ -140,6 +141,8 @@ class MediaPlane:
         self._on_rtp_timeout = on_rtp_timeout
         self.ports = PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi)
         self.clock = MediaClock(use_timerfd=settings.use_timerfd)
+        # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
+        self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each)
         self.loader = MediaLoader(
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,

@@ -58,19 +58,19 @@ typedef struct {
 } Field;
 
 enum {
-    F_LEG, F_PLAYER, F_SAMPLES, F_SEND_SILENCE, F_SILENCE_PAYLOAD, F_CALL_AUDIO,
+    F_LEG, F_PLAYER, F_SAMPLES, F_SEND_SILENCE, F_SILENCE_PAYLOAD,
     F_SEQ, F_TIMESTAMP, F_SSRC, F_PAYLOAD_TYPE, F_MARKER_NEXT, F_TRANSMIT, F_PACKETS_SENT, F_BYTES_SENT,
     F_SEND_ERRORS,
-    F_FAST, F_CURRENT, F_QUEUE, F_OVERLAYS,
+    F_FAST, F_BUSY,
     F_OFFSET, F_END, F_DATA, F_SAMPLES_PLAYED, F_LAST_SEQ, F_LAST_TS,
     F_COUNT
 };
 
 static Field fields[F_COUNT] = {
-    {"leg", 1}, {"player", 1}, {"samples", 1}, {"send_silence", 1}, {"silence_payload", 1}, {"_call_audio", 1},
+    {"leg", 1}, {"player", 1}, {"samples", 1}, {"send_silence", 1}, {"silence_payload", 1},
     {"seq", 2}, {"timestamp", 2}, {"ssrc", 2}, {"payload_type", 2}, {"marker_next", 2}, {"transmit", 2},
     {"packets_sent", 2}, {"bytes_sent", 2}, {"send_errors", 2},
-    {"fast", 0}, {"current", 0}, {"queue", 0}, {"overlays", 0},
+    {"fast", 0}, {"busy", 0},
     {"offset", 0}, {"end", 0}, {"data", 0}, {"samples_played", 0}, {"last_seq", 0}, {"last_ts", 0},
 };
 
@@ -242,7 +242,7 @@ static int send_rtp(int fd, const unsigned char *hdr, const char *payload, Py_ss
  * Python tick; nothing was changed), -1 a Python error (nothing was sent).
  * Mirrors, in order:
  *   pb = player.fast; if pb is not None and pb.offset + n < pb.end: slice
- *   elif current/queue/overlays/_call_audio: Python (the slow path)
+ *   elif player.busy: Python (the slow path)
  *   else: silence (send_silence) or leg.skip(n)
  */
 static int fast_tick(PyObject *driver) {
@@ -266,13 +266,8 @@ static int fast_tick(PyObject *driver) {
         if (!(data = fget(pb, F_DATA))) goto done;
         mode = 1;
     } else {
-        PyObject *cur = fget(player, F_CURRENT);
-        if (cur == NULL) goto done;
-        int busy = cur != Py_None;
-        Py_DECREF(cur);
-        if (!busy && (busy = attr_true(player, F_QUEUE)) < 0) goto done;
-        if (!busy && (busy = attr_true(player, F_OVERLAYS)) < 0) goto done;
-        if (!busy && (busy = attr_true(driver, F_CALL_AUDIO)) < 0) goto done;
+        int busy = attr_true(player, F_BUSY);  /* something for Player.next_payload to do */
+        if (busy < 0) goto done;
         if (busy) { result = 0; goto done; }
         if ((r = attr_true(driver, F_SEND_SILENCE)) < 0) goto done;
         if (!r) {  /* leg.skip(n): time passes, the next packet starts a talkspurt */

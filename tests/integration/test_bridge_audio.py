@@ -299,8 +299,10 @@ async def test_bridge_pcmu_to_pcma_each_leg_hears_the_other(tmp_path):
         await asyncio.sleep(2.5)
         t_end = await wall_time()
         assert r.server.media.peers_of(a.call.call_id) == [b.call.call_id]
-        stats = r.server.media.leg_stats(a.call.call_id)
-        assert stats["packets_received"] > 100 and stats["dropped_foreign"] == 0, stats
+        status, call_a = await api(r, "GET", f"/v1/calls/{a.call.call_id}")
+        assert status == 200 and call_a["packets_received"] > 100 and call_a["dropped_foreign"] == 0, call_a
+        jb = call_a["jitter_buffer"]  # A's inbound audio, as the mixer took it for B
+        assert jb["played"] > 100 and jb["late"] == 0 and jb["resets"] == 0 and jb["duplicates"] == 0, jb
         await asyncio.gather(a.finish(), b.finish())
     finally:
         a.close()
