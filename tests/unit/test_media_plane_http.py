@@ -71,11 +71,28 @@ async def server():
     await srv.runner.cleanup()  # type: ignore[union-attr]
 
 
+def _free_block(size: int = 200, attempts: int = 50) -> int:
+    """The start of a port block whose first ports are free now (a bench may hold thousands)."""
+    for _ in range(attempts):
+        lo = random.randrange(30000, 60000 - size, 2)
+        free = 0
+        for port in range(lo, lo + 40):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                    free += 1
+                except OSError:
+                    pass
+        if free == 40:
+            return lo
+    raise RuntimeError("no free block of UDP ports")
+
+
 class Plane:
     """A started MediaPlane with an event log and a probe per call."""
 
     def __init__(self, **kw) -> None:
-        lo = random.randrange(30000, 60000, 2)
+        lo = _free_block()
         self.events: list[tuple[str, str, dict]] = []
         self.timeouts: list[str] = []
         kw.setdefault("fetch_allow_cidrs", ["127.0.0.0/8"])  # the audio server is on loopback
