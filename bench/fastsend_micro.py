@@ -32,7 +32,7 @@ import numpy as np
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.media.clock import run_each
 from mediasrv.media.plane import LegDriver
-from mediasrv.media.player import Player, PlayRequest, new_playback
+from mediasrv.media.player import Playback, Player, PlayRequest, new_playback
 from mediasrv.media.source import Media
 from mediasrv.rtp import fastpath
 from mediasrv.rtp.leg import PortAllocator, RtpLeg
@@ -123,7 +123,7 @@ def groups_for(mode: str, drivers: list[LegDriver], slots: int = 20):
         runner = run_each
         ticks = [lambda d=d: percall_tick(d) for d in drivers]
     else:
-        runner = run_each if mode == "python" else fastpath.group_runner(LegDriver, RtpLeg, run_each)
+        runner = run_each if mode == "python" else fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
         ticks = [d.tick for d in drivers]
     return runner, [tuple(ticks[i::slots]) for i in range(slots)]
 

@@ -142,7 +142,7 @@ class MediaPlane:
         self.ports = PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi)
         self.clock = MediaClock(use_timerfd=settings.use_timerfd)
         # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
-        self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each)
+        self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
         self.loader = MediaLoader(
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,

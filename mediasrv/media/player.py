@@ -265,6 +265,9 @@ Span = tuple[Media, bytes, int, int]  # (media, encoded data, start, count): the
 class Player:
     """The main FIFO and the overlays of one leg; owned by the media plane, driven by the clock."""
 
+    # slots: the C fast path reads ``fast`` and ``busy`` at their offsets (mediasrv/rtp/_fastsend.c)
+    __slots__ = ("codec", "silence", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify")
+
     def __init__(self, codec: str, silence: int, notify: PlaybackListener) -> None:
         self.codec = codec
         self.silence = silence

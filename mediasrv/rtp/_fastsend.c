@@ -18,9 +18,10 @@
  *   run_group(ticks) -> list[(tick, exc)] | None
  *       Call every tick in the tuple, the way ClockCore.run_until does; a bound
  *       registered tick whose driver is in the simple state is done here instead.
- *   register(tick_function, socket_type, driver_type, leg_type)
- *       Which function is LegDriver.tick, the socket class of RtpLeg.send_sock, and the two
- *       classes whose __slots__ are read directly.
+ *   register(tick_function, socket_type, driver_type, leg_type[, playback_type, probe_socket, player_type])
+ *       Which function is LegDriver.tick, the socket class of RtpLeg.send_sock, and the
+ *       classes whose __slots__ are read directly (an object of any other type: getattr);
+ *       the probe socket checks that a socket's fd can be read from the object.
  *   send_packet(fd, b1, seq, ts, ssrc, data, off, n) -> None
  *       One packet from Python (the simpler per-packet variant, kept for the microbench).
  *
@@ -46,13 +47,13 @@ static PyObject *tick_func = NULL;   /* LegDriver.tick (the plain function) */
 static PyObject *sock_type = NULL;   /* socket.socket */
 
 /*
- * The attributes the fast path reads and writes.  LegDriver and RtpLeg use __slots__: for an
+ * The attributes the fast path reads and writes.  LegDriver, RtpLeg, Playback and Player use __slots__: for an
  * object of exactly the registered class the slot is read at its offset (what the member
  * descriptor does, minus the type lookup); anything else goes through PyObject_GetAttr.
  */
 typedef struct {
     const char *text;
-    int owner;            /* 0 generic, 1 LegDriver, 2 RtpLeg */
+    int owner;            /* 0 generic, 1 LegDriver, 2 RtpLeg, 3 Playback, 4 Player */
     PyObject *name;       /* interned */
     Py_ssize_t offset;    /* slot offset in the registered class, 0 = use getattr */
 } Field;
@@ -70,11 +71,19 @@ static Field fields[F_COUNT] = {
     {"leg", 1}, {"player", 1}, {"samples", 1}, {"send_silence", 1}, {"silence_payload", 1},
     {"seq", 2}, {"timestamp", 2}, {"ssrc", 2}, {"payload_type", 2}, {"marker_next", 2}, {"transmit", 2},
     {"packets_sent", 2}, {"bytes_sent", 2}, {"send_errors", 2},
-    {"fast", 0}, {"busy", 0},
-    {"offset", 0}, {"end", 0}, {"data", 0}, {"samples_played", 0}, {"last_seq", 0}, {"last_ts", 0},
+    {"fast", 4}, {"busy", 4},
+    {"offset", 3}, {"end", 3}, {"data", 3}, {"samples_played", 3}, {"last_seq", 3}, {"last_ts", 3},
 };
 
-static PyTypeObject *owner_type[3] = {NULL, NULL, NULL};
+static PyTypeObject *owner_type[5] = {NULL, NULL, NULL, NULL, NULL};
+
+/*
+ * A socket.socket's fd read from the object itself: CPython's PySocketSockObject starts with
+ * PyObject_HEAD then ``SOCKET_T sock_fd`` (-1 once closed).  Used only when register() found
+ * that layout on a probe socket; otherwise PyObject_AsFileDescriptor (a fileno() call).
+ */
+static int raw_sock_fd = 0;
+static inline int sock_fd_of(PyObject *sock) { return *(int *)((char *)sock + sizeof(PyObject)); }
 
 /* Counters kept by the module (diagnostics and tests): packets sent by C, legs handed to Python. */
 static unsigned long long n_fast = 0, n_silence = 0, n_python = 0;
@@ -185,7 +194,7 @@ static int send_fd(PyObject *leg, int *fd) {
     if (PyCFunction_Check(tx) && strcmp(((PyCFunctionObject *)tx)->m_ml->ml_name, "send") == 0) {
         PyObject *self = PyCFunction_GET_SELF(tx);
         if (self != NULL && sock_type != NULL && PyObject_TypeCheck(self, (PyTypeObject *)sock_type)) {
-            int f = PyObject_AsFileDescriptor(self);
+            int f = raw_sock_fd ? sock_fd_of(self) : PyObject_AsFileDescriptor(self);
             if (f < 0) {
                 PyErr_Clear();  /* a closed socket: Python's send raises OSError -> send_errors */
                 f = -1;
@@ -438,8 +447,8 @@ fail:
 }
 
 static PyObject *do_register(PyObject *module, PyObject *args) {
-    PyObject *fn, *st, *dt, *lt;
-    if (!PyArg_ParseTuple(args, "OOOO:register", &fn, &st, &dt, &lt)) return NULL;
+    PyObject *fn, *st, *dt, *lt, *pt = Py_None, *probe = Py_None, *yt = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOO|OOO:register", &fn, &st, &dt, &lt, &pt, &probe, &yt)) return NULL;
     if (!PyFunction_Check(fn)) {
         PyErr_SetString(PyExc_TypeError, "register: the tick must be a plain Python function");
         return NULL;
@@ -448,8 +457,27 @@ static PyObject *do_register(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "register: socket, driver and leg classes must be types");
         return NULL;
     }
+    if ((pt != Py_None && !PyType_Check(pt)) || (yt != Py_None && !PyType_Check(yt))) {
+        PyErr_SetString(PyExc_TypeError, "register: the playback and player classes must be types");
+        return NULL;
+    }
     learn_slots((PyTypeObject *)dt, 1);
     learn_slots((PyTypeObject *)lt, 2);
+    PyObject *optional[2] = {pt, yt};
+    for (int k = 0; k < 2; k++) {
+        if (optional[k] != Py_None) {
+            learn_slots((PyTypeObject *)optional[k], 3 + k);
+        } else {
+            for (int i = 0; i < F_COUNT; i++)
+                if (fields[i].owner == 3 + k) fields[i].offset = 0;
+        }
+    }
+    raw_sock_fd = 0;
+    if (probe != Py_None && PyObject_TypeCheck(probe, (PyTypeObject *)st)) {
+        int f = PyObject_AsFileDescriptor(probe);
+        if (f < 0) return NULL;
+        raw_sock_fd = f == sock_fd_of(probe);
+    }
     Py_XSETREF(tick_func, Py_NewRef(fn));
     Py_XSETREF(sock_type, Py_NewRef(st));
     Py_RETURN_NONE;
@@ -463,6 +491,7 @@ static PyObject *slot_offsets(PyObject *module, PyObject *unused) {
         if (v == NULL || PyDict_SetItemString(d, fields[i].text, v) < 0) Py_CLEAR(d);
         Py_XDECREF(v);
     }
+    if (d != NULL && PyDict_SetItemString(d, "raw_sock_fd", raw_sock_fd ? Py_True : Py_False) < 0) Py_CLEAR(d);
     return d;
 }
 
@@ -517,7 +546,8 @@ static PyMethodDef methods[] = {
     {"run_group", (PyCFunction)run_group, METH_O,
      "run_group(ticks) -> failed | None: call every tick; registered LegDriver ticks in the simple state run in C."},
     {"register", (PyCFunction)do_register, METH_VARARGS,
-     "register(tick_function, socket_type): which function is LegDriver.tick and the sending socket's class."},
+     "register(tick, socket_type, driver_type, leg_type[, playback_type, probe, player_type]): LegDriver.tick, "
+     "the sending socket's class and the classes whose slots are read directly."},
     {"slot_offsets", (PyCFunction)slot_offsets, METH_NOARGS,
      "slot_offsets() -> {name: offset}: which LegDriver/RtpLeg attributes are read as slots (0: getattr)."},
     {"unregister", (PyCFunction)do_unregister, METH_NOARGS, "unregister(): every tick goes through Python."},

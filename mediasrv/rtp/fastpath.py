@@ -42,10 +42,13 @@ def enabled() -> bool:
     return AVAILABLE and os.environ.get("MEDIASRV_FASTPATH", "1") not in ("0", "false", "no", "off")
 
 
-def group_runner(driver_type: type, leg_type: type, fallback: RunGroup) -> RunGroup:
+def group_runner(driver_type: type, leg_type: type, fallback: RunGroup,
+                 playback_type: type | None = None, player_type: type | None = None) -> RunGroup:
     """The runner for the clock: C with ``driver_type.tick`` (LegDriver.tick) registered, or *fallback*.
 
-    *leg_type* is RtpLeg: both classes' ``__slots__`` are read at their offsets by the C side.
+    *leg_type* is RtpLeg, *playback_type* Playback, *player_type* Player: these classes' ``__slots__`` are read at their
+    offsets by the C side (generic attribute access for any other type).  A probe socket tells
+    the C side whether it may read a socket's fd from the object (no ``fileno()`` call per packet).
     """
     if not enabled():
         if not AVAILABLE:
@@ -55,7 +58,8 @@ def group_runner(driver_type: type, leg_type: type, fallback: RunGroup) -> RunGr
             log.info("C fast path disabled by MEDIASRV_FASTPATH")
         return fallback
     assert _fastsend is not None
-    _fastsend.register(driver_type.tick, socket.socket, driver_type, leg_type)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        _fastsend.register(driver_type.tick, socket.socket, driver_type, leg_type, playback_type, probe, player_type)
     return _fastsend.run_group
 
 

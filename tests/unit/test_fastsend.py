@@ -17,12 +17,12 @@ from mediacodecs.g711 import ulaw_encode
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.media.clock import run_each
 from mediasrv.media.plane import LegDriver
-from mediasrv.media.player import Player, PlayRequest, new_playback
+from mediasrv.media.player import Playback, Player, PlayRequest, new_playback
 from mediasrv.media.source import Media
 from mediasrv.rtp import fastpath
 from mediasrv.rtp.leg import PortAllocator, RtpLeg
 
-run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each)
+run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
 PORTS = PortAllocator("127.0.0.1", 36000, 36998)
 
 
@@ -244,6 +244,8 @@ def test_media_plane_uses_the_c_runner(tmp_path) -> None:
 def test_driver_and_leg_slots_are_read_directly() -> None:
     offsets = fastpath._fastsend.slot_offsets()
     assert all(offsets[name] > 0 for name in ("leg", "player", "samples", "seq", "timestamp", "ssrc", "transmit")), offsets
+    assert all(offsets[name] > 0 for name in ("offset", "end", "data", "samples_played", "last_seq", "last_ts", "fast", "busy")), offsets
+    assert offsets["raw_sock_fd"] is True, offsets  # the fd is read from the socket object, no fileno() call
 
 
 async def test_a_group_larger_than_one_batch(twins) -> None:
