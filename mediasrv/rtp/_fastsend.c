@@ -403,6 +403,101 @@ static int add_failure(PyObject **failed, PyObject *tick) {
     return r;
 }
 
+/*
+ * Prefetching.  At 1,000 legs each tick touches ~15 Python objects last seen 20 ms ago (the
+ * driver, leg, player, playback, their int values, the socket, the payload), and perf showed
+ * the C side mostly waiting on those cache misses.  While leg i is done, the objects of the
+ * next legs are prefetched in stages, each stage following pointers the previous one brought
+ * in.  Only a hint: no value is used, nothing is written, and each stage reads only through
+ * references held at that moment (tuple -> bound method -> driver -> leg/player -> playback),
+ * with no Python code running in between, so the pointers are live.
+ */
+static inline void pf(const void *p) {
+    if (p != NULL) __builtin_prefetch(p);
+}
+
+/* obj.<field> (borrowed) when obj is of the registered class and the field a plain slot, else NULL. */
+static inline PyObject *peek(PyObject *obj, int f) {
+    PyObject **p = obj != NULL ? slot_of(obj, f) : NULL;
+    return p != NULL ? *p : NULL;
+}
+
+static inline void pf_slot(PyObject *obj, int f) {
+    if (obj != NULL && fields[f].offset > 0) pf((char *)obj + fields[f].offset);
+}
+
+static inline PyObject *driver_of(PyObject *tick) {
+    return tick != NULL && Py_IS_TYPE(tick, &PyMethod_Type) && PyMethod_GET_FUNCTION(tick) == tick_func
+        ? PyMethod_GET_SELF(tick) : NULL;
+}
+
+#define AHEAD 16
+static void prefetch_ahead(PyObject *ticks, Py_ssize_t i, Py_ssize_t count) {
+    PyObject *drv, *leg, *player, *pb, *tx, *v;
+    if (i + AHEAD < count) pf(PyTuple_GET_ITEM(ticks, i + AHEAD));          /* the bound method */
+    if (i + 12 < count && (drv = driver_of(PyTuple_GET_ITEM(ticks, i + 12))) != NULL) {
+        pf(drv);
+        pf_slot(drv, F_LEG);
+        pf_slot(drv, F_PLAYER);
+    }
+    if (i + 8 < count && (drv = driver_of(PyTuple_GET_ITEM(ticks, i + 8))) != NULL) {
+        pf(v = peek(drv, F_SAMPLES));
+        if ((leg = peek(drv, F_LEG)) != NULL) {
+            pf(leg);
+            pf_slot(leg, F_SEQ);
+            pf_slot(leg, F_SSRC);
+            pf_slot(leg, F_PACKETS_SENT);
+            pf_slot(leg, F_TRANSMIT);
+        }
+        if ((player = peek(drv, F_PLAYER)) != NULL) {
+            pf(player);
+            pf_slot(player, F_FAST);
+        }
+    }
+    if (i + 4 < count && (drv = driver_of(PyTuple_GET_ITEM(ticks, i + 4))) != NULL) {
+        if ((leg = peek(drv, F_LEG)) != NULL) {
+            pf(peek(leg, F_SEQ));
+            pf(peek(leg, F_TIMESTAMP));
+            pf(peek(leg, F_SSRC));
+            pf(peek(leg, F_PACKETS_SENT));
+            pf(peek(leg, F_BYTES_SENT));
+            pf(peek(leg, F_TRANSMIT));
+        }
+        if ((player = peek(drv, F_PLAYER)) != NULL && (pb = peek(player, F_FAST)) != NULL) {
+            pf(pb);
+            pf_slot(pb, F_OFFSET);
+            pf_slot(pb, F_DATA);
+            pf_slot(pb, F_SAMPLES_PLAYED);
+        }
+    }
+    if (i + 2 < count && (drv = driver_of(PyTuple_GET_ITEM(ticks, i + 2))) != NULL) {
+        if ((leg = peek(drv, F_LEG)) != NULL && (tx = peek(leg, F_TRANSMIT)) != NULL && PyCFunction_Check(tx))
+            pf(PyCFunction_GET_SELF(tx));                                    /* the socket */
+        if ((player = peek(drv, F_PLAYER)) != NULL && (pb = peek(player, F_FAST)) != NULL) {
+            pf(peek(pb, F_OFFSET));
+            pf(peek(pb, F_END));
+            pf(peek(pb, F_DATA));
+            pf(peek(pb, F_SAMPLES_PLAYED));
+        }
+    }
+    if (i + 1 < count && (drv = driver_of(PyTuple_GET_ITEM(ticks, i + 1))) != NULL
+        && (player = peek(drv, F_PLAYER)) != NULL && (pb = peek(player, F_FAST)) != NULL
+        && (v = peek(pb, F_DATA)) != NULL && PyBytes_CheckExact(v)) {
+        PyObject *o = peek(pb, F_OFFSET);
+        if (o != NULL && PyLong_CheckExact(o)) {
+            Py_ssize_t off = PyLong_AsSsize_t(o);
+            if (off == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+            } else if (off >= 0 && off < PyBytes_GET_SIZE(v)) {
+                const char *b = PyBytes_AS_STRING(v) + off;
+                pf(b);
+                pf(b + 64);
+                pf(b + 128);
+            }
+        }
+    }
+}
+
 static PyObject *run_group(PyObject *module, PyObject *ticks) {
     if (!PyTuple_Check(ticks)) {
         PyErr_SetString(PyExc_TypeError, "run_group expects a tuple of callables");
@@ -412,6 +507,7 @@ static PyObject *run_group(PyObject *module, PyObject *ticks) {
     Py_ssize_t count = PyTuple_GET_SIZE(ticks);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *tick = PyTuple_GET_ITEM(ticks, i);
+        if (tick_func != NULL) prefetch_ahead(ticks, i, count);
         if (tick_func != NULL && PyMethod_Check(tick) && PyMethod_GET_FUNCTION(tick) == tick_func) {
             if (npend == BATCH && flush(&failed) < 0) goto fail;
             int r = fast_tick(PyMethod_GET_SELF(tick), tick);
