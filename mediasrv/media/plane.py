@@ -25,6 +25,7 @@ from .source import Media, MediaLoader
 log = logging.getLogger("mediasrv.media")
 
 Emit = Callable[[str, str, dict[str, Any]], None]
+HOUSEKEEPING_CHUNK = 32  # legs handled per event-loop turn by the once-a-second housekeeping
 _pack_header = HEADER.pack
 
 
@@ -189,7 +190,13 @@ class MediaPlane:
             send_sr = now - last_sr >= self.settings.rtcp_interval_s
             if send_sr:
                 last_sr = now
-            for call_id, driver in list(self._drivers.items()):
+            for i, (call_id, driver) in enumerate(list(self._drivers.items())):
+                if i and i % HOUSEKEEPING_CHUNK == 0:
+                    # Hand the loop back between chunks: 1,500 sender reports in one callback
+                    # would hold the clock's wake-up for tens of milliseconds every interval.
+                    await asyncio.sleep(0)
+                    if self._drivers.get(call_id) is not driver:
+                        continue  # ended while we yielded
                 leg = driver.leg
                 if send_sr and leg.remote is not None and leg.packets_sent:
                     leg.send_rtcp(leg.sender_report())
