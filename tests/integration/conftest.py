@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -198,3 +199,10 @@ async def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str =
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def readme_block(section: str, index: int = 0) -> str:
+    """The *index*-th python code block of README's "### <section>" section (the docs the tests run)."""
+    text = (REPO / "README.md").read_text()
+    part = text.split(f"### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", part, re.S)[index]

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -40,7 +39,15 @@ from azure.core.messaging import CloudEvent
 
 from mediasrv.probe import open_capture
 
-from .conftest import REPO, SCENARIOS, chirp_signal, serve_app, start_server, wait_until, wav_bytes
+from .conftest import (
+    SCENARIOS,
+    chirp_signal,
+    readme_block,
+    serve_app,
+    start_server,
+    wait_until,
+    wav_bytes,
+)
 from .test_playback_sipp import (
     answered_calls,
     assert_stream_continuity,
@@ -417,15 +424,9 @@ async def test_interrupt_call_media_operation_barges_in(tmp_path, audio_origin, 
     assert_stream_continuity(capture)
 
 
-def readme_snippet(heading: str) -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split(heading, 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
-
-
 async def test_readme_snippet_runs(tmp_path: Path, audio_origin, acs_events):
     """The README's ACS snippet, run as written (only the base URL, key, call id and URLs substituted)."""
-    code = readme_snippet("### Azure Communication Services")
+    code = readme_block("Azure Communication Services")
     r = await start_server(tmp_path, acs_access_key=KEY)
     capture = await open_capture()
     try:

@@ -31,7 +31,16 @@ from bandwidth.models.bxml import Bxml, Hangup, Pause, PlayAudio, Redirect, Resp
 
 from mediasrv.probe import open_capture
 
-from .conftest import REPO, SCENARIOS, Hooks, chirp_signal, serve_app, start_server, wait_until, wav_bytes
+from .conftest import (
+    SCENARIOS,
+    Hooks,
+    chirp_signal,
+    readme_block,
+    serve_app,
+    start_server,
+    wait_until,
+    wav_bytes,
+)
 from .test_playback_sipp import (
     answered_calls,
     assert_stream_continuity,
@@ -328,13 +337,8 @@ async def test_errors_through_the_sdk(tmp_path, origin, webhooks):
         await off.server.stop()
 
 
-def readme_snippet(heading: str) -> str:
-    section = (REPO / "README.md").read_text().split(heading, 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
-
-
 async def test_readme_snippet_runs(tmp_path, origin, webhooks):
-    code = readme_snippet("### Bandwidth")
+    code = readme_block("Bandwidth")
     r = await start_server(tmp_path, webhook_url=webhooks.url, **CREDS)
     capture = await open_capture()
     try:

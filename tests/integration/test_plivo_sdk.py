@@ -23,7 +23,16 @@ from plivo.utils.signature_v3 import validate_v3_signature
 from mediasrv.demo import free_port_pair
 from mediasrv.probe import open_capture
 
-from .conftest import REPO, SCENARIOS, Running, chirp_signal, serve_app, start_server, wait_until, wav_bytes
+from .conftest import (
+    SCENARIOS,
+    Running,
+    chirp_signal,
+    readme_block,
+    serve_app,
+    start_server,
+    wait_until,
+    wav_bytes,
+)
 from .test_bridge_audio import Talker, assert_hears, tone, wall_time
 from .test_playback_sipp import (
     answered_calls,
@@ -203,12 +212,6 @@ async def test_errors_through_the_sdk(tmp_path, audio_origin):
         assert isinstance(e, plivo.exceptions.AuthenticationError)
     finally:
         await r2.server.stop()
-
-
-def readme_block(section: str, index: int = 0) -> str:
-    text = (REPO / "README.md").read_text()
-    part = text.split(f"### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", part, re.S)[index]
 
 
 async def test_readme_snippet_runs_against_a_live_call(tmp_path, callbacks: Callbacks, audio_origin):

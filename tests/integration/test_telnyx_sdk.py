@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -38,6 +37,7 @@ from .conftest import (
     SCENARIOS,
     Running,
     chirp_signal,
+    readme_block,
     serve_app,
     start_server,
     wait_until,
@@ -324,13 +324,6 @@ async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: S
         assert await public_key(client2) == key == r2.server.app[TELNYX_KEY].signer.public_key_b64
     finally:
         await r2.server.stop()
-
-
-def readme_block(section: str, index: int = 0) -> str:
-    """The *index*-th python code block of README's "### <section>" section."""
-    text = (REPO / "README.md").read_text()
-    part = text.split(f"### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", part, re.S)[index]
 
 
 async def test_readme_snippet_runs_against_a_live_call(tmp_path, hooks: SignedHooks, audio_origin):
