@@ -66,6 +66,7 @@ class Settings:
     rtp_timeout_s: float = 0.0
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     use_uvloop: bool = True
+    gc_freeze: bool = True  # freeze long-lived objects so GC pauses stay off the media clock (gcpolicy.py)
     log_level: str = "INFO"
     # audio fetching and caching (issue 4)
     fetch_timeout_s: float = 30.0

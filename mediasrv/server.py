@@ -15,6 +15,7 @@ from .api.errors import error_middleware
 from .calls import Call, CallRegistry
 from .config import Settings, is_loopback
 from .events import EventBus, WebhookSettings
+from .gcpolicy import PAUSE_BUCKETS, GcPolicy
 from .media import MediaPlane, MediaSettings
 from .sip.ua import SipSettings, SipUserAgent
 
@@ -67,6 +68,7 @@ class Server:
         media_api.add_routes(self.app)
         for dialect in (telnyx, plivo, acs, bandwidth):
             dialect.setup(self.app, self)
+        self.gc = GcPolicy(lambda: self.media.clock.core.active_count == 0, freeze=settings.gc_freeze)
         self._runner: web.AppRunner | None = None
         self.http_address: tuple[str, int] | None = None
 
@@ -107,8 +109,10 @@ class Server:
             *self.http_address,
             self.settings.rtp_ports,
         )
+        self.gc.start()
 
     async def stop(self) -> None:
+        await self.gc.stop()
         await self.sip.stop()
         await self.media.stop()
         if self._runner is not None:
@@ -150,6 +154,19 @@ class Server:
             "SIP user agent counters",
             [(f'{{kind="{k}"}}', v) for k, v in sorted(sip_stats.items()) if isinstance(v, int | float)],
         )
+        g = self.gc.metrics()
+        metric("gc_frozen_objects", "gauge", "Objects in the GC's permanent generation (gcpolicy.py)",
+               [("", g["frozen_objects"])])
+        metric("gc_reclaims_total", "counter", "Unfreeze + full collections (when idle, or the backstop)",
+               [("", g["reclaims"])])
+        pause_samples: list[tuple[str, float]] = []
+        for gen, pauses in g["pauses"].items():
+            cumulative = 0
+            for le, n in zip([*map(str, PAUSE_BUCKETS), "+Inf"], pauses.counts, strict=True):
+                cumulative += n
+                pause_samples.append((f'_bucket{{generation="{gen}",le="{le}"}}', cumulative))
+            pause_samples += [(f'_sum{{generation="{gen}"}}', pauses.total_s), (f'_count{{generation="{gen}"}}', cumulative)]
+        metric("gc_pause_seconds", "histogram", "Cyclic GC collection pauses by generation", pause_samples)
         ev = self.events.stats
         metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
         return "\n".join(lines) + "\n"

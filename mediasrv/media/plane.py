@@ -246,6 +246,9 @@ class MediaPlane:
             return
         if driver.entry is not None:
             self.clock.remove(driver.entry)
+            # driver.entry.item is the driver: without this, every ended call left a reference cycle
+            # for the cyclic GC, which must then traverse it (see mediasrv/gcpolicy.py)
+            driver.entry = None
         driver.player.end_all(state)
         self._totals["packets_sent"] += driver.leg.packets_sent
         self._totals["packets_received"] += driver.leg.stats.packets_received
