@@ -58,6 +58,8 @@ CHILDREN: set[int] = set()  # PIDs to kill if the global deadline fires
 NOTES: list[str] = []  # per-row notes, printed after the table (also for rows that failed)
 
 
+REALTIME = 0  # SCHED_FIFO priority for both senders (--realtime); 0 = normal scheduling
+
 def spawn(cmd: list[str], **kw: object) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
     CHILDREN.add(proc.pid)
@@ -220,7 +222,8 @@ class Receiver:
 
 def run_c(receiver_exe: Path, sender_exe: Path, n: int, seconds: float) -> Row:
     rx = Receiver(receiver_exe, n, seconds)
-    tx = spawn(["taskset", "-c", SERVER_CPU, str(sender_exe), str(RECEIVER_BASE), str(n)],
+    rt = ["chrt", "-f", str(REALTIME)] if REALTIME else []
+    tx = spawn([*rt, "taskset", "-c", SERVER_CPU, str(sender_exe), str(RECEIVER_BASE), str(n)],
                stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(WARMUP_S + SKIP_S)
@@ -371,6 +374,8 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
            "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{RTP_LO}-{RTP_HI}", "--data-dir", str(data),
            "--max-calls", str(n + 100), "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
+    if REALTIME:
+        cmd += ["--realtime-priority", str(REALTIME)]
     if not silence:
         # A call sends nothing until its playback starts: set-up is not slowed by silence for calls
         # already answered, and a call whose playback never started shows up as a silent port
@@ -417,9 +422,13 @@ def main() -> int:
                     help="INVITEs per second at most (also at most 100 unanswered at a time)")
     ap.add_argument("--silence", action="store_true",
                     help="run the server with its default silence before playback (default: --no-silence)")
+    ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
+                    help="run the C sender (chrt -f) and mediasrv (--realtime-priority) under SCHED_FIFO PRIO; 0 = off")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="global limit in seconds (default: computed from the rows)")
     args = ap.parse_args()
+    global REALTIME
+    REALTIME = args.realtime
     ns = [int(x) for x in args.n.split(",")]
     loops = [x for x in args.loops.split(",") if x]
     if any(lp not in ("uvloop", "asyncio") for lp in loops):
@@ -441,7 +450,7 @@ def main() -> int:
         receiver_exe, sender_exe = build(tmp)
         print(f"window {args.seconds:g} s per row after {WARMUP_S + SKIP_S:g} s warm-up; mediasrv and the C sender "
               f"pinned to CPU {SERVER_CPU}, receiver and this UAC/bench process to CPU {BENCH_CPU} (taskset); "
-              f"loopback only; deviation = |inter-arrival - 20 ms| from kernel receive timestamps (10 us bins); "
+              f"{f'both senders under SCHED_FIFO {REALTIME}; ' if REALTIME else ''}loopback only; deviation = |inter-arrival - 20 ms| from kernel receive timestamps (10 us bins); "
               f"ratios xC are to the C sender at the same N in this run; global deadline {deadline:.0f} s",
               flush=True)
         print(HEADER, flush=True)

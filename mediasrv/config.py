@@ -66,6 +66,7 @@ class Settings:
     rtp_timeout_s: float = 0.0
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     use_uvloop: bool = True
+    realtime_priority: int = 0  # SCHED_FIFO priority for the media clock's thread; 0 = normal (realtime.py)
     gc_freeze: bool = True  # freeze long-lived objects so GC pauses stay off the media clock (gcpolicy.py)
     log_level: str = "INFO"
     # audio fetching and caching (issue 4)
@@ -115,6 +116,8 @@ class Settings:
             raise ConfigError(f"unsupported codecs {unknown}")
         if self.max_calls is not None and self.max_calls < 1:
             raise ConfigError("max_calls must be >= 1")
+        if not 0 <= self.realtime_priority <= 99:
+            raise ConfigError("realtime_priority must be 0 (off) or 1-99")
 
 
 def _coerce(name: str, raw: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import realtime
 from .api import acs, bandwidth, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.auth import bearer_auth
@@ -178,6 +179,8 @@ async def run_forever(settings: Settings) -> None:
 
     server = Server(settings)
     await server.start()
+    # threads/processes made before this never had it; SCHED_RESET_ON_FORK keeps any made later normal
+    log.info("scheduling: %s", realtime.apply(settings.realtime_priority))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
