@@ -156,7 +156,7 @@ class Server:
             [(f'{{kind="{k}"}}', v) for k, v in sorted(sip_stats.items()) if isinstance(v, int | float)],
         )
         g = self.gc.metrics()
-        metric("gc_frozen_objects", "gauge", "Objects in the GC's permanent generation (gcpolicy.py)",
+        metric("gc_frozen_objects", "gauge", "Objects frozen out of the GC (gcpolicy.py; an upper bound)",
                [("", g["frozen_objects"])])
         metric("gc_reclaims_total", "counter", "Unfreeze + full collections (when idle, or the backstop)",
                [("", g["reclaims"])])

@@ -33,7 +33,7 @@ def normal_collector() -> Iterator[None]:
 
 def test_busy_rounds_freeze_and_keep_frozen_cycles_until_idle() -> None:
     idle = False
-    policy = GcPolicy(lambda: idle, backstop_objects=10**9)
+    policy = GcPolicy(lambda: idle, backstop_objects=10**9, idle_reclaim_objects=1)
     policy.reclaim()
     garbage = cycle()
     policy.step()  # busy: the cycle is frozen with everything else
@@ -45,10 +45,18 @@ def test_busy_rounds_freeze_and_keep_frozen_cycles_until_idle() -> None:
     assert policy.stats.reclaims == 2 and garbage() is None
 
 
-def test_idle_without_growth_only_freezes() -> None:
-    policy = GcPolicy(lambda: True, backstop_objects=10**9)
+def test_idle_reclaim_waits_for_enough_objects_or_time() -> None:
+    policy = GcPolicy(lambda: True, backstop_objects=10**9, idle_reclaim_objects=10**9, idle_reclaim_s=0.0)
     policy.reclaim()
-    policy.step()  # nothing was frozen since the reclaim: no second collection, just a freeze
+    garbage = cycle()
+    policy.step()  # idle_reclaim_s went by (0 s): reclaim even though few objects are new
+    assert policy.stats.reclaims == 2 and garbage() is None
+
+
+def test_idle_without_growth_only_freezes() -> None:
+    policy = GcPolicy(lambda: True, backstop_objects=10**9, idle_reclaim_objects=10**9, idle_reclaim_s=3600)
+    policy.reclaim()
+    policy.step()  # idle, but little was frozen since the reclaim and it was recent: just a freeze
     assert policy.stats.reclaims == 1 and policy.stats.freezes == 1
 
 
@@ -56,8 +64,7 @@ def test_backstop_reclaims_under_load() -> None:
     policy = GcPolicy(lambda: False, backstop_objects=0)
     policy.reclaim()
     garbage = cycle()
-    keep = [[i] for i in range(2 * gc.get_freeze_count() + 10)]  # live objects: frozen count more than doubles
-    gc.freeze()
+    keep = [[i] for i in range(2 * gc.get_freeze_count() + 10)]  # live objects: the tracked total more than doubles
     policy.step()
     assert policy.stats.reclaims == 2 and garbage() is None
     del keep
@@ -72,7 +79,8 @@ async def test_start_records_pauses_and_stop_unfreezes() -> None:
         assert policy.stats.freezes >= 1
         gc.collect()
         assert policy.stats.pauses[2].count >= 2  # the start-up reclaim and this one
-        assert policy.metrics()["frozen_objects"] == gc.get_freeze_count()
+        # an upper-bound estimate (counting exactly walks every frozen object)
+        assert policy.metrics()["frozen_objects"] >= gc.get_freeze_count() > 0
     finally:
         await policy.stop()
     assert gc.get_freeze_count() == 0 and policy._on_gc not in gc.callbacks
