@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import shutil
@@ -422,6 +423,8 @@ def main() -> int:
                     help="INVITEs per second at most (also at most 100 unanswered at a time)")
     ap.add_argument("--silence", action="store_true",
                     help="run the server with its default silence before playback (default: --no-silence)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="K",
+                    help="run the C/mediasrv pair K times per N, alternating, and print the medians of the ratios")
     ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
                     help="run the C sender (chrt -f) and mediasrv (--realtime-priority) under SCHED_FIFO PRIO; 0 = off")
     ap.add_argument("--deadline", type=float, default=0.0,
@@ -441,7 +444,7 @@ def main() -> int:
         ap.error("--call-rate must be positive")
     if max(ns) * 2 + RECEIVER_BASE >= RTP_LO:
         ap.error("receiver ports would overlap the server's RTP range")
-    deadline = args.deadline or len(ns) * (
+    deadline = args.deadline or max(1, args.repeat) * len(ns) * (
         (args.seconds + 30) + len(loops) * (2 * args.setup_timeout + args.seconds + 150)) + 60
     watchdog(deadline)
     os.sched_setaffinity(0, {int(BENCH_CPU)})
@@ -454,21 +457,42 @@ def main() -> int:
               f"ratios xC are to the C sender at the same N in this run; global deadline {deadline:.0f} s",
               flush=True)
         print(HEADER, flush=True)
+        summary: list[str] = []
         for n in ns:
-            c_row: Row | None = None
-            try:
-                c_row = run_c(receiver_exe, sender_exe, n, args.seconds)
-                print(fmt(c_row, c_row), flush=True)
-            except Exception as exc:  # noqa: BLE001 - report and go on
-                print(f"{'C paced sender':16} {n:5d} failed: {type(exc).__name__}: {exc}", flush=True)
-            for loop in loops:
+            ratios: dict[str, list[tuple[float, float, float]]] = {loop: [] for loop in loops}
+            for _ in range(max(1, args.repeat)):
+                c_row: Row | None = None
                 try:
-                    r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
-                                     args.silence)
-                except Exception as exc:  # noqa: BLE001 - an overloaded row is a result too
-                    print(f"{'mediasrv ' + loop:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
-                    continue
-                print(fmt(r, c_row), flush=True)
+                    c_row = run_c(receiver_exe, sender_exe, n, args.seconds)
+                    print(fmt(c_row, c_row), flush=True)
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    print(f"{'C paced sender':16} {n:5d} failed: {type(exc).__name__}: {exc}", flush=True)
+                for loop in loops:
+                    try:
+                        try:
+                            r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
+                                             args.silence)
+                        except OSError as exc:  # a port picked as free was taken meanwhile: once more
+                            if exc.errno != errno.EADDRINUSE:
+                                raise
+                            r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
+                                             args.silence)
+                    except Exception as exc:  # noqa: BLE001 - an overloaded row is a result too
+                        print(f"{'mediasrv ' + loop:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
+                        continue
+                    print(fmt(r, c_row), flush=True)
+                    if c_row is not None and c_row.p99 and c_row.us_per_packet:
+                        ratios[loop].append((r.p99, r.p99 / c_row.p99, r.us_per_packet / c_row.us_per_packet))
+            if args.repeat > 1:
+                for loop, got in ratios.items():
+                    if got:
+                        p99s, rp, ru = (sorted(x) for x in zip(*got, strict=True))
+                        summary.append(f"  mediasrv {loop} N={n}: {len(got)} pairs; our p99 {' / '.join(f'{v:.2f}' for v in p99s)} ms; "
+                                       f"median p99 xC {float(np.median(rp)):.2f} (all: {' / '.join(f'{v:.2f}' for v in rp)}); "
+                                       f"median us xC {float(np.median(ru)):.2f} (all: {' / '.join(f'{v:.2f}' for v in ru)})")
+        if summary:
+            print("medians over the alternating pairs:")
+            print("\n".join(summary), flush=True)
         if NOTES:
             print("notes:")
             print("\n".join(NOTES), flush=True)
