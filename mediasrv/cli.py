@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Coroutine
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="demo-received.wav", help="where to write what the caller heard")
     demo.add_argument("--codec", default="PCMU", choices=["PCMU", "PCMA"])
     demo.add_argument("--asyncio", dest="use_uvloop", action="store_false", default=True)
-    keys = sub.add_parser("keys", help="print the public key that verifies our webhook signatures (Telnyx Ed25519)")
+    keys = sub.add_parser("keys", help="print the public keys that verify our webhook signatures (ACS RS256 JWK, Telnyx Ed25519)")
     keys.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
     keys.add_argument("--data-dir", dest="data_dir", help="data directory holding keys/ (env MEDIASRV_DATA_DIR)")
     args = parser.parse_args(argv)
@@ -82,15 +83,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    """Print the webhook public key (made on first use, like ``serve`` would), base64 of 32 bytes."""
-    from .api.signing import Ed25519Signer
+    """Print the webhook public keys (made on first use, like ``serve`` would).
+
+    ACS's RS256 key first (its kid and JWK), the Telnyx Ed25519 key last (base64 of 32 bytes, the
+    last line, so ``mediasrv keys | tail -1`` stays the Telnyx key).
+    """
+    from .api.signing import Ed25519Signer, RsaJwtSigner
 
     try:
         settings = load_settings({"config": args.config, "data_dir": args.data_dir})
+        rsa_signer = RsaJwtSigner.load_or_create(settings.data_dir)
         signer = Ed25519Signer.load_or_create(settings.data_dir)
     except (ConfigError, OSError, ValueError) as exc:
         print(f"mediasrv: {exc}", file=sys.stderr)
         return 2
+    print(f"# ACS callback JWT key, RS256 ({rsa_signer.path}); served as JWKS at GET /calling/keys")
+    print(f"kid {rsa_signer.kid}")
+    print(json.dumps(rsa_signer.jwk))
     print(f"# Ed25519 webhook key ({signer.path}); Telnyx: telnyx.Telnyx(public_key=...) or TELNYX_PUBLIC_KEY")
     print(signer.public_key_b64)
     return 0

@@ -86,6 +86,8 @@ class Settings:
     plivo_auth_token: str | None = None
     acs_access_key: str | None = None
     acs_callback_url: str | None = None
+    acs_resource_id: str | None = None  # the "aud" of our callback JWTs (ACS: the resource's immutable id)
+    acs_issuer: str | None = None  # "iss" and the JWKS's base URL; default http://<http host:port>
     bandwidth_account_id: str | None = None
     bandwidth_username: str | None = None
     bandwidth_password: str | None = None

@@ -9,6 +9,7 @@ errors take ACS's ``{"error": {"code", "message"}}`` shape.  A call's ``call_id`
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,7 +18,7 @@ import logging
 import time
 import urllib.parse
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -29,12 +30,20 @@ from ..calls import Call, CallState, Direction
 from ..events import Delivery, Event, WebhookSettings, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from .openapi import OPENAPI
+from .signing import RsaJwtSigner
 
 if TYPE_CHECKING:
     from ..server import Server
 
 log = logging.getLogger("mediasrv.acs")
 
+OPENID_PATH = "/calling/.well-known/acsopenidconfiguration"  # where ACS publishes its own
+JWKS_PATH = "/calling/keys"
+DEFAULT_AUDIENCE = "mediasrv"  # "aud" when MEDIASRV_ACS_RESOURCE_ID is not set
+REPEAT_MEMORY = 10_000  # Repeatability-Request-IDs remembered
+# (method, action suffix) of every operation served on a call connection
+OPERATIONS = {("POST", ":play"), ("POST", ":cancelAllMediaOperations"), ("POST", "/:playAudio"),
+              ("POST", ":terminate"), ("DELETE", "")}
 MAX_CLOCK_SKEW_S = 300.0  # x-ms-date further than this from our clock is refused (replays)
 EVENT_PREFIX = "Microsoft.Communication."
 # resultInformation (code, subCode, message) as ACS documents them for play outcomes
@@ -102,6 +111,22 @@ def verify_hmac(
     return None if hmac.compare_digest(expected, given) else "signature mismatch"
 
 
+ACTIONS = ("play", "cancelAllMediaOperations", "terminate")
+
+
+def split_connection(rest: str) -> tuple[str, str]:
+    """``{id}:play`` → (id, ":play"); ``{id}/:playAudio`` → (id, "/:playAudio"); ``{id}`` → (id, "").
+
+    Our call ids contain colons (``v3:node:hex``), so only a known action after the last one is a suffix.
+    """
+    if rest.endswith("/:playAudio"):
+        return rest[: -len("/:playAudio")], "/:playAudio"
+    call_id, sep, action = rest.rpartition(":")
+    if sep and action in ACTIONS:
+        return call_id, ":" + action
+    return rest, ""
+
+
 def sdk_signed_path(tail: str, raw_path: str) -> str | None:
     """The path and query as the SDK signed them: the id quoted with ``safe=""``.
 
@@ -111,14 +136,7 @@ def sdk_signed_path(tail: str, raw_path: str) -> str | None:
     """
     if not tail.startswith("callConnections/"):
         return None
-    rest = tail[len("callConnections/"):]
-    if rest.endswith("/:playAudio"):
-        call_id, suffix = rest[: -len("/:playAudio")], "/:playAudio"
-    else:
-        call_id, sep, action = rest.rpartition(":")
-        if not sep:
-            return None
-        suffix = ":" + action
+    call_id, suffix = split_connection(tail[len("callConnections/"):])
     query = raw_path.partition("?")[2]
     path = "/calling/callConnections/" + urllib.parse.quote(call_id, safe="") + suffix
     return f"{path}?{query}" if query else path
@@ -240,9 +258,13 @@ def failure_result(reason: str | None, message: str | None) -> dict[str, Any]:
 
 
 class AcsDialect:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, signer: RsaJwtSigner | None = None) -> None:
         self.server = server
         self.key = server.settings.acs_access_key
+        self.signer = signer  # signs every callback (Authorization: Bearer <RS256 JWT>)
+        self.audience = server.settings.acs_resource_id or DEFAULT_AUDIENCE
+        self._call_callbacks: dict[str, str] = {}  # call id → the latest operationCallbackUri given for it
+        self._repeats: OrderedDict[str, None] = OrderedDict()  # Repeatability-Request-IDs of terminates done
         # ACS events are made here (one per operation, not per bus event): the sink only delivers them,
         # ordered per call and retried; the bus drains and closes it with the others.
         self.sink = server.events.add_sink(WebhookSink(lambda _event: None, WebhookSettings(max_attempts=4), "acs"))
@@ -258,19 +280,21 @@ class AcsDialect:
                 raise AcsError(413, "RequestEntityTooLarge", "request body too large") from exc
             tail = request.match_info["tail"]
             self._authenticate(request, body, tail)
-            if request.method != "POST" or not tail.startswith("callConnections/"):
+            if not tail.startswith("callConnections/"):
+                raise AcsError(404, "NotFound", "no such Call Automation operation")
+            call_id, action = split_connection(tail[len("callConnections/"):])
+            if not call_id or "/" in call_id or (request.method, action) not in OPERATIONS:
                 raise AcsError(404, "NotFound", "no such Call Automation operation")
             if "api-version" not in request.query:
                 raise AcsError(400, "BadRequest", "the api-version query parameter is required", "api-version")
-            rest = tail[len("callConnections/"):]
-            if rest.endswith("/:playAudio"):
-                return self._play_legacy(rest[: -len("/:playAudio")], _json_object(body))
-            call_id, sep, action = rest.rpartition(":")
-            if sep and action == "play":
+            if action == "/:playAudio":
+                return self._play_legacy(call_id, _json_object(body))
+            if action == ":play":
                 return self._play(call_id, _json_object(body))
-            if sep and action == "cancelAllMediaOperations":
+            if action == ":cancelAllMediaOperations":
                 return self._cancel_all(call_id)
-            raise AcsError(404, "NotFound", "no such Call Automation operation")
+            everyone = action == ":terminate"
+            return await self._hang_up(call_id, everyone, request.headers.get("Repeatability-Request-ID"))
         except AcsError as exc:
             return exc.to_response()
 
@@ -284,6 +308,30 @@ class AcsDialect:
         if why is not None:
             log.info("ACS request refused: %s", why)
             raise AcsError(401, "Unauthorized", "request signature is missing, stale or wrong")
+
+    async def _hang_up(self, call_id: str, everyone: bool, repeat_id: str | None) -> web.Response:
+        """``hang_up(False)``: BYE this leg; ``hang_up(True)`` (``:terminate``): BYE every leg in its room too.
+
+        Both go through the core's hangup (a ringing inbound leg is refused instead).  A terminate
+        retried with the same Repeatability-Request-ID answers 204 again without doing anything.
+        """
+        if everyone and repeat_id and repeat_id in self._repeats:
+            return web.Response(status=204)
+        call = self.server.registry.get(call_id)
+        if call is None or call.state is CallState.ENDED:
+            raise AcsError(404, "8522", f"call connection {call_id!r} was not found or has ended")
+        legs = [call.call_id, *(self.server.media.peers_of(call.call_id) if everyone else [])]
+        for i, leg in enumerate(legs):
+            try:
+                await self.server.sip.hangup(leg, cause="normal_clearing", by="api")
+            except KeyError as exc:  # ended meanwhile: only the call connection itself is an error
+                if i == 0:
+                    raise AcsError(404, "8522", f"call connection {call_id!r} has ended") from exc
+        if everyone and repeat_id:
+            self._repeats[repeat_id] = None
+            while len(self._repeats) > REPEAT_MEMORY:
+                self._repeats.popitem(last=False)
+        return web.Response(status=204)
 
     def _live_call(self, call_id: str) -> Call:
         call = self.server.registry.get(call_id)
@@ -363,6 +411,8 @@ class AcsDialect:
             raise AcsError(400, "8501", "the call has no media leg") from exc
         except ValueError as exc:  # the media plane's PlayError: a command it cannot carry out as asked
             raise AcsError(getattr(exc, "status", 422), str(getattr(exc, "reason", "InvalidRequest")), str(exc)) from exc
+        if callback:
+            self._call_callbacks[call.call_id] = callback
         op = PlayOperation(call.call_id, context, callback or self.server.settings.acs_callback_url,
                            {pb.id for pb in playbacks}, legacy_id=str(uuid.uuid4()) if legacy else None)
         for pb in playbacks:
@@ -382,6 +432,14 @@ class AcsDialect:
     # -- events ----------------------------------------------------------
     def on_event(self, event: Event) -> None:
         """Event-bus listener (runs on the producer's path: only bookkeeping and a queued POST)."""
+        if event.type == "call.hangup":
+            url = self._call_callbacks.pop(event.call_id, None) or self.server.settings.acs_callback_url
+            if url and self.key:
+                try:  # after the playback events the same hangup publishes next (its PlayCanceled first)
+                    asyncio.get_running_loop().call_soon(self._disconnected, event, url)
+                except RuntimeError:
+                    self._disconnected(event, url)
+            return
         if not event.type.startswith("playback."):
             return
         pb_id = event.data.get("playback_id")
@@ -411,6 +469,21 @@ class AcsDialect:
         else:
             self._send(op, "PlayCompleted", _result(COMPLETED))
 
+    def _disconnected(self, event: Event, url: str) -> None:
+        """``CallDisconnected`` to the call's callback URI, saying who ended it and why."""
+        d = event.data
+        detail = f"{d.get('hangup_cause') or 'ended'} by {d.get('hangup_by') or 'unknown'}"
+        result: dict[str, Any] = {"code": 200, "subCode": 0, "message": f"The conversation has ended ({detail})."}
+        if d.get("sip_code"):
+            result["sipDetails"] = {"code": int(d["sip_code"]), "message": detail}
+        data = {
+            "callConnectionId": event.call_id,
+            "serverCallId": base64.b64encode(str(d.get("sip_call_id") or event.call_id).encode()).decode(),
+            "correlationId": str(uuid.uuid5(uuid.NAMESPACE_URL, event.call_id)),
+            "resultInformation": result,
+        }
+        self._post(event.call_id, url, "CallDisconnected", data)
+
     def _send(self, op: PlayOperation, kind: str, result: dict[str, Any], **extra: Any) -> None:
         if not op.callback_url:
             return
@@ -434,7 +507,11 @@ class AcsDialect:
                 "resultInformation": result,
                 **extra,
             }
-        subject = f"calling/callConnections/{op.call_id}"
+        self._post(op.call_id, op.callback_url, type_, data)
+
+    def _post(self, call_id: str, url: str, type_: str, data: dict[str, Any]) -> None:
+        """One CloudEvent in a JSON array, ordered per call, with a fresh RS256 JWT on every attempt."""
+        subject = f"calling/callConnections/{call_id}"
         event = {
             "id": str(uuid.uuid4()),
             "source": subject,
@@ -446,34 +523,84 @@ class AcsDialect:
             "subject": subject,
         }
         body = json.dumps([event]).encode()
-        self.sink.send(Delivery(url=op.callback_url, build=lambda _attempt: (body, {"Content-Type": "application/json"}),
-                                key=op.call_id, label=event["type"]))
+
+        async def build(_attempt: int) -> tuple[bytes, dict[str, str]]:
+            headers = {"Content-Type": "application/json"}
+            if self.signer is not None:  # RSA signing releases the GIL: in a thread it leaves the loop alone
+                token = await asyncio.get_running_loop().run_in_executor(
+                    None, self.signer.token, self.issuer, self.audience, body)
+                headers["Authorization"] = "Bearer " + token
+            return body, headers
+
+        self.sink.send(Delivery(url=url, build=build, key=call_id, label=event["type"]))
+
+    # -- callback authentication (OpenID configuration + JWKS, as ACS publishes them) ------------------
+    @property
+    def issuer(self) -> str:
+        """``iss`` of our tokens and the base of jwks_uri: MEDIASRV_ACS_ISSUER, else our HTTP address."""
+        configured = self.server.settings.acs_issuer
+        if configured:
+            return configured.rstrip("/")
+        host, port = self.server.http_address or self.server.settings.http_addr
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    async def openid_configuration(self, request: web.Request) -> web.Response:
+        if self.signer is None:
+            return DISABLED.to_response()
+        return web.json_response({
+            "issuer": self.issuer,
+            "jwks_uri": self.issuer + JWKS_PATH,
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "claims_supported": ["iss", "aud", "iat", "nbf", "exp", "jti", "content_sha256"],
+        })
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        if self.signer is None:
+            return DISABLED.to_response()
+        return web.json_response(self.signer.jwks, headers={"Cache-Control": "public, max-age=3600"})
 
 
 ACS_KEY: web.AppKey[AcsDialect] = web.AppKey("acs")
+DISABLED = AcsError(404, "NotFound", "the ACS dialect is disabled (MEDIASRV_ACS_ACCESS_KEY is not set)")
 
 # Listed in /openapi.json under "x-dialects": each route and the native resource it maps onto.
 _CONN = "/calling/callConnections/{call_connection_id}"
 OPENAPI_DIALECT: dict[str, Any] = {
     "auth": "HMAC-SHA256 with MEDIASRV_ACS_ACCESS_KEY over the raw path+query, x-ms-date (5 min skew) and body hash",
     "errors": '{"error": {"code", "message"}}',
-    "webhooks": "CloudEvents 1.0 arrays (PlayStarted, PlayCompleted, PlayFailed, PlayCanceled) to "
-                "operationCallbackUri or MEDIASRV_ACS_CALLBACK_URL",
+    "webhooks": "CloudEvents 1.0 arrays (PlayStarted, PlayCompleted, PlayFailed, PlayCanceled, CallDisconnected) to "
+                "operationCallbackUri or MEDIASRV_ACS_CALLBACK_URL; Authorization: Bearer <RS256 JWT> "
+                "(iss, aud = MEDIASRV_ACS_RESOURCE_ID, iat, exp, content_sha256), keys at " + JWKS_PATH,
     "routes": [
         {"method": "POST", "path": _CONN + ":play", "maps_to": "POST /v1/calls/{call_id}/playbacks (target list)"},
         {"method": "POST", "path": _CONN + ":cancelAllMediaOperations",
          "maps_to": "DELETE /v1/calls/{call_id}/playbacks?stop=all"},
         {"method": "POST", "path": _CONN + "/:playAudio", "maps_to": "POST /v1/calls/{call_id}/playbacks"},
+        {"method": "DELETE", "path": _CONN, "maps_to": "DELETE /v1/calls/{call_id}"},
+        {"method": "POST", "path": _CONN + ":terminate",
+         "maps_to": "DELETE /v1/calls/{call_id}, and every leg bridged with it"},
+        {"method": "GET", "path": OPENID_PATH, "maps_to": "OpenID configuration (issuer, jwks_uri) for callback JWTs"},
+        {"method": "GET", "path": JWKS_PATH, "maps_to": "JWKS: the RS256 key of `mediasrv keys`"},
     ],
 }
 
 
 def setup(app: web.Application, server: Server) -> None:
     """Serve ``/calling/...`` (everything under it, so unknown paths get ACS's 401/404 too)."""
-    dialect = AcsDialect(server)
+    settings = server.settings
+    # the RSA key is made only for an enabled dialect: a disabled one never touches the data dir
+    signer = RsaJwtSigner.load_or_create(settings.data_dir) if settings.acs_access_key else None
+    dialect = AcsDialect(server, signer)
     app[ACS_KEY] = dialect
     OPENAPI.setdefault("x-dialects", {})["acs"] = OPENAPI_DIALECT
     if not dialect.key:
         log.info("ACS dialect disabled: set MEDIASRV_ACS_ACCESS_KEY to enable it")
+    else:
+        log.info("ACS dialect on /calling; callbacks signed RS256 (kid %s, aud %s)",
+                 signer.kid if signer else "?", dialect.audience)
     server.events.add_listener(dialect.on_event)
+    app.router.add_get(OPENID_PATH, dialect.openid_configuration)
+    app.router.add_get(JWKS_PATH, dialect.jwks)
     app.router.add_route("*", "/calling/{tail:.*}", dialect.handle)

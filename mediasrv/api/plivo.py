@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediasrv.plivo")
 
 LEGS = {"aleg": "self", "bleg": "opposite", "both": "both"}
+# the core's hangup causes -> Plivo's HangupCause names
+PLIVO_HANGUP_CAUSES = {
+    "normal_clearing": "NORMAL_CLEARING",
+    "cancelled": "ORIGINATOR_CANCEL",
+    "busy": "USER_BUSY",
+    "no_answer": "NO_ANSWER",
+    "rtp_timeout": "MEDIA_TIMEOUT",
+    "rejected": "CALL_REJECTED",
+    "call_rejected": "CALL_REJECTED",
+}
 
 
 class PlivoError(Exception):
@@ -154,6 +164,7 @@ class PlivoDialect:
         self.auth_token = auth_token
         self._callbacks: dict[str, Callback] = {}  # playback id -> its command's callback
         self._stop_callbacks: dict[str, Callback] = {}  # call id -> the stop command's, while it runs
+        self._hangup_callbacks: dict[str, Callback] = {}  # call id -> the hangup command's, until the call ends
 
     def authorized(self, request: web.Request) -> bool:
         """Basic auth whose user is our auth_id and equals the path's; constant-time compares."""
@@ -183,13 +194,13 @@ class PlivoDialect:
 
         return wrapped
 
-    def _call(self, call_uuid: str) -> Call:
+    def _call(self, call_uuid: str, answered: bool = True) -> Call:
         call = self.server.registry.get(call_uuid)
         if call is None:
             raise PlivoError(404, "call not found")
         if call.state is CallState.ENDED:
             raise PlivoError(404, "call not found: it has ended")
-        if call.state is not CallState.ANSWERED:
+        if answered and call.state is not CallState.ANSWERED:
             raise PlivoError(409, "call is not answered yet")
         return call
 
@@ -220,12 +231,24 @@ class PlivoDialect:
             self._stop_callbacks.pop(call.call_id, None)
         return web.Response(status=204)
 
+    async def hangup(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """``DELETE …/Call/{uuid}/``: BYE (a ringing inbound call is refused) through the core's hangup; 204."""
+        callback = parse_callback(body, str(uuid.uuid4()))
+        call = self._call(request.match_info["call_uuid"], answered=False)
+        if callback is not None:
+            self._hangup_callbacks[call.call_id] = callback
+        await self.server.sip.hangup(call.call_id, cause="normal_clearing", by="api")
+        return web.Response(status=204)
+
     async def not_found(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         raise PlivoError(404, f"{request.method} {request.path} is not a resource mediasrv serves")
 
     # -- callbacks ---------------------------------------------------------------------------
     def render(self, event: Event) -> list[Delivery] | None:
         """A playback event → Plivo-style signed callbacks to the URLs its commands gave."""
+        if event.type == "call.hangup":
+            hangup_cb = self._hangup_callbacks.pop(event.call_id, None)
+            return [self._hangup_delivery(event, hangup_cb)] if hangup_cb is not None and self.auth_token else None
         if event.type not in ("playback.started", "playback.ended") or not self.auth_token:
             return None
         playback_id = event.data.get("playback_id", "")
@@ -238,6 +261,26 @@ class PlivoDialect:
         if ended and stopper is not None and event.data.get("status") == "stopped":
             targets.append(stopper)
         return [self._delivery(event, cb, own) for cb in targets] or None
+
+    def _hangup_delivery(self, event: Event, cb: Callback) -> Delivery:
+        """The hangup command's callback_url gets the Hangup callback Plivo sends to a call's hangup_url."""
+        d = event.data
+        answered, ended = d.get("answered_at"), d.get("ended_at")
+        duration = str(int(round(ended - answered))) if answered and ended else "0"
+        params = {
+            "Event": "Hangup",
+            "CallUUID": event.call_id,
+            "RequestUUID": cb.api_id,
+            "From": str(d.get("from") or ""),
+            "To": str(d.get("to") or ""),
+            "Direction": str(d.get("direction") or ""),
+            "CallStatus": "completed" if answered else "cancel",
+            "HangupCause": PLIVO_HANGUP_CAUSES.get(str(d.get("hangup_cause") or ""), "NORMAL_CLEARING"),
+            "HangupSource": "API Request" if d.get("hangup_by") == "api" else str(d.get("hangup_by") or ""),
+            "Duration": duration,
+            "BillDuration": duration,
+        }
+        return self._signed(cb, params, event.call_id)
 
     def _delivery(self, event: Event, cb: Callback, own: Callback | None) -> Delivery:
         d = event.data
@@ -256,6 +299,10 @@ class PlivoDialect:
                 params["Detail"] = str(d.get("message") or "")
         else:
             params["Status"] = "playing"
+        return self._signed(cb, params, event.call_id)
+
+    def _signed(self, cb: Callback, params: dict[str, str], call_id: str) -> Delivery:
+        """One callback request: GET puts the params in the query, POST in a form; signed V3 and V2."""
         token = self.auth_token or ""
         url = cb.url
         if cb.method == "GET":
@@ -268,7 +315,7 @@ class PlivoDialect:
             headers = {"Content-Type": "application/x-www-form-urlencoded", **plivo_headers("POST", url, params, token)}
             return body, headers
 
-        return Delivery(url=url, build=build, key=event.call_id, method=cb.method, label=params["Event"])
+        return Delivery(url=url, build=build, key=call_id, method=cb.method, label=params["Event"])
 
 
 PLIVO_KEY: web.AppKey[PlivoDialect] = web.AppKey("plivo", PlivoDialect)
@@ -278,10 +325,12 @@ _PLAY = "/v1/Account/{auth_id}/Call/{call_uuid}/Play/"
 OPENAPI_DIALECT: dict[str, Any] = {
     "auth": "HTTP Basic <MEDIASRV_PLIVO_AUTH_ID>:<MEDIASRV_PLIVO_AUTH_TOKEN>; the user equals {auth_id}",
     "errors": '{"api_id", "error"}',
-    "webhooks": "form callbacks to callback_url (PlayStarted, PlayEnded), X-Plivo-Signature-V3 + nonce",
+    "webhooks": "form callbacks to callback_url (PlayStarted, PlayEnded; Hangup for a hangup's callback_url), "
+                "X-Plivo-Signature-V3 + nonce",
     "routes": [
         {"method": "POST", "path": _PLAY, "maps_to": "POST /v1/calls/{call_id}/playbacks"},
         {"method": "DELETE", "path": _PLAY, "maps_to": "DELETE /v1/calls/{call_id}/playbacks?stop=all"},
+        {"method": "DELETE", "path": "/v1/Account/{auth_id}/Call/{call_uuid}/", "maps_to": "DELETE /v1/calls/{call_id}"},
     ],
 }
 
@@ -298,11 +347,14 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("Plivo dialect disabled (no MEDIASRV_PLIVO_AUTH_ID / _AUTH_TOKEN): /v1/Account answers 401")
     server.events.add_sink(WebhookSink(dialect.render, name="plivo-callback"))
     r = dialect.route
-    play = "/v1/Account/{auth_id}/Call/{call_uuid}/Play"
+    call = "/v1/Account/{auth_id}/Call/{call_uuid}"
+    play = call + "/Play"
     app.add_routes([
         web.post(play + "/", r(dialect.play)),
         web.post(play, r(dialect.play)),
         web.delete(play + "/", r(dialect.stop)),
         web.delete(play, r(dialect.stop)),
+        web.delete(call + "/", r(dialect.hangup)),
+        web.delete(call, r(dialect.hangup)),
         web.route("*", "/v1/Account/{auth_id}/{tail:.*}", r(dialect.not_found)),
     ])

@@ -227,6 +227,15 @@ HANGUP_CAUSES = {
 }
 
 
+# reject's cause -> the core's hangup cause, whose refusal is 603 / 486 / 404 / 480 to the caller
+REJECT_CAUSES = {
+    "CALL_REJECTED": "call_rejected",
+    "USER_BUSY": "busy",
+    "NOT_FOUND": "not_found",
+    "TEMPORARILY_UNAVAILABLE": "temporarily_unavailable",
+}
+
+
 class TelnyxDialect:
     def __init__(
         self, server: Server, api_key: str | None, webhook_url: str | None, signer: Ed25519Signer | None
@@ -365,6 +374,24 @@ class TelnyxDialect:
         self._call(call_id, answered=False)
         self._remember_state(call_id, client_state)
         await self.server.sip.hangup(call_id, cause="normal_clearing", by="api")
+        return ok()
+
+    async def reject(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """Refuse a ringing inbound call with the SIP final response ``cause`` names (the core's hangup does it)."""
+        call_id = request.match_info["call_control_id"]
+        if body.get("cause") is None:
+            raise TelnyxError("10004", "cause is required", "/cause")
+        cause = _enum(body, "cause", tuple(REJECT_CAUSES)) or ""
+        client_state = _client_state(body)
+        call = self._call(call_id, answered=False)
+        if call.state is CallState.ANSWERED:
+            raise TelnyxError("90018", "This call has already been answered and can't be rejected; use hangup.",
+                              "/call_control_id")
+        if call.direction is not Direction.INBOUND:
+            raise TelnyxError("90061", "Only an incoming call can be rejected; use hangup for an outgoing call.",
+                              "/call_control_id")
+        self._remember_state(call_id, client_state)
+        await self.server.sip.hangup(call_id, cause=REJECT_CAUSES[cause], by="api")
         return ok()
 
     async def bridge(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -573,6 +600,7 @@ OPENAPI_DIALECT: dict[str, Any] = {
         {"method": "POST", "path": _ACTIONS + "playback_stop", "maps_to": "DELETE /v1/calls/{call_id}/playbacks"},
         {"method": "POST", "path": _ACTIONS + "answer", "maps_to": "POST /v1/calls/{call_id}/answer"},
         {"method": "POST", "path": _ACTIONS + "hangup", "maps_to": "DELETE /v1/calls/{call_id}"},
+        {"method": "POST", "path": _ACTIONS + "reject", "maps_to": "DELETE /v1/calls/{call_id} (ringing: SIP 603/486/404/480)"},
         {"method": "POST", "path": _ACTIONS + "bridge", "maps_to": "POST /v1/calls/{call_id}/bridge"},
         {"method": "GET", "path": "/v2/public_key", "maps_to": "mediasrv keys"},
     ],
@@ -601,6 +629,7 @@ def setup(app: web.Application, server: Server) -> None:
         web.post(actions + "playback_stop", r(dialect.playback_stop)),
         web.post(actions + "answer", r(dialect.answer)),
         web.post(actions + "hangup", r(dialect.hangup)),
+        web.post(actions + "reject", r(dialect.reject)),
         web.post(actions + "bridge", r(dialect.bridge)),
         web.get("/v2/public_key", r(dialect.public_key, action=False)),
         web.route("*", "/v2/{tail:.*}", r(dialect.not_found, action=False)),

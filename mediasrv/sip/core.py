@@ -31,7 +31,7 @@ IN_DIALOG_OK = ("UPDATE", "INFO")
 SCHEMES = ("sip", "sips", "tel")
 
 REASONS = {
-    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
+    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 404: "Not Found",
     405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
@@ -45,6 +45,12 @@ FAILURE_CAUSES = {
     486: "busy", 600: "busy", 603: "declined", 607: "declined",
     408: "no_answer", 480: "no_answer", 404: "not_found", 604: "not_found", 484: "not_found",
     410: "not_found", 488: "incompatible_media", 606: "incompatible_media",
+}
+
+# Hanging up an unanswered inbound call refuses it: cause -> the final status the caller gets (else 480).
+REFUSAL_CODES = {
+    "rejected": 603, "decline": 603, "call_rejected": 603, "busy": 486, "not_found": 404,
+    "temporarily_unavailable": 480,
 }
 
 # Headers a caller of start_call() may not add: the core writes these itself.
@@ -877,7 +883,7 @@ class SipCore:
             self._send_bye(session)
             self._end(session, cause, by, None)
         elif session.inbound:
-            code = 603 if cause in ("rejected", "decline", "call_rejected") else 486 if cause == "busy" else 480
+            code = REFUSAL_CODES.get(cause, 480)
             tx = session.invite_tx
             if isinstance(tx, ServerInviteTx):
                 self._respond(tx, code, session.local_tag)

@@ -13,8 +13,11 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 from azure.communication.callautomation import (
@@ -37,9 +41,11 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.core.messaging import CloudEvent
 
+from mediasrv.demo import free_port_pair
 from mediasrv.probe import open_capture
 
 from .conftest import (
+    REPO,
     SCENARIOS,
     chirp_signal,
     readme_block,
@@ -67,17 +73,42 @@ class AcsEvents:
 
     url: str = ""
     bodies: list[Any] = field(default_factory=list)
+    raw: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)  # body and headers, as received
 
     @property
     def events(self) -> list[CloudEvent]:
         return [CloudEvent.from_dict(e) for body in self.bodies for e in body]
 
+    @property
+    def plays(self) -> list[CloudEvent]:
+        """The play operations' events (not CallDisconnected)."""
+        return [e for e in self.events if e.type != "Microsoft.Communication.CallDisconnected"]
+
     def types(self) -> list[str]:
         return [e.type.removeprefix("Microsoft.Communication.") for e in self.events]
+
+    def verify_all(self, base: str, audience: str = "mediasrv") -> list[dict[str, Any]]:
+        """Every callback's JWT checked with PyJWT against the server's OpenID configuration and JWKS."""
+        config = json.loads(urllib.request.urlopen(f"{base}/calling/.well-known/acsopenidconfiguration").read())
+        jwks = jwt.PyJWKClient(config["jwks_uri"])
+        return [verify_callback(jwks, config["issuer"], audience, headers, body) for body, headers in self.raw]
 
     async def wait_for(self, type_: str, n: int = 1, timeout: float = 10.0) -> list[CloudEvent]:
         await wait_until(lambda: self.types().count(type_) >= n, timeout, f"{n} {type_} callbacks")
         return [e for e in self.events if e.type == "Microsoft.Communication." + type_]
+
+
+def verify_callback(jwks: jwt.PyJWKClient, issuer: str, audience: str, headers: dict[str, str],
+                    body: bytes) -> dict[str, Any]:
+    """What a receiver does (ACS's recipe: OIDC JWT validation), plus the body binding of content_sha256."""
+    scheme, _, token = headers["Authorization"].partition(" ")
+    assert scheme == "Bearer"
+    key = jwks.get_signing_key_from_jwt(token)
+    claims = jwt.decode(token, key.key, algorithms=["RS256"], audience=audience, issuer=issuer,
+                        options={"require": ["iss", "aud", "iat", "exp"]})
+    if claims["content_sha256"] != base64.b64encode(hashlib.sha256(body).digest()).decode():
+        raise jwt.InvalidTokenError("body does not match the token")
+    return claims
 
 
 @pytest.fixture
@@ -85,7 +116,9 @@ async def acs_events() -> AsyncIterator[AcsEvents]:
     rec = AcsEvents()
 
     async def receive(request: web.Request) -> web.Response:
-        rec.bodies.append(await request.json())
+        raw = await request.read()
+        rec.raw.append((raw, dict(request.headers)))
+        rec.bodies.append(json.loads(raw))
         return web.Response(status=200)
 
     app = web.Application()
@@ -140,6 +173,8 @@ async def test_play_media_bit_exact_with_events(tmp_path, audio_origin, acs_even
         completed, _ = await acs_events.wait_for("PlayCompleted", 2)
         code, out = await sipp
         assert code == 0, out[-3000:]
+        await acs_events.wait_for("CallDisconnected")
+        claims = await asyncio.to_thread(acs_events.verify_all, r.http)  # every callback's JWT checks out
     finally:
         capture.close()
         await r.server.stop()
@@ -151,8 +186,9 @@ async def test_play_media_bit_exact_with_events(tmp_path, audio_origin, acs_even
     assert set(payload[:at]) | set(payload[at + len(expected):]) <= {0xFF}, "only silence around them"
     assert_stream_continuity(capture)
 
-    assert acs_events.types() == ["PlayStarted", "PlayCompleted", "PlayStarted", "PlayCompleted"]
-    assert [e.data["operationContext"] for e in acs_events.events] == ["ctx-play-1"] * 2 + ["ctx-play-2"] * 2
+    # the call's callback URI (the operations') also hears of its end
+    assert acs_events.types() == ["PlayStarted", "PlayCompleted", "PlayStarted", "PlayCompleted", "CallDisconnected"]
+    assert [e.data["operationContext"] for e in acs_events.plays] == ["ctx-play-1"] * 2 + ["ctx-play-2"] * 2
     started = acs_events.events[0]
     for ev in (started, completed):
         assert ev.source == f"calling/callConnections/{call.call_id}" and ev.specversion == "1.0"
@@ -163,6 +199,7 @@ async def test_play_media_bit_exact_with_events(tmp_path, audio_origin, acs_even
     assert model.call_connection_id == call.call_id and model.operation_context == "ctx-play-1"
     assert (model.result_information.code, model.result_information.sub_code) == (200, 0)
     assert started.data["correlationId"] == completed.data["correlationId"]
+    assert len(claims) == 5 and len({c["jti"] for c in claims}) == 5 and all(c["aud"] == "mediasrv" for c in claims)
 
 
 async def test_loop_cancel_and_failed_source(tmp_path, audio_origin, acs_events):
@@ -198,7 +235,7 @@ async def test_loop_cancel_and_failed_source(tmp_path, audio_origin, acs_events)
     assert model.operation_context == "broken" and model.failed_play_source_index == 0
     assert (model.result_information.code, model.result_information.sub_code) == (400, 8536)
     assert "http_404" in model.result_information.message
-    assert acs_events.types() == ["PlayStarted", "PlayCanceled", "PlayFailed"]
+    assert acs_events.types() == ["PlayStarted", "PlayCanceled", "PlayFailed", "CallDisconnected"]
 
 
 async def test_errors_through_the_sdk_and_raw_auth(tmp_path, audio_origin):
@@ -386,10 +423,12 @@ async def test_play_to_participants_of_a_bridged_call(tmp_path, audio_origin, ac
     assert pa.find(ey) >= 0 and pb.find(ey) >= 0, "empty playTo: every leg heard it"
     z = expected_payload(z1, "PCMU")[: len(z1)] + expected_payload(z2, "PCMU")
     assert pa.find(z) >= 0 and pb.find(expected_payload(z2, "PCMU")) < 0, "two sources back to back, A only"
-    contexts = [(e.type.rsplit(".", 1)[1], e.data["operationContext"]) for e in acs_events.events]
+    contexts = [(e.type.rsplit(".", 1)[1], e.data["operationContext"]) for e in acs_events.plays]
     assert contexts == [("PlayStarted", "to-b"), ("PlayCompleted", "to-b"), ("PlayStarted", "to-all"),
                         ("PlayCompleted", "to-all"), ("PlayStarted", "to-a"), ("PlayCompleted", "to-a")]
-    assert all(e.data["callConnectionId"] == a.call_id for e in acs_events.events)
+    assert all(e.data["callConnectionId"] == a.call_id for e in acs_events.plays)
+    gone = [e.data["callConnectionId"] for e in acs_events.events if e.type.endswith("CallDisconnected")]
+    assert sorted(gone) == sorted([a.call_id, b.call_id])  # MEDIASRV_ACS_CALLBACK_URL: every call's end
 
 
 async def test_interrupt_call_media_operation_barges_in(tmp_path, audio_origin, acs_events):
@@ -415,7 +454,7 @@ async def test_interrupt_call_media_operation_barges_in(tmp_path, audio_origin, 
     finally:
         capture.close()
         await r.server.stop()
-    got = [(e.type.rsplit(".", 1)[1], e.data["operationContext"]) for e in acs_events.events]
+    got = [(e.type.rsplit(".", 1)[1], e.data["operationContext"]) for e in acs_events.plays]
     assert got[0] == ("PlayStarted", "long") and got[-2:] == [("PlayStarted", "barge"), ("PlayCompleted", "barge")]
     assert sorted(got[1:3]) == [("PlayCanceled", "long"), ("PlayCanceled", "queued")], got
     payload = capture.payload()
@@ -447,3 +486,171 @@ async def test_readme_snippet_runs(tmp_path: Path, audio_origin, acs_events):
         capture.close()
         await r.server.stop()
     assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
+
+
+def wait_bye_args(r: Any) -> list[str]:
+    """uac_wait_bye.xml: a caller that stays until mediasrv hangs up (SIPp fails the call if no BYE comes)."""
+    return [f"127.0.0.1:{r.sip_port}", "-sf", str(SCENARIOS / "uac_wait_bye.xml"), "-i", "127.0.0.1", "-p", "0",
+            "-mp", str(free_port_pair()), "-m", "1", "-timeout", "40s", "-timeout_error"]
+
+
+async def test_hang_up_sends_bye_and_call_disconnected(tmp_path, audio_origin, acs_events):
+    """hang_up(is_for_everyone=False), the README's snippet: SIPp gets BYE, the SDK gets None (204), the
+    call's callback URI (from its play) gets CallDisconnected; a second hang up is ACS's 404."""
+    r = await start_server(tmp_path, acs_access_key=KEY)
+    try:
+        url = audio_origin.add("p.wav", wav_bytes(chirp_signal(0.2), 8000))
+        sipp = await start_sipp(wait_bye_args(r))
+        [call] = await answered_calls(r, 1)
+        conn = acs_client(r).get_call_connection(call.call_id)
+        await asyncio.to_thread(conn.play_media, FileSource(url), operation_context="hello",
+                                operation_callback_url=acs_events.url)
+        await acs_events.wait_for("PlayCompleted")
+        code = readme_block("Azure Communication Services", 1)
+        for placeholder, value in (("http://127.0.0.1:8080", r.http), ("<MEDIASRV_ACS_ACCESS_KEY>", KEY),
+                                   ("<call_id>", call.call_id)):
+            assert placeholder in code, placeholder
+            code = code.replace(placeholder, value)
+        scope: dict[str, Any] = {}
+        await asyncio.to_thread(exec, compile(code, "README.md#acs-hang-up", "exec"), scope)
+        assert "result" in scope and scope["result"] is None
+        rc, out = await sipp
+        assert rc == 0, out[-3000:]  # SIPp received the BYE it waits for
+        assert (call.state.value, call.hangup_by, call.hangup_cause) == ("ended", "api", "normal_clearing")
+        [gone] = await acs_events.wait_for("CallDisconnected")
+
+        for everyone in (False, True):
+            e = await asyncio.to_thread(expect, ResourceNotFoundError, conn.hang_up, everyone)
+            assert e.status_code == 404 and e.error.code == "8522"
+        e = await asyncio.to_thread(expect, ResourceNotFoundError,
+                                    acs_client(r).get_call_connection("v3:x:missing").hang_up, True)
+        assert e.status_code == 404 and e.error.code == "8522"
+        wrong = acs_client(r, base64.b64encode(b"not-the-key").decode()).get_call_connection(call.call_id)
+        e = await asyncio.to_thread(expect, ClientAuthenticationError, wrong.hang_up, False)
+        assert e.status_code == 401
+    finally:
+        await r.server.stop()
+    assert acs_events.types() == ["PlayStarted", "PlayCompleted", "CallDisconnected"]
+    model = acs_models.CallDisconnected.deserialize(gone.data)
+    assert model.call_connection_id == call.call_id and model.server_call_id and model.correlation_id
+    assert (model.result_information.code, model.result_information.sub_code) == (200, 0)
+    assert "normal_clearing by api" in model.result_information.message
+    assert gone.source == f"calling/callConnections/{call.call_id}"
+
+
+def expect(exc_type: type[Exception], fn: Any, *args: Any, **kwargs: Any) -> Any:
+    with pytest.raises(exc_type) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+async def test_terminate_ends_every_bridged_leg(tmp_path, audio_origin, acs_events):
+    """hang_up(is_for_everyone=True) → ``:terminate``: BYE to this leg and the leg bridged with it;
+    the loop playing on it ends PlayCanceled, then each leg's CallDisconnected; a repeat is a no-op 204."""
+    r = await start_server(tmp_path, acs_access_key=KEY, acs_callback_url=acs_events.url)
+    try:
+        url = audio_origin.add("loop.wav", wav_bytes(chirp_signal(0.4), 8000))
+        sipps = [await start_sipp(wait_bye_args(r))]
+        await answered_calls(r, 1)
+        sipps.append(await start_sipp(wait_bye_args(r)))
+        a, b = await answered_calls(r, 2)
+        r.server.media.join_room("room-t", a.call_id)
+        r.server.media.join_room("room-t", b.call_id)
+        conn = acs_client(r).get_call_connection(a.call_id)
+        await asyncio.to_thread(conn.play_media, FileSource(url), loop=True, operation_context="looping")
+        await acs_events.wait_for("PlayStarted")
+        assert await asyncio.to_thread(conn.hang_up, True) is None
+        for sipp in sipps:
+            rc, out = await sipp
+            assert rc == 0, out[-3000:]  # both callers got a BYE
+        assert [c.state.value for c in (a, b)] == ["ended", "ended"]
+        await acs_events.wait_for("CallDisconnected", 2)
+
+        # the SDK's terminate carries Repeatability-Request-ID: the same id again is answered 204, once done
+        target = f"{r.http}/calling/callConnections/{a.call_id}:terminate?api-version=2026-03-12"
+        async with aiohttp.ClientSession() as s:
+            for repeat_id, status in (("rep-1", 404), ("rep-1", 404)):
+                h = signed_headers("POST", target, b"", KEY) | {"Repeatability-Request-ID": repeat_id}
+                async with s.post(target, headers=h) as resp:
+                    assert resp.status == status  # ended before: nothing was done, nothing remembered
+            sipp3 = await start_sipp(wait_bye_args(r))
+            [c] = [x for x in await answered_calls(r, 1) if x.call_id not in (a.call_id, b.call_id)]
+            target3 = f"{r.http}/calling/callConnections/{c.call_id}:terminate?api-version=2026-03-12"
+            for _ in range(2):
+                h = signed_headers("POST", target3, b"", KEY) | {"Repeatability-Request-ID": "rep-2"}
+                async with s.post(target3, headers=h) as resp:
+                    assert resp.status == 204
+            rc, out = await sipp3
+            assert rc == 0, out[-3000:]
+    finally:
+        await r.server.stop()
+    def of(call_id: str) -> list[str]:  # callbacks are ordered per call, not across calls
+        return [e.type.rsplit(".", 1)[1] for e in acs_events.events if e.data["callConnectionId"] == call_id]
+
+    assert of(a.call_id) == ["PlayStarted", "PlayCanceled", "CallDisconnected"]
+    assert of(b.call_id) == of(c.call_id) == ["CallDisconnected"]
+    assert len(acs_events.events) == 5
+
+
+async def test_callback_jwt_verifies_against_served_jwks(tmp_path, audio_origin, acs_events):
+    """The README's PyJWT check passes for our callbacks; a changed body, a forged signature or another
+    audience fail; the JWKS key is the one ``mediasrv keys`` prints; a disabled dialect serves no keys."""
+    r = await start_server(tmp_path, acs_access_key=KEY, acs_resource_id="b5ba2e2e-acs-resource",
+                           acs_callback_url=acs_events.url)
+    off = await start_server(tmp_path / "off")
+    try:
+        sipp = await start_sipp(wait_bye_args(r))
+        [call] = await answered_calls(r, 1)
+        await asyncio.to_thread(acs_client(r).get_call_connection(call.call_id).hang_up, False)
+        rc, out = await sipp
+        assert rc == 0, out[-3000:]
+        await acs_events.wait_for("CallDisconnected")
+        body, headers = acs_events.raw[0]
+        verify = readme_block("Azure Communication Services", 2)
+        for placeholder, value in (("http://127.0.0.1:8080", r.http),
+                                   ("<MEDIASRV_ACS_RESOURCE_ID>", "b5ba2e2e-acs-resource")):
+            assert placeholder in verify, placeholder
+            verify = verify.replace(placeholder, value)
+        compiled = compile(verify, "README.md#acs-verify", "exec")
+
+        def run(h: dict[str, str], raw: bytes) -> dict[str, Any]:
+            scope: dict[str, Any] = {"headers": h, "raw_body": raw}
+            exec(compiled, scope)
+            return scope["claims"]
+
+        claims = await asyncio.to_thread(run, headers, body)
+        tampered = body.replace(b"CallDisconnected", b"CallConnected")
+        with pytest.raises(jwt.InvalidTokenError, match="body"):
+            await asyncio.to_thread(run, headers, tampered)
+        token = headers["Authorization"].removeprefix("Bearer ")
+        head, payload, sig = token.split(".")
+        forged_claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+        forged_claims["content_sha256"] = base64.b64encode(hashlib.sha256(tampered).digest()).decode()
+        forged = base64.urlsafe_b64encode(json.dumps(forged_claims).encode()).rstrip(b"=").decode()
+        with pytest.raises(jwt.InvalidSignatureError):  # the body's hash re-stated without our key
+            await asyncio.to_thread(run, headers | {"Authorization": f"Bearer {head}.{forged}.{sig}"}, tampered)
+        flipped = sig[:10] + ("A" if sig[10] != "A" else "B") + sig[11:]
+        with pytest.raises(jwt.InvalidSignatureError):
+            await asyncio.to_thread(run, headers | {"Authorization": f"Bearer {head}.{payload}.{flipped}"}, body)
+        with pytest.raises(jwt.InvalidAudienceError):  # a token minted for another resource
+            await asyncio.to_thread(acs_events.verify_all, r.http, "another-resource")
+
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{r.http}/calling/.well-known/acsopenidconfiguration") as resp:
+                config = await resp.json()
+            async with s.get(f"{r.http}/calling/keys") as resp:
+                jwks = await resp.json()
+            async with s.get(f"{off.http}/calling/keys") as resp:
+                assert resp.status == 404 and (await resp.json())["error"]["code"] == "NotFound"
+    finally:
+        await r.server.stop()
+        await off.server.stop()
+    assert claims["iss"] == config["issuer"] == r.http and config["jwks_uri"] == f"{r.http}/calling/keys"
+    assert claims["aud"] == "b5ba2e2e-acs-resource" and claims["exp"] - claims["iat"] == 300
+    [jwk] = jwks["keys"]
+    assert jwt.get_unverified_header(token)["kid"] == jwk["kid"] and jwk["alg"] == "RS256" and jwk["kty"] == "RSA"
+    assert not (off.data_dir / "keys").exists(), "a disabled dialect makes no key"
+    out = subprocess.run([sys.executable, "-m", "mediasrv", "keys", "--data-dir", str(r.data_dir)],
+                         capture_output=True, text=True, timeout=30, cwd=REPO, check=True).stdout
+    lines = out.splitlines()
+    assert f"kid {jwk['kid']}" in lines and json.loads(lines[lines.index(f"kid {jwk['kid']}") + 1]) == jwk

@@ -246,6 +246,53 @@ async def test_readme_snippet_runs_against_a_live_call(tmp_path, callbacks: Call
     assert capture.payload().find(expected_payload(src, "PCMU")) >= 0
 
 
+async def test_hangup_sends_bye_and_a_signed_hangup_callback(tmp_path, callbacks: Callbacks):
+    """``calls.delete`` (the README's snippet): BYE seen by SIPp, 204 → None, a Hangup callback; then 404s."""
+    r, client = await plivo_server(tmp_path)
+    try:
+        sipp = await start_sipp([
+            f"127.0.0.1:{r.sip_port}", "-sf", str(SCENARIOS / "uac_wait_bye.xml"), "-i", "127.0.0.1", "-p", "0",
+            "-mp", str(free_port_pair()), "-m", "1", "-timeout", "40s", "-timeout_error",
+        ])
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        code = readme_block("Plivo", 2)
+        for old, new in (("MAXXXXXXXXXXXXXXXXXX", AUTH_ID), ("your-auth-token", AUTH_TOKEN),
+                         ("v3:node:call-id", cid), ("https://app.example.com/plivo/hangup", callbacks.url)):
+            assert old in code, old
+            code = code.replace(old, new)
+        scope: dict[str, Any] = {}
+        await asyncio.to_thread(exec, compile(code, "README.md#plivo-hangup", "exec"), scope)
+        rc, out = await sipp
+        assert rc == 0, out[-3000:]  # SIPp received our BYE and answered it
+        assert call.state.value == "ended" and (call.hangup_by, call.hangup_cause) == ("api", "normal_clearing")
+        hung = await callbacks.wait_for(lambda p: p["Event"] == "Hangup")
+
+        # the SDK's exact request, replayed raw: DELETE with a JSON body on the trailing-slash path
+        basic = "Basic " + base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
+        async with aiohttp.ClientSession() as s, s.delete(
+            f"{r.http}/v1/Account/{AUTH_ID}/Call/{cid}/", json={"call_uuid": cid}, headers={"Authorization": basic},
+        ) as resp:
+            assert resp.status == 404
+            body = await resp.json()
+        assert body["error"] == "call not found: it has ended" and re.fullmatch(r"[0-9a-f-]{36}", body["api_id"])
+        with pytest.raises(plivo.exceptions.ResourceNotFoundError, match="^call not found$"):
+            await asyncio.to_thread(client.calls.hangup, "no-such-call")
+        with pytest.raises(plivo.exceptions.ResourceNotFoundError, match="ended"):
+            await asyncio.to_thread(client.calls.delete, cid)
+        bad = plivo.RestClient(auth_id=AUTH_ID, auth_token="wrong")
+        with pytest.raises(plivo.exceptions.AuthenticationError):
+            await asyncio.to_thread(bad.calls.delete, cid)
+    finally:
+        await r.server.stop()
+    assert "response" in scope and scope["response"] is None  # what the SDK makes of our 204
+    assert callbacks.got[0]["method"] == "POST"
+    assert hung["CallUUID"] == cid and hung["CallStatus"] == "completed"
+    assert (hung["HangupCause"], hung["HangupSource"]) == ("NORMAL_CLEARING", "API Request")
+    assert hung["Direction"] == "inbound" and int(hung["Duration"]) >= 0
+    assert len([p for p in callbacks.verified() if p["Event"] == "Hangup"]) == 1
+
+
 async def test_url_list_length_and_legs(tmp_path, callbacks: Callbacks, audio_origin):
     r, client = await plivo_server(tmp_path)
     capture = await open_capture()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from telnyx.types import (
     CallPlaybackEndedWebhookEvent,
     CallPlaybackStartedWebhookEvent,
 )
-from telnyx.types.calls import ActionStartPlaybackResponse, ActionStopPlaybackResponse
+from telnyx.types.calls import ActionRejectResponse, ActionStartPlaybackResponse, ActionStopPlaybackResponse
 
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.api.telnyx import TELNYX_KEY
@@ -295,6 +296,89 @@ async def test_ringing_answer_errors_replay_and_hangup(tmp_path, hooks: SignedHo
     assert audio_origin.hits["long.wav"] == 2
 
 
+def rejected_scenario(tmp_path: Path, code: int) -> Path:
+    """uac_rejected.xml expecting *code* as the final answer to its INVITE (after a 180)."""
+    text = (SCENARIOS / "uac_rejected.xml").read_text()
+    assert '<recv response="603"/>' in text
+    path = tmp_path / f"uac_rejected_{code}.xml"
+    path.write_text(text.replace('<recv response="603"/>', f'<recv response="{code}"/>'))
+    return path
+
+
+async def test_reject_ringing_calls_with_603_and_486(tmp_path, hooks: SignedHooks):
+    """reject on a ringing inbound call: the SIP final response SIPp expects; an answered or ended call: 90018."""
+    r, client = await telnyx_server(tmp_path, hooks, auto_answer=False)
+    actions = client.calls.actions
+
+    async def error_of(fn: Any, *args: Any, **kwargs: Any) -> telnyx.APIStatusError:
+        with pytest.raises(telnyx.APIStatusError) as info:
+            await asyncio.to_thread(fn, *args, **kwargs)
+        return info.value
+
+    async def ringing_call(scenario: Path, seen: set[str]) -> tuple[asyncio.Task[tuple[int, str]], str]:
+        sipp = await start_sipp([
+            f"127.0.0.1:{r.sip_port}", "-sf", str(scenario), "-i", "127.0.0.1", "-p", "0",
+            "-mp", str(free_port_pair()), "-m", "1", "-timeout", "40s", "-timeout_error",
+        ])
+        call = await wait_until(lambda: next((c for c in r.server.registry.active()
+                                              if c.call_id not in seen and c.state.value == "ringing"), None),
+                                10, "the call to ring")
+        seen.add(call.call_id)
+        return sipp, call.call_id
+
+    seen: set[str] = set()
+    try:
+        sipp_603, c603 = await ringing_call(SCENARIOS / "uac_rejected.xml", seen)
+        e = await error_of(actions.reject, c603, cause="NOPE")  # the SDK does not check its Literal: we do
+        assert e.status_code == 422 and e.body["errors"][0]["code"] == "10032"
+        assert e.body["errors"][0]["source"] == {"pointer": "/cause"}
+        res = await asyncio.to_thread(actions.reject, c603, cause="CALL_REJECTED", client_state=CS1)
+        assert isinstance(res, ActionRejectResponse) and res.data.result == "ok"
+        code, out = await sipp_603
+        assert code == 0, out[-3000:]  # SIPp got the 603 it waits for (anything else fails its call)
+
+        sipp_486, c486 = await ringing_call(rejected_scenario(tmp_path, 486), seen)
+        # the README's reject snippet, run as written (base URL, key and call id substituted)
+        snippet = readme_block("Telnyx", 1)
+        for old, new in (("http://127.0.0.1:8080", r.http), ("KEY0123_mediasrv_test", API_KEY),
+                         ("v3:node:call-id", c486)):
+            assert old in snippet, old
+            snippet = snippet.replace(old, new)
+        await asyncio.to_thread(exec, compile(snippet, "README.md#telnyx-reject", "exec"), {})
+        code, out = await sipp_486
+        assert code == 0, out[-3000:]
+
+        e = await error_of(actions.reject, c603, cause="CALL_REJECTED")
+        err = e.body["errors"][0]
+        assert e.status_code == 422 and (err["code"], err["title"]) == ("90018", "Call has already ended")
+        e = await error_of(actions.reject, "v3:nobody:0000", cause="CALL_REJECTED")
+        assert e.body["errors"][0]["code"] == "90015"
+
+        # answered: reject is refused (90018), hangup still works (SIPp waits for our BYE)
+        sipp_bye, cans = await ringing_call(SCENARIOS / "uac_wait_bye.xml", seen)
+        await asyncio.to_thread(actions.answer, cans)
+        e = await error_of(actions.reject, cans, cause="CALL_REJECTED")
+        assert e.status_code == 422 and e.body["errors"][0]["code"] == "90018"
+        assert "answered" in e.body["errors"][0]["detail"]
+        assert r.server.registry.get(cans).state.value == "answered"
+        await asyncio.to_thread(actions.hangup, cans)
+        code, out = await sipp_bye
+        assert code == 0, out[-3000:]
+        await wait_until(lambda: hooks.types(cans).count("call.hangup") == 1, 10, "the last call.hangup")
+    finally:
+        await r.server.stop()
+
+    assert (r.server.registry.get(c603).sip_code, r.server.registry.get(c486).sip_code) == (603, 486)
+    h603 = next(e for e in hooks.events(c603) if e.data.event_type == "call.hangup")
+    h486 = next(e for e in hooks.events(c486) if e.data.event_type == "call.hangup")
+    assert isinstance(h603, CallHangupWebhookEvent)
+    p603, p486 = h603.data.payload, h486.data.payload
+    assert (p603.hangup_cause, p603.sip_hangup_cause, p603.hangup_source) == ("call_rejected", "603", "callee")
+    assert p603.client_state == CS1
+    assert (p486.hangup_cause, p486.sip_hangup_cause) == ("user_busy", "486")
+    assert hooks.types(c603) == ["call.initiated", "call.hangup"]  # never answered
+
+
 async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: SignedHooks):
     r = await start_server(tmp_path)  # no telnyx_api_key: the dialect refuses everything
     try:
@@ -306,7 +390,7 @@ async def test_disabled_without_key_and_cli_prints_public_key(tmp_path, hooks: S
             await public_key(client)
         spec = await asyncio.to_thread(client.get, f"{r.http}/openapi.json", cast_to=object)
         routes = {(x["method"], x["path"]) for d in spec["x-dialects"].values() for x in d["routes"]}
-        for action in ("playback_start", "playback_stop", "answer", "hangup", "bridge"):
+        for action in ("playback_start", "playback_stop", "answer", "hangup", "reject", "bridge"):
             path = f"/v2/calls/{{call_control_id}}/actions/{action}"
             assert ("POST", path) in routes  # listed, and served:
             assert any(getattr(res, "canonical", None) == path for res in r.server.app.router.resources()), path
@@ -343,7 +427,7 @@ async def test_readme_snippet_runs_against_a_live_call(tmp_path, hooks: SignedHo
         ended = await hooks.wait_for(lambda e: e.data.event_type == "call.playback.ended")
         # the README's verification snippet, fed one of our webhooks
         body, headers = hooks.raw[-1]
-        verify = readme_block("Telnyx", 1).replace("http://127.0.0.1:8080", r.http)
+        verify = readme_block("Telnyx", 2).replace("http://127.0.0.1:8080", r.http)
         scope = {"raw_body": body, "request_headers": headers}
         await asyncio.to_thread(exec, compile(verify, "README.md#telnyx-verify", "exec"), scope)
         assert scope["event"].data.event_type == "call.playback.ended"

@@ -1,15 +1,18 @@
-"""Our webhook signatures, checked by the vendors' own verifiers (telnyx, plivo SDKs)."""
+"""Our webhook signatures, checked by the vendors' own verifiers (telnyx, plivo SDKs) and PyJWT."""
 
+import base64
+import hashlib
 import json
 import os
 import stat
 
+import jwt
 import pytest
 import telnyx
 from plivo.utils import validate_signature
 from plivo.utils.signature_v3 import validate_v3_signature
 
-from mediasrv.api.signing import Ed25519Signer, plivo_headers
+from mediasrv.api.signing import Ed25519Signer, RsaJwtSigner, plivo_headers
 
 
 def test_key_pair_made_once_and_private(tmp_path):
@@ -17,6 +20,37 @@ def test_key_pair_made_once_and_private(tmp_path):
     b = Ed25519Signer.load_or_create(tmp_path)
     assert a.public_key_b64 == b.public_key_b64 and len(a.public_key_raw) == 32
     assert stat.S_IMODE(os.stat(tmp_path / "keys" / "ed25519.pem").st_mode) == 0o600
+
+
+def test_rsa_key_made_once_private_and_published_with_its_thumbprint(tmp_path):
+    a = RsaJwtSigner.load_or_create(tmp_path)
+    b = RsaJwtSigner.load_or_create(tmp_path)
+    assert a.jwks == b.jwks and a.kid == b.kid
+    assert stat.S_IMODE(os.stat(tmp_path / "keys" / "acs-rs256.pem").st_mode) == 0o600
+    jwk = a.jwk
+    assert (jwk["kty"], jwk["alg"], jwk["use"], jwk["e"]) == ("RSA", "RS256", "sig", "AQAB")
+    assert len(base64.urlsafe_b64decode(jwk["n"] + "==")) == 256  # 2048 bits
+    # RFC 7638: SHA-256 over the required members, lexicographic, no whitespace
+    members = '{"e":"' + jwk["e"] + '","kty":"RSA","n":"' + jwk["n"] + '"}'
+    assert a.kid == base64.urlsafe_b64encode(hashlib.sha256(members.encode()).digest()).decode().rstrip("=")
+
+
+def test_rs256_token_verifies_with_pyjwt_and_expires(tmp_path):
+    signer = RsaJwtSigner.load_or_create(tmp_path)
+    body = b'[{"type": "Microsoft.Communication.CallDisconnected"}]'
+    token = signer.token("http://127.0.0.1:8080", "res-1", body)
+    key = jwt.PyJWK(signer.jwk).key
+    claims = jwt.decode(token, key, algorithms=["RS256"], audience="res-1", issuer="http://127.0.0.1:8080")
+    assert claims["content_sha256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert claims["exp"] - claims["iat"] == 300 and jwt.get_unverified_header(token)["kid"] == signer.kid
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(token, key, algorithms=["RS256"], audience="res-2")
+    with pytest.raises(jwt.ExpiredSignatureError):
+        old = signer.token("http://127.0.0.1:8080", "res-1", body, now=1_000_000)
+        jwt.decode(old, key, algorithms=["RS256"], audience="res-1")
+    other = RsaJwtSigner.load_or_create(tmp_path / "other")
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, jwt.PyJWK(other.jwk).key, algorithms=["RS256"], audience="res-1")
 
 
 def test_telnyx_sdk_verifies_our_signature(tmp_path):
