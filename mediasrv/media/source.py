@@ -42,7 +42,7 @@ from .store import MEDIA_NAME, MediaStore
 if TYPE_CHECKING:
     from .player import SourceSpec
 
-__all__ = ["MEDIA_NAME", "Media", "MediaLoader", "SourceError", "decode_wav"]
+__all__ = ["MEDIA_NAME", "Claim", "Media", "MediaLoader", "SourceError", "decode_wav"]
 
 log = logging.getLogger("mediasrv.source")
 
@@ -228,12 +228,53 @@ class MediaBuilder:
         return self._buf[: self.samples].copy() if len(self._buf) > self.samples else self._buf
 
 
-@dataclass
+@dataclass(eq=False)
 class _Flight:
-    """One download-and-decode in progress; every concurrent request for its key shares it."""
+    """One download-and-decode in progress; every concurrent request for its key shares it.
+
+    ``claims`` counts the playbacks waiting on or streaming from it; ``keep`` is set by a
+    request that wants the result whatever the playbacks do (an explicit prefetch, or an
+    in-process ``load``).  When the last claim goes and nothing keeps it, the load is
+    cancelled (see :meth:`MediaLoader._release`).
+    """
 
     first: asyncio.Future[Media]  # resolved once ~100 ms are decoded (or on failure before that)
     done: asyncio.Future[Media]  # resolved when the whole source is decoded (or failed)
+    key: str = ""  # its entry in MediaLoader._inflight
+    claims: int = 0
+    keep: bool = False
+    decoding: bool = True  # False once the decode is complete: only bookkeeping (the cache) is left
+    cancelled: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class Claim:
+    """One playback's interest in one source's load; :meth:`release` it when the playback ends.
+
+    ``future`` is what the player waits on.  A claim on audio that was already decoded (a
+    cache hit) has no flight and releasing it does nothing.
+    """
+
+    __slots__ = ("future", "_flight", "_loader")
+
+    def __init__(self, future: asyncio.Future[Media], flight: _Flight | None = None,
+                 loader: MediaLoader | None = None) -> None:
+        self.future = future
+        self._flight = flight
+        self._loader = loader
+        if flight is not None:
+            flight.claims += 1
+
+    def another(self) -> Claim:
+        """A second claim on the same load (the same source played on another leg)."""
+        return Claim(self.future, self._flight, self._loader)
+
+    def release(self) -> None:
+        """Idempotent: the playback no longer needs this source."""
+        flight, loader = self._flight, self._loader
+        self._flight = self._loader = None
+        if flight is not None and loader is not None:
+            loader._release(flight)
 
 
 def _quiet(fut: asyncio.Future[Any]) -> None:
@@ -270,7 +311,7 @@ class MediaLoader:
             else None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
-                      "decodes": 0, "process_decodes": 0, "failures": 0}
+                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0}
 
     def start_workers(self) -> None:
         """Start the decoder processes now rather than at the first decode (saves the first play ~0.5 s)."""
@@ -286,13 +327,23 @@ class MediaLoader:
             self._workers.close()
 
     # -- entry points ------------------------------------------------------------
+    def claim(self, spec: SourceSpec) -> Claim:
+        """A playback's claim on one source's load: its future resolves as soon as it can start
+        playing; releasing the last claim cancels a load nothing else keeps (see :meth:`_release`)."""
+        flight = self._flight(spec)
+        return Claim(flight.first, flight, self)
+
     def load_source(self, spec: SourceSpec) -> asyncio.Future[Media]:
-        """A future for one source's media, resolved as soon as it can start playing."""
-        return self._flight(spec).first
+        """A future for one source's media, for a caller that holds no claim: the load is kept
+        alive to the end whatever playbacks sharing it do."""
+        return self._flight(spec, keep=True).first
 
     async def prefetch(self, spec: SourceSpec) -> tuple[Media, CacheEntry | None]:
-        """Load *spec* completely (into the cache if it may be cached): the media and its entry."""
-        flight = self._flight(spec)
+        """Load *spec* completely (into the cache if it may be cached): the media and its entry.
+
+        An explicit prefetch keeps the load alive even when every playback sharing it stops.
+        """
+        flight = self._flight(spec, keep=True)
         media = await asyncio.shield(flight.done)
         key = self._key(spec)
         return media, self.cache.get(key) if key else None
@@ -349,7 +400,7 @@ class MediaLoader:
             return cache_key(spec.url, spec.cache_id)
         return None
 
-    def _flight(self, spec: SourceSpec) -> _Flight:
+    def _flight(self, spec: SourceSpec, keep: bool = False) -> _Flight:
         loop = asyncio.get_running_loop()
         if spec.url is not None:
             key = self._key(spec) or f"nocache:{uuid.uuid4().hex}"
@@ -364,15 +415,40 @@ class MediaLoader:
         flight = self._inflight.get(flight_key)
         if flight is not None:
             self.stats["coalesced"] += 1
+            flight.keep = flight.keep or keep
             return flight
-        flight = _Flight(loop.create_future(), loop.create_future())
+        flight = _Flight(loop.create_future(), loop.create_future(), key=flight_key, keep=keep)
         flight.first.add_done_callback(_quiet)
         flight.done.add_done_callback(_quiet)
         self._inflight[flight_key] = flight
-        task = loop.create_task(self._run(flight_key, key, spec, flight))
+        flight.task = task = loop.create_task(self._run(flight_key, key, spec, flight))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
+
+    def _release(self, flight: _Flight) -> None:
+        """A claim went.  The last one cancels the load unless something else wants the result.
+
+        What keeps a load alive with no claim left: an explicit prefetch (or an in-process
+        ``load``).  A play's ``cache: true`` / ``cache_id`` / Telnyx ``cache_audio`` does not:
+        they say how to store what is fetched, not that it must be fetched whoever listens
+        (Telnyx's ``cache_audio`` defaults to true, which would exempt every Telnyx play).
+        Cancelling closes the HTTP connection, drops the decoder (thread step or worker
+        stream) and the partial media, and removes the single-flight entry so a later play
+        fetches afresh.  Nothing is reported: every playback that wanted it has already ended.
+        """
+        flight.claims -= 1
+        if flight.claims > 0 or flight.keep or not flight.decoding or flight.cancelled or flight.done.done():
+            return
+        flight.cancelled = True
+        self.stats["cancelled"] += 1
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
+        for fut in (flight.first, flight.done):
+            if not fut.done():
+                fut.cancel()
+        if flight.task is not None:
+            flight.task.cancel()
 
     async def _run(self, flight_key: str, key: str, spec: SourceSpec, flight: _Flight) -> None:
         media: Media | None = None
@@ -387,7 +463,8 @@ class MediaLoader:
         except SourceError as exc:
             self._fail(flight, exc)
         except asyncio.CancelledError:
-            self._fail(flight, SourceError("shutdown", "the server is stopping"))
+            if not flight.cancelled:  # the server is stopping (a cancelled flight has no one to tell)
+                self._fail(flight, SourceError("shutdown", "the server is stopping"))
             raise
         except Exception as exc:  # an unexpected failure still ends as a reasoned failed playback
             log.exception("loading %s failed", spec.describe())
@@ -397,7 +474,8 @@ class MediaLoader:
                 flight.first.set_result(media)
             flight.done.set_result(media)
         finally:
-            self._inflight.pop(flight_key, None)
+            if self._inflight.get(flight_key) is flight:
+                del self._inflight[flight_key]
 
     def _fail(self, flight: _Flight, exc: SourceError, media: Media | None = None) -> None:
         self.stats["failures"] += 1
@@ -562,6 +640,7 @@ class MediaLoader:
         media = builder.media
         media.pcm = await loop.run_in_executor(self._decode_pool, builder.trim)
         media.complete = True
+        flight.decoding = False  # what is left (storing it in the cache) is not cancelled
         return media
 
 
