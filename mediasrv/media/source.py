@@ -463,8 +463,12 @@ class MediaLoader:
         except SourceError as exc:
             self._fail(flight, exc)
         except asyncio.CancelledError:
-            if not flight.cancelled:  # the server is stopping (a cancelled flight has no one to tell)
-                self._fail(flight, SourceError("shutdown", "the server is stopping"))
+            if flight.cancelled:
+                # Nobody wants it (see _release), and nobody is told.  Ending normally rather than
+                # re-raising: a task keeps the CancelledError it ends with, whose traceback holds
+                # this frame and so the partial media, freed then only by the cyclic GC, late.
+                return
+            self._fail(flight, SourceError("shutdown", "the server is stopping"))
             raise
         except Exception as exc:  # an unexpected failure still ends as a reasoned failed playback
             log.exception("loading %s failed", spec.describe())
@@ -476,6 +480,7 @@ class MediaLoader:
         finally:
             if self._inflight.get(flight_key) is flight:
                 del self._inflight[flight_key]
+            flight.task = None  # no cycle task -> frame -> flight -> task to keep the media past its end
 
     def _fail(self, flight: _Flight, exc: SourceError, media: Media | None = None) -> None:
         self.stats["failures"] += 1
