@@ -287,7 +287,9 @@ class MediaPlane:
         sources are loaded once and shared by every target leg; all playbacks carry one
         ``command_id``.  ``stop`` stops what is current on each target leg at this moment first
         (the main queue for a main play; the overlays for an overlay play); ``stopped_by`` is then
-        the new playback's id on that leg.
+        the new playback's id on that leg.  Each playback holds a claim on each of its sources'
+        loads until it ends; when the last claim on a load goes and nothing else wants it (no
+        prefetch), the download and decode are cancelled (:meth:`MediaLoader._release`).
         """
         request.validate()
         legs = self.target_legs(call_id, request.target)
@@ -300,11 +302,13 @@ class MediaPlane:
         command_id = request.command_id or uuid.uuid4().hex
         loads = [self._claim(spec) for spec in request.sources]
         futures = [c.future for c in loads]
+        # every leg's claims are taken before any playback can end (and release its own)
+        claims = [loads, *([c.another() for c in loads] for _ in legs[1:])]
         playbacks = []
-        for i, (leg, driver) in enumerate(zip(legs, drivers, strict=True)):
+        for leg, driver, leg_claims in zip(legs, drivers, claims, strict=True):
             playback = new_playback(leg, request, futures, command_id=command_id)
             self._playbacks[playback.id] = playback
-            self._claims[playback.id] = loads if i == 0 else [c.another() for c in loads]
+            self._claims[playback.id] = leg_claims
             if request.stop is not None:
                 driver.player.stop(request.stop, by=playback.id, overlay=request.overlay)
             driver.player.enqueue(playback)
