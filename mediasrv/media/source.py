@@ -36,7 +36,7 @@ from mediacodecs.resample import to_telephony
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers
 from .errors import SourceError
-from .fetch import Fetcher, FetchSettings, public_url
+from .fetch import Fetcher, FetchResponse, FetchSettings, public_url
 from .store import MEDIA_NAME, MediaStore
 
 if TYPE_CHECKING:
@@ -246,6 +246,14 @@ class _Flight:
     decoding: bool = True  # False once the decode is complete: only bookkeeping (the cache) is left
     cancelled: bool = False
     task: asyncio.Task[None] | None = None
+    response: FetchResponse | None = None  # the open download, closed at once by a cancel
+
+    def check(self) -> None:
+        """Raise CancelledError if the load was cancelled: the task's cancel alone is not enough on
+        Python 3.11, whose ``asyncio.wait_for`` swallows a cancel that lands as its inner read
+        completes (gh-86296), and the decode would then carry on."""
+        if self.cancelled:
+            raise asyncio.CancelledError
 
 
 class Claim:
@@ -447,6 +455,8 @@ class MediaLoader:
         for fut in (flight.first, flight.done):
             if not fut.done():
                 fut.cancel()
+        if flight.response is not None:
+            flight.response.close()  # the connection goes now, whatever the task is awaiting
         if flight.task is not None:
             flight.task.cancel()
 
@@ -461,7 +471,8 @@ class MediaLoader:
                 media = await self._decode_stream(spec.describe(), _one(spec.content or b""), flight,
                                                   declared=spec.audio_type)
         except SourceError as exc:
-            self._fail(flight, exc)
+            if not flight.cancelled:  # else the closed connection's error: nobody to tell
+                self._fail(flight, exc)
         except asyncio.CancelledError:
             if flight.cancelled:
                 # Nobody wants it (see _release), and nobody is told.  Ending normally rather than
@@ -471,6 +482,9 @@ class MediaLoader:
             self._fail(flight, SourceError("shutdown", "the server is stopping"))
             raise
         except Exception as exc:  # an unexpected failure still ends as a reasoned failed playback
+            if flight.cancelled:
+                log.debug("cancelled load of %s ended with %r", spec.describe(), exc)
+                return
             log.exception("loading %s failed", spec.describe())
             self._fail(flight, SourceError("internal_error", f"{spec.describe()}: {type(exc).__name__}: {exc}"))
         else:
@@ -503,24 +517,29 @@ class MediaLoader:
         headers = cached.conditional_headers() if cached is not None else None
         self.stats["fetches"] += 1
         resp = await self.fetcher.open(spec.url, spec.username, spec.password, headers)
-        async with resp:
-            fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id, spec.username is not None)
-            if resp.status == 304:
-                if cached is None or self.cache.get(key) is not cached:
-                    raise SourceError("fetch_error", f"{public_url(spec.url)}: 304 to an unconditional request")
-                self.stats["revalidations"] += 1
-                cached.hits += 1
-                self.cache.refresh(key, fresh if fresh.store else Freshness(True, 0.0),
-                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
-                if cached.on_disk:
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, self.cache.write_sidecar, key, self.cache.sidecar(cached))
-                return await self._cached_media(cached)
-            declared = resp.content_length
-            media = await self._decode_stream(
-                spec.describe(), resp.chunks(FEED_BYTES), flight, declared=spec.audio_type,
-                content_type=resp.content_type, url_path=resp.url.path, size_hint=declared,
-            )
+        flight.response = resp
+        try:
+            async with resp:
+                flight.check()
+                fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id, spec.username is not None)
+                if resp.status == 304:
+                    if cached is None or self.cache.get(key) is not cached:
+                        raise SourceError("fetch_error", f"{public_url(spec.url)}: 304 to an unconditional request")
+                    self.stats["revalidations"] += 1
+                    cached.hits += 1
+                    self.cache.refresh(key, fresh if fresh.store else Freshness(True, 0.0),
+                                       resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+                    if cached.on_disk:
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, self.cache.write_sidecar, key, self.cache.sidecar(cached))
+                    return await self._cached_media(cached)
+                declared = resp.content_length
+                media = await self._decode_stream(
+                    spec.describe(), resp.chunks(FEED_BYTES), flight, declared=spec.audio_type,
+                    content_type=resp.content_type, url_path=resp.url.path, size_hint=declared,
+                )
+        finally:
+            flight.response = None
         if spec.cache is not False and fresh.store:
             await self._remember(CacheEntry(
                 key=key, source=public_url(spec.url), samples=len(media.pcm), stored_at=time.time(),
@@ -605,6 +624,7 @@ class MediaLoader:
             except StopAsyncIteration:
                 ended = True
                 break
+            flight.check()
         size = size_hint if size_hint is not None else len(head)
         decoder = choose_decoder(head[:HEAD_BYTES], declared, content_type, url_path, size, source,
                                  self.max_audio_seconds)
@@ -624,6 +644,7 @@ class MediaLoader:
                 else:
                     step: Callable[[], tuple[int, bytes, bytes]] = _bind(builder.decode_step, decoder, pending)
                     n, ulaw, alaw = await loop.run_in_executor(self._decode_pool, step)
+                flight.check()
                 builder.publish(n, ulaw, alaw)
                 if not flight.first.done() and builder.samples >= START_SAMPLES:
                     flight.first.set_result(builder.media)
@@ -636,6 +657,7 @@ class MediaLoader:
                     pending = await it.__anext__()
                 except StopAsyncIteration:
                     pending = None
+                flight.check()
         finally:
             await _aclose(it)
             if remote is not None:

@@ -128,3 +128,26 @@ async def test_release_before_the_load_ran_sends_nothing(loader, origin):
     await asyncio.sleep(0.3)
     assert origin.hits("/f.wav") == 0 and loader._inflight == {} and not loader._tasks
     assert loader.stats["failures"] == 0
+
+
+async def test_many_fast_downloads_all_stop_at_once(loader, origin):
+    """Fast bodies keep reads completing while the cancels land (on 3.11 ``wait_for`` can swallow a
+    cancel then): every load still stops, its connection closes and its partial media goes."""
+    body = wav(tone(300.0, freq=250, seed=6))  # 4.8 MB each at ~3 MB/s: none finishes
+    urls = [origin.trickle(f"/fast{i}.wav", body, piece=64000, every_s=0.02) for i in range(20)]
+    claims = [loader.claim(SourceSpec(url=u)) for u in urls]
+    alive = [weakref.ref(await asyncio.wait_for(c.future, 5)) for c in claims]
+    await asyncio.sleep(1.0)
+    gc.disable()
+    try:
+        for c in claims:
+            c.release()
+        del claims, c
+        await until(lambda: not loader._tasks, 3.0)
+        await until(lambda: all(a() is None for a in alive), 2.0)
+    finally:
+        gc.enable()
+    transfers = [origin.transfers[f"/fast{i}.wav"][0] for i in range(20)]
+    await until(lambda: all(t.closed_at is not None for t in transfers), 2.0)
+    assert not any(t.finished for t in transfers)
+    assert loader.stats["cancelled"] == 20 and loader.stats["failures"] == 0
