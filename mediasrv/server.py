@@ -148,6 +148,14 @@ class Server:
             "Playbacks that ended, by final status",
             [(f'{{status="{status}"}}', n) for status, n in sorted(by_status.items())],
         )
+        loader = m.get("loader") or {}
+        metric(
+            "source_loads_total",
+            "counter",
+            "Audio source loader counters (fetches, cache hits, decodes, failures, cancelled: downloads "
+            "dropped because every playback that wanted them ended)",
+            [(f'{{kind="{k}"}}', v) for k, v in sorted(loader.items())],
+        )
         sip_stats = getattr(self.sip, "stats", {}) or {}
         metric(
             "sip_events_total",

@@ -33,6 +33,17 @@ def tone(seconds: float, rate: int = 8000, freq: float = 440.0, seed: int = 0) -
 
 
 @dataclass
+class Transfer:
+    """One response a trickling route served: how far it got and when the client went away."""
+
+    total: int
+    started: float
+    sent: int = 0  # body bytes handed to the socket
+    finished: bool = False  # the whole body was sent
+    closed_at: float | None = None  # loop time at which the client's disconnect was seen
+
+
+@dataclass
 class Origin:
     base: str = ""
     routes: dict[str, Handler] = field(default_factory=dict)
@@ -138,6 +149,43 @@ class Origin:
             for i in range(0, len(body), piece):
                 await resp.write(body[i:i + piece])
                 await asyncio.sleep(every_s)
+            return resp
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def trickle(self, path: str, body: bytes, piece: int, every_s: float, content_type: str = "audio/wav",
+                poll_s: float = 0.02) -> str:
+        """Like :meth:`drip`, recording each response in ``transfers[path]``: bytes sent, and when the
+        client disconnected (checked at least every *poll_s*, so ``closed_at`` is that precise)."""
+        self.transfers: dict[str, list[Transfer]] = getattr(self, "transfers", {})
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            loop = asyncio.get_running_loop()
+            t = Transfer(total=len(body), started=loop.time())
+            self.transfers.setdefault(path, []).append(t)
+            resp = web.StreamResponse(headers={"Content-Type": content_type})
+            resp.content_length = len(body)
+            await resp.prepare(request)
+
+            def gone() -> bool:
+                return request.transport is None or request.transport.is_closing()
+
+            try:
+                for i in range(0, len(body), piece):
+                    if gone():
+                        raise ConnectionResetError
+                    await resp.write(body[i:i + piece])
+                    t.sent += len(body[i:i + piece])
+                    waited = 0.0
+                    while waited < every_s:
+                        await asyncio.sleep(min(poll_s, every_s - waited))
+                        waited += poll_s
+                        if gone():
+                            raise ConnectionResetError
+                t.finished = True
+            except (ConnectionError, RuntimeError):
+                t.closed_at = loop.time()
             return resp
 
         self.routes[path] = handler

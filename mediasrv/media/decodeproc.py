@@ -8,7 +8,8 @@ CPU priority (nice +10), and a decoder that crashes on hostile input takes only 
 down (that source fails with ``decode_error``; the next decode starts a new worker).
 
 Protocol over one pipe per worker, one request at a time: ``("open", sid, kind, source, rate,
-max_seconds)``, ``("feed", sid, bytes)``, ``("finish", sid)``, ``("close", sid)``; answers
+max_seconds)``, ``("feed", sid, bytes)``, ``("finish", sid)``, ``("close", sid)``, ``("streams", 0)``
+(how many decoders the worker holds open); answers
 ``("ok", payload)`` or ``("error", reason, message)``; ``feed``/``finish`` answer with
 ``(pcm int16 bytes, µ-law bytes, A-law bytes)``.
 """
@@ -60,6 +61,8 @@ def serve(conn: Connection) -> None:
             elif op == "close":
                 decoders.pop(sid, None)
                 conn.send(("ok", None))
+            elif op == "streams":
+                conn.send(("ok", len(decoders)))
             else:
                 dec = decoders[sid]
                 pcm = dec.feed(msg[2]) if op == "feed" else dec.finish()
@@ -150,6 +153,17 @@ class DecodeWorkers:
         except (EOFError, OSError):
             return False
 
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers if w.alive]
+
+    async def open_streams(self) -> int:
+        """How many decoders the live workers hold open, as the workers themselves count them
+        (a cancelled load must leave none behind)."""
+        total = 0
+        for w in [w for w in self._workers if w.alive and w.ready]:
+            total += await self._call(w, ("streams", 0), "streams")
+        return total
+
     def _pick(self) -> _Worker:
         ready = [w for w in self._workers if w.alive and w.ready]
         if not ready:
@@ -160,8 +174,15 @@ class DecodeWorkers:
 
     async def _call(self, worker: _Worker, msg: tuple[Any, ...], source: str) -> Any:
         async with worker.lock:
+            trip = asyncio.get_running_loop().run_in_executor(self._io, worker.roundtrip, msg)
             try:
-                answer = await asyncio.get_running_loop().run_in_executor(self._io, worker.roundtrip, msg)
+                answer = await asyncio.shield(trip)
+            except asyncio.CancelledError:
+                # The load was cancelled mid-request: the I/O thread is still reading this answer.
+                # Keep the pipe ours until it has (one step: bounded), or the next request on this
+                # worker would read this one's answer.
+                await _settle(trip)
+                raise
             except (EOFError, OSError, BrokenPipeError) as exc:
                 worker.stop()
                 raise SourceError("decode_error", f"{source}: the decoder process died ({exc or 'EOF'})") from None
@@ -175,6 +196,19 @@ class DecodeWorkers:
         await self._call(worker, ("open", sid, kind, source, rate, max_seconds), source)
         worker.streams += 1
         return RemoteDecoder(self, worker, sid, source)
+
+
+async def _settle(fut: asyncio.Future[Any]) -> None:
+    """Wait for *fut* to finish, whatever it ends with, even if cancelled again meanwhile."""
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            continue
+        except BaseException:  # noqa: BLE001 - its outcome is not ours to report
+            break
+    if not fut.cancelled():
+        fut.exception()
 
 
 class RemoteDecoder:

@@ -20,7 +20,7 @@ from ..rtp.packet import HEADER
 from .clock import MediaClock, Scheduled, Tickable, run_each
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
-from .source import Media, MediaLoader
+from .source import Claim, Media, MediaLoader
 
 log = logging.getLogger("mediasrv.media")
 
@@ -152,6 +152,7 @@ class MediaPlane:
         )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
+        self._claims: dict[str, list[Claim]] = {}  # playback id -> its claims on its sources' loads
         self._ended_ids: list[str] = []
         self._by_status: Counter[str] = Counter()
         self._totals = {"packets_sent": 0, "packets_received": 0}
@@ -289,7 +290,9 @@ class MediaPlane:
         sources are loaded once and shared by every target leg; all playbacks carry one
         ``command_id``.  ``stop`` stops what is current on each target leg at this moment first
         (the main queue for a main play; the overlays for an overlay play); ``stopped_by`` is then
-        the new playback's id on that leg.
+        the new playback's id on that leg.  Each playback holds a claim on each of its sources'
+        loads until it ends; when the last claim on a load goes and nothing else wants it (no
+        prefetch), the download and decode are cancelled (:meth:`MediaLoader._release`).
         """
         request.validate()
         legs = self.target_legs(call_id, request.target)
@@ -300,29 +303,34 @@ class MediaPlane:
                     raise PlayError("nothing_playing",
                                     f"an overlay needs a playing non-overlay playback on leg {leg}")
         command_id = request.command_id or uuid.uuid4().hex
-        futures = [self._load(spec) for spec in request.sources]
+        loads = [self._claim(spec) for spec in request.sources]
+        futures = [c.future for c in loads]
+        # every leg's claims are taken before any playback can end (and release its own)
+        claims = [loads, *([c.another() for c in loads] for _ in legs[1:])]
         playbacks = []
-        for leg, driver in zip(legs, drivers, strict=True):
+        for leg, driver, leg_claims in zip(legs, drivers, claims, strict=True):
             playback = new_playback(leg, request, futures, command_id=command_id)
             self._playbacks[playback.id] = playback
+            self._claims[playback.id] = leg_claims
             if request.stop is not None:
                 driver.player.stop(request.stop, by=playback.id, overlay=request.overlay)
             driver.player.enqueue(playback)
             playbacks.append(playback)
         return playbacks
 
-    def _load(self, spec: SourceSpec) -> asyncio.Future[Media]:
-        """The loader's future, or an already resolved one for audio decoded in memory.
+    def _claim(self, spec: SourceSpec) -> Claim:
+        """A claim on the loader's load, or on an already resolved future for audio decoded in memory.
 
         A cached prompt then starts at the leg's very next tick, instead of after the loader's
         task (and, for stored media, its stat in the executor) has had its turn on the loop.
+        Each playback holds one claim per source until it ends (:meth:`_on_playback_event`).
         """
         media = self.loader.ready_media(spec)  # a cached prompt starts at the very next tick
         if media is None:
-            return self.loader.load_source(spec)
+            return self.loader.claim(spec)
         fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
         fut.set_result(media)
-        return fut
+        return Claim(fut)
 
     def stop_playback(self, playback_id: str, by: str = "api") -> bool:
         """Stop this playback; False (a no-op) when it already ended, never applied to another one."""
@@ -459,6 +467,8 @@ class MediaPlane:
         if type_ in ("playback.paused", "playback.resumed"):
             data.update(ms_played=pb.ms_played, last_seq=pb.last_seq, last_ts=pb.last_ts)
         elif type_ == "playback.ended":
+            for claim in self._claims.pop(pb.id, ()):
+                claim.release()  # the last claim on a load nobody else wants cancels it
             self._by_status[pb.state] += 1
             data.update(
                 status=pb.state, reason=pb.reason, message=pb.message, ms_played=pb.ms_played,

@@ -643,7 +643,9 @@ class Player:
         pb.state = state
         pb.ended_at = time.time()
         pb.stopped_by = by
-        pb.media, pb.end = None, 0
+        # An ended playback keeps no audio: a cancelled download's partial media must be freed
+        # (ended playbacks stay answerable for a while), and a cached source is the cache's.
+        pb.media, pb.data, pb.end, pb.futures = None, b"", 0, []
         if self.current is pb:
             self.current = None
         elif pb in self.overlays:

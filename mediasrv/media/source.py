@@ -36,13 +36,13 @@ from mediacodecs.resample import to_telephony
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers
 from .errors import SourceError
-from .fetch import Fetcher, FetchSettings, public_url
+from .fetch import Fetcher, FetchResponse, FetchSettings, public_url
 from .store import MEDIA_NAME, MediaStore
 
 if TYPE_CHECKING:
     from .player import SourceSpec
 
-__all__ = ["MEDIA_NAME", "Media", "MediaLoader", "SourceError", "decode_wav"]
+__all__ = ["MEDIA_NAME", "Claim", "Media", "MediaLoader", "SourceError", "decode_wav"]
 
 log = logging.getLogger("mediasrv.source")
 
@@ -228,12 +228,61 @@ class MediaBuilder:
         return self._buf[: self.samples].copy() if len(self._buf) > self.samples else self._buf
 
 
-@dataclass
+@dataclass(eq=False)
 class _Flight:
-    """One download-and-decode in progress; every concurrent request for its key shares it."""
+    """One download-and-decode in progress; every concurrent request for its key shares it.
+
+    ``claims`` counts the playbacks waiting on or streaming from it; ``keep`` is set by a
+    request that wants the result whatever the playbacks do (an explicit prefetch, or an
+    in-process ``load``).  When the last claim goes and nothing keeps it, the load is
+    cancelled (see :meth:`MediaLoader._release`).
+    """
 
     first: asyncio.Future[Media]  # resolved once ~100 ms are decoded (or on failure before that)
     done: asyncio.Future[Media]  # resolved when the whole source is decoded (or failed)
+    key: str = ""  # its entry in MediaLoader._inflight
+    claims: int = 0
+    keep: bool = False
+    decoding: bool = True  # False once the decode is complete: only bookkeeping (the cache) is left
+    cancelled: bool = False
+    task: asyncio.Task[None] | None = None
+    response: FetchResponse | None = None  # the open download, closed at once by a cancel
+
+    def check(self) -> None:
+        """Raise CancelledError if the load was cancelled: the task's cancel alone is not enough on
+        Python 3.11, whose ``asyncio.wait_for`` swallows a cancel that lands as its inner read
+        completes (gh-86296), and the decode would then carry on."""
+        if self.cancelled:
+            raise asyncio.CancelledError
+
+
+class Claim:
+    """One playback's interest in one source's load; :meth:`release` it when the playback ends.
+
+    ``future`` is what the player waits on.  A claim on audio that was already decoded (a
+    cache hit) has no flight and releasing it does nothing.
+    """
+
+    __slots__ = ("future", "_flight", "_loader")
+
+    def __init__(self, future: asyncio.Future[Media], flight: _Flight | None = None,
+                 loader: MediaLoader | None = None) -> None:
+        self.future = future
+        self._flight = flight
+        self._loader = loader
+        if flight is not None:
+            flight.claims += 1
+
+    def another(self) -> Claim:
+        """A second claim on the same load (the same source played on another leg)."""
+        return Claim(self.future, self._flight, self._loader)
+
+    def release(self) -> None:
+        """Idempotent: the playback no longer needs this source."""
+        flight, loader = self._flight, self._loader
+        self._flight = self._loader = None
+        if flight is not None and loader is not None:
+            loader._release(flight)
 
 
 def _quiet(fut: asyncio.Future[Any]) -> None:
@@ -270,7 +319,7 @@ class MediaLoader:
             else None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
-                      "decodes": 0, "process_decodes": 0, "failures": 0}
+                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0}
 
     def start_workers(self) -> None:
         """Start the decoder processes now rather than at the first decode (saves the first play ~0.5 s)."""
@@ -286,13 +335,23 @@ class MediaLoader:
             self._workers.close()
 
     # -- entry points ------------------------------------------------------------
+    def claim(self, spec: SourceSpec) -> Claim:
+        """A playback's claim on one source's load: its future resolves as soon as it can start
+        playing; releasing the last claim cancels a load nothing else keeps (see :meth:`_release`)."""
+        flight = self._flight(spec)
+        return Claim(flight.first, flight, self)
+
     def load_source(self, spec: SourceSpec) -> asyncio.Future[Media]:
-        """A future for one source's media, resolved as soon as it can start playing."""
-        return self._flight(spec).first
+        """A future for one source's media, for a caller that holds no claim: the load is kept
+        alive to the end whatever playbacks sharing it do."""
+        return self._flight(spec, keep=True).first
 
     async def prefetch(self, spec: SourceSpec) -> tuple[Media, CacheEntry | None]:
-        """Load *spec* completely (into the cache if it may be cached): the media and its entry."""
-        flight = self._flight(spec)
+        """Load *spec* completely (into the cache if it may be cached): the media and its entry.
+
+        An explicit prefetch keeps the load alive even when every playback sharing it stops.
+        """
+        flight = self._flight(spec, keep=True)
         media = await asyncio.shield(flight.done)
         key = self._key(spec)
         return media, self.cache.get(key) if key else None
@@ -349,7 +408,7 @@ class MediaLoader:
             return cache_key(spec.url, spec.cache_id)
         return None
 
-    def _flight(self, spec: SourceSpec) -> _Flight:
+    def _flight(self, spec: SourceSpec, keep: bool = False) -> _Flight:
         loop = asyncio.get_running_loop()
         if spec.url is not None:
             key = self._key(spec) or f"nocache:{uuid.uuid4().hex}"
@@ -364,15 +423,42 @@ class MediaLoader:
         flight = self._inflight.get(flight_key)
         if flight is not None:
             self.stats["coalesced"] += 1
+            flight.keep = flight.keep or keep
             return flight
-        flight = _Flight(loop.create_future(), loop.create_future())
+        flight = _Flight(loop.create_future(), loop.create_future(), key=flight_key, keep=keep)
         flight.first.add_done_callback(_quiet)
         flight.done.add_done_callback(_quiet)
         self._inflight[flight_key] = flight
-        task = loop.create_task(self._run(flight_key, key, spec, flight))
+        flight.task = task = loop.create_task(self._run(flight_key, key, spec, flight))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
+
+    def _release(self, flight: _Flight) -> None:
+        """A claim went.  The last one cancels the load unless something else wants the result.
+
+        What keeps a load alive with no claim left: an explicit prefetch (or an in-process
+        ``load``).  A play's ``cache: true`` / ``cache_id`` / Telnyx ``cache_audio`` does not:
+        they say how to store what is fetched, not that it must be fetched whoever listens
+        (Telnyx's ``cache_audio`` defaults to true, which would exempt every Telnyx play).
+        Cancelling closes the HTTP connection, drops the decoder (thread step or worker
+        stream) and the partial media, and removes the single-flight entry so a later play
+        fetches afresh.  Nothing is reported: every playback that wanted it has already ended.
+        """
+        flight.claims -= 1
+        if flight.claims > 0 or flight.keep or not flight.decoding or flight.cancelled or flight.done.done():
+            return
+        flight.cancelled = True
+        self.stats["cancelled"] += 1
+        if self._inflight.get(flight.key) is flight:
+            del self._inflight[flight.key]
+        for fut in (flight.first, flight.done):
+            if not fut.done():
+                fut.cancel()
+        if flight.response is not None:
+            flight.response.close()  # the connection goes now, whatever the task is awaiting
+        if flight.task is not None:
+            flight.task.cancel()
 
     async def _run(self, flight_key: str, key: str, spec: SourceSpec, flight: _Flight) -> None:
         media: Media | None = None
@@ -385,11 +471,20 @@ class MediaLoader:
                 media = await self._decode_stream(spec.describe(), _one(spec.content or b""), flight,
                                                   declared=spec.audio_type)
         except SourceError as exc:
-            self._fail(flight, exc)
+            if not flight.cancelled:  # else the closed connection's error: nobody to tell
+                self._fail(flight, exc)
         except asyncio.CancelledError:
+            if flight.cancelled:
+                # Nobody wants it (see _release), and nobody is told.  Ending normally rather than
+                # re-raising: a task keeps the CancelledError it ends with, whose traceback holds
+                # this frame and so the partial media, freed then only by the cyclic GC, late.
+                return
             self._fail(flight, SourceError("shutdown", "the server is stopping"))
             raise
         except Exception as exc:  # an unexpected failure still ends as a reasoned failed playback
+            if flight.cancelled:
+                log.debug("cancelled load of %s ended with %r", spec.describe(), exc)
+                return
             log.exception("loading %s failed", spec.describe())
             self._fail(flight, SourceError("internal_error", f"{spec.describe()}: {type(exc).__name__}: {exc}"))
         else:
@@ -397,7 +492,9 @@ class MediaLoader:
                 flight.first.set_result(media)
             flight.done.set_result(media)
         finally:
-            self._inflight.pop(flight_key, None)
+            if self._inflight.get(flight_key) is flight:
+                del self._inflight[flight_key]
+            flight.task = None  # no cycle task -> frame -> flight -> task to keep the media past its end
 
     def _fail(self, flight: _Flight, exc: SourceError, media: Media | None = None) -> None:
         self.stats["failures"] += 1
@@ -420,24 +517,29 @@ class MediaLoader:
         headers = cached.conditional_headers() if cached is not None else None
         self.stats["fetches"] += 1
         resp = await self.fetcher.open(spec.url, spec.username, spec.password, headers)
-        async with resp:
-            fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id, spec.username is not None)
-            if resp.status == 304:
-                if cached is None or self.cache.get(key) is not cached:
-                    raise SourceError("fetch_error", f"{public_url(spec.url)}: 304 to an unconditional request")
-                self.stats["revalidations"] += 1
-                cached.hits += 1
-                self.cache.refresh(key, fresh if fresh.store else Freshness(True, 0.0),
-                                   resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
-                if cached.on_disk:
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, self.cache.write_sidecar, key, self.cache.sidecar(cached))
-                return await self._cached_media(cached)
-            declared = resp.content_length
-            media = await self._decode_stream(
-                spec.describe(), resp.chunks(FEED_BYTES), flight, declared=spec.audio_type,
-                content_type=resp.content_type, url_path=resp.url.path, size_hint=declared,
-            )
+        flight.response = resp
+        try:
+            async with resp:
+                flight.check()
+                fresh = freshness(resp.headers, time.time(), spec.cache, spec.cache_id, spec.username is not None)
+                if resp.status == 304:
+                    if cached is None or self.cache.get(key) is not cached:
+                        raise SourceError("fetch_error", f"{public_url(spec.url)}: 304 to an unconditional request")
+                    self.stats["revalidations"] += 1
+                    cached.hits += 1
+                    self.cache.refresh(key, fresh if fresh.store else Freshness(True, 0.0),
+                                       resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+                    if cached.on_disk:
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, self.cache.write_sidecar, key, self.cache.sidecar(cached))
+                    return await self._cached_media(cached)
+                declared = resp.content_length
+                media = await self._decode_stream(
+                    spec.describe(), resp.chunks(FEED_BYTES), flight, declared=spec.audio_type,
+                    content_type=resp.content_type, url_path=resp.url.path, size_hint=declared,
+                )
+        finally:
+            flight.response = None
         if spec.cache is not False and fresh.store:
             await self._remember(CacheEntry(
                 key=key, source=public_url(spec.url), samples=len(media.pcm), stored_at=time.time(),
@@ -522,6 +624,7 @@ class MediaLoader:
             except StopAsyncIteration:
                 ended = True
                 break
+            flight.check()
         size = size_hint if size_hint is not None else len(head)
         decoder = choose_decoder(head[:HEAD_BYTES], declared, content_type, url_path, size, source,
                                  self.max_audio_seconds)
@@ -541,6 +644,7 @@ class MediaLoader:
                 else:
                     step: Callable[[], tuple[int, bytes, bytes]] = _bind(builder.decode_step, decoder, pending)
                     n, ulaw, alaw = await loop.run_in_executor(self._decode_pool, step)
+                flight.check()
                 builder.publish(n, ulaw, alaw)
                 if not flight.first.done() and builder.samples >= START_SAMPLES:
                     flight.first.set_result(builder.media)
@@ -553,6 +657,7 @@ class MediaLoader:
                     pending = await it.__anext__()
                 except StopAsyncIteration:
                     pending = None
+                flight.check()
         finally:
             await _aclose(it)
             if remote is not None:
@@ -562,6 +667,7 @@ class MediaLoader:
         media = builder.media
         media.pcm = await loop.run_in_executor(self._decode_pool, builder.trim)
         media.complete = True
+        flight.decoding = False  # what is left (storing it in the cache) is not cancelled
         return media
 
 
