@@ -497,6 +497,10 @@ class MediaLoader:
             flight.task = None  # no cycle task -> frame -> flight -> task to keep the media past its end
 
     def _fail(self, flight: _Flight, exc: SourceError, media: Media | None = None) -> None:
+        # The futures keep *exc* for every waiter; its traceback would hold _run's frame and so the
+        # flight and its futures: a cycle only the cyclic GC frees, late (gcpolicy.py freezes it).
+        exc = exc.with_traceback(None)
+        exc.__cause__ = exc.__context__ = None
         self.stats["failures"] += 1
         if not flight.first.done():
             flight.first.set_exception(exc)
