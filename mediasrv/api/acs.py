@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
-from ..events import Delivery, Event, WebhookSettings, WebhookSink
+from ..events import Build, Delivery, Event, WebhookSettings, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from .openapi import OPENAPI
 
@@ -239,13 +239,20 @@ def failure_result(reason: str | None, message: str | None) -> dict[str, Any]:
     return _result(UNKNOWN_FAILURE, detail)
 
 
+def acs_build(spec: dict[str, Any]) -> Build:
+    """A CloudEvents batch: the same bytes on every attempt (ACS callbacks are not signed)."""
+    body = json.dumps(spec["events"]).encode()
+    return lambda _attempt: (body, {"Content-Type": "application/json"})
+
+
 class AcsDialect:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.key = server.settings.acs_access_key
         # ACS events are made here (one per operation, not per bus event): the sink only delivers them,
         # ordered per call and retried; the bus drains and closes it with the others.
-        self.sink = server.events.add_sink(WebhookSink(lambda _event: None, WebhookSettings(max_attempts=4), "acs"))
+        self.sink = server.events.add_sink(WebhookSink(lambda _event: None, WebhookSettings(max_attempts=4), "acs",
+                                                       rebuild=acs_build))
         self._ops: dict[str, PlayOperation] = {}  # playback id → its operation
         self._recent: deque[Event] = deque(maxlen=256)  # events that may beat the operation's registration
 
@@ -445,9 +452,9 @@ class AcsDialect:
             "datacontenttype": "application/json",
             "subject": subject,
         }
-        body = json.dumps([event]).encode()
-        self.sink.send(Delivery(url=op.callback_url, build=lambda _attempt: (body, {"Content-Type": "application/json"}),
-                                key=op.call_id, label=event["type"]))
+        spec = {"events": [event]}
+        self.sink.send(Delivery(url=op.callback_url, build=acs_build(spec), key=op.call_id, label=event["type"],
+                                spec=spec, id=event["id"]))
 
 
 ACS_KEY: web.AppKey[AcsDialect] = web.AppKey("acs")
