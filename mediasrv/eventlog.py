@@ -59,7 +59,7 @@ RETRY_AFTER_ERROR_S = 5.0
 # -- the line codec -------------------------------------------------------------------------------
 def encode_record(record: dict[str, Any]) -> bytes:
     """One journal line: CRC32 (hex) of the compact JSON, a space, the JSON, a newline."""
-    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    payload = json.dumps(record, separators=(",", ":")).encode()  # ASCII: lone surrogates cannot break it
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
@@ -132,7 +132,7 @@ class Journal:
         self.state = "closed"  # closed | ok | failing | unavailable
         self.error: str | None = None
         self.stats = {"appended": 0, "written": 0, "batches": 0, "fsyncs": 0, "write_errors": 0, "dropped": 0,
-                      "corrupt_lines": 0, "segments_deleted": 0, "carried_forward": 0}
+                      "corrupt_lines": 0, "unencodable": 0, "segments_deleted": 0, "carried_forward": 0}
         self._queue: deque[tuple[str, str, bytes]] = deque()
         self._wake = threading.Event()
         self._stop = False
@@ -161,8 +161,13 @@ class Journal:
             self.stats["dropped"] += 1
             return
         kind = record.get("t", "")
-        self._queue.append((kind, str(record.get("id", "")) if kind != "e" else str(record.get("seq", 0)),
-                            encode_record(record)))
+        try:
+            line = encode_record(record)
+        except (TypeError, ValueError) as exc:  # not JSON (a producer put an object in data): never raise
+            self.stats["unencodable"] += 1
+            log.warning("event journal: record %s not journaled: %s", record.get("id"), exc)
+            return
+        self._queue.append((kind, str(record.get("id", "")) if kind != "e" else str(record.get("seq", 0)), line))
         self.stats["appended"] += 1
         if not self._wake.is_set():
             self._wake.set()
@@ -296,14 +301,15 @@ class Journal:
                 now = time.monotonic()
                 if wrote and (interval <= 0 or now - self._last_fsync >= interval):
                     self._fsync()
-                if self._segments[-1].size >= self.settings.segment_bytes:
-                    self._rotate()
             except OSError as exc:
                 self._fail(exc)
 
     def _write_batch(self) -> bool:
+        """Write everything queued, rotating (and applying retention) whenever a segment fills up."""
         lines: list[bytes] = []
+        size = self._segments[-1].size
         queue = self._queue
+        wrote = False
         while queue:
             kind, key, line = queue.popleft()
             if kind == "d":
@@ -313,8 +319,18 @@ class Journal:
             elif kind == "e":
                 self._last_seq = max(self._last_seq, int(key))
             lines.append(line)
-        if not lines:
-            return False
+            size += len(line)
+            if size >= self.settings.segment_bytes:
+                self._write(lines)
+                lines, wrote = [], True
+                self._rotate()
+                size = self._segments[-1].size
+        if lines:
+            self._write(lines)
+            wrote = True
+        return wrote
+
+    def _write(self, lines: list[bytes]) -> None:
         data = b"".join(lines)
         view = memoryview(data)
         while view:  # unbuffered: a short write is possible on a nearly full disk
@@ -323,7 +339,6 @@ class Journal:
         self._segments[-1].size += len(data)
         self.stats["written"] += len(lines)
         self.stats["batches"] += 1
-        return True
 
     def _fsync(self) -> None:
         if self._fh is not None:
@@ -341,7 +356,8 @@ class Journal:
     def _retain(self) -> None:
         now = time.time()
         while len(self._segments) > 1:
-            total = sum(s.size for s in self._segments)
+            # the cap holds with the current segment full, too
+            total = sum(s.size for s in self._segments[:-1]) + self.settings.segment_bytes
             oldest = self._segments[0]
             if total <= self.settings.max_bytes and now - oldest.mtime <= self.settings.max_age_s:
                 return
