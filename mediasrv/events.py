@@ -348,6 +348,12 @@ class EventBus:
     def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
         self._subscribers.discard(q)
 
+    def end_subscriptions(self) -> None:
+        """Tell every live feed to finish (a ``None`` in its queue): at shutdown an SSE handler whose
+        client has gone would otherwise hold the HTTP server's cleanup until its next keepalive."""
+        for q in list(self._subscribers):
+            q.put_nowait(None)  # type: ignore[arg-type]
+
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for queued webhooks to go out; used at shutdown and in tests."""
         await asyncio.gather(*(sink.drain(timeout) for sink in self._sinks))

@@ -121,6 +121,7 @@ class Server:
     async def stop(self) -> None:
         await self.sip.stop()
         await self.media.stop()
+        self.events.end_subscriptions()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.events.close()

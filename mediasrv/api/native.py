@@ -321,6 +321,8 @@ async def list_events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
+            if live is None:  # the server is stopping
+                break
             if (call_id and live.call_id != call_id) or live.seq <= last:
                 continue
             await resp.write(_sse(live.seq, live.type, live.to_dict()))
