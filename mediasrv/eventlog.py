@@ -79,6 +79,16 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def line_intact(line: bytes) -> bool:
+    """The CRC check alone (no JSON parse): enough for records whose content a scan does not need."""
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    try:
+        return len(line) >= 10 and line[8:9] == b" " and int(line[:8], 16) == zlib.crc32(line[9:])
+    except ValueError:
+        return False
+
+
 def iter_lines(data: bytes) -> Iterator[tuple[bytes, bool]]:
     """Each line of a segment and whether it was complete (a crash can leave the last one without newline)."""
     start = 0
@@ -249,9 +259,18 @@ class Journal:
         self._segments = self._list_segments()
         rec.segments = len(self._segments)
         pending: dict[str, tuple[int, bytes, dict[str, Any]]] = {}
-        for seg in self._segments:
+        for k, seg in enumerate(self._segments):
             rec.last_seq = max(rec.last_seq, seg.base_seq)
+            # the next segment's name holds the highest seq written before it: older segments' events
+            # need only their CRC checked, not a JSON parse (a third of the scan)
+            skim = k + 1 < len(self._segments)
             for line, complete in iter_lines(seg.path.read_bytes()):
+                if skim and complete and line[9:17] == b'{"t":"e"':
+                    if line_intact(line):
+                        rec.records += 1
+                    else:
+                        rec.corrupt_lines += 1
+                    continue
                 record = decode_line(line) if complete else None
                 if record is None:
                     rec.corrupt_lines += 1

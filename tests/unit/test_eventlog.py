@@ -92,6 +92,10 @@ def test_corrupt_and_truncated_lines_are_skipped_and_counted(tmp_path):
         j2.close()
     names = sorted(p.name for p in tmp_path.glob("*.jsonl"))
     assert len(names) == 2 and names[1].endswith("-000000000003.jsonl")  # a fresh segment per start, seq base 3
+    j3 = _journal(tmp_path)  # now the damaged segment is an older one, whose events are only CRC-checked
+    rec3 = j3.open()
+    j3.close()
+    assert (rec3.corrupt_lines, rec3.last_seq, [p["id"] for p in rec3.pending]) == (4, 3, ["d1"])
 
 
 def test_retention_deletes_old_segments_but_carries_owed_deliveries_forward(tmp_path):
