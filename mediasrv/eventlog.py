@@ -37,6 +37,7 @@ seconds and, once it works, re-writes every delivery still pending.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -155,6 +156,7 @@ class Journal:
         self._n = 0
         self._last_fsync = 0.0
         self._retry_at = 0.0
+        self._lock_fd: int | None = None
 
     # -- loop side -------------------------------------------------------------------------------
     @property
@@ -189,9 +191,11 @@ class Journal:
         rec = Recovered()
         try:
             self.settings.dir.mkdir(parents=True, exist_ok=True)
+            self._lock()
             rec = self._recover()
             self._open_segment()
         except OSError as exc:
+            self._unlock()
             self.state, self.error = "unavailable", f"{type(exc).__name__}: {exc}"
             log.error("event journal in %s unavailable, events and webhooks stay in memory only: %s",
                       self.settings.dir, self.error)
@@ -200,6 +204,22 @@ class Journal:
         self._thread = threading.Thread(target=self._run, name="event-journal", daemon=True)
         self._thread.start()
         return rec
+
+    def _lock(self) -> None:
+        """One process per journal: a second server on the same data dir would re-send the same owed
+        webhooks and write into the same segment names."""
+        fd = os.open(self.settings.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlockingIOError(f"{self.settings.dir} is in use by another mediasrv process") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
 
     def close(self) -> None:
         """Write what is queued, fsync, stop the thread."""
@@ -216,6 +236,7 @@ class Journal:
             except OSError as exc:
                 log.error("event journal: closing failed: %s", exc)
             self._fh = None
+        self._unlock()
         if self.state != "unavailable":
             self.state = "closed"
 

@@ -203,3 +203,16 @@ async def test_unwritable_data_dir_keeps_delivering_from_memory(tmp_path):
     await runner.cleanup()
     assert [e["id"] for _, e in got] == [event.id]
     assert bus.journal.stats["dropped"] >= 2  # the event and its delivery record
+
+
+def test_second_journal_on_the_same_dir_is_refused(tmp_path):
+    first = _journal(tmp_path)
+    first.open()
+    second = _journal(tmp_path)
+    second.open()  # another server on this data dir: it must not re-send the first one's webhooks
+    assert second.state == "unavailable" and "in use by another mediasrv" in (second.error or "")
+    first.close()
+    third = _journal(tmp_path)
+    third.open()
+    assert third.state == "ok"
+    third.close()
