@@ -13,12 +13,14 @@ on disk, fails its CRC (or has no newline) and is skipped and counted; it never 
 start opens a fresh segment, so a torn tail is never appended to.
 
 Writing happens in one thread: the event loop only encodes a record (a ``json.dumps`` of a small dict)
-and appends the line to a deque; the thread writes whatever has accumulated as one batch.  The loop never
-waits for the disk, and a slow or full disk never touches the media clock.
+and appends the line to a deque; the thread writes whatever has accumulated as one batch, at most every
+``batch_window_s`` (5 ms: waking per record made the thread and the loop trade the GIL thousands of times a
+second; measured in ``bench/event_journal.py``).  The loop never waits for the disk, and a slow or full
+disk never touches the media clock.
 
-**fsync policy.**  Every batch is ``write()``-n to the kernel as soon as the thread wakes (a few ms after
-the event), so a crash or ``SIGKILL`` of mediasrv loses nothing the loop handed over more than that long
-ago.  ``fsync`` runs at most once per ``fsync_interval_s`` (default 1 s), on rotation, before an old
+**fsync policy.**  Every batch is ``write()``-n to the kernel within about 5 ms of the event, so a crash
+or ``SIGKILL`` of mediasrv loses nothing the loop handed over more than that long ago (the page cache
+survives the process).  ``fsync`` runs at most once per ``fsync_interval_s`` (default 1 s), on rotation, before an old
 segment's pending deliveries are dropped from it, and at close: a power loss or kernel panic may lose the
 last interval.  Webhooks are at-least-once already (a receiver's 2xx can be lost before its ``r`` record
 is written) and carry stable ids, so this trades the last second on power loss for not paying a disk

@@ -256,6 +256,7 @@ class EventBus:
         self._sinks: list[WebhookSink] = []
         self._published = 0
         self.restored = {"deliveries": 0, "unrestorable": 0, "last_seq": 0}
+        self.last_seq = 0  # of the newest event, this run or (restored) an earlier one
         if self.webhook.url:
             self.add_sink(WebhookSink(native_render(self.webhook.url), self.webhook, "webhook", native_build))
 
@@ -276,6 +277,7 @@ class EventBus:
         if self.journal is not None:
             rec = await asyncio.get_running_loop().run_in_executor(None, self.journal.open)
             self._seq = itertools.count(rec.last_seq + 1)
+            self.last_seq = rec.last_seq
             self.restored["last_seq"] = rec.last_seq
             sinks = {sink.name: sink for sink in self._sinks}
             for record in rec.pending:
@@ -296,6 +298,7 @@ class EventBus:
     # -- producing -------------------------------------------------------
     def publish(self, type_: str, call_id: str, data: dict[str, Any] | None = None) -> Event:
         event = Event(type=type_, call_id=call_id, data=dict(data or {}), seq=next(self._seq))
+        self.last_seq = event.seq
         self._published += 1
         self._history.append(event)
         if self.journal is not None:

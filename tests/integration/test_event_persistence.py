@@ -241,6 +241,9 @@ async def test_sigkill_with_receiver_down_then_restart_delivers_each_once_and_ss
                              headers={"Accept": "application/json"}) as resp:
                 assert [e["type"] for e in (await resp.json())["events"]] == [
                     "call.initiated", "call.answered", "call.hangup"]
+            async with s.get(f"{p2.http}/v1/events", params={"since": "99999999"},
+                             headers={"Accept": "application/json"}) as resp:
+                assert (await resp.json())["events"] == []  # newer than anything: nothing to replay, no error
             async with s.get(f"{p2.http}/v1/events", params={"since": "x"},
                              headers={"Accept": "application/json"}) as resp:
                 assert resp.status == 400 and (await resp.json())["error"]["details"]["field"] == "since"
@@ -306,3 +309,23 @@ async def test_journal_write_failure_keeps_serving_from_memory(tmp_path):
         assert await stop(p, signal.SIGTERM) == 0
         await receiver.down()
     assert "event journal: writing to" in log.read_text()
+
+
+async def test_sse_resume_id_from_a_lost_journal_still_gets_live_events(tmp_path):
+    """A client whose Last-Event-ID is newer than anything here (the data dir was wiped) is not starved."""
+    from .conftest import start_server
+
+    r = await start_server(tmp_path)
+    try:
+        target = Proc(proc=None, http=r.http, sip_port=r.sip_port)  # type: ignore[arg-type]
+        async with aiohttp.ClientSession() as s, s.get(
+                f"{r.http}/v1/events", headers={"Accept": "text/event-stream", "Last-Event-ID": "99999999"}) as resp:
+            call_id = (await place_calls(target, 1))[0]
+            kinds = []
+            while len(kinds) < 3:
+                line = (await asyncio.wait_for(resp.content.readline(), 10)).decode().strip()
+                if line.startswith("data: ") and json.loads(line[6:])["call_id"] == call_id:
+                    kinds.append(json.loads(line[6:])["type"])
+        assert kinds == ["call.initiated", "call.answered", "call.hangup"]
+    finally:
+        await r.server.stop()
