@@ -172,7 +172,10 @@ class WebhookSink:
     def _enqueue(self, delivery: Delivery) -> None:
         pending = self._pending.setdefault(delivery.key, deque())
         if len(pending) >= self.settings.queue_limit:
-            self._outcome(pending.popleft(), False, f"dropped: more than {self.settings.queue_limit} queued")
+            # the head is in flight while this key's worker runs (it pops it when done): drop the next oldest
+            i = 1 if delivery.key in self._workers and len(pending) > 1 else 0
+            self._outcome(pending[i], False, f"dropped: more than {self.settings.queue_limit} queued")
+            del pending[i]
             self.stats["dropped"] += 1
         pending.append(delivery)
         if delivery.key not in self._workers:

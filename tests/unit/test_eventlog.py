@@ -216,3 +216,39 @@ def test_second_journal_on_the_same_dir_is_refused(tmp_path):
     third.open()
     assert third.state == "ok"
     third.close()
+
+
+async def test_queue_overflow_drops_the_oldest_waiting_not_the_one_in_flight(tmp_path):
+    status = {"code": 204}
+    got: list[dict] = []
+    release = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body["data"]["i"] == 0:
+            await release.wait()  # the first request hangs in flight while more are queued
+        got.append(body)
+        return web.Response(status=status["code"])
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
+    bus = EventBus(WebhookSettings(url=url, queue_limit=3), journal=_journal(tmp_path))
+    await bus.start()
+    bus.publish("e", "c", {"i": 0})
+    await asyncio.sleep(0.2)  # #0 is in flight
+    for i in range(1, 5):  # at most 3 queued, #0 (in flight) among them: #3 drops #1, #4 drops #2
+        bus.publish("e", "c", {"i": i})
+    release.set()
+    await bus.drain()
+    await bus.close()
+    await runner.cleanup()
+    assert [e["data"]["i"] for e in got] == [0, 3, 4] and bus.stats["dropped"] == 2
+    bus2 = EventBus(WebhookSettings(url=url), journal=_journal(tmp_path))
+    await bus2.start()  # the dropped one is recorded failed, the rest delivered: nothing owed
+    assert bus2.restored["deliveries"] == 0
+    await bus2.close()
