@@ -62,6 +62,12 @@ class Settings:
     auto_answer: bool = True
     api_token: str | None = None
     webhook_url: str | None = None
+    # event journal under <data-dir>/events/ (events persisted, owed webhooks re-sent after a restart)
+    events_journal: bool = True
+    events_segment_bytes: int = 4 * 1024 * 1024
+    events_max_bytes: int = 64 * 1024 * 1024
+    events_max_age_s: float = 7 * 86400.0
+    events_fsync_interval_s: float = 1.0
     send_silence: bool = True
     rtp_timeout_s: float = 0.0
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
@@ -120,6 +126,10 @@ class Settings:
             raise ConfigError("max_calls must be >= 1")
         if not 0 <= self.realtime_priority <= 99:
             raise ConfigError("realtime_priority must be 0 (off) or 1-99")
+        if self.events_segment_bytes < 4096 or self.events_max_bytes < self.events_segment_bytes:
+            raise ConfigError("events_segment_bytes must be >= 4096 and events_max_bytes >= events_segment_bytes")
+        if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
+            raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 
 
 def _coerce(name: str, raw: Any) -> Any:

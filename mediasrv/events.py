@@ -6,6 +6,13 @@ path.  Webhooks go out through :class:`WebhookSink`s: the native one (``webhook_
 and any a vendor dialect adds with its own body shape, URL and signature.  One
 delivery task per call and sink keeps that call's requests in order while a slow
 receiver for one call never delays another call's.
+
+With a :class:`~mediasrv.eventlog.Journal` (``EventBus(journal=...)``, then ``await bus.start()``) events
+and deliveries are also persisted: every event is journaled (``seq`` continues across restarts, SSE clients
+replay from it), and every delivery of a sink that can ``rebuild`` it is journaled as owed until the
+receiver answered 2xx or the retries ran out.  ``start`` hands the deliveries a previous run still owed
+back to their sinks, in their original order, ahead of anything new.  A delivery is rebuilt from its
+``spec`` (plain JSON) per attempt, so signatures are fresh; the event id inside stays the same.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
+
+from .eventlog import Journal
 
 log = logging.getLogger("mediasrv.events")
 
@@ -66,22 +75,27 @@ class Delivery:
     key: str = ""  # ordering key: requests with one key go out one at a time, in order (the call id)
     method: str = "POST"
     label: str = ""  # for logs, e.g. the event type
+    spec: dict[str, Any] | None = None  # JSON inputs of build(): with a sink's rebuild, makes it persistable
+    id: str = ""  # outbox id; the sink names it (event id + sink) when empty
 
 
+Build = Callable[[int], tuple[bytes, dict[str, str]]]
 Render = Callable[[Event], Delivery | Iterable[Delivery] | None]
+Rebuild = Callable[[dict[str, Any]], Build]
+
+
+def native_build(spec: dict[str, Any]) -> Build:
+    """The native webhook body from its spec: the event as JSON, the attempt in ``X-Mediasrv-Attempt``."""
+    body = json.dumps(spec["event"]).encode()
+    return lambda attempt: (body, {"Content-Type": "application/json", "X-Mediasrv-Attempt": str(attempt)})
 
 
 def native_render(url: str) -> Render:
     """The native webhook: the event as JSON, the attempt number in ``X-Mediasrv-Attempt``."""
 
     def render(event: Event) -> Delivery:
-        body = json.dumps(event.to_dict()).encode()
-        return Delivery(
-            url=url,
-            build=lambda attempt: (body, {"Content-Type": "application/json", "X-Mediasrv-Attempt": str(attempt)}),
-            key=event.call_id,
-            label=event.type,
-        )
+        spec = {"event": event.to_dict()}
+        return Delivery(url=url, build=native_build(spec), key=event.call_id, label=event.type, spec=spec)
 
     return render
 
@@ -94,10 +108,13 @@ class WebhookSink:
     answer is success; 4xx other than 408/429 stops the retries (the receiver refuses it).
     """
 
-    def __init__(self, render: Render, settings: WebhookSettings | None = None, name: str = "webhook") -> None:
+    def __init__(self, render: Render, settings: WebhookSettings | None = None, name: str = "webhook",
+                 rebuild: Rebuild | None = None) -> None:
         self.render = render
         self.settings = settings or WebhookSettings()
         self.name = name
+        self.rebuild = rebuild  # spec -> build; without it this sink's deliveries live in memory only
+        self.journal: Journal | None = None  # set by EventBus.add_sink
         self._pending: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -111,14 +128,57 @@ class WebhookSink:
             return
         if rendered is None:
             return
-        for delivery in [rendered] if isinstance(rendered, Delivery) else rendered:
+        for i, delivery in enumerate([rendered] if isinstance(rendered, Delivery) else rendered):
+            if not delivery.id:
+                delivery.id = f"{event.id}:{self.name}" + (f":{i}" if i else "")
             self.send(delivery)
 
     def send(self, delivery: Delivery) -> None:
         """Queue one request (also for requests that are not about a bus event)."""
+        if not delivery.id:
+            delivery.id = uuid.uuid4().hex
+        if self._persisted(delivery):
+            assert self.journal is not None
+            self.journal.append({
+                "t": "d", "id": delivery.id, "n": self.journal.next_n(), "sink": self.name, "key": delivery.key,
+                "url": delivery.url, "method": delivery.method, "label": delivery.label, "spec": delivery.spec,
+            })
+        self._enqueue(delivery)
+
+    def restore(self, record: dict[str, Any]) -> str | None:
+        """Queue a delivery a previous run still owed (its journal record); None, or why it cannot be."""
+        try:
+            assert self.rebuild is not None
+            build = self.rebuild(record["spec"])
+        except Exception as exc:  # noqa: BLE001 - e.g. the dialect is now disabled: the record says why
+            return f"cannot rebuild after restart: {type(exc).__name__}: {exc}"
+        self._enqueue(Delivery(url=record["url"], build=build, key=record.get("key", ""),
+                               method=record.get("method", "POST"), label=record.get("label", ""),
+                               spec=record["spec"], id=record["id"]))
+        return None
+
+    def start(self) -> None:
+        """Start a delivery task for every key with queued requests (those restored before the loop ran)."""
+        loop = asyncio.get_running_loop()
+        for key in self._pending:
+            if key not in self._workers:
+                self._workers[key] = loop.create_task(self._deliver_key(key))
+
+    def _persisted(self, delivery: Delivery) -> bool:
+        return self.journal is not None and self.rebuild is not None and delivery.spec is not None
+
+    def _outcome(self, delivery: Delivery, ok: bool, reason: str | None = None) -> None:
+        if self._persisted(delivery):
+            assert self.journal is not None
+            self.journal.append({"t": "r", "id": delivery.id, "ok": ok, "reason": reason})
+
+    def _enqueue(self, delivery: Delivery) -> None:
         pending = self._pending.setdefault(delivery.key, deque())
         if len(pending) >= self.settings.queue_limit:
-            pending.popleft()
+            # the head is in flight while this key's worker runs (it pops it when done): drop the next oldest
+            i = 1 if delivery.key in self._workers and len(pending) > 1 else 0
+            self._outcome(pending[i], False, f"dropped: more than {self.settings.queue_limit} queued")
+            del pending[i]
             self.stats["dropped"] += 1
         pending.append(delivery)
         if delivery.key not in self._workers:
@@ -143,6 +203,7 @@ class WebhookSink:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(headers={"User-Agent": "mediasrv/0.1"})
         delay = self.settings.backoff_s
+        reason = "no attempt made"
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 built = delivery.build(attempt)
@@ -157,16 +218,23 @@ class WebhookSink:
                     await resp.read()
                     if resp.status < 300:
                         self.stats["delivered"] += 1
+                        self._outcome(delivery, True)
                         return
+                    reason = f"HTTP {resp.status}"
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
+                        reason = f"refused by the receiver: HTTP {resp.status}"
                         break  # the receiver refuses this request; retrying will not help
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
                 log.debug("%s attempt %d for %s failed: %s", self.name, attempt, delivery.label, exc)
             if attempt < self.settings.max_attempts:
                 await asyncio.sleep(delay)
                 delay *= 2
+        else:
+            reason = f"{reason} after {self.settings.max_attempts} attempts"
         self.stats["delivery_failed"] += 1
-        log.warning("%s %s for %s not delivered", self.name, delivery.label, delivery.key)
+        self._outcome(delivery, False, reason)
+        log.warning("%s %s for %s not delivered: %s", self.name, delivery.label, delivery.key, reason)
 
     async def drain(self, timeout: float = 5.0) -> None:
         workers = list(self._workers.values())
@@ -182,18 +250,22 @@ class WebhookSink:
 
 
 class EventBus:
-    """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners."""
+    """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners (and the journal, if any)."""
 
-    def __init__(self, webhook: WebhookSettings | None = None, history: int = 2000) -> None:
+    def __init__(self, webhook: WebhookSettings | None = None, history: int = 2000,
+                 journal: Journal | None = None) -> None:
         self.webhook = webhook or WebhookSettings()
+        self.journal = journal
         self._seq = itertools.count(1)
         self._history: deque[Event] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._listeners: list[Callable[[Event], None]] = []
         self._sinks: list[WebhookSink] = []
         self._published = 0
+        self.restored = {"deliveries": 0, "unrestorable": 0, "last_seq": 0}
+        self.last_seq = 0  # of the newest event, this run or (restored) an earlier one
         if self.webhook.url:
-            self.add_sink(WebhookSink(native_render(self.webhook.url), self.webhook, "webhook"))
+            self.add_sink(WebhookSink(native_render(self.webhook.url), self.webhook, "webhook", native_build))
 
     @property
     def stats(self) -> dict[str, int]:
@@ -203,11 +275,41 @@ class EventBus:
                 totals[k] = totals.get(k, 0) + v
         return totals
 
+    async def start(self) -> None:
+        """Open the journal (off the loop), continue its ``seq``, re-queue the deliveries it still owes.
+
+        Call it after every sink is added and before anything publishes: the owed deliveries go
+        out first, in their original per-call order, and keep their ids.
+        """
+        if self.journal is not None:
+            rec = await asyncio.get_running_loop().run_in_executor(None, self.journal.open)
+            self._seq = itertools.count(rec.last_seq + 1)
+            self.last_seq = rec.last_seq
+            self.restored["last_seq"] = rec.last_seq
+            sinks = {sink.name: sink for sink in self._sinks}
+            for record in rec.pending:
+                sink = sinks.get(str(record.get("sink")))
+                why = (f"no sink {record.get('sink')!r} in this configuration" if sink is None
+                       else sink.restore(record))
+                if why is None:
+                    self.restored["deliveries"] += 1
+                    continue
+                self.restored["unrestorable"] += 1
+                log.warning("owed webhook %s not re-sent: %s", record.get("id"), why)
+                self.journal.append({"t": "r", "id": record.get("id"), "ok": False, "reason": why})
+            if rec.pending:
+                log.info("re-sending %d webhook(s) a previous run still owed", self.restored["deliveries"])
+        for sink in self._sinks:
+            sink.start()
+
     # -- producing -------------------------------------------------------
     def publish(self, type_: str, call_id: str, data: dict[str, Any] | None = None) -> Event:
         event = Event(type=type_, call_id=call_id, data=dict(data or {}), seq=next(self._seq))
+        self.last_seq = event.seq
         self._published += 1
         self._history.append(event)
+        if self.journal is not None:
+            self.journal.append({"t": "e", **event.to_dict()})
         for q in list(self._subscribers):
             if q.qsize() < 10_000:
                 q.put_nowait(event)
@@ -223,12 +325,28 @@ class EventBus:
     def history(self, call_id: str | None = None) -> list[Event]:
         return [e for e in self._history if call_id is None or e.call_id == call_id]
 
+    async def since(self, seq: int, call_id: str | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Events after *seq* (oldest first, at most *limit*): the journal (read in an executor; it
+        also holds earlier runs) plus what is in memory but perhaps not yet written."""
+        found: dict[int, dict[str, Any]] = {}
+        if self.journal is not None:
+            journaled = await asyncio.get_running_loop().run_in_executor(
+                None, self.journal.read_events, seq, call_id, limit)
+            found = {int(e["seq"]): e for e in journaled}
+        for event in self.history(call_id):
+            if event.seq > seq:
+                found.setdefault(event.seq, event.to_dict())
+        return [found[k] for k in sorted(found)[:limit]]
+
     # -- consuming -------------------------------------------------------
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
 
     def add_sink(self, sink: WebhookSink) -> WebhookSink:
         """Deliver every published event through *sink* (which renders, or skips, each one)."""
+        if any(s.name == sink.name for s in self._sinks):
+            raise ValueError(f"a sink named {sink.name!r} exists: the journal tells sinks apart by name")
+        sink.journal = self.journal
         self._sinks.append(sink)
         return sink
 
@@ -240,9 +358,18 @@ class EventBus:
     def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
         self._subscribers.discard(q)
 
+    def end_subscriptions(self) -> None:
+        """Tell every live feed to finish (a ``None`` in its queue): at shutdown an SSE handler whose
+        client has gone would otherwise hold the HTTP server's cleanup until its next keepalive."""
+        for q in list(self._subscribers):
+            q.put_nowait(None)  # type: ignore[arg-type]
+
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for queued webhooks to go out; used at shutdown and in tests."""
         await asyncio.gather(*(sink.drain(timeout) for sink in self._sinks))
 
     async def close(self) -> None:
+        """Stop the sinks (what they did not deliver stays owed in the journal), then flush the journal."""
         await asyncio.gather(*(sink.close() for sink in self._sinks))
+        if self.journal is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.journal.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
 from .config import Settings, is_loopback
+from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
 from .media import MediaPlane, MediaSettings
@@ -29,7 +31,14 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = CallRegistry()
-        self.events = EventBus(WebhookSettings(url=settings.webhook_url))
+        journal = Journal(JournalSettings(
+            dir=Path(settings.data_dir) / "events",
+            segment_bytes=settings.events_segment_bytes,
+            max_bytes=settings.events_max_bytes,
+            max_age_s=settings.events_max_age_s,
+            fsync_interval_s=settings.events_fsync_interval_s,
+        )) if settings.events_journal else None
+        self.events = EventBus(WebhookSettings(url=settings.webhook_url), journal=journal)
         sip_host, sip_port = settings.sip_addr
         lo, hi = settings.rtp_range
         self.media = MediaPlane(
@@ -92,6 +101,7 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
+        await self.events.start()  # before SIP and HTTP: owed webhooks go first, seq continues
         await self.media.start()
         self.media.loader.start_workers()
         await self.sip.start()
@@ -116,6 +126,7 @@ class Server:
         await self.gc.stop()
         await self.sip.stop()
         await self.media.stop()
+        self.events.end_subscriptions()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.events.close()
@@ -178,7 +189,20 @@ class Server:
         metric("gc_pause_seconds", "histogram", "Cyclic GC collection pauses by generation", pause_samples)
         ev = self.events.stats
         metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
+        journal = self.events.journal
+        metric("events_journal_up", "gauge", "1 while events are persisted, 0 while only in memory (see /healthz)",
+               [("", int(journal is not None and journal.state == "ok"))])
+        if journal is not None:
+            metric("events_journal_total", "counter", "Event journal records and errors",
+                   [(f'{{kind="{k}"}}', v) for k, v in sorted(journal.stats.items())])
         return "\n".join(lines) + "\n"
+
+    def journal_health(self) -> dict[str, Any]:
+        """For /healthz: is the event journal persisting, and why not."""
+        journal = self.events.journal
+        if journal is None:
+            return {"state": "disabled"}
+        return {"state": journal.state, "error": journal.error, "restored_deliveries": self.events.restored["deliveries"]}
 
 
 async def run_forever(settings: Settings) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
-from ..events import Delivery, Event, WebhookSettings, WebhookSink
+from ..events import Build, Delivery, Event, WebhookSettings, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from .openapi import OPENAPI
 from .signing import RsaJwtSigner
@@ -267,7 +267,8 @@ class AcsDialect:
         self._repeats: OrderedDict[str, None] = OrderedDict()  # Repeatability-Request-IDs of terminates done
         # ACS events are made here (one per operation, not per bus event): the sink only delivers them,
         # ordered per call and retried; the bus drains and closes it with the others.
-        self.sink = server.events.add_sink(WebhookSink(lambda _event: None, WebhookSettings(max_attempts=4), "acs"))
+        self.sink = server.events.add_sink(WebhookSink(lambda _event: None, WebhookSettings(max_attempts=4), "acs",
+                                                       rebuild=self.build))
         self._ops: dict[str, PlayOperation] = {}  # playback id → its operation
         self._recent: deque[Event] = deque(maxlen=256)  # events that may beat the operation's registration
 
@@ -522,7 +523,14 @@ class AcsDialect:
             "datacontenttype": "application/json",
             "subject": subject,
         }
-        body = json.dumps([event]).encode()
+        spec = {"events": [event]}
+        self.sink.send(Delivery(url=url, build=self.build(spec), key=call_id, label=event["type"], spec=spec,
+                                id=event["id"]))
+
+    def build(self, spec: dict[str, Any]) -> Build:
+        """A CloudEvents batch from its journaled spec (also the sink's ``rebuild`` after a restart): the
+        same body on every attempt, with a fresh RS256 JWT each time."""
+        body = json.dumps(spec["events"]).encode()
 
         async def build(_attempt: int) -> tuple[bytes, dict[str, str]]:
             headers = {"Content-Type": "application/json"}
@@ -532,7 +540,7 @@ class AcsDialect:
                 headers["Authorization"] = "Bearer " + token
             return body, headers
 
-        self.sink.send(Delivery(url=url, build=build, key=call_id, label=event["type"]))
+        return build
 
     # -- callback authentication (OpenID configuration + JWKS, as ACS publishes them) ------------------
     @property

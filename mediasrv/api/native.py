@@ -267,26 +267,67 @@ async def stop_call_playbacks(request: web.Request) -> web.Response:
 
 
 # -- events, health, metrics --------------------------------------------------
+def _since(request: web.Request) -> int | None:
+    """Where a client resumes: ``Last-Event-ID`` (what EventSource sends on reconnect) or ``?since=<seq>``."""
+    raw = request.query.get("since")
+    field, raw = ("since", raw) if raw is not None else ("Last-Event-ID", request.headers.get("Last-Event-ID"))
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_field", f"{field} must be an event seq (an integer)", field=field) from None
+    if value < 0:
+        raise ApiError(400, "invalid_field", f"{field} must be >= 0", field=field)
+    return value
+
+
 async def list_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events; ``?call_id=`` filters; ``Accept: application/json`` gives the history."""
+    """Server-sent events; ``?call_id=`` filters; ``Accept: application/json`` gives the history.
+
+    With ``Last-Event-ID`` or ``?since=<seq>`` the journaled events after that seq come first (also
+    those of an earlier run: seq keeps increasing across restarts), then the live feed, without gaps
+    or repeats.  The JSON form with ``since`` pages through the journal (``limit``, default 1000).
+    """
     server = _server(request)
     call_id = request.query.get("call_id")
+    since = _since(request)
+    if since is not None and since > server.events.last_seq:
+        since = server.events.last_seq  # an id from the future: this journal was lost; go on from now
     if "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
-        return web.json_response({"events": [e.to_dict() for e in server.events.history(call_id)]})
+        if since is None:
+            return web.json_response({"events": [e.to_dict() for e in server.events.history(call_id)]})
+        try:
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            raise ApiError(400, "invalid_field", "limit must be an integer", field="limit") from None
+        if not 1 <= limit <= 10_000:
+            raise ApiError(422, "out_of_range", "limit must be 1..10000", field="limit")
+        return web.json_response({"events": await server.events.since(since, call_id, limit)})
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
-    queue = server.events.subscribe()
+    queue = server.events.subscribe()  # before the replay: nothing published meanwhile is missed
+    last = since if since is not None else 0
     try:
+        if since is not None:
+            while True:  # in pages, so a long replay never sits in memory at once
+                page = await server.events.since(last, call_id, 1000)
+                for event in page:
+                    await resp.write(_sse(event["seq"], event["type"], event))
+                    last = event["seq"]
+                if len(page) < 1000:
+                    break
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), timeout=15)
+                live = await asyncio.wait_for(queue.get(), timeout=15)
             except TimeoutError:
                 await resp.write(b": keepalive\n\n")
                 continue
-            if call_id and event.call_id != call_id:
+            if live is None:  # the server is stopping
+                break
+            if (call_id and live.call_id != call_id) or live.seq <= last:
                 continue
-            payload = json.dumps(event.to_dict())
-            await resp.write(f"id: {event.seq}\nevent: {event.type}\ndata: {payload}\n\n".encode())
+            await resp.write(_sse(live.seq, live.type, live.to_dict()))
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -294,9 +335,14 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _sse(seq: int, type_: str, event: dict[str, Any]) -> bytes:
+    return f"id: {seq}\nevent: {type_}\ndata: {json.dumps(event)}\n\n".encode()
+
+
 async def healthz(request: web.Request) -> web.Response:
     server = _server(request)
-    return web.json_response({"status": "ok", "active_calls": server.registry.active_count})
+    return web.json_response({"status": "ok", "active_calls": server.registry.active_count,
+                              "events_journal": server.journal_health()})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -100,9 +100,20 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/events": {
             "get": {
-                "summary": "Server-sent events stream (or JSON history with Accept: application/json)",
-                "parameters": [{"name": "call_id", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "text/event-stream"}},
+                "summary": "Server-sent events stream (or JSON history with Accept: application/json); "
+                           "with Last-Event-ID or since, the journaled events after that seq first (also from "
+                           "before a restart), then the live feed",
+                "parameters": [
+                    {"name": "call_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                     "description": "resume after this event seq (SSE id); overrides Last-Event-ID"},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0},
+                     "description": "what EventSource sends on reconnect: resume after this seq"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                     "description": "JSON form with since: at most this many events (default 1000)"},
+                ],
+                "responses": {"200": {"description": "text/event-stream"}, "400": _err("since is not a seq"),
+                              "422": _err("limit out of range")},
             }
         },
         "/v1/media": {"get": {"summary": "List stored media", "responses": {"200": {"description": "media"}}}},
@@ -148,7 +159,8 @@ OPENAPI: dict[str, Any] = {
                               "422": _err("the fetch or decode failed; code is the reason")},
             }
         },
-        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+        "/healthz": {"get": {"summary": "Liveness; events_journal.state says whether events are persisted "
+                                        "(ok | failing | unavailable | disabled)", "security": [], "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
         "/openapi.json": {"get": {"summary": "This document; vendor dialect routes are listed under x-dialects",
                                   "security": [], "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},

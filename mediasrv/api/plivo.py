@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 
 from ..calls import Call, CallState
-from ..events import Delivery, Event, WebhookSink
+from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from .openapi import OPENAPI
 from .signing import plivo_headers
@@ -303,19 +303,27 @@ class PlivoDialect:
 
     def _signed(self, cb: Callback, params: dict[str, str], call_id: str) -> Delivery:
         """One callback request: GET puts the params in the query, POST in a form; signed V3 and V2."""
-        token = self.auth_token or ""
         url = cb.url
         if cb.method == "GET":
             url = url + ("&" if "?" in url else "?") + urlencode(params)
+        spec = {"url": url, "method": cb.method, "params": params}
+        return Delivery(url=url, build=self.build(spec), key=call_id, method=cb.method, label=params["Event"],
+                        spec=spec)
+
+    def build(self, spec: dict[str, Any]) -> Build:
+        """Form body and a fresh nonce + signature per attempt; also for callbacks a previous run journaled."""
+        if not self.auth_token:
+            raise ValueError("the Plivo dialect is disabled (no MEDIASRV_PLIVO_AUTH_TOKEN)")
+        token, url, method, params = self.auth_token, spec["url"], spec["method"], spec["params"]
 
         def build(attempt: int) -> tuple[bytes, dict[str, str]]:
-            if cb.method == "GET":
+            if method == "GET":
                 return b"", plivo_headers("GET", url, {}, token)
             body = urlencode(params).encode()
             headers = {"Content-Type": "application/x-www-form-urlencoded", **plivo_headers("POST", url, params, token)}
             return body, headers
 
-        return Delivery(url=url, build=build, key=call_id, method=cb.method, label=params["Event"])
+        return build
 
 
 PLIVO_KEY: web.AppKey[PlivoDialect] = web.AppKey("plivo", PlivoDialect)
@@ -345,7 +353,7 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("Plivo dialect on /v1/Account/%s/", settings.plivo_auth_id)
     else:
         log.info("Plivo dialect disabled (no MEDIASRV_PLIVO_AUTH_ID / _AUTH_TOKEN): /v1/Account answers 401")
-    server.events.add_sink(WebhookSink(dialect.render, name="plivo-callback"))
+    server.events.add_sink(WebhookSink(dialect.render, name="plivo-callback", rebuild=dialect.build))
     r = dialect.route
     call = "/v1/Account/{auth_id}/Call/{call_uuid}"
     play = call + "/Play"

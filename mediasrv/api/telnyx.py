@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
-from ..events import Delivery, Event, WebhookSink
+from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from ..rooms import BRIDGE
 from .openapi import OPENAPI
@@ -453,7 +453,6 @@ class TelnyxDialect:
         event_type = self.EVENT_TYPES.get(event.type)
         if event_type is None or not self.api_key or self.signer is None:
             return None
-        signer = self.signer
         url = self._call_webhook.get(event.call_id) or self.webhook_url
         if event.type == "call.hangup":
             with contextlib.suppress(RuntimeError):  # no loop: nothing to schedule, nothing to forget
@@ -473,12 +472,22 @@ class TelnyxDialect:
             "occurred_at": _iso(event.occurred_at),
             "payload": payload,
         }
+        spec = {"url": url, "data": data}
+        return Delivery(url=url, build=self.build(spec), key=event.call_id, label=event_type, spec=spec)
+
+    def build(self, spec: dict[str, Any]) -> Build:
+        """Body and headers per attempt: the attempt in ``meta``, a fresh timestamp in the signature.
+        Also rebuilds a webhook a previous run journaled (same key pair: it lives in the data dir)."""
+        signer = self.signer
+        if signer is None or not self.api_key:
+            raise ValueError("the Telnyx dialect is disabled (no MEDIASRV_TELNYX_API_KEY)")
+        data, url = spec["data"], spec["url"]
 
         def build(attempt: int) -> tuple[bytes, dict[str, str]]:
             body = json.dumps({"data": data, "meta": {"attempt": attempt, "delivered_to": url}}).encode()
             return body, {"Content-Type": "application/json", **signer.telnyx_headers(body)}
 
-        return Delivery(url=url, build=build, key=event.call_id, label=event_type)
+        return build
 
     def _forget_call(self, call_id: str) -> None:
         self._call_state.pop(call_id, None)
@@ -621,7 +630,7 @@ def setup(app: web.Application, server: Server) -> None:
     else:
         log.info("Telnyx dialect on /v2; webhooks to %s, public key %s", webhook_url or "(none)",
                  signer.public_key_b64 if signer else "?")
-    server.events.add_sink(WebhookSink(dialect.render, name="telnyx-webhook"))
+    server.events.add_sink(WebhookSink(dialect.render, name="telnyx-webhook", rebuild=dialect.build))
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"
     app.add_routes([

@@ -48,3 +48,13 @@ def test_hostport_forms():
     assert parse_hostport("[::1]:5062", 5060) == ("::1", 5062)
     assert parse_hostport("::1", 5060) == ("::1", 5060)
     assert parse_hostport(":5099", 5060) == ("127.0.0.1", 5099)
+
+
+def test_event_journal_settings_from_env_and_their_limits():
+    s = load_settings({}, environ={"MEDIASRV_EVENTS_JOURNAL": "false", "MEDIASRV_EVENTS_MAX_BYTES": "8388608",
+                                   "MEDIASRV_EVENTS_FSYNC_INTERVAL_S": "0"})
+    assert (s.events_journal, s.events_max_bytes, s.events_fsync_interval_s) == (False, 8388608, 0.0)
+    for env in ({"MEDIASRV_EVENTS_SEGMENT_BYTES": "100"}, {"MEDIASRV_EVENTS_MAX_BYTES": "4096"},
+                {"MEDIASRV_EVENTS_FSYNC_INTERVAL_S": "-1"}, {"MEDIASRV_EVENTS_MAX_AGE_S": "0"}):
+        with pytest.raises(ConfigError, match="events_"):
+            load_settings({}, environ=env)
