@@ -91,10 +91,10 @@ class GcPolicy:
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
-        gc.callbacks.append(self._on_gc)
         if self.freeze_enabled:
             self.reclaim()  # start-up garbage collected, the server's long-lived objects frozen
             self._task = asyncio.get_running_loop().create_task(self._run())
+        gc.callbacks.append(self._on_gc)  # pauses while serving (the start-up reclaim above is not one)
 
     async def stop(self) -> None:
         if self._task is not None:

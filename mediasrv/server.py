@@ -187,6 +187,8 @@ class Server:
                 pause_samples.append((f'_bucket{{generation="{gen}",le="{le}"}}', cumulative))
             pause_samples += [(f'_sum{{generation="{gen}"}}', pauses.total_s), (f'_count{{generation="{gen}"}}', cumulative)]
         metric("gc_pause_seconds", "histogram", "Cyclic GC collection pauses by generation", pause_samples)
+        metric("gc_pause_max_seconds", "gauge", "Longest cyclic GC collection pause by generation",
+               [(f'{{generation="{gen}"}}', pauses.max_s) for gen, pauses in g["pauses"].items()])
         ev = self.events.stats
         metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
         journal = self.events.journal

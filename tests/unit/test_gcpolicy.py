@@ -78,7 +78,7 @@ async def test_start_records_pauses_and_stop_unfreezes() -> None:
         await asyncio.sleep(0.05)
         assert policy.stats.freezes >= 1
         gc.collect()
-        assert policy.stats.pauses[2].count >= 2  # the start-up reclaim and this one
+        assert policy.stats.pauses[2].count >= 1  # this one (the start-up reclaim is not counted)
         # an upper-bound estimate (counting exactly walks every frozen object)
         assert policy.metrics()["frozen_objects"] >= gc.get_freeze_count() > 0
     finally:
