@@ -62,6 +62,10 @@ class Settings:
     auto_answer: bool = True
     api_token: str | None = None
     webhook_url: str | None = None
+    # every webhook sink (native and vendor dialects): attempts, first back-off (doubled per retry), per-request timeout
+    webhook_max_attempts: int = 5
+    webhook_backoff_s: float = 0.5
+    webhook_timeout_s: float = 5.0
     # event journal under <data-dir>/events/ (events persisted, owed webhooks re-sent after a restart)
     events_journal: bool = True
     events_segment_bytes: int = 4 * 1024 * 1024
@@ -124,6 +128,8 @@ class Settings:
             raise ConfigError(f"unsupported codecs {unknown}")
         if self.max_calls is not None and self.max_calls < 1:
             raise ConfigError("max_calls must be >= 1")
+        if self.webhook_max_attempts < 1 or self.webhook_backoff_s < 0 or self.webhook_timeout_s <= 0:
+            raise ConfigError("webhook_max_attempts must be >= 1, webhook_backoff_s >= 0 and webhook_timeout_s > 0")
         if not 0 <= self.realtime_priority <= 99:
             raise ConfigError("realtime_priority must be 0 (off) or 1-99")
         if self.events_segment_bytes < 4096 or self.events_max_bytes < self.events_segment_bytes:

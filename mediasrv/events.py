@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -341,6 +341,10 @@ class EventBus:
     # -- consuming -------------------------------------------------------
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
+
+    def sink_settings(self) -> WebhookSettings:
+        """The configured retry schedule and timeout (``MEDIASRV_WEBHOOK_*``), for a vendor dialect's sink."""
+        return replace(self.webhook, url=None)
 
     def add_sink(self, sink: WebhookSink) -> WebhookSink:
         """Deliver every published event through *sink* (which renders, or skips, each one)."""

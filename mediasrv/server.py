@@ -38,7 +38,9 @@ class Server:
             max_age_s=settings.events_max_age_s,
             fsync_interval_s=settings.events_fsync_interval_s,
         )) if settings.events_journal else None
-        self.events = EventBus(WebhookSettings(url=settings.webhook_url), journal=journal)
+        self.events = EventBus(WebhookSettings(url=settings.webhook_url, timeout_s=settings.webhook_timeout_s,
+                                               max_attempts=settings.webhook_max_attempts,
+                                               backoff_s=settings.webhook_backoff_s), journal=journal)
         sip_host, sip_port = settings.sip_addr
         lo, hi = settings.rtp_range
         self.media = MediaPlane(

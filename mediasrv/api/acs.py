@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
-from ..events import Build, Delivery, Event, WebhookSettings, WebhookSink
+from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from .openapi import OPENAPI
 from .signing import RsaJwtSigner
@@ -267,7 +267,7 @@ class AcsDialect:
         self._repeats: OrderedDict[str, None] = OrderedDict()  # Repeatability-Request-IDs of terminates done
         # ACS events are made here (one per operation, not per bus event): the sink only delivers them,
         # ordered per call and retried; the bus drains and closes it with the others.
-        self.sink = server.events.add_sink(WebhookSink(lambda _event: None, WebhookSettings(max_attempts=4), "acs",
+        self.sink = server.events.add_sink(WebhookSink(lambda _event: None, server.events.sink_settings(), "acs",
                                                        rebuild=self.build))
         self._ops: dict[str, PlayOperation] = {}  # playback id → its operation
         self._recent: deque[Event] = deque(maxlen=256)  # events that may beat the operation's registration

@@ -353,7 +353,8 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("Plivo dialect on /v1/Account/%s/", settings.plivo_auth_id)
     else:
         log.info("Plivo dialect disabled (no MEDIASRV_PLIVO_AUTH_ID / _AUTH_TOKEN): /v1/Account answers 401")
-    server.events.add_sink(WebhookSink(dialect.render, name="plivo-callback", rebuild=dialect.build))
+    server.events.add_sink(WebhookSink(dialect.render, server.events.sink_settings(), name="plivo-callback",
+                                       rebuild=dialect.build))
     r = dialect.route
     call = "/v1/Account/{auth_id}/Call/{call_uuid}"
     play = call + "/Play"

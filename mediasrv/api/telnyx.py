@@ -630,7 +630,8 @@ def setup(app: web.Application, server: Server) -> None:
     else:
         log.info("Telnyx dialect on /v2; webhooks to %s, public key %s", webhook_url or "(none)",
                  signer.public_key_b64 if signer else "?")
-    server.events.add_sink(WebhookSink(dialect.render, name="telnyx-webhook", rebuild=dialect.build))
+    server.events.add_sink(WebhookSink(dialect.render, server.events.sink_settings(), name="telnyx-webhook",
+                                       rebuild=dialect.build))
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"
     app.add_routes([
