@@ -29,6 +29,7 @@ from aiohttp import web
 from ..calls import Call, CallState, Direction
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import RsaJwtSigner
 
@@ -220,12 +221,9 @@ def _optional_url(body: dict[str, Any], name: str) -> str | None:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AcsError(400, "BadRequest", f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise AcsError(400, "BadRequest", "request body must be a JSON object")
-    return body
+        return parse_json_object(raw)
+    except BodyError as exc:
+        raise AcsError(400, "BadRequest", str(exc)) from exc
 
 
 # -- operations and events ---------------------------------------------------------

@@ -15,7 +15,6 @@ import base64
 import binascii
 import hmac
 import ipaddress
-import json
 import logging
 import secrets
 import time
@@ -35,6 +34,7 @@ from ..calls import Call, CallState, Direction
 from ..events import Event
 from ..media.fetch import AddressPolicy, CheckingResolver, ForbiddenAddress
 from ..media.player import PlayRequest, SourceSpec
+from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 
 if TYPE_CHECKING:
@@ -302,12 +302,9 @@ class BandwidthDialect:
         except web.HTTPRequestEntityTooLarge as exc:
             raise BandwidthError(400, "validation", "request body too large") from exc
         try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BandwidthError(400, "validation", f"request body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise BandwidthError(400, "validation", "request body must be a JSON object")
-        return body
+            return parse_json_object(raw)
+        except BodyError as exc:
+            raise BandwidthError(400, "validation", str(exc)) from exc
 
     # -- scripts -----------------------------------------------------------
     def start(self, call_id: str, verbs: list[Verb]) -> None:

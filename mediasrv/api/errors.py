@@ -25,18 +25,29 @@ class ApiError(Exception):
         return web.json_response({"error": body}, status=self.status)
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what was wrong with it."""
-    raw = await request.read()
+class BodyError(ValueError):
+    """A request body that is not a JSON object; each dialect renders it in its own error shape."""
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """*raw* as a JSON object (an empty body is ``{}``), or BodyError saying what was wrong with it."""
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from exc
+        raise BodyError(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "request body must be a JSON object")
+        raise BodyError("request body must be a JSON object")
     return body
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what was wrong with it."""
+    try:
+        return parse_json_object(await request.read())
+    except BodyError as exc:
+        raise ApiError(400, "bad_json", str(exc)) from exc
 
 
 @web.middleware

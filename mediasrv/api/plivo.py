@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ from aiohttp import web
 from ..calls import Call, CallState
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import plivo_headers
 
@@ -145,12 +145,9 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/x-www-form-urlencoded":
         return dict(parse_qsl(raw.decode(errors="replace"), keep_blank_values=True))
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlivoError(400, f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise PlivoError(400, "request body must be a JSON object")
-    return body
+        return parse_json_object(raw)
+    except BodyError as exc:
+        raise PlivoError(400, str(exc)) from exc
 
 
 # -- the dialect -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from ..calls import Call, CallState, Direction
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from ..rooms import BRIDGE
+from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import Ed25519Signer
 
@@ -584,15 +585,10 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
     except web.HTTPRequestEntityTooLarge as exc:
         raise TelnyxError("10015", f"The request body is larger than {request.client_max_size} bytes "
                                    "(playback_content: use audio_url for long audio)", status=413) from exc
-    if not raw.strip():
-        return {}
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TelnyxError("10015", f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise TelnyxError("10015", "The request body must be a JSON object")
-    return body
+        return parse_json_object(raw)
+    except BodyError as exc:
+        raise TelnyxError("10015", f"The {exc}") from exc
 
 
 TELNYX_KEY: web.AppKey[TelnyxDialect] = web.AppKey("telnyx", TelnyxDialect)

@@ -82,3 +82,12 @@ def test_plivo_refusals_are_400(body):
     with pytest.raises(PlivoError) as info:
         parse_play(body)
     assert info.value.status == 400 and info.value.error
+
+
+def test_one_json_object_parser_for_every_dialect() -> None:
+    from mediasrv.api.errors import BodyError, parse_json_object
+
+    assert parse_json_object(b"  ") == {} and parse_json_object(b'{"a": 1}') == {"a": 1}
+    for raw, says in ((b"[1]", "must be a JSON object"), (b"{bad", "not valid JSON"), (b"\xff\xfe", "not valid JSON")):
+        with pytest.raises(BodyError, match=says):
+            parse_json_object(raw)
