@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from .eventlog import Journal
+from .timing import Timing
 
 log = logging.getLogger("mediasrv.events")
 
@@ -119,6 +120,8 @@ class WebhookSink:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.stats = {"delivered": 0, "delivery_failed": 0, "dropped": 0}
+        # first attempt to outcome, by outcome (mediasrv_webhook_delivery_seconds)
+        self.delivery_time = {"delivered": Timing(), "failed": Timing()}
 
     def submit(self, event: Event) -> None:
         try:
@@ -204,6 +207,7 @@ class WebhookSink:
             self._session = aiohttp.ClientSession(headers={"User-Agent": "mediasrv/0.1"})
         delay = self.settings.backoff_s
         reason = "no attempt made"
+        t0 = time.perf_counter()
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 built = delivery.build(attempt)
@@ -218,6 +222,7 @@ class WebhookSink:
                     await resp.read()
                     if resp.status < 300:
                         self.stats["delivered"] += 1
+                        self.delivery_time["delivered"].observe(time.perf_counter() - t0)
                         self._outcome(delivery, True)
                         return
                     reason = f"HTTP {resp.status}"
@@ -233,6 +238,7 @@ class WebhookSink:
         else:
             reason = f"{reason} after {self.settings.max_attempts} attempts"
         self.stats["delivery_failed"] += 1
+        self.delivery_time["failed"].observe(time.perf_counter() - t0)
         self._outcome(delivery, False, reason)
         log.warning("%s %s for %s not delivered: %s", self.name, delivery.label, delivery.key, reason)
 
@@ -266,6 +272,10 @@ class EventBus:
         self.last_seq = 0  # of the newest event, this run or (restored) an earlier one
         if self.webhook.url:
             self.add_sink(WebhookSink(native_render(self.webhook.url), self.webhook, "webhook", native_build))
+
+    @property
+    def sinks(self) -> list[WebhookSink]:
+        return list(self._sinks)
 
     @property
     def stats(self) -> dict[str, int]:

@@ -15,6 +15,8 @@ from aiohttp import web
 from ..calls import Call, CallState
 from ..media import Playback, PlayError, PlayRequest
 from ..media.player import MAX_DUCK_DB, VOLUME_RANGE_DB
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..metrics import exposition
 from .errors import ApiError, read_json_object
 from .openapi import OPENAPI
 from .sources import parse_sources
@@ -350,7 +352,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=_server(request).prometheus_text(), content_type="text/plain", charset="utf-8")
+    body = exposition(_server(request).metrics_registry)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def call_pacing(request: web.Request) -> web.Response:
+    """A live leg's last minute of pacing (worst lateness per second) and the level it is sending."""
+    server = _server(request)
+    call = _live_call(server, request.match_info["call_id"])
+    try:
+        return web.json_response(server.media.monitor(call.call_id))
+    except KeyError:
+        raise ApiError(409, "no_media", f"call {call.call_id!r} has no media leg yet") from None
 
 
 def add_routes(app: web.Application) -> None:
@@ -365,6 +378,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/playbacks/{playback_id}", get_playback),
             web.delete("/v1/playbacks/{playback_id}", stop_playback),
             web.post("/v1/playbacks/{playback_id}/control", control_playback),
+            web.get("/v1/calls/{call_id}/pacing", call_pacing),
             web.get("/v1/events", list_events),
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),

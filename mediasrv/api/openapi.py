@@ -34,6 +34,16 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("ended")},
             },
         },
+        "/v1/calls/{call_id}/pacing": {
+            "parameters": [_CALL_ID],
+            "get": {
+                "summary": "What a live leg sends: worst clock lateness per second over the last minute "
+                           "(pacing: [{age_s, max_lateness_ms}], oldest first) and the level of the last ~100 ms "
+                           "(level_dbfs, null while only silence goes out); for the live page at /console",
+                "responses": {"200": {"description": "{call_id, ptime_ms, pacing, level_dbfs}"},
+                              "404": _err("unknown call"), "409": _err("ended, or no media leg yet")},
+            },
+        },
         "/v1/calls/{call_id}/answer": {
             "parameters": [_CALL_ID],
             "post": {
@@ -161,7 +171,9 @@ OPENAPI: dict[str, Any] = {
         },
         "/healthz": {"get": {"summary": "Liveness; events_journal.state says whether events are persisted "
                                         "(ok | failing | unavailable | disabled)", "security": [], "responses": {"200": {"description": "ok"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4); the API token or the read-only "
+                                        "metrics_token; or on metrics_listen's own address",
+                             "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
         "/openapi.json": {"get": {"summary": "This document; vendor dialect routes are listed under x-dialects",
                                   "security": [], "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
     },

@@ -28,6 +28,7 @@ import ctypes.util
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -79,6 +80,33 @@ class ClockStats:
         return {"buckets": buckets, "sum": self.lateness_sum, "count": cumulative}
 
 
+class PacingHistory:
+    """Per-second worst lateness of each hyper-cycle position, for the last minute (the live page's plot).
+
+    Why this shape: the clock already knows how late each sub-slot runs, and every leg of one
+    (period, phase) group shares its sub-slots, so a leg's pacing is its positions' lateness.
+    The clock's cost is one compare per sub-slot (not per packet) and a 120-float copy per
+    second; a leg's series is worked out only when someone asks (:meth:`series`).
+    """
+
+    SECONDS = 60
+
+    def __init__(self) -> None:
+        self.current = [0.0] * HYPER_CYCLE  # worst lateness per position in the second being filled
+        self.seconds: deque[tuple[int, list[float]]] = deque(maxlen=self.SECONDS)  # (second index, worst per position)
+        self.second = 0  # index of the second being filled (sub-slot // 1000)
+
+    def roll(self, second: int) -> None:
+        self.seconds.append((self.second, self.current))
+        self.current = [0.0] * HYPER_CYCLE
+        self.second = second
+
+    def series(self, positions: range) -> list[tuple[int, float]]:
+        """(second index, worst lateness in seconds) over *positions*, oldest first, the filling second last."""
+        rows = [*self.seconds, (self.second, self.current)]
+        return [(sec, max(worst[i] for i in positions)) for sec, worst in rows]
+
+
 RunGroup = Callable[[tuple[Callable[[], None], ...]], "list[tuple[Callable[[], None], Exception]] | None"]
 
 
@@ -111,6 +139,7 @@ class ClockCore:
         self._entries: dict[Callable[[], None], Scheduled] = {}
         self._load = [0] * HYPER_CYCLE
         self.stats = ClockStats()
+        self.pacing = PacingHistory()
         self.on_error: Callable[[Tickable, BaseException], None] | None = None
         # Runs one sub-slot's group of ticks; the media plane swaps in the C fast path (rtp/fastpath.py).
         self.run_group: RunGroup = run_each
@@ -158,6 +187,7 @@ class ClockCore:
         """Run every sub-slot due by *now* (catching up after a late wake-up); returns how many ran."""
         ran = 0
         stats = self.stats
+        pacing = self.pacing
         while self.deadline(self.next_tick) <= now:
             k = self.next_tick
             lateness = now - self.deadline(k)
@@ -165,6 +195,11 @@ class ClockCore:
                 stats.record_lateness(lateness)
             if lateness > SUBSLOT_S:
                 stats.late_ticks += 1
+            if k >= pacing.second * 1000 + 1000:
+                pacing.roll(k // 1000)
+            worst = pacing.current
+            if lateness > worst[k % HYPER_CYCLE]:
+                worst[k % HYPER_CYCLE] = lateness
             for period, slots in list(self._slots.items()):
                 due = slots[k % period]
                 if due:
@@ -186,6 +221,10 @@ class ClockCore:
             self.remove(entry)
             if self.on_error:
                 self.on_error(entry.item, exc)
+
+    def pacing_of(self, entry: Scheduled) -> list[tuple[float, float]]:
+        """A leg's last minute of pacing: (deadline of the second's start, worst lateness in s) per second."""
+        return [(self.deadline(sec * 1000), late) for sec, late in self.pacing.series(self._fires(entry.period, entry.phase))]
 
     def next_deadline(self) -> float | None:
         """Deadline of the next sub-slot with anything to send (None when idle)."""

@@ -111,3 +111,30 @@ def test_late_wake_catches_up_every_due_packet_and_records_lateness():
     assert core.stats.late_ticks > 100
     buckets = dict(core.stats.histogram()["buckets"])
     assert buckets["0.0005"] == 100 and buckets["0.02"] == 100 and buckets["+Inf"] == 101  # 150 ms late
+
+
+def test_pacing_history_is_per_group_and_per_second():
+    """PacingHistory: each leg sees the worst lateness of its own sub-slots, one value per second."""
+    from mediasrv.media.clock import ClockCore
+
+    class Leg:
+        def tick(self) -> None:
+            pass
+
+    core = ClockCore(t0=0.0)
+    a, b = core.add(Leg(), 20), core.add(Leg(), 20)
+    assert a.phase != b.phase
+    for k in range(1000):  # every sub-slot of second 0 on time
+        core.run_until(core.deadline(k))
+    late = 1000 + a.phase
+    for k in range(1000, 2000):  # second 1: one wake-up 4 ms late, at a's sub-slot
+        if late < k < late + 4:
+            continue
+        core.run_until(core.deadline(k) + (0.004 if k == late else 0))
+    core.run_until(2.5)  # second 2: a late wake-up at 2.5 s catches up every sub-slot of 2.0-2.5 s
+    rows_a = core.pacing_of(a)
+    rows_b = core.pacing_of(b)
+    assert [t for t, _ in rows_a] == [0.0, 1.0, 2.0]
+    assert rows_a[0][1] == 0 and rows_b[0][1] == 0
+    assert abs(rows_a[1][1] - 0.004) < 1e-9 and rows_b[1][1] < 0.004
+    assert rows_a[2][1] >= 0.48 and rows_b[2][1] >= 0.48

@@ -1,0 +1,100 @@
+"""/metrics through prometheus_client, against a live SIPp call with a playback: families, values, auth."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mediasrv.probe import open_capture
+
+from .conftest import chirp_signal, free_tcp_udp_port, start_server, wait_until, wav_bytes
+from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
+
+pytestmark = pytest.mark.integration
+
+TOKEN, METRICS_TOKEN = "api-secret", "scrape-only"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
+    metrics_port = free_tcp_udp_port()
+    r = await start_server(tmp_path, api_token=TOKEN, metrics_token=METRICS_TOKEN,
+                           metrics_listen=f"127.0.0.1:{metrics_port}")
+    capture = await open_capture()
+    url = audio_origin.add("tone.wav", wav_bytes(chirp_signal(4.0), 8000))
+    sipp = await start_sipp(sipp_play_args(r, capture.port, 6000))
+    api = {"Authorization": f"Bearer {TOKEN}"}
+    scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    try:
+        call = (await answered_calls(r, 1))[0]
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{r.http}/v1/calls/{call.call_id}/playbacks", json={"url": url}, headers=api) as resp:
+                assert resp.status == 201, await resp.text()
+            await wait_until(lambda: r.server.media.playing_legs == 1, 5, "playing")
+            await wait_until(lambda: r.server.media.loader.load_time.count == 1, 5, "loaded")
+            async with s.get(f"{r.http}/metrics", headers=scrape) as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+                text = await resp.text()
+            # the read-only token opens /metrics and nothing else; no token, nothing
+            async with s.get(f"{r.http}/v1/calls", headers=scrape) as resp:
+                assert resp.status == 401
+            async with s.get(f"{r.http}/metrics") as resp:
+                assert resp.status == 401
+            async with s.get(f"http://127.0.0.1:{metrics_port}/metrics", headers=scrape) as resp:
+                assert resp.status == 200 and "mediasrv_build_info{" in await resp.text()
+            async with s.get(f"http://127.0.0.1:{metrics_port}/v1/calls", headers=scrape) as resp:
+                assert resp.status == 404  # the metrics address serves /metrics only
+            async with s.get(f"{r.http}/v1/calls/{call.call_id}/pacing", headers=api) as resp:
+                pacing = await resp.json()
+        assert pacing["ptime_ms"] == 20 and pacing["pacing"], pacing
+        assert all(row["max_lateness_ms"] >= 0 for row in pacing["pacing"])
+        assert pacing["level_dbfs"] is not None and -30 < pacing["level_dbfs"] < 0, pacing
+
+        families = list(text_string_to_metric_families(text))
+        names = [f.name for f in families]
+        assert len(names) == len(set(names)), "one family per name"
+        assert not any("kind" in s.labels for f in families for s in f.samples), "no mixed 'kind' counters"
+        got = samples(text)
+        assert got[("mediasrv_active_calls", ())] == 1
+        assert got[("mediasrv_calls", (("state", "answered"),))] == 1
+        assert got[("mediasrv_playing_legs", ())] == 1 and got[("mediasrv_rtp_legs", ())] == 1
+        assert got[("mediasrv_rtp_packets_sent_total", ())] > 0
+        assert ("mediasrv_cache_bytes", (("tier", "disk"),)) in got
+        assert got[("mediasrv_cache_limit_bytes", (("tier", "memory"),))] == r.server.settings.cache_bytes
+        assert got[("mediasrv_source_fetches_total", ())] == 1
+        assert got[("mediasrv_source_load_seconds_count", ())] == 1
+        assert got[("mediasrv_sip_calls_in_total", ())] == 1
+        assert got[("mediasrv_clock_tick_lateness_seconds_count", ())] > 0
+        route = (("method", "POST"), ("route", "/v1/calls/{call_id}/playbacks"))
+        assert got[("mediasrv_http_request_duration_seconds_count", route)] == 1
+        assert got[("process_resident_memory_bytes", ())] > 0 and got[("process_open_fds", ())] > 0
+        build = [k for k in got if k[0] == "mediasrv_build_info"]
+        assert build and dict(build[0][1])["version"]
+    finally:
+        rc, out = await sipp
+        capture.close()
+        await r.server.stop()
+    assert rc == 0, out[-2000:]
+
+
+async def test_metrics_listen_without_a_token(tmp_path):
+    """metrics_listen alone: the scrape address needs no token while the API keeps its own."""
+    port = free_tcp_udp_port()
+    r = await start_server(tmp_path, api_token=TOKEN, metrics_listen=f"127.0.0.1:{port}")
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 200 and "process_cpu_seconds_total" in await resp.text()
+            async with s.get(f"{r.http}/metrics") as resp:
+                assert resp.status == 401
+    finally:
+        await r.server.stop()
