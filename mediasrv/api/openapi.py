@@ -265,6 +265,10 @@ OPENAPI: dict[str, Any] = {
                     "message": {"type": ["string", "null"], "description": "for people, e.g. "
                                 "\"text/html, 512 bytes, not audio\""},
                     "ms_played": {"type": "integer"},
+                    "source_index": {"type": "integer", "description": "which source of the list plays now"},
+                    "position_ms": {"type": "integer", "description": "position in that source"},
+                    "source_duration_ms": {"type": ["integer", "null"],
+                                           "description": "that source's length, once fully decoded"},
                     "command_id": {"type": ["string", "null"]},
                     "target": {},
                     "overlay": {"type": "boolean"},
