@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from . import realtime
-from .api import acs, bandwidth, native, plivo, telnyx, topology
+from .api import acs, bandwidth, console, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
@@ -86,6 +86,7 @@ class Server:
         for dialect in (telnyx, plivo, acs, bandwidth):
             dialect.setup(self.app, self)
         self.gc = GcPolicy(lambda: self.media.clock.core.active_count == 0, freeze=settings.gc_freeze)
+        console.add_routes(self.app, settings.api_token)
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.http_address: tuple[str, int] | None = None

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from .errors import ApiError
 
-OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+# the console checks its cookie itself: without one it answers its login form (401), not JSON
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/console", "/console/login"})
 COOKIE = "mediasrv_token"
 # Vendor dialects authenticate their own way (api/<vendor>.py); the native token does not apply there.
 DIALECT_PREFIXES = ("/v2/", "/v1/Account/", "/calling/", "/api/v2/")

@@ -174,6 +174,19 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4); the API token or the read-only "
                                         "metrics_token; or on metrics_listen's own address",
                              "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+        "/console": {"get": {"summary": "The live page (HTML): calls, playbacks, pacing plots, level meters; "
+                                        "without the login cookie its login form (401)",
+                             "security": [], "responses": {"200": {"description": "HTML"},
+                                                           "401": {"description": "HTML login form"}}}},
+        "/console/login": {
+            "get": {"summary": "The console's login form", "security": [],
+                    "responses": {"200": {"description": "HTML"}}},
+            "post": {"summary": "Log in with the API token (form field token): sets the HttpOnly, SameSite=Strict "
+                                "mediasrv_token cookie, good for GET requests of the API (EventSource cannot "
+                                "send headers)",
+                     "security": [],
+                     "responses": {"303": {"description": "to /console"}, "401": {"description": "wrong token"}}},
+        },
         "/openapi.json": {"get": {"summary": "This document; vendor dialect routes are listed under x-dialects",
                                   "security": [], "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
     },

@@ -52,6 +52,7 @@ class Scheduled:
     period: int  # in sub-slots (= ptime in ms)
     phase: int  # fires on sub-slots k with k % period == phase
     active: bool = True
+    added_tick: int = 0  # the sub-slot it joined at (its pacing history starts there)
 
 
 @dataclass
@@ -159,7 +160,7 @@ class ClockCore:
                                     sum(load[i] for i in self._fires(period, ph)), ph))
         for i in self._fires(period, phase):
             load[i] += 1
-        entry = Scheduled(item, period, phase)
+        entry = Scheduled(item, period, phase, added_tick=self.next_tick)
         fn = item.tick
         self._entries[fn] = entry
         slots = self._slots.setdefault(period, [() for _ in range(period)])
@@ -224,7 +225,9 @@ class ClockCore:
 
     def pacing_of(self, entry: Scheduled) -> list[tuple[float, float]]:
         """A leg's last minute of pacing: (deadline of the second's start, worst lateness in s) per second."""
-        return [(self.deadline(sec * 1000), late) for sec, late in self.pacing.series(self._fires(entry.period, entry.phase))]
+        first = entry.added_tick // 1000
+        return [(self.deadline(sec * 1000), late) for sec, late in self.pacing.series(self._fires(entry.period, entry.phase))
+                if sec >= first]
 
     def next_deadline(self) -> float | None:
         """Deadline of the next sub-slot with anything to send (None when idle)."""
