@@ -9,6 +9,8 @@ Metrics section and kept stable.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import platform
 from collections.abc import Iterable, Iterator
 from importlib import metadata
@@ -77,6 +79,7 @@ JOURNAL_COUNTERS = {
 }
 
 
+@functools.cache
 def version() -> str:
     try:
         return metadata.version("mediasrv")
@@ -191,7 +194,8 @@ class ServerCollector(Collector):
         yield _histogram("mediasrv_webhook_delivery_seconds",
                          "Webhook requests, first attempt to outcome (retries included), by sink and result",
                          ["sink", "result"],
-                         (([sink.name, result], t) for sink in events.sinks for result, t in sink.delivery_time.items()))
+                         (([sink.name, result], t) for sink in events.sinks for result, t in sink.delivery_time.items()
+                          if t.count))  # a sink's series appear with its first delivery (most dialects stay unused)
         journal = events.journal
         yield _gauge("mediasrv_events_journal_up", "1 while events are persisted, 0 while only in memory (see /healthz)",
                      int(journal is not None and journal.state == "ok"))
@@ -230,5 +234,29 @@ def make_registry(server: Server) -> CollectorRegistry:
     return registry
 
 
+class _Single:
+    """One already collected family, shaped as a registry for ``generate_latest``."""
+
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> list[Metric]:
+        return [self.family]
+
+
 def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+async def exposition_async(registry: CollectorRegistry) -> bytes:
+    """The same text, made one family at a time with the event loop let in between.
+
+    Why: the whole scrape is ~0.6 ms of Python on the loop that also runs the media clock (more on
+    a loaded machine), a wake-up that falls in it is late by as much; in slices of one family
+    (at most ~0.14 ms measured) the clock's wake-ups run in between.
+    """
+    parts = []
+    for family in registry.collect():  # the collectors yield lazily: collecting is sliced too
+        parts.append(generate_latest(_Single(family)))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+    return b"".join(parts)

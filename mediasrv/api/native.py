@@ -16,7 +16,7 @@ from ..calls import Call, CallState
 from ..media import Playback, PlayError, PlayRequest
 from ..media.player import MAX_DUCK_DB, VOLUME_RANGE_DB
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ..metrics import exposition
+from ..metrics import exposition_async
 from .errors import ApiError, read_json_object
 from .openapi import OPENAPI
 from .sources import parse_sources
@@ -352,7 +352,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = exposition(_server(request).metrics_registry)
+    body = await exposition_async(_server(request).metrics_registry)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
