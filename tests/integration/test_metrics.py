@@ -55,6 +55,13 @@ async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
                 assert resp.status == 404  # the metrics address serves /metrics only
             async with s.get(f"{r.http}/v1/calls/{call.call_id}/pacing", headers=api) as resp:
                 pacing = await resp.json()
+            async with s.get(f"{r.http}/v1/calls/nope/pacing", headers=api) as resp:
+                assert resp.status == 404 and (await resp.json())["error"]["code"] == "call_not_found"
+            for junk in ("/no/such/path", "/v1/calls/x/y/z"):  # unmatched paths: one label, whatever was asked
+                async with s.request("PURGE", f"{r.http}{junk}", headers=api) as resp:
+                    assert resp.status in (404, 405)
+            async with s.get(f"{r.http}/metrics", headers=scrape) as resp:
+                later = samples(await resp.text())
         assert pacing["ptime_ms"] == 20 and pacing["pacing"], pacing
         assert all(row["max_lateness_ms"] >= 0 for row in pacing["pacing"])
         assert pacing["level_dbfs"] is not None and -30 < pacing["level_dbfs"] < 0, pacing
@@ -76,6 +83,9 @@ async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
         assert got[("mediasrv_clock_tick_lateness_seconds_count", ())] > 0
         route = (("method", "POST"), ("route", "/v1/calls/{call_id}/playbacks"))
         assert got[("mediasrv_http_request_duration_seconds_count", route)] == 1
+        routes = {dict(k[1])["route"] for k in later if k[0] == "mediasrv_http_request_duration_seconds_count"}
+        assert "unmatched" in routes and "/v1/calls/{call_id}/pacing" in routes, routes
+        assert not any("nope" in x or "no/such" in x for x in routes), routes
         assert got[("process_resident_memory_bytes", ())] > 0 and got[("process_open_fds", ())] > 0
         build = [k for k in got if k[0] == "mediasrv_build_info"]
         assert build and dict(build[0][1])["version"]
