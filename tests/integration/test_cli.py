@@ -9,12 +9,11 @@ import sys
 import pexpect
 import pytest
 
-from mediasrv.probe import open_capture
-
-from .conftest import REPO, chirp_signal, start_server, wav_bytes
-from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
+from .conftest import REPO, chirp_signal, hang_up_all, sipp_caller, start_server, wav_bytes
+from .test_playback_sipp import answered_calls, start_sipp
 
 pytestmark = pytest.mark.integration
+
 
 TOKEN = "cli-secret"
 
@@ -36,8 +35,7 @@ async def finish(child: pexpect.spawn) -> tuple[int, str]:
 async def test_calls_play_top_events_stop_in_a_terminal(tmp_path):
     r = await start_server(tmp_path, api_token=TOKEN)
     (r.data_dir / "media" / "chirp.wav").write_bytes(wav_bytes(chirp_signal(20.0), 8000))
-    capture = await open_capture()
-    sipp = await start_sipp(sipp_play_args(r, capture.port, 15000))
+    sipp = await start_sipp(sipp_caller(r))
     children: list[pexpect.spawn] = []
     try:
         call_id = (await answered_calls(r, 1))[0].call_id
@@ -96,7 +94,7 @@ async def test_calls_play_top_events_stop_in_a_terminal(tmp_path):
     finally:
         for c in children:
             c.terminate(force=True)
+        await hang_up_all(r)
         rc, out = await sipp
-        capture.close()
         await r.server.stop()
     assert rc == 0, out[-2000:]

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mediasrv.probe import open_capture
-
 from ..cdp import Browser
-from .conftest import chirp_signal, start_server, wav_bytes
-from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
+from .conftest import chirp_signal, hang_up_all, sipp_caller, start_server, wav_bytes
+from .test_playback_sipp import answered_calls, start_sipp
 
 pytestmark = pytest.mark.integration
+
 
 TOKEN = "console-secret"
 BAR_COLOURS = np.array([(0x3F, 0xB9, 0x50), (0xD2, 0x99, 0x22), (0xF8, 0x51, 0x49)])  # the plot's bars
@@ -26,8 +25,7 @@ BAR_COLOURS = np.array([(0x3F, 0xB9, 0x50), (0xD2, 0x99, 0x22), (0xF8, 0x51, 0x4
 async def test_console_shows_call_playback_and_pacing_plot(tmp_path):
     r = await start_server(tmp_path, api_token=TOKEN)
     (r.data_dir / "media" / "chirp.wav").write_bytes(wav_bytes(chirp_signal(20.0), 8000))
-    capture = await open_capture()
-    sipp = await start_sipp(sipp_play_args(r, capture.port, 14000))
+    sipp = await start_sipp(sipp_caller(r))
     try:
         async with aiohttp.ClientSession() as s:
             # without the cookie: the login form, 401, for the page; JSON 401 for the API
@@ -78,7 +76,7 @@ async def test_console_shows_call_playback_and_pacing_plot(tmp_path):
         bars = np.min([np.abs(plot - c).sum(axis=2) for c in BAR_COLOURS], axis=0) < 20
         assert bars[:, 40:].sum() > 40, f"the plot shows pacing bars ({bars.sum()} bar pixels)"
     finally:
+        await hang_up_all(r)
         rc, out = await sipp
-        capture.close()
         await r.server.stop()
     assert rc == 0, out[-2000:]

@@ -6,10 +6,16 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mediasrv.probe import open_capture
-
-from .conftest import chirp_signal, free_tcp_udp_port, start_server, wait_until, wav_bytes
-from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
+from .conftest import (
+    chirp_signal,
+    free_tcp_udp_port,
+    hang_up_all,
+    sipp_caller,
+    start_server,
+    wait_until,
+    wav_bytes,
+)
+from .test_playback_sipp import answered_calls, start_sipp
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +34,8 @@ async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
     metrics_port = free_tcp_udp_port()
     r = await start_server(tmp_path, api_token=TOKEN, metrics_token=METRICS_TOKEN,
                            metrics_listen=f"127.0.0.1:{metrics_port}")
-    capture = await open_capture()
     url = audio_origin.add("tone.wav", wav_bytes(chirp_signal(4.0), 8000))
-    sipp = await start_sipp(sipp_play_args(r, capture.port, 6000))
+    sipp = await start_sipp(sipp_caller(r))
     api = {"Authorization": f"Bearer {TOKEN}"}
     scrape = {"Authorization": f"Bearer {METRICS_TOKEN}"}
     try:
@@ -90,8 +95,8 @@ async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
         build = [k for k in got if k[0] == "mediasrv_build_info"]
         assert build and dict(build[0][1])["version"]
     finally:
+        await hang_up_all(r)
         rc, out = await sipp
-        capture.close()
         await r.server.stop()
     assert rc == 0, out[-2000:]
 
