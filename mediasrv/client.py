@@ -215,13 +215,14 @@ async def cmd_events(api: Api, args: argparse.Namespace) -> int:
 
 
 # -- top -----------------------------------------------------------------------
-def top_frame(url: str, calls: list[dict[str, Any]], monitors: dict[str, dict[str, Any]], late_per_s: float | None,
-              width: int, height: int, now: float) -> list[str]:
+def top_frame(url: str, calls: list[dict[str, Any]], total: int, monitors: dict[str, dict[str, Any]],
+              late_per_s: float | None, width: int, height: int, now: float) -> list[str]:
+    shown = f" ({len(calls)} shown)" if total > len(calls) else ""
     answered = sum(1 for c in calls if c["state"] == "answered")
     playing = [c for c in calls if c.get("current_playback")]
     lines = [
         f"mediasrv top  {url}  {time.strftime('%H:%M:%S', time.localtime(now))}   q: quit",
-        f"calls {len(calls)} (answered {answered})   playing {len(playing)}   "
+        f"calls {total}{shown}   answered {answered}   playing {len(playing)}   "
         f"clock: {'-' if late_per_s is None else f'{late_per_s:.1f}'} late sub-slots/s",
         "",
     ]
@@ -280,9 +281,12 @@ async def cmd_top(api: Api, args: argparse.Namespace) -> int:
     try:
         while True:
             now = time.time()
-            calls = (await api.call("GET", "/v1/calls")).get("calls", [])
+            size = shutil.get_terminal_size((120, 40))
+            rows = max(1, size.lines - 5)  # only what fits: each call resource costs the server's loop
+            listed = await api.call("GET", "/v1/calls", limit=str(rows))
+            calls, total = listed.get("calls", []), listed.get("total", 0)
             monitors: dict[str, dict[str, Any]] = {}
-            for c in calls[:50]:
+            for c in calls:
                 if c["state"] == "answered":
                     with suppress(ClientError):  # the call may have ended in between
                         monitors[c["call_id"]] = await api.call("GET", f"/v1/calls/{c['call_id']}/pacing")
@@ -292,8 +296,7 @@ async def cmd_top(api: Api, args: argparse.Namespace) -> int:
                 if late is not None and prev is not None and now > prev[0]:
                     late_per_s = (late - prev[1]) / (now - prev[0])
                 prev = (now, late) if late is not None else prev
-            size = shutil.get_terminal_size((120, 40))
-            frame = top_frame(api.url, calls, monitors, late_per_s, size.columns, size.lines, now)
+            frame = top_frame(api.url, calls, total, monitors, late_per_s, size.columns, size.lines, now)
             if tty:
                 sys.stdout.write("\x1b[H" + "".join(line + "\x1b[K\r\n" for line in frame) + "\x1b[J")
             else:

@@ -141,8 +141,18 @@ def play_error(exc: PlayError) -> ApiError:
 async def list_calls(request: web.Request) -> web.Response:
     server = _server(request)
     state = request.query.get("state")
-    calls = [call_resource(server, c) for c in server.registry.all() if state is None or c.state.value == state]
-    return web.json_response({"calls": calls})
+    raw_limit = request.query.get("limit")
+    limit = None
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise ApiError(400, "invalid_field", "limit must be an integer", field="limit") from None
+        if not 1 <= limit <= 100_000:
+            raise ApiError(422, "out_of_range", "limit must be 1..100000", field="limit")
+    matched = [c for c in server.registry.all() if state is None or c.state.value == state]
+    calls = [call_resource(server, c) for c in matched[:limit]]
+    return web.json_response({"calls": calls, "total": len(matched)})
 
 
 async def get_call(request: web.Request) -> web.Response:

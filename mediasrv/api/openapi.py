@@ -25,7 +25,15 @@ OPENAPI: dict[str, Any] = {
     "info": {"title": "mediasrv native API", "version": "0.1.0"},
     "security": [{"bearer": []}],
     "paths": {
-        "/v1/calls": {"get": {"summary": "List calls", "responses": {"200": {"description": "calls"}}}},
+        "/v1/calls": {"get": {
+            "summary": "List calls (calls: the first `limit` of them; total: how many matched)",
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000},
+                 "description": "at most this many call resources (the live page and `mediasrv top` ask only for "
+                                "what they show: each resource costs the server's loop some µs)"},
+            ],
+            "responses": {"200": {"description": "{calls, total}"}, "400": _err("bad limit")}}},
         "/v1/calls/{call_id}": {
             "parameters": [_CALL_ID],
             "get": {"summary": "One call", "responses": {"200": _ok("call", "Call"), "404": _err("unknown call")}},

@@ -60,6 +60,12 @@ async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
                 assert resp.status == 404  # the metrics address serves /metrics only
             async with s.get(f"{r.http}/v1/calls/{call.call_id}/pacing", headers=api) as resp:
                 pacing = await resp.json()
+            async with s.get(f"{r.http}/v1/calls?limit=1", headers=api) as resp:
+                listed = await resp.json()
+                assert [c["call_id"] for c in listed["calls"]] == [call.call_id] and listed["total"] == 1
+            for bad, status in (("0", 422), ("x", 400)):
+                async with s.get(f"{r.http}/v1/calls?limit={bad}", headers=api) as resp:
+                    assert resp.status == status and "limit" in (await resp.json())["error"]["message"]
             async with s.get(f"{r.http}/v1/calls/nope/pacing", headers=api) as resp:
                 assert resp.status == 404 and (await resp.json())["error"]["code"] == "call_not_found"
             for junk in ("/no/such/path", "/v1/calls/x/y/z"):  # unmatched paths: one label, whatever was asked
