@@ -102,3 +102,61 @@ def test_our_offer_and_the_answer_to_it() -> None:
     assert "m=audio 20000 RTP/AVP 0 8 101" in offer and "a=fmtp:101 0-16" in offer and "a=ptime:20" in offer
     media = media_from_answer(parse_sdp(sdp("c=IN IP4 10.1.1.1", "m=audio 7000 RTP/AVP 8")), ("PCMU", "PCMA"))
     assert (media.codec, media.remote_addr) == ("PCMA", ("10.1.1.1", 7000))
+
+
+# -- validation of what a peer may put in an SDP (issue 14) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conn", "why"),
+    [
+        ("c=IN IP4 127.0.0.1\x00evil", "control character"),
+        ("c=IN IP4 127.0.0.1\x07", "control character"),
+        ("c=IN IP4 media.example.com", "not an IP literal"),
+        ("c=IN IP4 ::1", "not IP4"),
+        ("c=IN IP6 127.0.0.1", "not IP6"),
+        ("c=IN IP6 fe80::1%eth0", "not an IP literal"),
+        ("c=IN IP4 127.0.0.01", "not an IP literal"),
+        ("c=IN IP4 １２７.0.0.1", "not an IP literal"),
+    ],
+)
+def test_connection_address_must_be_an_ip_literal_of_its_family(conn: str, why: str) -> None:
+    with pytest.raises(SdpError, match=why):
+        parse_sdp(sdp(conn, "m=audio 4000 RTP/AVP 0"))
+
+
+@pytest.mark.parametrize("port", ["65536", "99999", "-1", "²", "0" * 4400 + "1", "4000x"])
+def test_bad_media_ports_are_sdp_errors(port: str) -> None:
+    with pytest.raises(SdpError, match="port"):
+        parse_sdp(sdp("c=IN IP4 192.0.2.1", f"m=audio {port} RTP/AVP 0"))
+
+
+def test_port_limits_and_rejected_streams() -> None:
+    plan = negotiate_offer(parse_sdp(sdp("c=IN IP4 192.0.2.1", "m=audio 65535 RTP/AVP 0")), ("PCMU",))
+    assert plan.media.remote_addr == ("192.0.2.1", 65535)
+    with pytest.raises(NoCommonCodec, match="no usable audio stream"):
+        negotiate_offer(parse_sdp(sdp("c=IN IP4 192.0.2.1", "m=audio 0 RTP/AVP 0")), ("PCMU",))
+    with pytest.raises(SdpError, match="no c= line"):
+        negotiate_offer(parse_sdp(sdp("m=audio 4000 RTP/AVP 0")), ("PCMU",))
+
+
+def test_codec_lists_never_raise_anything_but_sdp_errors() -> None:
+    for fmts in ("18 97 abc ²", "9999999999999", "0" * 5000, "96"):
+        offer = parse_sdp(sdp("c=IN IP4 192.0.2.1", f"m=audio 4000 RTP/AVP {fmts}", "a=rtpmap:² PCMU/８０００",
+                              "a=ptime:²"))
+        with pytest.raises(NoCommonCodec, match="no common audio codec"):
+            negotiate_offer(offer, ("PCMU", "PCMA"))
+
+
+def test_hold_address_and_ipv6_are_kept() -> None:
+    plan = negotiate_offer(parse_sdp(sdp("c=IN IP4 0.0.0.0", "m=audio 4000 RTP/AVP 0")), ("PCMU",))
+    assert plan.media.remote_addr is None and not plan.media.send_enabled
+    plan = negotiate_offer(parse_sdp(sdp("c=IN IP6 2001:DB8:0::1", "m=audio 4000 RTP/AVP 0")), ("PCMU",))
+    assert plan.media.remote_addr == ("2001:db8::1", 4000)
+
+
+def test_line_and_media_limits() -> None:
+    with pytest.raises(SdpError, match="lines"):
+        parse_sdp(sdp(*["a=x"] * 600))
+    with pytest.raises(SdpError, match="m= lines"):
+        parse_sdp(sdp(*["m=audio 0 RTP/AVP 0"] * 40))
