@@ -40,6 +40,8 @@ CLASSES: dict[str, tuple[str, int]] = {
     "hostname_in_c": (offer(c="c=IN IP4 media.attacker.example\r\n"), 488),
     "multicast_c": (offer(c="c=IN IP4 239.1.2.3\r\n"), 488),
     "metadata_c": (offer(c="c=IN IP4 169.254.169.254\r\n"), 488),
+    "denied_cidr": (offer(c="c=IN IP4 127.0.0.2\r\n"), 488),  # the server runs with media_deny_cidrs 127.0.0.2/32
+    "ip6_in_ip4": (offer(c="c=IN IP4 ::1\r\n"), 488),
     "missing_c": (offer(c=""), 488),
     "bad_codecs": (offer(pts="18 97 abc \u00b2 99999999999"), 488),
 }
@@ -125,7 +127,8 @@ class RawSip:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> Running:
-    r = await start_server(tmp_path)  # no webhook receiver: its connections would be noise in the fd count
+    # no webhook receiver: its connections would be noise in the fd count
+    r = await start_server(tmp_path, media_deny_cidrs=["127.0.0.2/32"])
     yield r
     await r.server.stop()
 
@@ -135,6 +138,9 @@ async def test_hostile_invites_are_refused_and_leak_nothing(server: Running, cap
     sip = RawSip(server.sip_port)
     rtp_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where the accepted calls' RTP goes
     rtp_sink.bind(("127.0.0.1", 0))
+    stray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the denied address: must never hear from us
+    stray.bind(("127.0.0.2", rtp_sink.getsockname()[1]))
+    stray.setblocking(False)
     table: list[tuple[str, Usage, Usage, int]] = []
     try:
         await sip.call(offer().replace("{rtp}", str(rtp_sink.getsockname()[1])))  # warm-up (first-call imports, pools)
@@ -151,9 +157,13 @@ async def test_hostile_invites_are_refused_and_leak_nothing(server: Running, cap
             await asyncio.sleep(0.05)  # let the readers' removal and any task settle
             after = usage(server)
             table.append((name, before, after, expected))
+        await asyncio.sleep(0.1)
+        with pytest.raises(BlockingIOError):
+            stray.recvfrom(2048)  # nothing was sent to the address only a refused SDP named
     finally:
         sip.close()
         rtp_sink.close()
+        stray.close()
     report = "\n".join(f"{n:14} {e}  fds {b.fds}->{a.fds}  ports {b.ports}->{a.ports}  tasks {b.tasks}->{a.tasks}  "
                        f"calls {b.calls}->{a.calls}" for n, b, a, e in table)
     print("\n" + report)
