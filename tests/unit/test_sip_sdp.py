@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mediasrv.sip.sdp import (
     NoCommonCodec,
@@ -160,3 +164,32 @@ def test_line_and_media_limits() -> None:
         parse_sdp(sdp(*["a=x"] * 600))
     with pytest.raises(SdpError, match="m= lines"):
         parse_sdp(sdp(*["m=audio 0 RTP/AVP 0"] * 40))
+
+
+_GOOD = sdp("c=IN IP4 192.0.2.1", "m=audio 4000 RTP/AVP 0 8 101", "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv")
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_GOOD)), st.sampled_from(["flip", "insert", "delete"]),
+                          st.binary(min_size=1, max_size=4) | st.sampled_from(
+                              [b"\x00", b"\xc2\xb2", b" ", b"/", b"%", b":", b"9" * 12, b"\r\n", b"::"])),
+                max_size=4))
+def test_mutated_sdp_only_ever_raises_sdp_errors(edits: list[tuple[int, str, bytes]]) -> None:
+    body = bytearray(_GOOD)
+    for pos, op, data in edits:
+        pos = min(pos, len(body))
+        if op == "flip" and pos < len(body):
+            body[pos] ^= data[0] or 1
+        elif op == "insert":
+            body[pos:pos] = data
+        elif op == "delete":
+            del body[pos : pos + len(data)]
+    try:
+        plan = negotiate_offer(parse_sdp(bytes(body)), ("PCMU", "PCMA"))
+    except (SdpError, NoCommonCodec):
+        return
+    addr = plan.media.remote_addr
+    if addr is not None:  # whatever got through is a usable IP literal and port
+        assert ipaddress.ip_address(addr[0]) and 0 < addr[1] < 65536 and "%" not in addr[0]
+    build_answer(parse_sdp(bytes(body)), plan, ("127.0.0.1", 20000), 1, 2)
