@@ -72,6 +72,7 @@ class Server:
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
                 media_address_check=self.media.policy.check,
+                ring_timeout_s=settings.ring_timeout_s,
             ),
             self.registry,
             self.media,

@@ -22,7 +22,7 @@ from . import sdp as sdpmod
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
 from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
-from .timers import TimerHeap
+from .timers import Timer, TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
 
 log = logging.getLogger("mediasrv.sip")
@@ -106,6 +106,9 @@ class CoreSettings:
     # Why RTP must not go to an address (None: it may); the server wires the media address policy
     # (media/addrpolicy.py) in here. Checked for every SDP offer and answer before it is used.
     media_address_check: Callable[[str], str | None] | None = None
+    # An inbound call left ringing (auto_answer off) this long is refused with 480, cause no_answer:
+    # its port and sockets are not held for a caller that never CANCELs (0 = ring for ever).
+    ring_timeout_s: float = 120.0
 
 
 ResultCallback = Callable[["Session", int, str], None]
@@ -143,6 +146,7 @@ class Session:
     credentials: Credentials | None = None
     auth_attempts: int = 0
     early_media: bool = False  # an 18x carried the SDP answer
+    ring_timer: Timer | None = None  # inbound, ringing: ends the call after CoreSettings.ring_timeout_s
 
 
 _RPORT_RE = re.compile(r";\s*rport(?=\s*(?:;|$))", re.I)
@@ -476,6 +480,18 @@ class SipCore:
         self._dialog_for(session)
         self._respond(tx, 180, session.local_tag, headers=[("Contact", self._contact(tx.dest.transport))])
         self.registry.ringing(session.call)
+        if self.settings.ring_timeout_s > 0:
+            session.ring_timer = self.timers.schedule(self.clock() + self.settings.ring_timeout_s,
+                                                      lambda: self._ring_timeout(session))
+
+    def _ring_timeout(self, session: Session) -> None:
+        session.ring_timer = None
+        tx = session.invite_tx
+        if session.ended or session.answered or not isinstance(tx, ServerInviteTx) or tx.state != "proceeding":
+            return
+        log.info("call %s rang for %.0f s unanswered: refusing it", session.call.call_id, self.settings.ring_timeout_s)
+        self._respond(tx, 480, session.local_tag)
+        self._end(session, "no_answer", "server", 480)
 
     def _answer(self, session: Session) -> None:
         tx = session.invite_tx
@@ -990,6 +1006,9 @@ class SipCore:
         if session.ended:
             return
         session.ended = True
+        if session.ring_timer is not None:
+            session.ring_timer.cancel()
+            session.ring_timer = None
         call = session.call
         if session.dialog is not None:
             self.dialogs.pop(session.dialog.key, None)

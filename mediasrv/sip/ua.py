@@ -35,6 +35,7 @@ class SipSettings:
     t2: float = 4.0
     t4: float = 5.0
     media_address_check: Callable[[str], str | None] | None = None  # see CoreSettings
+    ring_timeout_s: float = 120.0  # see CoreSettings
 
 
 def _advertised_host(host: str) -> str:
@@ -66,6 +67,7 @@ class SipUserAgent:
                 t2=settings.t2,
                 t4=settings.t4,
                 media_address_check=settings.media_address_check,
+                ring_timeout_s=settings.ring_timeout_s,
             ),
             registry,
             media,

@@ -126,3 +126,26 @@ def test_refused_answer_in_a_2xx_to_our_invite_is_acked_then_hung_up() -> None:
     assert [m.method for m in h.take() if not isinstance(m, Response)] == ["ACK", "BYE"]
     assert results[0][0] == 488 and "cloud metadata" in results[0][1]
     assert session.call.hangup_cause == "bad_sdp" and h.media.changes == [] and h.media._used == {}
+
+
+def test_an_unanswered_ringing_call_is_refused_after_the_ring_timeout_and_released() -> None:
+    h = Harness(CoreSettings(auto_answer=False, ring_timeout_s=60.0))
+    h.feed(request(body=sdp()))
+    assert h.statuses() == [100, 180]
+    call = next(h.registry.all())
+    h.advance(59.0)
+    assert call.state is CallState.RINGING and h.statuses() == []
+    h.advance(1.5)
+    assert h.statuses()[0] == 480
+    assert (call.state, call.hangup_cause, call.hangup_by) == (CallState.ENDED, "no_answer", "server")
+    assert h.media.released == [call.call_id] and h.media._used == {}
+    # answered in time: the timer is cancelled with the call's end, nothing fires later
+    h.feed(request(branch="z9hG4bK-2", call_id="c2", body=sdp()))
+    h.take()
+    second = next(c for c in h.registry.all() if c.sip_call_id == "c2")
+    h.core.answer(second.call_id)
+    ok = h.take()[-1]
+    assert isinstance(ok, Response) and ok.status == 200
+    h.feed(request("ACK", branch="z9hG4bK-ack2", call_id="c2", to_tag=ok.to_tag))
+    h.advance(120.0)
+    assert second.state is CallState.ANSWERED and h.statuses() == []
