@@ -151,3 +151,22 @@ def test_an_unanswered_ringing_call_is_refused_after_the_ring_timeout_and_releas
     h.feed(request("ACK", branch="z9hG4bK-ack2", call_id="c2", to_tag=ok.to_tag))
     h.advance(120.0)
     assert second.state is CallState.ANSWERED and h.statuses() == []
+
+
+def test_a_failing_hangup_listener_does_not_keep_the_calls_port() -> None:
+    h = Harness()
+
+    def broken_listener(event: str, call: object) -> None:
+        if event == "call.hangup":
+            raise RuntimeError("listener bug")
+
+    h.registry.subscribe(broken_listener)
+    h.feed(request(body=sdp()))
+    ok = h.take()[-1]
+    assert isinstance(ok, Response) and ok.status == 200
+    call = next(h.registry.all())
+    try:
+        h.feed(request("BYE", branch="z9hG4bK-bye", cseq=2, to_tag=ok.to_tag))
+    except RuntimeError:
+        pass  # the transport logs it; what matters is below
+    assert h.media.released == [call.call_id] and h.media._used == {}
