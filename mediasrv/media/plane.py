@@ -13,7 +13,7 @@ from typing import Any
 
 from mediacodecs.g711 import silence_byte
 
-from ..calls import Call
+from ..calls import Call, CallState, Direction
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
@@ -57,7 +57,7 @@ class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
     __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
-                 "negotiated", "held")
+                 "negotiated", "held", "call")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -70,6 +70,7 @@ class LegDriver(Tickable):
         self._call_audio: Callable[[int], Any] | None = None
         self.negotiated = False  # media_changed has run: the inactivity timeout applies from then on
         self.held = False  # not sendrecv both ways: the (longer) hold timeout applies
+        self.call: Call | None = None
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -127,6 +128,11 @@ class LegDriver(Tickable):
             leg.send_errors += 1
         leg.seq = (seq + 1) & 0xFFFF
         leg.timestamp = (ts + n) & 0xFFFFFFFF
+
+
+def _early_media(call: Call | None) -> bool:
+    """An outbound call's 183 media before the answer: its ring time is the caller's timeout, not ours."""
+    return call is not None and call.direction is Direction.OUTBOUND and call.state is not CallState.ANSWERED
 
 
 def _raise_fd_limit() -> None:
@@ -216,7 +222,7 @@ class MediaPlane:
                 # never negotiated (awaiting the ACK's answer) is the SIP layer's to end.
                 timeout = self.settings.rtp_hold_timeout_s if driver.held else self.settings.rtp_timeout_s
                 if (timeout > 0 and driver.negotiated and call_id not in self._timed_out
-                        and now - leg.stats.last_inbound > timeout):
+                        and now - leg.stats.last_inbound > timeout and not _early_media(driver.call)):
                     self._timed_out.add(call_id)
                     self._totals["rtp_timeouts"] += 1
                     log.info("call %s: no RTP/RTCP for %.0f s%s: hanging up", call_id, now - leg.stats.last_inbound,
@@ -236,7 +242,9 @@ class MediaPlane:
             leg = RtpLeg(call.call_id, rtp, rtcp)
             leg.start_receiving(asyncio.get_running_loop())
             player = Player("PCMU", silence_byte("PCMU"), self._on_playback_event)
-            self._drivers[call.call_id] = LegDriver(leg, player, self.settings.send_silence)
+            driver = LegDriver(leg, player, self.settings.send_silence)
+            driver.call = call
+            self._drivers[call.call_id] = driver
         except BaseException:
             self.ports.free(port)
             if leg is not None:

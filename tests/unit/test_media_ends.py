@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mediasrv.calls import Call, Direction, NegotiatedMedia
+from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.probe import bind_capture
 
@@ -98,6 +98,25 @@ async def test_held_calls_get_the_hold_timeout(tmp_path: Path) -> None:
         assert p.timeouts == [talking.call_id]  # the held and parked calls are within their 30 s
         assert p.plane.metrics()["media_events"]["rtp_timeouts"] == 1
         assert held.call_id != parked.call_id
+    finally:
+        await p.plane.stop()
+        cap.close()
+
+
+async def test_outbound_early_media_is_not_timed_out_until_answered(tmp_path: Path) -> None:
+    p = Plane(data_dir=str(tmp_path), rtp_timeout_s=0.4)
+    await p.plane.start()
+    cap = bind_capture()
+    try:
+        call = Call(Direction.OUTBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.RINGING)
+        call.local_rtp = p.plane.allocate(call)
+        call.media = NegotiatedMedia(("127.0.0.1", cap.port), "PCMU", 0)
+        p.plane.media_changed(call)  # a 183 with SDP: early media, no RTP from the far end
+        await asyncio.sleep(1.2)
+        assert p.timeouts == []
+        call.state = CallState.ANSWERED  # the 200 came (the SIP layer applies the media again, then answers)
+        p.plane.media_changed(call)
+        assert await _wait(lambda: p.timeouts == [call.call_id], 4.0)
     finally:
         await p.plane.stop()
         cap.close()
