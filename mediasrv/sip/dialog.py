@@ -1,7 +1,12 @@
 """Dialog state (RFC 3261 section 12): ids, CSeq counters, route set and remote target.
 
-Also knows where an in-dialog request goes: the first loose route, else the remote target, over
-the flow the dialog was set up on when that is TCP (connection reuse) or the URI names no IP.
+Also knows where an in-dialog request goes. A dialog we answered (UAS) is *pinned* to the flow
+its INVITE came from: BYE and re-INVITE go to that source IP:port over the same transport (for
+TCP, the same connection or a new one to that same address), never to a host the unauthenticated
+peer named in Contact, Via or Record-Route (those still shape the Request-URI and Route headers).
+A dialog we started (UAC, towards an address the API chose) follows the first loose route, else
+the remote target, over the flow when that is TCP or the URI names no IP. Host names are never
+resolved here.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Dialog:
     remote_seq: int | None = None
     flow: Dest | None = None  # the transport/peer the dialog was established over
     confirmed: bool = False
+    pinned: bool = False  # in-dialog requests go to `flow` only (dialogs an inbound INVITE created)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -45,6 +51,15 @@ class Dialog:
         """(Request-URI, Dest, Route headers) for a new in-dialog request."""
         routes = list(self.route_set)
         ruri = self.remote_target
+        if self.pinned and self.flow is not None:
+            try:
+                first_route = parse_name_addr(routes[0]) if routes else None
+            except ParseError:
+                first_route = None  # a garbled Record-Route: sent on as it came
+            if first_route is not None and "lr" not in first_route.uri.params:
+                ruri = first_route.raw_uri
+                routes = routes[1:] + [f"<{self.remote_target}>"]
+            return ruri, self.flow, routes
         if routes:
             first = parse_name_addr(routes[0])
             target = first
@@ -103,6 +118,7 @@ def uas_dialog(req: Request, local_tag: str, flow: Dest, to_value: str) -> Dialo
         local_seq=0,
         remote_seq=req.cseq,
         flow=flow,
+        pinned=True,
     )
 
 

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..calls import Call, CallRegistry, MediaBackend
+from ..config import is_loopback
+from .admission import AdmissionSettings, only_loopback, parse_cidrs
 from .core import CallFailed, CoreSettings, Session, SipCore
 from .digest import Credentials
 from .transaction import Dest
 from .transport import SipTransport
 
 __all__ = ["SipSettings", "SipUserAgent", "CallFailed", "Credentials"]
+
+log = logging.getLogger("mediasrv.sip")
 
 
 @dataclass
@@ -33,6 +38,7 @@ class SipSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 def _advertised_host(host: str) -> str:
@@ -63,6 +69,7 @@ class SipUserAgent:
                 t1=settings.t1,
                 t2=settings.t2,
                 t4=settings.t4,
+                admission=settings.admission,
             ),
             registry,
             media,
@@ -115,6 +122,15 @@ class SipUserAgent:
         self._address = (host, port)
         self.core.settings.port = port
         self._started = True
+        nets = parse_cidrs(self.settings.admission.allow_cidrs)
+        if not is_loopback(host) and only_loopback(nets):
+            log.warning(
+                "SIP listens on %s:%s but only loopback may place calls (INVITEs from elsewhere get 403): "
+                "open it to your trunks with MEDIASRV_SIP_ALLOW_CIDRS=203.0.113.0/24,2001:db8::/32 "
+                'or sip_allow_cidrs = ["203.0.113.0/24"] in the [mediasrv] TOML section',
+                host,
+                port,
+            )
 
     @property
     def address(self) -> tuple[str, int]:
