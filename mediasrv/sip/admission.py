@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from . import digest
-from .message import Request
+from .message import ParseError, Request, parse_name_addr
 
 DEFAULT_ALLOW_CIDRS = ("127.0.0.0/8", "::1/128")
 
@@ -215,7 +215,7 @@ class Admission:
         expected = digest.response(ch, digest.Credentials(user, password), req.method, uri, cnonce, nc, req.body)
         if not hmac.compare_digest(expected, params.get("response", "").lower()):
             return AuthResult(AuthOutcome.FORBIDDEN, "wrong password", user)
-        if uri != req.uri_str:
+        if not _same_target(uri, req):
             return AuthResult(AuthOutcome.FORBIDDEN, "digest uri is not the Request-URI", user)
         if now - issued > s.nonce_ttl_s or issued - now > 5.0:
             return AuthResult(AuthOutcome.STALE, "nonce expired", user)
@@ -226,3 +226,16 @@ class Admission:
         if len(self._replays) > 8192:
             self._replays.popitem(last=False)
         return AuthResult(AuthOutcome.OK, "", user)
+
+
+def _same_target(uri: str, req: Request) -> bool:
+    """The digest ``uri`` names this request: the Request-URI itself, or (as SIPp and some phones
+    send) a URI with the same host and port (e.g. ``sip:host:port`` for ``sip:user@host:port``)."""
+    if uri == req.uri_str:
+        return True
+    try:
+        named = parse_name_addr(f"<{uri}>").uri
+    except ParseError:
+        return False
+    target = req.uri
+    return named.host_plain.lower() == target.host_plain.lower() and (named.port or 5060) == (target.port or 5060)
