@@ -54,6 +54,21 @@ def only_loopback(networks: list[IpNetwork]) -> bool:
     return all(n.network_address.is_loopback and n.broadcast_address.is_loopback for n in networks)
 
 
+def opening_hint(host: str, allow_cidrs: list[str] | tuple[str, ...]) -> str | None:
+    """The start-up line for a SIP listener reachable from outside that only loopback may call."""
+    try:
+        loopback_host = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback_host = host == "localhost"
+    if loopback_host or not only_loopback(parse_cidrs(allow_cidrs)):
+        return None
+    return (
+        f"SIP listens on {host} but only loopback may place calls (INVITEs from elsewhere get 403): "
+        "open it to your trunks with MEDIASRV_SIP_ALLOW_CIDRS=203.0.113.0/24,2001:db8::/32 "
+        '(or sip_allow_cidrs = ["203.0.113.0/24"] under [mediasrv] in the TOML file, or --sip-allow-cidrs)'
+    )
+
+
 @dataclass
 class AdmissionSettings:
     allow_cidrs: tuple[str, ...] = DEFAULT_ALLOW_CIDRS

@@ -851,6 +851,7 @@ class SipCore:
             return
         f = session.invite_fields
         dialog = uac_dialog(f["from"], session.local_tag, f["cseq"], resp, tx.dest)
+        dialog.may_send_to = self.admission.source_allowed  # a Contact/Record-Route elsewhere: the flow
         session.dialog = dialog
         self.dialogs[dialog.key] = session
         ruri, dest, routes = dialog.destination()

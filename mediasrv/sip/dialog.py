@@ -5,13 +5,15 @@ its INVITE came from: BYE and re-INVITE go to that source IP:port over the same 
 TCP, the same connection or a new one to that same address), never to a host the unauthenticated
 peer named in Contact, Via or Record-Route (those still shape the Request-URI and Route headers).
 A dialog we started (UAC, towards an address the API chose) follows the first loose route, else
-the remote target, over the flow when that is TCP or the URI names no IP. Host names are never
-resolved here.
+the remote target, over the flow when that is TCP or the URI names no IP; a next hop other than
+the flow's host must be in the trusted networks (``sip_allow_cidrs``), else the flow is used.
+Host names are never resolved here.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .message import NameAddr, ParseError, Request, Response, parse_name_addr, split_header_list
@@ -32,6 +34,8 @@ class Dialog:
     flow: Dest | None = None  # the transport/peer the dialog was established over
     confirmed: bool = False
     pinned: bool = False  # in-dialog requests go to `flow` only (dialogs an inbound INVITE created)
+    # UAC dialogs: may the next hop be this IP (not the flow's)? None: any. Else the flow is used.
+    may_send_to: Callable[[str], bool] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -79,6 +83,14 @@ class Dialog:
             addr: tuple[str, int] | None = (host, port or 5060)
         except ValueError:
             addr = None  # a host name: we do not resolve, we use the flow instead
+        if (
+            addr is not None
+            and flow is not None
+            and addr[0] != flow.addr[0]
+            and self.may_send_to is not None
+            and not self.may_send_to(addr[0])
+        ):
+            addr = None  # a host only the peer named, outside the trusted networks: back over the flow
         if flow is not None and (addr is None or (tp == "tcp" and flow.transport == "tcp")):
             if addr is None:
                 return flow

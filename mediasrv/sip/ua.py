@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..calls import Call, CallRegistry, MediaBackend
-from ..config import is_loopback
-from .admission import AdmissionSettings, only_loopback, parse_cidrs
+from .admission import AdmissionSettings, opening_hint
 from .core import CallFailed, CoreSettings, Session, SipCore
 from .digest import Credentials
 from .transaction import Dest
@@ -122,15 +121,9 @@ class SipUserAgent:
         self._address = (host, port)
         self.core.settings.port = port
         self._started = True
-        nets = parse_cidrs(self.settings.admission.allow_cidrs)
-        if not is_loopback(host) and only_loopback(nets):
-            log.warning(
-                "SIP listens on %s:%s but only loopback may place calls (INVITEs from elsewhere get 403): "
-                "open it to your trunks with MEDIASRV_SIP_ALLOW_CIDRS=203.0.113.0/24,2001:db8::/32 "
-                'or sip_allow_cidrs = ["203.0.113.0/24"] in the [mediasrv] TOML section',
-                host,
-                port,
-            )
+        hint = opening_hint(host, self.settings.admission.allow_cidrs)
+        if hint is not None:
+            log.warning("%s", hint)
 
     @property
     def address(self) -> tuple[str, int]:

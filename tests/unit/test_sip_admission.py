@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from mediasrv.calls import CallState
+from mediasrv.config import ConfigError, load_settings
 from mediasrv.sip import digest
-from mediasrv.sip.admission import Admission, AdmissionSettings, AuthOutcome
+from mediasrv.sip.admission import (
+    DEFAULT_ALLOW_CIDRS,
+    Admission,
+    AdmissionSettings,
+    AuthOutcome,
+    opening_hint,
+)
 from mediasrv.sip.core import CoreSettings
 from mediasrv.sip.message import Request, Response, parse
 from mediasrv.sip.transaction import Dest
 
-from .test_sip_harness import UDP, Harness, request, sdp
+from .test_sip_harness import PEER, UDP, Harness, request, sdp
 
 OUTSIDER = Dest("udp", ("198.51.100.7", 5060))
 
@@ -185,3 +196,56 @@ def test_bye_after_a_missing_ack_goes_to_the_invites_source_not_the_contact() ->
     h.feed(invite.replace("c1@peer", "t1").replace("SIP/2.0/UDP", "SIP/2.0/TCP"), tcp)
     h.advance(64 * 0.5 + 1)
     assert {d for m, d, *_ in h.sent} == {tcp}
+
+
+def _ok_for(invite: Request) -> str:
+    vias = "".join(f"Via: {v}\n" for k, v in invite.headers if k == "via")
+    return (
+        f"SIP/2.0 200 OK\n{vias}From: {invite.get('from')}\nTo: {invite.get('to')};tag=u1\n"
+        f"Call-ID: {invite.call_id}\nCSeq: {invite.cseq} INVITE\nContact: <sip:uas@10.1.1.1:5070>\n"
+        f"Record-Route: <sip:10.2.2.2;lr>\nContent-Type: application/sdp\nContent-Length: {len(sdp())}\n\n{sdp()}"
+    )
+
+
+def _outbound_ack_dest(h: Harness) -> tuple[Request, Dest]:
+    h.core.start_call("sip:svc@127.0.0.1:5062", PEER, lambda s, c, r: None)
+    invite = h.take()[0]
+    assert isinstance(invite, Request)
+    h.feed(_ok_for(invite))
+    ack, dest, *_ = h.sent[-1]
+    assert isinstance(ack, Request) and ack.method == "ACK"
+    return ack, dest
+
+
+def test_outbound_call_acks_over_the_flow_when_the_2xx_names_an_untrusted_host() -> None:
+    ack, dest = _outbound_ack_dest(Harness())
+    assert dest == UDP and ack.get_all("route") == ["<sip:10.2.2.2;lr>"]
+    # a trusted next hop (in sip_allow_cidrs) is followed as RFC 3261 says
+    trusted = Harness(CoreSettings(admission=AdmissionSettings(allow_cidrs=("127.0.0.0/8", "10.2.2.0/24"))))
+    ack, dest = _outbound_ack_dest(trusted)
+    assert dest.addr == ("10.2.2.2", 5060)
+
+
+def test_opening_hint_only_for_an_outside_listener_with_the_loopback_default() -> None:
+    hint = opening_hint("0.0.0.0", DEFAULT_ALLOW_CIDRS)
+    assert hint is not None and "MEDIASRV_SIP_ALLOW_CIDRS=" in hint and "sip_allow_cidrs = [" in hint
+    assert opening_hint("192.0.2.10", ["127.0.0.1/32"]) is not None
+    assert opening_hint("127.0.0.1", DEFAULT_ALLOW_CIDRS) is None
+    assert opening_hint("0.0.0.0", ["203.0.113.0/24"]) is None
+
+
+def test_settings_from_toml_table_env_and_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        '[mediasrv]\nsip_allow_cidrs = ["203.0.113.0/24"]\nsip_realm = "pbx"\n'
+        '[mediasrv.sip_users]\nalice = "p,w:1"\nbob = "x"\n'
+    )
+    s = load_settings({"config": str(cfg)}, environ={})
+    assert s.sip_allow_cidrs == ["203.0.113.0/24"] and s.sip_users == {"alice": "p,w:1", "bob": "x"}
+    s = load_settings({}, environ={"MEDIASRV_SIP_USERS": "alice:pw:x, bob:y", "MEDIASRV_SIP_ALLOW_CIDRS": "10.0.0.0/8,::1"})
+    assert s.sip_users == {"alice": "pw:x", "bob": "y"} and s.sip_allow_cidrs == ["10.0.0.0/8", "::1"]
+    assert load_settings({}, environ={}).sip_allow_cidrs == ["127.0.0.0/8", "::1/128"]
+    for env in ({"MEDIASRV_SIP_ALLOW_CIDRS": "10.0.0.0/33"}, {"MEDIASRV_SIP_USERS": "nopassword"},
+                {"MEDIASRV_SIP_RATE_PER_SOURCE": "0"}):
+        with pytest.raises(ConfigError):
+            load_settings({}, environ=env)
