@@ -287,7 +287,7 @@ class SipCore:
         now = self.clock()
         if now - self._malformed_logged_at >= 1.0:
             extra = f" ({self._malformed_suppressed} more suppressed)" if self._malformed_suppressed else ""
-            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], exc.reason, extra)
+            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], clip(exc.reason), extra)
             self._malformed_logged_at = now
             self._malformed_suppressed = 0
         else:
