@@ -169,7 +169,7 @@ class Admission:
 
     def _nonce_time(self, nonce: str) -> float | None:
         stamp, dot, mac = nonce.partition(".")
-        if not dot or not stamp or len(stamp) > 16 or not hmac.compare_digest(mac, self._nonce_mac(stamp)):
+        if not dot or not stamp or len(stamp) > 16 or not _same(mac, self._nonce_mac(stamp)):
             return None
         try:
             return int(stamp, 16) / 1000.0
@@ -228,7 +228,7 @@ class Admission:
             return AuthResult(AuthOutcome.FORBIDDEN, "unsupported algorithm", user)
         uri = params.get("uri", "")
         expected = digest.response(ch, digest.Credentials(user, password), req.method, uri, cnonce, nc, req.body)
-        if not hmac.compare_digest(expected, params.get("response", "").lower()):
+        if not _same(expected, params.get("response", "").lower()):
             return AuthResult(AuthOutcome.FORBIDDEN, "wrong password", user)
         if not _same_target(uri, req):
             return AuthResult(AuthOutcome.FORBIDDEN, "digest uri is not the Request-URI", user)
@@ -241,6 +241,11 @@ class Admission:
         if len(self._replays) > 8192:
             self._replays.popitem(last=False)
         return AuthResult(AuthOutcome.OK, "", user)
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII text (compare_digest on str refuses it)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape"))
 
 
 def _same_target(uri: str, req: Request) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mediasrv.calls import CallState
 from mediasrv.config import ConfigError, load_settings
@@ -17,7 +19,7 @@ from mediasrv.sip.admission import (
     opening_hint,
 )
 from mediasrv.sip.core import CoreSettings
-from mediasrv.sip.message import Request, Response, parse
+from mediasrv.sip.message import ParseError, Request, Response, parse
 from mediasrv.sip.transaction import Dest
 
 from .test_sip_harness import PEER, UDP, Harness, request, sdp
@@ -249,3 +251,29 @@ def test_settings_from_toml_table_env_and_flags(tmp_path: Path) -> None:
                 {"MEDIASRV_SIP_RATE_PER_SOURCE": "0"}):
         with pytest.raises(ConfigError):
             load_settings({}, environ=env)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.sampled_from(["authorization", "proxy-authorization"]))
+def test_any_authorization_header_is_answered_never_raises(value: str, name: str) -> None:
+    a = Admission(AdmissionSettings(users={"alice": "pw"}, auth_proxy=name == "proxy-authorization"))
+    nonce = a.nonce(1.0)
+    for v in (value, f'Digest realm="mediasrv", username="alice", nonce="{nonce}", {value}',
+              f'Digest realm="mediasrv", nonce="{value}", response="{value}", nc={value}, qop=auth, cnonce="x"'):
+        safe = v.replace("\r", " ").replace("\n", " ").replace("\x00", " ")
+        text = request(body=sdp(), extra=f"{name}: {safe}\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape")
+        try:
+            req = parse(text)
+        except ParseError:
+            continue
+        assert isinstance(req, Request)
+        assert a.authenticate(req, 2.0).outcome in set(AuthOutcome)
+
+
+def test_non_ascii_nonce_and_response_are_refused_not_raised() -> None:
+    a = Admission(AdmissionSettings(users={"alice": "pw"}))
+    for nonce, resp in (("1.\u00e9", "x"), (a.nonce(1.0), "\u00e9")):
+        hdr = f'Authorization: Digest realm="mediasrv", username="alice", nonce="{nonce}", uri="sip:svc@127.0.0.1:5060", response="{resp}"\n'
+        req = parse(request(body=sdp(), extra=hdr).replace("\n", "\r\n").encode())
+        assert isinstance(req, Request)
+        assert a.authenticate(req, 2.0).outcome in (AuthOutcome.CHALLENGE, AuthOutcome.FORBIDDEN)
