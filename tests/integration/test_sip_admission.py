@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from mediasrv.calls import CallState
 
@@ -94,8 +95,9 @@ async def test_invite_from_a_disallowed_source_gets_403_and_the_server_holds_not
         await r.server.stop()
 
 
-async def test_digest_auth_with_sipp_accepts_the_password_and_refuses_a_wrong_one(tmp_path: Path) -> None:
-    r = await start_server(tmp_path, sip_users={"alice": "s3cret"}, sip_realm="mediasrv.test")
+@pytest.mark.parametrize("proxy", [False, True], ids=["401", "407"])
+async def test_digest_auth_with_sipp_accepts_the_password_and_refuses_a_wrong_one(tmp_path: Path, proxy: bool) -> None:
+    r = await start_server(tmp_path, sip_users={"alice": "s3cret"}, sip_realm="mediasrv.test", sip_auth_proxy=proxy)
     try:
         code, out = await run_sipp(*_sipp(r.sip_port, "uac_auth.xml", "127.0.0.1", "-m", "1",
                                           "-au", "alice", "-ap", "s3cret"))
