@@ -146,6 +146,8 @@ async def test_options_answered_within_2s_while_another_source_floods(tmp_path: 
             ).encode()
             sent[branch] = loop.time()
             transport.sendto(msg, ("127.0.0.1", r.sip_port))
+            for delay in (0.5, 1.5):  # retransmitted like a SIP client's Timer E (a datagram may be lost)
+                loop.call_later(delay, lambda b=branch, m=msg: b in answers or transport.sendto(m, ("127.0.0.1", r.sip_port)))
             await asyncio.sleep(0.1)
         await asyncio.wait_for(flooder.wait(), 30)
         await asyncio.sleep(0.5)
