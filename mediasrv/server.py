@@ -20,6 +20,7 @@ from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
 from .media import MediaPlane, MediaSettings
+from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
 
 log = logging.getLogger("mediasrv.server")
@@ -73,6 +74,16 @@ class Server:
                 codecs=tuple(settings.codecs),
                 media_address_check=self.media.policy.check,
                 ring_timeout_s=settings.ring_timeout_s,
+                admission=AdmissionSettings(
+                    allow_cidrs=tuple(settings.sip_allow_cidrs),
+                    users=dict(settings.sip_users),
+                    realm=settings.sip_realm,
+                    auth_proxy=settings.sip_auth_proxy,
+                    nonce_ttl_s=settings.sip_nonce_ttl_s,
+                    rate_per_source=settings.sip_rate_per_source,
+                    burst_per_source=settings.sip_burst_per_source,
+                    max_sources=settings.sip_rate_max_sources,
+                ),
             ),
             self.registry,
             self.media,

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia
-from ..logsafe import clip
+from ..logsafe import SourceLimiter, clip
 from . import digest
 from . import sdp as sdpmod
+from .admission import Admission, AdmissionSettings, AuthOutcome
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
 from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
@@ -32,7 +33,8 @@ IN_DIALOG_OK = ("UPDATE", "INFO")
 SCHEMES = ("sip", "sips", "tel")
 
 REASONS = {
-    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 404: "Not Found",
+    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 407: "Proxy Authentication Required",
     405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
@@ -109,6 +111,7 @@ class CoreSettings:
     # An inbound call left ringing (auto_answer off) this long is refused with 480, cause no_answer:
     # its port and sockets are not held for a caller that never CANCELs (0 = ring for ever).
     ring_timeout_s: float = 120.0
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 ResultCallback = Callable[["Session", int, str], None]
@@ -180,6 +183,14 @@ class SipCore:
             "rejected": 0,
             "no_ack": 0,
             "sdp_refused": 0,
+            # admission (admission.py): refusals and drops before any state is kept
+            "refused_source": 0,
+            "refused_scanner": 0,
+            "auth_challenged": 0,
+            "auth_failed": 0,
+            "auth_ok": 0,
+            "rate_limited": 0,
+            "stateless_responses": 0,
         }
         self.tl = TransactionLayer(self._send, clock, self.timers, settings.t1, settings.t2, settings.t4, self.stats)
         self.dialogs: dict[tuple[str, str, str], Session] = {}
@@ -188,6 +199,8 @@ class SipCore:
         self._prefix = f"{random.getrandbits(40):010x}"
         self._malformed_logged_at = -1e9
         self._malformed_suppressed = 0
+        self.admission = Admission(settings.admission)
+        self._refusal_log = SourceLimiter(rate=1.0, burst=5)
 
     # -- ids --------------------------------------------------------------------------------------
     def _token(self) -> str:
@@ -282,13 +295,16 @@ class SipCore:
         now = self.clock()
         if now - self._malformed_logged_at >= 1.0:
             extra = f" ({self._malformed_suppressed} more suppressed)" if self._malformed_suppressed else ""
-            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], exc.reason, extra)
+            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], clip(exc.reason), extra)
             self._malformed_logged_at = now
             self._malformed_suppressed = 0
         else:
             self._malformed_suppressed += 1
         resp = stateless_error(data, exc.status, exc.reason, dest, self.settings.user_agent)
         if resp is not None:
+            if not self.admission.take(dest.addr[0], now):  # answers to garbage share the source's budget
+                self.stats["rate_limited"] += 1
+                return
             self._send(resp, dest)
 
     # -- requests ---------------------------------------------------------------------------------
@@ -307,6 +323,8 @@ class SipCore:
             self.stats["absorbed"] += 1
             tx.retransmission()
             return
+        if not self._admit(req, dest):
+            return
         tx = tl.new_server(req, dest)
         if method == "CANCEL":
             self._on_cancel(req, tx)
@@ -314,36 +332,106 @@ class SipCore:
         if req.uri.scheme not in SCHEMES:
             self._respond(tx, 416, self._token())
             return
-        require = [r.strip() for v in req.raw_all("require") for r in v.split(",") if r.strip()]
+        require = _required(req)
         if require:
             self._respond(tx, 420, self._token(), headers=[("Unsupported", ", ".join(require))])
             return
         if req.to_tag is not None:
-            session = self.dialogs.get((req.call_id, req.to_tag, req.from_tag or ""))
-            if session is None:
-                if method == "OPTIONS":
-                    self._options(tx)
-                else:
-                    self._respond(tx, 481)
-                return
-            self._in_dialog(session, req, tx)
+            self._in_dialog(self.dialogs[(req.call_id, req.to_tag, req.from_tag or "")], req, tx)
             return
-        if method == "INVITE":
-            self._new_invite(req, tx)
-        elif method == "OPTIONS":
-            self._options(tx)
-        elif method in ("BYE", "UPDATE", "INFO", "PRACK"):
-            self._respond(tx, 481, self._token())
-        else:
-            self._respond(tx, 405, self._token(), headers=[("Allow", ALLOW)])
+        self._new_invite(req, tx)
+
+    def _options_headers(self, transport: str) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW), ("Accept", "application/sdp"), ("Contact", self._contact(transport))]
 
     def _options(self, tx: ServerTx) -> None:
-        self._respond(
-            tx,
-            200,
-            self._token(),
-            headers=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Contact", self._contact(tx.dest.transport))],
-        )
+        self._respond(tx, 200, self._token(), headers=self._options_headers(tx.dest.transport))
+
+    # -- admission (admission.py): decided before any transaction, call, port or timer exists -----
+    def _admit(self, req: Request, dest: Dest) -> bool:
+        """True when *req* goes on to the stateful core; else it was answered statelessly or dropped.
+
+        Only three kinds go on: an INVITE that starts a call (source allowed, digest checked when
+        configured), a request inside a dialog we hold, and a CANCEL for a live INVITE. Everything
+        else needs no dialog: it costs a token of its source's bucket and gets a stateless answer.
+        """
+        adm = self.admission
+        ip = dest.addr[0]
+        agent = adm.scanner(req)
+        if agent is not None:
+            self._refuse("refused_scanner", ip, f"{req.method} from scanner User-Agent {clip(agent, 60)!r}: dropped")
+            return False
+        method = req.method
+        if req.to_tag is not None:
+            if (req.call_id, req.to_tag, req.from_tag or "") in self.dialogs:
+                return True
+        elif method == "INVITE":
+            return self._admit_invite(req, dest)
+        elif method == "CANCEL" and self.tl.find_server(req, "INVITE") is not None:
+            return True
+        if not adm.take(ip, self.clock()):
+            self._refuse("rate_limited", ip, f"{clip(method, 20)} over the per-source rate limit: dropped")
+            return False
+        self._stateless(req, dest)
+        return False
+
+    def _admit_invite(self, req: Request, dest: Dest) -> bool:
+        adm = self.admission
+        ip = dest.addr[0]
+        now = self.clock()
+        if not adm.source_allowed(ip):
+            self._refuse("refused_source", ip, "INVITE from outside sip_allow_cidrs: 403")
+            if adm.take(ip, now):
+                self._stateless_reply(req, dest, 403)
+            else:
+                self.stats["rate_limited"] += 1
+            return False
+        if not adm.auth_enabled:
+            return True
+        result = adm.authenticate(req, now)
+        if result.outcome is AuthOutcome.OK:
+            self.stats["auth_ok"] += 1
+            return True
+        if result.outcome is AuthOutcome.FORBIDDEN:
+            self._refuse("auth_failed", ip, f"INVITE user {clip(result.user, 40)!r}: {result.reason}: 403")
+            if adm.take(ip, now):
+                self._stateless_reply(req, dest, 403)
+            else:
+                self.stats["rate_limited"] += 1
+            return False
+        self.stats["auth_challenged"] += 1
+        status, header = adm.challenge(now, stale=result.outcome is AuthOutcome.STALE)
+        self._stateless_reply(req, dest, status, [header])
+        return False
+
+    def _stateless(self, req: Request, dest: Dest) -> None:
+        """Answer a request that needs no dialog, keeping nothing (no server transaction, no Timer J)."""
+        method = req.method
+        require = _required(req)
+        if req.uri.scheme not in SCHEMES:
+            self._stateless_reply(req, dest, 416)
+        elif require:
+            self._stateless_reply(req, dest, 420, [("Unsupported", ", ".join(require))])
+        elif method == "OPTIONS":
+            self._stateless_reply(req, dest, 200, self._options_headers(dest.transport))
+        elif req.to_tag is not None or method in ("BYE", "UPDATE", "INFO", "PRACK", "CANCEL"):
+            self._stateless_reply(req, dest, 481)
+        else:  # REGISTER, SUBSCRIBE, MESSAGE, NOTIFY, REFER, unknown methods
+            self._stateless_reply(req, dest, 405, [("Allow", ALLOW)])
+
+    def _stateless_reply(
+        self, req: Request, dest: Dest, status: int, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        self.stats["stateless_responses"] += 1
+        self._send(self.response(req, status, dest, self.admission.to_tag(req), headers=headers), dest)
+
+    def _refuse(self, kind: str, ip: str, text: str) -> None:
+        """Count a refusal or drop; log it, at most a few lines per second per source."""
+        self.stats[kind] += 1
+        allowed, suppressed = self._refusal_log.allow(ip, self.clock())
+        if allowed:
+            more = f" ({suppressed} more from this source suppressed)" if suppressed else ""
+            log.warning("SIP from %s: %s%s", clip(ip, 60), text, more)
 
     def _on_cancel(self, req: Request, tx: ServerTx) -> None:
         itx = self.tl.find_server(req, "INVITE")
@@ -823,6 +911,7 @@ class SipCore:
             return
         f = session.invite_fields
         dialog = uac_dialog(f["from"], session.local_tag, f["cseq"], resp, tx.dest)
+        dialog.may_send_to = self.admission.source_allowed  # a Contact/Record-Route elsewhere: the flow
         session.dialog = dialog
         self.dialogs[dialog.key] = session
         ruri, dest, routes = dialog.destination()
@@ -1022,6 +1111,10 @@ class SipCore:
                     self.media.release(call)
                 except Exception as exc:  # noqa: BLE001 - a media bug must not break signaling
                     log.error("media.release failed for %s: %s", call.call_id, clip(repr(exc)))
+
+
+def _required(req: Request) -> list[str]:
+    return [r.strip() for v in req.raw_all("require") for r in v.split(",") if r.strip()]
 
 
 def _sdp_warning(exc: Exception) -> tuple[str, str]:

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..calls import Call, CallRegistry, MediaBackend
+from .admission import AdmissionSettings, opening_hint
 from .core import CallFailed, CoreSettings, Session, SipCore
 from .digest import Credentials
 from .transaction import Dest
 from .transport import SipTransport
 
 __all__ = ["SipSettings", "SipUserAgent", "CallFailed", "Credentials"]
+
+log = logging.getLogger("mediasrv.sip")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class SipSettings:
     t4: float = 5.0
     media_address_check: Callable[[str], str | None] | None = None  # see CoreSettings
     ring_timeout_s: float = 120.0  # see CoreSettings
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 def _advertised_host(host: str) -> str:
@@ -68,6 +73,7 @@ class SipUserAgent:
                 t4=settings.t4,
                 media_address_check=settings.media_address_check,
                 ring_timeout_s=settings.ring_timeout_s,
+                admission=settings.admission,
             ),
             registry,
             media,
@@ -120,6 +126,9 @@ class SipUserAgent:
         self._address = (host, port)
         self.core.settings.port = port
         self._started = True
+        hint = opening_hint(host, self.settings.admission.allow_cidrs)
+        if hint is not None:
+            log.warning("%s", hint)
 
     @property
     def address(self) -> tuple[str, int]:
