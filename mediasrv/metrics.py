@@ -59,6 +59,20 @@ SIP_COUNTERS = {
     "calls_out": "Outbound calls placed",
     "rejected": "Inbound requests refused (4xx/5xx)",
     "no_ack": "Answered INVITEs whose ACK never came",
+    "sdp_refused": "Offers refused for their SDP (no common codec, refused media address)",
+    "refused_source": "INVITEs from outside sip_allow_cidrs (403)",
+    "refused_scanner": "Requests from scanner User-Agents, dropped unanswered",
+    "auth_challenged": "INVITEs challenged for digest credentials (401/407)",
+    "auth_failed": "INVITEs with wrong digest credentials (403)",
+    "auth_ok": "INVITEs whose digest credentials checked",
+    "rate_limited": "Requests dropped by the per-source rate limits",
+    "stateless_responses": "Responses sent without keeping transaction state",
+}
+MEDIA_COUNTERS = {
+    "rtp_timeouts": "Calls hung up for no inbound RTP/RTCP",
+    "latched": "Symmetric RTP moves (the far end's media address latched to where it sends from)",
+    "refused_remotes": "RTP destinations the media address policy refused",
+    "release_errors": "Errors releasing a leg's ports or sockets",
 }
 WEBHOOK_COUNTERS = {
     "delivered": ("webhooks_delivered", "Webhook requests the receiver accepted (2xx)"),
@@ -102,6 +116,12 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+def _counters(prefix: str, docs: dict[str, str], stats: dict[str, int], what: str) -> Iterator[Metric]:
+    """One counter family per key: the documented ones always, any newer key with a generic help."""
+    for key in [*docs, *(k for k in stats if k not in docs and isinstance(stats[k], int | float))]:
+        yield _counter(f"{prefix}_{key}_total", docs.get(key, f"{what}: {key}"), stats.get(key, 0))
+
+
 class ServerCollector(Collector):
     """Reads one :class:`Server`'s counters at scrape time."""
 
@@ -141,6 +161,8 @@ class ServerCollector(Collector):
         media = self.server.media
         m = media.metrics()
         yield _gauge("mediasrv_rtp_legs", "RTP legs on the media clock", m["legs"])
+        yield _gauge("mediasrv_rtp_ports_in_use", "RTP/RTCP port pairs held by live legs", m.get("ports_in_use", 0))
+        yield from _counters("mediasrv_media", MEDIA_COUNTERS, m.get("media_events") or {}, "Media plane")
         yield _gauge("mediasrv_playing_legs", "Legs with a main playback current", media.playing_legs)
         yield _counter("mediasrv_rtp_packets_sent_total", "RTP packets sent", m["packets_sent"])
         yield _counter("mediasrv_rtp_packets_received_total", "RTP packets received", m["packets_received"])
@@ -175,15 +197,12 @@ class ServerCollector(Collector):
 
     def _sources(self) -> Iterator[Metric]:
         loader = self.server.media.loader
-        for key, doc in SOURCE_COUNTERS.items():
-            yield _counter(f"mediasrv_source_{key}_total", doc, loader.stats.get(key, 0))
+        yield from _counters("mediasrv_source", SOURCE_COUNTERS, loader.stats, "Audio source loader")
         yield _histogram("mediasrv_source_load_seconds", "Successful audio source loads, start to fully decoded",
                          [], [([], loader.load_time)])
 
     def _sip(self) -> Iterator[Metric]:
-        stats = getattr(self.server.sip, "stats", {}) or {}
-        for key, doc in SIP_COUNTERS.items():
-            yield _counter(f"mediasrv_sip_{key}_total", doc, stats.get(key, 0))
+        yield from _counters("mediasrv_sip", SIP_COUNTERS, getattr(self.server.sip, "stats", {}) or {}, "SIP core")
 
     def _events(self) -> Iterator[Metric]:
         events = self.server.events
@@ -200,8 +219,7 @@ class ServerCollector(Collector):
         yield _gauge("mediasrv_events_journal_up", "1 while events are persisted, 0 while only in memory (see /healthz)",
                      int(journal is not None and journal.state == "ok"))
         if journal is not None:
-            for key, doc in JOURNAL_COUNTERS.items():
-                yield _counter(f"mediasrv_events_journal_{key}_total", doc, journal.stats.get(key, 0))
+            yield from _counters("mediasrv_events_journal", JOURNAL_COUNTERS, journal.stats, "Event journal")
 
     def _gc(self) -> Iterator[Metric]:
         g = self.server.gc.metrics()

@@ -20,7 +20,8 @@ from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import GcPolicy
 from .media import MediaPlane, MediaSettings
-from .metrics import exposition, make_registry
+from .metrics import make_registry
+from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
 from .timing import Timing, timing_middleware
 
@@ -53,6 +54,9 @@ class Server:
                 data_dir=settings.data_dir,
                 send_silence=settings.send_silence,
                 rtp_timeout_s=settings.rtp_timeout_s,
+                rtp_hold_timeout_s=settings.rtp_hold_timeout_s,
+                symmetric_rtp=settings.symmetric_rtp,
+                media_deny_cidrs=list(settings.media_deny_cidrs),
                 fetch_timeout_s=settings.fetch_timeout_s,
                 max_fetch_bytes=settings.max_fetch_bytes,
                 max_audio_seconds=settings.max_audio_seconds,
@@ -70,6 +74,18 @@ class Server:
                 auto_answer=settings.auto_answer,
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
+                media_address_check=self.media.policy.check,
+                ring_timeout_s=settings.ring_timeout_s,
+                admission=AdmissionSettings(
+                    allow_cidrs=tuple(settings.sip_allow_cidrs),
+                    users=dict(settings.sip_users),
+                    realm=settings.sip_realm,
+                    auth_proxy=settings.sip_auth_proxy,
+                    nonce_ttl_s=settings.sip_nonce_ttl_s,
+                    rate_per_source=settings.sip_rate_per_source,
+                    burst_per_source=settings.sip_burst_per_source,
+                    max_sources=settings.sip_rate_max_sources,
+                ),
             ),
             self.registry,
             self.media,
@@ -157,11 +173,6 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.events.close()
-
-    # -- metrics ---------------------------------------------------------
-    def prometheus_text(self) -> str:
-        """The /metrics body (text format 0.0.4): mediasrv/metrics.py's collector over this server."""
-        return exposition(self.metrics_registry).decode()
 
     def journal_health(self) -> dict[str, Any]:
         """For /healthz: is the event journal persisting, and why not."""
