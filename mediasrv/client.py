@@ -203,7 +203,7 @@ async def cmd_events(api: Api, args: argparse.Namespace) -> int:
     params = {"call_id": args.call} if args.call else {}
     body = await api.call("GET", "/v1/events", **params)  # Accept: application/json: the history
     history = body.get("events", [])
-    for e in history[-args.last:] if args.last else []:
+    for e in history[-args.last:] if args.last > 0 else []:
         print(json.dumps(e) if args.json else event_line(e), flush=True)
     if not args.follow:
         return 0
