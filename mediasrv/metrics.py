@@ -169,13 +169,13 @@ class ServerCollector(Collector):
         clock = media.clock.stats
         yield _counter("mediasrv_clock_ticks_total", "Media clock sub-slots (1 ms) processed", clock.ticks)
         yield _counter("mediasrv_clock_wakeups_total", "Media clock wake-ups", clock.wakeups)
-        yield _counter("mediasrv_clock_late_ticks_total", "Sub-slots run more than 1 ms after their deadline",
+        yield _counter("mediasrv_clock_late_ticks_total", "Sub-slots with packets to send run more than 1 ms after their deadline",
                        clock.late_ticks)
         yield _counter("mediasrv_clock_tick_errors_total", "Leg ticks that raised (the leg is taken off the clock)",
                        clock.tick_errors)
         hist = clock.histogram()
         lateness = HistogramMetricFamily("mediasrv_clock_tick_lateness_seconds",
-                                         "How late each clock wake-up ran after its deadline")
+                                         "How late each clock wake-up sent its first packets after their deadline")
         lateness.add_metric([], hist["buckets"], hist["sum"])  # type: ignore[arg-type]
         yield lateness
         played = CounterMetricFamily("mediasrv_playbacks_total", "Playbacks that ended, by final status",
