@@ -30,9 +30,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
+async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin, webhooks):
     metrics_port = free_tcp_udp_port()
-    r = await start_server(tmp_path, api_token=TOKEN, metrics_token=METRICS_TOKEN,
+    r = await start_server(tmp_path, webhook_url=webhooks.url, api_token=TOKEN, metrics_token=METRICS_TOKEN,
                            metrics_listen=f"127.0.0.1:{metrics_port}")
     url = audio_origin.add("tone.wav", wav_bytes(chirp_signal(4.0), 8000))
     sipp = await start_sipp(sipp_caller(r))
@@ -45,6 +45,7 @@ async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
                 assert resp.status == 201, await resp.text()
             await wait_until(lambda: r.server.media.playing_legs == 1, 5, "playing")
             await wait_until(lambda: r.server.media.loader.load_time.count == 1, 5, "loaded")
+            await webhooks.wait_for(lambda e: e["type"] == "playback.started")  # initiated, answered: counted
             async with s.get(f"{r.http}/metrics", headers=scrape) as resp:
                 assert resp.status == 200
                 assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -90,6 +91,8 @@ async def test_metrics_families_values_and_scrape_auth(tmp_path, audio_origin):
         assert got[("mediasrv_cache_limit_bytes", (("tier", "memory"),))] == r.server.settings.cache_bytes
         assert got[("mediasrv_source_fetches_total", ())] == 1
         assert got[("mediasrv_source_load_seconds_count", ())] == 1
+        delivered = got[("mediasrv_webhook_delivery_seconds_count", (("result", "delivered"), ("sink", "webhook")))]
+        assert delivered >= 2 and got[("mediasrv_webhooks_delivered_total", ())] >= delivered
         assert got[("mediasrv_sip_calls_in_total", ())] == 1
         assert got[("mediasrv_clock_tick_lateness_seconds_count", ())] > 0
         route = (("method", "POST"), ("route", "/v1/calls/{call_id}/playbacks"))
