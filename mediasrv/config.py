@@ -86,6 +86,10 @@ class Settings:
     cache_bytes: int = 512 * 1024 * 1024
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
+    # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
+    webhook_allow_cidrs: list[str] = field(default_factory=list)
+    webhook_deny_cidrs: list[str] = field(default_factory=list)
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
     sip_username: str | None = None
     sip_password: str | None = None
@@ -134,6 +138,12 @@ class Settings:
             raise ConfigError("realtime_priority must be 0 (off) or 1-99")
         if self.events_segment_bytes < 4096 or self.events_max_bytes < self.events_segment_bytes:
             raise ConfigError("events_segment_bytes must be >= 4096 and events_max_bytes >= events_segment_bytes")
+        for name in ("fetch_allow_cidrs", "fetch_deny_cidrs", "webhook_allow_cidrs", "webhook_deny_cidrs"):
+            for cidr in getattr(self, name):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {cidr!r} is not an address or network") from exc
         if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
             raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 

@@ -16,6 +16,7 @@ from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
 from .config import Settings, is_loopback
+from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
@@ -38,9 +39,12 @@ class Server:
             max_age_s=settings.events_max_age_s,
             fsync_interval_s=settings.events_fsync_interval_s,
         )) if settings.events_journal else None
+        # one egress policy for every outbound HTTP connection (audio, webhooks, callbacks, BXML)
+        self.egress = Egress(EgressSettings.from_settings(settings))
         self.events = EventBus(WebhookSettings(url=settings.webhook_url, timeout_s=settings.webhook_timeout_s,
                                                max_attempts=settings.webhook_max_attempts,
-                                               backoff_s=settings.webhook_backoff_s), journal=journal)
+                                               backoff_s=settings.webhook_backoff_s), journal=journal,
+                               egress=self.egress)
         sip_host, sip_port = settings.sip_addr
         lo, hi = settings.rtp_range
         self.media = MediaPlane(
