@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from . import realtime
-from .api import acs, bandwidth, native, plivo, telnyx, topology
+from .api import acs, bandwidth, httplog, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
@@ -77,6 +77,7 @@ class Server:
             self.media,
         )
         self.registry.subscribe(self._on_call_event)
+        self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
@@ -195,6 +196,9 @@ class Server:
         metric("gc_pause_seconds", "histogram", "Cyclic GC collection pauses by generation", pause_samples)
         metric("gc_pause_max_seconds", "gauge", "Longest cyclic GC collection pause by generation",
                [(f'{{generation="{gen}"}}', pauses.max_s) for gen, pauses in g["pauses"].items()])
+        metric("http_malformed_requests_total", "counter",
+               "Requests the HTTP parser refused with a 400 (bad framing or headers; logged rate-limited)",
+               [("", self.bad_requests.refused)])
         ev = self.events.stats
         metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
         journal = self.events.journal

@@ -26,6 +26,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
@@ -241,7 +242,13 @@ class BandwidthDialect:
         """OAuth2 client-credentials: the SDK's ``client_id``/``client_secret`` are the dialect's user/password."""
         if not self._basic_ok(request.headers.get("Authorization", "")):
             return web.json_response({"error": "invalid_client"}, status=401)
-        form = await request.post()
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "invalid_request", "error_description": "body too large"}, status=413)
+        except (ValueError, LookupError, AssertionError, HttpProcessingError):  # bad multipart, charset, encoding
+            return web.json_response({"error": "invalid_request", "error_description": "malformed form body"},
+                                     status=400)
         if form.get("grant_type") != "client_credentials":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         token = secrets.token_urlsafe(32)
