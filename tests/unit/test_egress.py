@@ -237,3 +237,19 @@ async def test_sessions_refuse_literals_names_and_redirects() -> None:
         for srv, runner in ((vsrv, vrunner), (fsrv, frunner)):
             srv.close()
             await runner.cleanup()
+
+
+def test_settings_carry_the_lists_and_configured_urls() -> None:
+    from mediasrv.config import ConfigError, load_settings
+    from mediasrv.egress import Egress, EgressSettings
+
+    s = load_settings({}, {"MEDIASRV_WEBHOOK_ALLOW_CIDRS": "10.20.0.0/16, fd12::/16",
+                           "MEDIASRV_WEBHOOK_DENY_CIDRS": "10.20.9.0/24",
+                           "MEDIASRV_ACS_CALLBACK_URL": "http://acs-hooks.internal:7000/cb"})
+    egress = Egress(EgressSettings.from_settings(s))
+    assert egress.webhook.refusal("10.20.1.1") is None
+    assert egress.webhook.refusal("10.20.9.1") == "in webhook_deny_cidrs"
+    assert egress.webhook.refusal("192.168.1.1", "acs-hooks.internal", 7000) is None  # configured: trusted
+    assert egress.fetch.refusal("10.20.1.1") is not None  # the fetch purpose has its own (empty) list
+    with pytest.raises(ConfigError, match="webhook_allow_cidrs"):
+        load_settings({}, {"MEDIASRV_WEBHOOK_ALLOW_CIDRS": "10.0.0.0/33"})
