@@ -239,6 +239,10 @@ async def test_no_route_answers_5xx_or_logs_a_traceback(tmp_path: Path) -> None:
                 status = await raw_request(r, data)
                 if status is not None and status >= 500:
                     problems.append(f"raw {data[:60]!r}: HTTP {status}")
+            # the reproducer: multipart without a boundary is a 400 in the native shape
+            async with s.put(f"{r.http}/v1/media/x.wav", data=b"abcd",
+                             headers={"Content-Type": "multipart/form-data"}) as resp:
+                assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_multipart"
             # the server is still fine: the live call answers, the API answers
             async with s.get(f"{r.http}/v1/calls/{call_id}") as resp:
                 assert resp.status == 200
