@@ -187,13 +187,14 @@ async def _refuse_redirect(session: aiohttp.ClientSession, ctx: Any, params: aio
 
 
 def new_session(policy: AddressPolicy, user_agent: str = USER_AGENT, limit: int = 100, limit_per_host: int = 0,
-                **session_kw: Any) -> aiohttp.ClientSession:
+                refuse_redirects: bool | None = None, **session_kw: Any) -> aiohttp.ClientSession:
     """The only way mediasrv makes an outbound HTTP client: every connection under *policy*.
 
-    A webhook session also refuses redirects even if a caller forgets ``allow_redirects=False``.
+    A webhook session (or any with *refuse_redirects*) also refuses redirects even if a caller
+    forgets ``allow_redirects=False``.
     """
     traces = []
-    if policy.purpose is Purpose.WEBHOOK:
+    if refuse_redirects or (refuse_redirects is None and policy.purpose is Purpose.WEBHOOK):
         trace = aiohttp.TraceConfig()
         trace.on_request_redirect.append(_refuse_redirect)
         traces.append(trace)

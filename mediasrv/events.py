@@ -35,7 +35,6 @@ from .egress import (
     AddressPolicy,
     Egress,
     EgressSettings,
-    Purpose,
     RedirectRefused,
     new_session,
     public_url,
@@ -92,8 +91,7 @@ class Delivery:
 
 def new_webhook_session(policy: AddressPolicy) -> aiohttp.ClientSession:
     """Every sink's HTTP client: the egress webhook policy, no redirects, mediasrv's User-Agent."""
-    assert policy.purpose is Purpose.WEBHOOK
-    return new_session(policy)
+    return new_session(policy, refuse_redirects=True)
 
 
 Build = Callable[[int], tuple[bytes, dict[str, str]]]
