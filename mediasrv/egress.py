@@ -69,9 +69,14 @@ def origin_of(url: str) -> tuple[str, int] | None:
         u = URL(url)
     except ValueError:
         return None
-    if u.scheme not in ("http", "https") or not u.host or u.port is None:
+    if u.scheme not in ("http", "https") or not u.raw_host or u.port is None:
         return None
-    return u.host.lower().strip("[]"), u.port
+    return _host_key(u.raw_host), u.port
+
+
+def _host_key(host: str) -> str:
+    """A host as aiohttp hands it to the resolver (IDNA, maybe a trailing dot), compared case-free."""
+    return host.lower().strip("[]").rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,7 @@ class AddressPolicy:
             candidates += [v4 for _, v4 in embedded_ipv4(ip)]
         if any(_within(a, net) for a in candidates for net in self.deny):
             return f"in {self.purpose}_deny_cidrs"
-        if host is not None and port is not None and (host.lower().strip("[]"), port) in self.trusted:
+        if host is not None and port is not None and (_host_key(host), port) in self.trusted:
             return None  # an operator configured this host: its addresses are trusted
         if any(_within(ip, net) for net in self.allow):
             return None

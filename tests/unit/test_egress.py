@@ -130,6 +130,7 @@ def test_configured_host_is_trusted_on_its_port_only() -> None:
     policy = AddressPolicy.from_cidrs((), (), Purpose.WEBHOOK, ["http://hooks.internal:9000/x", "https://[::1]/y"])
     assert policy.refusal("10.0.0.5", "hooks.internal", 9000) is None
     assert policy.refusal("10.0.0.5", "HOOKS.internal", 9000) is None
+    assert policy.refusal("10.0.0.5", "hooks.internal.", 9000) is None  # the root label changes nothing
     assert policy.refusal("10.0.0.5", "hooks.internal", 22) is not None
     assert policy.refusal("10.0.0.5", "other.internal", 9000) is not None
     assert policy.refusal("::1", "::1", 443) is None
