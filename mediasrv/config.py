@@ -73,7 +73,12 @@ class Settings:
     events_max_age_s: float = 7 * 86400.0
     events_fsync_interval_s: float = 1.0
     send_silence: bool = True
-    rtp_timeout_s: float = 0.0
+    # media that ends (media/plane.py): no RTP/RTCP from the peer for this long → hangup, cause rtp_timeout
+    rtp_timeout_s: float = 30.0  # 0 = off
+    rtp_hold_timeout_s: float = 300.0  # the same while the call is on hold (sendonly/recvonly/inactive/c=0.0.0.0)
+    symmetric_rtp: bool = False  # send to where the peer's RTP comes from (comedia), if the media policy allows it
+    media_deny_cidrs: list[str] = field(default_factory=list)  # media destinations refused on top of the always-refused
+    ring_timeout_s: float = 120.0  # an inbound call left ringing (auto_answer off) this long is refused 480; 0 = never
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     use_uvloop: bool = True
     realtime_priority: int = 0  # SCHED_FIFO priority for the media clock's thread; 0 = normal (realtime.py)
@@ -138,6 +143,13 @@ class Settings:
             raise ConfigError("realtime_priority must be 0 (off) or 1-99")
         if self.events_segment_bytes < 4096 or self.events_max_bytes < self.events_segment_bytes:
             raise ConfigError("events_segment_bytes must be >= 4096 and events_max_bytes >= events_segment_bytes")
+        if self.rtp_timeout_s < 0 or self.rtp_hold_timeout_s < 0 or self.ring_timeout_s < 0:
+            raise ConfigError("rtp_timeout_s, rtp_hold_timeout_s and ring_timeout_s must be >= 0 (0 = off)")
+        for cidr in self.media_deny_cidrs:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"bad CIDR in media_deny_cidrs: {cidr!r}") from exc
         for name in ("fetch_allow_cidrs", "fetch_deny_cidrs", "webhook_allow_cidrs", "webhook_deny_cidrs"):
             for cidr in getattr(self, name):
                 try:

@@ -55,6 +55,9 @@ class Server:
                 data_dir=settings.data_dir,
                 send_silence=settings.send_silence,
                 rtp_timeout_s=settings.rtp_timeout_s,
+                rtp_hold_timeout_s=settings.rtp_hold_timeout_s,
+                symmetric_rtp=settings.symmetric_rtp,
+                media_deny_cidrs=list(settings.media_deny_cidrs),
                 fetch_timeout_s=settings.fetch_timeout_s,
                 max_fetch_bytes=settings.max_fetch_bytes,
                 max_audio_seconds=settings.max_audio_seconds,
@@ -72,6 +75,8 @@ class Server:
                 auto_answer=settings.auto_answer,
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
+                media_address_check=self.media.policy.check,
+                ring_timeout_s=settings.ring_timeout_s,
             ),
             self.registry,
             self.media,
@@ -173,6 +178,14 @@ class Server:
             "Audio source loader counters (fetches, cache hits, decodes, failures, cancelled: downloads "
             "dropped because every playback that wanted them ended)",
             [(f'{{kind="{k}"}}', v) for k, v in sorted(loader.items())],
+        )
+        metric("rtp_ports_in_use", "gauge", "RTP/RTCP port pairs held by live legs", [("", m.get("ports_in_use", 0))])
+        metric(
+            "media_events_total",
+            "counter",
+            "Media plane events: rtp_timeouts (calls hung up for no inbound RTP/RTCP), latched (symmetric RTP "
+            "moves), refused_remotes (destinations the media address policy refused), release_errors",
+            [(f'{{kind="{k}"}}', v) for k, v in sorted((m.get("media_events") or {}).items())],
         )
         sip_stats = getattr(self.sip, "stats", {}) or {}
         metric(

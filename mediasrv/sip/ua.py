@@ -11,6 +11,7 @@ import contextlib
 import math
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..calls import Call, CallRegistry, MediaBackend
@@ -33,6 +34,8 @@ class SipSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    media_address_check: Callable[[str], str | None] | None = None  # see CoreSettings
+    ring_timeout_s: float = 120.0  # see CoreSettings
 
 
 def _advertised_host(host: str) -> str:
@@ -63,6 +66,8 @@ class SipUserAgent:
                 t1=settings.t1,
                 t2=settings.t2,
                 t4=settings.t4,
+                media_address_check=settings.media_address_check,
+                ring_timeout_s=settings.ring_timeout_s,
             ),
             registry,
             media,
