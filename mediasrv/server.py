@@ -10,12 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from . import realtime
-from .api import acs, bandwidth, native, plivo, telnyx, topology
+from .api import acs, bandwidth, httplog, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
 from .config import Settings, is_loopback
+from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
@@ -39,9 +40,12 @@ class Server:
             max_age_s=settings.events_max_age_s,
             fsync_interval_s=settings.events_fsync_interval_s,
         )) if settings.events_journal else None
+        # one egress policy for every outbound HTTP connection (audio, webhooks, callbacks, BXML)
+        self.egress = Egress(EgressSettings.from_settings(settings))
         self.events = EventBus(WebhookSettings(url=settings.webhook_url, timeout_s=settings.webhook_timeout_s,
                                                max_attempts=settings.webhook_max_attempts,
-                                               backoff_s=settings.webhook_backoff_s), journal=journal)
+                                               backoff_s=settings.webhook_backoff_s), journal=journal,
+                               egress=self.egress)
         sip_host, sip_port = settings.sip_addr
         lo, hi = settings.rtp_range
         self.media = MediaPlane(
@@ -89,6 +93,7 @@ class Server:
             self.media,
         )
         self.registry.subscribe(self._on_call_event)
+        self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
@@ -215,6 +220,9 @@ class Server:
         metric("gc_pause_seconds", "histogram", "Cyclic GC collection pauses by generation", pause_samples)
         metric("gc_pause_max_seconds", "gauge", "Longest cyclic GC collection pause by generation",
                [(f'{{generation="{gen}"}}', pauses.max_s) for gen, pauses in g["pauses"].items()])
+        metric("http_malformed_requests_total", "counter",
+               "Requests the HTTP parser refused with a 400 (bad framing or headers; logged rate-limited)",
+               [("", self.bad_requests.refused)])
         ev = self.events.stats
         metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
         journal = self.events.journal
