@@ -95,6 +95,10 @@ class Settings:
     cache_bytes: int = 512 * 1024 * 1024
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
+    # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
+    webhook_allow_cidrs: list[str] = field(default_factory=list)
+    webhook_deny_cidrs: list[str] = field(default_factory=list)
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
     sip_username: str | None = None
     sip_password: str | None = None
@@ -178,6 +182,12 @@ class Settings:
             raise ConfigError("sip_nonce_ttl_s and sip_rate_per_source must be > 0, sip_burst_per_source >= 1")
         if self.sip_rate_max_sources < 1:
             raise ConfigError("sip_rate_max_sources must be >= 1")
+        for name in ("fetch_allow_cidrs", "fetch_deny_cidrs", "webhook_allow_cidrs", "webhook_deny_cidrs"):
+            for cidr in getattr(self, name):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {cidr!r} is not an address or network") from exc
         if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
             raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 

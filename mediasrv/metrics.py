@@ -78,6 +78,7 @@ WEBHOOK_COUNTERS = {
     "delivered": ("webhooks_delivered", "Webhook requests the receiver accepted (2xx)"),
     "delivery_failed": ("webhooks_failed", "Webhook requests given up on (refused or out of attempts)"),
     "dropped": ("webhooks_dropped", "Webhook requests dropped from a full per-call queue"),
+    "refused": ("webhooks_refused", "Webhook requests whose address the egress policy refused (not retried)"),
 }
 JOURNAL_COUNTERS = {
     "appended": "Records appended to the event journal",
@@ -141,6 +142,10 @@ class ServerCollector(Collector):
         yield from self._sip()
         yield from self._events()
         yield from self._gc()
+        bad = getattr(s, "bad_requests", None)
+        yield _counter("mediasrv_http_malformed_requests_total",
+                       "Requests the HTTP parser refused with a 400 (bad framing or headers; logged rate-limited)",
+                       bad.refused if bad is not None else 0)
         yield _histogram("mediasrv_http_request_duration_seconds",
                          "HTTP API request latency by method and route template (SSE streams left out)",
                          ["method", "route"], ((list(k), t) for k, t in sorted(s.http_timings.items())))

@@ -10,12 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from . import realtime
-from .api import acs, bandwidth, console, native, plivo, telnyx, topology
+from .api import acs, bandwidth, console, httplog, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
 from .config import Settings, is_loopback
+from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import GcPolicy
@@ -41,9 +42,12 @@ class Server:
             max_age_s=settings.events_max_age_s,
             fsync_interval_s=settings.events_fsync_interval_s,
         )) if settings.events_journal else None
+        # one egress policy for every outbound HTTP connection (audio, webhooks, callbacks, BXML)
+        self.egress = Egress(EgressSettings.from_settings(settings))
         self.events = EventBus(WebhookSettings(url=settings.webhook_url, timeout_s=settings.webhook_timeout_s,
                                                max_attempts=settings.webhook_max_attempts,
-                                               backoff_s=settings.webhook_backoff_s), journal=journal)
+                                               backoff_s=settings.webhook_backoff_s), journal=journal,
+                               egress=self.egress)
         sip_host, sip_port = settings.sip_addr
         lo, hi = settings.rtp_range
         self.media = MediaPlane(
@@ -91,6 +95,7 @@ class Server:
             self.media,
         )
         self.registry.subscribe(self._on_call_event)
+        self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.http_timings: dict[tuple[str, str], Timing] = {}
         self.metrics_registry = make_registry(self)
         self.app = web.Application(middlewares=[timing_middleware(self.http_timings), error_middleware,
