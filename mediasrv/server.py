@@ -169,6 +169,9 @@ class Server:
             "dropped because every playback that wanted them ended)",
             [(f'{{kind="{k}"}}', v) for k, v in sorted(loader.items())],
         )
+        metric("dtmf_total", "counter", "DTMF: presses received (rfc4733, info), barge-ins, digits sent, and "
+               "telephone-event packets dropped by reason (malformed, unsupported, absurd, flood, duplicates...)",
+               [(f'{{kind="{k}"}}', v) for k, v in sorted((m.get("dtmf") or {}).items())])
         sip_stats = getattr(self.sip, "stats", {}) or {}
         metric(
             "sip_events_total",

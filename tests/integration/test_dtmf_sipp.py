@@ -1,0 +1,88 @@
+"""DTMF with real peers: SIPp places the call; RFC 4733 from a UDP socket (with loss, malformed packets),
+SIP INFO from a SIPp scenario; events on the native webhook and Telnyx's signed ``call.dtmf.received``."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+import pytest
+from telnyx.types import CallDtmfReceivedWebhookEvent
+
+from mediasrv.probe import analyse, open_capture
+
+from ..dtmf_peer import KeyPresser
+from .conftest import SCENARIOS, Hooks, run_sipp, start_server
+from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
+from .test_telnyx_sdk import API_KEY, SignedHooks, hooks, public_key, sdk_client  # noqa: F401 - hooks: fixture
+
+pytestmark = pytest.mark.integration
+
+
+def dtmf_events(webhooks: Hooks, call_id: str) -> list[dict]:
+    return [e["data"] for e in webhooks.events if e["type"] == "dtmf.received" and e["call_id"] == call_id]
+
+
+async def test_rfc4733_with_loss_each_press_once_and_telnyx_webhook(tmp_path, webhooks: Hooks, hooks: SignedHooks):  # noqa: F811
+    r = await start_server(tmp_path, webhook_url=webhooks.url, telnyx_api_key=API_KEY, telnyx_webhook_url=hooks.url)
+    client = sdk_client(r)
+    hooks.client, hooks.key = client, await public_key(client)
+    capture = await open_capture()
+    try:
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=9000))
+        [call] = await answered_calls(r, 1)
+        presser = KeyPresser(capture.sock, call.local_rtp, loss=0.05, rng=random.Random(12))
+        rng = random.Random(3)
+        digits = "".join(rng.choice("0123456789*#ABCD") for _ in range(40))
+        for i, d in enumerate(digits):
+            await presser.press(d, updates=rng.randint(2, 6))
+            if i % 10 == 5:  # bad input in between: short, not a key, absurd duration, a zero-length end
+                presser.raw(b"\x01\x0a")
+                presser.raw(bytes([40, 10, 0, 160]))
+                presser.raw(bytes([3, 10, 0xFF, 0xFF]))
+                presser.raw(bytes([3, 0x8A, 0, 0]))
+        await asyncio.sleep(0.8)  # the last press's timeout, if its ends were lost
+        got = dtmf_events(webhooks, call.call_id)
+        stats = r.server.media.leg_stats(call.call_id)["dtmf"]
+        async with aiohttp.ClientSession() as s, s.get(f"{r.http}/metrics") as resp:
+            metrics = await resp.text()
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    assert presser.dropped > 0, "the run must actually lose packets"
+    assert "".join(e["digit"] for e in got) == digits, (len(got), presser.dropped)
+    assert all(e["method"] == "rfc4733" and 0 < e["duration_ms"] <= 140 for e in got)
+    assert stats["malformed"] == 4 and stats["unsupported"] == 4 and stats["absurd"] == 8, stats
+    assert 'mediasrv_dtmf_total{kind="received_rfc4733"} 40' in metrics
+    # the call's own audio went on undisturbed: one stream, no gaps
+    report = analyse([p for p in capture.packets if p.pt == 0])
+    assert report.ssrcs == 1 and report.seq_errors == 0 and report.ts_errors == 0, report.line()
+    telnyx_dtmf = [e for e in hooks.events(call.call_id) if e.data.event_type == "call.dtmf.received"]
+    assert all(isinstance(e, CallDtmfReceivedWebhookEvent) for e in telnyx_dtmf)
+    assert "".join(e.data.payload.digit for e in telnyx_dtmf) == digits
+    p = telnyx_dtmf[0].data.payload
+    assert p.call_control_id == call.call_id and p.from_ and p.to and p.call_session_id == call.sip_call_id
+
+
+async def test_sip_info_dtmf_from_sipp(tmp_path, webhooks: Hooks):
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    capture = await open_capture()
+    try:
+        code, out = await run_sipp(
+            f"127.0.0.1:{r.sip_port}", "-sf", str(SCENARIOS / "uac_info_dtmf.xml"), "-i", "127.0.0.1", "-p", "0",
+            "-set", "rtp_ip", "127.0.0.1", "-set", "rtp_port", str(capture.port), "-d", "300",
+            "-m", "1", "-l", "1", "-timeout", "30s", "-timeout_error", timeout=40)
+        assert code == 0, out[-3000:]
+        await webhooks.wait_for(lambda e: e["type"] == "call.hangup")
+    finally:
+        capture.close()
+        await r.server.stop()
+    [call_id] = {e["call_id"] for e in webhooks.events}
+    assert dtmf_events(webhooks, call_id) == [
+        {"digit": "5", "duration_ms": 160, "method": "info"},
+        {"digit": "#", "duration_ms": 250, "method": "info"},
+    ]
