@@ -10,6 +10,7 @@ import asyncio
 import random
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 
 DIGITS = "0123456789*#ABCD"
@@ -27,7 +28,7 @@ class KeyPresser:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     sent: int = 0
     dropped: int = 0
-    first_packet_at: list[float] = field(default_factory=list)  # loop time of each press's first packet sent
+    first_packet_at: list[float] = field(default_factory=list)  # wall time each press's first packet was sent
 
     def _send(self, payload: bytes, marker: bool, ts: int, pt: int | None = None, lossy: bool = True) -> None:
         b1 = (pt if pt is not None else self.pt) | (0x80 if marker else 0)
@@ -49,10 +50,9 @@ class KeyPresser:
         then a little audio; the event timestamp stays the press's start."""
         event = DIGITS.index(digit)
         start = self.ts
-        loop = asyncio.get_running_loop()
         for k in range(1, updates + 1):
             if k == 1:
-                self.first_packet_at.append(loop.time())
+                self.first_packet_at.append(time.time())
             self._send(struct.pack("!BBH", event, 10, k * 160), k == 1, start)
             await asyncio.sleep(spacing_s)
         final = (updates + 1) * 160

@@ -13,8 +13,8 @@ from telnyx.types import CallDtmfReceivedWebhookEvent
 from mediasrv.probe import analyse, open_capture
 
 from ..dtmf_peer import KeyPresser
-from .conftest import SCENARIOS, Hooks, run_sipp, start_server
-from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
+from .conftest import SCENARIOS, Hooks, chirp_signal, run_sipp, start_server, wav_bytes
+from .test_playback_sipp import answered_calls, expected_payload, sipp_play_args, start_sipp
 from .test_telnyx_sdk import API_KEY, SignedHooks, hooks, public_key, sdk_client  # noqa: F401 - hooks: fixture
 
 pytestmark = pytest.mark.integration
@@ -86,3 +86,65 @@ async def test_sip_info_dtmf_from_sipp(tmp_path, webhooks: Hooks):
         {"digit": "5", "duration_ms": 160, "method": "info"},
         {"digit": "#", "duration_ms": 250, "method": "info"},
     ]
+
+
+async def post(r, path: str, body: dict) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as s, s.post(f"{r.http}{path}", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+def last_arrival_of(capture, audio: bytes) -> float:
+    """Kernel arrival time of the last captured packet whose payload is a packet of *audio*."""
+    chunks = {audio[i : i + 160] for i in range(0, len(audio) - 159, 160)}
+    return max(p.arrival for p in capture.packets if p.payload in chunks)
+
+
+async def test_barge_in_stops_within_a_packet_time_current_and_all(tmp_path, webhooks: Hooks, audio_origin):
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    capture = await open_capture()
+    try:
+        long_a, short_b = chirp_signal(4.0, seed=4), chirp_signal(0.4, seed=5)
+        url_a = audio_origin.add("a.wav", wav_bytes(long_a, 8000))
+        url_b = audio_origin.add("b.wav", wav_bytes(short_b, 8000))
+        url_c = audio_origin.add("c.wav", wav_bytes(chirp_signal(4.0, seed=6), 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=7000))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        presser = KeyPresser(capture.sock, call.local_rtp)
+        status, a = await post(r, f"/v1/calls/{cid}/playbacks", {"url": url_a, "barge_in": "#*0"})
+        assert status == 201 and a["barge_in"] == "#*0", a
+        status, b = await post(r, f"/v1/calls/{cid}/playbacks", {"url": url_b})
+        assert status == 201
+        await webhooks.wait_for(lambda e: e["type"] == "playback.started" and e["data"]["playback_id"] == a["id"])
+        await asyncio.sleep(0.4)
+        await presser.press("5")  # not one of a's keys: it plays on
+        await asyncio.sleep(0.2)
+        assert r.server.media.get_playback(a["id"]).state == "playing"
+        await presser.press("#")
+        ended_a = await webhooks.wait_for(lambda e: e["type"] == "playback.ended" and e["data"]["playback_id"] == a["id"])
+        ended_b = await webhooks.wait_for(lambda e: e["type"] == "playback.ended" and e["data"]["playback_id"] == b["id"])
+        # barge_in_stops "all": the queued prompt behind goes too
+        _, c = await post(r, f"/v1/calls/{cid}/playbacks", {"url": url_c, "barge_in": "any", "barge_in_stops": "all"})
+        _, d = await post(r, f"/v1/calls/{cid}/playbacks", {"url": url_b})
+        await webhooks.wait_for(lambda e: e["type"] == "playback.started" and e["data"]["playback_id"] == c["id"])
+        await asyncio.sleep(0.3)
+        await presser.press("1")
+        ended_c = await webhooks.wait_for(lambda e: e["type"] == "playback.ended" and e["data"]["playback_id"] == c["id"])
+        ended_d = await webhooks.wait_for(lambda e: e["type"] == "playback.ended" and e["data"]["playback_id"] == d["id"])
+        status, bad = await post(r, f"/v1/calls/{cid}/playbacks", {"url": url_b, "barge_in": "#x"})
+        assert status == 422 and bad["error"]["details"]["field"] == "barge_in"
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    ea = expected_payload(long_a, "PCMU")
+    assert ended_a["data"]["status"] == "stopped" and ended_a["data"]["stopped_by"] == "dtmf"
+    assert ended_a["data"]["digit"] == "#" and ended_a["data"]["ms_played"] < 2000
+    assert ended_b["data"]["status"] == "completed", "barge_in_stops current: the queue moves on"
+    latency = last_arrival_of(capture, ea[: ended_a["data"]["ms_played"] * 8]) - presser.first_packet_at[1]
+    assert latency <= 0.045, f"the prompt went on {latency * 1000:.1f} ms after the digit's first packet"
+    assert (ended_c["data"]["stopped_by"], ended_c["data"]["digit"]) == ("dtmf", "1")
+    assert (ended_d["data"]["status"], ended_d["data"]["stopped_by"], ended_d["data"]["digit"]) == ("stopped", "dtmf", "1")
+    assert [e["digit"] for e in dtmf_events(webhooks, cid)] == ["5", "#", "1"]
