@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from . import realtime
-from .api import acs, bandwidth, native, plivo, telnyx, topology
+from .api import acs, bandwidth, ivr, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
@@ -76,6 +76,7 @@ class Server:
         self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
+        ivr.add_routes(self.app)
         self.rooms = topology.setup(self.app, self)  # outbound calls, bridges, rooms
         media_api.add_routes(self.app)
         for dialect in (telnyx, plivo, acs, bandwidth):

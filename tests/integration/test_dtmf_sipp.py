@@ -148,3 +148,60 @@ async def test_barge_in_stops_within_a_packet_time_current_and_all(tmp_path, web
     assert (ended_c["data"]["stopped_by"], ended_c["data"]["digit"]) == ("dtmf", "1")
     assert (ended_d["data"]["status"], ended_d["data"]["stopped_by"], ended_d["data"]["digit"]) == ("stopped", "dtmf", "1")
     assert [e["digit"] for e in dtmf_events(webhooks, cid)] == ["5", "#", "1"]
+
+
+async def test_play_and_collect(tmp_path, webhooks: Hooks, audio_origin):
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    capture = await open_capture()
+
+    async def ended(collect_id: str) -> dict:
+        e = await webhooks.wait_for(lambda e: e["type"] == "collect.ended" and e["data"]["id"] == collect_id)
+        return e["data"]
+
+    try:
+        url = audio_origin.add("menu.wav", wav_bytes(chirp_signal(2.0, seed=8), 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=6000))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        presser = KeyPresser(capture.sock, call.local_rtp)
+        for body, field in [({"min_digits": 5, "max_digits": 3}, "min_digits"), ({"max_digits": 0}, "max_digits"),
+                            ({"terminator": "x"}, "terminator"), ({"first_digit_timeout_ms": 0}, "first_digit_timeout_ms"),
+                            ({"prompt": {"url": "ftp://x"}}, "prompt.url"), ({"prompt": {"url": url, "overlay": True}},
+                                                                              "prompt.overlay")]:
+            status, err = await post(r, f"/v1/calls/{cid}/collect", body)
+            assert status in (400, 422) and err["error"]["details"]["field"] == field, (body, err)
+        status, c1 = await post(r, f"/v1/calls/{cid}/collect", {
+            "prompt": {"url": url}, "max_digits": 4, "terminator": "#", "first_digit_timeout_ms": 3000})
+        assert status == 201 and c1["state"] == "collecting" and len(c1["prompt_playbacks"]) == 1, c1
+        await webhooks.wait_for(lambda e: e["type"] == "playback.started")
+        await asyncio.sleep(0.3)
+        for d in "12#":
+            await presser.press(d)
+        e1 = await ended(c1["id"])
+        prompt_end = await webhooks.wait_for(lambda e: e["type"] == "playback.ended")
+        _, c2 = await post(r, f"/v1/calls/{cid}/collect", {"max_digits": 3, "command_id": "pin"})
+        for d in "789":
+            await presser.press(d)
+        e2 = await ended(c2["id"])
+        _, c3 = await post(r, f"/v1/calls/{cid}/collect", {"first_digit_timeout_ms": 300})
+        e3 = await ended(c3["id"])
+        _, c4 = await post(r, f"/v1/calls/{cid}/collect", {"inter_digit_timeout_ms": 300, "min_digits": 2})
+        await presser.press("4")
+        e4 = await ended(c4["id"])
+        _, c5 = await post(r, f"/v1/calls/{cid}/collect", {"first_digit_timeout_ms": 60000})
+        _, c6 = await post(r, f"/v1/calls/{cid}/collect", {"first_digit_timeout_ms": 60000})  # replaces c5
+        e5 = await ended(c5["id"])
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+        e6 = await ended(c6["id"])
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    assert (e1["digits"], e1["reason"], e1["valid"]) == ("12", "terminator", True)
+    assert prompt_end["data"]["stopped_by"] == "dtmf" and prompt_end["data"]["digit"] == "1"
+    assert (e2["digits"], e2["reason"], e2["command_id"]) == ("789", "max_digits", "pin")
+    assert (e3["digits"], e3["reason"], e3["valid"]) == ("", "timeout", False)
+    assert (e4["digits"], e4["reason"], e4["valid"]) == ("4", "timeout", False)
+    assert (e5["reason"], e6["reason"]) == ("stopped", "call_hangup")
+    assert [e["type"] for e in webhooks.events if e["type"] == "collect.ended"] == ["collect.ended"] * 6
