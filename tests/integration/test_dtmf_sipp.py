@@ -205,3 +205,95 @@ async def test_play_and_collect(tmp_path, webhooks: Hooks, audio_origin):
     assert (e4["digits"], e4["reason"], e4["valid"]) == ("4", "timeout", False)
     assert (e5["reason"], e6["reason"]) == ("stopped", "call_hangup")
     assert [e["type"] for e in webhooks.events if e["type"] == "collect.ended"] == ["collect.ended"] * 6
+
+
+def _te_events(packets) -> list[list]:
+    """The telephone-event packets grouped per event timestamp, parsed here (RFC 4733 §2.3)."""
+    groups: dict[int, list] = {}
+    for p in packets:
+        if p.pt == 101:
+            groups.setdefault(p.ts, []).append(p)
+    return list(groups.values())
+
+
+async def test_dtmf_out_rfc4733_on_the_media_clock(tmp_path, webhooks: Hooks, audio_origin):
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    capture = await open_capture()
+    try:
+        prompt = chirp_signal(1.5, seed=9)
+        url = audio_origin.add("p.wav", wav_bytes(prompt, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4000))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        await post(r, f"/v1/calls/{cid}/playbacks", {"url": url})
+        await webhooks.wait_for(lambda e: e["type"] == "playback.started")
+        await asyncio.sleep(0.3)
+        status, sent = await post(r, f"/v1/calls/{cid}/dtmf", {"digits": "123#", "duration_ms": 100})
+        assert status == 202 and sent["method"] == "rfc4733", sent
+        status, busy = await post(r, f"/v1/calls/{cid}/dtmf", {"digits": "9"})
+        assert status == 409 and busy["error"]["code"] == "dtmf_in_progress"
+        status, bad = await post(r, f"/v1/calls/{cid}/dtmf", {"digits": "12x"})
+        assert status == 422 and bad["error"]["details"]["field"] == "digits"
+        await webhooks.wait_for(lambda e: e["type"] == "dtmf.sent", timeout=5)
+        ended = await webhooks.wait_for(lambda e: e["type"] == "playback.ended", timeout=5)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    pkts = capture.packets
+    seqs = [p.seq for p in pkts]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:])), "one sequence across audio and events"
+    assert len({p.ssrc for p in pkts}) == 1
+    events = _te_events(pkts)
+    assert [e[0].payload[0] for e in events] == [1, 2, 3, 11]
+    for ev in events:
+        durs = [int.from_bytes(p.payload[2:4], "big") for p in ev]
+        ends = [p for p in ev if p.payload[1] & 0x80]
+        assert ev[0].marker and not any(p.marker for p in ev[1:])
+        assert durs == [160, 320, 480, 640, 800, 800, 800] and len(ends) == 3 and ends == ev[-3:]
+        first = pkts.index(ev[0])
+        # the event timestamp is the media clock at its first packet: the previous packet's + 160
+        assert ev[0].ts == (pkts[first - 1].ts + 160) & 0xFFFFFFFF
+    after = pkts.index(events[-1][-1]) + 1
+    assert pkts[after].pt == 0 and pkts[after].ts == (events[-1][0].ts + 7 * 160) & 0xFFFFFFFF
+    # the prompt waited: with the silence and events taken out, it is whole and bit-exact
+    audio = b"".join(p.payload for p in pkts if p.pt == 0 and p.payload != b"\xff" * 160)
+    assert expected_payload(prompt, "PCMU") in audio
+    assert ended["data"]["status"] == "completed" and abs(ended["data"]["ms_played"] - 1500) <= 20
+
+
+async def test_dtmf_out_inband_when_no_telephone_event(tmp_path, webhooks: Hooks):
+    import numpy as np
+
+    from mediacodecs.g711 import decode as g711_decode
+    from mediasrv.media.tones import DTMF_FREQS
+
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    capture = await open_capture()
+    try:
+        args = sipp_play_args(r, capture.port, duration_ms=3000)
+        args[args.index("-sf") + 1] = str(SCENARIOS / "uac_play_no_te.xml")
+        sipp = await start_sipp(args)
+        [call] = await answered_calls(r, 1)
+        status, sent = await post(r, f"/v1/calls/{call.call_id}/dtmf", {"digits": "19#", "duration_ms": 100})
+        assert status == 202 and sent["method"] == "inband", sent
+        await webhooks.wait_for(lambda e: e["type"] == "dtmf.sent", timeout=5)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    assert all(p.pt == 0 for p in capture.packets)
+    toned = [p for p in capture.packets if p.payload != b"\xff" * 160]
+    assert len(toned) == 3 * 5  # three 100 ms tones (the 60 ms gaps between them are silence)
+    pcm = g711_decode("PCMU", b"".join(p.payload for p in capture.packets[capture.packets.index(toned[0]):]))
+    freqs = np.fft.rfftfreq(800, 1 / 8000)
+    for k, d in enumerate("19#"):
+        seg = pcm[k * 1280 : k * 1280 + 800].astype(float)
+        spec = np.abs(np.fft.rfft(seg * np.hanning(800)))
+        top = sorted(freqs[np.argsort(spec)[-40:]])
+        lo, hi = DTMF_FREQS[d]
+        assert any(abs(f - lo) < 15 for f in top) and any(abs(f - hi) < 15 for f in top), (d, top)
+        assert not any(abs(f - 1633) < 15 for f in top) or hi == 1633
