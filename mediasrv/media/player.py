@@ -101,8 +101,21 @@ class SourceSpec:
     password: str | None = field(default=None, repr=False)
     cache: bool | None = None  # True: cache even without HTTP caching headers; False: never; None: RFC 9111
     cache_id: str | None = None  # caller's cache key (a rotating signed URL can share one entry)
+    tone: str | None = None  # a synthesized tone (media/tones.py grammar), e.g. "ring" or "440+480:2000/4000"
+    digits: str | None = None  # in-band DTMF tones for these keys
+    duration_ms: int | None = None  # tone: its length (default: one cadence cycle, 1 s when continuous)
+    digit_ms: int = 100  # digits: each key's tone
+    gap_ms: int = 100  # digits: silence between keys
+
+    @property
+    def synthesized(self) -> bool:
+        return self.tone is not None or self.digits is not None
 
     def describe(self) -> str:
+        if self.tone is not None:
+            return f"tone:{self.tone}"
+        if self.digits is not None:
+            return f"digits:{self.digits}"
         if self.url is not None:
             return self.url.split("?", 1)[0]  # never the query string: signed URLs carry secrets there
         if self.media is not None:

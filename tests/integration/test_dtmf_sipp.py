@@ -297,3 +297,67 @@ async def test_dtmf_out_inband_when_no_telephone_event(tmp_path, webhooks: Hooks
         lo, hi = DTMF_FREQS[d]
         assert any(abs(f - lo) < 15 for f in top) and any(abs(f - hi) < 15 for f in top), (d, top)
         assert not any(abs(f - 1633) < 15 for f in top) or hi == 1633
+
+
+async def test_tone_and_digits_sources_and_offset(tmp_path, webhooks: Hooks, audio_origin):
+    import numpy as np
+
+    from mediacodecs.g711 import decode as g711_decode
+    from mediasrv.media.tones import DTMF_FREQS
+
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    capture = await open_capture()
+    try:
+        prompt = chirp_signal(1.0, seed=10)
+        url = audio_origin.add("p.wav", wav_bytes(prompt, 8000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        for body, field in [({"tone": "440+:100/100"}, "tone"), ({"tone": "ring/zz"}, "tone"),
+                            ({"digits": "12x"}, "digits"), ({"tone": "ring", "url": url}, "url"),
+                            ({"tone": "busy", "cache": True}, "cache"), ({"url": url, "offset_ms": -1}, "offset_ms"),
+                            ({"sources": [{"url": url}, {"digits": "1", "digit_ms": 10}]}, "sources[1].digits")]:
+            status, err = await post(r, f"/v1/calls/{cid}/playbacks", body)
+            assert status in (400, 422) and err["error"]["details"]["field"] == field, (body, err)
+        status, pb = await post(r, f"/v1/calls/{cid}/playbacks", {"sources": [
+            {"tone": "440+480:400/200"}, {"digits": "5#", "digit_ms": 200, "gap_ms": 100}, {"tone": "busy/de",
+                                                                                              "duration_ms": 200}]})
+        assert status == 201 and pb["source"] == "tone:440+480:400/200, digits:5#, tone:busy/de", pb
+        await webhooks.wait_for(lambda e: e["type"] == "playback.ended" and e["data"]["playback_id"] == pb["id"])
+        status, off = await post(r, f"/v1/calls/{cid}/playbacks", {"url": url, "offset_ms": 600, "loop": 2})
+        assert status == 201
+        ended = await webhooks.wait_for(lambda e: e["type"] == "playback.ended" and e["data"]["playback_id"] == off["id"])
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+
+    payload = capture.payload()
+    e = expected_payload(prompt, "PCMU")
+    at = payload.find(e[4800:] + e)
+    assert at >= 0 and at % 160 == 0, "offset_ms applies to the first iteration only"
+    assert ended["data"]["ms_played"] == 400 + 1000
+
+    pcm = g711_decode("PCMU", payload).astype(float)
+    start = next(i for i in range(0, len(pcm), 160) if np.abs(pcm[i : i + 160]).max() > 500)
+
+    def peaks(seg: np.ndarray, k: int = 2) -> list[float]:
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+        freqs = np.fft.rfftfreq(len(seg), 1 / 8000)
+        out: list[float] = []
+        for i in np.argsort(spec)[::-1]:
+            if all(abs(freqs[i] - f) > 40 for f in out):
+                out.append(float(freqs[i]))
+            if len(out) == k:
+                return sorted(out)
+        return sorted(out)
+
+    s = start
+    assert peaks(pcm[s : s + 3200]) == pytest.approx([440, 480], abs=5)  # 400 ms of ring-back tone
+    assert np.abs(pcm[s + 3200 + 80 : s + 4800 - 80]).max() < 50  # its 200 ms off
+    d = s + 4800  # the digits source starts on the next packet boundary (4800 is one)
+    assert peaks(pcm[d : d + 1600]) == pytest.approx(list(DTMF_FREQS["5"]), abs=10)
+    assert peaks(pcm[d + 2400 : d + 4000]) == pytest.approx(list(DTMF_FREQS["#"]), abs=10)
+    b = d + 4000
+    assert peaks(pcm[b : b + 1600], 1) == pytest.approx([425], abs=10)  # German busy, 200 ms
