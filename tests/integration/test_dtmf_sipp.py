@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 
 import aiohttp
 import pytest
 from telnyx.types import CallDtmfReceivedWebhookEvent
 
+from mediasrv.demo import free_port_pair
 from mediasrv.probe import analyse, open_capture
 
 from ..dtmf_peer import KeyPresser
+from ..pcap_writer import write_pcap
 from .conftest import SCENARIOS, Hooks, chirp_signal, run_sipp, start_server, wav_bytes
 from .test_playback_sipp import answered_calls, expected_payload, sipp_play_args, start_sipp
 from .test_telnyx_sdk import API_KEY, SignedHooks, hooks, public_key, sdk_client  # noqa: F401 - hooks: fixture
@@ -361,3 +364,42 @@ async def test_tone_and_digits_sources_and_offset(tmp_path, webhooks: Hooks, aud
     assert peaks(pcm[d + 2400 : d + 4000]) == pytest.approx(list(DTMF_FREQS["#"]), abs=10)
     b = d + 4000
     assert peaks(pcm[b : b + 1600], 1) == pytest.approx([425], abs=10)  # German busy, 200 ms
+
+
+def _press_rtp(digit: str, ts: int, seq: int, updates: int = 4) -> list[bytes]:
+    event = "0123456789*#ABCD".index(digit)
+    out = []
+    for k in range(1, updates + 1):
+        out.append(struct.pack("!BBHII", 0x80, 101 | (0x80 if k == 1 else 0), seq, ts, 0xABCDEF)
+                   + struct.pack("!BBH", event, 10, k * 160))
+        seq += 1
+    for _ in range(3):
+        out.append(struct.pack("!BBHII", 0x80, 101, seq, ts, 0xABCDEF) + struct.pack("!BBH", event, 0x8A, (updates + 1) * 160))
+        seq += 1
+    return out
+
+
+async def test_sipp_plays_rfc4733_from_a_pcap(tmp_path, webhooks: Hooks):
+    """SIPp itself sends the key presses (play_pcap_audio), from a pcap written now: "1" whole, "5" with all
+    three end packets lost (reported when "#" starts), "#" with its first two packets lost."""
+    r = await start_server(tmp_path, webhook_url=webhooks.url)
+    try:
+        pkts = _press_rtp("1", 160_000, 100) + _press_rtp("5", 161_600, 107)[:4] + _press_rtp("#", 163_200, 114)[2:]
+        write_pcap(tmp_path / "keys.pcap", [(0.2 + 0.02 * i, p) for i, p in enumerate(pkts)])
+        scenario = tmp_path / "uac_pcap_dtmf.xml"
+        scenario.write_text((SCENARIOS / "uac_pcap_dtmf.xml").read_text().replace("PCAP_FILE", str(tmp_path / "keys.pcap")))
+        media_port = free_port_pair()
+        code, out = await run_sipp(
+            f"127.0.0.1:{r.sip_port}", "-sf", str(scenario), "-i", "127.0.0.1", "-p", "0", "-mi", "127.0.0.1",
+            "-mp", str(media_port), "-d", "1500", "-m", "1", "-l", "1", "-timeout", "30s", "-timeout_error",
+            timeout=40)
+        assert code == 0, out[-3000:]
+        await webhooks.wait_for(lambda e: e["type"] == "call.hangup")
+    finally:
+        await r.server.stop()
+    [call_id] = {e["call_id"] for e in webhooks.events}
+    assert dtmf_events(webhooks, call_id) == [
+        {"digit": "1", "duration_ms": 100, "method": "rfc4733"},
+        {"digit": "5", "duration_ms": 80, "method": "rfc4733"},
+        {"digit": "#", "duration_ms": 100, "method": "rfc4733"},
+    ]
