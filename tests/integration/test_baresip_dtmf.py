@@ -42,7 +42,7 @@ async def test_baresip_sends_rfc4733_digits(tmp_path: Path, webhooks: Hooks) -> 
         # (the last one, "0", is still being sent when the test ends)
         for key in "15#0":
             console.sendto(key.encode(), ("127.0.0.1", cons_port))
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.3)
         assert call.media.remote_addr[0] == "127.0.0.1", call.media.remote_addr
         await wait_until(lambda: len([e for e in webhooks.events if e["type"] == "dtmf.received"]) >= 3,
                          timeout=5, what="three dtmf.received")

@@ -33,7 +33,7 @@ async def test_rfc4733_with_loss_each_press_once_and_telnyx_webhook(tmp_path, we
     hooks.client, hooks.key = client, await public_key(client)
     capture = await open_capture()
     try:
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=9000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=5000))
         [call] = await answered_calls(r, 1)
         presser = KeyPresser(capture.sock, call.local_rtp, loss=0.05, rng=random.Random(12))
         rng = random.Random(3)
@@ -110,7 +110,7 @@ async def test_barge_in_stops_within_a_packet_time_current_and_all(tmp_path, web
         url_a = audio_origin.add("a.wav", wav_bytes(long_a, 8000))
         url_b = audio_origin.add("b.wav", wav_bytes(short_b, 8000))
         url_c = audio_origin.add("c.wav", wav_bytes(chirp_signal(4.0, seed=6), 8000))
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=7000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
         [call] = await answered_calls(r, 1)
         cid = call.call_id
         presser = KeyPresser(capture.sock, call.local_rtp)
@@ -163,7 +163,7 @@ async def test_play_and_collect(tmp_path, webhooks: Hooks, audio_origin):
 
     try:
         url = audio_origin.add("menu.wav", wav_bytes(chirp_signal(2.0, seed=8), 8000))
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=6000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
         [call] = await answered_calls(r, 1)
         cid = call.call_id
         presser = KeyPresser(capture.sock, call.local_rtp)
@@ -225,7 +225,7 @@ async def test_dtmf_out_rfc4733_on_the_media_clock(tmp_path, webhooks: Hooks, au
     try:
         prompt = chirp_signal(1.5, seed=9)
         url = audio_origin.add("p.wav", wav_bytes(prompt, 8000))
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3200))
         [call] = await answered_calls(r, 1)
         cid = call.call_id
         await post(r, f"/v1/calls/{cid}/playbacks", {"url": url})
@@ -276,7 +276,7 @@ async def test_dtmf_out_inband_when_no_telephone_event(tmp_path, webhooks: Hooks
     r = await start_server(tmp_path, webhook_url=webhooks.url)
     capture = await open_capture()
     try:
-        args = sipp_play_args(r, capture.port, duration_ms=3000)
+        args = sipp_play_args(r, capture.port, duration_ms=1500)
         args[args.index("-sf") + 1] = str(SCENARIOS / "uac_play_no_te.xml")
         sipp = await start_sipp(args)
         [call] = await answered_calls(r, 1)
@@ -313,7 +313,7 @@ async def test_tone_and_digits_sources_and_offset(tmp_path, webhooks: Hooks, aud
     try:
         prompt = chirp_signal(1.0, seed=10)
         url = audio_origin.add("p.wav", wav_bytes(prompt, 8000))
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3800))
         [call] = await answered_calls(r, 1)
         cid = call.call_id
         for body, field in [({"tone": "440+:100/100"}, "tone"), ({"tone": "ring/zz"}, "tone"),
