@@ -20,6 +20,7 @@ from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
 from .media import MediaPlane, MediaSettings
+from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
 
 log = logging.getLogger("mediasrv.server")
@@ -51,6 +52,9 @@ class Server:
                 data_dir=settings.data_dir,
                 send_silence=settings.send_silence,
                 rtp_timeout_s=settings.rtp_timeout_s,
+                rtp_hold_timeout_s=settings.rtp_hold_timeout_s,
+                symmetric_rtp=settings.symmetric_rtp,
+                media_deny_cidrs=list(settings.media_deny_cidrs),
                 fetch_timeout_s=settings.fetch_timeout_s,
                 max_fetch_bytes=settings.max_fetch_bytes,
                 max_audio_seconds=settings.max_audio_seconds,
@@ -68,6 +72,18 @@ class Server:
                 auto_answer=settings.auto_answer,
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
+                media_address_check=self.media.policy.check,
+                ring_timeout_s=settings.ring_timeout_s,
+                admission=AdmissionSettings(
+                    allow_cidrs=tuple(settings.sip_allow_cidrs),
+                    users=dict(settings.sip_users),
+                    realm=settings.sip_realm,
+                    auth_proxy=settings.sip_auth_proxy,
+                    nonce_ttl_s=settings.sip_nonce_ttl_s,
+                    rate_per_source=settings.sip_rate_per_source,
+                    burst_per_source=settings.sip_burst_per_source,
+                    max_sources=settings.sip_rate_max_sources,
+                ),
             ),
             self.registry,
             self.media,
@@ -173,6 +189,14 @@ class Server:
         metric("dtmf_total", "counter", "DTMF: presses received (rfc4733, info), barge-ins, digits sent, and "
                "telephone-event packets dropped by reason (malformed, unsupported, absurd, flood, duplicates...)",
                [(f'{{kind="{k}"}}', v) for k, v in sorted((m.get("dtmf") or {}).items())])
+        metric("rtp_ports_in_use", "gauge", "RTP/RTCP port pairs held by live legs", [("", m.get("ports_in_use", 0))])
+        metric(
+            "media_events_total",
+            "counter",
+            "Media plane events: rtp_timeouts (calls hung up for no inbound RTP/RTCP), latched (symmetric RTP "
+            "moves), refused_remotes (destinations the media address policy refused), release_errors",
+            [(f'{{kind="{k}"}}', v) for k, v in sorted((m.get("media_events") or {}).items())],
+        )
         sip_stats = getattr(self.sip, "stats", {}) or {}
         metric(
             "sip_events_total",
