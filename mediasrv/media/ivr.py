@@ -74,13 +74,13 @@ class IvrControl:
         if state.collect is not None:
             self._end_collect(state, "call_hangup")
 
-    def counters(self) -> dict[str, int]:
-        """Presses received and digits sent, and every telephone-event packet dropped (by why), live legs included."""
-        out = {**self.totals, **{f"dropped_{k}": v for k, v in self.dropped.items()}}
+    def drops(self) -> dict[str, int]:
+        """Telephone-event packets dropped, by why (live legs and ended ones)."""
+        out = dict(self.dropped)
         for state in self._legs.values():
             for k, v in state.detector.stats.as_dict().items():
                 if k not in _NOT_DROPS and v:
-                    out[f"dropped_{k}"] = out.get(f"dropped_{k}", 0) + v
+                    out[k] = out.get(k, 0) + v
         return out
 
     def stats(self, call_id: str) -> dict[str, Any] | None:

@@ -60,7 +60,7 @@ async def test_rfc4733_with_loss_each_press_once_and_telnyx_webhook(tmp_path, we
     assert "".join(e["digit"] for e in got) == digits, (len(got), presser.dropped)
     assert all(e["method"] == "rfc4733" and 0 < e["duration_ms"] <= 140 for e in got)
     assert stats["malformed"] == 4 and stats["unsupported"] == 4 and stats["absurd"] == 8, stats
-    assert 'mediasrv_dtmf_total{kind="received_rfc4733"} 40' in metrics
+    assert 'mediasrv_dtmf_received_total{method="rfc4733"} 40.0' in metrics
     # the call's own audio went on undisturbed: one stream, no gaps
     report = analyse([p for p in capture.packets if p.pt == 0])
     assert report.ssrcs == 1 and report.seq_errors == 0 and report.ts_errors == 0, report.line()
