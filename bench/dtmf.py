@@ -119,7 +119,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"presses: {args.presses} over {len(work)} calls in {took:.1f} s, packets sent {sent}, "
               f"lost on purpose {lost} ({100 * lost / max(1, sent + lost):.1f} %)")
         print(f"  dtmf.received: {got}; calls whose digits arrived exactly once and in order: {exact}/{len(work)}")
-        print(f"  detector counters: {server.media.ivr.counters()}")
+        print(f"  totals: {server.media.ivr.totals}; telephone-event packets dropped: {server.media.ivr.drops()}")
 
         # -- 2. barge-in latency ----------------------------------------------------------------
         ssrc_of = {c.call_id: server.media.leg_stats(c.call_id)["ssrc"] for c in work}
