@@ -50,7 +50,16 @@ def new_call_id(node_id: str) -> str:
     return f"v3:{node_id}:{uuid.uuid4().hex}"
 
 
-NODE_ID = os.environ.get("MEDIASRV_NODE_ID", uuid.uuid4().hex[:8])
+NODE_ID = os.environ.get("MEDIASRV_NODE_ID", uuid.uuid4().hex[:8])  # for objects made outside any server (tests)
+
+
+def owner_of(object_id: str) -> str | None:
+    """The node named by a call, room or playback id (``v3:<node>:…``, ``r3:…``, ``p3:…``); None if it names none."""
+    kind, sep, rest = object_id.partition(":")
+    node, sep2, tail = rest.partition(":")
+    if not sep or not sep2 or kind not in ("v3", "r3", "p3") or not node or not tail:
+        return None
+    return node
 
 
 @dataclass
@@ -166,7 +175,8 @@ class CallRegistry:
     Ended calls are kept for a while so that late API commands get 409 instead of 404.
     """
 
-    def __init__(self, keep_ended: int = 1000) -> None:
+    def __init__(self, keep_ended: int = 1000, node_id: str | None = None) -> None:
+        self.node_id = node_id or NODE_ID  # named by every call id this node makes
         self._calls: dict[str, Call] = {}
         self._by_sip: dict[str, str] = {}
         self._ended: list[str] = []

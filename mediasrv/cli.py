@@ -44,6 +44,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="run the media clock's thread under SCHED_FIFO priority N (1-99; env MEDIASRV_REALTIME_PRIORITY)")
     p.add_argument("--sip-allow-cidrs", dest="sip_allow_cidrs",
                    help="networks that may send INVITEs, comma-separated (env MEDIASRV_SIP_ALLOW_CIDRS; default loopback)")
+    p.add_argument("--node-id", dest="node_id", help="this node's id in call/playback ids (env MEDIASRV_NODE_ID; default <host>-<SIP port>)")
+    p.add_argument("--cluster-dir", dest="cluster_dir", help="shared directory where live nodes lock their node id (env MEDIASRV_CLUSTER_DIR)")
+    p.add_argument("--media-dir", dest="media_dir", help="named-media store directory (env MEDIASRV_MEDIA_DIR; default <data-dir>/media)")
     p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop")
     p.add_argument("--log-level", dest="log_level")
 
@@ -82,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mediasrv: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .cluster.identity import NodeIdError
     from .server import run_forever
 
     try:
         _run(run_forever(settings), settings.use_uvloop)
+    except NodeIdError as exc:
+        print(f"mediasrv: cannot start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"mediasrv: cannot start: {exc}", file=sys.stderr)
         return 1

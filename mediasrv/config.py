@@ -124,8 +124,21 @@ class Settings:
     bandwidth_username: str | None = None
     bandwidth_password: str | None = None
     bandwidth_answer_url: str | None = None
+    # scale-out (issue 11, mediasrv/cluster/): the token in every call/room/playback id (default <host>-<SIP port>);
+    # a directory where live nodes hold a lock per node id (duplicates refused at start); other nodes' HTTP URLs
+    node_id: str | None = None
+    cluster_dir: str | None = None
+    cluster_peers: dict[str, str] = field(default_factory=dict)  # node_id -> http://host:port of that node's API
+    media_dir: str | None = None  # named media store; default <data-dir>/media (share it between nodes)
 
     # derived views ------------------------------------------------------
+    @property
+    def node(self) -> str:
+        """This node's id: ``node_id`` or ``<host>-<SIP port>``."""
+        from .cluster.identity import default_node_id
+
+        return self.node_id or default_node_id(self.sip_addr[1])
+
     @property
     def sip_addr(self) -> tuple[str, int]:
         return parse_hostport(self.sip, 5060)
@@ -188,6 +201,15 @@ class Settings:
                     ipaddress.ip_network(cidr, strict=False)
                 except ValueError as exc:
                     raise ConfigError(f"{name}: {cidr!r} is not an address or network") from exc
+        from .cluster.identity import valid_node_id
+
+        if self.node_id is not None and not valid_node_id(self.node_id):
+            raise ConfigError(f"node_id {self.node_id!r} must be a short token (letters, digits, '_', '.', '-'; up to 48)")
+        if not isinstance(self.cluster_peers, dict) or not all(
+            isinstance(k, str) and valid_node_id(k) and isinstance(v, str) and v.startswith(("http://", "https://"))
+            for k, v in self.cluster_peers.items()
+        ):
+            raise ConfigError("cluster_peers must map node ids to http(s) URLs (node-a=http://127.0.0.1:8081,...)")
         if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
             raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 
@@ -201,6 +223,11 @@ def _coerce(name: str, raw: Any) -> Any:
             return int(raw)
         if "float" in str(kind):
             return float(raw)
+        if name == "cluster_peers":  # "node-a=http://127.0.0.1:8081,node-b=http://127.0.0.1:8082"
+            pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"{name}: expected node=url[,node=url...]")
+            return {n.strip(): u.strip() for n, u in pairs}
         if "dict" in str(kind):  # "user:password,user2:password2" (TOML tables take any password)
             pairs = [p.split(":", 1) for p in raw.split(",") if p.strip()]
             if any(len(p) != 2 for p in pairs):

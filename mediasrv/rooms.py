@@ -72,7 +72,7 @@ class RoomRegistry:
 
     # -- changes ---------------------------------------------------------
     def create(self, kind: str = CONFERENCE) -> Room:
-        room = Room(kind=kind)
+        room = Room(kind=kind, room_id=new_room_id(self.calls.node_id))
         self._rooms[room.room_id] = room
         return room
 

@@ -15,6 +15,7 @@ from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
+from .cluster.identity import NodeLock, claim_node_id, default_node_id
 from .config import Settings, is_loopback
 from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
@@ -34,7 +35,9 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = CallRegistry()
+        self.node_id = settings.node
+        self.registry = CallRegistry(node_id=self.node_id)
+        self._node_lock: NodeLock | None = None
         journal = Journal(JournalSettings(
             dir=Path(settings.data_dir) / "events",
             segment_bytes=settings.events_segment_bytes,
@@ -56,6 +59,8 @@ class Server:
                 rtp_port_lo=lo,
                 rtp_port_hi=hi,
                 data_dir=settings.data_dir,
+                node_id=self.node_id,
+                media_dir=settings.media_dir or "",
                 send_silence=settings.send_silence,
                 rtp_timeout_s=settings.rtp_timeout_s,
                 rtp_hold_timeout_s=settings.rtp_hold_timeout_s,
@@ -133,10 +138,17 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
+        port_known = bool(self.settings.node_id) or self.settings.sip_addr[1] != 0
+        if port_known:  # before anything listens: a duplicate node id never serves
+            self._claim_node_id()
         await self.events.start()  # before SIP and HTTP: owed webhooks go first, seq continues
         await self.media.start()
         self.media.loader.start_workers()
         await self.sip.start()
+        if not self.settings.node_id and self.settings.sip_addr[1] == 0:  # default id from the port really bound
+            self._set_node_id(default_node_id(self.sip.address[1]))
+        if not port_known:
+            self._claim_node_id()
         host, port = self.settings.http_addr
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -149,12 +161,21 @@ class Server:
         if not self.settings.api_token and is_loopback(host):
             log.warning("HTTP API on %s:%s has no token: loopback only (set MEDIASRV_API_TOKEN)", *self.http_address)
         log.info(
-            "mediasrv up: SIP %s:%s (UDP+TCP), HTTP %s:%s, RTP %s",
+            "mediasrv up: node %s, SIP %s:%s (UDP+TCP), HTTP %s:%s, RTP %s",
+            self.node_id,
             *self.sip.address,
             *self.http_address,
             self.settings.rtp_ports,
         )
         self.gc.start()
+
+    def _claim_node_id(self) -> None:
+        if self.settings.cluster_dir:
+            self._node_lock = claim_node_id(self.settings.cluster_dir, self.node_id,
+                                            {"sip": self.settings.sip, "http": self.settings.http})
+
+    def _set_node_id(self, node_id: str) -> None:
+        self.node_id = self.registry.node_id = self.media.settings.node_id = node_id
 
     async def _start_metrics_listener(self, host: str, port: int) -> None:
         """``metrics_listen``: an address serving GET /metrics only (metrics_token, if set, is asked there)."""
@@ -179,6 +200,9 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.events.close()
+        if self._node_lock is not None:
+            self._node_lock.release()
+            self._node_lock = None
 
     def journal_health(self) -> dict[str, Any]:
         """For /healthz: is the event journal persisting, and why not."""
@@ -203,7 +227,7 @@ async def run_forever(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         except NotImplementedError:  # pragma: no cover - non-POSIX
             pass
-    print(f"mediasrv serving: SIP {server.sip.address[0]}:{server.sip.address[1]} "
+    print(f"mediasrv serving: node {server.node_id} SIP {server.sip.address[0]}:{server.sip.address[1]} "
           f"HTTP http://{server.http_address[0]}:{server.http_address[1]}", flush=True)
     await stop.wait()
     await server.stop()

@@ -43,6 +43,8 @@ class MediaSettings:
     rtp_port_lo: int = 20000
     rtp_port_hi: int = 29999
     data_dir: str = "./data"
+    node_id: str = ""  # named in playback ids (p3:<node>:…); empty: a bare random id
+    media_dir: str = ""  # the named-media store (shared between nodes); empty: <data_dir>/media
     send_silence: bool = True
     rtp_timeout_s: float = 30.0  # no RTP/RTCP from the peer for this long: hang up (0 = off)
     rtp_hold_timeout_s: float = 300.0  # the same while the call is on hold (sendonly/inactive/c=0.0.0.0)
@@ -202,7 +204,7 @@ class MediaPlane:
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
             allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
-            decode_processes=settings.decode_processes,
+            decode_processes=settings.decode_processes, media_dir=settings.media_dir or None,
         )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
@@ -437,7 +439,7 @@ class MediaPlane:
         claims = [loads, *([c.another() for c in loads] for _ in legs[1:])]
         playbacks = []
         for leg, driver, leg_claims in zip(legs, drivers, claims, strict=True):
-            playback = new_playback(leg, request, futures, command_id=command_id)
+            playback = new_playback(leg, request, futures, command_id=command_id, node_id=self.settings.node_id)
             self._playbacks[playback.id] = playback
             self._claims[playback.id] = leg_claims
             if request.stop is not None:

@@ -285,10 +285,12 @@ def new_playback(
     request: PlayRequest,
     media_future: asyncio.Future[Media] | Sequence[asyncio.Future[Media]],
     command_id: str | None = None,
+    node_id: str = "",
 ) -> Playback:
+    """A playback whose id names its node (``p3:<node>:<random>``), like call ids, when *node_id* is given."""
     futures = [media_future] if isinstance(media_future, asyncio.Future) else list(media_future)
     return Playback(
-        id=uuid.uuid4().hex, call_id=call_id, source=request.source, loop=request.loop, futures=futures,
+        id=f"p3:{node_id}:{uuid.uuid4().hex}" if node_id else uuid.uuid4().hex, call_id=call_id, source=request.source, loop=request.loop, futures=futures,
         command_id=command_id if command_id is not None else request.command_id, target=request.target,
         overlay=request.overlay, mix=request.mix, duck_db=request.duck_db, volume_db=request.volume_db,
         length_s=request.length_s, gain=db_gain(request.volume_db),

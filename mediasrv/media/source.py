@@ -299,9 +299,10 @@ class MediaLoader:
                  cache_bytes: int = 512 << 20, *, max_audio_seconds: float = 3600.0,
                  allow_cidrs: list[str] | tuple[str, ...] = (), deny_cidrs: list[str] | tuple[str, ...] = (),
                  disk_cache_bytes: int = 4 << 30, connect_timeout_s: float = 5.0,
-                 first_byte_timeout_s: float = 10.0, decode_processes: int = 1) -> None:
+                 first_byte_timeout_s: float = 10.0, decode_processes: int = 1,
+                 media_dir: str | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.media_dir = self.data_dir / "media"
+        self.media_dir = Path(media_dir) if media_dir else self.data_dir / "media"  # shared by a cluster's nodes
         self.max_audio_seconds = max_audio_seconds
         self.fetcher = Fetcher(FetchSettings(
             connect_timeout_s=min(connect_timeout_s, fetch_timeout_s),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia
+from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia, new_call_id
 from ..logsafe import SourceLimiter, clip
 from . import digest
 from . import sdp as sdpmod
@@ -487,6 +487,7 @@ class SipCore:
             from_uri=req.from_.raw_uri,
             to_uri=req.to.raw_uri,
             sip_call_id=req.call_id,
+            call_id=new_call_id(self.registry.node_id),
         )
         if req.from_.display:
             call.extra["from_display"] = req.from_.display
@@ -781,7 +782,8 @@ class SipCore:
         host = f"[{s.host}]" if ":" in s.host else s.host
         from_uri = from_uri or f"sip:mediasrv@{host}"
         sip_call_id = f"{self._token()}@{host}"
-        call = Call(direction=Direction.OUTBOUND, from_uri=from_uri, to_uri=to_uri, sip_call_id=sip_call_id)
+        call = Call(direction=Direction.OUTBOUND, from_uri=from_uri, to_uri=to_uri, sip_call_id=sip_call_id,
+                    call_id=new_call_id(self.registry.node_id))
         tag = self._token()
         session = Session(call=call, inbound=False, local_tag=tag, on_result=on_result)
         session.sess_id = random.getrandbits(31)
