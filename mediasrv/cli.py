@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -62,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     keys = sub.add_parser("keys", help="print the public keys that verify our webhook signatures (ACS RS256 JWK, Telnyx Ed25519)")
     keys.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
     keys.add_argument("--data-dir", dest="data_dir", help="data directory holding keys/ (env MEDIASRV_DATA_DIR)")
+    cl = sub.add_parser("cluster", help="Kamailio in front of N nodes on this host (one per core); Ctrl-C stops all")
+    cl.add_argument("--nodes", type=int, default=len(os.sched_getaffinity(0)), help="how many nodes (default: one per core)")
+    cl.add_argument("--sip", default="127.0.0.1:5060", help="Kamailio's SIP HOST:PORT, the one callers use")
+    cl.add_argument("--node-sip-base", type=int, default=5071, help="node i's SIP port is this + i (default 5071)")
+    cl.add_argument("--http-base", type=int, default=8081, help="node i's HTTP port is this + i (default 8081)")
+    cl.add_argument("--rtp-ports", default="20000-29999", help="RTP range LO-HI, split between the nodes")
+    cl.add_argument("--data-dir", default="./data", help="nodes/<node_id>/ per node; media/ and cluster/ shared")
+    cl.add_argument("--pin", action="store_true", help="pin node i to CPU i (os.sched_setaffinity)")
+    cl.add_argument("--ping-interval", type=int, default=2, help="Kamailio's OPTIONS probe interval, s")
+    cl.add_argument("--log-dir", help="write each process's output to <dir>/<name>.log instead of the terminal")
+    cl.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: passed to every node's `mediasrv serve`")
     from . import client
 
     client.add_parsers(sub)
@@ -71,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return client.run(args)
     if args.command == "keys":
         return _keys(args)
+    if args.command == "cluster":
+        return _cluster(args)
 
     if args.command == "demo":
         from .demo import run_demo
@@ -97,6 +111,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mediasrv: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .cluster.launcher import ClusterError, ClusterPlan, run
+
+    extra = [a for a in args.serve_args if a != "--"] if args.serve_args else []
+    try:
+        plan = ClusterPlan(nodes=args.nodes, sip=args.sip, http_base=args.http_base, node_sip_base=args.node_sip_base,
+                           rtp_ports=args.rtp_ports, data_dir=Path(args.data_dir), pin=args.pin,
+                           ping_interval_s=args.ping_interval)
+    except (ClusterError, ConfigError) as exc:
+        print(f"mediasrv cluster: {exc}", file=sys.stderr)
+        return 2
+    return run(plan, extra, Path(args.log_dir) if args.log_dir else None)
 
 
 def _keys(args: argparse.Namespace) -> int:
