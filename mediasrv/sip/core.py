@@ -255,6 +255,10 @@ class SipCore:
             if k == "to" and to_tag and req.to_tag is None:
                 v = f"{v};tag={to_tag}"
             lines.append(f"{name}: {v}")
+        if 100 < status < 300 and req.method == "INVITE" and req.to_tag is None:
+            # a dialog-making response carries the request's Record-Route, in order (RFC 3261 12.1.1):
+            # behind a proxy (Kamailio) the caller's ACK and BYE then come back through it
+            lines.extend(f"Record-Route: {v}" for k, v in req.headers if k == "record-route")
         lines.append(f"Server: {self.settings.user_agent}")
         if headers:
             lines.extend(f"{k}: {v}" for k, v in headers)

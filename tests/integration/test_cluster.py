@@ -1,0 +1,164 @@
+"""Two mediasrv nodes behind real Kamailio (issue 11), started as ``mediasrv cluster`` starts them.
+
+SIPp dials Kamailio's port; Kamailio's dispatcher hashes each Call-ID onto a node; RTP goes straight
+between SIPp's media address and the node; BYE follows the Record-Route back through Kamailio to the
+node that answered; a stopped node's share of new INVITEs goes to the other node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from mediasrv.cluster.launcher import Cluster, ClusterPlan
+
+from .conftest import SCENARIOS, require, run_sipp
+
+NODES = 2
+
+
+def free_run(n: int) -> int:
+    """A base port with base..base+n-1 free for UDP and TCP on loopback."""
+    for _ in range(200):
+        base = random.randrange(33000, 60000)
+        try:
+            socks = []
+            for p in range(base, base + n):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    s = socket.socket(socket.AF_INET, kind)
+                    socks.append(s)
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port run")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    require("kamailio") if False else None  # noqa: B018 - kamailio lives in /usr/sbin, checked by Cluster.start
+    require("sipp")
+    root: Path = tmp_path_factory.mktemp("cluster")
+    rtp = free_run(2) & ~1
+    plan = ClusterPlan(nodes=NODES, sip=f"127.0.0.1:{free_run(1)}", http_base=free_run(NODES),
+                       node_sip_base=free_run(NODES), rtp_ports=f"{rtp}-{rtp + 799}", data_dir=root,
+                       ping_interval_s=1, node_timeout_ms=1000)
+    c = Cluster(plan, ["--log-level", "WARNING"], log_dir=root / "logs")
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+async def get(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s, s.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+class RtpSink(asyncio.DatagramProtocol):
+    """The callers' media address: records who sent RTP (address) and which streams (SSRC)."""
+
+    def __init__(self) -> None:
+        self.sources: set[tuple[str, int]] = set()
+        self.ssrcs: set[int] = set()
+        self.packets = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) >= 12 and data[0] >> 6 == 2:
+            self.packets += 1
+            self.sources.add(addr[:2])
+            self.ssrcs.add(struct.unpack_from("!I", data, 8)[0])
+
+
+def sipp_via_kamailio(c: Cluster, media_port: int, calls: int, duration_ms: int) -> list[str]:
+    host, port = c.plan.sip_addr
+    return [f"{host}:{port}", "-sf", str(SCENARIOS / "uac_proxy_play.xml"), "-i", "127.0.0.1", "-p", "0",
+            "-set", "rtp_ip", "127.0.0.1", "-set", "rtp_port", str(media_port), "-d", str(duration_ms),
+            "-m", str(calls), "-l", str(calls), "-r", str(calls), "-timeout", "40s", "-timeout_error"]
+
+
+async def node_calls(c: Cluster, state: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for spec in c.plan.specs:
+        q = f"?state={state}" if state else ""
+        status, body = await get(f"{spec.http_url(c.plan.host)}/v1/calls{q}")
+        assert status == 200
+        out[spec.node_id] = body["calls"]
+    return out
+
+
+def in_range(port: int, rtp_ports: str) -> bool:
+    lo, hi = map(int, rtp_ports.split("-"))
+    return lo <= port <= hi
+
+
+async def test_calls_spread_byes_reach_their_node_rtp_direct(cluster: Cluster) -> None:
+    loop = asyncio.get_running_loop()
+    transport, sink = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+    try:
+        media_port = transport.get_extra_info("sockname")[1]
+        sipp = asyncio.create_task(run_sipp(*sipp_via_kamailio(cluster, media_port, 20, 2500), timeout=60))
+        deadline = time.monotonic() + 20
+        while True:
+            up = await node_calls(cluster, "answered")
+            if sum(len(v) for v in up.values()) >= 20 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert sum(len(v) for v in up.values()) == 20, {k: len(v) for k, v in up.items()}
+        assert all(len(v) > 0 for v in up.values()), "Kamailio's Call-ID hash must use both nodes"
+        for node_id, calls in up.items():
+            assert all(call["call_id"].startswith(f"v3:{node_id}:") for call in calls)
+            assert all(call["remote_rtp"] == f"127.0.0.1:{media_port}" for call in calls)
+        rc, out = await sipp
+        assert rc == 0, out[-3000:]  # every ACK and BYE answered: each reached the node holding the dialog
+        for spec in cluster.plan.specs:
+            for call in up[spec.node_id]:
+                status, body = await get(f"{spec.http_url(cluster.plan.host)}/v1/calls/{call['call_id']}")
+                assert status == 200 and body["state"] == "ended", body
+                assert body["hangup_by"] == "caller" and body["hangup_cause"] == "normal_clearing", body
+        # RTP came from the nodes' own RTP ports, never through Kamailio
+        assert len(sink.ssrcs) >= 20 and sink.packets > 20 * 50
+        kam = cluster.plan.sip_addr
+        assert kam not in sink.sources
+        assert all(any(in_range(p, s.rtp_ports) for s in cluster.plan.specs) for _, p in sink.sources), sink.sources
+    finally:
+        transport.close()
+
+
+async def test_stopped_node_gets_no_new_calls(cluster: Cluster) -> None:
+    """One node stopped: every new INVITE is answered by the other (probing or failover), none fails."""
+    gone, stays = cluster.plan.specs
+    await asyncio.to_thread(cluster.stop_node, gone.node_id)
+    try:
+        before = len((await get(f"{stays.http_url(cluster.plan.host)}/v1/calls"))[1]["calls"])
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+        try:
+            media_port = transport.get_extra_info("sockname")[1]
+            rc, out = await run_sipp(*sipp_via_kamailio(cluster, media_port, 8, 300), timeout=60)
+        finally:
+            transport.close()
+        assert rc == 0, out[-3000:]
+        after = (await get(f"{stays.http_url(cluster.plan.host)}/v1/calls"))[1]["calls"]
+        assert len(after) - before == 8
+    finally:  # bring it back for any later test
+        await asyncio.to_thread(cluster.start_node, gone)
+        for _ in range(200):
+            try:
+                if (await get(f"{gone.http_url(cluster.plan.host)}/healthz"))[0] == 200:
+                    break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
