@@ -15,7 +15,9 @@ of them) > the purpose's deny list > a host an operator configured (its addresse
 the purpose's allow list > refused if the address is in the not-public table (private, loopback,
 CGNAT, ULA, ...) > allowed.  Two purposes with separate lists: ``fetch`` (audio URLs:
 ``fetch_allow_cidrs``/``fetch_deny_cidrs``) and ``webhook`` (webhooks, callbacks, BXML:
-``webhook_allow_cidrs``/``webhook_deny_cidrs``; receivers often live on private networks).
+``webhook_allow_cidrs``/``webhook_deny_cidrs``; receivers often live on private networks). A third,
+``cluster`` (commands forwarded to the node owning a call, mediasrv/cluster/forward.py), reaches only
+the ``cluster_peers`` URLs' host:port (subject to the always-refused table and nothing else).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 class Purpose(StrEnum):
     FETCH = "fetch"  # audio URLs (redirects followed by the fetcher, each hop checked)
     WEBHOOK = "webhook"  # webhooks, per-command callbacks, BXML callbacks (redirects never followed)
+    CLUSTER = "cluster"  # HTTP commands forwarded to the owning node: the cluster_peers URLs only
 
 
 class EgressRefused(OSError):
@@ -116,6 +119,8 @@ class AddressPolicy:
             return f"in {self.purpose}_deny_cidrs"
         if host is not None and port is not None and (_host_key(host), port) in self.trusted:
             return None  # an operator configured this host: its addresses are trusted
+        if self.purpose is Purpose.CLUSTER:
+            return "not one of the cluster_peers"
         if any(_within(ip, net) for net in self.allow):
             return None
         found = match(ip, NOT_PUBLIC)
@@ -234,12 +239,13 @@ class EgressSettings:
     webhook_allow_cidrs: list[str] = field(default_factory=list)
     webhook_deny_cidrs: list[str] = field(default_factory=list)
     configured_urls: list[str] = field(default_factory=list)
+    cluster_peer_urls: list[str] = field(default_factory=list)  # trusted for Purpose.CLUSTER (and nothing else is)
 
     @classmethod
     def from_settings(cls, s: Settings) -> EgressSettings:
         urls = [s.webhook_url, s.telnyx_webhook_url, s.acs_callback_url, s.bandwidth_answer_url]
         return cls(list(s.fetch_allow_cidrs), list(s.fetch_deny_cidrs), list(s.webhook_allow_cidrs),
-                   list(s.webhook_deny_cidrs), [u for u in urls if u])
+                   list(s.webhook_deny_cidrs), [u for u in urls if u], list(s.cluster_peers.values()))
 
 
 class Egress:
@@ -250,9 +256,11 @@ class Egress:
         self.fetch = AddressPolicy.from_cidrs(s.fetch_allow_cidrs, s.fetch_deny_cidrs, Purpose.FETCH)
         self.webhook = AddressPolicy.from_cidrs(s.webhook_allow_cidrs, s.webhook_deny_cidrs, Purpose.WEBHOOK,
                                                 s.configured_urls)
+        # forwarding goes only to the operator's cluster_peers: every other address is denied
+        self.cluster = AddressPolicy.from_cidrs((), (), Purpose.CLUSTER, s.cluster_peer_urls)
 
     def policy(self, purpose: Purpose) -> AddressPolicy:
-        return self.fetch if purpose is Purpose.FETCH else self.webhook
+        return {Purpose.FETCH: self.fetch, Purpose.WEBHOOK: self.webhook, Purpose.CLUSTER: self.cluster}[purpose]
 
     def session(self, purpose: Purpose, user_agent: str = USER_AGENT, **kw: Any) -> aiohttp.ClientSession:
         return new_session(self.policy(purpose), user_agent, **kw)

@@ -15,6 +15,7 @@ from .api import media as media_api
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
+from .cluster.forward import Forwarder
 from .cluster.identity import NodeLock, claim_node_id, default_node_id
 from .config import Settings, is_loopback
 from .egress import Egress, EgressSettings
@@ -103,8 +104,10 @@ class Server:
         self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.http_timings: dict[tuple[str, str], Timing] = {}
         self.metrics_registry = make_registry(self)
+        self.forwarder = Forwarder(self)  # commands about another node's calls go to that node (cluster_peers)
         self.app = web.Application(middlewares=[timing_middleware(self.http_timings), error_middleware,
-                                                bearer_auth(settings.api_token, settings.metrics_token)])
+                                                bearer_auth(settings.api_token, settings.metrics_token),
+                                                self.forwarder.middleware])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
         ivr.add_routes(self.app)
@@ -200,6 +203,7 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.events.close()
+        await self.forwarder.close()
         if self._node_lock is not None:
             self._node_lock.release()
             self._node_lock = None

@@ -138,6 +138,70 @@ async def test_calls_spread_byes_reach_their_node_rtp_direct(cluster: Cluster) -
         transport.close()
 
 
+async def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+               ) -> tuple[int, Any, dict[str, str]]:
+    async with aiohttp.ClientSession() as s, s.request(method, url, json=body, headers=headers) as resp:
+        data = await resp.json() if resp.content_type == "application/json" else await resp.read()
+        return resp.status, data, dict(resp.headers)
+
+
+async def live_calls_on_both(cluster: Cluster, media_port: int, n: int = 6, duration_ms: int = 8000
+                             ) -> tuple[asyncio.Task[tuple[int, str]], dict[str, list[dict[str, Any]]]]:
+    sipp = asyncio.create_task(run_sipp(*sipp_via_kamailio(cluster, media_port, n, duration_ms), timeout=60))
+    deadline = time.monotonic() + 15
+    while True:
+        up = await node_calls(cluster, "answered")
+        if all(up.values()) and sum(map(len, up.values())) >= n or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert all(up.values()), {k: len(v) for k, v in up.items()}
+    return sipp, up
+
+
+async def test_commands_sent_to_any_node_are_carried_out_by_the_owner(cluster: Cluster) -> None:
+    a, b = cluster.plan.specs
+    url = {s.node_id: s.http_url(cluster.plan.host) for s in cluster.plan.specs}
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+    try:
+        sipp, up = await live_calls_on_both(cluster, transport.get_extra_info("sockname")[1])
+        owned_by_a = up[a.node_id][0]["call_id"]
+        # any command about a's call sent to b: b forwards it, a carries it out
+        status, body, headers = await call("GET", f"{url[b.node_id]}/v1/calls/{owned_by_a}")
+        assert status == 200 and body["call_id"] == owned_by_a and headers["X-Mediasrv-Forwarded"] == a.node_id
+        status, pb, _ = await call("POST", f"{url[b.node_id]}/v1/calls/{owned_by_a}/playbacks",
+                                   {"tone": "440:200/200", "loop": "infinity"})
+        assert status == 201 and pb["id"].startswith(f"p3:{a.node_id}:"), pb
+        status, body, _ = await call("GET", f"{url[b.node_id]}/v1/playbacks/{pb['id']}")
+        assert status == 200 and body["state"] in ("playing", "queued"), body
+        status, body, _ = await call("DELETE", f"{url[b.node_id]}/v1/playbacks/{pb['id']}")
+        assert status in (200, 202, 204), body
+        status, body, _ = await call("GET", f"{url[a.node_id]}/v1/playbacks/{pb['id']}")  # a really has it
+        assert status == 200 and body["state"] in ("stopped", "ended", "completed"), body
+        # the cluster-wide list from either node
+        for spec in (a, b):
+            status, body, _ = await call("GET", f"{url[spec.node_id]}/v1/calls?scope=cluster&state=answered")
+            assert status == 200 and body["nodes"] == {a.node_id: "ok", b.node_id: "ok"}
+            ids = {c["call_id"] for c in body["calls"]}
+            assert ids >= {c["call_id"] for v in up.values() for c in v} and body["total"] == len(body["calls"])
+        # a forged node id: the dialect's 404, not a forward
+        status, body, _ = await call("GET", f"{url[a.node_id]}/v1/calls/v3:nosuchnode:00")
+        assert status == 404 and body["error"]["code"] == "call_not_found", body
+        # a request already forwarded once is never forwarded again: handled where it lands
+        status, body, _ = await call("GET", f"{url[b.node_id]}/v1/calls/{owned_by_a}",
+                                     headers={"X-Mediasrv-Forwarded": "somewhere"})
+        assert status == 404, body
+        for spec in (a, b):  # hang everything up through the other node
+            for c in up[spec.node_id]:
+                other = b if spec is a else a
+                status, body, _ = await call("DELETE", f"{url[other.node_id]}/v1/calls/{c['call_id']}")
+                assert status in (200, 202, 204), body
+        rc, out = await sipp
+        assert "BYE" in out
+    finally:
+        transport.close()
+
+
 async def test_stopped_node_gets_no_new_calls(cluster: Cluster) -> None:
     """One node stopped: every new INVITE is answered by the other (probing or failover), none fails."""
     gone, stays = cluster.plan.specs
@@ -154,6 +218,8 @@ async def test_stopped_node_gets_no_new_calls(cluster: Cluster) -> None:
         assert rc == 0, out[-3000:]
         after = (await get(f"{stays.http_url(cluster.plan.host)}/v1/calls"))[1]["calls"]
         assert len(after) - before == 8
+        status, body, _ = await call("GET", f"{stays.http_url(cluster.plan.host)}/v1/calls/v3:{gone.node_id}:00")
+        assert status == 503 and body["error"]["code"] == "node_unavailable" and gone.node_id in body["error"]["message"]
     finally:  # bring it back for any later test
         await asyncio.to_thread(cluster.start_node, gone)
         for _ in range(200):
