@@ -42,6 +42,8 @@ _HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
     "Content-Length", "Proxy-Authorization", "Proxy-Authenticate",
 ))
+# cache commands that ?scope=cluster runs on every node (each node has its own cache)
+FAN_OUT = frozenset({("POST", "/v1/media-cache/prefetch"), ("DELETE", "/v1/media-cache")})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -82,8 +84,11 @@ class Forwarder:
         if HOP_HEADER in request.headers:
             self.stats["received"] += 1
             return await handler(request)  # forwarded once already: never again, whatever it names
-        if request.method == "GET" and request.path == "/v1/calls" and request.query.get("scope") == "cluster":
-            return await self.cluster_calls(request, handler)
+        if request.query.get("scope") == "cluster":
+            if request.method == "GET" and request.path == "/v1/calls":
+                return await self.cluster_calls(request, handler)
+            if (request.method, request.path) in FAN_OUT:
+                return await self.fan_out(request, handler)
         node = owner_in_path(request.path)
         if node is None or node == self.server.node_id or node not in self.peers:
             return await handler(request)
@@ -152,3 +157,31 @@ class Forwarder:
         await asyncio.gather(*(ask(n, u) for n, u in self.peers.items() if n != self.server.node_id))
         merged["nodes"] = nodes
         return web.json_response(merged)
+
+    async def fan_out(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A cache command on this node and then on every peer: this node's answer plus ``nodes``.
+
+        ``nodes`` maps each node id to ``{"status": <HTTP status>, "body": <its JSON>}`` (or
+        ``{"status": 503, "error": ...}`` for a node that did not answer); the status is this node's.
+        """
+        body = await request.read()
+        local = await handler(request)
+        if not isinstance(local, web.Response) or local.body is None or local.content_type != "application/json":
+            return local
+        merged = json.loads(local.body)  # type: ignore[arg-type]
+        nodes: dict[str, dict[str, object]] = {self.server.node_id: {"status": local.status, "body": dict(merged)}}
+        query = {k: v for k, v in request.query.items() if k != "scope"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() != "host"}
+        headers[HOP_HEADER] = self.server.node_id
+
+        async def one(node: str, base: str) -> None:
+            try:
+                async with self.session().request(request.method, base.rstrip("/") + request.path, params=query,
+                                                  headers=headers, data=body or None, allow_redirects=False) as resp:
+                    nodes[node] = {"status": resp.status, "body": await resp.json(content_type=None)}
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                nodes[node] = {"status": 503, "error": f"unreachable: {clip(str(exc), 200)}"}
+
+        await asyncio.gather(*(one(n, u) for n, u in self.peers.items() if n != self.server.node_id))
+        merged["nodes"] = nodes
+        return web.json_response(merged, status=local.status)

@@ -8,6 +8,7 @@ node that answered; a stopped node's share of new INVITEs goes to the other node
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import struct
@@ -21,7 +22,7 @@ import pytest
 
 from mediasrv.cluster.launcher import Cluster, ClusterPlan
 
-from .conftest import SCENARIOS, require, run_sipp
+from .conftest import SCENARIOS, AudioOrigin, chirp_signal, require, run_sipp, wav_bytes
 
 NODES = 2
 
@@ -56,11 +57,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                        node_sip_base=free_run(NODES), rtp_ports=f"{rtp}-{rtp + 799}", data_dir=root,
                        ping_interval_s=1, node_timeout_ms=1000)
     c = Cluster(plan, ["--log-level", "WARNING"], log_dir=root / "logs")
-    c.start()
+    saved = os.environ.get("MEDIASRV_FETCH_ALLOW_CIDRS")
+    os.environ["MEDIASRV_FETCH_ALLOW_CIDRS"] = "127.0.0.0/8"  # the test's audio origin is on loopback
     try:
+        c.start()
         yield c
     finally:
         c.stop()
+        if saved is None:
+            os.environ.pop("MEDIASRV_FETCH_ALLOW_CIDRS", None)
+        else:
+            os.environ["MEDIASRV_FETCH_ALLOW_CIDRS"] = saved
 
 
 async def get(url: str) -> tuple[int, Any]:
@@ -198,6 +205,41 @@ async def test_commands_sent_to_any_node_are_carried_out_by_the_owner(cluster: C
                 assert status in (200, 202, 204), body
         rc, out = await sipp
         assert "BYE" in out
+    finally:
+        transport.close()
+
+
+async def test_media_uploaded_through_one_node_plays_on_another(cluster: Cluster, audio_origin: AudioOrigin) -> None:
+    a, b = cluster.plan.specs
+    url = {s.node_id: s.http_url(cluster.plan.host) for s in cluster.plan.specs}
+    async with aiohttp.ClientSession() as s, s.put(f"{url[a.node_id]}/v1/media/shared.wav",
+                                                   data=wav_bytes(chirp_signal(0.6), 8000)) as resp:
+        assert resp.status in (200, 201), await resp.text()
+    status, listing, _ = await call("GET", f"{url[b.node_id]}/v1/media")  # the store is one directory
+    assert status == 200 and "shared.wav" in [m["name"] for m in listing["media"]], listing
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+    try:
+        sipp, up = await live_calls_on_both(cluster, transport.get_extra_info("sockname")[1], n=4, duration_ms=5000)
+        on_b = up[b.node_id][0]["call_id"]
+        status, pb, _ = await call("POST", f"{url[a.node_id]}/v1/calls/{on_b}/playbacks", {"media": "shared.wav"})
+        assert status == 201 and pb["id"].startswith(f"p3:{b.node_id}:"), pb
+        deadline = time.monotonic() + 10
+        while True:
+            status, body, _ = await call("GET", f"{url[b.node_id]}/v1/playbacks/{pb['id']}")
+            if body.get("state") not in ("queued", "playing") or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert body["state"] in ("completed", "ended") and body.get("status", "completed") == "completed", body
+        status, cache, _ = await call("GET", f"{url[b.node_id]}/v1/media-cache")  # b decoded it into its own cache
+        assert cache["memory_bytes"] >= 0.6 * 8000 * 2, cache  # (stored media is cached but not listed)
+        # a prefetch for every node: each node's answer, each node's own cache
+        src = audio_origin.add("pre.wav", wav_bytes(chirp_signal(0.3), 8000))
+        status, body, _ = await call("POST", f"{url[a.node_id]}/v1/media-cache/prefetch?scope=cluster", {"url": src})
+        assert status == 200 and {n: v["status"] for n, v in body["nodes"].items()} == {a.node_id: 200, b.node_id: 200}
+        assert audio_origin.hits["pre.wav"] == 2  # fetched once per node
+        rc, out = await sipp
+        assert rc == 0, out[-3000:]
     finally:
         transport.close()
 
