@@ -145,6 +145,8 @@ class Server:
 
         m = self.media.metrics()
         metric("active_calls", "gauge", "Calls not yet ended", [("", self.registry.active_count)])
+        metric("asyncio_tasks", "gauge", "asyncio tasks alive (the robustness harness checks it for leaks)",
+               [("", len(asyncio.all_tasks()))])
         metric("rtp_packets_sent_total", "counter", "RTP packets sent", [("", m.get("packets_sent", 0))])
         metric("rtp_packets_received_total", "counter", "RTP packets received", [("", m.get("packets_received", 0))])
         metric("clock_ticks_total", "counter", "Media clock sub-slot wake-ups", [("", m.get("ticks", 0))])

@@ -1,0 +1,85 @@
+"""``python -m robustness [--long] [--suites a,b] [--json out.json]``: run suites, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+
+from . import netns
+from .oracle import StraySinks
+from .report import findings, table
+from .sipmsg import Targets
+from .sut import ServerUnderTest, free_port
+
+SUITES = ["torture", "protos", "advisories", "sip-udp", "sip-tcp", "sdp", "rtp", "http", "bxml", "audio"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog="python -m robustness", description=__doc__)
+    ap.add_argument("--long", action="store_true", help="≥10^5 mutated inputs per protocol (hours)")
+    ap.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated, from {SUITES}")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-netns", action="store_true",
+                    help="run in the current network namespace (stray sends outside loopback go out for real)")
+    ap.add_argument("--env", action="append", default=[], metavar="MEDIASRV_X=V", help="extra server settings")
+    args = ap.parse_args(argv)
+    if not args.no_netns and not netns.in_netns():
+        return netns.reexec_in_netns(argv)
+    tap = None
+    if netns.in_netns():
+        netns.setup_namespace()
+        tap = netns.ExternalTap()
+        if not tap.start():
+            tap = None
+    chosen = [s.strip() for s in args.suites.split(",") if s.strip()]
+    unknown = set(chosen) - set(SUITES)
+    if unknown:
+        ap.error(f"unknown suites {sorted(unknown)}")
+    sut = ServerUnderTest(extra_env=dict(e.split("=", 1) for e in args.env))
+    from .httpsuites import Origin
+    origin = Origin()
+    origin.start()
+    sut.start()
+    t = Targets(sip_port=sut.sip_port, stray_sip=free_port(), stray_rtp=free_port())
+    sinks = StraySinks(t)
+    from . import advisories, httpsuites, sipsuites
+    h = sipsuites.Harness(sut, t, sinks, tap, long=args.long, seed=args.seed)
+    runners = {
+        "torture": sipsuites.suite_torture, "protos": sipsuites.suite_protos, "advisories": advisories.suite_advisories,
+        "sip-udp": sipsuites.suite_mut_udp, "sip-tcp": sipsuites.suite_mut_tcp, "sdp": sipsuites.suite_mut_sdp,
+        "rtp": sipsuites.suite_rtp,
+        "http": lambda h: httpsuites.suite_http(h, origin), "bxml": lambda h: httpsuites.suite_bxml(h, origin),
+        "audio": lambda h: httpsuites.suite_audio(h, origin),
+    }
+    t0 = time.monotonic()
+    try:
+        for name in chosen:
+            print(f"# suite {name} ...", file=sys.stderr, flush=True)
+            runners[name](h)
+    finally:
+        sinks.close()
+        origin.stop()
+        if tap:
+            tap.stop()
+        sut.stop()
+    print(table(h.results))
+    print()
+    print(findings(h.results))
+    if tap and tap.seen:
+        print("\nsent outside loopback (by destination):", dict(tap.seen.most_common(20)))
+    if sinks.where:
+        print("arrived at addresses only inputs named:", dict(sinks.where.most_common(20)))
+    print(f"\n{sum(r.sent for r in h.results)} inputs in {time.monotonic() - t0:.0f} s; server log: {sut.log_path}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump([asdict(r) for r in h.results], fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

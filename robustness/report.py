@@ -1,0 +1,42 @@
+"""The per-suite table and the findings list."""
+
+from __future__ import annotations
+
+from .oracle import Snapshot, SuiteResult
+
+
+def _growth(b: Snapshot | None, a: Snapshot | None) -> str:
+    if b is None or a is None:
+        return "(crashed at the end)"
+    return (f"fd {b.fds}→{a.fds} port {b.ports}→{a.ports} task {b.tasks}→{a.tasks} "
+            f"rss {b.rss_kb // 1024}→{a.rss_kb // 1024}M")
+
+
+def table(results: list[SuiteResult]) -> str:
+    head = ("suite", "sent", "hang", "crash", "tb", "wrong", "5xx", "calls left", "growth before→after",
+            "stray sip/rtp/ext", "s")
+    rows = [head]
+    for r in results:
+        rows.append((r.name, str(r.sent), str(r.hangs), str(r.crashes) + (f" ({r.restarts} restarts)" if r.restarts else ""), str(r.tracebacks), str(r.wrong),
+                     str(r.http_5xx), str(r.calls_left), _growth(r.before, r.after),
+                     f"{r.stray_sip}/{r.stray_rtp}/{r.stray_ext}", f"{r.seconds:.0f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def findings(results: list[SuiteResult], per_kind: int = 12) -> str:
+    out: list[str] = []
+    for r in results:
+        if not r.findings:
+            continue
+        out.append(f"## {r.name}")
+        by_kind: dict[str, list] = {}
+        for f in r.findings:
+            by_kind.setdefault(f.kind, []).append(f)
+        for kind, fs in by_kind.items():
+            out.append(f"  {kind}: {len(fs)}")
+            for f in fs[:per_kind]:
+                out.append(f"    - {f.case}: {f.detail}".replace("\n", " ")[:400])
+    return "\n".join(out)
