@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long", action="store_true", help="≥10^5 mutated inputs per protocol (hours)")
     ap.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated, from {SUITES}")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--scale", type=float, default=1.0, help="fraction of the default run's inputs (pytest: 0.2)")
+    ap.add_argument("--json", help="write the results (with every finding's input) here")
+    ap.add_argument("--save", metavar="DIR", help="write each finding's input to DIR/<suite>/<n>.bin")
     ap.add_argument("--no-netns", action="store_true",
                     help="run in the current network namespace (stray sends outside loopback go out for real)")
     ap.add_argument("--env", action="append", default=[], metavar="MEDIASRV_X=V", help="extra server settings")
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     t = Targets(sip_port=sut.sip_port, stray_sip=free_port(), stray_rtp=free_port())
     sinks = StraySinks(t)
     from . import advisories, httpsuites, sipsuites
-    h = sipsuites.Harness(sut, t, sinks, tap, long=args.long, seed=args.seed)
+    h = sipsuites.Harness(sut, t, sinks, tap, long=args.long, seed=args.seed, scale=args.scale)
     runners = {
         "torture": sipsuites.suite_torture, "protos": sipsuites.suite_protos, "advisories": advisories.suite_advisories,
         "sip-udp": sipsuites.suite_mut_udp, "sip-tcp": sipsuites.suite_mut_tcp, "sdp": sipsuites.suite_mut_sdp,
@@ -75,10 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     if sinks.where:
         print("arrived at addresses only inputs named:", dict(sinks.where.most_common(20)))
     print(f"\n{sum(r.sent for r in h.results)} inputs in {time.monotonic() - t0:.0f} s; server log: {sut.log_path}")
+    if args.save:
+        save_inputs(h.results, args.save)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump([asdict(r) for r in h.results], fh, indent=1)
     return 0
+
+
+def save_inputs(results: list, where: str) -> None:
+    import re
+    from pathlib import Path
+
+    for r in results:
+        d = Path(where) / re.sub(r"[^A-Za-z0-9._-]+", "_", r.name)
+        for i, f in enumerate(x for x in r.findings if x.input):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{i:03d}-{f.kind}.bin").write_bytes(f.input.encode("latin-1"))
+            (d / f"{i:03d}-{f.kind}.txt").write_text(f"{f.case}\n{f.detail}\n")
 
 
 if __name__ == "__main__":

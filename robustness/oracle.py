@@ -107,9 +107,25 @@ class Snapshot:
 
 @dataclass
 class Finding:
-    kind: str  # hang | crash | traceback | wrong | 5xx | growth | stray
+    kind: str  # hang | crash | traceback | wrong | 5xx | growth | stray-ext | unreproduced-*
     case: str
     detail: str = ""
+    input: str = ""  # the input's bytes as latin-1 text (repr-escaped in the JSON), to replay it
+
+
+def input_of(case: object) -> bytes | None:
+    """The raw bytes a case sent, when it carries them (SipCase.data, or a bytes item of a tuple)."""
+    data = getattr(case, "data", None)
+    if isinstance(data, bytes):
+        return data
+    if isinstance(case, tuple | list):
+        for item in case:
+            if isinstance(item, bytes):
+                return item
+            got = input_of(item)
+            if got is not None:
+                return got
+    return None
 
 
 @dataclass
@@ -175,6 +191,9 @@ class Checker(Generic[T]):
         if wrong:
             self.result.wrong += 1
             self.result.add("wrong", self.name(case), wrong)
+            raw = input_of(case)
+            if raw is not None:
+                self.result.findings[-1].input = raw[:65536].decode("latin-1")
 
     def _state(self) -> str | None:
         if not self.sut.alive():
@@ -199,14 +218,30 @@ class Checker(Generic[T]):
         if len(batch) == 1:
             self._record(bad, batch[0])
             return
+        delta = self.sut.tracebacks() - self._tb
         self._recover(bad)
+        found = False
         for case in batch:  # replay to find which inputs did it
             self.send(case)
             b = self._state()
             if b is not None:
                 self._record(b, case)
+                found = True
+        if not found:
+            self.result.add(f"unreproduced-{bad}", f"{self.name(batch[0])} .. {self.name(batch[-1])}",
+                            "the batch failed the check; no single input did on replay")
+            if bad == "traceback":
+                self.result.tracebacks += max(1, delta)
+            elif bad == "hang":
+                self.result.hangs += 1
 
     def _record(self, kind: str, case: T) -> None:
+        self._record_kind(kind, case)
+        raw = input_of(case)
+        if raw is not None and self.result.findings:
+            self.result.findings[-1].input = raw[:65536].decode("latin-1")
+
+    def _record_kind(self, kind: str, case: T) -> None:
         name = self.name(case)
         if kind == "traceback":
             now = self.sut.tracebacks()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from .oracle import Snapshot, SuiteResult
+
+
+def _route(case: str) -> str:
+    """``POST /v1/x [ctype] #12: body`` → ``POST /v1/x [ctype]`` (ids shortened)."""
+    head = case.split(" #", 1)[0].split(" ctype:", 1)[0]
+    return " ".join(p if len(p) < 60 else p[:30] + "…" for p in head.split(" "))
 
 
 def _growth(b: Snapshot | None, a: Snapshot | None) -> str:
@@ -37,6 +45,10 @@ def findings(results: list[SuiteResult], per_kind: int = 12) -> str:
             by_kind.setdefault(f.kind, []).append(f)
         for kind, fs in by_kind.items():
             out.append(f"  {kind}: {len(fs)}")
+            if kind in ("traceback", "5xx"):
+                key = (lambda f: f.detail[:110]) if kind == "traceback" else (lambda f: _route(f.case))
+                distinct = Counter(key(f) for f in fs)
+                out.append("    distinct: " + "; ".join(f"{k} x{n}" for k, n in distinct.most_common(10)))
             for f in fs[:per_kind]:
                 out.append(f"    - {f.case}: {f.detail}".replace("\n", " ")[:400])
     return "\n".join(out)

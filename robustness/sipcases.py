@@ -4,6 +4,7 @@ reproducers written from published advisories. Each is a :class:`SipCase`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +52,13 @@ def torture_cases() -> list[SipCase]:
     for name, path, verdict in entries:
         data = path.read_bytes()
         expect = {"accept": "accept", "reject": "reject"}.get(verdict, "any")
-        for transport in ("udp", "tcp"):
-            out.append(SipCase(f"{name}/{transport}", data, transport, expect, _call_id_of(data)))
+        # over TCP the top Via says TCP, so the answer comes back on the connection (RFC 3261 18.2.2)
+        tcp_data = re.sub(rb"SIP/2\.0/UDP", b"SIP/2.0/TCP", data, count=1, flags=re.I)
+        # and its own transaction: the UDP copy's branch/Call-ID would make it a retransmission
+        tcp_data = re.sub(rb"(branch\s*=\s*)([^\s;,]+)", rb"\1\2tcp", tcp_data, count=1, flags=re.I)
+        tcp_data = re.sub(rb"(?m)^((?:call-id|i)[ \t]*:[ \t]*)([^\r\n]+)", rb"\1tcp.\2", tcp_data, count=1, flags=re.I)
+        for transport, raw in (("udp5060", data), ("tcp", tcp_data)):
+            out.append(SipCase(f"{name}/{transport}", raw, transport, expect, _call_id_of(raw)))
     return out
 
 

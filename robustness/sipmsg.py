@@ -148,11 +148,16 @@ class UdpPeer:
 
     server: tuple[str, int]
     host: str = "127.0.0.1"
+    port: int = 0
     sock: socket.socket = field(init=False)
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((self.host, 0))
+        try:
+            self.sock.bind((self.host, self.port))
+        except OSError:
+            self.sock.close()
+            raise
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
 
     @property

@@ -1,0 +1,36 @@
+"""A bounded run of the robustness harness (robustness/): every suite at a fraction of its inputs
+against a live ``mediasrv serve``, inside a private network namespace. The full run is
+``python -m robustness`` (and ``--long`` for ≥10^5 mutated inputs per protocol)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCALE = "0.1"
+
+
+def test_bounded_robustness_run_finds_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "robustness", "--scale", SCALE, "--json", str(out), "--save", str(tmp_path / "inputs")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0 and out.exists(), f"harness failed: {proc.stderr[-3000:]}"
+    results = json.loads(out.read_text())
+    assert {r["name"].split(" ")[0] for r in results} >= {"torture", "PROTOS", "advisory", "mutation", "RTP/RTCP",
+                                                            "HTTP", "BXML", "audio"}
+    problems = []
+    for r in results:
+        assert r["sent"] > 0, r["name"]
+        counts = {k: r[k] for k in ("hangs", "crashes", "tracebacks", "wrong", "http_5xx", "calls_left",
+                                    "stray_sip", "stray_ext")}
+        growth = [f for f in r["findings"] if f["kind"] in ("growth", "unreproduced-hang", "unreproduced-traceback")]
+        if any(counts.values()) or growth:
+            first = [f"{f['kind']}: {f['case']}: {f['detail'][:160]}" for f in r["findings"]][:6]
+            problems.append(f"{r['name']}: {counts} {first}")
+    assert not problems, "\n" + proc.stdout[:6000]
