@@ -49,11 +49,17 @@ from robustness.sut import ServerUnderTest  # noqa: E402
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, float("inf"))
 
 
-def hostile_mix(t: Targets, src: tuple[str, int], n: int = 4000, seed: int = 7) -> list[bytes]:
-    """A fixed list of hostile datagrams (≤ 8 KB each), the same every run."""
+def hostile_mix(t: Targets, src: tuple[str, int], n: int = 4000, seed: int = 7, mix: str = "all") -> list[bytes]:
+    """A fixed list of hostile datagrams (≤ 8 KB each), the same every run.
+
+    ``no-nul`` leaves out those holding a NUL; ``benign`` is well-formed OPTIONS/REGISTER/BYE only
+    (no calls: measures the cost of SIP volume alone, and works on a tree any input can hang).
+    """
     rnd = random.Random(seed)
     seeds = [invite(t, src, 1).render(), request("OPTIONS", t, src).render(), request("BYE", t, src).render(),
              request("REGISTER", t, src).render()]
+    if mix == "benign":
+        return [request(rnd.choice(("OPTIONS", "REGISTER", "BYE")), t, src).render() for _ in range(n)]
     protos = [c.data for c in protos_cases(t, src) if len(c.data) <= 8000]
     torture = [c.data for c in torture_cases() if c.transport != "tcp" and len(c.data) <= 8000]
     scanner = [invite(t, src, 2, user_agent="friendly-scanner", method=m).render() for m in ("OPTIONS", "INVITE")]
@@ -68,7 +74,7 @@ def hostile_mix(t: Targets, src: tuple[str, int], n: int = 4000, seed: int = 7) 
             out.append(rnd.choice(torture))
         else:
             out.append(rnd.choice(scanner))
-    return out
+    return [d for d in out if b"\x00" not in d] if mix == "no-nul" else out
 
 
 def flood(port: int, rate: float, seconds: float, datagrams: list[bytes], src: str = "127.0.0.2") -> None:
@@ -104,11 +110,18 @@ def start_flood(port: int, rate: float, seconds: float, datagrams: list[bytes]) 
     return p
 
 
+class Unresponsive(RuntimeError):
+    """/metrics did not answer: the server's event loop is blocked (e.g. by a backtracking input)."""
+
+
 def lateness(sut: ServerUnderTest) -> tuple[list[float], float]:
     """Cumulative lateness bucket counts (BUCKETS order) and late ticks, from /metrics."""
     counts = [0.0] * len(BUCKETS)
     late = 0.0
-    for line in sut.metrics().splitlines():
+    text = sut.metrics()
+    if not text:
+        raise Unresponsive("the server did not answer GET /metrics within 3 s")
+    for line in text.splitlines():
         if line.startswith("mediasrv_clock_tick_lateness_seconds_bucket"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             bound = float("inf") if le == "+Inf" else float(le)
@@ -199,6 +212,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000.0, help="hostile datagrams per second")
     ap.add_argument("--window", type=float, default=10.0, help="seconds per window")
     ap.add_argument("--repeats", type=int, default=3, help="windows per phase (alternating)")
+    ap.add_argument("--mix", choices=("all", "no-nul", "benign"), default="all",
+                    help="all: the suites' mix; no-nul: without inputs holding a NUL; benign: well-formed "
+                         "OPTIONS/REGISTER/BYE only (for a tree whose parser any hostile input can block)")
     ap.add_argument("--no-netns", action="store_true", help="do not run inside a private network namespace")
     args = ap.parse_args()
     if not args.no_netns and not netns.in_netns():
@@ -224,7 +240,7 @@ def main() -> int:
     sut.start()
     try:
         t = Targets(sut.sip_port, 9, 9)
-        datagrams = hostile_mix(t, ("127.0.0.2", 5060))
+        datagrams = hostile_mix(t, ("127.0.0.2", 5060), mix=args.mix)
         t0 = time.monotonic()
         peer, oks = place_calls(sut, t, args.calls, sink.getsockname())
         playing = play_all(sut)
@@ -250,6 +266,8 @@ def main() -> int:
                 alive = "alive" if sut.alive() else "DEAD"
                 print(f"  window {k + 1} {phase:5s}: p99 {value * 1e3:6.2f} ms over {n} wake-ups, "
                       f"late > 1 sub-slot {100 * late_share[phase][-1]:.2f} %  (server {alive})", flush=True)
+        if not rows["quiet"] or not rows["flood"]:
+            raise Unresponsive("no complete pair of windows")
         mq, mf = statistics.median(rows["quiet"]), statistics.median(rows["flood"])
         print(f"\nclock p99 lateness, {playing} playing calls, median of {args.repeats}: quiet {mq * 1e3:.2f} ms, "
               f"flood {args.rate:.0f}/s {mf * 1e3:.2f} ms, ratio {mf / mq:.2f} (target <= 1.2)")
@@ -266,9 +284,12 @@ def main() -> int:
         print(f"OPTIONS from 127.0.0.3 at 50/s for {args.window:.0f} s: alone {alone[1]}/{alone[0]} answered, "
               f"p99 {alone[2] * 1e3:.1f} ms; while 127.0.0.2 floods {args.rate:.0f}/s: {during[1]}/{during[0]} answered, "
               f"p99 {during[2] * 1e3:.1f} ms")
-        tb = sut.tracebacks()
-        print(f"server: {'alive' if sut.alive() else 'DEAD'}, {tb} tracebacks in its log ({sut.log_path})")
+        print(f"server: {'alive' if sut.alive() else 'DEAD'}, {sut.tracebacks()} tracebacks in its log ({sut.log_path})")
         peer.close()
+    except Unresponsive as exc:
+        print(f"\nFAILED: {exc}; the flood's mix blocked the server (--mix benign measures "
+              "SIP volume alone); server log: {sut.log_path}")
+        return 1
     finally:
         sut.stop()
         sink.close()

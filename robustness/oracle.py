@@ -115,6 +115,8 @@ class Finding:
 
 def input_of(case: object) -> bytes | None:
     """The raw bytes a case sent, when it carries them (SipCase.data, or a bytes item of a tuple)."""
+    if isinstance(case, bytes):
+        return case
     data = getattr(case, "data", None)
     if isinstance(data, bytes):
         return data
