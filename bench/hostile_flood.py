@@ -219,7 +219,7 @@ def main() -> int:
     args = ap.parse_args()
     if not args.no_netns and not netns.in_netns():
         # the mix names foreign hosts (torture messages, SDP): inside a namespace nothing leaves the machine
-        return subprocess.call(["unshare", "-n", sys.executable, __file__, *sys.argv[1:]],
+        return subprocess.call(["unshare", "-n" if os.geteuid() == 0 else "-rn", sys.executable, __file__, *sys.argv[1:]],
                                env={**os.environ, netns.ENV_FLAG: "1"})
     if netns.in_netns():
         netns.setup_namespace()

@@ -24,7 +24,8 @@ TX, RX = "rbtx0", "rbrx0"
 def reexec_in_netns(argv: list[str]) -> int:
     """Run ``python -m robustness argv`` again under ``unshare -n``; returns its exit code."""
     env = {**os.environ, ENV_FLAG: "1"}
-    cmd = ["unshare", "-n", sys.executable, "-m", "robustness", *argv]
+    # as root a plain network namespace; otherwise one inside a user namespace (root mapped to us)
+    cmd = ["unshare", "-n" if os.geteuid() == 0 else "-rn", sys.executable, "-m", "robustness", *argv]
     return subprocess.call(cmd, env=env)
 
 

@@ -12,6 +12,9 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# the robustness harness runs the server inside a private network namespace (unshare -n, ip)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # the C fast path (mediasrv/rtp/_fastsend.c) is built by pip and needs the Python headers
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need+=(python3-dev)
@@ -25,5 +28,5 @@ for tool in sipp baresip espeak-ng sox; do
 done
 
 python3 -m pip install -q -e '.[test]'
-python3 -m ruff check mediasrv codecs tests bench
+python3 -m ruff check mediasrv codecs tests bench robustness
 python3 -m pytest -q -p no:cacheprovider "$@"
