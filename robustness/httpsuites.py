@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from typing import Any
 
@@ -282,6 +282,57 @@ def _status_check(r: SuiteResult, name: str, status: int | None) -> None:
     r.http_status(name, status)
 
 
+# Metadata and link-local services an API client must not make the server reach (IPv4 and IPv6).
+METADATA_HOSTS = ["169.254.169.254", "192.0.0.192", "100.100.100.200", "[fd00:ec2::254]", "169.254.170.2"]
+
+
+def egress_cases(call_id: str, url: str) -> list[tuple[str, str, str, dict[str, Any], str]]:
+    """(field, dialect, path, body with {X} where the URL goes) for every URL an API client supplies."""
+    q = urllib.parse.quote(call_id, safe="")
+    return [
+        ("native media", "native", f"/v1/calls/{call_id}/playbacks", {"media": "{X}"}),
+        ("native prefetch", "native", "/v1/media-cache/prefetch", {"url": "{X}"}),
+        ("telnyx audio_url", "telnyx", f"/v2/calls/{q}/actions/playback_start", {"audio_url": "{X}"}),
+        ("telnyx webhook_url", "telnyx", f"/v2/calls/{q}/actions/playback_start", {"audio_url": url, "webhook_url": "{X}"}),
+        ("plivo urls", "plivo", f"/v1/Account/{PLIVO_ID}/Call/{q}/Play/", {"urls": "{X}"}),
+        ("plivo callback_url", "plivo", f"/v1/Account/{PLIVO_ID}/Call/{q}/Play/", {"urls": url, "callback_url": "{X}"}),
+        ("acs file uri", "acs", f"/calling/callConnections/{q}:play?api-version=2023-10-15",
+         {"playSources": [{"kind": "file", "file": {"uri": "{X}"}}], "playTo": []}),
+        ("acs operationCallbackUri", "acs", f"/calling/callConnections/{q}:play?api-version=2023-10-15",
+         {"playSources": [{"kind": "file", "file": {"uri": url}}], "playTo": [], "operationCallbackUri": "{X}"}),
+        ("bandwidth redirectUrl", "bandwidth", f"/api/v2/accounts/{BW_ACCOUNT}/calls/{q}", {"redirectUrl": "{X}"}),
+    ]  # type: ignore[return-value]
+
+
+def egress_check(h: Harness, r: SuiteResult, call_id: str, url: str) -> Callable[[], None]:
+    """Each URL field × each metadata address, the field told apart by port (8000 + i): any packet
+    to such an address (the namespace's default route sees it) is a finding naming field and address.
+    Returns what tallies them, to be called at the end of the suite (webhooks are retried late)."""
+    if h.tap is None:
+        return lambda: None
+    cases = egress_cases(call_id, url)
+    before = dict(h.tap.seen)
+    for i, (field, dialect, path, body) in enumerate(cases):
+        for host in METADATA_HOSTS:
+            target = f"http://{host}:{8000 + i}/latest/meta-data/"
+            raw = json.dumps(body).replace('"{X}"', json.dumps(target)).encode()
+            status = request(h.sut.http_port, "POST", path, raw,
+                             {"Content-Type": "application/json", **auth(dialect, "POST", path, raw, h.sut.http_port)})
+            r.sent += 1
+            r.http_status(f"egress {field} -> {target}", status)
+        request(h.sut.http_port, "DELETE", f"/v1/calls/{call_id}/playbacks")
+
+    def tally() -> None:
+        assert h.tap is not None
+        new = {k: v - before.get(k, 0) for k, v in h.tap.seen.items() if v > before.get(k, 0)}
+        for key, n in sorted(new.items()):
+            port = int(key.rsplit(":", 1)[1])
+            if 8000 <= port < 8000 + len(cases):
+                r.wrong += 1
+                r.add("egress", cases[port - 8000][0], f"{key} x{n}: the server connected to a metadata address an API client gave")
+    return tally
+
+
 def suite_http(h: Harness, origin: Origin) -> SuiteResult:
     n = 100_000 if h.long else max(1, int(2000 * h.scale))
     origin.files["tone.wav"] = (wav(), "audio/wav")
@@ -292,6 +343,7 @@ def suite_http(h: Harness, origin: Origin) -> SuiteResult:
             r.add("harness", "http/setup", "no live call")
             return
         call_id, rx, ok = live
+        tally_egress = egress_check(h, r, call_id, origin.url("tone.wav"))
         openapi = h.sut.get_json("/openapi.json") or {}
         pb = 0
         rts = routes(openapi, call_id, "pb-unknown", "room-unknown", origin.url("tone.wav"))
@@ -326,6 +378,8 @@ def suite_http(h: Harness, origin: Origin) -> SuiteResult:
             return None
 
         h.checker(r, send, lambda c: f"{c[1]} {c[2]} {c[0]}", every=25).run(cases())
+        time.sleep(2.0)  # the last webhook retries
+        tally_egress()
         del pb
         h.hang_up(ok)
         rx.close()

@@ -23,6 +23,7 @@ from .sut import ServerUnderTest
 
 T = TypeVar("T")
 PROBE_TIMEOUT_S = 2.0
+SLOW_S = 0.5  # an OPTIONS answered later than this after one input: that input held the event loop
 RSS_SLACK_KB = 20 * 1024
 
 
@@ -171,6 +172,7 @@ class Checker(Generic[T]):
         self._tb = sut.tracebacks()
         self.tap = tap
         self._ext = dict(tap.seen) if tap else {}
+        self.last_probe_s = 0.0
 
     def run(self, cases: Iterable[T]) -> None:
         batch: list[T] = []
@@ -200,13 +202,24 @@ class Checker(Generic[T]):
     def _state(self) -> str | None:
         if not self.sut.alive():
             return "crash"
-        if probe(self.sut, self.t) is None:
+        took = probe(self.sut, self.t)
+        if took is None:
             return "crash" if not self.sut.alive() else "hang"
+        self.last_probe_s = took
         if self.sut.tracebacks() > self._tb:
             return "traceback"
         return None
 
     def _check(self, batch: Sequence[T]) -> None:
+        self.last_probe_s = 0.0
+        self._check_batch(batch)
+        if len(batch) == 1 and self.last_probe_s > SLOW_S:  # answered, but late: the input held the loop
+            self.result.add("slow", self.name(batch[0]), f"OPTIONS answered after {self.last_probe_s:.2f} s")
+            raw = input_of(batch[0])
+            if raw is not None:
+                self.result.findings[-1].input = raw[:65536].decode("latin-1")
+
+    def _check_batch(self, batch: Sequence[T]) -> None:
         if self.tap is not None:  # sends outside loopback: name the batch (they may come late, so no replay)
             seen = dict(self.tap.seen)
             new = {k: v - self._ext.get(k, 0) for k, v in seen.items() if v > self._ext.get(k, 0)}
@@ -225,9 +238,13 @@ class Checker(Generic[T]):
         found = False
         for case in batch:  # replay to find which inputs did it
             self.send(case)
+            self.last_probe_s = 0.0
             b = self._state()
             if b is not None:
                 self._record(b, case)
+                found = True
+            elif self.last_probe_s > SLOW_S:
+                self.result.add("slow", self.name(case), f"OPTIONS answered after {self.last_probe_s:.2f} s")
                 found = True
         if not found:
             self.result.add(f"unreproduced-{bad}", f"{self.name(batch[0])} .. {self.name(batch[-1])}",
@@ -299,7 +316,13 @@ def finish(sut: ServerUnderTest, sinks: StraySinks, tap: ExternalTap | None, res
     result.stray_ext = (tap.total() if tap else 0) - mark[2]
     result.seconds = time.monotonic() - t0
     b, a = result.before, result.after
-    if b and a:
+    if b and a and not stuck and (a.fds > b.fds or a.ports > b.ports or a.tasks > b.tasks):
+        time.sleep(2.0)  # closes in flight (TCP teardown, a decode worker exiting): measure once more
+        result.after = a = Snapshot.of(sut)
+    if stuck:
+        result.add("growth", "resources held by calls not ended", f"fds {b.fds if b else '?'}->{a.fds}, "
+                   f"ports {b.ports if b else '?'}->{a.ports}, tasks {b.tasks if b else '?'}->{a.tasks}")
+    elif b and a:
         for what, x, y, slack in (("fds", b.fds, a.fds, 0), ("ports", b.ports, a.ports, 0),
                                   ("tasks", b.tasks, a.tasks, 0), ("rss_kb", b.rss_kb, a.rss_kb, RSS_SLACK_KB)):
             if y > x + slack:

@@ -21,11 +21,11 @@ def _growth(b: Snapshot | None, a: Snapshot | None) -> str:
 
 
 def table(results: list[SuiteResult]) -> str:
-    head = ("suite", "sent", "hang", "crash", "tb", "wrong", "5xx", "calls left", "growth before→after",
+    head = ("suite", "sent", "hang", "slow", "crash", "tb", "wrong", "5xx", "calls left", "growth before→after",
             "stray sip/rtp/ext", "s")
     rows = [head]
     for r in results:
-        rows.append((r.name, str(r.sent), str(r.hangs), str(r.crashes) + (f" ({r.restarts} restarts)" if r.restarts else ""), str(r.tracebacks), str(r.wrong),
+        rows.append((r.name, str(r.sent), str(r.hangs), str(sum(f.kind == "slow" for f in r.findings)), str(r.crashes) + (f" ({r.restarts} restarts)" if r.restarts else ""), str(r.tracebacks), str(r.wrong),
                      str(r.http_5xx), str(r.calls_left), _growth(r.before, r.after),
                      f"{r.stray_sip}/{r.stray_rtp}/{r.stray_ext}", f"{r.seconds:.0f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
