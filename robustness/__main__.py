@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from . import netns
 from .oracle import StraySinks
@@ -28,8 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", metavar="DIR", help="write each finding's input to DIR/<suite>/<n>.bin")
     ap.add_argument("--no-netns", action="store_true",
                     help="run in the current network namespace (stray sends outside loopback go out for real)")
+    ap.add_argument("--server-path", help="run the mediasrv of this checkout (default: this repo's)")
     ap.add_argument("--env", action="append", default=[], metavar="MEDIASRV_X=V", help="extra server settings")
     args = ap.parse_args(argv)
+    if args.server_path:
+        os.environ["ROBUSTNESS_SERVER_PATH"] = os.path.abspath(args.server_path)
+        from . import sut as sut_module
+        sut_module.SERVER_PATH = Path(os.environ["ROBUSTNESS_SERVER_PATH"])
     if not args.no_netns and not netns.in_netns():
         return netns.reexec_in_netns(argv)
     tap = None

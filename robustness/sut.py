@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# which checkout's mediasrv to run (compare trees with one harness): ROBUSTNESS_SERVER_PATH or this repo
+SERVER_PATH = Path(os.environ.get("ROBUSTNESS_SERVER_PATH") or REPO)
 
 # Dialect credentials the HTTP suites sign with (the server gets them through MEDIASRV_* env).
 TELNYX_KEY = "KEYrobustness"
@@ -92,7 +94,7 @@ class ServerUnderTest:
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONPATH": str(SERVER_PATH) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "MEDIASRV_SIP": f"127.0.0.1:{self.sip_port}",
             "MEDIASRV_HTTP": f"127.0.0.1:{self.http_port}",
             "MEDIASRV_RTP_PORTS": f"{self.rtp_lo}-{self.rtp_hi}",
