@@ -100,20 +100,36 @@ def svmap(method: str) -> Callable[[Harness], str | None]:
 
 
 def register_flood(h: Harness) -> str | None:
-    """CVE-2021-41145 (FreeSWITCH SIP flood memory exhaustion) shape: 3,000 REGISTERs unpaced."""
-    flood = UdpPeer(("127.0.0.1", h.sut.sip_port), host="127.0.0.3")
+    """CVE-2021-41145 (FreeSWITCH SIP flood memory exhaustion) shape: 3,000 REGISTERs unpaced, against
+    a second server with the default per-source limits (the main one has them raised for the fuzzers)."""
+    from .oracle import probe
+    from .sipmsg import Targets, request
+    from .sut import ServerUnderTest
+
+    sut = ServerUnderTest(extra_env={"MEDIASRV_SIP_RATE_PER_SOURCE": "20", "MEDIASRV_SIP_BURST_PER_SOURCE": "100"})
+    sut.start()
+    t = Targets(sut.sip_port, h.t.stray_sip, h.t.stray_rtp)
+    flood = UdpPeer(("127.0.0.1", sut.sip_port), host="127.0.0.3")
     try:
-        from .sipmsg import request
-        msgs = [request("REGISTER", h.t, flood.addr, i=i).render() for i in range(3000)]
+        msgs = [request("REGISTER", t, flood.addr, i=i).render() for i in range(3000)]
+        rss0 = sut.rss_kb()
         t0 = time.monotonic()
         for m in msgs:
             flood.send(m)
         flood.recv_all(0.1)
-        from .oracle import probe
-        took = probe(h.sut, h.t)
-        return None if took is not None else f"health-check OPTIONS unanswered after the flood ({time.monotonic() - t0:.1f} s)"
+        took = probe(sut, t)
+        tb = sut.tracebacks()
+        grew = (sut.rss_kb() - rss0) // 1024
+        if not sut.alive():
+            return "the default-limits server died under the flood"
+        if took is None:
+            return f"health-check OPTIONS unanswered after the flood ({time.monotonic() - t0:.1f} s)"
+        if tb:
+            return f"{tb} tracebacks in the default-limits server's log"
+        return f"RSS grew {grew} MB over 3,000 REGISTERs" if grew > 20 else None
     finally:
         flood.close()
+        sut.stop()
 
 
 def tcp_invite_reset(h: Harness) -> str | None:

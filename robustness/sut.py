@@ -109,6 +109,11 @@ class ServerUnderTest:
             "MEDIASRV_BANDWIDTH_USERNAME": BW_USER,
             "MEDIASRV_BANDWIDTH_PASSWORD": BW_PASS,
             "MEDIASRV_EVENTS_JOURNAL": "false",
+            # every input must reach the parsers: the per-source limit (sip/admission.py) would drop
+            # most of a fuzzer's dialog-less requests, and the oracle's own probes; the REGISTER-flood
+            # reproducer and bench/hostile_flood.py run with the defaults
+            "MEDIASRV_SIP_RATE_PER_SOURCE": "1000000",
+            "MEDIASRV_SIP_BURST_PER_SOURCE": "1000000",
             **self.extra_env,
         }
 
