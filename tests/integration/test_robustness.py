@@ -27,9 +27,12 @@ def test_bounded_robustness_run_finds_nothing(tmp_path: Path) -> None:
     problems = []
     for r in results:
         assert r["sent"] > 0, r["name"]
-        counts = {k: r[k] for k in ("hangs", "crashes", "tracebacks", "wrong", "http_5xx", "calls_left",
-                                    "stray_sip", "stray_ext")}
-        growth = [f for f in r["findings"] if f["kind"] in ("growth", "unreproduced-hang", "unreproduced-traceback")]
+        # calls_left is not a fault by itself (a fuzzed INVITE can be answered and its caller never hang up);
+        # what such calls hold is checked after they are hung up (growth). stray_rtp is RTP to the
+        # address an INVITE's SDP named, which a call does unless symmetric RTP is on.
+        counts = {k: r[k] for k in ("hangs", "crashes", "tracebacks", "wrong", "http_5xx", "stray_sip", "stray_ext")}
+        growth = [f for f in r["findings"] if f["kind"] in ("growth", "slow", "unreproduced-hang",
+                                                              "unreproduced-traceback")]
         if any(counts.values()) or growth:
             first = [f"{f['kind']}: {f['case']}: {f['detail'][:160]}" for f in r["findings"]][:6]
             problems.append(f"{r['name']}: {counts} {first}")
