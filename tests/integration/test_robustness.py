@@ -30,7 +30,12 @@ def test_bounded_robustness_run_finds_nothing(tmp_path: Path) -> None:
         # calls_left is not a fault by itself (a fuzzed INVITE can be answered and its caller never hang up);
         # what such calls hold is checked after they are hung up (growth). stray_rtp is RTP to the
         # address an INVITE's SDP named, which a call does unless symmetric RTP is on.
-        counts = {k: r[k] for k in ("hangs", "crashes", "tracebacks", "wrong", "http_5xx", "stray_sip", "stray_ext")}
+        # stray_ext of the HTTP-side suites is egress an API client asked for (a mutated audio URL's
+        # host): the metadata addresses are checked there as "wrong" (the egress check) instead.
+        keys = ("hangs", "crashes", "tracebacks", "wrong", "http_5xx", "stray_sip")
+        if r["name"].split(" ")[0] not in ("HTTP", "BXML", "audio"):
+            keys += ("stray_ext",)
+        counts = {k: r[k] for k in keys}
         growth = [f for f in r["findings"] if f["kind"] in ("growth", "slow", "unreproduced-hang",
                                                               "unreproduced-traceback")]
         if any(counts.values()) or growth:
