@@ -115,7 +115,7 @@ def register_flood(h: Harness) -> str | None:
     from .sipmsg import Targets, request
     from .sut import ServerUnderTest
 
-    sut = ServerUnderTest(extra_env={"MEDIASRV_SIP_RATE_PER_SOURCE": "20", "MEDIASRV_SIP_BURST_PER_SOURCE": "100"})
+    sut = ServerUnderTest(raise_sip_limits=False)
     sut.start()
     t = Targets(sut.sip_port, h.t.stray_sip, h.t.stray_rtp)
     flood = UdpPeer(("127.0.0.1", sut.sip_port), host="127.0.0.3")
