@@ -125,7 +125,8 @@ def lateness(sut: ServerUnderTest) -> tuple[list[float], float]:
         if line.startswith("mediasrv_clock_tick_lateness_seconds_bucket"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             bound = float("inf") if le == "+Inf" else float(le)
-            counts[BUCKETS.index(bound)] = float(line.split()[-1])
+            if bound in BUCKETS:
+                counts[BUCKETS.index(bound)] = float(line.split()[-1])
         elif line.startswith("mediasrv_clock_late_ticks_total"):
             late = float(line.split()[-1])
     return counts, late
