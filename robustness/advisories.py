@@ -64,7 +64,7 @@ def cseq_top(h: Harness) -> str | None:
         m = invite(h.t, h.peer.addr, 4, cseq="2147483647", body=sdp(*rtp.addr))
         h.peer.send(m.render())
         status, got = h.final(call_id(m), 2.0)
-        ok = next((g for g in got if status_of(g) == 200), None)
+        ok = next((g for g in got if status_of(g) == 200 and header(g, "call-id", "i") == call_id(m)), None)
         if ok is None:
             return None  # refused outright: fine
         ack, bye = ack_and_bye(ok, h.t, h.peer.addr)
@@ -156,7 +156,7 @@ def ack_after_bye(h: Harness) -> str | None:
         m = invite(h.t, h.peer.addr, 9, body=sdp(*rtp.addr))
         h.peer.send(m.render())
         _, got = h.final(call_id(m), 2.0)
-        ok = next((g for g in got if status_of(g) == 200), None)
+        ok = next((g for g in got if status_of(g) == 200 and header(g, "call-id", "i") == call_id(m)), None)
         if ok is None:
             return None
         ack, bye = ack_and_bye(ok, h.t, h.peer.addr)
@@ -221,7 +221,7 @@ def reinvite_decline(h: Harness) -> str | None:
         m = invite(h.t, h.peer.addr, 15, body=sdp(*rtp.addr))
         h.peer.send(m.render())
         _, got = h.final(call_id(m), 2.0)
-        ok = next((g for g in got if status_of(g) == 200), None)
+        ok = next((g for g in got if status_of(g) == 200 and header(g, "call-id", "i") == call_id(m)), None)
         if ok is None:
             return None
         ack, bye = ack_and_bye(ok, h.t, h.peer.addr)
