@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import asdict
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", metavar="DIR", help="write each finding's input to DIR/<suite>/<n>.bin")
     ap.add_argument("--no-netns", action="store_true",
                     help="run in the current network namespace (stray sends outside loopback go out for real)")
+    ap.add_argument("--replay", nargs="+", metavar="FILE",
+                    help="send these saved inputs (--save's .bin files) to a fresh server over UDP, one at a time, "
+                         "and print what the oracle says of each")
     ap.add_argument("--server-path", help="run the mediasrv of this checkout (default: this repo's)")
     ap.add_argument("--env", action="append", default=[], metavar="MEDIASRV_X=V", help="extra server settings")
     args = ap.parse_args(argv)
@@ -45,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         tap = netns.ExternalTap()
         if not tap.start():
             tap = None
+    random.seed(args.seed)  # call-ids, tags, branches: the seeds the mutators start from
+    if args.replay:
+        return replay(args.replay)
     chosen = [s.strip() for s in args.suites.split(",") if s.strip()]
     unknown = set(chosen) - set(SUITES)
     if unknown:
@@ -90,6 +97,37 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as fh:
             json.dump([asdict(r) for r in h.results], fh, indent=1)
     return 0
+
+
+def replay(files: list[str]) -> int:
+    """One saved input at a time over UDP; prints status, OPTIONS probe time, new tracebacks."""
+    from .oracle import last_exception, probe
+    from .sipmsg import UdpPeer, status_of
+
+    sut = ServerUnderTest()
+    sut.start()
+    t = Targets(sut.sip_port, free_port(), free_port())
+    bad = 0
+    try:
+        for name in files:
+            data = Path(name).read_bytes()
+            tb0 = sut.tracebacks()
+            peer = UdpPeer(("127.0.0.1", sut.sip_port))
+            peer.send(data)
+            got = [status_of(d) for d in peer.recv_all(0.3)]
+            peer.close()
+            took = probe(sut, t)
+            tb = sut.tracebacks() - tb0
+            verdict = ("HANG" if took is None else "slow" if took > 0.5 else "ok") + (f", {tb} traceback(s): "
+                                                                                       f"{last_exception(sut.log_text())}" if tb else "")
+            bad += verdict != "ok"
+            print(f"{name}: {len(data)} bytes, answered {got or 'nothing'}, OPTIONS after "
+                  f"{'-' if took is None else f'{took * 1000:.0f} ms'}: {verdict}", flush=True)
+            if took is None:
+                sut.restart()
+    finally:
+        sut.stop()
+    return 1 if bad else 0
 
 
 def save_inputs(results: list, where: str) -> None:
