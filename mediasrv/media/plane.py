@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 
 from mediacodecs.g711 import silence_byte
 
-from ..calls import Call, CallState, Direction
+from ..calls import Call, CallState, NegotiatedMedia
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
@@ -57,7 +58,7 @@ class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
     __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
-                 "negotiated", "held", "call")
+                 "negotiated", "held", "call", "applied")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -71,6 +72,7 @@ class LegDriver(Tickable):
         self.negotiated = False  # media_changed has run: the inactivity timeout applies from then on
         self.held = False  # not sendrecv both ways: the (longer) hold timeout applies
         self.call: Call | None = None
+        self.applied: NegotiatedMedia | None = None  # what media_changed last set up (a copy)
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -131,8 +133,11 @@ class LegDriver(Tickable):
 
 
 def _early_media(call: Call | None) -> bool:
-    """An outbound call's 183 media before the answer: its ring time is the caller's timeout, not ours."""
-    return call is not None and call.direction is Direction.OUTBOUND and call.state is not CallState.ANSWERED
+    """Media before the answer (183 with SDP, either direction): the RTP timeout counts from the answer.
+
+    An outbound call's ring time is the caller's timeout; an inbound one's is ``ring_timeout_s``.
+    """
+    return call is not None and call.state is not CallState.ANSWERED
 
 
 def _raise_fd_limit() -> None:
@@ -268,6 +273,12 @@ class MediaPlane:
         if driver is None or media is None:
             return
         leg = driver.leg
+        if driver.negotiated and media == driver.applied:
+            # The same media again: the 200 after our 183 (or theirs), a session refresh. The stream
+            # goes on untouched (no re-encode, no marker, a symmetric-RTP latch kept); only the
+            # inactivity timeout counts from now, so it starts at the answer.
+            leg.stats.last_inbound = time.monotonic()
+            return
         if media.remote_addr is not None:
             # the SIP layer checked this already; checked again here so no path can skip it
             why = self.check_remote(media.remote_addr)
@@ -285,6 +296,7 @@ class MediaPlane:
         leg.latch = self._latch_allowed if self.settings.symmetric_rtp and media.remote_addr is not None else None
         leg.stats.last_inbound = time.monotonic()
         driver.negotiated = True
+        driver.applied = dataclasses.replace(media)
         driver.held = not (media.send_enabled and media.recv_enabled and media.remote_addr is not None)
         sending = media.send_enabled and media.remote_addr is not None
         if sending and driver.entry is None:
