@@ -30,8 +30,10 @@ pytestmark = pytest.mark.integration
 SILENCE = 0xFF  # PCMU
 
 
-def sipp_args(r: Running, scenario: str, media_port: int, duration_ms: int, trace: Path | None = None) -> list[str]:
-    args = [
+def sipp_args(r: Running, scenario: str, media_port: int, duration_ms: int, trace: Path | None = None,
+              transport: str = "udp") -> list[str]:
+    args = ["-t", "t1"] if transport == "tcp" else []
+    args += [
         f"127.0.0.1:{r.sip_port}", "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", "0",
         "-set", "rtp_ip", "127.0.0.1", "-set", "rtp_port", str(media_port),
         "-d", str(duration_ms), "-m", "1", "-l", "1", "-timeout", "30s", "-timeout_error",
@@ -150,13 +152,16 @@ async def test_prompt_starts_in_early_media_and_goes_on_through_the_answer(tmp_p
     assert sdp183 and sdp183 == sdp200, "the 200 must repeat the 183's SDP (same o= id and version)"
 
 
-async def test_cancel_during_early_media_frees_the_port_and_sockets(tmp_path: Path, webhooks: Hooks) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_cancel_during_early_media_frees_the_port_and_sockets(tmp_path: Path, webhooks: Hooks,
+                                                                    transport: str) -> None:
     r = await start_server(tmp_path, webhook_url=webhooks.url, auto_answer=False, codecs=["PCMU"])
     capture = await open_capture()
     (r.data_dir / "media" / "loop.wav").write_bytes(wav_bytes(chirp_signal(0.5), 8000))
     try:
         udp_before = udp_socket_fds()
-        sipp = asyncio.create_task(run_sipp(*sipp_args(r, "uac_early_cancel.xml", capture.port, 1000), timeout=40))
+        sipp = asyncio.create_task(run_sipp(*sipp_args(r, "uac_early_cancel.xml", capture.port, 1000,
+                                                    transport=transport), timeout=40))
         call = await ringing_call(r)
         status, body = await api(r, "POST", f"/v1/calls/{call.call_id}/early_media")  # ARI progress / pre_answer
         assert status == 200 and body["state"] == "ringing" and body["early_media"] is True
