@@ -91,6 +91,10 @@ class Settings:
     cache_bytes: int = 512 * 1024 * 1024
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # text to speech (media/synth.py): the speak source
+    speech_timeout_s: float = 10.0  # one synthesis (the child process is killed past it)
+    speech_concurrency: int = 2  # syntheses at once; more speak commands queue
+    speech_max_chars: int = 3000  # characters of text (of SSML: its spoken text)
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
     sip_username: str | None = None
     sip_password: str | None = None

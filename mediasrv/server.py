@@ -20,6 +20,7 @@ from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
 from .media import MediaPlane, MediaSettings
+from .media.synth import EspeakEngine, get_engine, set_engine
 from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
 
@@ -88,6 +89,8 @@ class Server:
             self.registry,
             self.media,
         )
+        set_engine(EspeakEngine(timeout_s=settings.speech_timeout_s, concurrency=settings.speech_concurrency,
+                                max_chars=settings.speech_max_chars))
         self.registry.subscribe(self._on_call_event)
         self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
@@ -122,6 +125,8 @@ class Server:
         await self.events.start()  # before SIP and HTTP: owed webhooks go first, seq continues
         await self.media.start()
         self.media.loader.start_workers()
+        # the voice list is read once, off the loop, before the first speak command needs it
+        await asyncio.get_running_loop().run_in_executor(None, get_engine().voices)
         await self.sip.start()
         host, port = self.settings.http_addr
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

@@ -42,6 +42,7 @@ from mediacodecs.g711 import decode as g711_decode
 from mediacodecs.g711 import encode as g711_encode
 
 from .source import Media, SourceError
+from .synth import SpeechSpec
 
 FINAL_STATES = frozenset({"completed", "stopped", "failed", "call_hangup"})
 MAX_LOOP = 100
@@ -99,8 +100,11 @@ class SourceSpec:
     password: str | None = field(default=None, repr=False)
     cache: bool | None = None  # True: cache even without HTTP caching headers; False: never; None: RFC 9111
     cache_id: str | None = None  # caller's cache key (a rotating signed URL can share one entry)
+    speech: SpeechSpec | None = None  # text to speech (synth.py), cached by engine, voice, rate and text
 
     def describe(self) -> str:
+        if self.speech is not None:
+            return self.speech.describe()
         if self.url is not None:
             return self.url.split("?", 1)[0]  # never the query string: signed URLs carry secrets there
         if self.media is not None:

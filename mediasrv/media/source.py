@@ -38,6 +38,7 @@ from .decodeproc import DecodeWorkers
 from .errors import SourceError
 from .fetch import Fetcher, FetchResponse, FetchSettings, public_url
 from .store import MEDIA_NAME, MediaStore
+from .synth import get_engine
 
 if TYPE_CHECKING:
     from .player import SourceSpec
@@ -319,7 +320,8 @@ class MediaLoader:
             else None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
-                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0}
+                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0,
+                      "syntheses": 0}
 
     def start_workers(self) -> None:
         """Start the decoder processes now rather than at the first decode (saves the first play ~0.5 s)."""
@@ -363,7 +365,9 @@ class MediaLoader:
         prompt at the very next tick; counts as a cache hit.
         """
         try:
-            if spec.media is not None:
+            if spec.speech is not None:
+                media = self.cache.media(spec.speech.cache_key())
+            elif spec.media is not None:
                 mtime, size = self.store.version(spec.media)
                 media = self.cache.media(f"media:{spec.media}:{mtime}:{size}")
             elif spec.url is not None and spec.cache is not False:
@@ -410,7 +414,9 @@ class MediaLoader:
 
     def _flight(self, spec: SourceSpec, keep: bool = False) -> _Flight:
         loop = asyncio.get_running_loop()
-        if spec.url is not None:
+        if spec.speech is not None:
+            key = spec.speech.cache_key()
+        elif spec.url is not None:
             key = self._key(spec) or f"nocache:{uuid.uuid4().hex}"
         elif spec.media is not None:
             key = f"media:{spec.media}"
@@ -463,7 +469,9 @@ class MediaLoader:
     async def _run(self, flight_key: str, key: str, spec: SourceSpec, flight: _Flight) -> None:
         media: Media | None = None
         try:
-            if spec.url is not None:
+            if spec.speech is not None:
+                media = await self._load_speech(key, spec, flight)
+            elif spec.url is not None:
                 media = await self._load_url(key, spec, flight)
             elif spec.media is not None:
                 media = await self._load_stored(spec.media, flight)
@@ -583,6 +591,24 @@ class MediaLoader:
             return
         for key in self.cache.written(entry):
             await loop.run_in_executor(None, self.cache.delete_files, key)
+
+    async def _load_speech(self, key: str, spec: SourceSpec, flight: _Flight) -> Media:
+        """Text to speech: a cached decode, or the engine's WAV (a child process) through the WAV decode path."""
+        speech = spec.speech
+        assert speech is not None
+        media = self.cache.media(key)
+        if media is not None:
+            self.stats["cache_hits"] += 1
+            self.cache.entries[key].hits += 1
+            return media
+        self.stats["syntheses"] += 1
+        wav = await get_engine().synthesize(speech.text, speech.voice, speech.rate, speech.ssml)
+        flight.check()
+        media = await self._decode_stream(speech.describe(), _one(wav), flight, declared="wav", size_hint=len(wav))
+        # memory only: it is cheaper to say again than to keep on disk, and the text may be private
+        self.cache.put(CacheEntry(key=key, source=speech.describe(), samples=len(media.pcm), stored_at=time.time(),
+                                  fresh_until=float("inf")), media)
+        return media
 
     async def _load_stored(self, name: str, flight: _Flight) -> Media:
         loop = asyncio.get_running_loop()
