@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 import telnyx
+from azure.communication.callautomation import SsmlSource, TextSource
+from azure.core.exceptions import HttpResponseError
 from telnyx.types import CallSpeakEndedWebhookEvent, CallSpeakStartedWebhookEvent
 
 from mediasrv.probe import open_capture
 
-from .conftest import wait_until
+from .conftest import start_server, wait_until
 from .speech_ref import assert_spoken
+from .test_acs_sdk import KEY, AcsEvents, acs_client, acs_events  # noqa: F401 - acs_events is a fixture
 from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
 from .test_telnyx_sdk import CS1, SignedHooks, hooks, telnyx_server  # noqa: F401 - hooks is a fixture
 
@@ -69,3 +72,41 @@ async def test_telnyx_speak(tmp_path, hooks: SignedHooks):  # noqa: F811
                                                     strict=True))
     assert events[0].data.payload.client_state == CS1 and events[1].data.payload.status == "completed"
     assert not any(e.data.event_type.startswith("call.playback.") for e in hooks.events(cid))
+
+
+async def test_acs_text_and_ssml_sources(tmp_path, acs_events: AcsEvents):  # noqa: F811
+    r = await start_server(tmp_path, acs_access_key=KEY)
+    capture = await open_capture()
+    try:
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
+        [call] = await answered_calls(r, 1)
+        conn = acs_client(r).get_call_connection(call.call_id)
+        sources = [TextSource(text="Your call is important.", voice_name="en-US-JennyNeural"),
+                   TextSource(text="Please hold.", source_locale="en-GB", voice_kind="male"),
+                   SsmlSource(ssml_text=SSML)]
+        await asyncio.to_thread(conn.play_media, sources, operation_context="tts-1",
+                                operation_callback_url=acs_events.url)
+        [done] = await acs_events.wait_for("PlayCompleted", 1)
+        assert done.data["operationContext"] == "tts-1" and done.data["resultInformation"]["code"] == 200
+        bad = [
+            (TextSource(text=""), "playSources[0].text.text"),
+            (TextSource(text="x" * 3001), "playSources[0].text.text"),
+            (TextSource(text="hi", voice_name="en-US-NobodyNeural"), "playSources[0].text.voiceName"),
+            (TextSource(text="hi", source_locale="xx-YY"), "playSources[0].text.sourceLocale"),
+            (SsmlSource(ssml_text="<speak><audio src='a'/></speak>"), "playSources[0].ssml.ssmlText"),
+            (SsmlSource(ssml_text="<speak>hi"), "playSources[0].ssml.ssmlText"),
+        ]
+        for source, target in bad:
+            e = await _error(conn.play_media, source)
+            assert isinstance(e, HttpResponseError) and e.status_code == 400, (target, e)
+            assert e.error.target == target, (target, e.error)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    payload = capture.payload()
+    assert_spoken(payload, "Your call is important.", voice="en-us+f3")
+    assert_spoken(payload, "Please hold.", voice="en-gb")
+    assert_spoken(payload, SSML, ssml=True)
+    assert acs_events.types()[:2] == ["PlayStarted", "PlayCompleted"]
