@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import plivo
 import pytest
 import telnyx
 from azure.communication.callautomation import SsmlSource, TextSource
 from azure.core.exceptions import HttpResponseError
 from telnyx.types import CallSpeakEndedWebhookEvent, CallSpeakStartedWebhookEvent
 
+from mediacodecs.g711 import ulaw_encode
 from mediasrv.probe import open_capture
 
 from .conftest import start_server, wait_until
-from .speech_ref import assert_spoken
+from .speech_ref import assert_spoken, reference_pcm
 from .test_acs_sdk import KEY, AcsEvents, acs_client, acs_events  # noqa: F401 - acs_events is a fixture
 from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
+from .test_plivo_sdk import Callbacks, callbacks, plivo_server  # noqa: F401 - callbacks is a fixture
 from .test_telnyx_sdk import CS1, SignedHooks, hooks, telnyx_server  # noqa: F401 - hooks is a fixture
 
 pytestmark = pytest.mark.integration
@@ -110,3 +113,43 @@ async def test_acs_text_and_ssml_sources(tmp_path, acs_events: AcsEvents):  # no
     assert_spoken(payload, "Please hold.", voice="en-gb")
     assert_spoken(payload, SSML, ssml=True)
     assert acs_events.types()[:2] == ["PlayStarted", "PlayCompleted"]
+
+
+async def test_plivo_speak_and_stop_speaking(tmp_path, callbacks: Callbacks):  # noqa: F811
+    r, client = await plivo_server(tmp_path)
+    capture = await open_capture()
+    try:
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
+        [call] = await answered_calls(r, 1)
+        cid = call.call_id
+        res = await asyncio.to_thread(client.calls.speak, cid, "Hello from Plivo.", voice="MAN", language="en-US",
+                                      callback_url=callbacks.url)
+        assert res.message == "speak started" and res.api_id
+        await callbacks.wait_for(lambda p: p["Event"] == "PlayEnded" and p["RequestUUID"] == res.api_id)
+        res2 = await asyncio.to_thread(client.calls.start_speaking, cid, SSML, voice="Polly.Amy", type="ssml",
+                                       loop=True, callback_url=callbacks.url)
+        await callbacks.wait_for(lambda p: p["Event"] == "PlayStarted" and p["RequestUUID"] == res2.api_id)
+        await asyncio.sleep(0.3)
+        assert await asyncio.to_thread(client.calls.stop_speaking, cid) is None  # 204
+        ended = await callbacks.wait_for(lambda p: p["Event"] == "PlayEnded" and p["RequestUUID"] == res2.api_id)
+        assert ended["Status"] == "stopped"
+        bad = [
+            (("",), {}, "text"),
+            (("x" * 3001,), {}, "text"),
+            (("hi",), {"voice": "Polly.Nobody"}, "voice"),
+            (("hi",), {"language": "xx-YY"}, "language"),
+            (("<speak><audio src='a'/></speak>",), {"type": "ssml"}, "audio"),
+            (("hi",), {"type": "mp3"}, "type"),
+        ]
+        for args, kwargs, word in bad:
+            e = await _error(client.calls.speak, cid, *args, **kwargs)
+            assert isinstance(e, plivo.exceptions.ValidationError) and word in str(e), (args, kwargs, e)
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    payload = capture.payload()
+    assert_spoken(payload, "Hello from Plivo.")
+    looped = ulaw_encode(reference_pcm(SSML, "en-gb+f3", ssml=True))
+    assert payload.find(looped[:1600]) >= 0, "the SSML's first 200 ms, before it was stopped"
