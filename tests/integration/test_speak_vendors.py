@@ -11,14 +11,17 @@ import pytest
 import telnyx
 from azure.communication.callautomation import SsmlSource, TextSource
 from azure.core.exceptions import HttpResponseError
+from bandwidth.exceptions import BadRequestException
+from bandwidth.models.bxml import Bxml, SpeakSentence
 from telnyx.types import CallSpeakEndedWebhookEvent, CallSpeakStartedWebhookEvent
 
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.probe import open_capture
 
-from .conftest import start_server, wait_until
+from .conftest import Hooks, start_server, wait_until
 from .speech_ref import assert_spoken, reference_pcm
 from .test_acs_sdk import KEY, AcsEvents, acs_client, acs_events  # noqa: F401 - acs_events is a fixture
+from .test_bandwidth_sdk import ACCOUNT, CREDS, calls_api, played
 from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
 from .test_plivo_sdk import Callbacks, callbacks, plivo_server  # noqa: F401 - callbacks is a fixture
 from .test_telnyx_sdk import CS1, SignedHooks, hooks, telnyx_server  # noqa: F401 - hooks is a fixture
@@ -153,3 +156,36 @@ async def test_plivo_speak_and_stop_speaking(tmp_path, callbacks: Callbacks):  #
     assert_spoken(payload, "Hello from Plivo.")
     looped = ulaw_encode(reference_pcm(SSML, "en-gb+f3", ssml=True))
     assert payload.find(looped[:1600]) >= 0, "the SSML's first 200 ms, before it was stopped"
+
+
+async def test_bandwidth_speak_sentence(tmp_path, webhooks: Hooks):
+    r = await start_server(tmp_path, webhook_url=webhooks.url, **CREDS)
+    capture = await open_capture()
+    try:
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
+        [call] = await answered_calls(r, 1)
+        api = calls_api(r)
+        bxml = Bxml([SpeakSentence("Thanks for waiting.", voice="julie"),
+                     SpeakSentence("Goodbye.", locale="en_GB", gender="male")]).to_bxml()
+        info = await asyncio.to_thread(api.update_call_bxml_with_http_info, ACCOUNT, call.call_id, bxml)
+        assert info.status_code == 204
+        await wait_until(played(webhooks, 2), 10, "both SpeakSentence verbs played")
+        bad = [
+            (SpeakSentence(""), "text"),
+            (SpeakSentence("x" * 3001), "text"),
+            (SpeakSentence("hi", voice="nobody"), "voice"),
+            (SpeakSentence("hi", locale="xx_YY"), "locale"),
+        ]
+        for verb, word in bad:
+            with pytest.raises(BadRequestException) as e:
+                await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id, Bxml([verb]).to_bxml())
+            assert e.value.status == 400 and e.value.data.type == "validation" and word in e.value.data.description
+        code, out = await sipp
+        assert code == 0, out[-3000:]
+    finally:
+        capture.close()
+        await r.server.stop()
+    payload = capture.payload()
+    at = assert_spoken(payload, "Thanks for waiting.", voice="en-us+f3")
+    assert payload.find(ulaw_encode(reference_pcm("Goodbye.", "en-gb")), at) > at, "in order, one after the other"
+    assert [e["data"]["status"] for e in webhooks.events if e["type"] == "playback.ended"] == ["completed"] * 2
