@@ -61,6 +61,10 @@ class Settings:
     max_calls: int | None = None
     auto_answer: bool = True
     api_token: str | None = None
+    # scraping without the API token: a read-only bearer token good for GET /metrics only, and/or a
+    # separate HOST:PORT serving only /metrics (no token there unless metrics_token is set)
+    metrics_token: str | None = None
+    metrics_listen: str | None = None
     webhook_url: str | None = None
     # every webhook sink (native and vendor dialects): attempts, first back-off (doubled per retry), per-request timeout
     webhook_max_attempts: int = 5
@@ -95,6 +99,10 @@ class Settings:
     speech_timeout_s: float = 10.0  # one synthesis (the child process is killed past it)
     speech_concurrency: int = 2  # syntheses at once; more speak commands queue
     speech_max_chars: int = 3000  # characters of text (of SSML: its spoken text)
+    # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
+    # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
+    webhook_allow_cidrs: list[str] = field(default_factory=list)
+    webhook_deny_cidrs: list[str] = field(default_factory=list)
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
     sip_username: str | None = None
     sip_password: str | None = None
@@ -131,11 +139,17 @@ class Settings:
         return parse_hostport(self.http, 8080)
 
     @property
+    def metrics_addr(self) -> tuple[str, int] | None:
+        return parse_hostport(self.metrics_listen, 9090) if self.metrics_listen else None
+
+    @property
     def rtp_range(self) -> tuple[int, int]:
         return parse_port_range(self.rtp_ports)
 
     def validate(self) -> None:
-        self.sip_addr, self.http_addr, self.rtp_range  # noqa: B018 - parse to validate
+        self.sip_addr, self.http_addr, self.rtp_range, self.metrics_addr  # noqa: B018 - parse to validate
+        if self.metrics_token is not None and self.api_token is not None and self.metrics_token == self.api_token:
+            raise ConfigError("metrics_token must differ from api_token (it is the read-only one)")
         if not self.api_token and not is_loopback(self.http_addr[0]):
             raise ConfigError(
                 f"refusing to serve the HTTP API on {self.http} without a token: "
@@ -172,6 +186,12 @@ class Settings:
             raise ConfigError("sip_nonce_ttl_s and sip_rate_per_source must be > 0, sip_burst_per_source >= 1")
         if self.sip_rate_max_sources < 1:
             raise ConfigError("sip_rate_max_sources must be >= 1")
+        for name in ("fetch_allow_cidrs", "fetch_deny_cidrs", "webhook_allow_cidrs", "webhook_deny_cidrs"):
+            for cidr in getattr(self, name):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {cidr!r} is not an address or network") from exc
         if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
             raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 

@@ -7,11 +7,11 @@ group. Every media destination therefore passes :meth:`MediaAddressPolicy.check`
 used: in the SIP layer before a call is accepted (refused → 488), and again in the media plane
 before a leg is pointed at it (defence in depth).
 
-Always refused, whatever the configuration (the list is data, checked by its own test address
-by address, and does not depend on how Python's ``ipaddress`` classifies addresses, which
-changed between releases): unspecified, broadcast, multicast, link-local, reserved (240/4) and
-the cloud metadata / link-local service addresses, plus each IPv4 entry's IPv4-mapped
-(``::ffff:a.b.c.d``) form. ``media_deny_cidrs`` adds the operator's own networks. Loopback and
+Always refused, whatever the configuration: the egress policy's table
+(``egress_denylist.ALWAYS_REFUSED``: unspecified, broadcast, multicast, link-local, reserved
+(240/4) and every cloud metadata / platform service address, and any IPv4 address of those
+embedded in an IPv6 one), which does not depend on how Python's ``ipaddress`` classifies
+addresses. ``media_deny_cidrs`` adds the operator's own networks. Loopback and
 private networks are allowed: trunks and SBCs live there.
 """
 
@@ -20,46 +20,24 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..egress_denylist import ALWAYS_REFUSED, match
+
 __all__ = ["ALWAYS_DENIED", "MediaAddressPolicy", "parse_ip_literal"]
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# (network, why): the reason goes into the 488's Warning and the log line.
-ALWAYS_DENIED: tuple[tuple[str, str], ...] = (
-    ("0.0.0.0/8", "unspecified"),
-    ("::/128", "unspecified"),
-    ("255.255.255.255/32", "broadcast"),
-    ("224.0.0.0/4", "multicast"),
-    ("ff00::/8", "multicast"),
-    ("169.254.0.0/16", "link-local"),  # includes 169.254.169.254 (AWS, GCP, Azure, OpenStack, ...) and 169.254.170.2 (ECS)
-    ("fe80::/10", "link-local"),
-    ("240.0.0.0/4", "reserved"),
-    ("192.0.0.192/32", "cloud metadata (Oracle Cloud)"),
-    ("100.100.100.200/32", "cloud metadata (Alibaba Cloud)"),
-    ("168.63.129.16/32", "cloud platform service (Azure WireServer)"),
-    ("fd00:ec2::254/128", "cloud metadata (AWS IPv6)"),
-    ("fd00:ec2::23/128", "cloud DNS (AWS IPv6)"),
-)
+# The always-refused list is the egress policy's (egress_denylist.ALWAYS_REFUSED): one table, with
+# who uses each address, applied to RTP destinations and to outbound HTTP alike, IPv4 addresses
+# embedded in IPv6 (mapped, NAT64, 6to4, Teredo, ...) included. Kept here as (cidr, owner) pairs
+# for callers that list it.
+ALWAYS_DENIED: tuple[tuple[str, str], ...] = tuple((str(row.network), row.owner) for row in ALWAYS_REFUSED)
 
 
 def _mapped(net: ipaddress.IPv4Network) -> ipaddress.IPv6Network:
     """``::ffff:a.b.c.d/(96+n)``: the same IPv4 network as an IPv6 socket would reach it."""
     return ipaddress.IPv6Network((int(ipaddress.IPv6Address("::ffff:0:0")) | int(net.network_address),
                                   96 + net.prefixlen))
-
-
-def _compile(entries: tuple[tuple[str, str], ...]) -> list[tuple[IpNetwork, str]]:
-    out: list[tuple[IpNetwork, str]] = []
-    for cidr, why in entries:
-        net = ipaddress.ip_network(cidr)
-        out.append((net, why))
-        if isinstance(net, ipaddress.IPv4Network):
-            out.append((_mapped(net), why + " (IPv4-mapped)"))
-    return out
-
-
-_ALWAYS = _compile(ALWAYS_DENIED)
 
 
 def parse_ip_literal(text: str) -> IpAddress | None:
@@ -96,9 +74,9 @@ class MediaAddressPolicy:
         ip = parse_ip_literal(host)
         if ip is None:
             return "not an IP address literal"
-        for net, why in _ALWAYS:
-            if ip.version == net.version and ip in net:
-                return f"{why} address"
+        found = match(ip, ALWAYS_REFUSED)
+        if found is not None:
+            return f"{found[1].owner} address"
         for net, why in self._deny:
             if ip.version == net.version and ip in net:
                 return why

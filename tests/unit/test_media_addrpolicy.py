@@ -15,9 +15,11 @@ REFUSED = [
     # the same through an IPv6 socket (IPv4-mapped)
     "::ffff:169.254.169.254", "::ffff:192.0.0.192", "::ffff:100.100.100.200", "::ffff:168.63.129.16",
     "::ffff:224.0.0.1", "::ffff:255.255.255.255", "::ffff:0.0.0.0", "::ffff:240.0.0.1",
+    # shared with the egress table: embeddings and the other clouds' IPv6 metadata addresses
+    "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "fd00:ec2::253", "fd20:ce::254",
 ]
 ALLOWED = ["127.0.0.1", "10.1.2.3", "192.168.1.10", "172.16.0.5", "8.8.8.8", "192.0.0.191", "100.100.100.199",
-           "::1", "2001:db8::1", "fd00:ec2::253", "::ffff:127.0.0.1", "::ffff:10.0.0.1"]
+           "::1", "2001:db8::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"]
 
 
 @pytest.mark.parametrize("addr", REFUSED)

@@ -28,8 +28,8 @@ def _warning(h: Harness) -> str:
 def test_refused_addresses_get_488_with_the_reason_and_nothing_is_allocated() -> None:
     h = _policy_harness()
     cases = {
-        "169.254.169.254": "link-local",
-        "192.0.0.192": "cloud metadata",
+        "169.254.169.254": "instance metadata",
+        "192.0.0.192": "Oracle Cloud metadata",
         "224.0.0.1": "multicast",
         "255.255.255.255": "broadcast",
         "10.1.2.3": "media_deny_cidrs",
@@ -124,7 +124,7 @@ def test_refused_answer_in_a_2xx_to_our_invite_is_acked_then_hung_up() -> None:
     assert session.call.media is None and h.media.changes == []
     h.feed(_response_to(invite, 200, body=sdp(ip="100.100.100.200")))
     assert [m.method for m in h.take() if not isinstance(m, Response)] == ["ACK", "BYE"]
-    assert results[0][0] == 488 and "cloud metadata" in results[0][1]
+    assert results[0][0] == 488 and "Alibaba Cloud metadata" in results[0][1]
     assert session.call.hangup_cause == "bad_sdp" and h.media.changes == [] and h.media._used == {}
 
 
