@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiohttp
 import pytest
 
 from mediasrv.probe import open_capture
 
-from .conftest import Hooks, start_server, wait_until
+from .conftest import Hooks, Running, start_server, wait_until
 from .speech_ref import assert_spoken
 from .test_playback_sipp import (
     answered_calls,
@@ -27,6 +26,8 @@ SSML = '<speak>Hello <break time="200ms"/> <prosody rate="slow">world</prosody><
 
 
 async def test_speak_text_and_ssml_reach_the_caller_bit_exact_and_cached(tmp_path, webhooks: Hooks):
+    """Text twice in one list (synthesized once), SSML with a variant voice, a cached repeat that starts at
+    the next tick; then every kind of bad speak input on the same call, refused with its field named."""
     r = await start_server(tmp_path, webhook_url=webhooks.url)
     capture = await open_capture()
     try:
@@ -46,6 +47,8 @@ async def test_speak_text_and_ssml_reach_the_caller_bit_exact_and_cached(tmp_pat
         status, body = await post_play(r, call.call_id, {"speak": speak})  # cached: starts at the next tick
         assert status == 201 and body["state"] == "playing", body
         assert stats["syntheses"] == 2
+        await assert_refusals(r, call.call_id)
+        assert stats["syntheses"] == 2, "nothing refused reached the engine"
         code, out = await sipp
         assert code == 0, out[-3000:]
     finally:
@@ -58,51 +61,6 @@ async def test_speak_text_and_ssml_reach_the_caller_bit_exact_and_cached(tmp_pat
     assert_stream_continuity(capture)
     ended = [e for e in webhooks.events if e["type"] == "playback.ended"]
     assert [e["data"]["status"] for e in ended][:2] == ["completed", "completed"]
-
-
-async def test_speak_bad_input_names_the_field(tmp_path):
-    r = await start_server(tmp_path)
-    capture = await open_capture()
-    try:
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=2500))
-        [call] = await answered_calls(r, 1)
-        url = f"{r.http}/v1/calls/{call.call_id}/playbacks"
-
-        async def refused(body: dict[str, Any]) -> tuple[int, str, str]:
-            async with aiohttp.ClientSession() as s, s.post(url, json=body) as resp:
-                err = (await resp.json())["error"]
-                return resp.status, err["code"], err["details"]["field"]
-
-        cases = [
-            ({"speak": {"text": ""}}, 400, "speak.text"),
-            ({"speak": {"text": "   "}}, 400, "speak.text"),
-            ({"speak": {"text": "a" * 3001}}, 422, "speak.text"),
-            ({"speak": {"text": "hi", "voice": "en-US-JennyNeural"}}, 422, "speak.voice"),
-            ({"speak": {"text": "hi", "voice": "en-us+nosuchvariant"}}, 422, "speak.voice"),
-            ({"speak": {"text": "hi", "rate": 10}}, 422, "speak.rate"),
-            ({"speak": {"text": "hi", "rate": "fast"}}, 400, "speak.rate"),
-            ({"speak": {"ssml": "<speak>hi"}}, 422, "speak.ssml"),
-            ({"speak": {"ssml": "<speak><audio src='http://x/a.wav'/></speak>"}}, 422, "speak.ssml"),
-            ({"speak": {"ssml": '<!DOCTYPE s [<!ENTITY e "x">]><speak>&e;</speak>'}}, 422, "speak.ssml"),
-            ({"speak": {"ssml": "<speak>" + "a" * 20000 + "</speak>"}}, 422, "speak.ssml"),
-            ({"speak": {"text": "hi", "ssml": "<speak>hi</speak>"}}, 400, "speak.text"),
-            ({"speak": {}}, 400, "speak.text"),
-            ({"speak": "hello"}, 400, "speak"),
-            ({"speak": {"text": "hi", "pitch": 3}}, 400, "speak.pitch"),
-            ({"speak": {"text": "hi"}, "url": "http://127.0.0.1/a.wav"}, 422, "url"),
-            ({"sources": [{"speak": {"text": "ok"}}, {"speak": {"text": "hi", "voice": "xx"}}]}, 422,
-             "sources[1].speak.voice"),
-        ]
-        for body, status, field in cases:
-            got = await refused(body)
-            assert (got[0], got[2]) == (status, field), (body, got)
-        assert r.server.media.loader.stats["syntheses"] == 0, "nothing refused reached the engine"
-        assert not r.server.media.playbacks_for(call.call_id)[0]
-        code, out = await sipp
-        assert code == 0, out[-3000:]
-    finally:
-        capture.close()
-        await r.server.stop()
 
 
 async def test_a_burst_of_speak_commands_queues_on_the_engine(tmp_path, webhooks: Hooks):
@@ -132,3 +90,32 @@ async def test_a_burst_of_speak_commands_queues_on_the_engine(tmp_path, webhooks
     assert len(ended) == 20 and ended[0]["data"]["status"] == "completed", ended[0]
     assert {e["data"]["status"] for e in ended} <= {"completed", "call_hangup"}  # the queue outlasts the call
     assert_spoken(capture.payload(), "number 0", rate=450)
+
+
+BAD_SPEAK = [
+    ({"speak": {"text": ""}}, 400, "speak.text"),
+    ({"speak": {"text": "   "}}, 400, "speak.text"),
+    ({"speak": {"text": "a" * 3001}}, 422, "speak.text"),
+    ({"speak": {"text": "hi", "voice": "en-US-JennyNeural"}}, 422, "speak.voice"),
+    ({"speak": {"text": "hi", "voice": "en-us+nosuchvariant"}}, 422, "speak.voice"),
+    ({"speak": {"text": "hi", "rate": 10}}, 422, "speak.rate"),
+    ({"speak": {"text": "hi", "rate": "fast"}}, 400, "speak.rate"),
+    ({"speak": {"ssml": "<speak>hi"}}, 422, "speak.ssml"),
+    ({"speak": {"ssml": "<speak><audio src='http://x/a.wav'/></speak>"}}, 422, "speak.ssml"),
+    ({"speak": {"ssml": '<!DOCTYPE s [<!ENTITY e "x">]><speak>&e;</speak>'}}, 422, "speak.ssml"),
+    ({"speak": {"ssml": "<speak>" + "a" * 20000 + "</speak>"}}, 422, "speak.ssml"),
+    ({"speak": {"text": "hi", "ssml": "<speak>hi</speak>"}}, 400, "speak.text"),
+    ({"speak": {}}, 400, "speak.text"),
+    ({"speak": "hello"}, 400, "speak"),
+    ({"speak": {"text": "hi", "pitch": 3}}, 400, "speak.pitch"),
+    ({"speak": {"text": "hi"}, "url": "http://127.0.0.1/a.wav"}, 422, "url"),
+    ({"sources": [{"speak": {"text": "ok"}}, {"speak": {"text": "hi", "voice": "xx"}}]}, 422, "sources[1].speak.voice"),
+]
+
+
+async def assert_refusals(r: Running, call_id: str) -> None:
+    async with aiohttp.ClientSession() as s:
+        for body, status, field in BAD_SPEAK:
+            async with s.post(f"{r.http}/v1/calls/{call_id}/playbacks", json=body) as resp:
+                err = (await resp.json())["error"]
+                assert (resp.status, err["details"]["field"]) == (status, field), (body, resp.status, err)

@@ -76,7 +76,8 @@ async def test_telnyx_speak(tmp_path, hooks: SignedHooks):  # noqa: F811
     assert [e.data.event_type for e in events] == ["call.speak.started", "call.speak.ended"] * 2
     assert all(isinstance(e, k) for e, k in zip(events, [CallSpeakStartedWebhookEvent, CallSpeakEndedWebhookEvent] * 2,
                                                     strict=True))
-    assert events[0].data.payload.client_state == CS1 and events[1].data.payload.status == "completed"
+    assert events[0].data.payload.client_state == CS1
+    assert events[1].data.payload.status == events[3].data.payload.status == "completed"
     assert not any(e.data.event_type.startswith("call.playback.") for e in hooks.events(cid))
 
 
@@ -122,7 +123,7 @@ async def test_plivo_speak_and_stop_speaking(tmp_path, callbacks: Callbacks):  #
     r, client = await plivo_server(tmp_path)
     capture = await open_capture()
     try:
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3000))
         [call] = await answered_calls(r, 1)
         cid = call.call_id
         res = await asyncio.to_thread(client.calls.speak, cid, "Hello from Plivo.", voice="MAN", language="en-US",
@@ -162,7 +163,7 @@ async def test_bandwidth_speak_sentence(tmp_path, webhooks: Hooks):
     r = await start_server(tmp_path, webhook_url=webhooks.url, **CREDS)
     capture = await open_capture()
     try:
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=4500))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3500))
         [call] = await answered_calls(r, 1)
         api = calls_api(r)
         bxml = Bxml([SpeakSentence("Thanks for waiting.", voice="julie"),
