@@ -1,8 +1,9 @@
 """Text to speech behind a small interface: the ``speak`` source's engine.
 
-Why a subprocess: espeak-ng is a C program with global state; running it as a child (asyncio
-subprocess, nice +10) keeps it off the event loop, off the media clock's thread and out of
-our GIL, and a crash or a hang takes only that synthesis down (killed at the timeout).  Its
+Why a subprocess: espeak-ng is a C program with global state; running it as a child (nice +10,
+spawned and awaited in a thread, see :meth:`EspeakEngine._run`) keeps it off the event loop,
+off the media clock's thread and out of our GIL, and a crash or a hang takes only that
+synthesis down (killed at the timeout).  Its
 WAV output goes through the same decode path as any WAV source, and the decoded result is
 cached by (engine, voice, rate, kind, text) like a URL (``MediaLoader``).
 
