@@ -86,6 +86,7 @@ class Settings:
     cache_bytes: int = 512 * 1024 * 1024
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    sip_message_budget_ms: float = 5.0  # an inbound SIP message handled slower is counted and logged (sip/guard.py)
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
     sip_username: str | None = None
     sip_password: str | None = None
@@ -134,6 +135,8 @@ class Settings:
             raise ConfigError("realtime_priority must be 0 (off) or 1-99")
         if self.events_segment_bytes < 4096 or self.events_max_bytes < self.events_segment_bytes:
             raise ConfigError("events_segment_bytes must be >= 4096 and events_max_bytes >= events_segment_bytes")
+        if self.sip_message_budget_ms < 0:
+            raise ConfigError("sip_message_budget_ms must be >= 0 (0 = do not count)")
         if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
             raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 

@@ -68,6 +68,7 @@ class Server:
                 auto_answer=settings.auto_answer,
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
+                message_budget_ms=settings.sip_message_budget_ms,
             ),
             self.registry,
             self.media,
@@ -176,6 +177,13 @@ class Server:
             "SIP user agent counters",
             [(f'{{kind="{k}"}}', v) for k, v in sorted(sip_stats.items()) if isinstance(v, int | float)],
         )
+        budget = getattr(self.sip, "budget", None)
+        if budget is not None:
+            metric("sip_messages_over_budget_total", "counter",
+                   f"Inbound SIP messages whose handling took longer than {budget.limit_s * 1000:g} ms",
+                   [("", sip_stats.get("over_budget", 0))])
+            metric("sip_message_handling_max_seconds", "gauge", "Slowest inbound SIP message handled since start",
+                   [("", budget.max_s)])
         g = self.gc.metrics()
         metric("gc_frozen_objects", "gauge", "Objects frozen out of the GC (gcpolicy.py; an upper bound)",
                [("", g["frozen_objects"])])

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend
+from ..logsafe import clip
 from . import digest
 from . import sdp as sdpmod
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
+from .guard import SourceLog
 from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
 from .timers import TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
@@ -32,11 +34,12 @@ SCHEMES = ("sip", "sips", "tel")
 
 REASONS = {
     100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 415: "Unsupported Media Type",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
     488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error", 503: "Service Unavailable",
-    505: "Version Not Supported", 603: "Decline",
+    505: "Version Not Supported", 513: "Message Too Large", 603: "Decline",
 }
 
 
@@ -171,14 +174,15 @@ class SipCore:
             "calls_out": 0,
             "rejected": 0,
             "no_ack": 0,
+            "too_large": 0,  # messages over a size limit (413/414/513, or a TCP stream closed for it)
+            "over_budget": 0,  # messages whose handling took longer than the budget (guard.py)
         }
         self.tl = TransactionLayer(self._send, clock, self.timers, settings.t1, settings.t2, settings.t4, self.stats)
         self.dialogs: dict[tuple[str, str, str], Session] = {}
         self.sessions: dict[str, Session] = {}  # by Call.call_id
         self._ids = itertools.count(1)
         self._prefix = f"{random.getrandbits(40):010x}"
-        self._malformed_logged_at = -1e9
-        self._malformed_suppressed = 0
+        self.source_log = SourceLog(log)
 
     # -- ids --------------------------------------------------------------------------------------
     def _token(self) -> str:
@@ -254,6 +258,11 @@ class SipCore:
         tx.respond(status, self.response(tx.request, status, tx.dest, to_tag, **kw))
 
     # -- input ------------------------------------------------------------------------------------
+    def reject(self, data: bytes, dest: Dest, exc: ParseError) -> None:
+        """A message the transport could not frame (over a limit, bad Content-Length): count, log
+        and answer it statelessly as if it had failed to parse."""
+        self._malformed(data, dest, exc)
+
     def receive(self, data: bytes, dest: Dest) -> None:
         """Feed one datagram or one framed stream message."""
         try:
@@ -270,14 +279,12 @@ class SipCore:
 
     def _malformed(self, data: bytes, dest: Dest, exc: ParseError) -> None:
         self.stats["malformed"] += 1
-        now = self.clock()
-        if now - self._malformed_logged_at >= 1.0:
-            extra = f" ({self._malformed_suppressed} more suppressed)" if self._malformed_suppressed else ""
-            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], exc.reason, extra)
-            self._malformed_logged_at = now
-            self._malformed_suppressed = 0
-        else:
-            self._malformed_suppressed += 1
+        if exc.status in (413, 414, 513):
+            self.stats["too_large"] += 1
+        self.source_log.log(
+            logging.WARNING, dest.addr[0], "malformed SIP message from %s:%s: %s",
+            dest.addr[0], dest.addr[1], clip(exc.reason),
+        )
         resp = stateless_error(data, exc.status, exc.reason, dest, self.settings.user_agent)
         if resp is not None:
             self._send(resp, dest)
@@ -568,7 +575,7 @@ class SipCore:
                     raise sdpmod.SdpError("ACK without the SDP answer")
                 session.call.media = sdpmod.media_from_answer(answer, self.settings.codecs)
             except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-                log.info("bad SDP answer in ACK for %s: %s; hanging up", session.call.call_id, exc)
+                log.info("bad SDP answer in ACK for %s: %s; hanging up", session.call.call_id, clip(exc))
                 self._send_bye(session)
                 self._end(session, "bad_sdp", "server", 488)
                 return
@@ -745,7 +752,7 @@ class SipCore:
         try:
             media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-            log.info("unusable SDP in %s for %s: %s (ignored)", resp.status, session.call.call_id, exc)
+            log.info("unusable SDP in %s for %s: %s (ignored)", resp.status, session.call.call_id, clip(exc))
             return
         call = session.call
         call.media = media

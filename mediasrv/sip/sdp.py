@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..calls import NegotiatedMedia
+from ..logsafe import clip
 
 __all__ = [
     "SdpError",
@@ -25,6 +26,12 @@ PTIMES = (10, 20, 30, 40)
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 TE_PT = 101
+
+# Bounds on what parse_sdp reads (the SIP body itself is capped at 32 KiB in message.py).  Real
+# offers have tens of lines under 200 characters; ICE-heavy WebRTC offers stay under 200 lines.
+MAX_SDP_BYTES = 32768
+MAX_SDP_LINES = 512
+MAX_SDP_LINE = 4096
 
 
 class SdpError(ValueError):
@@ -74,7 +81,7 @@ class Sdp:
 def _conn(value: str) -> tuple[str, str]:
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise SdpError(f"bad c= line {value!r}")
+        raise SdpError(f"bad c= line {clip(value, 60)!r}")
     addr = parts[2].split("/")[0]
     if not addr:
         raise SdpError("empty connection address")
@@ -82,12 +89,19 @@ def _conn(value: str) -> tuple[str, str]:
 
 
 def parse_sdp(body: bytes) -> Sdp:
-    """Parse an SDP body; raise SdpError for anything we cannot trust."""
+    """Parse an SDP body; raise SdpError for anything we cannot trust.  Linear in the body, and the
+    body, its line count and each line's length are bounded (MAX_SDP_*)."""
+    if len(body) > MAX_SDP_BYTES:
+        raise SdpError(f"SDP larger than {MAX_SDP_BYTES} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SdpError("SDP is not UTF-8") from exc
     lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln.strip()]
+    if len(lines) > MAX_SDP_LINES:
+        raise SdpError(f"SDP has more than {MAX_SDP_LINES} lines")
+    if any(len(ln) > MAX_SDP_LINE for ln in lines):
+        raise SdpError(f"SDP line longer than {MAX_SDP_LINE} characters")
     if not lines or lines[0].strip() != "v=0":
         raise SdpError("SDP must start with v=0")
     origin: list[str] | None = None
@@ -97,15 +111,15 @@ def parse_sdp(body: bytes) -> Sdp:
     cur: MediaDesc | None = None
     for ln in lines[1:]:
         if len(ln) < 2 or ln[1] != "=" or not ln[0].isalpha():
-            raise SdpError(f"bad SDP line {ln[:40]!r}")
+            raise SdpError(f"bad SDP line {clip(ln, 40)!r}")
         t, v = ln[0], ln[2:].strip()
         if t == "m":
             parts = v.split()
             if len(parts) < 4:
-                raise SdpError(f"bad m= line {v!r}")
+                raise SdpError(f"bad m= line {clip(v, 60)!r}")
             port_s = parts[1].split("/")[0]
             if not port_s.isdigit() or int(port_s) > 65535:
-                raise SdpError(f"bad m= port {v!r}")
+                raise SdpError(f"bad m= port {clip(v, 60)!r}")
             cur = MediaDesc(parts[0], int(port_s), parts[2], parts[3:])
             media.append(cur)
         elif t == "c":
