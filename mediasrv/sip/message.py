@@ -8,7 +8,10 @@ CSeq, Content-Length) are parsed eagerly; everything else stays a raw string unt
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate, chain, compress, repeat
+from operator import add, sub
 from urllib.parse import unquote_to_bytes
 
 from ..logsafe import clip
@@ -130,28 +133,27 @@ def unescape(s: str) -> str:
 
 
 _PARAM_VALUE = r"[A-Za-z0-9\-.!%*_+`'~:]+"
-_PARAM_RE = re.compile(
-    r"\s*(" + _TOKEN + r')\s*(?:=\s*("(?:[^"\\]|\\.)*"|\[[0-9A-Fa-f:.]+\]|' + _PARAM_VALUE + r"))?\s*", re.S
+# One parameter after its ';'.  Token, blanks and the value alternatives are disjoint character
+# classes and every repetition is possessive, so no input makes these backtrack.
+_PARAM = (
+    r"\s*+(" + _TOKEN + r')\s*+(?:=\s*+("(?:[^"\\]++|\\.)*+"|\[[0-9A-Fa-f:.]++\]|' + _PARAM_VALUE + r"+))?+\s*+"
 )
+_PARAM_LIST_RE = re.compile(r"[ \t]*+(?:;" + _PARAM + r")*+[ \t]*+\Z", re.S)
+_PARAM_ITEM_RE = re.compile(r";" + _PARAM, re.S)
 
 
 def parse_params(s: str) -> dict[str, str | None]:
-    """Parse ``;a=b;c`` (leading ';' included) into a dict with lower-case names."""
-    params: dict[str, str | None] = {}
-    pos, n = 0, len(s)
-    while pos < n:
-        while pos < n and s[pos] in " \t":
-            pos += 1
-        if pos == n:
-            break
-        if s[pos] != ";":
+    """Parse ``;a=b;c`` (leading ';' included) into a dict with lower-case names.
+
+    Validated by one linear full match and split by one scan, both in C: a list of 30,000
+    parameters costs milliseconds, not a Python step per character.
+    """
+    if not _PARAM_LIST_RE.match(s):
+        if s.lstrip(" \t")[:1] != ";":
             raise ParseError(f"bad parameter list {_show(s)}")
-        m = _PARAM_RE.match(s, pos + 1)
-        if m is None:
-            raise ParseError(f"bad parameter in {_show(s)}")
-        params[m.group(1).lower()] = m.group(2)
-        pos = m.end()
-    return params
+        raise ParseError(f"bad parameter in {_show(s)}")
+    # a value is never empty, so findall's '' for a missing one means a flag (None)
+    return {name.lower(): value or None for name, value in _PARAM_ITEM_RE.findall(s)}
 
 
 @dataclass(slots=True)
@@ -304,12 +306,19 @@ _ADDR_SPEC_RE = re.compile(r"\s*+([^\s;<>\"]++)(.*)\Z", re.S)
 _QPAIR_RE = re.compile(r"\\(.)", re.S)
 
 
+def _unquote_pair(m: re.Match[str]) -> str:
+    return m.group(1)  # a function is 3x faster than the template "\1" per match
+
+
 def parse_name_addr(s: str, *, header_params_allowed: bool = True) -> NameAddr:
     """Parse a name-addr or addr-spec with header parameters; reject malformed ones."""
     m = _NAME_ADDR_RE.match(s)
     if m is not None:
         quoted, token_dn, raw, rest = m.groups()
-        display = _QPAIR_RE.sub(r"\1", quoted) if quoted is not None else (token_dn.strip() or None) if token_dn else None
+        if quoted is not None:
+            display = _QPAIR_RE.sub(_unquote_pair, quoted) if "\\" in quoted else quoted
+        else:
+            display = (token_dn.strip() or None) if token_dn else None
         uri = parse_uri(raw)
     else:
         if "<" in s or '"' in s:
@@ -328,45 +337,39 @@ def parse_name_addr(s: str, *, header_params_allowed: bool = True) -> NameAddr:
     return NameAddr(uri=uri, display=display, params=params, raw_uri=raw)
 
 
-_LIST_SPECIAL_RE = re.compile(r'[",<>\\]')
+# A quoted string (to its end if unterminated), in one linear match.
+_QUOTED_STRING_RE = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
+
+
+def _blank(m: re.Match[str]) -> str:
+    return "_" * (m.end() - m.start())
 
 
 def split_header_list(value: str) -> list[str]:
     """Split a comma-separated header value, respecting quoted strings and <...>.
 
-    Only the characters that matter are visited (found by a regex scan), so ordinary text costs
-    C speed, not a Python step per character.
+    Linear, and in C throughout (no Python step per character or per part, which a 64 KB list
+    of empty items would make 65,536 of): quoted strings are blanked out by one regex pass
+    (same length, so offsets hold), the bracket depth after each comma-separated piece is a
+    running sum of bracket counts, and the value is cut after the pieces where it is zero.
     """
     if "," not in value:
         return [value]
-    if '"' not in value and "<" not in value and ">" not in value:
-        return value.split(",")
-    parts: list[str] = []
-    start = 0
-    in_q = False
-    depth = 0
-    skip = -1  # a quoted-pair's escaped character
-    for m in _LIST_SPECIAL_RE.finditer(value):
-        i = m.start()
-        if i < skip:
-            continue
-        ch = value[i]
-        if in_q:
-            if ch == "\\":
-                skip = i + 2
-            elif ch == '"':
-                in_q = False
-        elif ch == '"':
-            in_q = True
-        elif ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(value[start:i])
-            start = i + 1
-    parts.append(value[start:])
-    return parts
+    plain = _QUOTED_STRING_RE.sub(_blank, value) if '"' in value else value
+    pieces = plain.split(",")
+    if "<" not in plain and ">" not in plain:
+        if plain is value:
+            return pieces
+        cuts: Iterable[int] = range(len(pieces) - 1)
+    else:
+        depths = accumulate(map(sub, map(str.count, pieces, repeat("<")), map(str.count, pieces, repeat(">"))))
+        cuts = list(compress(range(len(pieces) - 1), map((0).__eq__, depths)))
+        if plain is value and len(cuts) == len(pieces) - 1:
+            return pieces
+    ends = list(accumulate(map(len, pieces)))  # piece i ends at ends[i] + i in value (i commas before it)
+    stops = list(map(add, map(ends.__getitem__, cuts), cuts))
+    starts = chain((0,), map((1).__add__, stops))
+    return list(map(value.__getitem__, map(slice, starts, chain(stops, (len(value),)))))
 
 
 # ---------------------------------------------------------------------------------------------
