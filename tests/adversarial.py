@@ -135,13 +135,18 @@ def invite(
     return head.encode("utf-8", "surrogateescape") + body
 
 
-def nul_display_invite(where: str = "from") -> bytes:
-    """The reported 523-byte INVITE: a display name that is a token run with a NUL inside."""
-    n = 130 if where == "from" else 131
-    name = "a" * n + "\x00" + "a" * n + " <sip:user@host>"
-    msg = invite(from_=name + ";tag=1" if where == "from" else "<sip:caller@example.com>;tag=1",
-                 contact=name if where == "contact" else "<sip:caller@example.com>")
-    return msg
+def nul_display_invite(where: str = "from", total: int = 523) -> bytes:
+    """The reported 523-byte INVITE: a display name that is a token run with a NUL inside
+    (``aaaa…a\\x00aaaa…a <sip:user@host>``) in From or in Contact."""
+
+    def build(n1: int, n2: int) -> bytes:
+        name = "a" * n1 + "\x00" + "a" * n2 + " <sip:user@host>"
+        if where == "from":
+            return invite(from_=name + ";tag=1", contact="<sip:caller@example.com>")
+        return invite(from_="<sip:caller@example.com>;tag=1", contact=name)
+
+    room = total - len(build(0, 0))
+    return build(room // 2, room - room // 2)
 
 
 def _sip_parse(data: bytes) -> object:
@@ -276,13 +281,16 @@ SDP_HEAD = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 
 
 
 def sdp_cases(size: int = SIZE) -> Iterator[Case]:
+    """64 KB bodies are refused by size at once; the work is in bodies and lines at the limits."""
+    line = sdp.MAX_SDP_LINE - 24
     for label, text in runs(size):
         for where, body in (
-            ("m= line", SDP_HEAD + "m=audio 4000 RTP/AVP " + text),
-            ("a= line", SDP_HEAD + "m=audio 4000 RTP/AVP 0\r\na=" + text),
-            ("c= line", SDP_HEAD + "m=audio 4000 RTP/AVP 0\r\nc=IN IP4 " + text),
-            ("whole body", text),
-            ("many lines", SDP_HEAD + ("a=" + text[:40] + "\r\n") * (size // 44)),
+            ("m= line", SDP_HEAD + "m=audio 4000 RTP/AVP " + text[:line]),
+            ("a= line", SDP_HEAD + "m=audio 4000 RTP/AVP 0\r\na=" + text[:line]),
+            ("c= line", SDP_HEAD + "m=audio 4000 RTP/AVP 0\r\nc=IN IP4 " + text[:line]),
+            ("whole body", text[: sdp.MAX_SDP_BYTES]),
+            ("64 KB body", text),
+            ("many lines", SDP_HEAD + ("a=" + text[:40] + "\r\n") * (sdp.MAX_SDP_LINES - 8)),
         ):
             yield Case("sdp.parse_sdp+negotiate", f"{where}: {label}", _sdp, body.encode("utf-8", "surrogateescape"))
     fmts = " ".join(str(i % 128) for i in range(1000))

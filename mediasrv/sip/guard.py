@@ -97,7 +97,7 @@ class MessageBudget:
             self.log.log(
                 logging.WARNING,
                 source[0],
-                "SIP message from %s:%s took %.1f ms (budget %.1f ms), %d bytes: %s",
+                "SIP message from %s:%s took %.3g ms (budget %.3g ms), %d bytes: %s",
                 source[0],
                 source[1],
                 elapsed * 1000.0,

@@ -695,6 +695,12 @@ def _parse_core(msg: Message, headers: list[tuple[str, str]]) -> None:
         raise ParseError("Date must be in GMT")
     if contact is not None and "<" not in contact and "?" in contact:
         raise ParseError("URI headers need <> in Contact")
+    if contact is not None:
+        # The first Contact becomes a dialog's remote target: one that does not parse is a 400
+        # here, not a call answered towards the From URI instead.
+        first = split_header_list(contact)[0].strip()
+        if first != "*":
+            parse_name_addr(first)
 
 
 def build_request_head(method: str, uri: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:

@@ -135,9 +135,10 @@ class TcpConnection(asyncio.Protocol):
         buf = self.buf
         run = _CRLF_RUN.match(buf).end()  # type: ignore[union-attr]
         if run > 8:
-            if b"\r\n\r\n" in buf[: run - 8]:
+            if b"\r\n\r\n" in buf[:run]:
                 self.write(b"\r\n")
-            del buf[: run - 8]
+            keep = 3 if run == len(buf) else 0  # a ping may go on in the next read
+            del buf[: run - keep]
         while buf and buf[0] in (13, 10):
             if buf.startswith(b"\r\n\r\n"):
                 self.write(b"\r\n")  # RFC 5626 double-CRLF ping -> single-CRLF pong
