@@ -64,7 +64,7 @@ RESERVED_HEADERS = frozenset(
         "User-Agent", "Route", "Record-Route", "Require", "Proxy-Require", "Supported", "k", "Expires",
     )
 )
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")  # \Z: "$" would accept a name ending in "\n"
 
 
 def failure_cause(status: int) -> str:

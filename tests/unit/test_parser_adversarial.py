@@ -202,3 +202,11 @@ def test_warnings_about_one_source_are_clipped_and_rate_limited(caplog: pytest.L
     assert 1 <= len(lines) <= 3  # one source: a burst of 3, refilled at 0.2/s
     assert all(len(line) < 400 and "\x1b" not in line and "\x00" not in line for line in lines)
     assert h.core.stats["malformed"] == 50  # every one is still counted
+
+
+def test_a_header_name_from_the_api_cannot_end_in_a_newline() -> None:
+    from mediasrv.sip.core import check_user_headers
+
+    assert check_user_headers({"X-Tenant": "a"}) is None
+    for name in ("X-Tenant\n", "X-Tenant\r\nVia: x", "X Tenant", ""):
+        assert check_user_headers({name: "a"}) is not None
