@@ -11,6 +11,7 @@ them (a display name, a URI, a parameter list, a header value, an SDP line …).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import struct
@@ -165,15 +166,29 @@ def _core_receive(data: bytes) -> None:
     core.receive(data, PEER)
 
 
-def _tcp_feed(data: bytes, *, piece: int) -> None:
+async def _tcp_feed_async(data: bytes, piece: int) -> None:
     stats: dict[str, int] = {}
     transport = SipTransport(lambda d, dest: None, lambda: None, lambda d, dest, exc: None,
                              MessageBudget(stats, 0.005, SourceLog(sipcore.log)))
     conn = TcpConnection(transport, 1)
     for i in range(0, len(data), piece):
         conn.data_received(data[i:i + piece])
+        while conn.paused:  # MAX_BATCH messages per loop turn: let it go on
+            await asyncio.sleep(0)
         if conn.closed:
             break
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _tcp_feed(data: bytes, *, piece: int) -> None:
+    """Feed a stream to a TcpConnection in reads of *piece* bytes, on an event loop (it yields
+    to the loop between batches of messages)."""
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    _loop.run_until_complete(_tcp_feed_async(data, piece))
 
 
 def _name_addr(s: str) -> object:

@@ -21,6 +21,7 @@ log = logging.getLogger("mediasrv.sip.transport")
 
 Receiver = Callable[[bytes, Dest], None]
 Rejecter = Callable[[bytes, Dest, ParseError], None]
+MAX_BATCH = 16  # stream messages handled per turn of the event loop, per connection
 _CRLF_RUN = re.compile(rb"[\r\n]*")
 
 
@@ -54,6 +55,7 @@ class TcpConnection(asyncio.Protocol):
         self.need = -1  # the current message's total length once its header section is complete
         self.pending: list[bytes] = []  # writes queued while connecting
         self.closed = False
+        self.paused = False  # reading paused until the next loop turn (MAX_BATCH)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -89,13 +91,23 @@ class TcpConnection(asyncio.Protocol):
         stopped, and a message's length is worked out once, when its header section is complete
         (not again on every read while its body trickles in).  At most MAX_HEADER_BYTES of header
         and MAX_MESSAGE_BYTES in all are buffered: beyond that the peer gets a 513 and the
-        connection is closed (the stream cannot be resynchronised).
+        connection is closed (the stream cannot be resynchronised).  At most MAX_BATCH messages
+        are handled per turn of the event loop: a read full of pipelined messages pauses reading
+        and goes on at the next turn, so one connection cannot hold the loop for all of them.
         """
         if self.closed:
             return
+        self.buf += data
+        if not self.paused:
+            self._frame()
+
+    def _frame(self) -> None:
         buf = self.buf
-        buf += data
+        handled = 0
         while buf and not self.closed:
+            if handled >= MAX_BATCH:
+                self._yield()
+                return
             if self.need < 0:
                 if buf[0] in (13, 10):
                     self._blank_lines()
@@ -127,6 +139,22 @@ class TcpConnection(asyncio.Protocol):
             del buf[: self.need]
             self.need = -1
             self.owner.deliver(msg, Dest("tcp", self.peer, self.id))
+            handled += 1
+
+    def _yield(self) -> None:
+        """Stop reading and finish the buffer at the next turn of the loop."""
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self.paused = False
+        if self.closed:
+            return
+        self._frame()
+        if not self.paused and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
 
     def _blank_lines(self) -> None:
         """CR/LF between messages: a double CRLF is an RFC 5626 ping (answered with one CRLF),

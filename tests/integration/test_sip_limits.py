@@ -87,6 +87,16 @@ async def test_hostile_messages_get_quick_answers_and_the_server_keeps_answering
         assert reply.count(b"\r\n") - reply.lstrip(b"\r\n").count(b"\r\n") <= 4  # a pong or two, not thousands
         writer.close()
 
+        # TCP: 200 pipelined requests in one write are all answered (16 per turn of the loop)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"".join(options(100 + i).replace(b"UDP", b"TCP") for i in range(200)))
+        await writer.drain()
+        answered = 0
+        while answered < 200:
+            reply = await asyncio.wait_for(reader.readuntil(b"Content-Length: 0\r\n\r\n"), 5)
+            answered += reply.count(b"SIP/2.0 200 OK")
+        writer.close()
+
         text = await metrics(r)
         assert 'mediasrv_sip_events_total{kind="too_large"} 3' in text
         over = next(line for line in text.splitlines() if line.startswith("mediasrv_sip_messages_over_budget_total"))
