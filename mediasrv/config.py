@@ -73,7 +73,12 @@ class Settings:
     events_max_age_s: float = 7 * 86400.0
     events_fsync_interval_s: float = 1.0
     send_silence: bool = True
-    rtp_timeout_s: float = 0.0
+    # media that ends (media/plane.py): no RTP/RTCP from the peer for this long → hangup, cause rtp_timeout
+    rtp_timeout_s: float = 30.0  # 0 = off
+    rtp_hold_timeout_s: float = 300.0  # the same while the call is on hold (sendonly/recvonly/inactive/c=0.0.0.0)
+    symmetric_rtp: bool = False  # send to where the peer's RTP comes from (comedia), if the media policy allows it
+    media_deny_cidrs: list[str] = field(default_factory=list)  # media destinations refused on top of the always-refused
+    ring_timeout_s: float = 120.0  # an inbound call left ringing (auto_answer off) this long is refused 480; 0 = never
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     use_uvloop: bool = True
     realtime_priority: int = 0  # SCHED_FIFO priority for the media clock's thread; 0 = normal (realtime.py)
@@ -87,9 +92,22 @@ class Settings:
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
     sip_message_budget_ms: float = 5.0  # an inbound SIP message handled slower is counted and logged (sip/guard.py)
+    # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
+    # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
+    webhook_allow_cidrs: list[str] = field(default_factory=list)
+    webhook_deny_cidrs: list[str] = field(default_factory=list)
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
     sip_username: str | None = None
     sip_password: str | None = None
+    # who may place calls (sip/admission.py): INVITE source networks, digest auth, per-source limits
+    sip_allow_cidrs: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    sip_users: dict[str, str] = field(default_factory=dict)  # user -> password; non-empty: INVITEs need digest
+    sip_realm: str = "mediasrv"
+    sip_auth_proxy: bool = False  # challenge with 407 Proxy-Authenticate instead of 401 WWW-Authenticate
+    sip_nonce_ttl_s: float = 300.0
+    sip_rate_per_source: float = 20.0  # dialog-less requests (OPTIONS, REGISTER, ...) per second per source
+    sip_burst_per_source: int = 100
+    sip_rate_max_sources: int = 4096
     # vendor dialects (issue 6); a dialect without credentials answers 401 to everything
     telnyx_api_key: str | None = None
     telnyx_webhook_url: str | None = None
@@ -137,6 +155,32 @@ class Settings:
             raise ConfigError("events_segment_bytes must be >= 4096 and events_max_bytes >= events_segment_bytes")
         if self.sip_message_budget_ms < 0:
             raise ConfigError("sip_message_budget_ms must be >= 0 (0 = do not count)")
+        if self.rtp_timeout_s < 0 or self.rtp_hold_timeout_s < 0 or self.ring_timeout_s < 0:
+            raise ConfigError("rtp_timeout_s, rtp_hold_timeout_s and ring_timeout_s must be >= 0 (0 = off)")
+        for cidr in self.media_deny_cidrs:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"bad CIDR in media_deny_cidrs: {cidr!r}") from exc
+        try:
+            for cidr in self.sip_allow_cidrs:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+        except (ValueError, AttributeError) as exc:
+            raise ConfigError(f"sip_allow_cidrs: {exc}") from None
+        if not isinstance(self.sip_users, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in self.sip_users.items()
+        ):
+            raise ConfigError('sip_users must map user names to password strings ([mediasrv.sip_users] alice = "pw")')
+        if self.sip_nonce_ttl_s <= 0 or self.sip_rate_per_source <= 0 or self.sip_burst_per_source < 1:
+            raise ConfigError("sip_nonce_ttl_s and sip_rate_per_source must be > 0, sip_burst_per_source >= 1")
+        if self.sip_rate_max_sources < 1:
+            raise ConfigError("sip_rate_max_sources must be >= 1")
+        for name in ("fetch_allow_cidrs", "fetch_deny_cidrs", "webhook_allow_cidrs", "webhook_deny_cidrs"):
+            for cidr in getattr(self, name):
+                try:
+                    ipaddress.ip_network(cidr, strict=False)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {cidr!r} is not an address or network") from exc
         if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
             raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 
@@ -150,6 +194,11 @@ def _coerce(name: str, raw: Any) -> Any:
             return int(raw)
         if "float" in str(kind):
             return float(raw)
+        if "dict" in str(kind):  # "user:password,user2:password2" (TOML tables take any password)
+            pairs = [p.split(":", 1) for p in raw.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"{name}: expected user:password[,user:password...]")
+            return {u.strip(): pw for u, pw in pairs}
         if "list" in str(kind):
             return [p.strip() for p in raw.split(",") if p.strip()]
     return raw

@@ -305,15 +305,15 @@ def sdp_cases(size: int = SIZE) -> Iterator[Case]:
             ("c= line", SDP_HEAD + "m=audio 4000 RTP/AVP 0\r\nc=IN IP4 " + text[:line]),
             ("whole body", text[: sdp.MAX_SDP_BYTES]),
             ("64 KB body", text),
-            ("many lines", SDP_HEAD + ("a=" + text[:40] + "\r\n") * (sdp.MAX_SDP_LINES - 8)),
+            ("many lines", SDP_HEAD + ("a=" + text[:40] + "\r\n") * (sdp.MAX_LINES - 8)),
         ):
             yield Case("sdp.parse_sdp+negotiate", f"{where}: {label}", _sdp, body.encode("utf-8", "surrogateescape"))
     fmts = " ".join(str(i % 128) for i in range(1000))
     rtpmaps = "".join(f"a=rtpmap:{i} telephone-event/8000\r\na=fmtp:{i} 0-16\r\n" for i in range(96, 128))
     many = (SDP_HEAD + f"m=audio 4000 RTP/AVP {fmts}\r\n" + rtpmaps * 7).encode()
     yield Case("sdp.parse_sdp+negotiate", "1,000 formats and 448 attributes", _sdp, many)
-    lines = (SDP_HEAD + "m=audio 4000 RTP/AVP 0\r\n" + "a=x\r\n" * (sdp.MAX_SDP_LINES - 8)).encode()
-    yield Case("sdp.parse_sdp+negotiate", "MAX_SDP_LINES lines", _sdp, lines)
+    lines = (SDP_HEAD + "m=audio 4000 RTP/AVP 0\r\n" + "a=x\r\n" * (sdp.MAX_LINES - 8)).encode()
+    yield Case("sdp.parse_sdp+negotiate", "MAX_LINES lines", _sdp, lines)
 
 
 def _challenge(value: str) -> object:

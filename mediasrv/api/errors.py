@@ -88,6 +88,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except ApiError as exc:
         return exc.to_response()
+    except ConnectionResetError:  # the client went away mid-body: nobody to answer, nothing to log loudly
+        return ApiError(400, "incomplete_request", "the connection closed before the request body ended").to_response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -36,7 +36,7 @@ __all__ = [
     "framing_length",
 ]
 
-MAX_CSEQ = 2**31 - 1
+MAX_CSEQ = 2**32 - 1  # RFC 3261 says < 2**31; real stacks go up to 2**32-1, so a dialog at the top still ends
 
 # What one message may hold.  RFC 4475's largest torture message (longreq) has 44 header lines,
 # a 593-character line and 3.5 KB in all; real INVITEs with a large SDP stay well under 16 KB.
