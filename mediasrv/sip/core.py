@@ -23,7 +23,15 @@ from .admission import Admission, AdmissionSettings, AuthOutcome
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
 from .guard import SourceLog
-from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
+from .message import (
+    MAX_HEADER_BYTES,
+    ParseError,
+    Request,
+    Response,
+    build_request_head,
+    parse,
+    split_header_list,
+)
 from .timers import Timer, TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
 
@@ -1161,7 +1169,8 @@ def stateless_error(data: bytes, status: int, reason: str, dest: Dest, server: s
     if data[:4] == b"SIP/" or data[:4] == b"ACK ":
         return None
     end = data.find(b"\r\n\r\n")
-    head = data[: end if end >= 0 else len(data)].decode("utf-8", "replace")
+    # at most the header section a message may have: the answer to an oversized one costs no more
+    head = data[: end if 0 <= end <= MAX_HEADER_BYTES else MAX_HEADER_BYTES].decode("utf-8", "replace")
     found: dict[str, str] = {}
     vias: list[str] = []
     names = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
