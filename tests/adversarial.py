@@ -12,6 +12,7 @@ them (a display name, a URI, a parameter list, a header value, an SDP line …).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import json
 import struct
@@ -188,6 +189,7 @@ def _tcp_feed(data: bytes, *, piece: int) -> None:
     global _loop
     if _loop is None:
         _loop = asyncio.new_event_loop()
+        atexit.register(_loop.close)
     _loop.run_until_complete(_tcp_feed_async(data, piece))
 
 
