@@ -61,6 +61,10 @@ class Settings:
     max_calls: int | None = None
     auto_answer: bool = True
     api_token: str | None = None
+    # scraping without the API token: a read-only bearer token good for GET /metrics only, and/or a
+    # separate HOST:PORT serving only /metrics (no token there unless metrics_token is set)
+    metrics_token: str | None = None
+    metrics_listen: str | None = None
     webhook_url: str | None = None
     # every webhook sink (native and vendor dialects): attempts, first back-off (doubled per retry), per-request timeout
     webhook_max_attempts: int = 5
@@ -132,11 +136,17 @@ class Settings:
         return parse_hostport(self.http, 8080)
 
     @property
+    def metrics_addr(self) -> tuple[str, int] | None:
+        return parse_hostport(self.metrics_listen, 9090) if self.metrics_listen else None
+
+    @property
     def rtp_range(self) -> tuple[int, int]:
         return parse_port_range(self.rtp_ports)
 
     def validate(self) -> None:
-        self.sip_addr, self.http_addr, self.rtp_range  # noqa: B018 - parse to validate
+        self.sip_addr, self.http_addr, self.rtp_range, self.metrics_addr  # noqa: B018 - parse to validate
+        if self.metrics_token is not None and self.api_token is not None and self.metrics_token == self.api_token:
+            raise ConfigError("metrics_token must differ from api_token (it is the read-only one)")
         if not self.api_token and not is_loopback(self.http_addr[0]):
             raise ConfigError(
                 f"refusing to serve the HTTP API on {self.http} without a token: "

@@ -27,6 +27,7 @@ from mediasrv.api.errors import BodyError, parse_json_object
 from mediasrv.calls import CallRegistry, NullMedia
 from mediasrv.logsafe import clip
 from mediasrv.media import decode
+from mediasrv.media.dtmf import TelephoneEventDetector
 from mediasrv.media.source import SourceError
 from mediasrv.rtp.packet import RtpError, parse_rtcp
 from mediasrv.rtp.packet import parse as parse_rtp
@@ -34,6 +35,7 @@ from mediasrv.sip import core as sipcore
 from mediasrv.sip import digest, sdp
 from mediasrv.sip import message as sipmsg
 from mediasrv.sip.guard import MessageBudget, SourceLog
+from mediasrv.sip.info import InfoError, parse_info
 from mediasrv.sip.transaction import Dest
 from mediasrv.sip.transport import SipTransport, TcpConnection
 
@@ -368,6 +370,39 @@ def rtp_cases(size: int = SIZE) -> Iterator[Case]:
         yield Case("rtp.parse_rtcp", label, _rtcp, data)
 
 
+def _telephone_events(data: bytes) -> object:
+    """A stream of telephone-event packets (RFC 4733) cut from *data*, into one detector."""
+    det = TelephoneEventDetector()
+    out = []
+    for i, at in enumerate(range(0, len(data), 64)):
+        out += det.feed(i * 160, data[at:at + 64], i * 0.001)
+    out += det.feed(0, data, 1.0)  # and the whole of it as one packet
+    return out
+
+
+def _info(body: bytes) -> object:
+    out = []
+    for ctype in ("application/dtmf-relay", "application/dtmf"):
+        out.append(_quiet(parse_info, InfoError)(ctype, body))
+    return out
+
+
+def dtmf_cases(size: int = SIZE) -> Iterator[Case]:
+    packets = {
+        "zeros": bytes(size),
+        "0xff": b"\xff" * size,
+        "ends of every key": bytes(b for k in range(16) for b in (k, 0x80, 0, 160)) * (size // 64),
+        "huge durations": b"\x05\x00\xff\xff" * (size // 4),
+        "new event each packet": bytes(b for k in range(size // 4) for b in (k % 16, 0, 0, 80)),
+        "odd length": b"\x01\x02\x03" * (size // 3),
+    }
+    for label, data in packets.items():
+        yield Case("rtp.telephone_event", label, _telephone_events, data)
+    for label, text in runs(size, tails=["", "\x00"]):
+        for where, body in (("Signal= line", "Signal=" + text), ("lines", "\n" + text), ("Duration", "Signal=5\nDuration=" + text)):
+            yield Case("sip.info_dtmf", f"{where}: {label}", _info, body.encode("utf-8", "surrogateescape"))
+
+
 # ---------------------------------------------------------------------------------------------
 # HTTP bodies: JSON and BXML
 
@@ -497,5 +532,6 @@ def log_cases(size: int = SIZE) -> Iterator[Case]:
 
 
 def all_cases(size: int = SIZE) -> Iterator[Case]:
-    for gen in (sip_cases, sdp_cases, digest_cases, rtp_cases, json_cases, bxml_cases, audio_cases, log_cases):
+    for gen in (sip_cases, sdp_cases, digest_cases, rtp_cases, dtmf_cases, json_cases, bxml_cases, audio_cases,
+                log_cases):
         yield from gen(size)

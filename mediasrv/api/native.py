@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, CallState
+from ..calls import Call, CallState, Direction
 from ..media import Playback, PlayError, PlayRequest
-from ..media.player import MAX_DUCK_DB, VOLUME_RANGE_DB
+from ..media.player import MAX_DUCK_DB, MAX_OFFSET_MS, VOLUME_RANGE_DB
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..metrics import exposition_async
 from .errors import ApiError, read_json_object
 from .openapi import OPENAPI
 from .sources import parse_sources
@@ -117,10 +119,32 @@ def parse_play_request(body: dict[str, Any]) -> PlayRequest:
     command_id = body.get("command_id")
     if command_id is not None and (not isinstance(command_id, str) or not 0 < len(command_id) <= 200):
         raise ApiError(400, "invalid_field", "command_id must be a string of 1-200 characters", field="command_id")
+    barge_in = body.get("barge_in")
+    if barge_in is not None and (not isinstance(barge_in, str) or not barge_in):
+        raise ApiError(400, "invalid_field", "barge_in must be \"any\" or a string of DTMF keys", field="barge_in")
+    if barge_in is not None and barge_in != "any":
+        barge_in = barge_in.upper()
+        if any(c not in "0123456789*#ABCD" for c in barge_in):
+            raise ApiError(422, "invalid_field", "barge_in must be \"any\" or DTMF keys (0-9, *, #, A-D)",
+                           field="barge_in")
+    barge_in_stops = body.get("barge_in_stops", "current")
+    if barge_in_stops not in ("current", "all"):
+        raise ApiError(400, "invalid_field", "barge_in_stops must be 'current' or 'all'", field="barge_in_stops")
+    offset_ms = body.get("offset_ms", 0)
+    if isinstance(offset_ms, bool) or not isinstance(offset_ms, int):
+        raise ApiError(400, "invalid_field", "offset_ms must be an integer", field="offset_ms")
+    if not 0 <= offset_ms <= MAX_OFFSET_MS:
+        raise ApiError(422, "out_of_range", f"offset_ms must be between 0 and {MAX_OFFSET_MS}", field="offset_ms")
+    overlay = _bool(body, "overlay", False)
+    if barge_in is not None and overlay:
+        raise ApiError(422, "invalid_field", "barge_in applies to main playbacks, not overlays", field="barge_in")
     return PlayRequest(
         sources=sources,
+        barge_in=barge_in,
+        barge_in_stops=barge_in_stops,
+        offset_ms=offset_ms,
         loop=parse_loop(body.get("loop")),
-        overlay=_bool(body, "overlay", False),
+        overlay=overlay,
         stop=stop,
         target=parse_target(body),
         length_s=length_s,
@@ -139,8 +163,18 @@ def play_error(exc: PlayError) -> ApiError:
 async def list_calls(request: web.Request) -> web.Response:
     server = _server(request)
     state = request.query.get("state")
-    calls = [call_resource(server, c) for c in server.registry.all() if state is None or c.state.value == state]
-    return web.json_response({"calls": calls})
+    raw_limit = request.query.get("limit")
+    limit = None
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise ApiError(400, "invalid_field", "limit must be an integer", field="limit") from None
+        if not 1 <= limit <= 100_000:
+            raise ApiError(422, "out_of_range", "limit must be 1..100000", field="limit")
+    matched = [c for c in server.registry.all() if state is None or c.state.value == state]
+    calls = [call_resource(server, c) for c in matched[:limit]]
+    return web.json_response({"calls": calls, "total": len(matched)})
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -157,6 +191,29 @@ async def answer_call(request: web.Request) -> web.Response:
         await server.sip.answer(call.call_id)
     except RuntimeError as exc:
         raise ApiError(409, "cannot_answer", str(exc)) from exc
+    return web.json_response(call_resource(server, call))
+
+
+async def _start_early_media(server: Server, call: Call) -> None:
+    """183 Session Progress with our SDP on a ringing inbound call (a no-op when it already has it)."""
+    if call.direction is not Direction.INBOUND:
+        raise ApiError(409, "cannot_early_media", "early media is for ringing inbound calls (an outbound call's "
+                       "early media is the callee's 183)")
+    try:
+        await server.sip.early_media(call.call_id)
+    except KeyError as exc:
+        raise ApiError(409, "call_ended", f"call {call.call_id!r} has ended") from exc
+    except RuntimeError as exc:
+        raise ApiError(409, "cannot_early_media", str(exc)) from exc
+
+
+async def early_media(request: web.Request) -> web.Response:
+    """Early media without answering (ARI ``progress``, FreeSWITCH ``pre_answer``): 183 with SDP, RTP starts."""
+    server = _server(request)
+    call = _live_call(server, request.match_info["call_id"])
+    if call.state is CallState.ANSWERED:
+        raise ApiError(409, "already_answered", "call is already answered")
+    await _start_early_media(server, call)
     return web.json_response(call_resource(server, call))
 
 
@@ -184,9 +241,25 @@ async def start_playback(request: web.Request) -> web.Response:
     """One playback per target leg; the body is the first one (compatible) plus ``playbacks``."""
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
-    play = parse_play_request(await read_json_object(request))
+    body = await read_json_object(request)
+    play = parse_play_request(body)
+    allow_early = _bool(body, "early_media", True)
     if call.state is not CallState.ANSWERED:
-        raise ApiError(409, "call_not_answered", "the call must be answered before playing audio")
+        # A ringing inbound call plays as early media (183 with SDP) unless the request says not to.
+        if not allow_early or call.direction is not Direction.INBOUND:
+            raise ApiError(409, "call_not_answered", "the call must be answered before playing audio"
+                           + (" (early_media=false)" if not allow_early else ""))
+        try:
+            server.media.target_legs(call.call_id, play.target)  # checked before the 183 goes out
+            play.validate()
+            if play.overlay and not call.early_media:
+                raise PlayError("nothing_playing", "an overlay needs a playing non-overlay playback on leg "
+                                f"{call.call_id} (the call is ringing with nothing playing)")
+        except KeyError as exc:
+            raise _missing_leg(server, call, exc.args[0] if exc.args else call.call_id) from exc
+        except PlayError as exc:
+            raise play_error(exc) from exc
+        await _start_early_media(server, call)
     try:
         playbacks = server.media.play(call.call_id, play)
     except KeyError as exc:
@@ -350,7 +423,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=_server(request).prometheus_text(), content_type="text/plain", charset="utf-8")
+    body = await exposition_async(_server(request).metrics_registry)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def call_pacing(request: web.Request) -> web.Response:
+    """A live leg's last minute of pacing (worst lateness per second) and the level it is sending."""
+    server = _server(request)
+    call = _live_call(server, request.match_info["call_id"])
+    try:
+        return web.json_response(server.media.monitor(call.call_id))
+    except KeyError:
+        raise ApiError(409, "no_media", f"call {call.call_id!r} has no media leg yet") from None
 
 
 def add_routes(app: web.Application) -> None:
@@ -360,11 +444,13 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/calls/{call_id}", get_call),
             web.delete("/v1/calls/{call_id}", hangup_call),
             web.post("/v1/calls/{call_id}/answer", answer_call),
+            web.post("/v1/calls/{call_id}/early_media", early_media),
             web.post("/v1/calls/{call_id}/playbacks", start_playback),
             web.delete("/v1/calls/{call_id}/playbacks", stop_call_playbacks),
             web.get("/v1/playbacks/{playback_id}", get_playback),
             web.delete("/v1/playbacks/{playback_id}", stop_playback),
             web.post("/v1/playbacks/{playback_id}/control", control_playback),
+            web.get("/v1/calls/{call_id}/pacing", call_pacing),
             web.get("/v1/events", list_events),
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),

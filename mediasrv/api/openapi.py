@@ -25,7 +25,15 @@ OPENAPI: dict[str, Any] = {
     "info": {"title": "mediasrv native API", "version": "0.1.0"},
     "security": [{"bearer": []}],
     "paths": {
-        "/v1/calls": {"get": {"summary": "List calls", "responses": {"200": {"description": "calls"}}}},
+        "/v1/calls": {"get": {
+            "summary": "List calls (calls: the first `limit` of them; total: how many matched)",
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000},
+                 "description": "at most this many call resources (the live page and `mediasrv top` ask only for "
+                                "what they show: each resource costs the server's loop some µs)"},
+            ],
+            "responses": {"200": {"description": "{calls, total}"}, "400": _err("bad limit")}}},
         "/v1/calls/{call_id}": {
             "parameters": [_CALL_ID],
             "get": {"summary": "One call", "responses": {"200": _ok("call", "Call"), "404": _err("unknown call")}},
@@ -34,11 +42,39 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("ended")},
             },
         },
+        "/v1/calls/{call_id}/pacing": {
+            "parameters": [_CALL_ID],
+            "get": {
+                "summary": "What a live leg sends: worst clock lateness per second over the last minute "
+                           "(pacing: [{age_s, max_lateness_ms}], oldest first) and the level of the last ~100 ms "
+                           "(level_dbfs, null while only silence goes out); for the live page at /console",
+                "responses": {"200": {"description": "{call_id, ptime_ms, pacing, level_dbfs}"},
+                              "404": _err("unknown call"), "409": _err("ended, or no media leg yet")},
+            },
+        },
         "/v1/calls/{call_id}/answer": {
             "parameters": [_CALL_ID],
             "post": {
                 "summary": "Answer a ringing call (when not auto-answering)",
                 "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("not ringing")},
+            },
+        },
+        "/v1/calls/{call_id}/early_media": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Early media on a ringing inbound call without answering it (ARI progress, "
+                "FreeSWITCH pre_answer)",
+                "description": (
+                    "Sends 183 Session Progress with our SDP answer and starts RTP (silence until a "
+                    "playback); event call.early_media. The later answer's 200 carries the same SDP and "
+                    "the stream goes on (same SSRC, continuous seq and timestamp). The ring timeout still "
+                    "applies; the RTP inactivity timeout counts from the answer. Repeating it is a no-op."
+                ),
+                "responses": {
+                    "200": _ok("call", "Call"),
+                    "404": _err("unknown"),
+                    "409": _err("ended, already answered, outbound, or no SDP offer in the INVITE"),
+                },
             },
         },
         "/v1/calls/{call_id}/playbacks": {
@@ -161,7 +197,22 @@ OPENAPI: dict[str, Any] = {
         },
         "/healthz": {"get": {"summary": "Liveness; events_journal.state says whether events are persisted "
                                         "(ok | failing | unavailable | disabled)", "security": [], "responses": {"200": {"description": "ok"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4); the API token or the read-only "
+                                        "metrics_token; or on metrics_listen's own address",
+                             "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+        "/console": {"get": {"summary": "The live page (HTML): calls, playbacks, pacing plots, level meters; "
+                                        "without the login cookie its login form (401)",
+                             "security": [], "responses": {"200": {"description": "HTML"},
+                                                           "401": {"description": "HTML login form"}}}},
+        "/console/login": {
+            "get": {"summary": "The console's login form", "security": [],
+                    "responses": {"200": {"description": "HTML"}}},
+            "post": {"summary": "Log in with the API token (form field token): sets the HttpOnly, SameSite=Strict "
+                                "mediasrv_token cookie, good for GET requests of the API (EventSource cannot "
+                                "send headers)",
+                     "security": [],
+                     "responses": {"303": {"description": "to /console"}, "401": {"description": "wrong token"}}},
+        },
         "/openapi.json": {"get": {"summary": "This document; vendor dialect routes are listed under x-dialects",
                                   "security": [], "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
     },
@@ -213,6 +264,12 @@ OPENAPI: dict[str, Any] = {
                     "duck_db": {"type": "number", "minimum": 0, "maximum": 90},
                     "volume_db": {"type": "number", "minimum": -60, "maximum": 20},
                     "command_id": {"type": "string"},
+                    "early_media": {
+                        "type": "boolean", "default": True,
+                        "description": "on a ringing inbound call: true plays as early media (183 Session "
+                        "Progress with our SDP, RTP before the answer; the 200 continues the same stream); "
+                        "false refuses with 409 call_not_answered",
+                    },
                 },
             },
             "Control": {
@@ -253,6 +310,10 @@ OPENAPI: dict[str, Any] = {
                     "message": {"type": ["string", "null"], "description": "for people, e.g. "
                                 "\"text/html, 512 bytes, not audio\""},
                     "ms_played": {"type": "integer"},
+                    "source_index": {"type": "integer", "description": "which source of the list plays now"},
+                    "position_ms": {"type": "integer", "description": "position in that source"},
+                    "source_duration_ms": {"type": ["integer", "null"],
+                                           "description": "that source's length, once fully decoded"},
                     "command_id": {"type": ["string", "null"]},
                     "target": {},
                     "overlay": {"type": "boolean"},
@@ -274,6 +335,7 @@ OPENAPI: dict[str, Any] = {
                     "sip_call_id": {"type": "string"},
                     "codec": {"type": ["string", "null"]},
                     "remote_rtp": {"type": ["string", "null"]},
+                    "early_media": {"type": "boolean", "description": "media flowed before the answer (183)"},
                     "packets_sent": {"type": "integer"},
                     "packets_received": {"type": "integer"},
                     "jitter_buffer": {
@@ -413,5 +475,102 @@ OPENAPI["components"]["schemas"]["Call"]["properties"].update(
         "peers": {"type": "array", "items": {"type": "string"}, "description": "the other calls in its room"},
         "sip_code": {"type": ["integer", "null"], "description": "final SIP status of a failed or refused call"},
         "hangup_cause": {"type": ["string", "null"]},
+    }
+)
+
+# -- IVR: barge-in, start offset, synthesized sources, play-and-collect, DTMF out (api/ivr.py) ---------
+_COLLECT_ID = {"name": "collect_id", "in": "path", "required": True, "schema": {"type": "string"}}
+OPENAPI["components"]["schemas"]["Source"]["description"] = "exactly one of url, media, content_base64, tone, digits"
+OPENAPI["components"]["schemas"]["Source"]["properties"].update(
+    {
+        "tone": {"type": "string", "description": "a call-progress tone: dial|ring|busy|congestion|callwaiting "
+                 "[/us|uk|de|fr], or FREQ[+FREQ...][@dBm0][:ON/OFF[/ON/OFF...]] (ms), e.g. 440+480:2000/4000; "
+                 "one cadence cycle (or duration_ms), 1 s when continuous"},
+        "digits": {"type": "string", "description": "in-band DTMF tones for these keys (0-9 * # A-D)"},
+        "duration_ms": {"type": "integer", "minimum": 1, "maximum": 600000, "description": "tone: its length"},
+        "digit_ms": {"type": "integer", "minimum": 40, "maximum": 2000, "default": 100},
+        "gap_ms": {"type": "integer", "minimum": 0, "maximum": 2000, "default": 100},
+    }
+)
+OPENAPI["components"]["schemas"]["PlayRequest"]["properties"].update(
+    {
+        "barge_in": {"type": "string", "description": "\"any\" or the DTMF keys (e.g. \"#*0\") that stop this "
+                     "playback when pressed (RFC 4733 or SIP INFO); playback.ended: stopped_by dtmf, digit"},
+        "barge_in_stops": {"type": "string", "enum": ["current", "all"], "default": "current",
+                           "description": "all: the playbacks queued behind it stop too"},
+        "offset_ms": {"type": "integer", "minimum": 0, "description": "start this far into the source list; "
+                      "the first loop iteration only (later ones start at 0), as ARI's offsetms"},
+    }
+)
+OPENAPI["components"]["schemas"].update(
+    {
+        "CollectRequest": {
+            "type": "object",
+            "properties": {
+                "prompt": {"allOf": [{"$ref": "#/components/schemas/PlayRequest"}],
+                           "description": "optional; played with barge-in; no target/overlay/barge_in fields"},
+                "min_digits": {"type": "integer", "minimum": 0, "maximum": 128, "default": 1},
+                "max_digits": {"type": "integer", "minimum": 1, "maximum": 128, "default": 128},
+                "terminator": {"type": "string", "default": "#", "description": "keys that end it (\"\": none)"},
+                "first_digit_timeout_ms": {"type": "integer", "minimum": 1, "default": 5000,
+                                           "description": "from the prompt's end"},
+                "inter_digit_timeout_ms": {"type": "integer", "minimum": 1, "default": 5000},
+                "barge_in": {"type": "boolean", "default": True, "description": "a key press stops the prompt"},
+                "command_id": {"type": "string"},
+            },
+        },
+        "Collect": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"}, "call_id": {"type": "string"}, "command_id": {"type": ["string", "null"]},
+                "state": {"type": "string", "enum": ["collecting", "ended"]},
+                "digits": {"type": "string"},
+                "reason": {"type": ["string", "null"],
+                           "enum": ["max_digits", "terminator", "timeout", "call_hangup", "stopped", None]},
+                "valid": {"type": "boolean", "description": "min_digits were collected"},
+                "prompt_playbacks": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "DtmfRequest": {
+            "type": "object",
+            "required": ["digits"],
+            "properties": {
+                "digits": {"type": "string", "maxLength": 64, "description": "0-9 * # A-D"},
+                "duration_ms": {"type": "integer", "minimum": 40, "maximum": 2000, "default": 100},
+            },
+        },
+    }
+)
+OPENAPI["paths"].update(
+    {
+        "/v1/calls/{call_id}/collect": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Play a prompt (optional) and collect DTMF digits; ends in one collect.ended event",
+                "requestBody": {"content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/CollectRequest"}}}},
+                "responses": {"201": _ok("the collect", "Collect"), "400": _err("bad field"),
+                              "404": _err("unknown call"), "409": _err("ended or not answered"),
+                              "422": _err("impossible limits (the field is named)")},
+            },
+        },
+        "/v1/collects/{collect_id}": {
+            "parameters": [_COLLECT_ID],
+            "get": {"summary": "One collect", "responses": {"200": _ok("collect", "Collect"), "404": _err("unknown")}},
+            "delete": {"summary": "Stop it (collect.ended reason stopped)",
+                       "responses": {"200": _ok("collect", "Collect"), "404": _err("unknown")}},
+        },
+        "/v1/calls/{call_id}/dtmf": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Send digits: RFC 4733 when the far end negotiated telephone-event, else in-band tones; "
+                           "the audio waits meanwhile; dtmf.sent when done",
+                "requestBody": {"content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/DtmfRequest"}}}},
+                "responses": {"202": {"description": "queued on the media clock"}, "400": _err("bad field"),
+                              "404": _err("unknown call"), "409": _err("ended, not answered, or digits in progress"),
+                              "422": _err("bad digits or duration")},
+            },
+        },
     }
 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -11,14 +13,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from mediacodecs.g711 import decode as decode_g711
 from mediacodecs.g711 import silence_byte
 
-from ..calls import Call, CallState, Direction
+from ..calls import Call, CallState, NegotiatedMedia
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
 from .addrpolicy import MediaAddressPolicy
 from .clock import MediaClock, Scheduled, Tickable, run_each
+from .collect import Collect, CollectRequest
+from .dtmf import DtmfSender
+from .ivr import IvrControl
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
 from .source import Claim, Media, MediaLoader
@@ -57,7 +65,7 @@ class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
     __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
-                 "negotiated", "held", "call")
+                 "negotiated", "held", "call", "last_slow", "tx", "_tx_done", "applied")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -71,6 +79,10 @@ class LegDriver(Tickable):
         self.negotiated = False  # media_changed has run: the inactivity timeout applies from then on
         self.held = False  # not sendrecv both ways: the (longer) hold timeout applies
         self.call: Call | None = None
+        self.last_slow: bytes | None = None  # the slow path's last payload (the level meter reads it)
+        self.tx: DtmfSender | None = None  # digits being sent: they take the leg's ticks (the player is held)
+        self._tx_done: Callable[[], None] | None = None
+        self.applied: NegotiatedMedia | None = None  # what media_changed last set up (a copy)
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -89,9 +101,38 @@ class LegDriver(Tickable):
         self.player.set_codec(codec, silence_byte(codec))
         self.silence_payload = bytes([self.player.silence]) * self.samples
 
+    def start_tx(self, sender: DtmfSender, done: Callable[[], None]) -> None:
+        """Send *sender*'s packets from the next tick on; the playback waits (held) until they are out."""
+        self.tx, self._tx_done = sender, done
+        self.player.held = True  # the C fast path hands this leg's ticks to tick() meanwhile
+
+    def _send_tx(self, tx: DtmfSender) -> bool:
+        leg = self.leg
+        pkt = tx.next(leg.timestamp)
+        if pkt is None:
+            done, self.tx, self._tx_done = self._tx_done, None, None
+            self.player.held = False
+            leg.marker_next = True  # the audio resumes as a new talkspurt
+            if done is not None:
+                asyncio.get_running_loop().call_soon(done)
+            return False
+        b1 = pkt.payload_type | 0x80 if pkt.marker else pkt.payload_type
+        try:
+            leg.transmit(_pack_header(0x80, b1, leg.seq, pkt.timestamp, leg.ssrc) + pkt.payload)
+            leg.packets_sent += 1
+            leg.bytes_sent += len(pkt.payload)
+        except OSError:
+            leg.send_errors += 1
+        leg.marker_next = False
+        leg.seq = (leg.seq + 1) & 0xFFFF
+        leg.timestamp = (leg.timestamp + self.samples) & 0xFFFFFFFF
+        return True
+
     def tick(self) -> None:
         # The hot path: for a leg playing one stream this is a slice, a 12-byte header and a
         # sendto, with everything else kept out of the common case.
+        if self.tx is not None and self._send_tx(self.tx):
+            return
         leg = self.leg
         n = self.samples
         seq = leg.seq
@@ -107,7 +148,7 @@ class LegDriver(Tickable):
         elif self.player.busy:
             # the slow path: boundaries, loops, the cap, overlays, volume, pause, bridged call audio
             # (bridged with nothing playing: what the room's other legs say, encoded once)
-            payload = self.player.next_payload(n, seq, ts, self._call_audio)
+            payload = self.last_slow = self.player.next_payload(n, seq, ts, self._call_audio)
         else:
             payload = None
         if payload is None:
@@ -131,8 +172,11 @@ class LegDriver(Tickable):
 
 
 def _early_media(call: Call | None) -> bool:
-    """An outbound call's 183 media before the answer: its ring time is the caller's timeout, not ours."""
-    return call is not None and call.direction is Direction.OUTBOUND and call.state is not CallState.ANSWERED
+    """Media before the answer (183 with SDP, either direction): the RTP timeout counts from the answer.
+
+    An outbound call's ring time is the caller's timeout; an inbound one's is ``ring_timeout_s``.
+    """
+    return call is not None and call.state is not CallState.ANSWERED
 
 
 def _raise_fd_limit() -> None:
@@ -158,6 +202,7 @@ class MediaPlane:
         self.clock = MediaClock(use_timerfd=settings.use_timerfd)
         # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
         self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
+        self.fastpath_enabled = self.clock.core.run_group is not run_each
         self.loader = MediaLoader(
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
@@ -177,6 +222,7 @@ class MediaPlane:
         self._room_of: dict[str, str] = {}
         # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8
         self.mixer = Mixer(now=lambda: self.clock.core.next_tick * 8)
+        self.ivr = IvrControl(self, emit)
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -245,6 +291,7 @@ class MediaPlane:
             driver = LegDriver(leg, player, self.settings.send_silence)
             driver.call = call
             self._drivers[call.call_id] = driver
+            self.ivr.attach(call.call_id, driver)
         except BaseException:
             self.ports.free(port)
             if leg is not None:
@@ -268,6 +315,12 @@ class MediaPlane:
         if driver is None or media is None:
             return
         leg = driver.leg
+        if driver.negotiated and media == driver.applied:
+            # The same media again: the 200 after our 183 (or theirs), a session refresh. The stream
+            # goes on untouched (no re-encode, no marker, a symmetric-RTP latch kept); only the
+            # inactivity timeout counts from now, so it starts at the answer.
+            leg.stats.last_inbound = time.monotonic()
+            return
         if media.remote_addr is not None:
             # the SIP layer checked this already; checked again here so no path can skip it
             why = self.check_remote(media.remote_addr)
@@ -283,8 +336,10 @@ class MediaPlane:
         leg.set_remote(media.remote_addr)
         leg.sdp_remote = media.remote_addr
         leg.latch = self._latch_allowed if self.settings.symmetric_rtp and media.remote_addr is not None else None
+        leg.te_pt = media.telephone_event_pt
         leg.stats.last_inbound = time.monotonic()
         driver.negotiated = True
+        driver.applied = dataclasses.replace(media)
         driver.held = not (media.send_enabled and media.recv_enabled and media.remote_addr is not None)
         sending = media.send_enabled and media.remote_addr is not None
         if sending and driver.entry is None:
@@ -315,6 +370,7 @@ class MediaPlane:
         leg = driver.leg
         steps: list[tuple[str, Callable[[], object]]] = [
             ("clock", lambda: self._unschedule(driver)),
+            ("dtmf", lambda: self._end_dtmf(call_id, driver)),  # its collect ends call_hangup, before the prompts
             ("playbacks", lambda: driver.player.end_all(state)),
             ("room", lambda: self.leave_room(call_id)),
         ]
@@ -329,6 +385,11 @@ class MediaPlane:
         self.ports.free(leg.port)
         leg.close(send_bye=leg.remote is not None)  # never raises
         self._timed_out.discard(call_id)
+
+    def _end_dtmf(self, call_id: str, driver: LegDriver) -> None:
+        driver.leg.on_event = None
+        driver.tx = driver._tx_done = None
+        self.ivr.detach(call_id)
 
     def _unschedule(self, driver: LegDriver) -> None:
         if driver.entry is not None:
@@ -410,6 +471,17 @@ class MediaPlane:
         fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
         fut.set_result(media)
         return Claim(fut)
+
+    # -- DTMF (media/ivr.py) -----------------------------------------------
+    def dtmf_info(self, call: Call, digit: str, duration_ms: int) -> bool:
+        """A SIP INFO key press on *call* (MediaBackend); False when it has no media leg."""
+        return self.ivr.on_info(call.call_id, digit, duration_ms)
+
+    def collect(self, call_id: str, request: CollectRequest) -> Collect:
+        return self.ivr.collect(call_id, request)
+
+    def send_dtmf(self, call_id: str, digits: str, duration_ms: int) -> DtmfSender:
+        return self.ivr.send_dtmf(call_id, digits, duration_ms)
 
     def stop_playback(self, playback_id: str, by: str = "api") -> bool:
         """Stop this playback; False (a no-op) when it already ended, never applied to another one."""
@@ -516,10 +588,48 @@ class MediaPlane:
         driver = self._drivers[call_id]
         stats = driver.leg.counters()
         stats["ssrc"] = driver.leg.ssrc
+        stats["dtmf"] = self.ivr.stats(call_id)
         source = self.mixer.source(call_id)
         if source is not None:  # bridged: how its inbound audio fared in the jitter buffer
             stats["jitter_buffer"] = {**source.jitter.stats.as_dict(), "pops": source.pops}
         return stats
+
+    def monitor(self, call_id: str) -> dict[str, Any]:
+        """What the live page plots for one leg: its last minute of pacing and the level it sends now.
+
+        Both are worked out here, on request: pacing from the clock's per-second history of its
+        sub-slots (media/clock.py PacingHistory), the level from the audio around the playback's
+        position (fast path) or the slow path's last payload; nothing is added per packet.
+        """
+        driver = self._drivers[call_id]
+        entry = driver.entry
+        now = time.monotonic()
+        pacing = ([{"age_s": round(now - start, 3), "max_lateness_ms": round(late * 1000, 3)}
+                   for start, late in self.clock.core.pacing_of(entry)] if entry is not None and entry.active else [])
+        return {"call_id": call_id, "ptime_ms": driver.samples // 8, "pacing": pacing,
+                "level_dbfs": self._level(driver)}
+
+    @staticmethod
+    def _level(driver: LegDriver) -> float | None:
+        """RMS of the last ~100 ms sent, dBFS; None while nothing but silence goes out."""
+        player = driver.player
+        pb = player.fast
+        if pb is not None:
+            data = pb.data[max(0, pb.offset - 800):pb.offset]
+        elif player.busy and driver.last_slow is not None:
+            data = driver.last_slow
+        else:
+            return None
+        if not data:
+            return None
+        pcm = decode_g711(player.codec, data).astype(np.float64)
+        rms = float(np.sqrt(np.mean(pcm * pcm)))
+        return round(20 * math.log10(rms / 32768.0), 1) if rms >= 1.0 else -90.0
+
+    @property
+    def playing_legs(self) -> int:
+        """Legs with a main playback current (overlays alone and bridged audio not counted)."""
+        return sum(1 for d in self._drivers.values() if d.player.current is not None)
 
     def metrics(self) -> dict[str, Any]:
         live_sent = sum(d.leg.packets_sent for d in self._drivers.values())
@@ -549,6 +659,7 @@ class MediaPlane:
         if type_ in ("playback.paused", "playback.resumed"):
             data.update(ms_played=pb.ms_played, last_seq=pb.last_seq, last_ts=pb.last_ts)
         elif type_ == "playback.ended":
+            self.ivr.playback_ended(pb)
             for claim in self._claims.pop(pb.id, ()):
                 claim.release()  # the last claim on a load nobody else wants cancels it
             self._by_status[pb.state] += 1
@@ -557,6 +668,8 @@ class MediaPlane:
                 last_seq=pb.last_seq, last_ts=pb.last_ts, stopped_by=pb.stopped_by,
                 failed_source_index=pb.failed_source_index, underruns=pb.underruns,
             )
+            if pb.digit is not None:
+                data["digit"] = pb.digit
             self._ended_ids.append(pb.id)
             while len(self._ended_ids) > 10_000:  # keep ended playbacks answerable for a while, bounded
                 self._playbacks.pop(self._ended_ids.pop(0), None)

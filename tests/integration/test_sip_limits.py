@@ -99,8 +99,8 @@ async def test_hostile_messages_get_quick_answers_and_the_server_keeps_answering
         writer.close()
 
         text = await metrics(r)
-        assert 'mediasrv_sip_events_total{kind="too_large"} 3' in text
-        over = next(line for line in text.splitlines() if line.startswith("mediasrv_sip_messages_over_budget_total"))
+        assert "mediasrv_sip_too_large_total 3.0" in text
+        over = next(line for line in text.splitlines() if line.startswith("mediasrv_sip_over_budget_total "))
         assert int(float(over.split()[1])) >= 5
         assert "mediasrv_sip_message_handling_max_seconds" in text
         assert r.server.registry.active_count == 0
