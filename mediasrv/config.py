@@ -95,6 +95,11 @@ class Settings:
     cache_bytes: int = 512 * 1024 * 1024
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # text to speech (media/synth.py): the speak source
+    speech_timeout_s: float = 10.0  # one synthesis (the child process is killed past it)
+    speech_concurrency: int = 2  # syntheses at once; more speak commands queue
+    speech_max_chars: int = 3000  # characters of text (of SSML: its spoken text)
+    sip_message_budget_ms: float = 5.0  # an inbound SIP message handled slower is counted and logged (sip/guard.py)
     # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
     # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
     webhook_allow_cidrs: list[str] = field(default_factory=list)
@@ -162,6 +167,8 @@ class Settings:
             raise ConfigError("realtime_priority must be 0 (off) or 1-99")
         if self.events_segment_bytes < 4096 or self.events_max_bytes < self.events_segment_bytes:
             raise ConfigError("events_segment_bytes must be >= 4096 and events_max_bytes >= events_segment_bytes")
+        if self.sip_message_budget_ms < 0:
+            raise ConfigError("sip_message_budget_ms must be >= 0 (0 = do not count)")
         if self.rtp_timeout_s < 0 or self.rtp_hold_timeout_s < 0 or self.ring_timeout_s < 0:
             raise ConfigError("rtp_timeout_s, rtp_hold_timeout_s and ring_timeout_s must be >= 0 (0 = off)")
         for cidr in self.media_deny_cidrs:

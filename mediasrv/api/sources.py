@@ -1,7 +1,8 @@
 """Parsing the source part of a play command (native API; dialects build SourceSpecs themselves).
 
-A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, or a
-synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py),
+A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, a
+synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py), or
+``{"speak": {"text" | "ssml", "voice", "rate"}}`` (text to speech, :mod:`mediasrv.media.synth`),
 with optional ``"cache": true|false``, ``"cache_id"`` and ``"auth": {"username", "password"}``
 (URL sources only).  Every mistake is a 400/422 whose ``field`` points at the offending value.
 """
@@ -14,6 +15,7 @@ from typing import Any
 from ..media.player import SourceSpec
 from ..media.source import decode_base64
 from ..media.store import valid_name
+from ..media.synth import DEFAULT_RATE, DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from ..media.tones import ToneError, dtmf_pcm, tone_pcm
 from .errors import ApiError
 
@@ -76,6 +78,8 @@ def parse_source(item: Any, field: str) -> SourceSpec:
     """One source object → a SourceSpec, or a 400/422 naming *field*."""
     if not isinstance(item, dict):
         raise ApiError(400, "invalid_field", f"{field or 'body'} must be an object", field=field)
+    if "speak" in item:
+        return parse_speak(item, field)
     if item.get("tone") is not None or item.get("digits") is not None:
         return parse_synth(item, field)
     url = _str(item, "url", field, "an http(s) URL")
@@ -140,3 +144,39 @@ def parse_sources(body: dict[str, Any]) -> list[SourceSpec]:
             raise ApiError(400, "invalid_field", "sources must be a non-empty list", field="sources")
         return [parse_source(item, f"sources[{i}]") for i, item in enumerate(items)]
     return [parse_source(body, "")]
+
+
+def parse_speak(item: dict[str, Any], field: str) -> SourceSpec:
+    """``{"speak": {"text": ..., "voice": "en-us", "rate": 175}}`` (or ``"ssml"`` instead of ``"text"``)."""
+    where = _at(field, "speak")
+    others = [k for k in ("url", "media", "content_base64", "tone", "digits") if item.get(k) is not None]
+    if others:
+        raise ApiError(422, "conflicting_fields", f"give one of 'url', 'media', 'content_base64' or 'speak', not "
+                       f"'speak' and {others[0]!r}", field=_at(field, others[0]))
+    speak = item["speak"]
+    if not isinstance(speak, dict):
+        raise ApiError(400, "invalid_field", "speak must be an object {\"text\" or \"ssml\", \"voice\", \"rate\"}",
+                       field=where)
+    unknown = sorted(set(speak) - {"text", "ssml", "voice", "rate"})
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r} in speak", field=f"{where}.{unknown[0]}")
+    text, ssml = speak.get("text"), speak.get("ssml")
+    if (text is None) == (ssml is None):
+        raise ApiError(400, "missing_field" if text is None else "conflicting_fields",
+                       "speak needs exactly one of 'text' or 'ssml'", field=f"{where}.text")
+    kind = "text" if text is not None else "ssml"
+    body = text if text is not None else ssml
+    if not isinstance(body, str):
+        raise ApiError(400, "invalid_field", f"{kind} must be a string", field=f"{where}.{kind}")
+    voice = speak.get("voice", DEFAULT_VOICE)
+    if not isinstance(voice, str) or not voice:
+        raise ApiError(400, "invalid_field", "voice must be a voice name such as \"en-us\"", field=f"{where}.voice")
+    rate = speak.get("rate", DEFAULT_RATE)
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise ApiError(400, "invalid_field", "rate must be an integer (words per minute)", field=f"{where}.rate")
+    try:
+        spec = check(SpeechSpec(text=body, voice=voice.lower(), rate=rate, ssml=ssml is not None))
+    except SpeechInputError as exc:
+        raise ApiError(exc.status, "invalid_speech" if exc.status == 422 else "invalid_field", exc.message,
+                       field=f"{where}.{exc.field}") from exc
+    return SourceSpec(speech=spec)
