@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         tap = netns.ExternalTap()
         if not tap.start():
             tap = None
+        else:
+            dns = netns.DnsSink(tap)
+            dns.start()
     random.seed(args.seed)  # call-ids, tags, branches: the seeds the mutators start from
     if args.replay:
         return replay(args.replay)

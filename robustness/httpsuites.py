@@ -68,6 +68,8 @@ class Origin:
         logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # the origin's own parse errors: not the SUT's
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        from .oracle import BENIGN_REMOTES
+        BENIGN_REMOTES.add(f"127.0.0.1:{self.port}")
 
     def stop(self) -> None:
         if self._runner is not None:

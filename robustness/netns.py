@@ -49,6 +49,71 @@ def setup_namespace() -> None:
         subprocess.run(cmd, check=False, capture_output=True)
 
 
+class DnsSink:
+    """Answers NXDOMAIN at once for the namespace's resolvers (their addresses put on lo), counting
+    each query in *tap* as ``dns <name>``: a lookup of a name an input carried is a stray send too,
+    and an unanswered one would hold a socket and a task in the server for the resolver's timeout."""
+
+    def __init__(self, tap: ExternalTap) -> None:
+        self.tap = tap
+        self._socks: list[socket.socket] = []
+        self._stop = False
+
+    def start(self) -> None:
+        servers = []
+        try:
+            for line in open("/etc/resolv.conf"):
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver" and "." in parts[1]:
+                    servers.append(parts[1])
+        except OSError:
+            return
+        for ns in servers:
+            if not ns.startswith("127."):
+                subprocess.run(["ip", "addr", "add", f"{ns}/32", "dev", "lo"], check=False, capture_output=True)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind((ns, 53))
+            except OSError:
+                s.close()
+                continue
+            s.settimeout(0.2)
+            self._socks.append(s)
+            threading.Thread(target=self._run, args=(s,), daemon=True, name=f"dns-sink-{ns}").start()
+
+    def _run(self, s: socket.socket) -> None:
+        while not self._stop:
+            try:
+                query, addr = s.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if len(query) < 12:
+                continue
+            self.tap.seen[f"dns {_qname(query)}"] += 1
+            flags = 0x8183 | (query[2] & 0x01) << 8  # response, recursion available, NXDOMAIN; RD echoed
+            reply = query[:2] + struct.pack("!H", flags) + query[4:6] + b"\x00\x00" * 3 + query[12:]
+            try:
+                s.sendto(reply, addr)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stop = True
+        for s in self._socks:
+            s.close()
+
+
+def _qname(query: bytes) -> str:
+    labels, i = [], 12
+    while i < len(query) and query[i] and len(labels) < 64:
+        n = query[i]
+        labels.append(query[i + 1:i + 1 + n].decode("latin-1"))
+        i += 1 + n
+    return ".".join(labels)[:80] or "."
+
+
 class ExternalTap:
     """Counts IPv4/IPv6 packets leaving through the default route, keyed by ``proto dst:port``."""
 

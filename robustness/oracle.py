@@ -26,6 +26,7 @@ PROBE_TIMEOUT_S = 2.0
 RECHECK_S = 5.0
 SLOW_S = 0.5  # an OPTIONS answered later than this after one input: that input held the event loop
 RSS_SLACK_KB = 20 * 1024
+BENIGN_REMOTES: set[str] = set()  # host:port of the harness's origin (pooled connections to it are not growth)
 
 
 class StraySinks:
@@ -150,6 +151,7 @@ class SuiteResult:
     wrong: int = 0
     http_5xx: int = 0
     restarts: int = 0
+    fds_before: dict[str, str] = field(default_factory=dict)
     calls_left: int = 0  # calls still up at the end of the suite (before the API hang-up)
     before: Snapshot | None = None
     after: Snapshot | None = None
@@ -311,6 +313,7 @@ def last_exception(log: str) -> str:
 def begin(sut: ServerUnderTest, sinks: StraySinks, tap: ExternalTap | None, name: str) -> tuple[SuiteResult, tuple[int, int, int], float]:
     result = SuiteResult(name)
     result.before = Snapshot.of(sut)
+    result.fds_before = sut.fd_targets()
     return result, (*sinks.total(), tap.total() if tap else 0), time.monotonic()
 
 
@@ -340,7 +343,14 @@ def finish(sut: ServerUnderTest, sinks: StraySinks, tap: ExternalTap | None, res
         for what, x, y, slack in (("fds", b.fds, a.fds, 0), ("ports", b.ports, a.ports, 0),
                                   ("tasks", b.tasks, a.tasks, 0), ("rss_kb", b.rss_kb, a.rss_kb, RSS_SLACK_KB)):
             if y > x + slack:
-                result.add("growth", what, f"{x} -> {y}")
+                detail = f"{x} -> {y}"
+                if what == "fds" and result.fds_before:
+                    now = sut.fd_targets()
+                    new = sorted({v for k, v in now.items() if result.fds_before.get(k) != v})
+                    if new and all(any(v.endswith("->" + b) for b in BENIGN_REMOTES) for v in new):
+                        continue  # the server's keep-alive connections to the harness's own origin
+                    detail += f"; new: {', '.join(new)[:240]}"
+                result.add("growth", what, detail)
     return result
 
 

@@ -61,6 +61,14 @@ def free_range(n: int) -> int:
     raise RuntimeError("no free RTP range")
 
 
+def _addr(hex_addr: str) -> str:
+    """``0100007F:1F90`` (from /proc/net/tcp) → ``127.0.0.1:8080``; IPv6 left as hex."""
+    host, port = hex_addr.split(":")
+    if len(host) == 8:
+        host = ".".join(str(int(host[i:i + 2], 16)) for i in (6, 4, 2, 0))
+    return f"{host}:{int(port, 16)}"
+
+
 @dataclass
 class ServerUnderTest:
     """Starts, probes and stops one server; stderr/stdout go to ``log_path`` (the traceback oracle)."""
@@ -189,6 +197,31 @@ class ServerUnderTest:
             return len(os.listdir(f"/proc/{self.pid}/fd"))
         except OSError:
             return -1
+
+    def fd_targets(self) -> dict[str, str]:
+        """fd → what it is (``socket tcp 127.0.0.1:5000->127.0.0.1:8080``, a path, ``pipe:[…]``), to name growth."""
+        out: dict[str, str] = {}
+        sockets: dict[str, str] = {}
+        for table in ("tcp", "tcp6", "udp", "udp6"):
+            try:
+                lines = Path(f"/proc/{self.pid}/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                parts = line.split()
+                sockets[parts[9]] = f"{table} {_addr(parts[1])}->{_addr(parts[2])}"
+        try:
+            for fd in os.listdir(f"/proc/{self.pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    target = "socket " + sockets.get(target[8:-1], target)
+                out[fd] = target
+        except OSError:
+            pass
+        return out
 
     def rss_kb(self) -> int:
         try:
