@@ -15,9 +15,9 @@ from aiohttp import web
 from ..calls import Call, CallState
 from ..media import Playback, PlayError, PlayRequest
 from ..media.player import MAX_DUCK_DB, VOLUME_RANGE_DB
-from .errors import ApiError, read_json_object
+from .errors import ApiError, check_fields, read_json_object
 from .openapi import OPENAPI
-from .sources import parse_sources
+from .sources import SOURCE_FIELDS, parse_sources
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -106,7 +106,13 @@ def parse_target(body: dict[str, Any]) -> str | list[str]:
                    field=name)
 
 
+PLAY_FIELDS = frozenset({"sources", "loop", "overlay", "stop", "target", "target_legs", "length_s", "mix",
+                         "duck_db", "volume_db", "command_id"})
+CONTROL_FIELDS = frozenset({"op", "ms", "db"})
+
+
 def parse_play_request(body: dict[str, Any]) -> PlayRequest:
+    check_fields(body, PLAY_FIELDS | SOURCE_FIELDS)
     sources = parse_sources(body)
     stop = body.get("stop")
     if stop is not None and stop not in ("current", "all"):
@@ -228,7 +234,7 @@ async def control_playback(request: web.Request) -> web.Response:
     server = _server(request)
     playback_id = request.match_info["playback_id"]
     _playback_or_404(server, playback_id)
-    body = await read_json_object(request)
+    body = await read_json_object(request, CONTROL_FIELDS)
     op = body.get("op")
     if op not in CONTROL_OPS:
         raise ApiError(400, "invalid_field", f"op must be one of {', '.join(CONTROL_OPS)}", field="op")

@@ -13,10 +13,12 @@ from typing import Any
 from ..media.player import SourceSpec
 from ..media.source import decode_base64
 from ..media.store import valid_name
-from .errors import ApiError
+from .errors import ApiError, check_fields
 
 AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3"})
 MAX_CACHE_ID = 256
+SOURCE_FIELDS = frozenset({"url", "media", "content_base64", "audio_type", "cache", "cache_id", "auth"})
+AUTH_FIELDS = frozenset({"username", "password"})
 
 
 def _at(prefix: str, name: str) -> str:
@@ -30,10 +32,16 @@ def _str(item: dict[str, Any], key: str, field: str, what: str) -> str | None:
     return value
 
 
-def parse_source(item: Any, field: str) -> SourceSpec:
-    """One source object → a SourceSpec, or a 400/422 naming *field*."""
+def parse_source(item: Any, field: str, strict: bool = True) -> SourceSpec:
+    """One source object → a SourceSpec, or a 400/422 naming *field*.
+
+    *strict*: any key but the source fields is an unknown field (off where the object is the
+    whole play command, whose other fields the caller checks).
+    """
     if not isinstance(item, dict):
         raise ApiError(400, "invalid_field", f"{field or 'body'} must be an object", field=field)
+    if strict:
+        check_fields(item, SOURCE_FIELDS, field)
     url = _str(item, "url", field, "an http(s) URL")
     media = _str(item, "media", field, "a media name")
     content = _str(item, "content_base64", field, "base64 text")
@@ -78,6 +86,7 @@ def parse_source(item: Any, field: str) -> SourceSpec:
         if not isinstance(auth, dict) or not isinstance(auth.get("username"), str):
             raise ApiError(400, "invalid_field", "auth must be {\"username\", \"password\"}",
                            field=_at(field, "auth.username"))
+        check_fields(auth, AUTH_FIELDS, _at(field, "auth"))
         password = auth.get("password", "")
         if not isinstance(password, str):
             raise ApiError(400, "invalid_field", "auth.password must be a string", field=_at(field, "auth.password"))
@@ -94,5 +103,9 @@ def parse_sources(body: dict[str, Any]) -> list[SourceSpec]:
         items = body["sources"]
         if not isinstance(items, list) or not items:
             raise ApiError(400, "invalid_field", "sources must be a non-empty list", field="sources")
+        stray = sorted(SOURCE_FIELDS & body.keys())
+        if stray:
+            raise ApiError(422, "conflicting_fields", f"give the source in 'sources' or at the top level, not both "
+                           f"(top-level {', '.join(repr(s) for s in stray)})", field=stray[0])
         return [parse_source(item, f"sources[{i}]") for i, item in enumerate(items)]
-    return [parse_source(body, "")]
+    return [parse_source(body, "", strict=False)]
