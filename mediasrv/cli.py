@@ -10,7 +10,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, load_settings, unknown_env_warnings
+from .logs import setup_logging
 
 
 def _run(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> Any:
@@ -40,11 +41,27 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realtime-priority", dest="realtime_priority", type=int, metavar="N",
                    help="run the media clock's thread under SCHED_FIFO priority N (1-99; env MEDIASRV_REALTIME_PRIORITY)")
     p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop")
-    p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--log-level", dest="log_level", metavar="LEVEL",
+                   help="debug, info, warning, error or critical (env MEDIASRV_LOG_LEVEL; default info)")
+    p.add_argument("--log-format", dest="log_format", metavar="FORMAT",
+                   help="text or json: one JSON object per line (env MEDIASRV_LOG_FORMAT; default text)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
+                   help="no line per HTTP request (env MEDIASRV_ACCESS_LOG=false)")
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata), or the source tree's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("mediasrv")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mediasrv", description="SIP/RTP media server for playback on live calls")
+    parser.add_argument("--version", action="version", version=f"mediasrv {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_args(sub.add_parser("serve", help="run the server"))
     demo = sub.add_parser("demo", help="self-contained demo: call ourselves, play a prompt, record it")
@@ -71,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mediasrv: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
+    for line in unknown_env_warnings():
+        logging.getLogger("mediasrv.config").warning("%s", line)
     from .server import run_forever
 
     try:

@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from . import realtime
+from . import oplog, realtime
 from .api import acs, bandwidth, native, plivo, telnyx, topology
 from .api import media as media_api
+from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
@@ -19,6 +20,7 @@ from .config import Settings, is_loopback
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
+from .logs import call_context
 from .media import MediaPlane, MediaSettings
 from .sip.ua import SipSettings, SipUserAgent
 
@@ -73,7 +75,8 @@ class Server:
             self.media,
         )
         self.registry.subscribe(self._on_call_event)
-        self.app = web.Application(middlewares=[error_middleware, bearer_auth(settings.api_token)])
+        self.app = web.Application(middlewares=[call_context_middleware, error_middleware,
+                                                bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
         self.rooms = topology.setup(self.app, self)  # outbound calls, bridges, rooms
@@ -86,9 +89,16 @@ class Server:
 
     # -- events ----------------------------------------------------------
     def _emit(self, type_: str, call_id: str, data: dict[str, Any]) -> None:
-        self.events.publish(type_, call_id, data)
+        with call_context(call_id):
+            oplog.playback_event(type_, data)
+            self.events.publish(type_, call_id, data)
 
     def _on_call_event(self, type_: str, call: Call) -> None:
+        with call_context(call.call_id):
+            oplog.call_event(type_, call)
+            self._publish_call_event(type_, call)
+
+    def _publish_call_event(self, type_: str, call: Call) -> None:
         if type_ == "call.hangup":
             try:
                 call.extra["final_stats"] = self.media.leg_stats(call.call_id)
@@ -108,7 +118,9 @@ class Server:
         self.media.loader.start_workers()
         await self.sip.start()
         host, port = self.settings.http_addr
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        access: dict[str, Any] = ({"access_log": logging.getLogger("mediasrv.access"),
+                                   "access_log_class": AccessLogger} if self.settings.access_log else {"access_log": None})
+        self._runner = web.AppRunner(self.app, handle_signals=False, **access)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend
+from ..logs import with_call_id
 from . import digest
 from . import sdp as sdpmod
 from .dialog import Dialog, uac_dialog, uas_dialog
@@ -403,13 +404,19 @@ class SipCore:
         session.sdp_version = 1
         tx.context = session
         tx.on_no_ack = self._no_ack
+        self._admit(session, tx, tag)
+
+    @with_call_id(lambda session, *_: session.call.call_id)
+    def _admit(self, session: Session, tx: ServerInviteTx, tag: str) -> None:
+        """A new inbound call from here on: registered, media allocated, answered or ringing."""
+        call, s = session.call, self.settings
         self.stats["calls_in"] += 1
         self.registry.add(call)
         self.sessions[call.call_id] = session
         try:
             call.local_rtp = self.media.allocate(call)
         except Exception as exc:  # noqa: BLE001 - any media failure is a 503, never silence
-            log.warning("media allocation failed for %s: %s", call.call_id, exc)
+            log.warning("media allocation failed: %s", exc)
             self.stats["rejected"] += 1
             self._respond(tx, 503, tag, headers=[("Retry-After", "1")])
             self._end(session, "rejected", "server", 503, release=False)
@@ -428,6 +435,7 @@ class SipCore:
             self.dialogs[session.dialog.key] = session
         return session.dialog
 
+    @with_call_id(lambda session: session.call.call_id)
     def _ring(self, session: Session) -> None:
         tx = session.invite_tx
         assert isinstance(tx, ServerInviteTx)
@@ -435,6 +443,7 @@ class SipCore:
         self._respond(tx, 180, session.local_tag, headers=[("Contact", self._contact(tx.dest.transport))])
         self.registry.ringing(session.call)
 
+    @with_call_id(lambda session: session.call.call_id)
     def _answer(self, session: Session) -> None:
         tx = session.invite_tx
         assert isinstance(tx, ServerInviteTx)
@@ -463,16 +472,18 @@ class SipCore:
         if call.media is not None:
             self.media.media_changed(call)
 
+    @with_call_id(lambda tx: tx.context.call.call_id if tx.context is not None else None)
     def _no_ack(self, tx: ServerInviteTx) -> None:
         session: Session | None = tx.context
         if session is None or session.ended:
             return
         self.stats["no_ack"] += 1
-        log.info("no ACK for 2xx on %s: hanging up", session.call.call_id)
+        log.info("no ACK for our 2xx: hanging up")
         self._send_bye(session)
         self._end(session, "no_ack", "server", None)
 
     # -- in-dialog requests -----------------------------------------------------------------------
+    @with_call_id(lambda session, *_: session.call.call_id)
     def _in_dialog(self, session: Session, req: Request, tx: ServerTx) -> None:
         dialog = session.dialog
         assert dialog is not None
@@ -552,6 +563,10 @@ class SipCore:
         session = self.dialogs.get((req.call_id, req.to_tag or "", req.from_tag or ""))
         if session is None:
             return  # stray ACK: absorbed
+        self._ack_in_dialog(session, req)
+
+    @with_call_id(lambda session, *_: session.call.call_id)
+    def _ack_in_dialog(self, session: Session, req: Request) -> None:
         hit = False
         for t in (session.invite_tx, session.reinvite_tx):
             if isinstance(t, ServerInviteTx) and t.request.cseq == req.cseq and t.final_sent:
@@ -568,7 +583,7 @@ class SipCore:
                     raise sdpmod.SdpError("ACK without the SDP answer")
                 session.call.media = sdpmod.media_from_answer(answer, self.settings.codecs)
             except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-                log.info("bad SDP answer in ACK for %s: %s; hanging up", session.call.call_id, exc)
+                log.info("bad SDP answer in ACK: %s; hanging up", exc)
                 self._send_bye(session)
                 self._end(session, "bad_sdp", "server", 488)
                 return
@@ -688,6 +703,7 @@ class SipCore:
             session.result_sent = True
             session.on_result(session, code, reason)
 
+    @with_call_id(lambda tx, *_: tx.context.call.call_id)
     def _uac_response(self, tx: ClientTx, resp: Response) -> None:
         session: Session = tx.context
         if tx is not session.invite_tx:
@@ -727,7 +743,7 @@ class SipCore:
             return False
         challenges = _challenges(resp)
         if not challenges:
-            log.info("call %s: no usable digest challenge in %s", session.call.call_id, resp.status)
+            log.info("no usable digest challenge in %s", resp.status)
             return False
         if session.auth_attempts >= 1 and not (session.auth_attempts == 1 and all(ch.stale for ch in challenges)):
             return False
@@ -745,7 +761,7 @@ class SipCore:
         try:
             media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-            log.info("unusable SDP in %s for %s: %s (ignored)", resp.status, session.call.call_id, exc)
+            log.info("unusable SDP in %s: %s (ignored)", resp.status, exc)
             return
         call = session.call
         call.media = media
@@ -799,6 +815,7 @@ class SipCore:
         self.media.media_changed(call)
         self._result(session, 200, resp.reason)
 
+    @with_call_id(lambda tx: tx.context.call.call_id)
     def _uac_timeout(self, tx: ClientTx) -> None:
         session: Session = tx.context
         if tx is not session.invite_tx:
@@ -929,6 +946,7 @@ class SipCore:
             self._send_bye(session, [(ch.header_name, digest.authorization(ch, creds, "BYE", ruri)) for ch in challenges])
 
     # -- the end ----------------------------------------------------------------------------------
+    @with_call_id(lambda session, *_: session.call.call_id)
     def _end(self, session: Session, cause: str, by: str, code: int | None, release: bool = True) -> None:
         if session.ended:
             return
@@ -943,7 +961,7 @@ class SipCore:
             try:
                 self.media.release(call)
             except Exception:  # noqa: BLE001 - a media bug must not break signaling
-                log.exception("media.release failed for %s", call.call_id)
+                log.exception("media.release failed")
 
 
 def _sdp_warning(exc: Exception) -> tuple[str, str]:
