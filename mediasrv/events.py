@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from .eventlog import Journal
+from .logsafe import clip
 
 log = logging.getLogger("mediasrv.events")
 
@@ -234,7 +235,8 @@ class WebhookSink:
             reason = f"{reason} after {self.settings.max_attempts} attempts"
         self.stats["delivery_failed"] += 1
         self._outcome(delivery, False, reason)
-        log.warning("%s %s for %s not delivered: %s", self.name, delivery.label, delivery.key, reason)
+        log.warning("webhook given up: %s %s to %s: %s", self.name, delivery.label, clip(delivery.url.split("?", 1)[0]),
+                    clip(reason), extra={"call_id": delivery.key or None, "event": "webhook.given_up"})
 
     async def drain(self, timeout: float = 5.0) -> None:
         workers = list(self._workers.values())

@@ -33,6 +33,7 @@ import soundfile
 from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
 
+from ..logsafe import clip
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers
 from .errors import SourceError
@@ -502,6 +503,9 @@ class MediaLoader:
         exc = exc.with_traceback(None)
         exc.__cause__ = exc.__context__ = None
         self.stats["failures"] += 1
+        # the call id comes from the context of the play that started this load (logs.py)
+        log.info("fetch failed: %s: %s", exc.reason, clip(exc.message, 200),
+                 extra={"event": "source.failed", "reason": exc.reason})
         if not flight.first.done():
             flight.first.set_exception(exc)
         elif flight.first.exception() is None:
