@@ -289,7 +289,8 @@ def _since(request: web.Request) -> int | None:
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events; ``?call_id=`` filters; ``Accept: application/json`` gives the history.
+    """Server-sent events (any Accept but an explicit JSON one); ``?call_id=`` filters;
+    ``Accept: application/json`` gives the history.
 
     With ``Last-Event-ID`` or ``?since=<seq>`` the journaled events after that seq come first (also
     those of an earlier run: seq keeps increasing across restarts), then the live feed, without gaps
@@ -300,7 +301,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     since = _since(request)
     if since is not None and since > server.events.last_seq:
         since = server.events.last_seq  # an id from the future: this journal was lost; go on from now
-    if "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
+    if _wants_json(request.headers.get("Accept", "")):
         if since is None:
             return web.json_response({"events": [e.to_dict() for e in server.events.history(call_id)]})
         try:
@@ -310,8 +311,10 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         if not 1 <= limit <= 10_000:
             raise ApiError(422, "out_of_range", "limit must be 1..10000", field="limit")
         return web.json_response({"events": await server.events.since(since, call_id, limit)})
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
     await resp.prepare(request)
+    await resp.write(b": stream open\n\n")  # sends the headers now, not with the first event
     queue = server.events.subscribe()  # before the replay: nothing published meanwhile is missed
     last = since if since is not None else 0
     try:
@@ -339,6 +342,12 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     finally:
         server.events.unsubscribe(queue)
     return resp
+
+
+def _wants_json(accept: str) -> bool:
+    """The JSON history only when the client asks for JSON by name (curl's ``*/*`` gets the stream)."""
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "application/json" in types and "text/event-stream" not in types
 
 
 def _sse(seq: int, type_: str, event: dict[str, Any]) -> bytes:

@@ -100,7 +100,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/events": {
             "get": {
-                "summary": "Server-sent events stream (or JSON history with Accept: application/json); "
+                "summary": "Server-sent events stream for any Accept but an explicit application/json (then the JSON history); "
                            "with Last-Event-ID or since, the journaled events after that seq first (also from "
                            "before a restart), then the live feed",
                 "parameters": [

@@ -10,37 +10,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import socket
-import sys
 
 import aiohttp
 import numpy as np
 import pytest
 from yarl import URL
 
-from mediasrv.demo import free_port_pair
 from mediasrv.logs import CallIdFilter, JsonFormatter, TextFormatter, call_context
 
-from .conftest import REPO, SCENARIOS, free_tcp_udp_port, run_sipp, wait_until, wav_bytes
+from .conftest import SCENARIOS, run_sipp, start_serve, wait_until, wav_bytes
 
 pytestmark = pytest.mark.integration
-
-
-async def start_serve(tmp_path, *args: str, env: dict[str, str] | None = None):
-    """``python -m mediasrv serve`` on free loopback ports; returns (process, http base, sip port)."""
-    sip_port, http_port, lo = free_tcp_udp_port(), free_tcp_udp_port(), free_port_pair()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}", "--http",
-        f"127.0.0.1:{http_port}", "--rtp-ports", f"{lo}-{lo + 20}", "--data-dir", str(tmp_path / "data"), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    assert line.startswith(b"mediasrv serving"), line
-    return proc, f"http://127.0.0.1:{http_port}", sip_port
 
 
 async def test_one_call_in_json_lines(tmp_path):
