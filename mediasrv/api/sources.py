@@ -15,7 +15,9 @@ from ..media.source import decode_base64
 from ..media.store import valid_name
 from .errors import ApiError, check_fields
 
-AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3"})
+AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3",
+                         "flac", "ogg", "opus", "m4a", "aac", "audio/flac", "audio/x-flac", "audio/ogg",
+                         "audio/opus", "audio/mp4", "audio/x-m4a", "audio/aac"})
 MAX_CACHE_ID = 256
 SOURCE_FIELDS = frozenset({"url", "media", "content_base64", "audio_type", "cache", "cache_id", "auth"})
 AUTH_FIELDS = frozenset({"username", "password"})
@@ -66,7 +68,7 @@ def parse_source(item: Any, field: str, strict: bool = True) -> SourceSpec:
                            field=_at(field, "content_base64")) from exc
         if not spec.content:
             raise ApiError(400, "invalid_field", "content_base64 holds no bytes", field=_at(field, "content_base64"))
-    audio_type = _str(item, "audio_type", field, "\"wav\" or \"mp3\"")
+    audio_type = _str(item, "audio_type", field, "an audio type such as \"wav\", \"mp3\" or \"flac\"")
     if audio_type is not None:
         if audio_type.lower() not in AUDIO_TYPES:
             raise ApiError(422, "invalid_field", f"audio_type must be one of {sorted(AUDIO_TYPES)}",
