@@ -87,6 +87,12 @@ class Settings:
     max_fetch_bytes: int = 250 * 1024 * 1024
     max_audio_seconds: float = 3600.0
     cache_bytes: int = 512 * 1024 * 1024
+    disk_cache_bytes: int = 4 * 1024 * 1024 * 1024  # decoded audio kept under <data-dir>/cache
+    fetch_connect_timeout_s: float = 5.0  # audio URL: TCP/TLS connect (capped by fetch_timeout_s)
+    fetch_first_byte_timeout_s: float = 10.0  # audio URL: wait for the answer, and longest pause mid-body
+    decode_processes: int = 1  # decoder worker processes; 0 = decode in threads of the server process
+    rtcp_interval_s: float = 5.0  # RTCP sender reports per leg
+    use_timerfd: bool = True  # the media clock sleeps on a timerfd (false: the loop's call_at)
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
@@ -280,6 +286,11 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "max_fetch_bytes": (lambda v: v >= 1, "an integer >= 1"),
     "max_audio_seconds": (lambda v: v > 0, "a number of seconds > 0"),
     "cache_bytes": (lambda v: v >= 0, "an integer >= 0"),
+    "disk_cache_bytes": (lambda v: v >= 0, "an integer >= 0 (0: no on-disk tier)"),
+    "fetch_connect_timeout_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "fetch_first_byte_timeout_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "decode_processes": (lambda v: 0 <= v <= 64, "0 (decode in threads) to 64"),
+    "rtcp_interval_s": (lambda v: 0.5 <= v <= 3600, "a number of seconds from 0.5 to 3600"),
     "fetch_allow_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
     "fetch_deny_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
 }

@@ -127,3 +127,22 @@ def test_command_line_prints_one_line_and_exits_2():
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", line + "\n")
     proc = subprocess.run([sys.executable, "-m", "mediasrv", "--version"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout.startswith("mediasrv ") and proc.stdout.split()[1][0].isdigit()
+
+
+def test_media_settings_reach_the_media_plane(tmp_path):
+    from mediasrv.server import Server
+
+    env = {"MEDIASRV_DISK_CACHE_BYTES": "1048576", "MEDIASRV_DECODE_PROCESSES": "0", "MEDIASRV_RTCP_INTERVAL_S": "2.5",
+           "MEDIASRV_USE_TIMERFD": "off", "MEDIASRV_FETCH_CONNECT_TIMEOUT_S": "1.5",
+           "MEDIASRV_FETCH_FIRST_BYTE_TIMEOUT_S": "4", "MEDIASRV_DATA_DIR": str(tmp_path),
+           "MEDIASRV_EVENTS_JOURNAL": "false"}
+    server = Server(load_settings({}, environ=env))
+    loader = server.media.loader
+    assert loader.cache.disk_bytes == 1048576 and loader._workers is None
+    assert (server.media.settings.rtcp_interval_s, server.media.clock._use_timerfd) == (2.5, False)
+    fetch = loader.fetcher.settings
+    assert (fetch.connect_timeout_s, fetch.first_byte_timeout_s, fetch.read_idle_timeout_s) == (1.5, 4.0, 4.0)
+    for env_bad in ({"MEDIASRV_DECODE_PROCESSES": "-1"}, {"MEDIASRV_RTCP_INTERVAL_S": "0.1"},
+                    {"MEDIASRV_DISK_CACHE_BYTES": "-5"}):
+        with pytest.raises(ConfigError, match="accepted"):
+            load_settings({}, environ=env_bad)
