@@ -12,6 +12,8 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# systemd-analyze checks deploy/systemd/mediasrv.service (tests/unit/test_systemd_unit.py)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # the C fast path (mediasrv/rtp/_fastsend.c) is built by pip and needs the Python headers
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   || need+=(python3-dev)
@@ -20,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for tool in sipp baresip espeak-ng sox; do
+for tool in sipp baresip espeak-ng sox systemd-analyze; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FATAL: $tool is required by the tests and is not installed" >&2; exit 1; }
 done
 
