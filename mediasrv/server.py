@@ -245,4 +245,6 @@ async def run_forever(settings: Settings) -> None:
     print(f"mediasrv serving: SIP {server.sip.address[0]}:{server.sip.address[1]} "
           f"HTTP http://{server.http_address[0]}:{server.http_address[1]}", flush=True)
     await stop.wait()
+    log.info("stopping: %d call(s) get BYE, owed webhooks stay journaled", server.registry.active_count)
     await server.stop()
+    log.info("stopped")
