@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .sources import AUDIO_TYPES
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -181,13 +183,13 @@ OPENAPI: dict[str, Any] = {
             },
             "Source": {
                 "type": "object",
-                "description": "exactly one of url, media, content_base64",
+                "description": "exactly one of url, media, content_base64; any other field is a 400 "
+                               "unknown_field naming it (the native API is strict)",
                 "properties": {
                     "url": {"type": "string", "format": "uri"},
                     "media": {"type": "string", "description": "name of stored media (PUT /v1/media/{name})"},
                     "content_base64": {"type": "string", "description": "the audio file itself, base64"},
-                    "audio_type": {"type": "string", "enum": ["wav", "mp3", "audio/wav", "audio/x-wav",
-                                                              "audio/wave", "audio/mpeg", "audio/mp3"],
+                    "audio_type": {"type": "string", "enum": sorted(AUDIO_TYPES),
                                    "description": "a hint; the bytes decide"},
                     "cache": {"type": "boolean", "description": "true: cache even without caching headers "
                                                                 "(1 h); false: never use the cache"},

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend
 from ..logs import with_call_id
+from ..logsafe import clip
 from . import digest
 from . import sdp as sdpmod
 from .dialog import Dialog, uac_dialog, uas_dialog
@@ -274,7 +275,7 @@ class SipCore:
         now = self.clock()
         if now - self._malformed_logged_at >= 1.0:
             extra = f" ({self._malformed_suppressed} more suppressed)" if self._malformed_suppressed else ""
-            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], exc.reason, extra)
+            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], clip(exc.reason), extra)
             self._malformed_logged_at = now
             self._malformed_suppressed = 0
         else:
@@ -583,7 +584,7 @@ class SipCore:
                     raise sdpmod.SdpError("ACK without the SDP answer")
                 session.call.media = sdpmod.media_from_answer(answer, self.settings.codecs)
             except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-                log.info("bad SDP answer in ACK: %s; hanging up", exc)
+                log.info("bad SDP answer in ACK: %s; hanging up", clip(exc))
                 self._send_bye(session)
                 self._end(session, "bad_sdp", "server", 488)
                 return
@@ -761,7 +762,7 @@ class SipCore:
         try:
             media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-            log.info("unusable SDP in %s: %s (ignored)", resp.status, exc)
+            log.info("unusable SDP in %s: %s (ignored)", resp.status, clip(exc))
             return
         call = session.call
         call.media = media

@@ -11,6 +11,7 @@ import itertools
 import logging
 from collections.abc import Callable
 
+from ..logsafe import clip
 from .message import ParseError, framing_length
 from .transaction import Dest
 
@@ -99,7 +100,7 @@ class TcpConnection(asyncio.Protocol):
             try:
                 length = framing_length(bytes(buf[: end + 2]))
             except ParseError as exc:
-                log.warning("TCP %s:%s: %s, closing", self.peer[0], self.peer[1], exc.reason)
+                log.warning("TCP %s:%s: %s, closing", self.peer[0], self.peer[1], clip(exc.reason))
                 self.owner.stats_malformed()
                 self.close()
                 buf.clear()

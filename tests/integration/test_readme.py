@@ -135,6 +135,12 @@ async def test_readme_curl_examples_run_as_written(tmp_path):
                         for pb in doc["playbacks"]:
                             played[pb["id"]] = command
                             env["PLAYBACK"] = pb["id"]
+                            if "127.0.0.1:8000" in command:  # as a person would: see it play before going on
+                                for _ in range(100):
+                                    state = await get(f"/v1/playbacks/{pb['id']}")
+                                    if state["ms_played"] > 0 or state["state"] not in ("queued", "playing"):
+                                        break
+                                    await asyncio.sleep(0.05)
             await asyncio.sleep(1.5)  # let the URL and inline plays get going (or fail)
             outcomes = {pid: (await get(f"/v1/playbacks/{pid}")) for pid in played}
             for pid, pb in outcomes.items():
