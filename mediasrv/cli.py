@@ -31,14 +31,14 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtp-ports", dest="rtp_ports", help="RTP port range LO-HI (env MEDIASRV_RTP_PORTS)")
     p.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
     p.add_argument("--data-dir", dest="data_dir", help="data directory (env MEDIASRV_DATA_DIR)")
-    p.add_argument("--max-calls", dest="max_calls", type=int, help="answer 503 beyond this many calls")
+    p.add_argument("--max-calls", dest="max_calls", help="answer 503 beyond this many calls")
     p.add_argument("--webhook-url", dest="webhook_url", help="POST events here (env MEDIASRV_WEBHOOK_URL)")
     p.add_argument("--ring", dest="auto_answer", action="store_const", const=False,
                    help="ring and wait for an answer command instead of auto-answering")
     p.add_argument("--no-silence", dest="send_silence", action="store_const", const=False,
                    help="send no RTP while nothing plays")
-    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", type=float, help="hang up after this many seconds without inbound RTP/RTCP (0 = off)")
-    p.add_argument("--realtime-priority", dest="realtime_priority", type=int, metavar="N",
+    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", help="hang up after this many seconds without inbound RTP/RTCP (0 = off)")
+    p.add_argument("--realtime-priority", dest="realtime_priority", metavar="N",
                    help="run the media clock's thread under SCHED_FIFO priority N (1-99; env MEDIASRV_REALTIME_PRIORITY)")
     p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop")
     p.add_argument("--log-level", dest="log_level", metavar="LEVEL",
