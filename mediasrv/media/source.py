@@ -640,7 +640,9 @@ class MediaLoader:
         builder = MediaBuilder(source)
         pending: bytes | None = head
         remote = None
-        small = size_hint is not None and size_hint <= THREAD_DECODE_BYTES
+        # FLAC/Ogg/MP4/AAC pack more audio per byte and decode slower than WAV/MP3: a lower bar
+        limit = THREAD_DECODE_BYTES if decoder.kind in ("wav", "mp3") else THREAD_DECODE_BYTES // 8
+        small = size_hint is not None and size_hint <= limit
         if self._workers is not None and not small and self._workers.available():
             remote = await self._workers.open(decoder.kind, source, RATE, self.max_audio_seconds)
             self.stats["process_decodes"] += 1
