@@ -74,3 +74,25 @@ def test_abandoned_stream_ends_its_thread(files):
             break
         threading.Event().wait(0.01)
     assert not [t for t in threading.enumerate() if t.name == "decode-flac"]
+
+
+async def test_decoded_in_a_worker_process_as_in_process(files):
+    """Long files decode in the worker processes (decodeproc.py): same samples, same failure reason."""
+    from mediasrv.media.decodeproc import DecodeWorkers
+
+    workers = DecodeWorkers(1)
+    workers.start()
+    try:
+        for fmt in ("opus", "m4a"):
+            body = files[fmt]
+            remote = await workers.open(KIND[fmt], fmt, 8000, 3600.0)
+            parts = [(await remote.step(body[i:i + 16384]))[0] for i in range(0, len(body), 16384)]
+            parts.append((await remote.step(None))[0])
+            assert np.array_equal(np.concatenate(parts), decode_bytes(body, KIND[fmt], fmt))
+        remote = await workers.open("flac", "cut", 8000, 3600.0)
+        with pytest.raises(SourceError) as err:
+            await remote.step(files["flac"][: len(files["flac"]) // 2])
+            await remote.step(None)
+        assert err.value.reason == "truncated"
+    finally:
+        workers.close()
