@@ -219,7 +219,7 @@ def run_talking(receiver_exe: Path, talker_exe: Path, n: int, seconds: float, lo
     log_path = data / "server.log"
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve",
            "--sip", f"127.0.0.1:{sip_port}", "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{pacing.RTP_LO}-{pacing.RTP_HI}",
-           "--data-dir", str(data), "--max-calls", str(n + 100), "--log-level", "WARNING"]
+           "--data-dir", str(data), "--max-calls", str(n + 100), "--rtp-timeout", "0", "--log-level", "WARNING"]
     if not silence:
         cmd.append("--no-silence")
     if loop == "asyncio":

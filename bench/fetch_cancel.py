@@ -141,7 +141,7 @@ class Server:
         env = {**os.environ, "MEDIASRV_FETCH_ALLOW_CIDRS": "127.0.0.0/8", "MEDIASRV_FETCH_TIMEOUT_S": "7200"}
         cmd = [sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
                "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{lo}-{lo + 4 * calls + 40}",
-               "--data-dir", str(data), "--max-calls", str(calls + 10), "--log-level", "WARNING"]
+               "--data-dir", str(data), "--max-calls", str(calls + 10), "--rtp-timeout", "0", "--log-level", "WARNING"]
         self.log = open(data / "server.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.sip_port, self.http = sip_port, f"http://127.0.0.1:{http_port}"

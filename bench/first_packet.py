@@ -137,7 +137,7 @@ def start_server(data: Path, n: int, extra: list[str]) -> tuple[subprocess.Popen
     env = {**os.environ, "MEDIASRV_FETCH_ALLOW_CIDRS": "127.0.0.0/8"}
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
            "--http", f"127.0.0.1:{http_port}", "--rtp-ports", "50000-59998", "--data-dir", str(data),
-           "--max-calls", str(n + 100), "--log-level", "WARNING", *extra]
+           "--max-calls", str(n + 100), "--rtp-timeout", "0", "--log-level", "WARNING", *extra]
     log = open(data / "server.log", "w")  # noqa: SIM115 - closed with the process
     proc = spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     http = f"http://127.0.0.1:{http_port}"

@@ -57,7 +57,7 @@ def run(mode: str, args: argparse.Namespace) -> str:
     server = subprocess.Popen(
         ["taskset", "-c", "1", sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
          "--http", f"127.0.0.1:{http_port}", "--rtp-ports", "30000-39998", "--data-dir", str(data),
-         "--log-level", "WARNING"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--rtp-timeout", "0", "--log-level", "WARNING"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -374,7 +374,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
     log_path = data / "server.log"
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
            "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{RTP_LO}-{RTP_HI}", "--data-dir", str(data),
-           "--max-calls", str(n + 100), "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
+           "--max-calls", str(n + 100), "--rtp-timeout", "0", "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
     if REALTIME:
         cmd += ["--realtime-priority", str(REALTIME)]
     if not silence:

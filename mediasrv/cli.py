@@ -37,9 +37,13 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="ring and wait for an answer command instead of auto-answering")
     p.add_argument("--no-silence", dest="send_silence", action="store_const", const=False,
                    help="send no RTP while nothing plays")
-    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", help="hang up after this many seconds without inbound RTP/RTCP (0 = off)")
+    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", help="hang up after this many seconds without inbound RTP/RTCP (default 30; 0 = off)")
+    p.add_argument("--symmetric-rtp", dest="symmetric_rtp", action="store_const", const=True,
+                   help="send RTP to where the peer's RTP comes from (NAT; env MEDIASRV_SYMMETRIC_RTP)")
     p.add_argument("--realtime-priority", dest="realtime_priority", metavar="N",
                    help="run the media clock's thread under SCHED_FIFO priority N (1-99; env MEDIASRV_REALTIME_PRIORITY)")
+    p.add_argument("--sip-allow-cidrs", dest="sip_allow_cidrs",
+                   help="networks that may send INVITEs, comma-separated (env MEDIASRV_SIP_ALLOW_CIDRS; default loopback)")
     p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop")
     p.add_argument("--log-level", dest="log_level", metavar="LEVEL",
                    help="debug, info, warning, error or critical (env MEDIASRV_LOG_LEVEL; default info)")

@@ -74,7 +74,12 @@ class Settings:
     events_max_age_s: float = 7 * 86400.0
     events_fsync_interval_s: float = 1.0
     send_silence: bool = True
-    rtp_timeout_s: float = 0.0
+    # media that ends (media/plane.py): no RTP/RTCP from the peer for this long → hangup, cause rtp_timeout
+    rtp_timeout_s: float = 30.0  # 0 = off
+    rtp_hold_timeout_s: float = 300.0  # the same while the call is on hold (sendonly/recvonly/inactive/c=0.0.0.0)
+    symmetric_rtp: bool = False  # send to where the peer's RTP comes from (comedia), if the media policy allows it
+    media_deny_cidrs: list[str] = field(default_factory=list)  # media destinations refused on top of the always-refused
+    ring_timeout_s: float = 120.0  # an inbound call left ringing (auto_answer off) this long is refused 480; 0 = never
     codecs: list[str] = field(default_factory=lambda: ["PCMU", "PCMA"])
     use_uvloop: bool = True
     realtime_priority: int = 0  # SCHED_FIFO priority for the media clock's thread; 0 = normal (realtime.py)
@@ -95,9 +100,22 @@ class Settings:
     use_timerfd: bool = True  # the media clock sleeps on a timerfd (false: the loop's call_at)
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
+    # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
+    webhook_allow_cidrs: list[str] = field(default_factory=list)
+    webhook_deny_cidrs: list[str] = field(default_factory=list)
     # outbound calls (issue 5): digest credentials answered to 401/407 challenges
     sip_username: str | None = None
     sip_password: str | None = None
+    # who may place calls (sip/admission.py): INVITE source networks, digest auth, per-source limits
+    sip_allow_cidrs: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    sip_users: dict[str, str] = field(default_factory=dict)  # user -> password; non-empty: INVITEs need digest
+    sip_realm: str = "mediasrv"
+    sip_auth_proxy: bool = False  # challenge with 407 Proxy-Authenticate instead of 401 WWW-Authenticate
+    sip_nonce_ttl_s: float = 300.0
+    sip_rate_per_source: float = 20.0  # dialog-less requests (OPTIONS, REGISTER, ...) per second per source
+    sip_burst_per_source: int = 100
+    sip_rate_max_sources: int = 4096
     # vendor dialects (issue 6); a dialect without credentials answers 401 to everything
     telnyx_api_key: str | None = None
     telnyx_webhook_url: str | None = None
@@ -137,6 +155,10 @@ class Settings:
         if self.events_max_bytes < self.events_segment_bytes:
             raise ConfigError(f"events_max_bytes ({self.events_max_bytes}) must be >= events_segment_bytes "
                               f"({self.events_segment_bytes})")
+        if not isinstance(self.sip_users, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in self.sip_users.items()
+        ):
+            raise ConfigError('sip_users must map user names to password strings ([mediasrv.sip_users] alice = "pw")')
 
 
 
@@ -175,6 +197,8 @@ def _accepted(name: str) -> str:
         text = "a number"
     elif base == "list[str]":
         text = "a comma-separated list"
+    elif base == "dict[str, str]":
+        text = "user:password[,user:password...] (a TOML table in the file)"
     else:
         text = "a string"
     return text + (" (or unset)" if optional and name in _CHECKS else "")
@@ -221,6 +245,14 @@ def _convert(name: str, raw: Any, label: str) -> Any:
         if value != value or value in (float("inf"), float("-inf")):
             raise bad("a finite number")
         return value
+    if base == "dict[str, str]":
+        if isinstance(raw, dict):
+            return raw
+        if isinstance(raw, str):  # "user:password,user2:password2" (TOML tables take any password)
+            pairs = [p.split(":", 1) for p in raw.split(",") if p.strip()]
+            if all(len(p) == 2 and p[0].strip() for p in pairs):
+                return {u.strip(): pw for u, pw in pairs}
+        raise bad("user:password pairs")
     if base == "list[str]":
         if isinstance(raw, str):
             return [p.strip() for p in raw.split(",") if p.strip()]
@@ -250,7 +282,7 @@ def _port_range(value: str) -> bool:
 
 def _cidr(value: str) -> bool:
     try:
-        ipaddress.ip_network(value, strict=False)
+        ipaddress.ip_network(str(value).strip(), strict=False)
     except ValueError:
         return False
     return True
@@ -278,6 +310,16 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "events_max_age_s": (lambda v: v > 0, "a number of seconds > 0"),
     "events_fsync_interval_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: every batch)"),
     "rtp_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
+    "rtp_hold_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
+    "ring_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: ring for ever)"),
+    "media_deny_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "webhook_allow_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "webhook_deny_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "sip_allow_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "sip_nonce_ttl_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "sip_rate_per_source": (lambda v: v > 0, "a number of requests per second > 0"),
+    "sip_burst_per_source": (lambda v: v >= 1, "an integer >= 1"),
+    "sip_rate_max_sources": (lambda v: v >= 1, "an integer >= 1"),
     "codecs": (lambda v: bool(v) and all(c in CODECS for c in v), f"a non-empty list of {', '.join(CODECS)}"),
     "realtime_priority": (lambda v: 0 <= v <= 99, "0 (normal scheduling) or 1-99"),
     "log_level": (lambda v: v.lower() in LOG_LEVELS, ", ".join(LOG_LEVELS)),

@@ -31,6 +31,15 @@ from typing import Any
 
 import aiohttp
 
+from .egress import (
+    AddressPolicy,
+    Egress,
+    EgressSettings,
+    RedirectRefused,
+    new_session,
+    public_url,
+    refusal_of,
+)
 from .eventlog import Journal
 from .logsafe import clip
 
@@ -80,6 +89,11 @@ class Delivery:
     id: str = ""  # outbox id; the sink names it (event id + sink) when empty
 
 
+def new_webhook_session(policy: AddressPolicy) -> aiohttp.ClientSession:
+    """Every sink's HTTP client: the egress webhook policy, no redirects, mediasrv's User-Agent."""
+    return new_session(policy, refuse_redirects=True)
+
+
 Build = Callable[[int], tuple[bytes, dict[str, str]]]
 Render = Callable[[Event], Delivery | Iterable[Delivery] | None]
 Rebuild = Callable[[dict[str, Any]], Build]
@@ -107,19 +121,24 @@ class WebhookSink:
     ``render`` turns an event into zero or more :class:`Delivery`s at publish time (so it
     sees the state of that moment); the requests then go out from a task per key.  A 2xx
     answer is success; 4xx other than 408/429 stops the retries (the receiver refuses it).
+    Requests go out under the egress ``webhook`` policy (:mod:`mediasrv.egress`): an address it
+    refuses, or a 3xx answer (redirects are never followed), fails the delivery at once, with
+    the reason in the journal, in :attr:`failures` and in the ``refused`` counter.
     """
 
     def __init__(self, render: Render, settings: WebhookSettings | None = None, name: str = "webhook",
-                 rebuild: Rebuild | None = None) -> None:
+                 rebuild: Rebuild | None = None, policy: AddressPolicy | None = None) -> None:
         self.render = render
         self.settings = settings or WebhookSettings()
         self.name = name
         self.rebuild = rebuild  # spec -> build; without it this sink's deliveries live in memory only
         self.journal: Journal | None = None  # set by EventBus.add_sink
+        self.policy = policy  # EventBus.add_sink gives the bus's webhook policy to a sink made without one
         self._pending: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
-        self.stats = {"delivered": 0, "delivery_failed": 0, "dropped": 0}
+        self.stats = {"delivered": 0, "delivery_failed": 0, "dropped": 0, "refused": 0}
+        self.failures: deque[dict[str, Any]] = deque(maxlen=100)  # the latest failed deliveries, with reasons
 
     def submit(self, event: Event) -> None:
         try:
@@ -202,9 +221,12 @@ class WebhookSink:
 
     async def _deliver(self, delivery: Delivery) -> None:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": "mediasrv/0.1"})
+            if self.policy is None:
+                self.policy = Egress(EgressSettings(configured_urls=[u for u in [self.settings.url] if u])).webhook
+            self._session = new_webhook_session(self.policy)
         delay = self.settings.backoff_s
         reason = "no attempt made"
+        final = False  # a failure that retrying cannot fix
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 built = delivery.build(attempt)
@@ -214,6 +236,7 @@ class WebhookSink:
                     delivery.url,
                     data=body if delivery.method != "GET" else None,
                     headers=headers,
+                    allow_redirects=False,  # a redirect could lead past the address policy
                     timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s),
                 ) as resp:
                     await resp.read()
@@ -222,10 +245,26 @@ class WebhookSink:
                         self._outcome(delivery, True)
                         return
                     reason = f"HTTP {resp.status}"
+                    if 300 <= resp.status < 400:
+                        location = public_url(resp.headers.get("Location", ""))
+                        reason = f"redirect not followed: HTTP {resp.status} to {location or '(no Location)'}"
+                        final = True
+                        break
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
                         reason = f"refused by the receiver: HTTP {resp.status}"
                         break  # the receiver refuses this request; retrying will not help
+            except RedirectRefused as exc:
+                reason, final = f"redirect not followed: {exc}", True
+                break
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                refused = refusal_of(exc)
+                if refused is not None:
+                    reason, final = f"address refused by the egress policy: {refused}", True
+                    self.stats["refused"] += 1
+                    break
+                if isinstance(exc, aiohttp.InvalidURL | ValueError):
+                    reason, final = f"invalid URL: {type(exc).__name__}: {exc}", True
+                    break
                 reason = f"{type(exc).__name__}: {exc}"
                 log.debug("%s attempt %d for %s failed: %s", self.name, attempt, delivery.label, exc)
             if attempt < self.settings.max_attempts:
@@ -235,8 +274,10 @@ class WebhookSink:
             reason = f"{reason} after {self.settings.max_attempts} attempts"
         self.stats["delivery_failed"] += 1
         self._outcome(delivery, False, reason)
-        log.warning("webhook given up: %s %s to %s: %s", self.name, delivery.label, clip(delivery.url.split("?", 1)[0]),
-                    clip(reason), extra={"call_id": delivery.key or None, "event": "webhook.given_up"})
+        self.failures.append({"id": delivery.id, "sink": self.name, "key": delivery.key, "label": delivery.label,
+                              "url": public_url(delivery.url), "reason": reason, "final": final, "at": time.time()})
+        log.warning("webhook given up: %s %s to %s: %s", self.name, clip(delivery.label), clip(public_url(delivery.url)),
+                    clip(reason, 300), extra={"call_id": delivery.key or None, "event": "webhook.given_up"})
 
     async def drain(self, timeout: float = 5.0) -> None:
         workers = list(self._workers.values())
@@ -255,9 +296,11 @@ class EventBus:
     """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners (and the journal, if any)."""
 
     def __init__(self, webhook: WebhookSettings | None = None, history: int = 2000,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, egress: Egress | None = None) -> None:
         self.webhook = webhook or WebhookSettings()
         self.journal = journal
+        # the webhook policy every sink delivers under; alone (tests, tools) the configured URL's host is trusted
+        self.egress = egress or Egress(EgressSettings(configured_urls=[u for u in [self.webhook.url] if u]))
         self._seq = itertools.count(1)
         self._history: deque[Event] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[Event]] = set()
@@ -344,6 +387,10 @@ class EventBus:
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
 
+    def failures(self) -> list[dict[str, Any]]:
+        """The latest failed deliveries of every sink (oldest first), each with its reason."""
+        return sorted((f for sink in self._sinks for f in sink.failures), key=lambda f: f["at"])
+
     def sink_settings(self) -> WebhookSettings:
         """The configured retry schedule and timeout (``MEDIASRV_WEBHOOK_*``), for a vendor dialect's sink."""
         return replace(self.webhook, url=None)
@@ -353,6 +400,8 @@ class EventBus:
         if any(s.name == sink.name for s in self._sinks):
             raise ValueError(f"a sink named {sink.name!r} exists: the journal tells sinks apart by name")
         sink.journal = self.journal
+        if sink.policy is None:
+            sink.policy = self.egress.webhook
         self._sinks.append(sink)
         return sink
 

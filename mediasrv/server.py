@@ -10,18 +10,20 @@ from typing import Any
 from aiohttp import web
 
 from . import oplog, realtime
-from .api import acs, bandwidth, native, plivo, telnyx, topology
+from .api import acs, bandwidth, httplog, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
 from .config import Settings, is_loopback
+from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import PAUSE_BUCKETS, GcPolicy
 from .logs import call_context
 from .media import MediaPlane, MediaSettings
+from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
 
 log = logging.getLogger("mediasrv.server")
@@ -40,9 +42,12 @@ class Server:
             max_age_s=settings.events_max_age_s,
             fsync_interval_s=settings.events_fsync_interval_s,
         )) if settings.events_journal else None
+        # one egress policy for every outbound HTTP connection (audio, webhooks, callbacks, BXML)
+        self.egress = Egress(EgressSettings.from_settings(settings))
         self.events = EventBus(WebhookSettings(url=settings.webhook_url, timeout_s=settings.webhook_timeout_s,
                                                max_attempts=settings.webhook_max_attempts,
-                                               backoff_s=settings.webhook_backoff_s), journal=journal)
+                                               backoff_s=settings.webhook_backoff_s), journal=journal,
+                               egress=self.egress)
         sip_host, sip_port = settings.sip_addr
         lo, hi = settings.rtp_range
         self.media = MediaPlane(
@@ -53,6 +58,9 @@ class Server:
                 data_dir=settings.data_dir,
                 send_silence=settings.send_silence,
                 rtp_timeout_s=settings.rtp_timeout_s,
+                rtp_hold_timeout_s=settings.rtp_hold_timeout_s,
+                symmetric_rtp=settings.symmetric_rtp,
+                media_deny_cidrs=list(settings.media_deny_cidrs),
                 fetch_timeout_s=settings.fetch_timeout_s,
                 max_fetch_bytes=settings.max_fetch_bytes,
                 max_audio_seconds=settings.max_audio_seconds,
@@ -76,11 +84,24 @@ class Server:
                 auto_answer=settings.auto_answer,
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
+                media_address_check=self.media.policy.check,
+                ring_timeout_s=settings.ring_timeout_s,
+                admission=AdmissionSettings(
+                    allow_cidrs=tuple(settings.sip_allow_cidrs),
+                    users=dict(settings.sip_users),
+                    realm=settings.sip_realm,
+                    auth_proxy=settings.sip_auth_proxy,
+                    nonce_ttl_s=settings.sip_nonce_ttl_s,
+                    rate_per_source=settings.sip_rate_per_source,
+                    burst_per_source=settings.sip_burst_per_source,
+                    max_sources=settings.sip_rate_max_sources,
+                ),
             ),
             self.registry,
             self.media,
         )
         self.registry.subscribe(self._on_call_event)
+        self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.app = web.Application(middlewares=[call_context_middleware, error_middleware,
                                                 bearer_auth(settings.api_token)])
         self.app[native.SERVER_KEY] = self
@@ -187,6 +208,14 @@ class Server:
             "dropped because every playback that wanted them ended)",
             [(f'{{kind="{k}"}}', v) for k, v in sorted(loader.items())],
         )
+        metric("rtp_ports_in_use", "gauge", "RTP/RTCP port pairs held by live legs", [("", m.get("ports_in_use", 0))])
+        metric(
+            "media_events_total",
+            "counter",
+            "Media plane events: rtp_timeouts (calls hung up for no inbound RTP/RTCP), latched (symmetric RTP "
+            "moves), refused_remotes (destinations the media address policy refused), release_errors",
+            [(f'{{kind="{k}"}}', v) for k, v in sorted((m.get("media_events") or {}).items())],
+        )
         sip_stats = getattr(self.sip, "stats", {}) or {}
         metric(
             "sip_events_total",
@@ -209,6 +238,9 @@ class Server:
         metric("gc_pause_seconds", "histogram", "Cyclic GC collection pauses by generation", pause_samples)
         metric("gc_pause_max_seconds", "gauge", "Longest cyclic GC collection pause by generation",
                [(f'{{generation="{gen}"}}', pauses.max_s) for gen, pauses in g["pauses"].items()])
+        metric("http_malformed_requests_total", "counter",
+               "Requests the HTTP parser refused with a 400 (bad framing or headers; logged rate-limited)",
+               [("", self.bad_requests.refused)])
         ev = self.events.stats
         metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
         journal = self.events.journal

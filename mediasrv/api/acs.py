@@ -28,6 +28,7 @@ from aiohttp import web
 
 from ..calls import Call, CallState, Direction
 from ..events import Build, Delivery, Event, WebhookSink
+from ..logsafe import SourceLimiter, clip
 from ..media.player import PlayRequest, SourceSpec
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
@@ -72,6 +73,8 @@ class AcsError(Exception):
 
 
 # -- auth ---------------------------------------------------------------------
+_REFUSALS_LOGGED = SourceLimiter(rate=0.2, burst=5)
+
 def verify_hmac(
     method: str, path_and_query: str, headers: Any, body: bytes, key_b64: str, now: float | None = None
 ) -> str | None:
@@ -305,7 +308,10 @@ class AcsDialect:
         if why == "signature mismatch" and canonical and canonical != request.raw_path:
             why = verify_hmac(request.method, canonical, request.headers, body, self.key)
         if why is not None:
-            log.info("ACS request refused: %s", why)
+            allowed, dropped = _REFUSALS_LOGGED.allow(request.remote or "?")
+            if allowed:  # one line per refused request, a few per source: a scanner cannot flood the log
+                log.info("ACS request from %s refused: %s%s", clip(request.remote, 60), why,
+                         f" ({dropped} more from it not logged)" if dropped else "")
             raise AcsError(401, "Unauthorized", "request signature is missing, stale or wrong")
 
     async def _hang_up(self, call_id: str, everyone: bool, repeat_id: str | None) -> web.Response:

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import ipaddress
 import logging
 import secrets
 import time
@@ -27,12 +26,13 @@ from xml.etree.ElementTree import Element, ParseError
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from ..calls import Call, CallState, Direction
+from ..egress import Purpose, RedirectRefused, refusal_of
 from ..events import Event
-from ..media.fetch import AddressPolicy, CheckingResolver, ForbiddenAddress
 from ..media.player import PlayRequest, SourceSpec
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
@@ -188,8 +188,8 @@ class BandwidthDialect:
         self._tokens: dict[str, float] = {}  # OAuth2 bearer token → expiry (monotonic)
         self._initiated: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
-        # BXML URLs come from API callers: fetch them under the same address policy as audio
-        self._policy = AddressPolicy.from_cidrs(s.fetch_allow_cidrs, s.fetch_deny_cidrs)
+        # callbacks go to the application under the egress webhook policy (the answer URL's host is trusted
+        # as configured; redirectUrl and <Redirect> URLs from API callers and BXML must pass webhook_allow_cidrs)
 
     @property
     def enabled(self) -> bool:
@@ -242,7 +242,13 @@ class BandwidthDialect:
         """OAuth2 client-credentials: the SDK's ``client_id``/``client_secret`` are the dialect's user/password."""
         if not self._basic_ok(request.headers.get("Authorization", "")):
             return web.json_response({"error": "invalid_client"}, status=401)
-        form = await request.post()
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "invalid_request", "error_description": "body too large"}, status=413)
+        except (ValueError, LookupError, AssertionError, HttpProcessingError):  # bad multipart, charset, encoding
+            return web.json_response({"error": "invalid_request", "error_description": "malformed form body"},
+                                     status=400)
         if form.get("grant_type") != "client_credentials":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         token = secrets.token_urlsafe(32)
@@ -424,19 +430,8 @@ class BandwidthDialect:
         if call is None or call.state is CallState.ENDED:
             return None
         body = self.callback_body(event_type, call, tag)
-        host = urllib.parse.urlsplit(url).hostname or ""
-        try:
-            why = self._policy.refusal(ipaddress.ip_address(host))
-        except ValueError:
-            why = None  # a name: the resolver checks each address it resolves to
-        if why is not None:
-            self._error(call_id, event_type, f"callback refused: {host} is {why}", url)
-            return None
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(resolver=CheckingResolver(self._policy)),
-                headers={"User-Agent": "mediasrv-bandwidth/0.1"},
-            )
+            self._session = self.server.egress.session(Purpose.WEBHOOK, "mediasrv-bandwidth/0.1")
         auth = aiohttp.BasicAuth(username, password or "") if username else None
         try:
             kwargs: dict[str, Any] = (
@@ -447,15 +442,24 @@ class BandwidthDialect:
                 timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S), **kwargs
             ) as resp:
                 raw = await _read_capped(resp.content)
+                if 300 <= resp.status < 400:
+                    self._error(call_id, event_type, f"callback answered HTTP {resp.status}: redirect not followed",
+                                url)
+                    return None
                 if resp.status >= 300:
                     self._error(call_id, event_type, f"callback answered HTTP {resp.status}", url)
                     return None
-        except aiohttp.ClientConnectorError as exc:
-            detail = str(exc.os_error) if isinstance(exc.os_error, ForbiddenAddress) else f"cannot connect: {exc}"
-            self._error(call_id, event_type, f"callback refused: {detail}", url)
+        except RedirectRefused as exc:
+            self._error(call_id, event_type, f"callback failed: {exc}", url)
             return None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self._error(call_id, event_type, f"callback failed: {exc.__class__.__name__}: {exc}", url)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            refused = refusal_of(exc)
+            if refused is not None:
+                self._error(call_id, event_type, f"callback refused: {refused}", url)
+            elif isinstance(exc, aiohttp.ClientConnectorError):
+                self._error(call_id, event_type, f"callback refused: cannot connect: {exc}", url)
+            else:
+                self._error(call_id, event_type, f"callback failed: {exc.__class__.__name__}: {exc}", url)
             return None
         if not raw.strip():
             return [], url  # an empty answer: nothing more to do

@@ -39,6 +39,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BodyError(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:  # [[[[... nested past the interpreter's limit: refused, not a 500
+        raise BodyError("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BodyError("request body must be a JSON object")
     return body
@@ -87,6 +89,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except ApiError as exc:
         return exc.to_response()
+    except ConnectionResetError:  # the client went away mid-body: nobody to answer, nothing to log loudly
+        return ApiError(400, "incomplete_request", "the connection closed before the request body ended").to_response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -12,7 +12,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from ..logsafe import clip
 from ..media.errors import SourceError
 from ..media.store import valid_name
 from .errors import ApiError, read_json_object
@@ -46,15 +48,18 @@ async def _in_executor(fn: Any, *args: Any) -> Any:
 async def _body_chunks(request: web.Request) -> Any:
     """The upload's bytes: the raw body, or the first file part of a multipart/form-data body."""
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise ApiError(400, "missing_field", "the multipart body has no file part", field="file")
-            if isinstance(part, BodyPartReader) and (part.filename or part.name in ("file", "media")):
-                break
-        while chunk := await part.read_chunk(CHUNK):
-            yield chunk
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    raise ApiError(400, "missing_field", "the multipart body has no file part", field="file")
+                if isinstance(part, BodyPartReader) and (part.filename or part.name in ("file", "media")):
+                    break
+            while chunk := await part.read_chunk(CHUNK):
+                yield chunk
+        except (ValueError, AssertionError, HttpProcessingError) as exc:  # no boundary, broken parts or headers
+            raise ApiError(400, "bad_multipart", f"malformed multipart body: {clip(exc, 200)}", field="body") from None
         return
     async for chunk in request.content.iter_chunked(CHUNK):
         yield chunk

@@ -2,106 +2,31 @@
 
 Why not a plain ``session.get``: an audio URL comes from whoever sends play commands, so it can
 point at the cloud metadata service, at the server's own loopback admin ports, at an endless
-body or at a server that answers one byte a minute.  Here every address is checked *after* DNS
-resolution (a custom resolver, so a name that resolves to a forbidden address is refused and
-the connection goes to exactly the address that was checked), every redirect hop is checked
-again, Basic credentials never follow a redirect to another origin, and the body is bounded in
+body or at a server that answers one byte a minute.  The session comes from
+:mod:`mediasrv.egress` (purpose ``fetch``): every address is checked *after* DNS resolution and
+every IP literal before connecting, every redirect hop (followed here, by hand) is checked again, Basic credentials never follow a redirect to another origin, and the body is bounded in
 bytes and time while it streams.  Failures are :class:`SourceError` with a machine reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from ..egress import REDIRECTS, AddressPolicy, EgressRefused, Purpose, new_session, public_url, refusal_of
 from .errors import SourceError
+
+__all__ = ["AddressPolicy", "FetchResponse", "FetchSettings", "Fetcher", "ForbiddenAddress", "public_url"]
 
 log = logging.getLogger("mediasrv.fetch")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 USER_AGENT = "mediasrv/0.1 (audio fetch; +https://github.com/mediasrv)"
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
-# Always refused, whatever the allow list says: link-local and the cloud metadata services.
-ALWAYS_REFUSED: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(n)
-    for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
-)
-
-
-class ForbiddenAddress(OSError):
-    """Raised by the resolver; an OSError so aiohttp passes it through as the connector's cause."""
-
-    def __init__(self, host: str, address: str, why: str) -> None:
-        super().__init__(f"{host} resolves to {address}, {why}")
-        self.host, self.address, self.why = host, address, why
-
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Which peer addresses a fetch may connect to.
-
-    Order: always-refused (link-local, metadata) > deny list > allow list > default, which
-    accepts only globally routable addresses (private, loopback, CGNAT, reserved: refused).
-    """
-
-    allow: tuple[IPNetwork, ...] = ()
-    deny: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def from_cidrs(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> AddressPolicy:
-        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in allow),
-                   tuple(ipaddress.ip_network(c, strict=False) for c in deny))
-
-    def refusal(self, address: str | IPAddress) -> str | None:
-        """Why *address* is refused, or None when a fetch may connect to it."""
-        ip = ipaddress.ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in ALWAYS_REFUSED):
-            return "a link-local or cloud metadata address (always refused)"
-        if any(ip.version == net.version and ip in net for net in self.deny):
-            return "in fetch_deny_cidrs"
-        if any(ip.version == net.version and ip in net for net in self.allow):
-            return None
-        if not ip.is_global or ip.is_multicast:
-            return "not a public address (allow it with fetch_allow_cidrs)"
-        return None
-
-
-class CheckingResolver(AbstractResolver):
-    """Resolves with the default resolver and keeps only the addresses the policy allows."""
-
-    def __init__(self, policy: AddressPolicy) -> None:
-        self.policy = policy
-        self._inner = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-                      ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        allowed, refused = [], None
-        for r in results:
-            why = self.policy.refusal(r["host"])
-            if why is None:
-                allowed.append(r)
-            elif refused is None:
-                refused = ForbiddenAddress(host, r["host"], why)
-        if not allowed:
-            raise refused or OSError(f"{host} has no address")
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
+ForbiddenAddress = EgressRefused  # the name this module used before egress.py
 
 
 @dataclass
@@ -115,15 +40,6 @@ class FetchSettings:
     allow_cidrs: list[str] = field(default_factory=list)
     deny_cidrs: list[str] = field(default_factory=list)
     user_agent: str = USER_AGENT
-
-
-def public_url(url: str | URL) -> str:
-    """The URL as it may appear in messages and logs: no credentials, no query string."""
-    u = URL(url) if isinstance(url, str) else url
-    try:
-        return str(u.with_user(None).with_query(None).with_fragment(None))
-    except ValueError:
-        return str(url).split("?", 1)[0]
 
 
 def _origin(u: URL) -> tuple[str, str, int | None]:
@@ -210,18 +126,17 @@ class FetchResponse:
 class Fetcher:
     """Owns one aiohttp session whose connector only reaches addresses the policy allows."""
 
-    def __init__(self, settings: FetchSettings | None = None) -> None:
+    def __init__(self, settings: FetchSettings | None = None, policy: AddressPolicy | None = None) -> None:
         self.settings = settings or FetchSettings()
-        self.policy = AddressPolicy.from_cidrs(self.settings.allow_cidrs, self.settings.deny_cidrs)
+        self.policy = policy or AddressPolicy.from_cidrs(self.settings.allow_cidrs, self.settings.deny_cidrs,
+                                                         Purpose.FETCH)
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0  # origin requests made (each redirect hop counts)
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(resolver=CheckingResolver(self.policy), limit=200, limit_per_host=50)
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": self.settings.user_agent}, auto_decompress=False,
-            )
+            self._session = new_session(self.policy, self.settings.user_agent, limit=200, limit_per_host=50,
+                                        auto_decompress=False)
         return self._session
 
     async def close(self) -> None:
@@ -230,14 +145,11 @@ class Fetcher:
             self._session = None
 
     def _check_literal(self, u: URL) -> None:
-        host = u.host or ""
+        """Refused literals fail before the request (the connector would refuse them too)."""
         try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return  # a name: the resolver checks what it resolves to
-        why = self.policy.refusal(ip)
-        if why is not None:
-            raise SourceError("forbidden_address", f"{public_url(u)}: {host} is {why}")
+            self.policy.check_literal(u)
+        except EgressRefused as exc:
+            raise SourceError("forbidden_address", f"{public_url(u)}: {exc}") from None
 
     async def open(self, url: str, username: str | None = None, password: str | None = None,
                    headers: Mapping[str, str] | None = None) -> FetchResponse:
@@ -275,8 +187,9 @@ class Fetcher:
                                                    f"{min(left, s.connect_timeout_s + s.first_byte_timeout_s):g} s"
                                   ) from None
             except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, ForbiddenAddress):
-                    raise SourceError("forbidden_address", f"{public_url(u)}: {exc.os_error}") from None
+                refused = refusal_of(exc)
+                if refused is not None:
+                    raise SourceError("forbidden_address", f"{public_url(u)}: {refused}") from None
                 if isinstance(exc, aiohttp.ClientConnectorDNSError):
                     raise SourceError("unreachable", f"{public_url(u)}: cannot resolve {u.host}") from None
                 raise SourceError("unreachable", f"{public_url(u)}: cannot connect: {exc.os_error or exc}") from None

@@ -13,10 +13,11 @@ from typing import Any
 
 from mediacodecs.g711 import silence_byte
 
-from ..calls import Call
+from ..calls import Call, CallState, Direction
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
+from .addrpolicy import MediaAddressPolicy
 from .clock import MediaClock, Scheduled, Tickable, run_each
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
@@ -36,7 +37,10 @@ class MediaSettings:
     rtp_port_hi: int = 29999
     data_dir: str = "./data"
     send_silence: bool = True
-    rtp_timeout_s: float = 0.0
+    rtp_timeout_s: float = 30.0  # no RTP/RTCP from the peer for this long: hang up (0 = off)
+    rtp_hold_timeout_s: float = 300.0  # the same while the call is on hold (sendonly/inactive/c=0.0.0.0)
+    symmetric_rtp: bool = False  # send to where the peer's RTP comes from (once it comes), policy permitting
+    media_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused addresses
     fetch_timeout_s: float = 30.0
     max_fetch_bytes: int = 250 * 1024 * 1024
     max_audio_seconds: float = 3600.0
@@ -54,7 +58,8 @@ class MediaSettings:
 class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
-    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio")
+    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
+                 "negotiated", "held", "call")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -65,6 +70,9 @@ class LegDriver(Tickable):
         self.entry: Scheduled | None = None
         self.hold_since: float | None = None
         self._call_audio: Callable[[int], Any] | None = None
+        self.negotiated = False  # media_changed has run: the inactivity timeout applies from then on
+        self.held = False  # not sendrecv both ways: the (longer) hold timeout applies
+        self.call: Call | None = None
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -124,6 +132,11 @@ class LegDriver(Tickable):
         leg.timestamp = (ts + n) & 0xFFFFFFFF
 
 
+def _early_media(call: Call | None) -> bool:
+    """An outbound call's 183 media before the answer: its ring time is the caller's timeout, not ours."""
+    return call is not None and call.direction is Direction.OUTBOUND and call.state is not CallState.ANSWERED
+
+
 def _raise_fd_limit() -> None:
     try:
         import resource
@@ -143,6 +156,7 @@ class MediaPlane:
         self._emit = emit
         self._on_rtp_timeout = on_rtp_timeout
         self.ports = PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi)
+        self.policy = MediaAddressPolicy(list(settings.media_deny_cidrs))
         self.clock = MediaClock(use_timerfd=settings.use_timerfd)
         # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
         self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
@@ -158,7 +172,8 @@ class MediaPlane:
         self._claims: dict[str, list[Claim]] = {}  # playback id -> its claims on its sources' loads
         self._ended_ids: list[str] = []
         self._by_status: Counter[str] = Counter()
-        self._totals = {"packets_sent": 0, "packets_received": 0}
+        self._totals = {"packets_sent": 0, "packets_received": 0, "rtp_timeouts": 0, "latched": 0,
+                        "refused_remotes": 0, "release_errors": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._timed_out: set[str] = set()
         self._rooms: dict[str, set[str]] = {}
@@ -186,8 +201,9 @@ class MediaPlane:
         """RTCP sender reports and the RTP inactivity timeout, once a second (off the clock's path)."""
         last_sr = time.monotonic()
         period = min(1.0, self.settings.rtcp_interval_s)
-        if self.settings.rtp_timeout_s > 0:
-            period = min(period, self.settings.rtp_timeout_s / 4)
+        for limit in (self.settings.rtp_timeout_s, self.settings.rtp_hold_timeout_s):
+            if limit > 0:
+                period = min(period, limit / 4)
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
@@ -204,31 +220,75 @@ class MediaPlane:
                 leg = driver.leg
                 if send_sr and leg.remote is not None and leg.packets_sent:
                     leg.send_rtcp(leg.sender_report())
-                timeout = self.settings.rtp_timeout_s
-                if (timeout > 0 and leg.remote is not None and call_id not in self._timed_out
-                        and now - leg.stats.last_inbound > timeout):
+                # Nothing from the peer (RTP or RTCP) for too long: the call is hung up (cause
+                # rtp_timeout). Held calls get the longer hold timeout; a call whose media was
+                # never negotiated (awaiting the ACK's answer) is the SIP layer's to end.
+                timeout = self.settings.rtp_hold_timeout_s if driver.held else self.settings.rtp_timeout_s
+                if (timeout > 0 and driver.negotiated and call_id not in self._timed_out
+                        and now - leg.stats.last_inbound > timeout and not _early_media(driver.call)):
                     self._timed_out.add(call_id)
+                    self._totals["rtp_timeouts"] += 1
+                    log.info("call %s: no RTP/RTCP for %.0f s%s: hanging up", call_id, now - leg.stats.last_inbound,
+                             " (on hold)" if driver.held else "")
                     if self._on_rtp_timeout is not None:
                         self._on_rtp_timeout(call_id)
 
     # -- MediaBackend ----------------------------------------------------
     def allocate(self, call: Call) -> tuple[str, int]:
+        """A leg for *call*; on any failure half-way everything taken so far is given back."""
+        if call.call_id in self._drivers:
+            raise RuntimeError(f"call {call.call_id} already has a media leg")
         rtp, rtcp = self.ports.bind_pair()
-        leg = RtpLeg(call.call_id, rtp, rtcp)
-        leg.start_receiving(asyncio.get_running_loop())
-        player = Player("PCMU", silence_byte("PCMU"), self._on_playback_event)
-        self._drivers[call.call_id] = LegDriver(leg, player, self.settings.send_silence)
+        port = rtp.getsockname()[1]
+        leg: RtpLeg | None = None
+        try:
+            leg = RtpLeg(call.call_id, rtp, rtcp)
+            leg.start_receiving(asyncio.get_running_loop())
+            player = Player("PCMU", silence_byte("PCMU"), self._on_playback_event)
+            driver = LegDriver(leg, player, self.settings.send_silence)
+            driver.call = call
+            self._drivers[call.call_id] = driver
+        except BaseException:
+            self.ports.free(port)
+            if leg is not None:
+                leg.close(send_bye=False)
+            else:
+                rtp.close()
+                rtcp.close()
+            raise
         return (self.settings.host, leg.port)
 
+    def check_remote(self, remote: tuple[str, int]) -> str | None:
+        """Why RTP must not go to *remote*, or None (the media address policy, plus the port range)."""
+        if not 0 < remote[1] < 65536:
+            return f"port {remote[1]} out of range"
+        return self.policy.check(remote[0])
+
     def media_changed(self, call: Call) -> None:
+        """Apply negotiated media. ValueError (nothing changed) for a destination the policy refuses."""
         driver = self._drivers.get(call.call_id)
         media = call.media
         if driver is None or media is None:
             return
         leg = driver.leg
+        if media.remote_addr is not None:
+            # the SIP layer checked this already; checked again here so no path can skip it
+            why = self.check_remote(media.remote_addr)
+            if why is None:
+                try:
+                    leg.check_remote(media.remote_addr)
+                except ValueError as exc:
+                    why = str(exc)
+            if why is not None:
+                self._totals["refused_remotes"] += 1
+                raise ValueError(f"media destination refused: {why}")
         driver.configure(media.codec, media.payload_type, media.ptime_ms)
         leg.set_remote(media.remote_addr)
+        leg.sdp_remote = media.remote_addr
+        leg.latch = self._latch_allowed if self.settings.symmetric_rtp and media.remote_addr is not None else None
         leg.stats.last_inbound = time.monotonic()
+        driver.negotiated = True
+        driver.held = not (media.send_enabled and media.recv_enabled and media.remote_addr is not None)
         sending = media.send_enabled and media.remote_addr is not None
         if sending and driver.entry is None:
             if driver.hold_since is not None:  # resume: time went on while we were silent
@@ -241,25 +301,44 @@ class MediaPlane:
             driver.entry = None
             driver.hold_since = time.monotonic()
 
+    def _latch_allowed(self, addr: tuple[str, int]) -> bool:
+        allowed = self.check_remote(addr) is None
+        if allowed:
+            self._totals["latched"] += 1
+        return allowed
+
     def release(self, call: Call) -> None:
+        """Never raises: each step runs whatever the one before did, so the sockets and port always go back."""
         self._close_leg(call.call_id, state="call_hangup")
 
     def _close_leg(self, call_id: str, state: str) -> None:
         driver = self._drivers.pop(call_id, None)
         if driver is None:
             return
+        leg = driver.leg
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("clock", lambda: self._unschedule(driver)),
+            ("playbacks", lambda: driver.player.end_all(state)),
+            ("room", lambda: self.leave_room(call_id)),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the rest of the release must still happen
+                self._totals["release_errors"] += 1
+                log.error("releasing %s: %s failed: %r", call_id, what, exc)
+        self._totals["packets_sent"] += leg.packets_sent
+        self._totals["packets_received"] += leg.stats.packets_received
+        self.ports.free(leg.port)
+        leg.close(send_bye=leg.remote is not None)  # never raises
+        self._timed_out.discard(call_id)
+
+    def _unschedule(self, driver: LegDriver) -> None:
         if driver.entry is not None:
-            self.clock.remove(driver.entry)
+            entry, driver.entry = driver.entry, None
             # driver.entry.item is the driver: without this, every ended call left a reference cycle
             # for the cyclic GC, which must then traverse it (see mediasrv/gcpolicy.py)
-            driver.entry = None
-        driver.player.end_all(state)
-        self._totals["packets_sent"] += driver.leg.packets_sent
-        self._totals["packets_received"] += driver.leg.stats.packets_received
-        self.ports.free(driver.leg.port)
-        driver.leg.close(send_bye=driver.leg.remote is not None)
-        self._timed_out.discard(call_id)
-        self.leave_room(call_id)
+            self.clock.remove(entry)
 
     # -- playback commands -----------------------------------------------
     def target_legs(self, call_id: str, target: str | list[str]) -> list[str]:
@@ -459,6 +538,9 @@ class MediaPlane:
             "lateness_histogram": s.histogram(),
             "playbacks_by_status": dict(self._by_status),
             "loader": dict(self.loader.stats),
+            "ports_in_use": self.ports.in_use,
+            # hangups for inactivity, symmetric-RTP moves, destinations refused by the policy, release steps that failed
+            "media_events": {k: self._totals[k] for k in ("rtp_timeouts", "latched", "refused_remotes", "release_errors")},
         }
 
     # -- events ----------------------------------------------------------

@@ -15,6 +15,8 @@ other address are still seen, counted and dropped: they never redirect our sendi
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -27,6 +29,7 @@ from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSenderInfo, 
 from .packet import HEADER, RtpError
 from .packet import parse as parse_rtp
 
+log = logging.getLogger("mediasrv.rtp")
 REUSEPORT: int | None = getattr(socket, "SO_REUSEPORT", None)
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 to 1970
 
@@ -105,6 +108,7 @@ class LegStats:
     packets_received: int = 0
     bytes_received: int = 0
     dropped_foreign: int = 0  # from an address other than the negotiated remote
+    latched: int = 0  # symmetric RTP: times the sending address moved to where the peer's RTP came from
     malformed: int = 0
     last_received_seq: int | None = None
     rtcp_received: int = 0
@@ -118,6 +122,7 @@ class LegStats:
             "packets_received": self.packets_received,
             "bytes_received": self.bytes_received,
             "dropped_foreign": self.dropped_foreign,
+            "latched": self.latched,
             "malformed": self.malformed,
             "rtcp": {
                 "received": self.rtcp_received,
@@ -133,7 +138,7 @@ class RtpLeg:
 
     __slots__ = ("call_id", "rtp_sock", "send_sock", "rtcp_sock", "port", "ssrc", "seq", "timestamp", "payload_type",
                  "remote", "remote_rtcp", "marker_next", "stats", "packets_sent", "bytes_sent", "send_errors",
-                 "transmit", "on_rtp", "_loop")
+                 "transmit", "on_rtp", "latch", "sdp_remote", "_loop")
 
     def __init__(self, call_id: str, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
         self.call_id = call_id
@@ -156,6 +161,11 @@ class RtpLeg:
         # Who consumes inbound audio (the mixer, while the leg is bridged): called with
         # (seq, timestamp, ssrc, payload_type, payload) for each RTP packet from the remote.
         self.on_rtp: Callable[[int, int, int, int, bytes], object] | None = None
+        # Symmetric RTP (comedia): while set, the first valid RTP packet from an address other than
+        # the SDP's, arriving before any from the SDP's, moves our sending there if latch(addr) says
+        # the address is allowed. Cleared once used (one move per negotiated remote).
+        self.latch: Callable[[tuple[str, int]], bool] | None = None
+        self.sdp_remote: tuple[str, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @staticmethod
@@ -178,10 +188,32 @@ class RtpLeg:
         raise OSError("no remote address")
 
     # -- sending (called by the clock) -----------------------------------
+    def check_remote(self, remote: tuple[str, int]) -> None:
+        """ValueError unless *remote* is (IP literal of this leg's family, port 1-65535).
+
+        Checked before anything is connected or sent: a NUL in a host, a name or a port outside
+        the range used to surface as TypeError/OverflowError from the socket layer, per packet and
+        in ``close()`` (which then leaked the sockets).
+        """
+        host, port = remote
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"RTP port {port!r} out of range")
+        if not isinstance(host, str) or "%" in host or not host.isascii() or not host.isprintable():
+            raise ValueError("RTP address is not an IP literal")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError("RTP address is not an IP literal") from None
+        if (ip.version == 6) != (self.rtp_sock.family == socket.AF_INET6):
+            raise ValueError(f"RTP address {host} is not of the leg's address family")
+
     def set_remote(self, remote: tuple[str, int] | None) -> None:
-        """Point the leg at the negotiated address (a re-INVITE may move it)."""
+        """Point the leg at the negotiated address (a re-INVITE may move it); ValueError if unusable."""
+        if remote is not None:
+            self.check_remote(remote)
         self.remote = remote
-        self.remote_rtcp = (remote[0], remote[1] + 1) if remote else None
+        # RTCP on the next port (RFC 3550 11); an RTP port of 65535 leaves none: no RTCP then
+        self.remote_rtcp = (remote[0], remote[1] + 1) if remote and remote[1] < 65535 else None
         if remote is None:
             self.transmit = self._no_remote
             return
@@ -238,8 +270,9 @@ class RtpLeg:
             except OSError:
                 return
             if not self._from_remote(addr, self.remote):
-                self.stats.dropped_foreign += 1
-                continue
+                if self.latch is None or self.stats.packets_received or not self._latch_to(data, addr):
+                    self.stats.dropped_foreign += 1
+                    continue
             try:
                 header = parse_rtp(data)
             except RtpError:
@@ -254,6 +287,25 @@ class RtpLeg:
                 off = header.payload_offset
                 consumer(header.seq, header.timestamp, header.ssrc, header.payload_type,
                          data[off : off + header.payload_length])
+
+    def _latch_to(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Symmetric RTP: send to *addr* from now on if *data* is valid RTP and the policy allows it."""
+        latch = self.latch
+        try:
+            header = parse_rtp(data)
+        except RtpError:
+            return False
+        if header.payload_type != self.payload_type or latch is None or not latch(addr):
+            return False
+        try:
+            self.set_remote((addr[0], addr[1]))
+        except (ValueError, OSError):
+            return False
+        self.latch = None  # once per negotiated remote
+        self.stats.latched += 1
+        log.info("call %s: symmetric RTP, sending to %s:%s (SDP said %s)", self.call_id, addr[0], addr[1],
+                 f"{self.sdp_remote[0]}:{self.sdp_remote[1]}" if self.sdp_remote else "nothing")
+        return True
 
     def poll_inbound(self) -> None:
         """Read what the remote sent that is still in the kernel's buffer, now (not on the loop's next turn).
@@ -305,20 +357,30 @@ class RtpLeg:
             return
         try:
             self.rtcp_sock.sendto(data, self.remote_rtcp)
-        except OSError:
+        except (OSError, ValueError, TypeError, OverflowError):  # a lost report; nothing else
             pass
 
     def close(self, send_bye: bool = True) -> None:
-        if send_bye:
-            self.send_rtcp(self.sender_report() + bytes(RtcpByePacket(sources=[self.ssrc])))
-        if self._loop is not None:
-            for sock in (self.rtp_sock, self.send_sock, self.rtcp_sock):
-                if sock is not None:
-                    try:
-                        self._loop.remove_reader(sock.fileno())
-                    except (ValueError, OSError):
-                        pass
+        """Send RTCP BYE, stop reading, close every socket. Never raises: the fds go back whatever happens."""
+        try:
+            if send_bye:
+                self.send_rtcp(self.sender_report() + bytes(RtcpByePacket(sources=[self.ssrc])))
+        except Exception as exc:  # noqa: BLE001 - a report we could not build must not keep the sockets
+            log.warning("RTCP BYE for %s failed: %r", self.call_id, exc)
         self.transmit = self._no_remote
+        self.on_rtp = None
+        self.latch = None
         for sock in (self.rtp_sock, self.send_sock, self.rtcp_sock):
-            if sock is not None:
+            if sock is None:
+                continue
+            if self._loop is not None:
+                try:
+                    fd = sock.fileno()
+                    if fd >= 0:
+                        self._loop.remove_reader(fd)
+                except (ValueError, OSError, RuntimeError):  # RuntimeError: the loop is closed
+                    pass
+            try:
                 sock.close()
+            except OSError:
+                pass

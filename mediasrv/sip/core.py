@@ -15,15 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend
+from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia
 from ..logs import with_call_id
-from ..logsafe import clip
+from ..logsafe import SourceLimiter, clip
 from . import digest
 from . import sdp as sdpmod
+from .admission import Admission, AdmissionSettings, AuthOutcome
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
 from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
-from .timers import TimerHeap
+from .timers import Timer, TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
 
 log = logging.getLogger("mediasrv.sip")
@@ -33,7 +34,8 @@ IN_DIALOG_OK = ("UPDATE", "INFO")
 SCHEMES = ("sip", "sips", "tel")
 
 REASONS = {
-    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 404: "Not Found",
+    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 407: "Proxy Authentication Required",
     405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
@@ -104,6 +106,13 @@ class CoreSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    # Why RTP must not go to an address (None: it may); the server wires the media address policy
+    # (media/addrpolicy.py) in here. Checked for every SDP offer and answer before it is used.
+    media_address_check: Callable[[str], str | None] | None = None
+    # An inbound call left ringing (auto_answer off) this long is refused with 480, cause no_answer:
+    # its port and sockets are not held for a caller that never CANCELs (0 = ring for ever).
+    ring_timeout_s: float = 120.0
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 ResultCallback = Callable[["Session", int, str], None]
@@ -141,6 +150,7 @@ class Session:
     credentials: Credentials | None = None
     auth_attempts: int = 0
     early_media: bool = False  # an 18x carried the SDP answer
+    ring_timer: Timer | None = None  # inbound, ringing: ends the call after CoreSettings.ring_timeout_s
 
 
 _RPORT_RE = re.compile(r";\s*rport(?=\s*(?:;|$))", re.I)
@@ -173,6 +183,15 @@ class SipCore:
             "calls_out": 0,
             "rejected": 0,
             "no_ack": 0,
+            "sdp_refused": 0,
+            # admission (admission.py): refusals and drops before any state is kept
+            "refused_source": 0,
+            "refused_scanner": 0,
+            "auth_challenged": 0,
+            "auth_failed": 0,
+            "auth_ok": 0,
+            "rate_limited": 0,
+            "stateless_responses": 0,
         }
         self.tl = TransactionLayer(self._send, clock, self.timers, settings.t1, settings.t2, settings.t4, self.stats)
         self.dialogs: dict[tuple[str, str, str], Session] = {}
@@ -181,6 +200,8 @@ class SipCore:
         self._prefix = f"{random.getrandbits(40):010x}"
         self._malformed_logged_at = -1e9
         self._malformed_suppressed = 0
+        self.admission = Admission(settings.admission)
+        self._refusal_log = SourceLimiter(rate=1.0, burst=5)
 
     # -- ids --------------------------------------------------------------------------------------
     def _token(self) -> str:
@@ -282,6 +303,9 @@ class SipCore:
             self._malformed_suppressed += 1
         resp = stateless_error(data, exc.status, exc.reason, dest, self.settings.user_agent)
         if resp is not None:
+            if not self.admission.take(dest.addr[0], now):  # answers to garbage share the source's budget
+                self.stats["rate_limited"] += 1
+                return
             self._send(resp, dest)
 
     # -- requests ---------------------------------------------------------------------------------
@@ -300,6 +324,8 @@ class SipCore:
             self.stats["absorbed"] += 1
             tx.retransmission()
             return
+        if not self._admit(req, dest):
+            return
         tx = tl.new_server(req, dest)
         if method == "CANCEL":
             self._on_cancel(req, tx)
@@ -307,36 +333,106 @@ class SipCore:
         if req.uri.scheme not in SCHEMES:
             self._respond(tx, 416, self._token())
             return
-        require = [r.strip() for v in req.raw_all("require") for r in v.split(",") if r.strip()]
+        require = _required(req)
         if require:
             self._respond(tx, 420, self._token(), headers=[("Unsupported", ", ".join(require))])
             return
         if req.to_tag is not None:
-            session = self.dialogs.get((req.call_id, req.to_tag, req.from_tag or ""))
-            if session is None:
-                if method == "OPTIONS":
-                    self._options(tx)
-                else:
-                    self._respond(tx, 481)
-                return
-            self._in_dialog(session, req, tx)
+            self._in_dialog(self.dialogs[(req.call_id, req.to_tag, req.from_tag or "")], req, tx)
             return
-        if method == "INVITE":
-            self._new_invite(req, tx)
-        elif method == "OPTIONS":
-            self._options(tx)
-        elif method in ("BYE", "UPDATE", "INFO", "PRACK"):
-            self._respond(tx, 481, self._token())
-        else:
-            self._respond(tx, 405, self._token(), headers=[("Allow", ALLOW)])
+        self._new_invite(req, tx)
+
+    def _options_headers(self, transport: str) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW), ("Accept", "application/sdp"), ("Contact", self._contact(transport))]
 
     def _options(self, tx: ServerTx) -> None:
-        self._respond(
-            tx,
-            200,
-            self._token(),
-            headers=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Contact", self._contact(tx.dest.transport))],
-        )
+        self._respond(tx, 200, self._token(), headers=self._options_headers(tx.dest.transport))
+
+    # -- admission (admission.py): decided before any transaction, call, port or timer exists -----
+    def _admit(self, req: Request, dest: Dest) -> bool:
+        """True when *req* goes on to the stateful core; else it was answered statelessly or dropped.
+
+        Only three kinds go on: an INVITE that starts a call (source allowed, digest checked when
+        configured), a request inside a dialog we hold, and a CANCEL for a live INVITE. Everything
+        else needs no dialog: it costs a token of its source's bucket and gets a stateless answer.
+        """
+        adm = self.admission
+        ip = dest.addr[0]
+        agent = adm.scanner(req)
+        if agent is not None:
+            self._refuse("refused_scanner", ip, f"{req.method} from scanner User-Agent {clip(agent, 60)!r}: dropped")
+            return False
+        method = req.method
+        if req.to_tag is not None:
+            if (req.call_id, req.to_tag, req.from_tag or "") in self.dialogs:
+                return True
+        elif method == "INVITE":
+            return self._admit_invite(req, dest)
+        elif method == "CANCEL" and self.tl.find_server(req, "INVITE") is not None:
+            return True
+        if not adm.take(ip, self.clock()):
+            self._refuse("rate_limited", ip, f"{clip(method, 20)} over the per-source rate limit: dropped")
+            return False
+        self._stateless(req, dest)
+        return False
+
+    def _admit_invite(self, req: Request, dest: Dest) -> bool:
+        adm = self.admission
+        ip = dest.addr[0]
+        now = self.clock()
+        if not adm.source_allowed(ip):
+            self._refuse("refused_source", ip, "INVITE from outside sip_allow_cidrs: 403")
+            if adm.take(ip, now):
+                self._stateless_reply(req, dest, 403)
+            else:
+                self.stats["rate_limited"] += 1
+            return False
+        if not adm.auth_enabled:
+            return True
+        result = adm.authenticate(req, now)
+        if result.outcome is AuthOutcome.OK:
+            self.stats["auth_ok"] += 1
+            return True
+        if result.outcome is AuthOutcome.FORBIDDEN:
+            self._refuse("auth_failed", ip, f"INVITE user {clip(result.user, 40)!r}: {result.reason}: 403")
+            if adm.take(ip, now):
+                self._stateless_reply(req, dest, 403)
+            else:
+                self.stats["rate_limited"] += 1
+            return False
+        self.stats["auth_challenged"] += 1
+        status, header = adm.challenge(now, stale=result.outcome is AuthOutcome.STALE)
+        self._stateless_reply(req, dest, status, [header])
+        return False
+
+    def _stateless(self, req: Request, dest: Dest) -> None:
+        """Answer a request that needs no dialog, keeping nothing (no server transaction, no Timer J)."""
+        method = req.method
+        require = _required(req)
+        if req.uri.scheme not in SCHEMES:
+            self._stateless_reply(req, dest, 416)
+        elif require:
+            self._stateless_reply(req, dest, 420, [("Unsupported", ", ".join(require))])
+        elif method == "OPTIONS":
+            self._stateless_reply(req, dest, 200, self._options_headers(dest.transport))
+        elif req.to_tag is not None or method in ("BYE", "UPDATE", "INFO", "PRACK", "CANCEL"):
+            self._stateless_reply(req, dest, 481)
+        else:  # REGISTER, SUBSCRIBE, MESSAGE, NOTIFY, REFER, unknown methods
+            self._stateless_reply(req, dest, 405, [("Allow", ALLOW)])
+
+    def _stateless_reply(
+        self, req: Request, dest: Dest, status: int, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        self.stats["stateless_responses"] += 1
+        self._send(self.response(req, status, dest, self.admission.to_tag(req), headers=headers), dest)
+
+    def _refuse(self, kind: str, ip: str, text: str) -> None:
+        """Count a refusal or drop; log it, at most a few lines per second per source."""
+        self.stats[kind] += 1
+        allowed, suppressed = self._refusal_log.allow(ip, self.clock())
+        if allowed:
+            more = f" ({suppressed} more from this source suppressed)" if suppressed else ""
+            log.warning("SIP from %s: %s%s", clip(ip, 60), text, more)
 
     def _on_cancel(self, req: Request, tx: ServerTx) -> None:
         itx = self.tl.find_server(req, "INVITE")
@@ -365,15 +461,11 @@ class SipCore:
                 self._respond(tx, 415, tag, headers=[("Accept", "application/sdp")])
                 return
             try:
-                offer = sdpmod.parse_sdp(req.body)
-                plan = sdpmod.negotiate_offer(offer, self.settings.codecs)
-            except sdpmod.SdpError as exc:
+                offer, plan = self._plan_offer(req.body)
+            except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
                 self.stats["rejected"] += 1
+                self.stats["sdp_refused"] += 1
                 self._respond(tx, 488, tag, headers=[_sdp_warning(exc)])
-                return
-            except sdpmod.NoCommonCodec:
-                self.stats["rejected"] += 1
-                self._respond(tx, 488, tag, headers=[("Warning", '305 mediasrv "Incompatible media format"')])
                 return
         accept = req.get("accept")
         if accept is not None and accept.strip():
@@ -405,10 +497,10 @@ class SipCore:
         session.sdp_version = 1
         tx.context = session
         tx.on_no_ack = self._no_ack
-        self._admit(session, tx, tag)
+        self._take_call(session, tx, tag)
 
     @with_call_id(lambda session, *_: session.call.call_id)
-    def _admit(self, session: Session, tx: ServerInviteTx, tag: str) -> None:
+    def _take_call(self, session: Session, tx: ServerInviteTx, tag: str) -> None:
         """A new inbound call from here on: registered, media allocated, answered or ringing."""
         call, s = session.call, self.settings
         self.stats["calls_in"] += 1
@@ -422,10 +514,51 @@ class SipCore:
             self._respond(tx, 503, tag, headers=[("Retry-After", "1")])
             self._end(session, "rejected", "server", 503, release=False)
             return
-        if s.auto_answer:
-            self._answer(session)
-        else:
-            self._ring(session)
+        try:
+            if s.auto_answer:
+                self._answer(session)
+            else:
+                self._ring(session)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the call's resources go back
+            log.warning("call failed during setup: %s", clip(repr(exc)))
+            if tx.state == "proceeding":
+                self._respond(tx, 500, tag)
+            self._end(session, "media_error", "server", 500)
+
+    def _plan_offer(self, body: bytes) -> tuple[sdpmod.Sdp, sdpmod.OfferPlan]:
+        """Parse and negotiate an SDP offer, and check where it wants RTP sent (raises to refuse)."""
+        offer = sdpmod.parse_sdp(body)
+        plan = sdpmod.negotiate_offer(offer, self.settings.codecs)
+        self._check_media(plan.media)
+        return offer, plan
+
+    def _media_from_answer(self, body: bytes) -> NegotiatedMedia:
+        """The media of an SDP answer to our offer, checked like an offer's."""
+        media = sdpmod.media_from_answer(sdpmod.parse_sdp(body), self.settings.codecs)
+        self._check_media(media)
+        return media
+
+    def _check_media(self, media: NegotiatedMedia) -> None:
+        """Refuse (SdpError) a destination of the wrong family or one the media address policy denies."""
+        if media.remote_addr is None:
+            return  # hold (c=0.0.0.0): nothing will be sent
+        host = media.remote_addr[0]
+        if (":" in host) != (":" in self.settings.host):
+            raise sdpmod.SdpError(f"connection address {host} is not of this server's address family")
+        check = self.settings.media_address_check
+        why = check(host) if check is not None else None
+        if why is not None:
+            raise sdpmod.SdpError(f"media address {host} refused: {why}")
+
+    def _apply_media(self, call: Call, media: NegotiatedMedia | None) -> bool:
+        """Hand *media* to the media backend; False (logged) when the backend failed with it."""
+        call.media = media
+        try:
+            self.media.media_changed(call)
+        except Exception as exc:  # noqa: BLE001 - a media failure ends the call, it never escapes
+            log.warning("media setup failed for %s: %s", call.call_id, clip(repr(exc)))
+            return False
+        return True
 
     def _dialog_for(self, session: Session) -> Dialog:
         if session.dialog is None:
@@ -443,6 +576,18 @@ class SipCore:
         self._dialog_for(session)
         self._respond(tx, 180, session.local_tag, headers=[("Contact", self._contact(tx.dest.transport))])
         self.registry.ringing(session.call)
+        if self.settings.ring_timeout_s > 0:
+            session.ring_timer = self.timers.schedule(self.clock() + self.settings.ring_timeout_s,
+                                                      lambda: self._ring_timeout(session))
+
+    def _ring_timeout(self, session: Session) -> None:
+        session.ring_timer = None
+        tx = session.invite_tx
+        if session.ended or session.answered or not isinstance(tx, ServerInviteTx) or tx.state != "proceeding":
+            return
+        log.info("call %s rang for %.0f s unanswered: refusing it", session.call.call_id, self.settings.ring_timeout_s)
+        self._respond(tx, 480, session.local_tag)
+        self._end(session, "no_answer", "server", 480)
 
     @with_call_id(lambda session: session.call.call_id)
     def _answer(self, session: Session) -> None:
@@ -452,7 +597,11 @@ class SipCore:
         local = call.local_rtp or (self.settings.host, 0)
         if session.offer_sdp is not None and session.offer_plan is not None:
             body = sdpmod.build_answer(session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version)
-            call.media = session.offer_plan.media
+            # the media is set up before the 200 goes: a failure is a 500, never a call already accepted
+            if not self._apply_media(call, session.offer_plan.media):
+                self._respond(tx, 500, session.local_tag, headers=[("Warning", '399 mediasrv "media setup failed"')])
+                self._end(session, "media_error", "server", 500)
+                return
         else:
             body = sdpmod.build_offer(local, self.settings.codecs, session.sess_id, session.sdp_version)
             session.awaiting_ack_sdp = True
@@ -470,8 +619,6 @@ class SipCore:
         )
         session.answered = True
         self.registry.answered(call)
-        if call.media is not None:
-            self.media.media_changed(call)
 
     @with_call_id(lambda tx: tx.context.call.call_id if tx.context is not None else None)
     def _no_ack(self, tx: ServerInviteTx) -> None:
@@ -530,13 +677,15 @@ class SipCore:
         offer = plan = None
         if req.body:
             try:
-                offer = sdpmod.parse_sdp(req.body)
-                plan = sdpmod.negotiate_offer(offer, self.settings.codecs)
-            except sdpmod.SdpError as exc:
-                self._respond(tx, 488, headers=[_sdp_warning(exc)])
+                offer, plan = self._plan_offer(req.body)
+            except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
+                self.stats["sdp_refused"] += 1
+                self._respond(tx, 488, headers=[_sdp_warning(exc)])  # the call keeps its media
                 return
-            except sdpmod.NoCommonCodec:
-                self._respond(tx, 488)
+            old = call.media
+            if not self._apply_media(call, plan.media):
+                self._apply_media(call, old)
+                self._respond(tx, 500, headers=[("Warning", '399 mediasrv "media setup failed"')])
                 return
         assert session.dialog is not None
         session.dialog.update_target(req)
@@ -556,9 +705,6 @@ class SipCore:
             headers=[("Contact", self._contact(tx.dest.transport)), ("Allow", ALLOW), ("Content-Type", "application/sdp")],
             body=body,
         )
-        if plan is not None:
-            call.media = plan.media
-            self.media.media_changed(call)
 
     def _on_ack(self, req: Request) -> None:
         session = self.dialogs.get((req.call_id, req.to_tag or "", req.from_tag or ""))
@@ -579,16 +725,17 @@ class SipCore:
         if hit and session.awaiting_ack_sdp:
             session.awaiting_ack_sdp = False
             try:
-                answer = sdpmod.parse_sdp(req.body) if req.body else None
-                if answer is None:
+                if not req.body:
                     raise sdpmod.SdpError("ACK without the SDP answer")
-                session.call.media = sdpmod.media_from_answer(answer, self.settings.codecs)
+                media = self._media_from_answer(req.body)
             except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
                 log.info("bad SDP answer in ACK: %s; hanging up", clip(exc))
                 self._send_bye(session)
                 self._end(session, "bad_sdp", "server", 488)
                 return
-            self.media.media_changed(session.call)
+            if not self._apply_media(session.call, media):
+                self._send_bye(session)
+                self._end(session, "media_error", "server", None)
 
     # -- responses --------------------------------------------------------------------------------
     def _on_response(self, resp: Response, dest: Dest) -> None:
@@ -760,16 +907,17 @@ class SipCore:
     def _uac_early_media(self, session: Session, resp: Response) -> None:
         """An SDP answer in a 18x (183 Session Progress): media may flow before the answer."""
         try:
-            media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
+            media = self._media_from_answer(resp.body)
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
             log.info("unusable SDP in %s: %s (ignored)", resp.status, clip(exc))
             return
         call = session.call
-        call.media = media
+        if not self._apply_media(call, media):
+            call.media = None
+            return
         if not session.early_media:
             session.early_media = True
             self.registry.early_media(call)
-        self.media.media_changed(call)
 
     def _uac_2xx(self, session: Session, resp: Response, tx: ClientTx) -> None:
         if session.dialog is not None:
@@ -779,6 +927,7 @@ class SipCore:
             return
         f = session.invite_fields
         dialog = uac_dialog(f["from"], session.local_tag, f["cseq"], resp, tx.dest)
+        dialog.may_send_to = self.admission.source_allowed  # a Contact/Record-Route elsewhere: the flow
         session.dialog = dialog
         self.dialogs[dialog.key] = session
         ruri, dest, routes = dialog.destination()
@@ -803,7 +952,7 @@ class SipCore:
             return
         try:
             if resp.body:
-                call.media = sdpmod.media_from_answer(sdpmod.parse_sdp(resp.body), self.settings.codecs)
+                call.media = self._media_from_answer(resp.body)
             elif not session.early_media:  # the answer already came in a 183 (RFC 3261 13.2.1)
                 raise sdpmod.SdpError("2xx without an SDP answer")
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
@@ -811,9 +960,13 @@ class SipCore:
             self._end(session, "bad_sdp", "server", 488)
             self._result(session, 488, f"unusable SDP answer: {exc}")
             return
+        if not self._apply_media(call, call.media):
+            self._send_bye(session)
+            self._end(session, "media_error", "server", None)
+            self._result(session, 500, "media setup failed")
+            return
         session.answered = True
         self.registry.answered(call)
-        self.media.media_changed(call)
         self._result(session, 200, resp.reason)
 
     @with_call_id(lambda tx: tx.context.call.call_id)
@@ -890,7 +1043,15 @@ class SipCore:
             or tx.state != "proceeding"
         ):
             raise RuntimeError(f"call {call_id} is not ringing")
-        self._answer(session)
+        try:
+            self._answer(session)
+        except Exception as exc:  # noqa: BLE001 - the call ends and gives its resources back
+            log.warning("answering %s failed: %s", call_id, clip(repr(exc)))
+            if tx.state == "proceeding":
+                self._respond(tx, 500, session.local_tag)
+            self._end(session, "media_error", "server", 500)
+        if session.ended:
+            raise RuntimeError(f"call {call_id} could not be answered: media setup failed")
 
     def hangup(self, call_id: str, cause: str = "normal_clearing", by: str = "api") -> None:
         session = self.find(call_id)
@@ -952,23 +1113,38 @@ class SipCore:
         if session.ended:
             return
         session.ended = True
+        if session.ring_timer is not None:
+            session.ring_timer.cancel()
+            session.ring_timer = None
         call = session.call
         if session.dialog is not None:
             self.dialogs.pop(session.dialog.key, None)
         self.sessions.pop(call.call_id, None)
-        if call.state is not CallState.ENDED:
-            self.registry.ended(call, cause, by, code)
-        if release:
-            try:
-                self.media.release(call)
-            except Exception:  # noqa: BLE001 - a media bug must not break signaling
-                log.exception("media.release failed")
+        try:
+            if call.state is not CallState.ENDED:
+                self.registry.ended(call, cause, by, code)
+        finally:  # a failing listener must not keep the call's ports and sockets
+            if release:
+                try:
+                    self.media.release(call)
+                except Exception as exc:  # noqa: BLE001 - a media bug must not break signaling
+                    log.error("media.release failed: %s", clip(repr(exc)))
+
+
+def _required(req: Request) -> list[str]:
+    return [r.strip() for v in req.raw_all("require") for r in v.split(",") if r.strip()]
 
 
 def _sdp_warning(exc: Exception) -> tuple[str, str]:
-    """An SDP we cannot use is refused with 488 (RFC 3261 21.4.26); the Warning says why."""
-    text = re.sub(r'[\x00-\x1f"\\]', " ", str(exc))[:80]
-    return ("Warning", f'399 mediasrv "unusable SDP: {text}"')
+    """An SDP we cannot use is refused with 488 (RFC 3261 21.4.26); the Warning says why.
+
+    No codec in common also carries the standard 305 (RFC 3261 20.43); the 399 names the reason.
+    """
+    text = re.sub(r'[^\x20-\x7e]|["\\]', " ", str(exc))[:120]
+    value = f'399 mediasrv "unusable SDP: {text}"'
+    if isinstance(exc, sdpmod.NoCommonCodec):
+        value = f'305 mediasrv "Incompatible media format", {value}'
+    return ("Warning", value)
 
 
 def _challenges(resp: Response) -> list[digest.Challenge]:

@@ -1,12 +1,19 @@
 """Dialog state (RFC 3261 section 12): ids, CSeq counters, route set and remote target.
 
-Also knows where an in-dialog request goes: the first loose route, else the remote target, over
-the flow the dialog was set up on when that is TCP (connection reuse) or the URI names no IP.
+Also knows where an in-dialog request goes. A dialog we answered (UAS) is *pinned* to the flow
+its INVITE came from: BYE and re-INVITE go to that source IP:port over the same transport (for
+TCP, the same connection or a new one to that same address), never to a host the unauthenticated
+peer named in Contact, Via or Record-Route (those still shape the Request-URI and Route headers).
+A dialog we started (UAC, towards an address the API chose) follows the first loose route, else
+the remote target, over the flow when that is TCP or the URI names no IP; a next hop other than
+the flow's host must be in the trusted networks (``sip_allow_cidrs``), else the flow is used.
+Host names are never resolved here.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .message import NameAddr, ParseError, Request, Response, parse_name_addr, split_header_list
@@ -26,6 +33,9 @@ class Dialog:
     remote_seq: int | None = None
     flow: Dest | None = None  # the transport/peer the dialog was established over
     confirmed: bool = False
+    pinned: bool = False  # in-dialog requests go to `flow` only (dialogs an inbound INVITE created)
+    # UAC dialogs: may the next hop be this IP (not the flow's)? None: any. Else the flow is used.
+    may_send_to: Callable[[str], bool] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -45,6 +55,15 @@ class Dialog:
         """(Request-URI, Dest, Route headers) for a new in-dialog request."""
         routes = list(self.route_set)
         ruri = self.remote_target
+        if self.pinned and self.flow is not None:
+            try:
+                first_route = parse_name_addr(routes[0]) if routes else None
+            except ParseError:
+                first_route = None  # a garbled Record-Route: sent on as it came
+            if first_route is not None and "lr" not in first_route.uri.params:
+                ruri = first_route.raw_uri
+                routes = routes[1:] + [f"<{self.remote_target}>"]
+            return ruri, self.flow, routes
         if routes:
             first = parse_name_addr(routes[0])
             target = first
@@ -64,6 +83,14 @@ class Dialog:
             addr: tuple[str, int] | None = (host, port or 5060)
         except ValueError:
             addr = None  # a host name: we do not resolve, we use the flow instead
+        if (
+            addr is not None
+            and flow is not None
+            and addr[0] != flow.addr[0]
+            and self.may_send_to is not None
+            and not self.may_send_to(addr[0])
+        ):
+            addr = None  # a host only the peer named, outside the trusted networks: back over the flow
         if flow is not None and (addr is None or (tp == "tcp" and flow.transport == "tcp")):
             if addr is None:
                 return flow
@@ -103,6 +130,7 @@ def uas_dialog(req: Request, local_tag: str, flow: Dest, to_value: str) -> Dialo
         local_seq=0,
         remote_seq=req.cseq,
         flow=flow,
+        pinned=True,
     )
 
 

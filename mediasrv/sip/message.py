@@ -31,7 +31,7 @@ __all__ = [
     "framing_length",
 ]
 
-MAX_CSEQ = 2**31 - 1
+MAX_CSEQ = 2**32 - 1  # RFC 3261 says < 2**31; real stacks go up to 2**32-1, so a dialog at the top still ends
 
 
 class ParseError(ValueError):

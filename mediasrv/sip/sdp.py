@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from ..calls import NegotiatedMedia
@@ -25,10 +27,15 @@ PTIMES = (10, 20, 30, 40)
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 TE_PT = 101
+MAX_LINES = 512  # an SDP with more lines than this is not a phone call's
+MAX_MEDIA = 32
+# C0 controls other than HT, and DEL: never in SDP text (RFC 4566 5: no NUL, CR or LF in a value)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+HOLD_ADDRS = ("0.0.0.0", "::")  # RFC 2543 hold: a c= that names no destination
 
 
 class SdpError(ValueError):
-    """The body is not SDP we can read (answered with 400)."""
+    """The body is not SDP we can use (answered with 488 and a Warning naming the reason)."""
 
 
 class NoCommonCodec(ValueError):
@@ -71,14 +78,32 @@ class Sdp:
         return None
 
 
+def _digits(text: str, most: int) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts "²"), at most *most* of them."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _conn(value: str) -> tuple[str, str]:
+    """``IN IP4 <addr>`` / ``IN IP6 <addr>``: the address must be an IP literal of that family.
+
+    Host names are refused, never resolved: a lookup would be made on the peer's behalf, on the
+    event loop, for a name it chose (resolution is not implemented; see the README).
+    """
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise SdpError(f"bad c= line {value!r}")
+        raise SdpError(f"bad c= line {value[:60]!r}")
     addr = parts[2].split("/")[0]
     if not addr:
         raise SdpError("empty connection address")
-    return parts[1], addr
+    if "%" in addr or not addr.isascii():
+        raise SdpError(f"connection address {addr[:60]!r} is not an IP literal")
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        raise SdpError(f"connection address {addr[:60]!r} is not an IP literal (host names are not resolved)") from None
+    if ip.version != (4 if parts[1] == "IP4" else 6):
+        raise SdpError(f"connection address {addr[:60]!r} is not {parts[1]}")
+    return parts[1], ip.compressed if ip.version == 6 else addr
 
 
 def parse_sdp(body: bytes) -> Sdp:
@@ -87,7 +112,13 @@ def parse_sdp(body: bytes) -> Sdp:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SdpError("SDP is not UTF-8") from exc
-    lines = [ln for ln in text.replace("\r\n", "\n").split("\n") if ln.strip()]
+    text = text.replace("\r\n", "\n")
+    bad = _CONTROL_RE.search(text.rstrip("\n").replace("\n", " "))
+    if bad is not None:
+        raise SdpError(f"control character {bad.group()!r} in SDP")
+    lines = [ln for ln in text.split("\n") if ln.strip()]
+    if len(lines) > MAX_LINES:
+        raise SdpError(f"more than {MAX_LINES} SDP lines")
     if not lines or lines[0].strip() != "v=0":
         raise SdpError("SDP must start with v=0")
     origin: list[str] | None = None
@@ -104,8 +135,10 @@ def parse_sdp(body: bytes) -> Sdp:
             if len(parts) < 4:
                 raise SdpError(f"bad m= line {v!r}")
             port_s = parts[1].split("/")[0]
-            if not port_s.isdigit() or int(port_s) > 65535:
-                raise SdpError(f"bad m= port {v!r}")
+            if not _digits(port_s, 5) or int(port_s) > 65535:  # 0: a rejected / disabled stream
+                raise SdpError(f"bad m= port {parts[1][:20]!r} (must be 0-65535)")
+            if len(media) >= MAX_MEDIA:
+                raise SdpError(f"more than {MAX_MEDIA} m= lines")
             cur = MediaDesc(parts[0], int(port_s), parts[2], parts[3:])
             media.append(cur)
         elif t == "c":
@@ -131,10 +164,10 @@ def _rtpmaps(m: MediaDesc) -> dict[int, tuple[str, int]]:
     for k, v in m.attrs:
         if k == "rtpmap" and v:
             pt_s, _, enc = v.partition(" ")
-            if pt_s.isdigit():
+            if _digits(pt_s, 3):
                 name, _, rate = enc.strip().partition("/")
                 rate_n = rate.split("/")[0]
-                maps[int(pt_s)] = (name.upper(), int(rate_n) if rate_n.isdigit() else 0)
+                maps[int(pt_s)] = (name.upper(), int(rate_n) if _digits(rate_n, 6) else 0)
     return maps
 
 
@@ -162,6 +195,7 @@ def _codec_of(pt: int, maps: dict[int, tuple[str, int]]) -> str | None:
 def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
     """Pick the first audio m-line with a codec from *codecs* (kept in the offer's order)."""
     wanted = {c.upper() for c in codecs}
+    offered: list[str] = []
     for i, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0 or m.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
             continue
@@ -169,7 +203,7 @@ def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
         chosen: list[tuple[int, str]] = []
         te = None
         for f in m.fmts:
-            if not f.isdigit():
+            if not _digits(f, 3):
                 continue
             pt = int(f)
             name = _codec_of(pt, maps)
@@ -182,23 +216,27 @@ def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
                         fmtp = v.split(" ", 1)[1].strip() if " " in v else ""
                 te = (pt, fmtp)
         if not chosen:
+            offered.extend(m.fmts[:8])
             continue
         ptime_s = m.attr("ptime")
-        ptime = int(ptime_s) if ptime_s and ptime_s.isdigit() and int(ptime_s) in PTIMES else 20
+        ptime = int(ptime_s) if ptime_s and _digits(ptime_s, 3) and int(ptime_s) in PTIMES else 20
         direction = m.direction() or offer.direction() or "sendrecv"
         conn = m.conn or offer.conn
         if conn is None:
             raise SdpError("no c= line for the audio stream")
         media = _negotiated(conn, m.port, chosen[0], ptime, te[0] if te else None, direction)
         return OfferPlan(i, chosen, te, ptime, direction, media)
-    raise NoCommonCodec("no common audio codec")
+    if not offered:
+        raise NoCommonCodec("no usable audio stream (RTP/AVP audio with a port other than 0)")
+    raise NoCommonCodec(f"no common audio codec (offered payload types {' '.join(offered)[:40]}; "
+                        f"supported: {', '.join(sorted(wanted))})")
 
 
 def _negotiated(
     conn: tuple[str, str], port: int, codec: tuple[int, str], ptime: int, te_pt: int | None, peer_dir: str
 ) -> NegotiatedMedia:
     addr = conn[1]
-    hold_addr = addr in ("0.0.0.0", "::")
+    hold_addr = addr in HOLD_ADDRS
     send = peer_dir in ("sendrecv", "recvonly") and not hold_addr
     recv = peer_dir in ("sendrecv", "sendonly")
     return NegotiatedMedia(

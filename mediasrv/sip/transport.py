@@ -11,7 +11,7 @@ import itertools
 import logging
 from collections.abc import Callable
 
-from ..logsafe import clip
+from ..logsafe import SourceLimiter, clip
 from .message import ParseError, framing_length
 from .transaction import Dest
 
@@ -93,14 +93,14 @@ class TcpConnection(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > MAX_HEADER:
-                    log.warning("TCP %s:%s: header section too large, closing", *self.peer)
+                    self.owner.warn(self.peer[0], "TCP %s:%s: header section too large, closing", *self.peer)
                     self.close()
                     buf.clear()
                 break
             try:
                 length = framing_length(bytes(buf[: end + 2]))
             except ParseError as exc:
-                log.warning("TCP %s:%s: %s, closing", self.peer[0], self.peer[1], clip(exc.reason))
+                self.owner.warn(self.peer[0], "TCP %s:%s: %s, closing", self.peer[0], self.peer[1], clip(exc.reason))
                 self.owner.stats_malformed()
                 self.close()
                 buf.clear()
@@ -127,6 +127,13 @@ class SipTransport:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] = ("", 0)
+        self._log_limit = SourceLimiter(rate=1.0, burst=5)
+
+    def warn(self, source: str, fmt: str, *args: object) -> None:
+        """A warning about one peer: at most a few lines per second per source address."""
+        allowed, suppressed = self._log_limit.allow(source)
+        if allowed:
+            log.warning(fmt + (f" ({suppressed} more suppressed)" if suppressed else ""), *args)
 
     async def bind(self, host: str, port: int) -> tuple[str, int]:
         """Bind UDP then TCP on the same port (with port 0, retry until both get the same number)."""
@@ -192,7 +199,7 @@ class SipTransport:
             try:
                 await loop.create_connection(lambda: conn, addr[0], addr[1])
             except OSError as exc:
-                log.warning("TCP connect to %s:%s failed: %s", addr[0], addr[1], exc)
+                self.warn(addr[0], "TCP connect to %s:%s failed: %s", addr[0], addr[1], clip(exc))
                 conn.closed = True
                 if self.by_addr.get(addr) is conn:
                     del self.by_addr[addr]

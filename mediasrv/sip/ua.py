@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ..calls import Call, CallRegistry, MediaBackend
+from .admission import AdmissionSettings, opening_hint
 from .core import CallFailed, CoreSettings, Session, SipCore
 from .digest import Credentials
 from .transaction import Dest
 from .transport import SipTransport
 
 __all__ = ["SipSettings", "SipUserAgent", "CallFailed", "Credentials"]
+
+log = logging.getLogger("mediasrv.sip")
 
 
 @dataclass
@@ -33,6 +38,9 @@ class SipSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    media_address_check: Callable[[str], str | None] | None = None  # see CoreSettings
+    ring_timeout_s: float = 120.0  # see CoreSettings
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
 
 def _advertised_host(host: str) -> str:
@@ -63,6 +71,9 @@ class SipUserAgent:
                 t1=settings.t1,
                 t2=settings.t2,
                 t4=settings.t4,
+                media_address_check=settings.media_address_check,
+                ring_timeout_s=settings.ring_timeout_s,
+                admission=settings.admission,
             ),
             registry,
             media,
@@ -115,6 +126,9 @@ class SipUserAgent:
         self._address = (host, port)
         self.core.settings.port = port
         self._started = True
+        hint = opening_hint(host, self.settings.admission.allow_cidrs)
+        if hint is not None:
+            log.warning("%s", hint)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -160,7 +160,9 @@ async def start_server(tmp_path: Path, webhook_url: str | None = None, **overrid
         rtp_ports=f"{lo}-{lo + 400}",
         data_dir=str(tmp_path / "data"),
         webhook_url=webhook_url,
-        **{"fetch_allow_cidrs": ["127.0.0.0/8", "::1/128"], **overrides},
+        # everything in these tests lives on loopback, which the egress policy refuses unless allowed
+        **{"fetch_allow_cidrs": ["127.0.0.0/8", "::1/128"], "webhook_allow_cidrs": ["127.0.0.0/8", "::1/128"],
+           **overrides},
     )
     server = Server(settings)
     await server.start()

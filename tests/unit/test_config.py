@@ -146,3 +146,15 @@ def test_media_settings_reach_the_media_plane(tmp_path):
                     {"MEDIASRV_DISK_CACHE_BYTES": "-5"}):
         with pytest.raises(ConfigError, match="accepted"):
             load_settings({}, environ=env_bad)
+
+
+def test_media_settings_defaults_env_and_refusals():
+    s = load_settings({}, environ={})
+    assert (s.rtp_timeout_s, s.rtp_hold_timeout_s, s.symmetric_rtp, s.media_deny_cidrs) == (30.0, 300.0, False, [])
+    s = load_settings({}, environ={"MEDIASRV_MEDIA_DENY_CIDRS": "10.0.0.0/8, 2001:db8::/32",
+                                   "MEDIASRV_SYMMETRIC_RTP": "true", "MEDIASRV_RTP_TIMEOUT_S": "0"})
+    assert s.media_deny_cidrs == ["10.0.0.0/8", "2001:db8::/32"] and s.symmetric_rtp and s.rtp_timeout_s == 0
+    with pytest.raises(ConfigError, match="(?i)media_deny_cidrs"):
+        load_settings({}, environ={"MEDIASRV_MEDIA_DENY_CIDRS": "10.0.0.0/33"})
+    with pytest.raises(ConfigError, match="(?i)rtp_hold_timeout_s"):
+        load_settings({}, environ={"MEDIASRV_RTP_HOLD_TIMEOUT_S": "-1"})

@@ -5,6 +5,7 @@ import json
 
 from aiohttp import web
 
+from mediasrv.egress import Egress, EgressSettings
 from mediasrv.events import EventBus, WebhookSettings
 
 
@@ -94,7 +95,8 @@ async def test_custom_sink_builds_each_attempt_and_keeps_order():
 
         return Delivery(url=url, build=build, key=event.call_id, label=event.type)
 
-    bus = EventBus()
+    # a per-delivery URL on loopback: allowed only because this bus's webhook allow-list says so
+    bus = EventBus(egress=Egress(EgressSettings(webhook_allow_cidrs=["127.0.0.0/8"])))
     sink = bus.add_sink(WebhookSink(render, WebhookSettings(backoff_s=0.01), name="vendor"))
     for i in range(5):
         bus.publish("a.b", "c1", {"n": i})

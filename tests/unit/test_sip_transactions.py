@@ -8,7 +8,7 @@ from mediasrv.sip.message import Request, Response
 from mediasrv.sip.timers import TimerHeap
 from mediasrv.sip.transaction import Dest, TransactionLayer
 
-from .test_sip_harness import PEER, Harness, request, sdp
+from .test_sip_harness import PEER, UDP, Harness, request, sdp
 
 T1, T2 = 0.5, 4.0
 
@@ -257,7 +257,7 @@ def test_delayed_offer_answer_arrives_in_ack() -> None:
     assert call.media and call.media.codec == "PCMA" and h.media.changes == [(call.call_id, True)]
 
 
-def test_api_hangup_uses_record_route_and_contact() -> None:
+def test_api_hangup_uses_record_route_and_contact_but_goes_to_the_invites_source() -> None:
     h = Harness()
     rr = "Record-Route: <sip:10.9.9.9:5080;lr>, <sip:10.9.9.8;lr>\n"
     ok = _invite_and_answer(h, extra=rr)
@@ -269,7 +269,7 @@ def test_api_hangup_uses_record_route_and_contact() -> None:
     assert isinstance(bye, Request) and bye.method == "BYE"
     assert bye.uri_str == "sip:sipp@127.0.0.1:5062"
     assert bye.get_all("route") == ["<sip:10.9.9.9:5080;lr>", "<sip:10.9.9.8;lr>"]
-    assert dest.addr == ("10.9.9.9", 5080)
+    assert dest == UDP  # the INVITE's source, never a host the unauthenticated peer named (issue 15)
     assert bye.to_tag == "ft1" and bye.from_tag == ok.to_tag
     assert (call.hangup_cause, call.hangup_by) == ("normal_clearing", "api")
     times = _send_times(h, 5.0)  # BYE (non-INVITE client) retransmits at T1, 2T1, 4T1, then T2
