@@ -173,7 +173,7 @@ class Server:
 async def cancelled_count(s: aiohttp.ClientSession, http: str) -> int:
     async with s.get(f"{http}/metrics") as resp:
         for line in (await resp.text()).splitlines():
-            if line.startswith('mediasrv_source_loads_total{kind="cancelled"}'):
+            if line.startswith('mediasrv_source_cancelled_total '):
                 return int(float(line.split()[-1]))
     return -1
 

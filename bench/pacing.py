@@ -19,6 +19,11 @@ the same window.  Server and C sender are pinned to CPU 1, receiver and this scr
 
     python bench/pacing.py --n 100,500,1000,2000 --seconds 20 --loops uvloop,asyncio
     python bench/pacing.py --n 50 --seconds 5 --loops uvloop          # smoke run
+    python bench/pacing.py --n 1500 --repeat 3 --loops uvloop,uvloop+scrape   # /metrics scraped every second vs not
+
+A loop name with ``+scrape`` runs that row with a Prometheus-style client GETting ``/metrics`` once a
+second through the measurement window (from this process, on the bench CPU); the notes give the
+scrape count, median scrape time and body size.
 """
 
 from __future__ import annotations
@@ -139,7 +144,7 @@ class Row:
         return 1e6 * self.cpu_s / self.stats["packets"] if self.stats["packets"] else float("nan")
 
 
-HEADER = (f"{'sender':16} {'N':>5} {'calls':>5} {'packets':>8} {'deliv%':>6} {'lost':>5} {'seqerr':>6} {'tserr':>5} "
+HEADER = (f"{'sender':22} {'N':>5} {'calls':>5} {'packets':>8} {'deliv%':>6} {'lost':>5} {'seqerr':>6} {'tserr':>5} "
           f"{'ssrc/port':>9} {'silent':>6} {'p50 ms':>6} {'p99 ms':>6} {'max ms':>7} {'CPU %':>5} "
           f"{'us/pkt':>6} {'st %':>4} {'p99 xC':>6} {'us xC':>5}")
 
@@ -150,7 +155,7 @@ def fmt(r: Row, c: Row | None) -> str:
     ratio_p99 = p99 / c.p99 if c and c.p99 else float("nan")
     ratio_cpu = r.us_per_packet / c.us_per_packet if c and c.us_per_packet else float("nan")
     mx_s = f"{'>' if overflow else ''}{mx:.2f}"
-    return (f"{r.sender:16} {r.n:5d} {r.calls:5d} {s['packets']:8d} {r.delivered_pct:6.1f} {s['lost']:5d} {s['seq_errors']:6d} "
+    return (f"{r.sender:22} {r.n:5d} {r.calls:5d} {s['packets']:8d} {r.delivered_pct:6.1f} {s['lost']:5d} {s['seq_errors']:6d} "
             f"{s['ts_errors']:5d} {s['max_ssrcs_per_port']:9d} {s['silent_ports']:6d} {p50:6.2f} {p99:6.2f} "
             f"{mx_s:>7} {r.cpu_pct:5.1f} {r.us_per_packet:6.2f} {100 * r.steal_s / r.window_s:4.1f} "
             f"{ratio_p99:6.2f} {ratio_cpu:5.2f}")
@@ -257,9 +262,30 @@ class ReceiverPorts:
         return None
 
 
+async def scrape_metrics(http: str, notes: list[str], interval: float = 1.0) -> None:
+    """GET /metrics every *interval* s, as a Prometheus server would, until cancelled; notes what it saw."""
+    times: list[float] = []
+    size = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        try:
+            while True:
+                t = time.monotonic()
+                try:
+                    async with s.get(f"{http}/metrics") as resp:
+                        size = len(await resp.read())
+                    times.append(time.monotonic() - t)
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - t)))
+        except asyncio.CancelledError:
+            pass
+    notes.append(f"scraped /metrics {len(times)} times, median {1000 * float(np.median(times or [0])):.1f} ms, "
+                 f"max {1000 * max(times or [0]):.1f} ms, {size / 1000:.0f} kB")
+
+
 async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int,
                       setup_timeout: float, call_rate: float,
-                      notes: list[str]) -> tuple[int, dict, float, float]:
+                      notes: list[str], scrape: bool = False) -> tuple[int, dict, float, float]:
     # The UAC's own SIP port must not be a receiver port + 1: the server sends RTCP there.
     uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench"),
                        CallRegistry(), ReceiverPorts())
@@ -332,10 +358,14 @@ async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Rece
             notes.append(f"{playing} playbacks started (HTTP 201) in "
                          f"{time.monotonic() - t1:.1f} s" + (f"; failures: {dict(play_failures)}" if play_failures else ""))
         await asyncio.sleep(WARMUP_S + SKIP_S)
+        scraper = asyncio.ensure_future(scrape_metrics(http, notes)) if scrape else None
         c0, st0 = cpu_seconds(server_pid), steal_seconds(SERVER_CPU)
         rx.start_window()
         await asyncio.sleep(seconds)
         cpu, steal = cpu_seconds(server_pid) - c0, steal_seconds(SERVER_CPU) - st0
+        if scraper is not None:
+            scraper.cancel()
+            await scraper
         stats = await asyncio.get_running_loop().run_in_executor(None, rx.result)
     finally:
         for c in calls:
@@ -365,6 +395,8 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
                  call_rate: float, silence: bool) -> Row:
+    loop, _, extra = loop.partition("+")
+    scrape = extra == "scrape"
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
     t = np.arange(10 * 8000) / 8000  # 10 s, 8 kHz mono int16
@@ -391,7 +423,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
         wait_http(f"{http}/healthz", server)
         rx = Receiver(receiver_exe, n, seconds)
         playing, stats, cpu, steal = asyncio.run(asyncio.wait_for(
-            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes),
+            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes, scrape),
             2 * setup_timeout + seconds + 120))
     finally:
         if rx is not None:
@@ -407,15 +439,17 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
             kinds = Counter(ln.split(": ", 1)[-1][:90] for ln in bad)
             notes.append(f"server log: {len(bad)} warning/error lines, most common: {kinds.most_common(3)}")
         shutil.rmtree(data, ignore_errors=True)
-        NOTES.extend(f"  mediasrv {loop} N={n}: {note}" for note in notes)
-    return Row(f"mediasrv {loop}", n, playing, stats, cpu, stats["window_s"] or seconds, steal, notes)
+        label = loop + ("+scrape" if scrape else "")
+        NOTES.extend(f"  mediasrv {label} N={n}: {note}" for note in notes)
+    return Row(f"mediasrv {label}", n, playing, stats, cpu, stats["window_s"] or seconds, steal, notes)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", default="100,500,1000,2000", help="comma-separated call counts")
     ap.add_argument("--seconds", type=float, default=20.0, help="measurement window per row")
-    ap.add_argument("--loops", default="uvloop,asyncio", help="mediasrv rows: uvloop and/or asyncio")
+    ap.add_argument("--loops", default="uvloop,asyncio",
+                    help="mediasrv rows: uvloop and/or asyncio; NAME+scrape scrapes /metrics every second")
     ap.add_argument("--setup-timeout", type=float, default=120.0,
                     help="budget for placing calls, and again for starting playbacks; a row then measures "
                          "what started")
@@ -434,8 +468,8 @@ def main() -> int:
     REALTIME = args.realtime
     ns = [int(x) for x in args.n.split(",")]
     loops = [x for x in args.loops.split(",") if x]
-    if any(lp not in ("uvloop", "asyncio") for lp in loops):
-        ap.error("--loops takes uvloop and/or asyncio")
+    if any(lp.removesuffix("+scrape") not in ("uvloop", "asyncio") for lp in loops):
+        ap.error("--loops takes uvloop and/or asyncio, each optionally with +scrape")
     for tool in ("gcc", "taskset"):
         if shutil.which(tool) is None:
             print(f"{tool} is required", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Command line: ``mediasrv serve``, ``mediasrv demo`` and ``mediasrv keys``."""
+"""Command line: ``mediasrv serve``, ``demo`` and ``keys``; ``calls``, ``top``, ``events``, ``play`` and
+``stop`` talk to a running server (client.py)."""
 
 from __future__ import annotations
 
@@ -75,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     keys = sub.add_parser("keys", help="print the public keys that verify our webhook signatures (ACS RS256 JWK, Telnyx Ed25519)")
     keys.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
     keys.add_argument("--data-dir", dest="data_dir", help="data directory holding keys/ (env MEDIASRV_DATA_DIR)")
+    from . import client
+
+    client.add_parsers(sub)
     args = parser.parse_args(argv)
 
+    if args.command in client.COMMANDS:
+        return client.run(args)
     if args.command == "keys":
         return _keys(args)
 

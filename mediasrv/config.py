@@ -62,6 +62,10 @@ class Settings:
     max_calls: int | None = None
     auto_answer: bool = True
     api_token: str | None = None
+    # scraping without the API token: a read-only bearer token good for GET /metrics only, and/or a
+    # separate HOST:PORT serving only /metrics (no token there unless metrics_token is set)
+    metrics_token: str | None = None
+    metrics_listen: str | None = None
     webhook_url: str | None = None
     # every webhook sink (native and vendor dialects): attempts, first back-off (doubled per retry), per-request timeout
     webhook_max_attempts: int = 5
@@ -140,6 +144,10 @@ class Settings:
         return parse_hostport(self.http, 8080)
 
     @property
+    def metrics_addr(self) -> tuple[str, int] | None:
+        return parse_hostport(self.metrics_listen, 9090) if self.metrics_listen else None
+
+    @property
     def rtp_range(self) -> tuple[int, int]:
         return parse_port_range(self.rtp_ports)
 
@@ -147,6 +155,9 @@ class Settings:
         """Every field against its accepted values, then the checks that span fields."""
         for f in fields(self):
             check_value(f.name, getattr(self, f.name), f.name)
+        self.metrics_addr  # noqa: B018 - parse to validate
+        if self.metrics_token is not None and self.api_token is not None and self.metrics_token == self.api_token:
+            raise ConfigError("metrics_token must differ from api_token (it is the read-only one)")
         if not self.api_token and not is_loopback(self.http_addr[0]):
             raise ConfigError(
                 f"refusing to serve the HTTP API on {self.http} without a token: "
@@ -296,6 +307,7 @@ def _url(value: str | None) -> bool:
 _CHECKS: dict[str, tuple[Any, str]] = {
     "sip": (_hostport, "HOST:PORT, [IPv6]:PORT, :PORT or HOST"),
     "http": (_hostport, "HOST:PORT, [IPv6]:PORT, :PORT or HOST"),
+    "metrics_listen": (_hostport, "HOST:PORT, [IPv6]:PORT, :PORT or HOST"),
     "rtp_ports": (_port_range, "LO-HI with 1024 <= LO < HI <= 65535"),
     "max_calls": (lambda v: v is None or v >= 1, "an integer >= 1"),
     "webhook_url": (_url, "an http:// or https:// URL"),

@@ -42,6 +42,7 @@ from .egress import (
 )
 from .eventlog import Journal
 from .logsafe import clip
+from .timing import Timing
 
 log = logging.getLogger("mediasrv.events")
 
@@ -139,6 +140,8 @@ class WebhookSink:
         self._session: aiohttp.ClientSession | None = None
         self.stats = {"delivered": 0, "delivery_failed": 0, "dropped": 0, "refused": 0}
         self.failures: deque[dict[str, Any]] = deque(maxlen=100)  # the latest failed deliveries, with reasons
+        # first attempt to outcome, by outcome (mediasrv_webhook_delivery_seconds)
+        self.delivery_time = {"delivered": Timing(), "failed": Timing()}
 
     def submit(self, event: Event) -> None:
         try:
@@ -227,6 +230,7 @@ class WebhookSink:
         delay = self.settings.backoff_s
         reason = "no attempt made"
         final = False  # a failure that retrying cannot fix
+        t0 = time.perf_counter()
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 built = delivery.build(attempt)
@@ -242,6 +246,7 @@ class WebhookSink:
                     await resp.read()
                     if resp.status < 300:
                         self.stats["delivered"] += 1
+                        self.delivery_time["delivered"].observe(time.perf_counter() - t0)
                         self._outcome(delivery, True)
                         return
                     reason = f"HTTP {resp.status}"
@@ -273,6 +278,7 @@ class WebhookSink:
         else:
             reason = f"{reason} after {self.settings.max_attempts} attempts"
         self.stats["delivery_failed"] += 1
+        self.delivery_time["failed"].observe(time.perf_counter() - t0)
         self._outcome(delivery, False, reason)
         self.failures.append({"id": delivery.id, "sink": self.name, "key": delivery.key, "label": delivery.label,
                               "url": public_url(delivery.url), "reason": reason, "final": final, "at": time.time()})
@@ -311,6 +317,10 @@ class EventBus:
         self.last_seq = 0  # of the newest event, this run or (restored) an earlier one
         if self.webhook.url:
             self.add_sink(WebhookSink(native_render(self.webhook.url), self.webhook, "webhook", native_build))
+
+    @property
+    def sinks(self) -> list[WebhookSink]:
+        return list(self._sinks)
 
     @property
     def stats(self) -> dict[str, int]:

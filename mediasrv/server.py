@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from . import oplog, realtime
-from .api import acs, bandwidth, httplog, native, plivo, telnyx, topology
+from .api import acs, bandwidth, console, httplog, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
@@ -20,11 +20,13 @@ from .config import Settings, is_loopback
 from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
-from .gcpolicy import PAUSE_BUCKETS, GcPolicy
+from .gcpolicy import GcPolicy
 from .logs import call_context
 from .media import MediaPlane, MediaSettings
+from .metrics import make_registry
 from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
+from .timing import Timing, timing_middleware
 
 log = logging.getLogger("mediasrv.server")
 
@@ -102,8 +104,11 @@ class Server:
         )
         self.registry.subscribe(self._on_call_event)
         self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
-        self.app = web.Application(middlewares=[call_context_middleware, error_middleware,
-                                                bearer_auth(settings.api_token)])
+        self.http_timings: dict[tuple[str, str], Timing] = {}
+        self.metrics_registry = make_registry(self)
+        self.app = web.Application(middlewares=[call_context_middleware, timing_middleware(self.http_timings),
+                                                error_middleware,
+                                                bearer_auth(settings.api_token, settings.metrics_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
         self.rooms = topology.setup(self.app, self)  # outbound calls, bridges, rooms
@@ -111,8 +116,11 @@ class Server:
         for dialect in (telnyx, plivo, acs, bandwidth):
             dialect.setup(self.app, self)
         self.gc = GcPolicy(lambda: self.media.clock.core.active_count == 0, freeze=settings.gc_freeze)
+        console.add_routes(self.app, settings.api_token)
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self.http_address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
 
     # -- events ----------------------------------------------------------
     def _emit(self, type_: str, call_id: str, data: dict[str, Any]) -> None:
@@ -153,6 +161,8 @@ class Server:
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.http_address = sockets[0].getsockname()[:2] if sockets else (host, port)
+        if self.settings.metrics_addr is not None:
+            await self._start_metrics_listener(*self.settings.metrics_addr)
         if not self.settings.api_token and is_loopback(host):
             log.warning("HTTP API on %s:%s has no token: loopback only (set MEDIASRV_API_TOKEN)", *self.http_address)
         log.info(
@@ -163,93 +173,29 @@ class Server:
         )
         self.gc.start()
 
+    async def _start_metrics_listener(self, host: str, port: int) -> None:
+        """``metrics_listen``: an address serving GET /metrics only (metrics_token, if set, is asked there)."""
+        app = web.Application(middlewares=[error_middleware, bearer_auth(self.settings.metrics_token)])
+        app[native.SERVER_KEY] = self
+        app.add_routes([web.get("/metrics", native.metrics)])
+        self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._metrics_runner.setup()
+        site = web.TCPSite(self._metrics_runner, host, port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.metrics_address = sockets[0].getsockname()[:2] if sockets else (host, port)
+        log.info("metrics on http://%s:%s/metrics", *self.metrics_address)
+
     async def stop(self) -> None:
         await self.gc.stop()
         await self.sip.stop()
         await self.media.stop()
         self.events.end_subscriptions()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.events.close()
-
-    # -- metrics ---------------------------------------------------------
-    def prometheus_text(self) -> str:
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP mediasrv_{name} {help_}")
-            lines.append(f"# TYPE mediasrv_{name} {kind}")
-            for labels, value in samples:
-                lines.append(f"mediasrv_{name}{labels} {value}")
-
-        m = self.media.metrics()
-        metric("active_calls", "gauge", "Calls not yet ended", [("", self.registry.active_count)])
-        metric("rtp_packets_sent_total", "counter", "RTP packets sent", [("", m.get("packets_sent", 0))])
-        metric("rtp_packets_received_total", "counter", "RTP packets received", [("", m.get("packets_received", 0))])
-        metric("clock_ticks_total", "counter", "Media clock sub-slot wake-ups", [("", m.get("ticks", 0))])
-        metric("clock_late_ticks_total", "counter", "Wake-ups later than one sub-slot", [("", m.get("late_ticks", 0))])
-        hist = m.get("lateness_histogram") or {}
-        if hist:
-            samples = [(f'_bucket{{le="{le}"}}', count) for le, count in hist.get("buckets", [])]
-            samples += [("_sum", hist.get("sum", 0.0)), ("_count", hist.get("count", 0))]
-            metric("clock_tick_lateness_seconds", "histogram", "How late each clock wake-up was", samples)
-        by_status = m.get("playbacks_by_status") or {}
-        metric(
-            "playbacks_total",
-            "counter",
-            "Playbacks that ended, by final status",
-            [(f'{{status="{status}"}}', n) for status, n in sorted(by_status.items())],
-        )
-        loader = m.get("loader") or {}
-        metric(
-            "source_loads_total",
-            "counter",
-            "Audio source loader counters (fetches, cache hits, decodes, failures, cancelled: downloads "
-            "dropped because every playback that wanted them ended)",
-            [(f'{{kind="{k}"}}', v) for k, v in sorted(loader.items())],
-        )
-        metric("rtp_ports_in_use", "gauge", "RTP/RTCP port pairs held by live legs", [("", m.get("ports_in_use", 0))])
-        metric(
-            "media_events_total",
-            "counter",
-            "Media plane events: rtp_timeouts (calls hung up for no inbound RTP/RTCP), latched (symmetric RTP "
-            "moves), refused_remotes (destinations the media address policy refused), release_errors",
-            [(f'{{kind="{k}"}}', v) for k, v in sorted((m.get("media_events") or {}).items())],
-        )
-        sip_stats = getattr(self.sip, "stats", {}) or {}
-        metric(
-            "sip_events_total",
-            "counter",
-            "SIP user agent counters",
-            [(f'{{kind="{k}"}}', v) for k, v in sorted(sip_stats.items()) if isinstance(v, int | float)],
-        )
-        g = self.gc.metrics()
-        metric("gc_frozen_objects", "gauge", "Objects frozen out of the GC (gcpolicy.py; an upper bound)",
-               [("", g["frozen_objects"])])
-        metric("gc_reclaims_total", "counter", "Unfreeze + full collections (when idle, or the backstop)",
-               [("", g["reclaims"])])
-        pause_samples: list[tuple[str, float]] = []
-        for gen, pauses in g["pauses"].items():
-            cumulative = 0
-            for le, n in zip([*map(str, PAUSE_BUCKETS), "+Inf"], pauses.counts, strict=True):
-                cumulative += n
-                pause_samples.append((f'_bucket{{generation="{gen}",le="{le}"}}', cumulative))
-            pause_samples += [(f'_sum{{generation="{gen}"}}', pauses.total_s), (f'_count{{generation="{gen}"}}', cumulative)]
-        metric("gc_pause_seconds", "histogram", "Cyclic GC collection pauses by generation", pause_samples)
-        metric("gc_pause_max_seconds", "gauge", "Longest cyclic GC collection pause by generation",
-               [(f'{{generation="{gen}"}}', pauses.max_s) for gen, pauses in g["pauses"].items()])
-        metric("http_malformed_requests_total", "counter",
-               "Requests the HTTP parser refused with a 400 (bad framing or headers; logged rate-limited)",
-               [("", self.bad_requests.refused)])
-        ev = self.events.stats
-        metric("events_total", "counter", "Events by outcome", [(f'{{kind="{k}"}}', v) for k, v in sorted(ev.items())])
-        journal = self.events.journal
-        metric("events_journal_up", "gauge", "1 while events are persisted, 0 while only in memory (see /healthz)",
-               [("", int(journal is not None and journal.state == "ok"))])
-        if journal is not None:
-            metric("events_journal_total", "counter", "Event journal records and errors",
-                   [(f'{{kind="{k}"}}', v) for k, v in sorted(journal.stats.items())])
-        return "\n".join(lines) + "\n"
 
     def journal_health(self) -> dict[str, Any]:
         """For /healthz: is the event journal persisting, and why not."""

@@ -15,6 +15,8 @@ from aiohttp import web
 from ..calls import Call, CallState
 from ..media import Playback, PlayError, PlayRequest
 from ..media.player import MAX_DUCK_DB, VOLUME_RANGE_DB
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..metrics import exposition_async
 from .errors import ApiError, check_fields, read_json_object
 from .openapi import OPENAPI
 from .sources import SOURCE_FIELDS, parse_sources
@@ -145,8 +147,18 @@ def play_error(exc: PlayError) -> ApiError:
 async def list_calls(request: web.Request) -> web.Response:
     server = _server(request)
     state = request.query.get("state")
-    calls = [call_resource(server, c) for c in server.registry.all() if state is None or c.state.value == state]
-    return web.json_response({"calls": calls})
+    raw_limit = request.query.get("limit")
+    limit = None
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise ApiError(400, "invalid_field", "limit must be an integer", field="limit") from None
+        if not 1 <= limit <= 100_000:
+            raise ApiError(422, "out_of_range", "limit must be 1..100000", field="limit")
+    matched = [c for c in server.registry.all() if state is None or c.state.value == state]
+    calls = [call_resource(server, c) for c in matched[:limit]]
+    return web.json_response({"calls": calls, "total": len(matched)})
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -365,7 +377,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=_server(request).prometheus_text(), content_type="text/plain", charset="utf-8")
+    body = await exposition_async(_server(request).metrics_registry)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def call_pacing(request: web.Request) -> web.Response:
+    """A live leg's last minute of pacing (worst lateness per second) and the level it is sending."""
+    server = _server(request)
+    call = _live_call(server, request.match_info["call_id"])
+    try:
+        return web.json_response(server.media.monitor(call.call_id))
+    except KeyError:
+        raise ApiError(409, "no_media", f"call {call.call_id!r} has no media leg yet") from None
 
 
 def add_routes(app: web.Application) -> None:
@@ -380,6 +403,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/playbacks/{playback_id}", get_playback),
             web.delete("/v1/playbacks/{playback_id}", stop_playback),
             web.post("/v1/playbacks/{playback_id}/control", control_playback),
+            web.get("/v1/calls/{call_id}/pacing", call_pacing),
             web.get("/v1/events", list_events),
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),

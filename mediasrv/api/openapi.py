@@ -27,13 +27,31 @@ OPENAPI: dict[str, Any] = {
     "info": {"title": "mediasrv native API", "version": "0.1.0"},
     "security": [{"bearer": []}],
     "paths": {
-        "/v1/calls": {"get": {"summary": "List calls", "responses": {"200": {"description": "calls"}}}},
+        "/v1/calls": {"get": {
+            "summary": "List calls (calls: the first `limit` of them; total: how many matched)",
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100000},
+                 "description": "at most this many call resources (the live page and `mediasrv top` ask only for "
+                                "what they show: each resource costs the server's loop some µs)"},
+            ],
+            "responses": {"200": {"description": "{calls, total}"}, "400": _err("bad limit")}}},
         "/v1/calls/{call_id}": {
             "parameters": [_CALL_ID],
             "get": {"summary": "One call", "responses": {"200": _ok("call", "Call"), "404": _err("unknown call")}},
             "delete": {
                 "summary": "Hang up (BYE)",
                 "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("ended")},
+            },
+        },
+        "/v1/calls/{call_id}/pacing": {
+            "parameters": [_CALL_ID],
+            "get": {
+                "summary": "What a live leg sends: worst clock lateness per second over the last minute "
+                           "(pacing: [{age_s, max_lateness_ms}], oldest first) and the level of the last ~100 ms "
+                           "(level_dbfs, null while only silence goes out); for the live page at /console",
+                "responses": {"200": {"description": "{call_id, ptime_ms, pacing, level_dbfs}"},
+                              "404": _err("unknown call"), "409": _err("ended, or no media leg yet")},
             },
         },
         "/v1/calls/{call_id}/answer": {
@@ -163,7 +181,22 @@ OPENAPI: dict[str, Any] = {
         },
         "/healthz": {"get": {"summary": "Liveness; events_journal.state says whether events are persisted "
                                         "(ok | failing | unavailable | disabled)", "security": [], "responses": {"200": {"description": "ok"}}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4); the API token or the read-only "
+                                        "metrics_token; or on metrics_listen's own address",
+                             "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+        "/console": {"get": {"summary": "The live page (HTML): calls, playbacks, pacing plots, level meters; "
+                                        "without the login cookie its login form (401)",
+                             "security": [], "responses": {"200": {"description": "HTML"},
+                                                           "401": {"description": "HTML login form"}}}},
+        "/console/login": {
+            "get": {"summary": "The console's login form", "security": [],
+                    "responses": {"200": {"description": "HTML"}}},
+            "post": {"summary": "Log in with the API token (form field token): sets the HttpOnly, SameSite=Strict "
+                                "mediasrv_token cookie, good for GET requests of the API (EventSource cannot "
+                                "send headers)",
+                     "security": [],
+                     "responses": {"303": {"description": "to /console"}, "401": {"description": "wrong token"}}},
+        },
         "/openapi.json": {"get": {"summary": "This document; vendor dialect routes are listed under x-dialects",
                                   "security": [], "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
     },
@@ -255,6 +288,10 @@ OPENAPI: dict[str, Any] = {
                     "message": {"type": ["string", "null"], "description": "for people, e.g. "
                                 "\"text/html, 512 bytes, not audio\""},
                     "ms_played": {"type": "integer"},
+                    "source_index": {"type": "integer", "description": "which source of the list plays now"},
+                    "position_ms": {"type": "integer", "description": "position in that source"},
+                    "source_duration_ms": {"type": ["integer", "null"],
+                                           "description": "that source's length, once fully decoded"},
                     "command_id": {"type": ["string", "null"]},
                     "target": {},
                     "overlay": {"type": "boolean"},

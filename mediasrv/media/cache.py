@@ -195,6 +195,10 @@ class AudioCache:
     def memory_used(self) -> int:
         return self._memory_used
 
+    @property
+    def disk_used(self) -> int:
+        return self._disk_used
+
     # -- updates -------------------------------------------------------------
     def put(self, entry: CacheEntry, media: Any) -> bool:
         """Record *entry*; keep *media* in memory if it fits the budget.  True: write it to disk too."""

@@ -28,6 +28,7 @@ import ctypes.util
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -51,13 +52,14 @@ class Scheduled:
     period: int  # in sub-slots (= ptime in ms)
     phase: int  # fires on sub-slots k with k % period == phase
     active: bool = True
+    added_tick: int = 0  # the sub-slot it joined at (its pacing history starts there)
 
 
 @dataclass
 class ClockStats:
     ticks: int = 0  # sub-slots processed
     wakeups: int = 0
-    late_ticks: int = 0  # sub-slots run more than one sub-slot after their deadline
+    late_ticks: int = 0  # sub-slots with packets run more than one sub-slot after their deadline
     packets: int = 0  # item.tick() calls
     tick_errors: int = 0
     lateness_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENESS_BUCKETS) + 1))
@@ -77,6 +79,33 @@ class ClockStats:
             cumulative += n
             buckets.append((le, cumulative))
         return {"buckets": buckets, "sum": self.lateness_sum, "count": cumulative}
+
+
+class PacingHistory:
+    """Per-second worst lateness of each hyper-cycle position, for the last minute (the live page's plot).
+
+    Why this shape: the clock already knows how late each sub-slot runs, and every leg of one
+    (period, phase) group shares its sub-slots, so a leg's pacing is its positions' lateness.
+    The clock's cost is one compare per sub-slot (not per packet) and a 120-float copy per
+    second; a leg's series is worked out only when someone asks (:meth:`series`).
+    """
+
+    SECONDS = 60
+
+    def __init__(self) -> None:
+        self.current = [0.0] * HYPER_CYCLE  # worst lateness per position in the second being filled
+        self.seconds: deque[tuple[int, list[float]]] = deque(maxlen=self.SECONDS)  # (second index, worst per position)
+        self.second = 0  # index of the second being filled (sub-slot // 1000)
+
+    def roll(self, second: int) -> None:
+        self.seconds.append((self.second, self.current))
+        self.current = [0.0] * HYPER_CYCLE
+        self.second = second
+
+    def series(self, positions: range) -> list[tuple[int, float]]:
+        """(second index, worst lateness in seconds) over *positions*, oldest first, the filling second last."""
+        rows = [*self.seconds, (self.second, self.current)]
+        return [(sec, max(worst[i] for i in positions)) for sec, worst in rows]
 
 
 RunGroup = Callable[[tuple[Callable[[], None], ...]], "list[tuple[Callable[[], None], Exception]] | None"]
@@ -111,6 +140,7 @@ class ClockCore:
         self._entries: dict[Callable[[], None], Scheduled] = {}
         self._load = [0] * HYPER_CYCLE
         self.stats = ClockStats()
+        self.pacing = PacingHistory()
         self.on_error: Callable[[Tickable, BaseException], None] | None = None
         # Runs one sub-slot's group of ticks; the media plane swaps in the C fast path (rtp/fastpath.py).
         self.run_group: RunGroup = run_each
@@ -130,7 +160,7 @@ class ClockCore:
                                     sum(load[i] for i in self._fires(period, ph)), ph))
         for i in self._fires(period, phase):
             load[i] += 1
-        entry = Scheduled(item, period, phase)
+        entry = Scheduled(item, period, phase, added_tick=self.next_tick)
         fn = item.tick
         self._entries[fn] = entry
         slots = self._slots.setdefault(period, [() for _ in range(period)])
@@ -155,23 +185,39 @@ class ClockCore:
         return len(self._entries)
 
     def run_until(self, now: float) -> int:
-        """Run every sub-slot due by *now* (catching up after a late wake-up); returns how many ran."""
+        """Run every sub-slot due by *now* (catching up after a late wake-up); returns how many ran.
+
+        Lateness is counted for sub-slots that had packets to send: the clock sleeps over empty
+        ones, so measuring from the first (empty) sub-slot after the last run would report a wake-up
+        as up to a packet time late while it was on time for the packets it sent.
+        """
         ran = 0
+        recorded = False
         stats = self.stats
+        pacing = self.pacing
         while self.deadline(self.next_tick) <= now:
             k = self.next_tick
-            lateness = now - self.deadline(k)
-            if ran == 0:
-                stats.record_lateness(lateness)
-            if lateness > SUBSLOT_S:
-                stats.late_ticks += 1
+            busy = False
             for period, slots in list(self._slots.items()):
                 due = slots[k % period]
                 if due:
+                    busy = True
                     failed = self.run_group(due)
                     stats.packets += len(due) - (len(failed) if failed else 0)
                     if failed:
                         self._drop_failed(failed)
+            if busy:  # per sub-slot with packets, never per packet
+                lateness = now - self.deadline(k)
+                if not recorded:
+                    stats.record_lateness(lateness)  # how late this wake-up's first packets went out
+                    recorded = True
+                if lateness > SUBSLOT_S:
+                    stats.late_ticks += 1
+                if k >= pacing.second * 1000 + 1000:
+                    pacing.roll(k // 1000)
+                worst = pacing.current
+                if lateness > worst[k % HYPER_CYCLE]:
+                    worst[k % HYPER_CYCLE] = lateness
             self.next_tick = k + 1
             stats.ticks += 1
             ran += 1
@@ -186,6 +232,12 @@ class ClockCore:
             self.remove(entry)
             if self.on_error:
                 self.on_error(entry.item, exc)
+
+    def pacing_of(self, entry: Scheduled) -> list[tuple[float, float]]:
+        """A leg's last minute of pacing: (deadline of the second's start, worst lateness in s) per second."""
+        first = entry.added_tick // 1000
+        return [(self.deadline(sec * 1000), late) for sec, late in self.pacing.series(self._fires(entry.period, entry.phase))
+                if sec >= first]
 
     def next_deadline(self) -> float | None:
         """Deadline of the next sub-slot with anything to send (None when idle)."""

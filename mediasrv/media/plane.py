@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from mediacodecs.g711 import decode as decode_g711
 from mediacodecs.g711 import silence_byte
 
 from ..calls import Call, CallState, Direction
@@ -59,7 +63,7 @@ class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
     __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
-                 "negotiated", "held", "call")
+                 "negotiated", "held", "call", "last_slow")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -73,6 +77,7 @@ class LegDriver(Tickable):
         self.negotiated = False  # media_changed has run: the inactivity timeout applies from then on
         self.held = False  # not sendrecv both ways: the (longer) hold timeout applies
         self.call: Call | None = None
+        self.last_slow: bytes | None = None  # the slow path's last payload (the level meter reads it)
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -109,7 +114,7 @@ class LegDriver(Tickable):
         elif self.player.busy:
             # the slow path: boundaries, loops, the cap, overlays, volume, pause, bridged call audio
             # (bridged with nothing playing: what the room's other legs say, encoded once)
-            payload = self.player.next_payload(n, seq, ts, self._call_audio)
+            payload = self.last_slow = self.player.next_payload(n, seq, ts, self._call_audio)
         else:
             payload = None
         if payload is None:
@@ -160,6 +165,7 @@ class MediaPlane:
         self.clock = MediaClock(use_timerfd=settings.use_timerfd)
         # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
         self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
+        self.fastpath_enabled = self.clock.core.run_group is not run_each
         self.loader = MediaLoader(
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
@@ -523,6 +529,43 @@ class MediaPlane:
         if source is not None:  # bridged: how its inbound audio fared in the jitter buffer
             stats["jitter_buffer"] = {**source.jitter.stats.as_dict(), "pops": source.pops}
         return stats
+
+    def monitor(self, call_id: str) -> dict[str, Any]:
+        """What the live page plots for one leg: its last minute of pacing and the level it sends now.
+
+        Both are worked out here, on request: pacing from the clock's per-second history of its
+        sub-slots (media/clock.py PacingHistory), the level from the audio around the playback's
+        position (fast path) or the slow path's last payload; nothing is added per packet.
+        """
+        driver = self._drivers[call_id]
+        entry = driver.entry
+        now = time.monotonic()
+        pacing = ([{"age_s": round(now - start, 3), "max_lateness_ms": round(late * 1000, 3)}
+                   for start, late in self.clock.core.pacing_of(entry)] if entry is not None and entry.active else [])
+        return {"call_id": call_id, "ptime_ms": driver.samples // 8, "pacing": pacing,
+                "level_dbfs": self._level(driver)}
+
+    @staticmethod
+    def _level(driver: LegDriver) -> float | None:
+        """RMS of the last ~100 ms sent, dBFS; None while nothing but silence goes out."""
+        player = driver.player
+        pb = player.fast
+        if pb is not None:
+            data = pb.data[max(0, pb.offset - 800):pb.offset]
+        elif player.busy and driver.last_slow is not None:
+            data = driver.last_slow
+        else:
+            return None
+        if not data:
+            return None
+        pcm = decode_g711(player.codec, data).astype(np.float64)
+        rms = float(np.sqrt(np.mean(pcm * pcm)))
+        return round(20 * math.log10(rms / 32768.0), 1) if rms >= 1.0 else -90.0
+
+    @property
+    def playing_legs(self) -> int:
+        """Legs with a main playback current (overlays alone and bridged audio not counted)."""
+        return sum(1 for d in self._drivers.values() if d.player.current is not None)
 
     def metrics(self) -> dict[str, Any]:
         live_sent = sum(d.leg.packets_sent for d in self._drivers.values())

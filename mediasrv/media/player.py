@@ -220,6 +220,10 @@ class Playback:
             "message": self.message,
             "failed_source_index": self.failed_source_index,
             "ms_played": self.ms_played,
+            # progress in the source playing now (of a list: source_index); its length once fully decoded
+            "source_index": self.index,
+            "position_ms": self.offset // 8 if self.media is not None else 0,
+            "source_duration_ms": self.media.duration_ms if self.media is not None and self.media.complete else None,
             "length_s": self.length_s,
             "mix": self.mix,
             "duck_db": self.duck_db,

@@ -34,6 +34,7 @@ from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
 
 from ..logsafe import clip
+from ..timing import Timing
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers
 from .errors import SourceError
@@ -321,6 +322,7 @@ class MediaLoader:
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
                       "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0}
+        self.load_time = Timing()  # successful loads, claim to fully decoded (mediasrv_source_load_seconds)
 
     def start_workers(self) -> None:
         """Start the decoder processes now rather than at the first decode (saves the first play ~0.5 s)."""
@@ -463,6 +465,7 @@ class MediaLoader:
 
     async def _run(self, flight_key: str, key: str, spec: SourceSpec, flight: _Flight) -> None:
         media: Media | None = None
+        t0 = time.perf_counter()
         try:
             if spec.url is not None:
                 media = await self._load_url(key, spec, flight)
@@ -489,6 +492,7 @@ class MediaLoader:
             log.exception("loading %s failed", spec.describe())
             self._fail(flight, SourceError("internal_error", f"{spec.describe()}: {type(exc).__name__}: {exc}"))
         else:
+            self.load_time.observe(time.perf_counter() - t0)
             if not flight.first.done():
                 flight.first.set_result(media)
             flight.done.set_result(media)

@@ -177,6 +177,17 @@ async def running(tmp_path: Path, webhooks: Hooks) -> AsyncIterator[Running]:
     await r.server.stop()
 
 
+def sipp_caller(r: Running) -> list[str]:
+    """uac_wait_bye.xml: one call that stays up until we hang it up (a test then lasts only as long as it needs)."""
+    return [f"127.0.0.1:{r.sip_port}", "-sf", str(SCENARIOS / "uac_wait_bye.xml"), "-i", "127.0.0.1", "-p", "0",
+            "-mp", str(free_port_pair()), "-m", "1", "-timeout", "60s", "-timeout_error"]
+
+
+async def hang_up_all(r: Running) -> None:
+    for call in list(r.server.registry.active()):
+        await r.server.sip.hangup(call.call_id, cause="normal_clearing", by="api")
+
+
 async def run_sipp(*args: str, timeout: float = 60.0) -> tuple[int, str]:
     """Run SIPp to completion (bounded), return (exit code, combined output)."""
     sipp = require("sipp")

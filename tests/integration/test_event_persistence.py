@@ -301,7 +301,8 @@ async def test_journal_write_failure_keeps_serving_from_memory(tmp_path):
             async with s.get(f"{p.http}/metrics") as resp:
                 text = await resp.text()
             assert "mediasrv_events_journal_up 0" in text
-            assert 'mediasrv_events_journal_total{kind="write_errors"} 0' not in text
+            assert 'mediasrv_events_journal_write_errors_total 0.0' not in text
+            assert 'mediasrv_events_journal_write_errors_total ' in text
         call_ids += await place_calls(p, 2)  # calls go on; so do their webhooks
         await wait_until(lambda: len(receiver.native) >= 9 and len(receiver.telnyx_raw) >= 9, 10, "webhooks")
         assert sorted({e["call_id"] for e in receiver.native}) == sorted(call_ids)

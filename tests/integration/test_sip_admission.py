@@ -46,7 +46,7 @@ async def _metric(r: Running, kind: str) -> float:
     """One SIP counter as GET /metrics shows it."""
     async with aiohttp.ClientSession() as http, http.get(f"{r.http}/metrics") as resp:
         text = await resp.text()
-    line = f'mediasrv_sip_events_total{{kind="{kind}"}} '
+    line = f"mediasrv_sip_{kind}_total "
     for ln in text.splitlines():
         if ln.startswith(line):
             return float(ln[len(line):])
