@@ -123,6 +123,12 @@ class MediaBackend(Protocol):
         """Called once when the call ends: stop sending, send RTCP BYE, free the port."""
         ...
 
+    def dtmf_info(self, call: Call, digit: str, duration_ms: int) -> bool:
+        """A key press signalled by SIP INFO (application/dtmf-relay, application/dtmf); False: no media leg.
+
+        Optional: the SIP core calls it only on backends that have it."""
+        ...
+
 
 class NullMedia:
     """A media backend with ports but no audio: lets signaling run on its own (tests, SIP bench)."""

@@ -46,6 +46,7 @@ SOURCE_COUNTERS = {
     "process_decodes": "Audio sources decoded in a worker process",
     "failures": "Source loads that failed (the playback fails with a reason)",
     "cancelled": "Downloads dropped because every playback that wanted them ended",
+    "synthesized": "Tone and digits sources synthesized (not found in their small LRU)",
 }
 SIP_COUNTERS = {
     "requests_in": "SIP requests received",
@@ -67,7 +68,9 @@ SIP_COUNTERS = {
     "auth_ok": "INVITEs whose digest credentials checked",
     "rate_limited": "Requests dropped by the per-source rate limits",
     "stateless_responses": "Responses sent without keeping transaction state",
+    "bad_info": "SIP INFO DTMF bodies that could not be read (answered 400)",
 }
+DTMF_DROPS = ("duplicates", "malformed", "unsupported", "inconsistent", "absurd", "flood")
 MEDIA_COUNTERS = {
     "rtp_timeouts": "Calls hung up for no inbound RTP/RTCP",
     "latched": "Symmetric RTP moves (the far end's media address latched to where it sends from)",
@@ -139,6 +142,7 @@ class ServerCollector(Collector):
         yield from self._calls()
         yield from self._media()
         yield from self._sources()
+        yield from self._dtmf()
         yield from self._sip()
         yield from self._events()
         yield from self._gc()
@@ -205,6 +209,28 @@ class ServerCollector(Collector):
         yield from _counters("mediasrv_source", SOURCE_COUNTERS, loader.stats, "Audio source loader")
         yield _histogram("mediasrv_source_load_seconds", "Successful audio source loads, start to fully decoded",
                          [], [([], loader.load_time)])
+
+    def _dtmf(self) -> Iterator[Metric]:
+        ivr = self.server.media.ivr
+        t = ivr.totals
+        received = CounterMetricFamily("mediasrv_dtmf_received_total", "Key presses reported (dtmf.received), by method",
+                                       labels=["method"])
+        received.add_metric(["rfc4733"], t["received_rfc4733"])
+        received.add_metric(["info"], t["received_info"])
+        yield received
+        sent = CounterMetricFamily("mediasrv_dtmf_sent_digits_total", "Digits sent into calls, by method",
+                                   labels=["method"])
+        sent.add_metric(["rfc4733"], t["sent_rfc4733"])
+        sent.add_metric(["inband"], t["sent_inband"])
+        yield sent
+        yield _counter("mediasrv_dtmf_barge_ins_total", "Playbacks stopped by a key press (barge_in)", t["barge_ins"])
+        drops = ivr.drops()
+        dropped = CounterMetricFamily("mediasrv_dtmf_dropped_packets_total",
+                                      "Telephone-event packets dropped, by reason (duplicates: retransmitted ends and "
+                                      "late updates, as RFC 4733 senders make them)", labels=["reason"])
+        for reason in DTMF_DROPS:
+            dropped.add_metric([reason], drops.get(reason, 0))
+        yield dropped
 
     def _sip(self) -> Iterator[Metric]:
         yield from _counters("mediasrv_sip", SIP_COUNTERS, getattr(self.server.sip, "stats", {}) or {}, "SIP core")

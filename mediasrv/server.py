@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from . import oplog, realtime
-from .api import acs, bandwidth, console, httplog, native, plivo, telnyx, topology
+from .api import acs, bandwidth, console, httplog, ivr, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
@@ -111,6 +111,7 @@ class Server:
                                                 bearer_auth(settings.api_token, settings.metrics_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
+        ivr.add_routes(self.app)
         self.rooms = topology.setup(self.app, self)  # outbound calls, bridges, rooms
         media_api.add_routes(self.app)
         for dialect in (telnyx, plivo, acs, bandwidth):

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..calls import Call, CallState
 from ..media import Playback, PlayError, PlayRequest
-from ..media.player import MAX_DUCK_DB, VOLUME_RANGE_DB
+from ..media.player import MAX_DUCK_DB, MAX_OFFSET_MS, VOLUME_RANGE_DB
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import exposition_async
 from .errors import ApiError, check_fields, read_json_object
@@ -109,7 +109,7 @@ def parse_target(body: dict[str, Any]) -> str | list[str]:
 
 
 PLAY_FIELDS = frozenset({"sources", "loop", "overlay", "stop", "target", "target_legs", "length_s", "mix",
-                         "duck_db", "volume_db", "command_id"})
+                         "duck_db", "volume_db", "command_id", "barge_in", "barge_in_stops", "offset_ms"})
 CONTROL_FIELDS = frozenset({"op", "ms", "db"})
 
 
@@ -125,10 +125,32 @@ def parse_play_request(body: dict[str, Any]) -> PlayRequest:
     command_id = body.get("command_id")
     if command_id is not None and (not isinstance(command_id, str) or not 0 < len(command_id) <= 200):
         raise ApiError(400, "invalid_field", "command_id must be a string of 1-200 characters", field="command_id")
+    barge_in = body.get("barge_in")
+    if barge_in is not None and (not isinstance(barge_in, str) or not barge_in):
+        raise ApiError(400, "invalid_field", "barge_in must be \"any\" or a string of DTMF keys", field="barge_in")
+    if barge_in is not None and barge_in != "any":
+        barge_in = barge_in.upper()
+        if any(c not in "0123456789*#ABCD" for c in barge_in):
+            raise ApiError(422, "invalid_field", "barge_in must be \"any\" or DTMF keys (0-9, *, #, A-D)",
+                           field="barge_in")
+    barge_in_stops = body.get("barge_in_stops", "current")
+    if barge_in_stops not in ("current", "all"):
+        raise ApiError(400, "invalid_field", "barge_in_stops must be 'current' or 'all'", field="barge_in_stops")
+    offset_ms = body.get("offset_ms", 0)
+    if isinstance(offset_ms, bool) or not isinstance(offset_ms, int):
+        raise ApiError(400, "invalid_field", "offset_ms must be an integer", field="offset_ms")
+    if not 0 <= offset_ms <= MAX_OFFSET_MS:
+        raise ApiError(422, "out_of_range", f"offset_ms must be between 0 and {MAX_OFFSET_MS}", field="offset_ms")
+    overlay = _bool(body, "overlay", False)
+    if barge_in is not None and overlay:
+        raise ApiError(422, "invalid_field", "barge_in applies to main playbacks, not overlays", field="barge_in")
     return PlayRequest(
         sources=sources,
+        barge_in=barge_in,
+        barge_in_stops=barge_in_stops,
+        offset_ms=offset_ms,
         loop=parse_loop(body.get("loop")),
-        overlay=_bool(body, "overlay", False),
+        overlay=overlay,
         stop=stop,
         target=parse_target(body),
         length_s=length_s,

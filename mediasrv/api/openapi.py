@@ -454,3 +454,100 @@ OPENAPI["components"]["schemas"]["Call"]["properties"].update(
         "hangup_cause": {"type": ["string", "null"]},
     }
 )
+
+# -- IVR: barge-in, start offset, synthesized sources, play-and-collect, DTMF out (api/ivr.py) ---------
+_COLLECT_ID = {"name": "collect_id", "in": "path", "required": True, "schema": {"type": "string"}}
+OPENAPI["components"]["schemas"]["Source"]["description"] = "exactly one of url, media, content_base64, tone, digits"
+OPENAPI["components"]["schemas"]["Source"]["properties"].update(
+    {
+        "tone": {"type": "string", "description": "a call-progress tone: dial|ring|busy|congestion|callwaiting "
+                 "[/us|uk|de|fr], or FREQ[+FREQ...][@dBm0][:ON/OFF[/ON/OFF...]] (ms), e.g. 440+480:2000/4000; "
+                 "one cadence cycle (or duration_ms), 1 s when continuous"},
+        "digits": {"type": "string", "description": "in-band DTMF tones for these keys (0-9 * # A-D)"},
+        "duration_ms": {"type": "integer", "minimum": 1, "maximum": 600000, "description": "tone: its length"},
+        "digit_ms": {"type": "integer", "minimum": 40, "maximum": 2000, "default": 100},
+        "gap_ms": {"type": "integer", "minimum": 0, "maximum": 2000, "default": 100},
+    }
+)
+OPENAPI["components"]["schemas"]["PlayRequest"]["properties"].update(
+    {
+        "barge_in": {"type": "string", "description": "\"any\" or the DTMF keys (e.g. \"#*0\") that stop this "
+                     "playback when pressed (RFC 4733 or SIP INFO); playback.ended: stopped_by dtmf, digit"},
+        "barge_in_stops": {"type": "string", "enum": ["current", "all"], "default": "current",
+                           "description": "all: the playbacks queued behind it stop too"},
+        "offset_ms": {"type": "integer", "minimum": 0, "description": "start this far into the source list; "
+                      "the first loop iteration only (later ones start at 0), as ARI's offsetms"},
+    }
+)
+OPENAPI["components"]["schemas"].update(
+    {
+        "CollectRequest": {
+            "type": "object",
+            "properties": {
+                "prompt": {"allOf": [{"$ref": "#/components/schemas/PlayRequest"}],
+                           "description": "optional; played with barge-in; no target/overlay/barge_in fields"},
+                "min_digits": {"type": "integer", "minimum": 0, "maximum": 128, "default": 1},
+                "max_digits": {"type": "integer", "minimum": 1, "maximum": 128, "default": 128},
+                "terminator": {"type": "string", "default": "#", "description": "keys that end it (\"\": none)"},
+                "first_digit_timeout_ms": {"type": "integer", "minimum": 1, "default": 5000,
+                                           "description": "from the prompt's end"},
+                "inter_digit_timeout_ms": {"type": "integer", "minimum": 1, "default": 5000},
+                "barge_in": {"type": "boolean", "default": True, "description": "a key press stops the prompt"},
+                "command_id": {"type": "string"},
+            },
+        },
+        "Collect": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"}, "call_id": {"type": "string"}, "command_id": {"type": ["string", "null"]},
+                "state": {"type": "string", "enum": ["collecting", "ended"]},
+                "digits": {"type": "string"},
+                "reason": {"type": ["string", "null"],
+                           "enum": ["max_digits", "terminator", "timeout", "call_hangup", "stopped", None]},
+                "valid": {"type": "boolean", "description": "min_digits were collected"},
+                "prompt_playbacks": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "DtmfRequest": {
+            "type": "object",
+            "required": ["digits"],
+            "properties": {
+                "digits": {"type": "string", "maxLength": 64, "description": "0-9 * # A-D"},
+                "duration_ms": {"type": "integer", "minimum": 40, "maximum": 2000, "default": 100},
+            },
+        },
+    }
+)
+OPENAPI["paths"].update(
+    {
+        "/v1/calls/{call_id}/collect": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Play a prompt (optional) and collect DTMF digits; ends in one collect.ended event",
+                "requestBody": {"content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/CollectRequest"}}}},
+                "responses": {"201": _ok("the collect", "Collect"), "400": _err("bad field"),
+                              "404": _err("unknown call"), "409": _err("ended or not answered"),
+                              "422": _err("impossible limits (the field is named)")},
+            },
+        },
+        "/v1/collects/{collect_id}": {
+            "parameters": [_COLLECT_ID],
+            "get": {"summary": "One collect", "responses": {"200": _ok("collect", "Collect"), "404": _err("unknown")}},
+            "delete": {"summary": "Stop it (collect.ended reason stopped)",
+                       "responses": {"200": _ok("collect", "Collect"), "404": _err("unknown")}},
+        },
+        "/v1/calls/{call_id}/dtmf": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Send digits: RFC 4733 when the far end negotiated telephone-event, else in-band tones; "
+                           "the audio waits meanwhile; dtmf.sent when done",
+                "requestBody": {"content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/DtmfRequest"}}}},
+                "responses": {"202": {"description": "queued on the media clock"}, "400": _err("bad field"),
+                              "404": _err("unknown call"), "409": _err("ended, not answered, or digits in progress"),
+                              "422": _err("bad digits or duration")},
+            },
+        },
+    }
+)

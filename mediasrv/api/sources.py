@@ -1,6 +1,7 @@
 """Parsing the source part of a play command (native API; dialects build SourceSpecs themselves).
 
-A source is exactly one of ``{"url"}``, ``{"media"}`` or ``{"content_base64", "audio_type"}``,
+A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, or a
+synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py),
 with optional ``"cache": true|false``, ``"cache_id"`` and ``"auth": {"username", "password"}``
 (URL sources only).  Every mistake is a 400/422 whose ``field`` points at the offending value.
 """
@@ -13,13 +14,15 @@ from typing import Any
 from ..media.player import SourceSpec
 from ..media.source import decode_base64
 from ..media.store import valid_name
+from ..media.tones import ToneError, dtmf_pcm, tone_pcm
 from .errors import ApiError, check_fields
 
 AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3",
                          "flac", "ogg", "opus", "m4a", "aac", "audio/flac", "audio/x-flac", "audio/ogg",
                          "audio/opus", "audio/mp4", "audio/x-m4a", "audio/aac"})
 MAX_CACHE_ID = 256
-SOURCE_FIELDS = frozenset({"url", "media", "content_base64", "audio_type", "cache", "cache_id", "auth"})
+SOURCE_FIELDS = frozenset({"url", "media", "content_base64", "audio_type", "cache", "cache_id", "auth",
+                           "tone", "duration_ms", "digits", "digit_ms", "gap_ms"})
 AUTH_FIELDS = frozenset({"username", "password"})
 
 
@@ -34,6 +37,46 @@ def _str(item: dict[str, Any], key: str, field: str, what: str) -> str | None:
     return value
 
 
+def _opt_int(item: dict[str, Any], key: str, field: str, default: int | None) -> int | None:
+    value = item.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ApiError(400, "invalid_field", f"{key} must be an integer", field=_at(field, key))
+    return value
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def parse_synth(item: dict[str, Any], field: str) -> SourceSpec:
+    """``{"tone": spec, "duration_ms"?}`` or ``{"digits": "123#", "digit_ms"?, "gap_ms"?}`` (media/tones.py),
+    synthesized once here so that a bad spec is a 422 naming the field, not a failed playback."""
+    tone = _str(item, "tone", field, "a tone name or spec")
+    digits = _str(item, "digits", field, "DTMF keys")
+    others = [k for k in ("url", "media", "content_base64") if item.get(k) is not None]
+    if (tone is not None and digits is not None) or others:
+        extra = "digits" if tone is not None and digits is not None else others[0]
+        raise ApiError(422, "conflicting_fields", "give one of 'url', 'media', 'content_base64', 'tone' or 'digits'",
+                       field=_at(field, extra))
+    for key in ("cache", "cache_id", "auth", "audio_type"):
+        if item.get(key) is not None:
+            raise ApiError(422, "invalid_field", f"{key} does not apply to tone or digits sources", field=_at(field, key))
+    spec = SourceSpec(tone=tone, digits=digits.upper() if digits is not None else None,
+                      duration_ms=_opt_int(item, "duration_ms", field, None),
+                      digit_ms=_default(_opt_int(item, "digit_ms", field, 100), 100),
+                      gap_ms=_default(_opt_int(item, "gap_ms", field, 100), 100))
+    if tone is None and spec.duration_ms is not None:
+        raise ApiError(422, "invalid_field", "duration_ms applies to tone sources", field=_at(field, "duration_ms"))
+    try:
+        if tone is not None:
+            tone_pcm(tone, spec.duration_ms)
+        else:
+            dtmf_pcm(spec.digits or "", spec.digit_ms, spec.gap_ms)
+    except ToneError as exc:
+        raise ApiError(422, "invalid_field", str(exc), field=_at(field, "tone" if tone is not None else "digits")) from None
+    return spec
+
+
 def parse_source(item: Any, field: str, strict: bool = True) -> SourceSpec:
     """One source object → a SourceSpec, or a 400/422 naming *field*.
 
@@ -44,12 +87,14 @@ def parse_source(item: Any, field: str, strict: bool = True) -> SourceSpec:
         raise ApiError(400, "invalid_field", f"{field or 'body'} must be an object", field=field)
     if strict:
         check_fields(item, SOURCE_FIELDS, field)
+    if item.get("tone") is not None or item.get("digits") is not None:
+        return parse_synth(item, field)
     url = _str(item, "url", field, "an http(s) URL")
     media = _str(item, "media", field, "a media name")
     content = _str(item, "content_base64", field, "base64 text")
     given = [k for k, v in (("url", url), ("media", media), ("content_base64", content)) if v is not None]
     if not given:
-        raise ApiError(400, "missing_field", "one of 'url', 'media' or 'content_base64' is required",
+        raise ApiError(400, "missing_field", "one of 'url', 'media', 'content_base64', 'tone' or 'digits' is required",
                        field=_at(field, "url"))
     if len(given) > 1:
         raise ApiError(422, "conflicting_fields", f"give one of 'url', 'media' or 'content_base64', not "

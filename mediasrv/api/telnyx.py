@@ -447,6 +447,7 @@ class TelnyxDialect:
         "call.bridged": "call.bridged",
         "playback.started": "call.playback.started",
         "playback.ended": "call.playback.ended",
+        "dtmf.received": "call.dtmf.received",
     }
 
     def render(self, event: Event) -> Delivery | None:
@@ -460,8 +461,10 @@ class TelnyxDialect:
                 asyncio.get_running_loop().call_later(CALL_STATE_TTL_S, self._forget_call, event.call_id)
         if event.type.startswith("playback."):
             payload = self._playback_payload(event)
-        elif event.type == "call.bridged":
+        elif event.type in ("call.bridged", "dtmf.received"):
             payload = self._bridged_payload(event)
+            if event.type == "dtmf.received":  # Telnyx's CallDtmfReceived payload: the ids, from, to, digit
+                payload["digit"] = event.data.get("digit")
         else:
             payload = self._call_payload(event)
         if not url:
@@ -599,7 +602,7 @@ OPENAPI_DIALECT: dict[str, Any] = {
     "auth": "Authorization: Bearer <MEDIASRV_TELNYX_API_KEY>",
     "errors": '{"errors": [{"code", "title", "detail", "source": {"pointer"}}]}',
     "webhooks": "call.initiated, call.answered, call.bridged, call.hangup, call.playback.started, "
-                "call.playback.ended; Ed25519 telnyx-signature-ed25519 + telnyx-timestamp",
+                "call.playback.ended, call.dtmf.received; Ed25519 telnyx-signature-ed25519 + telnyx-timestamp",
     "routes": [
         {"method": "POST", "path": _ACTIONS + "playback_start", "maps_to": "POST /v1/calls/{call_id}/playbacks"},
         {"method": "POST", "path": _ACTIONS + "playback_stop", "maps_to": "DELETE /v1/calls/{call_id}/playbacks"},

@@ -23,6 +23,9 @@ from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
 from .addrpolicy import MediaAddressPolicy
 from .clock import MediaClock, Scheduled, Tickable, run_each
+from .collect import Collect, CollectRequest
+from .dtmf import DtmfSender
+from .ivr import IvrControl
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
 from .source import Claim, Media, MediaLoader
@@ -63,7 +66,7 @@ class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
     __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
-                 "negotiated", "held", "call", "last_slow")
+                 "negotiated", "held", "call", "last_slow", "tx", "_tx_done")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -78,6 +81,8 @@ class LegDriver(Tickable):
         self.held = False  # not sendrecv both ways: the (longer) hold timeout applies
         self.call: Call | None = None
         self.last_slow: bytes | None = None  # the slow path's last payload (the level meter reads it)
+        self.tx: DtmfSender | None = None  # digits being sent: they take the leg's ticks (the player is held)
+        self._tx_done: Callable[[], None] | None = None
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -96,9 +101,38 @@ class LegDriver(Tickable):
         self.player.set_codec(codec, silence_byte(codec))
         self.silence_payload = bytes([self.player.silence]) * self.samples
 
+    def start_tx(self, sender: DtmfSender, done: Callable[[], None]) -> None:
+        """Send *sender*'s packets from the next tick on; the playback waits (held) until they are out."""
+        self.tx, self._tx_done = sender, done
+        self.player.held = True  # the C fast path hands this leg's ticks to tick() meanwhile
+
+    def _send_tx(self, tx: DtmfSender) -> bool:
+        leg = self.leg
+        pkt = tx.next(leg.timestamp)
+        if pkt is None:
+            done, self.tx, self._tx_done = self._tx_done, None, None
+            self.player.held = False
+            leg.marker_next = True  # the audio resumes as a new talkspurt
+            if done is not None:
+                asyncio.get_running_loop().call_soon(done)
+            return False
+        b1 = pkt.payload_type | 0x80 if pkt.marker else pkt.payload_type
+        try:
+            leg.transmit(_pack_header(0x80, b1, leg.seq, pkt.timestamp, leg.ssrc) + pkt.payload)
+            leg.packets_sent += 1
+            leg.bytes_sent += len(pkt.payload)
+        except OSError:
+            leg.send_errors += 1
+        leg.marker_next = False
+        leg.seq = (leg.seq + 1) & 0xFFFF
+        leg.timestamp = (leg.timestamp + self.samples) & 0xFFFFFFFF
+        return True
+
     def tick(self) -> None:
         # The hot path: for a leg playing one stream this is a slice, a 12-byte header and a
         # sendto, with everything else kept out of the common case.
+        if self.tx is not None and self._send_tx(self.tx):
+            return
         leg = self.leg
         n = self.samples
         seq = leg.seq
@@ -186,6 +220,7 @@ class MediaPlane:
         self._room_of: dict[str, str] = {}
         # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8
         self.mixer = Mixer(now=lambda: self.clock.core.next_tick * 8)
+        self.ivr = IvrControl(self, emit)
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -254,6 +289,7 @@ class MediaPlane:
             driver = LegDriver(leg, player, self.settings.send_silence)
             driver.call = call
             self._drivers[call.call_id] = driver
+            self.ivr.attach(call.call_id, driver)
         except BaseException:
             self.ports.free(port)
             if leg is not None:
@@ -292,6 +328,7 @@ class MediaPlane:
         leg.set_remote(media.remote_addr)
         leg.sdp_remote = media.remote_addr
         leg.latch = self._latch_allowed if self.settings.symmetric_rtp and media.remote_addr is not None else None
+        leg.te_pt = media.telephone_event_pt
         leg.stats.last_inbound = time.monotonic()
         driver.negotiated = True
         driver.held = not (media.send_enabled and media.recv_enabled and media.remote_addr is not None)
@@ -324,6 +361,7 @@ class MediaPlane:
         leg = driver.leg
         steps: list[tuple[str, Callable[[], object]]] = [
             ("clock", lambda: self._unschedule(driver)),
+            ("dtmf", lambda: self._end_dtmf(call_id, driver)),  # its collect ends call_hangup, before the prompts
             ("playbacks", lambda: driver.player.end_all(state)),
             ("room", lambda: self.leave_room(call_id)),
         ]
@@ -338,6 +376,11 @@ class MediaPlane:
         self.ports.free(leg.port)
         leg.close(send_bye=leg.remote is not None)  # never raises
         self._timed_out.discard(call_id)
+
+    def _end_dtmf(self, call_id: str, driver: LegDriver) -> None:
+        driver.leg.on_event = None
+        driver.tx = driver._tx_done = None
+        self.ivr.detach(call_id)
 
     def _unschedule(self, driver: LegDriver) -> None:
         if driver.entry is not None:
@@ -419,6 +462,17 @@ class MediaPlane:
         fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
         fut.set_result(media)
         return Claim(fut)
+
+    # -- DTMF (media/ivr.py) -----------------------------------------------
+    def dtmf_info(self, call: Call, digit: str, duration_ms: int) -> bool:
+        """A SIP INFO key press on *call* (MediaBackend); False when it has no media leg."""
+        return self.ivr.on_info(call.call_id, digit, duration_ms)
+
+    def collect(self, call_id: str, request: CollectRequest) -> Collect:
+        return self.ivr.collect(call_id, request)
+
+    def send_dtmf(self, call_id: str, digits: str, duration_ms: int) -> DtmfSender:
+        return self.ivr.send_dtmf(call_id, digits, duration_ms)
 
     def stop_playback(self, playback_id: str, by: str = "api") -> bool:
         """Stop this playback; False (a no-op) when it already ended, never applied to another one."""
@@ -525,6 +579,7 @@ class MediaPlane:
         driver = self._drivers[call_id]
         stats = driver.leg.counters()
         stats["ssrc"] = driver.leg.ssrc
+        stats["dtmf"] = self.ivr.stats(call_id)
         source = self.mixer.source(call_id)
         if source is not None:  # bridged: how its inbound audio fared in the jitter buffer
             stats["jitter_buffer"] = {**source.jitter.stats.as_dict(), "pops": source.pops}
@@ -595,6 +650,7 @@ class MediaPlane:
         if type_ in ("playback.paused", "playback.resumed"):
             data.update(ms_played=pb.ms_played, last_seq=pb.last_seq, last_ts=pb.last_ts)
         elif type_ == "playback.ended":
+            self.ivr.playback_ended(pb)
             for claim in self._claims.pop(pb.id, ()):
                 claim.release()  # the last claim on a load nobody else wants cancels it
             self._by_status[pb.state] += 1
@@ -603,6 +659,8 @@ class MediaPlane:
                 last_seq=pb.last_seq, last_ts=pb.last_ts, stopped_by=pb.stopped_by,
                 failed_source_index=pb.failed_source_index, underruns=pb.underruns,
             )
+            if pb.digit is not None:
+                data["digit"] = pb.digit
             self._ended_ids.append(pb.id)
             while len(self._ended_ids) > 10_000:  # keep ended playbacks answerable for a while, bounded
                 self._playbacks.pop(self._ended_ids.pop(0), None)

@@ -48,6 +48,8 @@ MAX_LOOP = 100
 VOLUME_RANGE_DB = (-60.0, 20.0)
 MAX_DUCK_DB = 90.0
 NO_CAP = 1 << 62
+BARGE_KEYS = "0123456789*#ABCD"
+MAX_OFFSET_MS = 24 * 3600 * 1000
 _ENCODE_TABLE = {"PCMU": ULAW_ENCODE, "PCMA": ALAW_ENCODE}  # int16 bit pattern (as uint16) -> code
 
 
@@ -99,8 +101,21 @@ class SourceSpec:
     password: str | None = field(default=None, repr=False)
     cache: bool | None = None  # True: cache even without HTTP caching headers; False: never; None: RFC 9111
     cache_id: str | None = None  # caller's cache key (a rotating signed URL can share one entry)
+    tone: str | None = None  # a synthesized tone (media/tones.py grammar), e.g. "ring" or "440+480:2000/4000"
+    digits: str | None = None  # in-band DTMF tones for these keys
+    duration_ms: int | None = None  # tone: its length (default: one cadence cycle, 1 s when continuous)
+    digit_ms: int = 100  # digits: each key's tone
+    gap_ms: int = 100  # digits: silence between keys
+
+    @property
+    def synthesized(self) -> bool:
+        return self.tone is not None or self.digits is not None
 
     def describe(self) -> str:
+        if self.tone is not None:
+            return f"tone:{self.tone}"
+        if self.digits is not None:
+            return f"digits:{self.digits}"
         if self.url is not None:
             return self.url.split("?", 1)[0]  # never the query string: signed URLs carry secrets there
         if self.media is not None:
@@ -124,6 +139,9 @@ class PlayRequest:
     duck_db: float | None = None  # lower (not remove) the call audio by this much while it plays
     volume_db: float = 0.0
     command_id: str | None = None  # the caller's id for this command, echoed on the playbacks
+    barge_in: str | None = None  # "any" or the DTMF keys that stop this playback when pressed
+    barge_in_stops: str = "current"  # a barge-in stops this one ("current": the queue moves on) or "all"
+    offset_ms: int = 0  # start this far into the source list (the first iteration only, as ARI's offsetms)
 
     def __post_init__(self) -> None:
         if not self.sources and (self.url is not None or self.media is not None):
@@ -150,6 +168,15 @@ class PlayRequest:
             raise PlayError("out_of_range", f"volume_db must be between {lo:g} and {hi:g}, got {self.volume_db}")
         if self.duck_db is not None and not 0 <= self.duck_db <= MAX_DUCK_DB:
             raise PlayError("out_of_range", f"duck_db must be between 0 and {MAX_DUCK_DB:g}, got {self.duck_db}")
+        if self.barge_in is not None and (self.barge_in != "any" and (
+                not self.barge_in or any(c not in BARGE_KEYS for c in self.barge_in))):
+            raise PlayError("invalid_field", f"barge_in must be 'any' or DTMF keys (0-9, *, #, A-D), got {self.barge_in!r}")
+        if self.barge_in_stops not in ("current", "all"):
+            raise PlayError("invalid_field", f"barge_in_stops must be 'current' or 'all', got {self.barge_in_stops!r}")
+        if self.barge_in is not None and self.overlay:
+            raise PlayError("invalid_field", "barge_in applies to main playbacks, not overlays")
+        if not 0 <= self.offset_ms <= MAX_OFFSET_MS:
+            raise PlayError("out_of_range", f"offset_ms must be between 0 and {MAX_OFFSET_MS}, got {self.offset_ms}")
 
 
 def db_gain(db: float) -> float:
@@ -182,6 +209,10 @@ class Playback:
     paused: bool = False
     failed_source_index: int | None = None
     underruns: int = 0
+    barge_in: str | None = None
+    barge_in_stops: str = "current"
+    digit: str | None = None  # the DTMF key that stopped it (stopped_by "dtmf")
+    start_offset: int = field(default=0, repr=False)  # samples to skip when it starts (offset_ms), then 0
     # playing position (not part of the resource)
     futures: list[asyncio.Future[Media]] = field(default_factory=list, repr=False)
     index: int = field(default=0, repr=False)  # which source is playing
@@ -235,6 +266,9 @@ class Playback:
             "last_seq": self.last_seq,
             "last_ts": self.last_ts,
             "stopped_by": self.stopped_by,
+            "digit": self.digit,
+            "barge_in": self.barge_in,
+            "barge_in_stops": self.barge_in_stops,
         }
 
     # -- position --------------------------------------------------------
@@ -259,6 +293,7 @@ def new_playback(
         overlay=request.overlay, mix=request.mix, duck_db=request.duck_db, volume_db=request.volume_db,
         length_s=request.length_s, gain=db_gain(request.volume_db),
         cap=NO_CAP if request.length_s is None else max(1, round(request.length_s * 8000)),
+        barge_in=request.barge_in, barge_in_stops=request.barge_in_stops, start_offset=request.offset_ms * 8,
     )
 
 
@@ -270,7 +305,7 @@ class Player:
     """The main FIFO and the overlays of one leg; owned by the media plane, driven by the clock."""
 
     # slots: the C fast path reads ``fast`` and ``busy`` at their offsets (mediasrv/rtp/_fastsend.c)
-    __slots__ = ("codec", "silence", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify")
+    __slots__ = ("codec", "silence", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify", "_held")
 
     def __init__(self, codec: str, silence: int, notify: PlaybackListener) -> None:
         self.codec = codec
@@ -281,6 +316,7 @@ class Player:
         self.fast: Playback | None = None  # the playback LegDriver.tick may slice directly, or None
         self.busy = False  # anything for next_payload to do: a playback current, queued or overlaid, or bridged
         self._bridged = False  # the leg hears call audio (LegDriver.call_audio is set)
+        self._held = False  # the leg's ticks are taken by something else (DTMF being sent): nothing advances
         self._notify = notify
 
     @property
@@ -290,6 +326,15 @@ class Player:
     @bridged.setter
     def bridged(self, value: bool) -> None:
         self._bridged = value
+        self._refresh()
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @held.setter
+    def held(self, value: bool) -> None:
+        self._held = value
         self._refresh()
 
     def set_codec(self, codec: str, silence: int) -> None:
@@ -306,8 +351,8 @@ class Player:
         """
         cur = self.current
         self.fast = (cur if cur is not None and not cur.paused and not self.overlays and cur.gain == 1.0
-                     and not self._bridged else None)
-        self.busy = cur is not None or bool(self.queue) or bool(self.overlays) or self._bridged
+                     and not self._bridged and not self._held else None)
+        self.busy = cur is not None or bool(self.queue) or bool(self.overlays) or self._bridged or self._held
 
     # -- commands --------------------------------------------------------
     def enqueue(self, playback: Playback) -> None:
@@ -326,7 +371,16 @@ class Player:
         """Whether an overlay may start: a main playback is playing, paused or about to play."""
         return self.current is not None or bool(self.queue)
 
-    def stop_one(self, pb: Playback, by: str) -> bool:
+    def barge_in(self, digit: str) -> list[Playback]:
+        """A DTMF key arrived: stop the main playback if it names that key (and, by its rule, the queue)."""
+        pb = self.current if self.current is not None else (self.queue[0] if self.queue else None)
+        if pb is None or pb.barge_in is None or (pb.barge_in != "any" and digit not in pb.barge_in):
+            return []
+        if pb.barge_in_stops == "all":
+            return self.stop("all", "dtmf", digit=digit)
+        return [pb] if self.stop_one(pb, "dtmf", digit=digit) else []
+
+    def stop_one(self, pb: Playback, by: str, digit: str | None = None) -> bool:
         if pb.ended:
             return False
         if pb is not self.current:
@@ -338,13 +392,13 @@ class Player:
                 except ValueError:
                     return False
         was_current = pb is self.current
-        self._finish(pb, "stopped", by)
+        self._finish(pb, "stopped", by, digit)
         if was_current:
             self._start_next()  # the next one is current now (on the wire at the next tick)
             self._refresh()
         return True
 
-    def stop(self, which: str, by: str, overlay: bool = False) -> list[Playback]:
+    def stop(self, which: str, by: str, overlay: bool = False, digit: str | None = None) -> list[Playback]:
         """Stop what is current *now*: ``current`` (the queue moves on), ``all``, or the overlays."""
         stopped: list[Playback] = []
         if overlay:
@@ -355,15 +409,15 @@ class Player:
             return stopped
         if self.current is not None:
             stopped.append(self.current)
-            self._finish(self.current, "stopped", by)
+            self._finish(self.current, "stopped", by, digit)
         elif self.queue and which != "all":  # the head is still loading: it is what "current" means
             pb = self.queue.popleft()
-            self._finish(pb, "stopped", by)
+            self._finish(pb, "stopped", by, digit)
             stopped.append(pb)
         if which == "all":
             while self.queue:
                 pb = self.queue.popleft()
-                self._finish(pb, "stopped", by)
+                self._finish(pb, "stopped", by, digit)
                 stopped.append(pb)
         elif self.current is None:
             self._start_next()  # "current" moves the queue on now, so a second stop sees the next one
@@ -538,6 +592,10 @@ class Player:
             return pcm[start : start + count]
         return g711_decode(self.codec, bytes(data[start : start + count]))
 
+    def encode(self, pcm: np.ndarray) -> bytes:
+        """Any int16 PCM in this leg's codec (in-band DTMF out)."""
+        return g711_encode(self.codec, pcm)
+
     def _encoded(self, media: Media) -> bytes:
         data = media.encoded.get(self.codec)
         if data is None:
@@ -585,6 +643,8 @@ class Player:
             return None
         data = pb.data
         off = pb.offset
+        if off > len(data) and media.complete:  # an offset_ms past the end of a source still decoding then
+            off = pb.offset = len(data)
         avail = len(data) - off
         cap_left = pb.cap - pb.samples_played
         if not media.complete and avail < n and avail < cap_left:
@@ -619,6 +679,11 @@ class Player:
         if not ok:
             self._finish(pb, "failed")
             return False
+        if pb.start_offset:  # offset_ms: the first iteration starts this far in (clipped to the first source)
+            pb.offset = min(pb.start_offset, len(pb.data)) if pb.media is not None and pb.media.complete \
+                else pb.start_offset
+            pb.start_offset = 0
+            pb.refresh_end()
         pb.state = "playing"
         pb.started_at = time.time()
         self._notify("playback.started", pb)
@@ -643,10 +708,11 @@ class Player:
             return False
         return self._start(pb)  # a failure finishes it (and removes it from the overlays)
 
-    def _finish(self, pb: Playback, state: str, by: str | None = None) -> None:
+    def _finish(self, pb: Playback, state: str, by: str | None = None, digit: str | None = None) -> None:
         pb.state = state
         pb.ended_at = time.time()
         pb.stopped_by = by
+        pb.digit = digit
         # An ended playback keeps no audio: a cancelled download's partial media must be freed
         # (ended playbacks stay answerable for a while), and a cached source is the cache's.
         pb.media, pb.data, pb.end, pb.futures = None, b"", 0, []

@@ -53,6 +53,7 @@ START_SAMPLES = 800  # hand the media to the player once 100 ms are decoded
 FEED_BYTES = 256 * 1024  # decode in pieces of at most this much (whatever has arrived, up to this)
 HEAD_BYTES = 4096  # bytes looked at to decide the type
 DECODE_THREADS = 2
+SYNTH_CACHE = 256  # synthesized tone/digits sources kept (each a few seconds of audio at most, typically)
 THREAD_DECODE_BYTES = 1 << 20  # a body this small decodes in a thread (milliseconds); larger: a worker process
 
 
@@ -321,8 +322,9 @@ class MediaLoader:
             else None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
-                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0}
+                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0, "synthesized": 0}
         self.load_time = Timing()  # successful loads, claim to fully decoded (mediasrv_source_load_seconds)
+        self._synth: dict[tuple[Any, ...], Media] = {}  # tone/digits sources, least recently used first
 
     def start_workers(self) -> None:
         """Start the decoder processes now rather than at the first decode (saves the first play ~0.5 s)."""
@@ -359,12 +361,34 @@ class MediaLoader:
         key = self._key(spec)
         return media, self.cache.get(key) if key else None
 
+    def synth(self, spec: SourceSpec) -> Media:
+        """A tone or digits source, synthesized (milliseconds) and kept in a small LRU.  ToneError: a bad spec."""
+        from .tones import dtmf_pcm, tone_pcm  # noqa: PLC0415
+
+        key = (spec.tone, spec.digits, spec.duration_ms, spec.digit_ms, spec.gap_ms)
+        media = self._synth.pop(key, None)
+        if media is None:
+            pcm = (tone_pcm(spec.tone, spec.duration_ms) if spec.tone is not None
+                   else dtmf_pcm(spec.digits or "", spec.digit_ms, spec.gap_ms))
+            media = media_from_pcm(spec.describe(), pcm)
+            self.stats["synthesized"] += 1
+        self._synth[key] = media
+        while len(self._synth) > SYNTH_CACHE:
+            self._synth.pop(next(iter(self._synth)))
+        return media
+
     def ready_media(self, spec: SourceSpec) -> Media | None:
         """The fully decoded media of *spec* if it is in memory and fresh now, else None.
 
         Synchronous (one stat for stored media, nothing else), so a caller can start a cached
-        prompt at the very next tick; counts as a cache hit.
+        prompt at the very next tick; counts as a cache hit.  Tone and digits sources are
+        synthesized here (validated before, by the API).
         """
+        if spec.synthesized:
+            try:
+                return self.synth(spec)
+            except ValueError:
+                return None  # the load reports it as a failed source
         try:
             if spec.media is not None:
                 mtime, size = self.store.version(spec.media)
@@ -467,7 +491,12 @@ class MediaLoader:
         media: Media | None = None
         t0 = time.perf_counter()
         try:
-            if spec.url is not None:
+            if spec.synthesized:
+                try:
+                    media = self.synth(spec)
+                except ValueError as exc:
+                    raise SourceError("invalid_tone", str(exc)) from None
+            elif spec.url is not None:
                 media = await self._load_url(key, spec, flight)
             elif spec.media is not None:
                 media = await self._load_stored(spec.media, flight)

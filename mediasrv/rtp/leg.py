@@ -110,6 +110,7 @@ class LegStats:
     dropped_foreign: int = 0  # from an address other than the negotiated remote
     latched: int = 0  # symmetric RTP: times the sending address moved to where the peer's RTP came from
     malformed: int = 0
+    telephone_events: int = 0  # RFC 4733 packets (handed to the DTMF detector, not to the audio)
     last_received_seq: int | None = None
     rtcp_received: int = 0
     rtcp_fraction_lost: float | None = None
@@ -124,6 +125,7 @@ class LegStats:
             "dropped_foreign": self.dropped_foreign,
             "latched": self.latched,
             "malformed": self.malformed,
+            "telephone_events": self.telephone_events,
             "rtcp": {
                 "received": self.rtcp_received,
                 "fraction_lost": self.rtcp_fraction_lost,
@@ -138,7 +140,7 @@ class RtpLeg:
 
     __slots__ = ("call_id", "rtp_sock", "send_sock", "rtcp_sock", "port", "ssrc", "seq", "timestamp", "payload_type",
                  "remote", "remote_rtcp", "marker_next", "stats", "packets_sent", "bytes_sent", "send_errors",
-                 "transmit", "on_rtp", "latch", "sdp_remote", "_loop")
+                 "transmit", "on_rtp", "latch", "sdp_remote", "te_pt", "on_event", "_loop")
 
     def __init__(self, call_id: str, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
         self.call_id = call_id
@@ -161,6 +163,10 @@ class RtpLeg:
         # Who consumes inbound audio (the mixer, while the leg is bridged): called with
         # (seq, timestamp, ssrc, payload_type, payload) for each RTP packet from the remote.
         self.on_rtp: Callable[[int, int, int, int, bytes], object] | None = None
+        # RFC 4733 telephone-events (the negotiated payload type) go to on_event, never to the audio:
+        # called with (timestamp, payload) for each such packet from the remote.
+        self.te_pt: int | None = None
+        self.on_event: Callable[[int, bytes], object] | None = None
         # Symmetric RTP (comedia): while set, the first valid RTP packet from an address other than
         # the SDP's, arriving before any from the SDP's, moves our sending there if latch(addr) says
         # the address is allowed. Cleared once used (one move per negotiated remote).
@@ -282,6 +288,12 @@ class RtpLeg:
             self.stats.bytes_received += header.payload_length
             self.stats.last_received_seq = header.seq
             self.stats.last_inbound = time.monotonic()
+            if header.payload_type == self.te_pt:
+                self.stats.telephone_events += 1
+                if self.on_event is not None:
+                    off = header.payload_offset
+                    self.on_event(header.timestamp, data[off : off + header.payload_length])
+                continue
             consumer = self.on_rtp
             if consumer is not None:
                 off = header.payload_offset

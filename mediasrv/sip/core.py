@@ -23,6 +23,7 @@ from . import sdp as sdpmod
 from .admission import Admission, AdmissionSettings, AuthOutcome
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
+from .info import INFO_TYPES, InfoError, parse_info
 from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
 from .timers import Timer, TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
@@ -653,10 +654,31 @@ class SipCore:
             self._reinvite(session, req, tx)
         elif m == "OPTIONS":
             self._options(tx)
+        elif m == "INFO" and req.body:
+            self._info(session, req, tx)
         elif m in IN_DIALOG_OK:
             self._respond(tx, 200)
         else:
             self._respond(tx, 405, headers=[("Allow", ALLOW)])
+
+    def _info(self, session: Session, req: Request, tx: ServerTx) -> None:
+        """INFO with a DTMF body (application/dtmf-relay or application/dtmf): reported, answered 200;
+        an unreadable DTMF body 400; any other body 200 as before (nothing to do with it)."""
+        ctype = (req.content_type or "").split(";", 1)[0].strip().lower()
+        if ctype not in INFO_TYPES:
+            self._respond(tx, 200)
+            return
+        try:
+            digit, duration_ms = parse_info(ctype, req.body)
+        except InfoError as exc:
+            self.stats["bad_info"] = self.stats.get("bad_info", 0) + 1
+            log.debug("unreadable INFO DTMF body on %s: %s", session.call.call_id, exc)
+            self._respond(tx, 400, reason="Bad DTMF Body")
+            return
+        report = getattr(self.media, "dtmf_info", None)
+        if report is not None:
+            report(session.call, digit, duration_ms)
+        self._respond(tx, 200)
 
     def _stop_2xx(self, session: Session) -> None:
         for t in (session.invite_tx, session.reinvite_tx):
