@@ -1,7 +1,8 @@
 """The README's API examples, run as written: real curl (and sox, base64) against ``mediasrv serve``.
 
 Two calls placed by SIPp stand for ``$CALL`` and ``$OTHER``; ``$PLAYBACK`` is the call's current
-playback (or the last one a play answered) and ``$ROOM`` a room made beforehand. Only the port
+playback (or the last one a play answered), ``$COLLECT`` the last collect started and ``$ROOM`` a
+room made beforehand. Only the port
 numbers are changed (free ones instead of 8080 and 8000). The server runs with the allow the
 README documents for its loopback URL example (``MEDIASRV_FETCH_ALLOW_CIDRS=127.0.0.0/8``).
 """
@@ -95,7 +96,7 @@ async def test_readme_curl_examples_run_as_written(tmp_path):
             assert len(calls) == 2, calls
             async with s.post(f"{http}/v1/rooms") as resp:
                 room = (await resp.json())["room_id"]
-            env = {**os.environ, "CALL": calls[0], "OTHER": calls[1], "ROOM": room, "PLAYBACK": ""}
+            env = {**os.environ, "CALL": calls[0], "OTHER": calls[1], "ROOM": room, "PLAYBACK": "", "COLLECT": ""}
             env.pop("MEDIASRV_API_TOKEN", None)
             port = http.rsplit(":", 1)[1]
             for command in commands:
@@ -131,6 +132,8 @@ async def test_readme_curl_examples_run_as_written(tmp_path):
                 elif expected is not None:
                     assert [e["code"] for e in errors] == [expected], (command, errors)
                 for doc in docs:
+                    if isinstance(doc, dict) and "prompt_playbacks" in doc:  # a collect
+                        env["COLLECT"] = doc["id"]
                     if isinstance(doc, dict) and "playbacks" in doc:
                         for pb in doc["playbacks"]:
                             played[pb["id"]] = command
