@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, CallState
+from ..calls import Call, CallState, Direction
 from ..media import Playback, PlayError, PlayRequest
 from ..media.player import MAX_DUCK_DB, MAX_OFFSET_MS, VOLUME_RANGE_DB
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -109,7 +109,8 @@ def parse_target(body: dict[str, Any]) -> str | list[str]:
 
 
 PLAY_FIELDS = frozenset({"sources", "loop", "overlay", "stop", "target", "target_legs", "length_s", "mix",
-                         "duck_db", "volume_db", "command_id", "barge_in", "barge_in_stops", "offset_ms"})
+                         "duck_db", "volume_db", "command_id", "barge_in", "barge_in_stops", "offset_ms",
+                         "early_media"})
 CONTROL_FIELDS = frozenset({"op", "ms", "db"})
 
 
@@ -200,6 +201,29 @@ async def answer_call(request: web.Request) -> web.Response:
     return web.json_response(call_resource(server, call))
 
 
+async def _start_early_media(server: Server, call: Call) -> None:
+    """183 Session Progress with our SDP on a ringing inbound call (a no-op when it already has it)."""
+    if call.direction is not Direction.INBOUND:
+        raise ApiError(409, "cannot_early_media", "early media is for ringing inbound calls (an outbound call's "
+                       "early media is the callee's 183)")
+    try:
+        await server.sip.early_media(call.call_id)
+    except KeyError as exc:
+        raise ApiError(409, "call_ended", f"call {call.call_id!r} has ended") from exc
+    except RuntimeError as exc:
+        raise ApiError(409, "cannot_early_media", str(exc)) from exc
+
+
+async def early_media(request: web.Request) -> web.Response:
+    """Early media without answering (ARI ``progress``, FreeSWITCH ``pre_answer``): 183 with SDP, RTP starts."""
+    server = _server(request)
+    call = _live_call(server, request.match_info["call_id"])
+    if call.state is CallState.ANSWERED:
+        raise ApiError(409, "already_answered", "call is already answered")
+    await _start_early_media(server, call)
+    return web.json_response(call_resource(server, call))
+
+
 async def hangup_call(request: web.Request) -> web.Response:
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
@@ -224,9 +248,25 @@ async def start_playback(request: web.Request) -> web.Response:
     """One playback per target leg; the body is the first one (compatible) plus ``playbacks``."""
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
-    play = parse_play_request(await read_json_object(request))
+    body = await read_json_object(request)
+    play = parse_play_request(body)
+    allow_early = _bool(body, "early_media", True)
     if call.state is not CallState.ANSWERED:
-        raise ApiError(409, "call_not_answered", "the call must be answered before playing audio")
+        # A ringing inbound call plays as early media (183 with SDP) unless the request says not to.
+        if not allow_early or call.direction is not Direction.INBOUND:
+            raise ApiError(409, "call_not_answered", "the call must be answered before playing audio"
+                           + (" (early_media=false)" if not allow_early else ""))
+        try:
+            server.media.target_legs(call.call_id, play.target)  # checked before the 183 goes out
+            play.validate()
+            if play.overlay and not call.early_media:
+                raise PlayError("nothing_playing", "an overlay needs a playing non-overlay playback on leg "
+                                f"{call.call_id} (the call is ringing with nothing playing)")
+        except KeyError as exc:
+            raise _missing_leg(server, call, exc.args[0] if exc.args else call.call_id) from exc
+        except PlayError as exc:
+            raise play_error(exc) from exc
+        await _start_early_media(server, call)
     try:
         playbacks = server.media.play(call.call_id, play)
     except KeyError as exc:
@@ -420,6 +460,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/calls/{call_id}", get_call),
             web.delete("/v1/calls/{call_id}", hangup_call),
             web.post("/v1/calls/{call_id}/answer", answer_call),
+            web.post("/v1/calls/{call_id}/early_media", early_media),
             web.post("/v1/calls/{call_id}/playbacks", start_playback),
             web.delete("/v1/calls/{call_id}/playbacks", stop_call_playbacks),
             web.get("/v1/playbacks/{playback_id}", get_playback),

@@ -61,6 +61,24 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("not ringing")},
             },
         },
+        "/v1/calls/{call_id}/early_media": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Early media on a ringing inbound call without answering it (ARI progress, "
+                "FreeSWITCH pre_answer)",
+                "description": (
+                    "Sends 183 Session Progress with our SDP answer and starts RTP (silence until a "
+                    "playback); event call.early_media. The later answer's 200 carries the same SDP and "
+                    "the stream goes on (same SSRC, continuous seq and timestamp). The ring timeout still "
+                    "applies; the RTP inactivity timeout counts from the answer. Repeating it is a no-op."
+                ),
+                "responses": {
+                    "200": _ok("call", "Call"),
+                    "404": _err("unknown"),
+                    "409": _err("ended, already answered, outbound, or no SDP offer in the INVITE"),
+                },
+            },
+        },
         "/v1/calls/{call_id}/playbacks": {
             "parameters": [_CALL_ID],
             "post": {
@@ -248,6 +266,12 @@ OPENAPI: dict[str, Any] = {
                     "duck_db": {"type": "number", "minimum": 0, "maximum": 90},
                     "volume_db": {"type": "number", "minimum": -60, "maximum": 20},
                     "command_id": {"type": "string"},
+                    "early_media": {
+                        "type": "boolean", "default": True,
+                        "description": "on a ringing inbound call: true plays as early media (183 Session "
+                        "Progress with our SDP, RTP before the answer; the 200 continues the same stream); "
+                        "false refuses with 409 call_not_answered",
+                    },
                 },
             },
             "Control": {
@@ -313,6 +337,7 @@ OPENAPI: dict[str, Any] = {
                     "sip_call_id": {"type": "string"},
                     "codec": {"type": ["string", "null"]},
                     "remote_rtp": {"type": ["string", "null"]},
+                    "early_media": {"type": "boolean", "description": "media flowed before the answer (183)"},
                     "packets_sent": {"type": "integer"},
                     "packets_received": {"type": "integer"},
                     "jitter_buffer": {

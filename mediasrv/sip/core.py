@@ -150,7 +150,8 @@ class Session:
     offer_body: bytes = b""  # our SDP offer, the same in every (authenticated) retry
     credentials: Credentials | None = None
     auth_attempts: int = 0
-    early_media: bool = False  # an 18x carried the SDP answer
+    early_media: bool = False  # outbound: an 18x carried the SDP answer; inbound: our 183 carried ours
+    early_answer: bytes | None = None  # inbound: the SDP answer sent in the 183, repeated as is in the 200
     ring_timer: Timer | None = None  # inbound, ringing: ends the call after CoreSettings.ring_timeout_s
 
 
@@ -581,6 +582,7 @@ class SipCore:
             session.ring_timer = self.timers.schedule(self.clock() + self.settings.ring_timeout_s,
                                                       lambda: self._ring_timeout(session))
 
+    @with_call_id(lambda session: session.call.call_id)
     def _ring_timeout(self, session: Session) -> None:
         session.ring_timer = None
         tx = session.invite_tx
@@ -591,13 +593,45 @@ class SipCore:
         self._end(session, "no_answer", "server", 480)
 
     @with_call_id(lambda session: session.call.call_id)
+    def _progress(self, session: Session) -> None:
+        """Early media on a ringing inbound call: 183 Session Progress with our SDP answer, RTP starts.
+
+        The 183 goes unreliably (no 100rel: an INVITE that requires it was refused 420), so the
+        200 repeats the very same answer (same o= id and version, RFC 3261 13.2.1 / RFC 6337 3.1)
+        and the media plane carries on with the same stream. Only the INVITE's own retransmissions
+        re-send it (the server transaction answers them with its last provisional).
+        """
+        tx = session.invite_tx
+        assert isinstance(tx, ServerInviteTx) and session.offer_sdp is not None and session.offer_plan is not None
+        call = session.call
+        local = call.local_rtp or (self.settings.host, 0)
+        body = sdpmod.build_answer(session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version)
+        if not self._apply_media(call, session.offer_plan.media):
+            self._respond(tx, 500, session.local_tag, headers=[("Warning", '399 mediasrv "media setup failed"')])
+            self._end(session, "media_error", "server", 500)
+            return
+        self._dialog_for(session)
+        session.early_answer = body
+        self._respond(
+            tx,
+            183,
+            session.local_tag,
+            headers=[("Contact", self._contact(tx.dest.transport)), ("Content-Type", "application/sdp")],
+            body=body,
+        )
+        session.early_media = True
+        self.registry.early_media(call)
+
+    @with_call_id(lambda session: session.call.call_id)
     def _answer(self, session: Session) -> None:
         tx = session.invite_tx
         assert isinstance(tx, ServerInviteTx)
         call = session.call
         local = call.local_rtp or (self.settings.host, 0)
         if session.offer_sdp is not None and session.offer_plan is not None:
-            body = sdpmod.build_answer(session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version)
+            body = session.early_answer or sdpmod.build_answer(
+                session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version
+            )
             # the media is set up before the 200 goes: a failure is a 500, never a call already accepted
             if not self._apply_media(call, session.offer_plan.media):
                 self._respond(tx, 500, session.local_tag, headers=[("Warning", '399 mediasrv "media setup failed"')])
@@ -1074,6 +1108,37 @@ class SipCore:
             self._end(session, "media_error", "server", 500)
         if session.ended:
             raise RuntimeError(f"call {call_id} could not be answered: media setup failed")
+
+    def early_media(self, call_id: str) -> bool:
+        """Start early media on a ringing inbound call (183 with SDP); False when it already has it.
+
+        RuntimeError when the call is not a ringing inbound one, or its INVITE had no SDP offer
+        (our offer would then have to go in an unreliable 183, which RFC 3261 13.2.1 forbids).
+        """
+        session = self.find(call_id)
+        tx = session.invite_tx
+        if (
+            not session.inbound
+            or session.ended
+            or session.answered
+            or not isinstance(tx, ServerInviteTx)
+            or tx.state != "proceeding"
+        ):
+            raise RuntimeError(f"call {call_id} is not a ringing inbound call")
+        if session.early_media:
+            return False
+        if session.offer_sdp is None or session.offer_plan is None:
+            raise RuntimeError(f"call {call_id}: early media needs an SDP offer in the INVITE (this one had none)")
+        try:
+            self._progress(session)
+        except Exception as exc:  # noqa: BLE001 - the call ends and gives its resources back
+            log.warning("early media on %s failed: %s", call_id, clip(repr(exc)))
+            if tx.state == "proceeding":
+                self._respond(tx, 500, session.local_tag)
+            self._end(session, "media_error", "server", 500)
+        if session.ended:
+            raise RuntimeError(f"call {call_id}: early media failed: media setup failed")
+        return True
 
     def hangup(self, call_id: str, cause: str = "normal_clearing", by: str = "api") -> None:
         session = self.find(call_id)

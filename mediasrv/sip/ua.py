@@ -161,6 +161,13 @@ class SipUserAgent:
         finally:
             self._arm()
 
+    async def early_media(self, call_id: str) -> bool:
+        """183 with SDP on a ringing inbound call (False: it already had it). KeyError / RuntimeError as answer."""
+        try:
+            return self.core.early_media(call_id)
+        finally:
+            self._arm()
+
     async def hangup(self, call_id: str, cause: str = "normal_clearing", by: str = "api") -> None:
         """BYE (answered), CANCEL (outbound unanswered), 480/603 (inbound unanswered)."""
         try:

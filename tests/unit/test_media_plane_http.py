@@ -15,7 +15,7 @@ from aiohttp import web
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from mediacodecs.g711 import encode, silence_byte
-from mediasrv.calls import Call, Direction, NegotiatedMedia
+from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
 from mediasrv.media.player import SourceSpec
 from mediasrv.probe import RtpCapture, bind_capture_with_rtcp
@@ -106,7 +106,8 @@ class Plane:
         cap, rtcp = bind_capture_with_rtcp()  # the RTCP port is reserved now, not raced for later
         self.rtcp_socks[cap.port] = rtcp
         self.captures.append(cap)
-        call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x")
+        # answered, as the SIP layer has it once media is negotiated (early media is exempt from the RTP timeout)
+        call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.ANSWERED)
         call.media = NegotiatedMedia(("127.0.0.1", cap.port), codec, {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
         call.local_rtp = self.plane.allocate(call)  # as the SIP layer does
         self.plane.media_changed(call)
