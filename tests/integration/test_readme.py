@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 # the commands that answer an error on purpose, and why
 EXPECTED_ERRORS = {
     "/answer": "already_answered",  # the README says: with --ring; this server auto-answers
+    "/early_media": "already_answered",  # the same: with --ring
     "/media-cache/prefetch": None,  # cdn.example.com: an illustration, not reachable from here
 }
 EXTERNAL = "cdn.example.com"  # plays of it are accepted (201) and then fail: nothing to fetch from here
