@@ -104,6 +104,7 @@ class Settings:
     use_timerfd: bool = True  # the media clock sleeps on a timerfd (false: the loop's call_at)
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    sip_message_budget_ms: float = 5.0  # an inbound SIP message handled slower is counted and logged (sip/guard.py)
     # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
     # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
     webhook_allow_cidrs: list[str] = field(default_factory=list)
@@ -322,6 +323,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "events_max_age_s": (lambda v: v > 0, "a number of seconds > 0"),
     "events_fsync_interval_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: every batch)"),
     "rtp_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
+    "sip_message_budget_ms": (lambda v: v >= 0, "a number of milliseconds >= 0 (0: do not count)"),
     "rtp_hold_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
     "ring_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: ring for ever)"),
     "media_deny_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),

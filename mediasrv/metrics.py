@@ -69,6 +69,8 @@ SIP_COUNTERS = {
     "rate_limited": "Requests dropped by the per-source rate limits",
     "stateless_responses": "Responses sent without keeping transaction state",
     "bad_info": "SIP INFO DTMF bodies that could not be read (answered 400)",
+    "too_large": "SIP messages over a size limit (413/414/513; over TCP the connection is closed)",
+    "over_budget": "Inbound SIP messages whose handling took longer than sip_message_budget_ms",
 }
 DTMF_DROPS = ("duplicates", "malformed", "unsupported", "inconsistent", "absurd", "flood")
 MEDIA_COUNTERS = {
@@ -234,6 +236,10 @@ class ServerCollector(Collector):
 
     def _sip(self) -> Iterator[Metric]:
         yield from _counters("mediasrv_sip", SIP_COUNTERS, getattr(self.server.sip, "stats", {}) or {}, "SIP core")
+        budget = getattr(self.server.sip, "budget", None)
+        if budget is not None:
+            yield _gauge("mediasrv_sip_message_handling_max_seconds",
+                         "Slowest inbound SIP message handled since start (sip/guard.py)", budget.max_s)
 
     def _events(self) -> Iterator[Metric]:
         events = self.server.events

@@ -86,6 +86,7 @@ class Server:
                 auto_answer=settings.auto_answer,
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
+                message_budget_ms=settings.sip_message_budget_ms,
                 media_address_check=self.media.policy.check,
                 ring_timeout_s=settings.ring_timeout_s,
                 admission=AdmissionSettings(

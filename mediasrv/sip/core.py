@@ -23,8 +23,17 @@ from . import sdp as sdpmod
 from .admission import Admission, AdmissionSettings, AuthOutcome
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
+from .guard import SourceLog
 from .info import INFO_TYPES, InfoError, parse_info
-from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
+from .message import (
+    MAX_HEADER_BYTES,
+    ParseError,
+    Request,
+    Response,
+    build_request_head,
+    parse,
+    split_header_list,
+)
 from .timers import Timer, TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
 
@@ -37,11 +46,12 @@ SCHEMES = ("sip", "sips", "tel")
 REASONS = {
     100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 407: "Proxy Authentication Required",
-    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 415: "Unsupported Media Type",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
     488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error", 503: "Service Unavailable",
-    505: "Version Not Supported", 603: "Decline",
+    505: "Version Not Supported", 513: "Message Too Large", 603: "Decline",
 }
 
 
@@ -66,7 +76,7 @@ RESERVED_HEADERS = frozenset(
         "User-Agent", "Route", "Record-Route", "Require", "Proxy-Require", "Supported", "k", "Expires",
     )
 )
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")  # \Z: "$" would accept a name ending in "\n"
 
 
 def failure_cause(status: int) -> str:
@@ -185,6 +195,8 @@ class SipCore:
             "calls_out": 0,
             "rejected": 0,
             "no_ack": 0,
+            "too_large": 0,  # messages over a size limit (413/414/513, or a TCP stream closed for it)
+            "over_budget": 0,  # messages whose handling took longer than the budget (guard.py)
             "sdp_refused": 0,
             # admission (admission.py): refusals and drops before any state is kept
             "refused_source": 0,
@@ -200,8 +212,7 @@ class SipCore:
         self.sessions: dict[str, Session] = {}  # by Call.call_id
         self._ids = itertools.count(1)
         self._prefix = f"{random.getrandbits(40):010x}"
-        self._malformed_logged_at = -1e9
-        self._malformed_suppressed = 0
+        self.source_log = SourceLog(log)
         self.admission = Admission(settings.admission)
         self._refusal_log = SourceLimiter(rate=1.0, burst=5)
 
@@ -279,6 +290,11 @@ class SipCore:
         tx.respond(status, self.response(tx.request, status, tx.dest, to_tag, **kw))
 
     # -- input ------------------------------------------------------------------------------------
+    def reject(self, data: bytes, dest: Dest, exc: ParseError) -> None:
+        """A message the transport could not frame (over a limit, bad Content-Length): count, log
+        and answer it statelessly as if it had failed to parse."""
+        self._malformed(data, dest, exc)
+
     def receive(self, data: bytes, dest: Dest) -> None:
         """Feed one datagram or one framed stream message."""
         try:
@@ -295,14 +311,13 @@ class SipCore:
 
     def _malformed(self, data: bytes, dest: Dest, exc: ParseError) -> None:
         self.stats["malformed"] += 1
+        if exc.status in (413, 414, 513):
+            self.stats["too_large"] += 1
         now = self.clock()
-        if now - self._malformed_logged_at >= 1.0:
-            extra = f" ({self._malformed_suppressed} more suppressed)" if self._malformed_suppressed else ""
-            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], clip(exc.reason), extra)
-            self._malformed_logged_at = now
-            self._malformed_suppressed = 0
-        else:
-            self._malformed_suppressed += 1
+        self.source_log.log(
+            logging.WARNING, dest.addr[0], "malformed SIP message from %s:%s: %s",
+            dest.addr[0], dest.addr[1], clip(exc.reason),
+        )
         resp = stateless_error(data, exc.status, exc.reason, dest, self.settings.user_agent)
         if resp is not None:
             if not self.admission.take(dest.addr[0], now):  # answers to garbage share the source's budget
@@ -1259,7 +1274,8 @@ def stateless_error(data: bytes, status: int, reason: str, dest: Dest, server: s
     if data[:4] == b"SIP/" or data[:4] == b"ACK ":
         return None
     end = data.find(b"\r\n\r\n")
-    head = data[: end if end >= 0 else len(data)].decode("utf-8", "replace")
+    # at most the header section a message may have: the answer to an oversized one costs no more
+    head = data[: end if 0 <= end <= MAX_HEADER_BYTES else MAX_HEADER_BYTES].decode("utf-8", "replace")
     found: dict[str, str] = {}
     vias: list[str] = []
     names = {"v": "via", "f": "from", "t": "to", "i": "call-id"}
