@@ -104,6 +104,10 @@ class Settings:
     use_timerfd: bool = True  # the media clock sleeps on a timerfd (false: the loop's call_at)
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # text to speech (media/synth.py): the speak source
+    speech_timeout_s: float = 10.0  # one synthesis (the child process is killed past it)
+    speech_concurrency: int = 2  # syntheses at once; more speak commands queue
+    speech_max_chars: int = 3000  # characters of text (of SSML: its spoken text)
     sip_message_budget_ms: float = 5.0  # an inbound SIP message handled slower is counted and logged (sip/guard.py)
     # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
     # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are

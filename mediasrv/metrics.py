@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from .calls import CallState
 from .gcpolicy import PAUSE_BUCKETS
+from .media.synth import get_engine
 from .timing import Timing
 
 if TYPE_CHECKING:
@@ -47,6 +48,13 @@ SOURCE_COUNTERS = {
     "failures": "Source loads that failed (the playback fails with a reason)",
     "cancelled": "Downloads dropped because every playback that wanted them ended",
     "synthesized": "Tone and digits sources synthesized (not found in their small LRU)",
+    "syntheses": "speak sources synthesized (not found in the cache)",
+}
+SPEECH_COUNTERS = {
+    "syntheses": "Speech engine runs (espeak-ng child processes started)",
+    "timeouts": "Syntheses killed at speech_timeout_s",
+    "failures": "Syntheses that failed (the playback fails with speech_error)",
+    "queued": "Syntheses that waited for a free slot (speech_concurrency)",
 }
 SIP_COUNTERS = {
     "requests_in": "SIP requests received",
@@ -209,6 +217,7 @@ class ServerCollector(Collector):
     def _sources(self) -> Iterator[Metric]:
         loader = self.server.media.loader
         yield from _counters("mediasrv_source", SOURCE_COUNTERS, loader.stats, "Audio source loader")
+        yield from _counters("mediasrv_speech", SPEECH_COUNTERS, getattr(get_engine(), "stats", {}), "Speech engine")
         yield _histogram("mediasrv_source_load_seconds", "Successful audio source loads, start to fully decoded",
                          [], [([], loader.load_time)])
 

@@ -23,6 +23,7 @@ from .events import EventBus, WebhookSettings
 from .gcpolicy import GcPolicy
 from .logs import call_context
 from .media import MediaPlane, MediaSettings
+from .media.synth import EspeakEngine, get_engine, set_engine
 from .metrics import make_registry
 from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
@@ -103,6 +104,8 @@ class Server:
             self.registry,
             self.media,
         )
+        set_engine(EspeakEngine(timeout_s=settings.speech_timeout_s, concurrency=settings.speech_concurrency,
+                                max_chars=settings.speech_max_chars))
         self.registry.subscribe(self._on_call_event)
         self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.http_timings: dict[tuple[str, str], Timing] = {}
@@ -153,6 +156,8 @@ class Server:
         await self.events.start()  # before SIP and HTTP: owed webhooks go first, seq continues
         await self.media.start()
         self.media.loader.start_workers()
+        # the voice list is read once, off the loop, before the first speak command needs it
+        await asyncio.get_running_loop().run_in_executor(None, get_engine().voices)
         await self.sip.start()
         host, port = self.settings.http_addr
         access: dict[str, Any] = ({"access_log": logging.getLogger("mediasrv.access"),

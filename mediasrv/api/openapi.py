@@ -234,7 +234,7 @@ OPENAPI: dict[str, Any] = {
             },
             "Source": {
                 "type": "object",
-                "description": "exactly one of url, media, content_base64; any other field is a 400 "
+                "description": "exactly one of url, media, content_base64, speak; any other field is a 400 "
                                "unknown_field naming it (the native API is strict)",
                 "properties": {
                     "url": {"type": "string", "format": "uri"},
@@ -247,6 +247,22 @@ OPENAPI: dict[str, Any] = {
                     "cache_id": {"type": "string", "description": "cache key instead of the URL (1 h)"},
                     "auth": {"type": "object", "description": "HTTP Basic for this URL's origin only",
                              "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+                    "speak": {"$ref": "#/components/schemas/Speak"},
+                },
+            },
+            "Speak": {
+                "type": "object",
+                "description": "text to speech (espeak-ng, cached by voice, rate and text); exactly one of text, "
+                               "ssml. Errors name the field (speak.text, speak.ssml, speak.voice, speak.rate)",
+                "properties": {
+                    "text": {"type": "string", "maxLength": 3000, "description": "plain text (speech_max_chars)"},
+                    "ssml": {"type": "string", "description": "<speak> with voice, prosody, say-as, emphasis, "
+                             "break, mark, s, p, sub only (16 KiB); anything else 422"},
+                    "voice": {"type": "string", "default": "en-us",
+                              "description": "an `espeak-ng --voices` language or file name, optionally with a "
+                                             "variant: en-us, en-gb+f3"},
+                    "rate": {"type": "integer", "minimum": 80, "maximum": 450, "default": 175,
+                             "description": "words per minute"},
                 },
             },
             "PlayRequest": {

@@ -1,7 +1,8 @@
 """Parsing the source part of a play command (native API; dialects build SourceSpecs themselves).
 
-A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, or a
-synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py),
+A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, a
+synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py), or
+``{"speak": {"text" | "ssml", "voice", "rate"}}`` (text to speech, :mod:`mediasrv.media.synth`),
 with optional ``"cache": true|false``, ``"cache_id"`` and ``"auth": {"username", "password"}``
 (URL sources only).  Every mistake is a 400/422 whose ``field`` points at the offending value.
 """
@@ -14,6 +15,7 @@ from typing import Any
 from ..media.player import SourceSpec
 from ..media.source import decode_base64
 from ..media.store import valid_name
+from ..media.synth import DEFAULT_RATE, DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from ..media.tones import ToneError, dtmf_pcm, tone_pcm
 from .errors import ApiError, check_fields
 
@@ -22,8 +24,9 @@ AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave",
                          "audio/opus", "audio/mp4", "audio/x-m4a", "audio/aac"})
 MAX_CACHE_ID = 256
 SOURCE_FIELDS = frozenset({"url", "media", "content_base64", "audio_type", "cache", "cache_id", "auth",
-                           "tone", "duration_ms", "digits", "digit_ms", "gap_ms"})
+                           "tone", "duration_ms", "digits", "digit_ms", "gap_ms", "speak"})
 AUTH_FIELDS = frozenset({"username", "password"})
+SPEAK_FIELDS = frozenset({"text", "ssml", "voice", "rate"})
 
 
 def _at(prefix: str, name: str) -> str:
@@ -87,6 +90,8 @@ def parse_source(item: Any, field: str, strict: bool = True) -> SourceSpec:
         raise ApiError(400, "invalid_field", f"{field or 'body'} must be an object", field=field)
     if strict:
         check_fields(item, SOURCE_FIELDS, field)
+    if "speak" in item:
+        return parse_speak(item, field)
     if item.get("tone") is not None or item.get("digits") is not None:
         return parse_synth(item, field)
     url = _str(item, "url", field, "an http(s) URL")
@@ -156,3 +161,38 @@ def parse_sources(body: dict[str, Any]) -> list[SourceSpec]:
                            f"(top-level {', '.join(repr(s) for s in stray)})", field=stray[0])
         return [parse_source(item, f"sources[{i}]") for i, item in enumerate(items)]
     return [parse_source(body, "", strict=False)]
+
+
+
+def parse_speak(item: dict[str, Any], field: str) -> SourceSpec:
+    """``{"speak": {"text": ..., "voice": "en-us", "rate": 175}}`` (or ``"ssml"`` instead of ``"text"``)."""
+    where = _at(field, "speak")
+    others = [k for k in ("url", "media", "content_base64", "tone", "digits") if item.get(k) is not None]
+    if others:
+        raise ApiError(422, "conflicting_fields", f"give one of 'url', 'media', 'content_base64' or 'speak', not "
+                       f"'speak' and {others[0]!r}", field=_at(field, others[0]))
+    speak = item["speak"]
+    if not isinstance(speak, dict):
+        raise ApiError(400, "invalid_field", "speak must be an object {\"text\" or \"ssml\", \"voice\", \"rate\"}",
+                       field=where)
+    check_fields(speak, SPEAK_FIELDS, where)
+    text, ssml = speak.get("text"), speak.get("ssml")
+    if (text is None) == (ssml is None):
+        raise ApiError(400, "missing_field" if text is None else "conflicting_fields",
+                       "speak needs exactly one of 'text' or 'ssml'", field=f"{where}.text")
+    kind = "text" if text is not None else "ssml"
+    body = text if text is not None else ssml
+    if not isinstance(body, str):
+        raise ApiError(400, "invalid_field", f"{kind} must be a string", field=f"{where}.{kind}")
+    voice = speak.get("voice", DEFAULT_VOICE)
+    if not isinstance(voice, str) or not voice:
+        raise ApiError(400, "invalid_field", "voice must be a voice name such as \"en-us\"", field=f"{where}.voice")
+    rate = speak.get("rate", DEFAULT_RATE)
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise ApiError(400, "invalid_field", "rate must be an integer (words per minute)", field=f"{where}.rate")
+    try:
+        spec = check(SpeechSpec(text=body, voice=voice.lower(), rate=rate, ssml=ssml is not None))
+    except SpeechInputError as exc:
+        raise ApiError(exc.status, "invalid_speech" if exc.status == 422 else "invalid_field", exc.message,
+                       field=f"{where}.{exc.field}") from exc
+    return SourceSpec(speech=spec)
