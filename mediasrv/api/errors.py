@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Collection
 from typing import Any
 
 from aiohttp import web
@@ -74,12 +76,41 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what was wrong with it."""
+def unknown_field(name: str, known: Collection[str], prefix: str = "") -> ApiError:
+    """A 400 naming *name*, with the closest of *known* as a suggestion when one is close enough."""
+    path = f"{prefix}.{name}" if prefix else name
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    details: dict[str, Any] = {"field": path}
+    if close:
+        details["suggestion"] = f"{prefix}.{close[0]}" if prefix else close[0]
+        hint = f' (did you mean "{details["suggestion"]}"?)'
+    else:
+        hint = f" (known fields: {', '.join(sorted(known))})" if known else " (this request takes no fields)"
+    return ApiError(400, "unknown_field", f"unknown field {json.dumps(path)}{hint}", **details)
+
+
+def check_fields(obj: dict[str, Any], known: Collection[str], prefix: str = "") -> None:
+    """Refuse a field the native API does not know: a misspelling must not pass silently.
+
+    Only the native API is strict; the vendor dialects ignore unknown fields as their vendors do.
+    """
+    for name in obj:
+        if name not in known:
+            raise unknown_field(str(name), known, prefix)
+
+
+async def read_json_object(request: web.Request, known: Collection[str] | None = None) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what was wrong with it.
+
+    With *known*, any other top-level field is a 400 naming it (see :func:`check_fields`).
+    """
     try:
-        return parse_json_object(await request.read())
+        body = parse_json_object(await request.read())
     except BodyError as exc:
         raise ApiError(400, "bad_json", str(exc)) from exc
+    if known is not None:
+        check_fields(body, known)
+    return body
 
 
 @web.middleware

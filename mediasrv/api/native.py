@@ -17,9 +17,9 @@ from ..media import Playback, PlayError, PlayRequest
 from ..media.player import MAX_DUCK_DB, MAX_OFFSET_MS, VOLUME_RANGE_DB
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import exposition_async
-from .errors import ApiError, read_json_object
+from .errors import ApiError, check_fields, read_json_object
 from .openapi import OPENAPI
-from .sources import parse_sources
+from .sources import SOURCE_FIELDS, parse_sources
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -108,7 +108,14 @@ def parse_target(body: dict[str, Any]) -> str | list[str]:
                    field=name)
 
 
+PLAY_FIELDS = frozenset({"sources", "loop", "overlay", "stop", "target", "target_legs", "length_s", "mix",
+                         "duck_db", "volume_db", "command_id", "barge_in", "barge_in_stops", "offset_ms",
+                         "early_media"})
+CONTROL_FIELDS = frozenset({"op", "ms", "db"})
+
+
 def parse_play_request(body: dict[str, Any]) -> PlayRequest:
+    check_fields(body, PLAY_FIELDS | SOURCE_FIELDS)
     sources = parse_sources(body)
     stop = body.get("stop")
     if stop is not None and stop not in ("current", "all"):
@@ -301,7 +308,7 @@ async def control_playback(request: web.Request) -> web.Response:
     server = _server(request)
     playback_id = request.match_info["playback_id"]
     _playback_or_404(server, playback_id)
-    body = await read_json_object(request)
+    body = await read_json_object(request, CONTROL_FIELDS)
     op = body.get("op")
     if op not in CONTROL_OPS:
         raise ApiError(400, "invalid_field", f"op must be one of {', '.join(CONTROL_OPS)}", field="op")
@@ -356,7 +363,8 @@ def _since(request: web.Request) -> int | None:
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events; ``?call_id=`` filters; ``Accept: application/json`` gives the history.
+    """Server-sent events (any Accept but an explicit JSON one); ``?call_id=`` filters;
+    ``Accept: application/json`` gives the history.
 
     With ``Last-Event-ID`` or ``?since=<seq>`` the journaled events after that seq come first (also
     those of an earlier run: seq keeps increasing across restarts), then the live feed, without gaps
@@ -367,7 +375,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     since = _since(request)
     if since is not None and since > server.events.last_seq:
         since = server.events.last_seq  # an id from the future: this journal was lost; go on from now
-    if "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
+    if _wants_json(request.headers.get("Accept", "")):
         if since is None:
             return web.json_response({"events": [e.to_dict() for e in server.events.history(call_id)]})
         try:
@@ -377,8 +385,10 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         if not 1 <= limit <= 10_000:
             raise ApiError(422, "out_of_range", "limit must be 1..10000", field="limit")
         return web.json_response({"events": await server.events.since(since, call_id, limit)})
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
     await resp.prepare(request)
+    await resp.write(b": stream open\n\n")  # sends the headers now, not with the first event
     queue = server.events.subscribe()  # before the replay: nothing published meanwhile is missed
     last = since if since is not None else 0
     try:
@@ -406,6 +416,12 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     finally:
         server.events.unsubscribe(queue)
     return resp
+
+
+def _wants_json(accept: str) -> bool:
+    """The JSON history only when the client asks for JSON by name (curl's ``*/*`` gets the stream)."""
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "application/json" in types and "text/event-stream" not in types
 
 
 def _sse(seq: int, type_: str, event: dict[str, Any]) -> bytes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .sources import AUDIO_TYPES
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -136,7 +138,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/events": {
             "get": {
-                "summary": "Server-sent events stream (or JSON history with Accept: application/json); "
+                "summary": "Server-sent events stream for any Accept but an explicit application/json (then the JSON history); "
                            "with Last-Event-ID or since, the journaled events after that seq first (also from "
                            "before a restart), then the live feed",
                 "parameters": [
@@ -232,13 +234,13 @@ OPENAPI: dict[str, Any] = {
             },
             "Source": {
                 "type": "object",
-                "description": "exactly one of url, media, content_base64, speak",
+                "description": "exactly one of url, media, content_base64, speak; any other field is a 400 "
+                               "unknown_field naming it (the native API is strict)",
                 "properties": {
                     "url": {"type": "string", "format": "uri"},
                     "media": {"type": "string", "description": "name of stored media (PUT /v1/media/{name})"},
                     "content_base64": {"type": "string", "description": "the audio file itself, base64"},
-                    "audio_type": {"type": "string", "enum": ["wav", "mp3", "audio/wav", "audio/x-wav",
-                                                              "audio/wave", "audio/mpeg", "audio/mp3"],
+                    "audio_type": {"type": "string", "enum": sorted(AUDIO_TYPES),
                                    "description": "a hint; the bytes decide"},
                     "cache": {"type": "boolean", "description": "true: cache even without caching headers "
                                                                 "(1 h); false: never use the cache"},

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 from urllib.parse import urlsplit
@@ -34,9 +35,10 @@ import numpy as np
 from mediacodecs.g711 import ALAW_DECODE, ULAW_DECODE
 from mediacodecs.resample import FILTER_SIZE
 
+from .container import CONTAINER_KINDS, ContainerDecoder, sniff_container
 from .source import SourceError
 
-AUDIO_KINDS = ("wav", "mp3")
+AUDIO_KINDS = ("wav", "mp3", *CONTAINER_KINDS)
 CHUNK = 1 << 16
 
 # --------------------------------------------------------------------------------------------
@@ -220,8 +222,8 @@ def _looks_text(head: bytes) -> bool:
 
 
 def sniff(head: bytes) -> str:
-    """What the first bytes are (at most SNIFF_BYTES of them): wav, mp3, ogg, flac, html, json,
-    xml, text or unknown."""
+    """What the first bytes are (at most SNIFF_BYTES of them): wav, mp3, ogg, flac, mp4, aac, html,
+    json, xml, text or unknown."""
     head = bytes(head[:SNIFF_BYTES])
     if head[:4] in _WAV_MAGIC and (len(head) < 12 or head[8:12] == b"WAVE"):
         return "wav"
@@ -237,10 +239,9 @@ def sniff(head: bytes) -> str:
         return inner if inner in ("mp3", "flac") else "mp3"
     if _sniff_mp3_frames(head, 0) or _mp3_chain_after_junk(head):
         return "mp3"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:4] == b"fLaC":
-        return "flac"
+    container = sniff_container(head)
+    if container is not None:
+        return container
     if not _looks_text(head[:4096]):
         return "unknown"
     text = head[:4096].decode("utf-8", "ignore").lstrip("\ufeff \t\r\n").lower()
@@ -259,9 +260,10 @@ _DECLARED = {
     "mp3": "mp3", "mpeg": "mp3", "mpeg3": "mp3", "x-mpeg": "mp3", "x-mp3": "mp3", "mpg": "mp3",
     "mpeg-3": "mp3", "x-mpeg-3": "mp3",
     "ogg": "ogg", "oga": "ogg", "opus": "ogg", "vorbis": "ogg", "flac": "flac", "x-flac": "flac",
+    "mp4": "mp4", "m4a": "mp4", "x-m4a": "mp4", "aac": "aac", "x-aac": "aac", "aacp": "aac",
 }
 _EXTENSIONS = {"wav": "wav", "wave": "wav", "mp3": "mp3", "ogg": "ogg", "oga": "ogg", "opus": "ogg",
-               "flac": "flac"}
+               "flac": "flac", "m4a": "mp4", "mp4": "mp4", "aac": "aac"}
 
 
 def _mime_kind(value: str | None) -> str | None:
@@ -301,7 +303,8 @@ def decide_type(head: bytes, declared: str | None, content_type: str | None, url
 
 
 _KIND_MIME = {"html": "text/html", "json": "application/json", "xml": "application/xml",
-              "text": "text/plain", "ogg": "audio/ogg", "flac": "audio/flac"}
+              "text": "text/plain", "ogg": "audio/ogg", "flac": "audio/flac", "mp4": "audio/mp4",
+              "aac": "audio/aac"}
 
 
 def not_audio_message(head: bytes, content_type: str | None, size: int) -> str:
@@ -771,8 +774,6 @@ class StreamDecoder:
 
     def __init__(self, kind: str, source: str, rate: int = 8000, max_seconds: float = 3600.0) -> None:
         if kind not in AUDIO_KINDS:
-            if kind in ("ogg", "flac"):
-                raise SourceError("unsupported_format", f"{source}: {kind} audio is not supported (WAV or MP3)")
             raise SourceError("not_audio", f"{source}: {_KIND_MIME.get(kind, kind)} data, not audio")
         self.kind = kind
         self.source = source
@@ -787,6 +788,9 @@ class StreamDecoder:
         self._wav = _WavParser() if kind == "wav" else None
         self._framer = _Mp3Framer() if kind == "mp3" else None
         self._mp3 = _Mp3Decoder() if kind == "mp3" else None
+        self._container = ContainerDecoder(kind) if kind in CONTAINER_KINDS else None
+        if self._container is not None:  # dropped without finish (a cancelled load): its thread ends
+            weakref.finalize(self, self._container.close)
         self._resampler: StreamResampler | None = None
         self._error: SourceError | None = None
         self._finished = False
@@ -814,6 +818,7 @@ class StreamDecoder:
             self._error = SourceError(exc.reason, f"{self.source}: {exc.message}")
         except (av.FFmpegError, ValueError, struct.error) as exc:
             self._error = SourceError("decode_error", f"{self.source}: {type(exc).__name__}: {exc}")
+        self.close()
         raise self._error
 
     def _feed(self, chunk: bytes | bytearray | memoryview) -> np.ndarray:
@@ -825,6 +830,8 @@ class StreamDecoder:
                 return np.zeros(0, np.int16)
             self._set_stream(fmt.label, fmt.rate, fmt.channels)
             return self._emit(fmt.to_mono(raw))
+        if self._container is not None:
+            return self._emit_container(self._container.feed(chunk))
         assert self._framer is not None and self._mp3 is not None
         frames = self._framer.feed(chunk)
         if not frames:
@@ -839,10 +846,27 @@ class StreamDecoder:
         same = [(h, d) for h, d in frames if h.rate == self.source_rate]
         return self._emit(self._mp3.decode(same))
 
+    def _emit_container(self, parts: list[np.ndarray]) -> np.ndarray:
+        c = self._container
+        assert c is not None
+        if not parts:
+            return np.zeros(0, np.int16)
+        self._set_stream(c.label or c.kind, c.rate or self.rate, c.channels or 1)
+        return self._emit(np.concatenate(parts))
+
+    def close(self) -> None:
+        """Abandon the decode (a container decoder's thread ends; nothing else holds resources)."""
+        if self._container is not None:
+            self._container.close()
+
     def _finish(self) -> np.ndarray:
         self._finished = True
         tail = np.zeros(0, np.int16)
-        if self._wav is not None:
+        if self._container is not None:
+            tail = self._emit_container(self._container.finish())
+            if self.source_samples == 0:
+                raise SourceError("decode_error", f"{self._container.label or self.kind} holds no audio samples")
+        elif self._wav is not None:
             self._wav.finish()
             if self._wav.data_seen < (self._wav.fmt.block if self._wav.fmt else 1):
                 raise SourceError("decode_error", "WAV holds no audio samples")
@@ -949,6 +973,6 @@ def describe_audio(body: bytes, decode: bool = True, max_seconds: float = 3600.0
                 samples = min(samples, xing.frames * first.samples - xing.start_pad - xing.end_pad)
         return {"format": f"mp3/{first.label}", "sample_rate": first.rate, "channels": first.channels,
                 "duration_ms": int(max(samples, 0) * 1000 / first.rate), "bytes": len(body)}
-    if kind in ("ogg", "flac"):
-        raise SourceError("unsupported_format", f"{kind} audio is not supported (WAV or MP3)")
+    if kind in CONTAINER_KINDS:  # headers alone say too little: decode (the output is discarded)
+        return describe_audio(body, True, max_seconds)
     raise SourceError("not_audio", not_audio_message(body[:4096], None, len(body)))

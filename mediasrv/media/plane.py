@@ -57,6 +57,8 @@ class MediaSettings:
     fetch_allow_cidrs: list[str] = field(default_factory=list)
     fetch_deny_cidrs: list[str] = field(default_factory=list)
     decode_processes: int = 1  # worker processes for long decodes (0: decode in threads of this process)
+    fetch_connect_timeout_s: float = 5.0
+    fetch_first_byte_timeout_s: float = 10.0
     rtcp_interval_s: float = 5.0
     use_timerfd: bool = True
 
@@ -207,7 +209,8 @@ class MediaPlane:
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
             allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
-            decode_processes=settings.decode_processes,
+            decode_processes=settings.decode_processes, connect_timeout_s=settings.fetch_connect_timeout_s,
+            first_byte_timeout_s=settings.fetch_first_byte_timeout_s,
         )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}

@@ -33,6 +33,7 @@ import soundfile
 from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
 
+from ..logsafe import clip
 from ..timing import Timing
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers
@@ -543,6 +544,9 @@ class MediaLoader:
         exc = exc.with_traceback(None)
         exc.__cause__ = exc.__context__ = None
         self.stats["failures"] += 1
+        # the call id comes from the context of the play that started this load (logs.py)
+        log.info("fetch failed: %s: %s", exc.reason, clip(exc.message, 200),
+                 extra={"event": "source.failed", "reason": exc.reason})
         if not flight.first.done():
             flight.first.set_exception(exc)
         elif flight.first.exception() is None:
@@ -695,7 +699,9 @@ class MediaLoader:
         builder = MediaBuilder(source)
         pending: bytes | None = head
         remote = None
-        small = size_hint is not None and size_hint <= THREAD_DECODE_BYTES
+        # FLAC/Ogg/MP4/AAC pack more audio per byte and decode slower than WAV/MP3: a lower bar
+        limit = THREAD_DECODE_BYTES if decoder.kind in ("wav", "mp3") else THREAD_DECODE_BYTES // 8
+        small = size_hint is not None and size_hint <= limit
         if self._workers is not None and not small and self._workers.available():
             remote = await self._workers.open(decoder.kind, source, RATE, self.max_audio_seconds)
             self.stats["process_decodes"] += 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia
+from ..logs import with_call_id
 from ..logsafe import SourceLimiter, clip
 from . import digest
 from . import sdp as sdpmod
@@ -513,13 +514,19 @@ class SipCore:
         session.sdp_version = 1
         tx.context = session
         tx.on_no_ack = self._no_ack
+        self._take_call(session, tx, tag)
+
+    @with_call_id(lambda session, *_: session.call.call_id)
+    def _take_call(self, session: Session, tx: ServerInviteTx, tag: str) -> None:
+        """A new inbound call from here on: registered, media allocated, answered or ringing."""
+        call, s = session.call, self.settings
         self.stats["calls_in"] += 1
         self.registry.add(call)
         self.sessions[call.call_id] = session
         try:
             call.local_rtp = self.media.allocate(call)
         except Exception as exc:  # noqa: BLE001 - any media failure is a 503, never silence
-            log.warning("media allocation failed for %s: %s", call.call_id, exc)
+            log.warning("media allocation failed: %s", exc)
             self.stats["rejected"] += 1
             self._respond(tx, 503, tag, headers=[("Retry-After", "1")])
             self._end(session, "rejected", "server", 503, release=False)
@@ -530,7 +537,7 @@ class SipCore:
             else:
                 self._ring(session)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the call's resources go back
-            log.warning("call %s failed during setup: %s", call.call_id, clip(repr(exc)))
+            log.warning("call failed during setup: %s", clip(repr(exc)))
             if tx.state == "proceeding":
                 self._respond(tx, 500, tag)
             self._end(session, "media_error", "server", 500)
@@ -579,6 +586,7 @@ class SipCore:
             self.dialogs[session.dialog.key] = session
         return session.dialog
 
+    @with_call_id(lambda session: session.call.call_id)
     def _ring(self, session: Session) -> None:
         tx = session.invite_tx
         assert isinstance(tx, ServerInviteTx)
@@ -589,6 +597,7 @@ class SipCore:
             session.ring_timer = self.timers.schedule(self.clock() + self.settings.ring_timeout_s,
                                                       lambda: self._ring_timeout(session))
 
+    @with_call_id(lambda session: session.call.call_id)
     def _ring_timeout(self, session: Session) -> None:
         session.ring_timer = None
         tx = session.invite_tx
@@ -598,6 +607,7 @@ class SipCore:
         self._respond(tx, 480, session.local_tag)
         self._end(session, "no_answer", "server", 480)
 
+    @with_call_id(lambda session: session.call.call_id)
     def _progress(self, session: Session) -> None:
         """Early media on a ringing inbound call: 183 Session Progress with our SDP answer, RTP starts.
 
@@ -627,6 +637,7 @@ class SipCore:
         session.early_media = True
         self.registry.early_media(call)
 
+    @with_call_id(lambda session: session.call.call_id)
     def _answer(self, session: Session) -> None:
         tx = session.invite_tx
         assert isinstance(tx, ServerInviteTx)
@@ -659,16 +670,18 @@ class SipCore:
         session.answered = True
         self.registry.answered(call)
 
+    @with_call_id(lambda tx: tx.context.call.call_id if tx.context is not None else None)
     def _no_ack(self, tx: ServerInviteTx) -> None:
         session: Session | None = tx.context
         if session is None or session.ended:
             return
         self.stats["no_ack"] += 1
-        log.info("no ACK for 2xx on %s: hanging up", session.call.call_id)
+        log.info("no ACK for our 2xx: hanging up")
         self._send_bye(session)
         self._end(session, "no_ack", "server", None)
 
     # -- in-dialog requests -----------------------------------------------------------------------
+    @with_call_id(lambda session, *_: session.call.call_id)
     def _in_dialog(self, session: Session, req: Request, tx: ServerTx) -> None:
         dialog = session.dialog
         assert dialog is not None
@@ -768,6 +781,10 @@ class SipCore:
         session = self.dialogs.get((req.call_id, req.to_tag or "", req.from_tag or ""))
         if session is None:
             return  # stray ACK: absorbed
+        self._ack_in_dialog(session, req)
+
+    @with_call_id(lambda session, *_: session.call.call_id)
+    def _ack_in_dialog(self, session: Session, req: Request) -> None:
         hit = False
         for t in (session.invite_tx, session.reinvite_tx):
             if isinstance(t, ServerInviteTx) and t.request.cseq == req.cseq and t.final_sent:
@@ -783,7 +800,7 @@ class SipCore:
                     raise sdpmod.SdpError("ACK without the SDP answer")
                 media = self._media_from_answer(req.body)
             except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-                log.info("bad SDP answer in ACK for %s: %s; hanging up", session.call.call_id, clip(exc))
+                log.info("bad SDP answer in ACK: %s; hanging up", clip(exc))
                 self._send_bye(session)
                 self._end(session, "bad_sdp", "server", 488)
                 return
@@ -905,6 +922,7 @@ class SipCore:
             session.result_sent = True
             session.on_result(session, code, reason)
 
+    @with_call_id(lambda tx, *_: tx.context.call.call_id)
     def _uac_response(self, tx: ClientTx, resp: Response) -> None:
         session: Session = tx.context
         if tx is not session.invite_tx:
@@ -944,7 +962,7 @@ class SipCore:
             return False
         challenges = _challenges(resp)
         if not challenges:
-            log.info("call %s: no usable digest challenge in %s", session.call.call_id, resp.status)
+            log.info("no usable digest challenge in %s", resp.status)
             return False
         if session.auth_attempts >= 1 and not (session.auth_attempts == 1 and all(ch.stale for ch in challenges)):
             return False
@@ -962,7 +980,7 @@ class SipCore:
         try:
             media = self._media_from_answer(resp.body)
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-            log.info("unusable SDP in %s for %s: %s (ignored)", resp.status, session.call.call_id, clip(exc))
+            log.info("unusable SDP in %s: %s (ignored)", resp.status, clip(exc))
             return
         call = session.call
         if not self._apply_media(call, media):
@@ -1022,6 +1040,7 @@ class SipCore:
         self.registry.answered(call)
         self._result(session, 200, resp.reason)
 
+    @with_call_id(lambda tx: tx.context.call.call_id)
     def _uac_timeout(self, tx: ClientTx) -> None:
         session: Session = tx.context
         if tx is not session.invite_tx:
@@ -1191,6 +1210,7 @@ class SipCore:
             self._send_bye(session, [(ch.header_name, digest.authorization(ch, creds, "BYE", ruri)) for ch in challenges])
 
     # -- the end ----------------------------------------------------------------------------------
+    @with_call_id(lambda session, *_: session.call.call_id)
     def _end(self, session: Session, cause: str, by: str, code: int | None, release: bool = True) -> None:
         if session.ended:
             return
@@ -1210,7 +1230,7 @@ class SipCore:
                 try:
                     self.media.release(call)
                 except Exception as exc:  # noqa: BLE001 - a media bug must not break signaling
-                    log.error("media.release failed for %s: %s", call.call_id, clip(repr(exc)))
+                    log.error("media.release failed: %s", clip(repr(exc)))
 
 
 def _required(req: Request) -> list[str]:
