@@ -50,7 +50,7 @@ async def test_calls_play_top_events_stop_in_a_terminal(tmp_path):
         await follow.expect(r"call.answered\s+" + re.escape(call_id), async_=True)  # the history first
 
         child = spawn(r.http, "play", call_id, "chirp.wav")
-        await child.expect(r"([0-9a-f]{32}) \w+ media:chirp.wav", async_=True)
+        await child.expect(r"(p3:[\w.-]+:[0-9a-f]{32}) \w+ media:chirp.wav", async_=True)
         playback_id = child.match.group(1)
         assert (await finish(child))[0] == 0
         await follow.expect(r"playback.started\s+" + re.escape(call_id), async_=True)  # then live

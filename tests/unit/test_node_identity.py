@@ -23,7 +23,7 @@ def test_default_node_id_is_host_and_port_and_safe() -> None:
 def test_bad_node_ids_refused(bad: str) -> None:
     assert not valid_node_id(bad)
     if bad:
-        with pytest.raises(ConfigError, match="node_id"):
+        with pytest.raises(ConfigError, match="node.id"):
             load_settings({"node_id": bad}, environ={})
 
 
