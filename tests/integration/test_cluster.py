@@ -19,12 +19,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import telnyx
 
 from mediasrv.cluster.launcher import Cluster, ClusterPlan
 
 from .conftest import SCENARIOS, AudioOrigin, chirp_signal, require, run_sipp, wav_bytes
 
 NODES = 2
+TELNYX_KEY = "KEY-cluster-test"
 
 
 def free_run(n: int) -> int:
@@ -57,17 +59,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                        node_sip_base=free_run(NODES), rtp_ports=f"{rtp}-{rtp + 799}", data_dir=root,
                        ping_interval_s=1, node_timeout_ms=1000)
     c = Cluster(plan, ["--log-level", "WARNING"], log_dir=root / "logs")
-    saved = os.environ.get("MEDIASRV_FETCH_ALLOW_CIDRS")
-    os.environ["MEDIASRV_FETCH_ALLOW_CIDRS"] = "127.0.0.0/8"  # the test's audio origin is on loopback
+    env = {"MEDIASRV_FETCH_ALLOW_CIDRS": "127.0.0.0/8",  # the test's audio origin is on loopback
+           "MEDIASRV_TELNYX_API_KEY": TELNYX_KEY}  # the Telnyx dialect on, for its SDK
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         c.start()
         yield c
     finally:
         c.stop()
-        if saved is None:
-            os.environ.pop("MEDIASRV_FETCH_ALLOW_CIDRS", None)
-        else:
-            os.environ["MEDIASRV_FETCH_ALLOW_CIDRS"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 async def get(url: str) -> tuple[int, Any]:
@@ -198,8 +203,21 @@ async def test_commands_sent_to_any_node_are_carried_out_by_the_owner(cluster: C
         status, body, _ = await call("GET", f"{url[b.node_id]}/v1/calls/{owned_by_a}",
                                      headers={"X-Mediasrv-Forwarded": "somewhere"})
         assert status == 404, body
-        for spec in (a, b):  # hang everything up through the other node
+        # the official Telnyx SDK pointed at b, about a's call: forwarded, carried out by a
+        client = telnyx.Telnyx(api_key=TELNYX_KEY, base_url=f"{url[b.node_id]}/v2")
+        result = await asyncio.to_thread(client.calls.actions.hangup, owned_by_a)
+        assert result.data.result == "ok"
+        status, body, _ = await call("GET", f"{url[a.node_id]}/v1/calls/{owned_by_a}")
+        assert body["state"] == "ended" and body["hangup_by"] == "api", body
+        try:  # a forged node id in the SDK's path: Telnyx's own "no such call" error, from b itself
+            await asyncio.to_thread(client.calls.actions.hangup, "v3:nosuchnode:0000")
+            raise AssertionError("a forged id was accepted")
+        except telnyx.UnprocessableEntityError as exc:
+            assert exc.body["errors"][0]["code"] == "90015"
+        for spec in (a, b):  # hang everything else up through the other node
             for c in up[spec.node_id]:
+                if c["call_id"] == owned_by_a:
+                    continue
                 other = b if spec is a else a
                 status, body, _ = await call("DELETE", f"{url[other.node_id]}/v1/calls/{c['call_id']}")
                 assert status in (200, 202, 204), body
