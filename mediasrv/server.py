@@ -16,6 +16,7 @@ from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
+from .cluster.drain import Drain
 from .cluster.forward import Forwarder
 from .cluster.identity import NodeLock, claim_node_id, default_node_id
 from .config import Settings, is_loopback
@@ -122,6 +123,8 @@ class Server:
                                                 bearer_auth(settings.api_token, settings.metrics_token),
                                                 self.forwarder.middleware])
         self.app[native.SERVER_KEY] = self
+        self.drain = Drain(self)  # POST /v1/drain or SIGUSR1: 503 to new calls, exit when the last one ends
+        self.app.router.add_post("/v1/drain", self.drain.handle)
         native.add_routes(self.app)
         ivr.add_routes(self.app)
         self.rooms = topology.setup(self.app, self)  # outbound calls, bridges, rooms
@@ -241,7 +244,7 @@ class Server:
 
 
 async def run_forever(settings: Settings) -> None:
-    """``mediasrv serve``: run until SIGINT/SIGTERM, then stop gracefully."""
+    """``mediasrv serve``: run until SIGINT/SIGTERM (or drained: SIGUSR1 / POST /v1/drain), then stop gracefully."""
     import signal
 
     server = Server(settings)
@@ -255,9 +258,22 @@ async def run_forever(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         except NotImplementedError:  # pragma: no cover - non-POSIX
             pass
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, server.drain.start)
+    except NotImplementedError:  # pragma: no cover - non-POSIX
+        pass
+    drained = loop.create_task(server.drain.drained.wait())
+
+    def on_drained(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            log.info("drained: no call left, exiting")
+            stop.set()
+
+    drained.add_done_callback(on_drained)
     print(f"mediasrv serving: node {server.node_id} SIP {server.sip.address[0]}:{server.sip.address[1]} "
           f"HTTP http://{server.http_address[0]}:{server.http_address[1]}", flush=True)
     await stop.wait()
+    drained.cancel()
     log.info("stopping: %d call(s) get BYE, owed webhooks stay journaled", server.registry.active_count)
     await server.stop()
     log.info("stopped")

@@ -430,7 +430,7 @@ def _sse(seq: int, type_: str, event: dict[str, Any]) -> bytes:
 
 async def healthz(request: web.Request) -> web.Response:
     server = _server(request)
-    return web.json_response({"status": "ok", "node_id": server.node_id, "active_calls": server.registry.active_count,
+    return web.json_response({"status": "draining" if server.drain.draining else "ok", "node_id": server.node_id, "active_calls": server.registry.active_count,
                               "events_journal": server.journal_health()})
 
 

@@ -180,6 +180,9 @@ class SipCore:
         self.settings = settings
         self.registry = registry
         self.media = media
+        # draining (a rolling restart): new INVITEs and OPTIONS probes get 503, so a front proxy
+        # (Kamailio's dispatcher) sends new calls elsewhere; calls in progress carry on
+        self.draining = False
         self._send_fn = send
         self.clock = clock
         self.timers = TimerHeap()
@@ -434,6 +437,8 @@ class SipCore:
             self._stateless_reply(req, dest, 416)
         elif require:
             self._stateless_reply(req, dest, 420, [("Unsupported", ", ".join(require))])
+        elif method == "OPTIONS" and self.draining:
+            self._stateless_reply(req, dest, 503, [("Retry-After", "5")])
         elif method == "OPTIONS":
             self._stateless_reply(req, dest, 200, self._options_headers(dest.transport))
         elif req.to_tag is not None or method in ("BYE", "UPDATE", "INFO", "PRACK", "CANCEL"):
@@ -499,7 +504,7 @@ class SipCore:
             self._respond(tx, 482, tag)
             return
         s = self.settings
-        if s.max_calls is not None and self.registry.active_count >= s.max_calls:
+        if self.draining or s.max_calls is not None and self.registry.active_count >= s.max_calls:
             self.stats["rejected"] += 1
             self._respond(tx, 503, tag, headers=[("Retry-After", "1")])
             return

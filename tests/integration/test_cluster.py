@@ -288,3 +288,37 @@ async def test_stopped_node_gets_no_new_calls(cluster: Cluster) -> None:
                     break
             except aiohttp.ClientError:
                 await asyncio.sleep(0.05)
+
+
+async def test_drain_moves_new_calls_away_and_exits_after_the_last_call(cluster: Cluster) -> None:
+    """POST /v1/drain on a node with a call: new INVITEs through Kamailio all land on the other
+    node (503 → failover, then probes), the call on the draining node carries on, and the node
+    exits by itself once that call has ended."""
+    a, b = cluster.plan.specs
+    url = {s.node_id: s.http_url(cluster.plan.host) for s in cluster.plan.specs}
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+    try:
+        media_port = transport.get_extra_info("sockname")[1]
+        sipp, up = await live_calls_on_both(cluster, media_port, n=6, duration_ms=8000)
+        status, body, _ = await call("POST", f"{url[a.node_id]}/v1/drain")
+        assert status == 202 and body["draining"] and body["active_calls"] == len(up[a.node_id])
+        status, body, _ = await call("GET", f"{url[a.node_id]}/healthz")
+        assert body["status"] == "draining"
+        before_b = len((await get(f"{url[b.node_id]}/v1/calls"))[1]["calls"])
+        rc, out = await run_sipp(*sipp_via_kamailio(cluster, media_port, 8, 300), timeout=60)
+        assert rc == 0, out[-3000:]  # no failed call while b has room
+        assert len((await get(f"{url[b.node_id]}/v1/calls"))[1]["calls"]) - before_b == 8
+        status, still = await get(f"{url[a.node_id]}/v1/calls?state=answered")
+        assert {c["call_id"] for c in still["calls"]} == {c["call_id"] for c in up[a.node_id]}  # undisturbed
+        proc = cluster.nodes[a.node_id]
+        assert proc.poll() is None
+        await sipp  # the first calls end (BYE from SIPp): a has nothing left and exits
+        for _ in range(100):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert proc.returncode == 0
+    finally:
+        transport.close()
+        await asyncio.to_thread(cluster.start_node, a)
