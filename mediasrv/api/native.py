@@ -388,9 +388,11 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
-    await resp.write(b": stream open\n\n")  # sends the headers now, not with the first event
     queue = server.events.subscribe()  # before the replay: nothing published meanwhile is missed
-    last = since if since is not None else 0
+    last = since if since is not None else server.events.last_seq
+    # the headers go now, not with the first event; the comment names the position the feed starts
+    # after (the cluster feed, mediasrv/cluster/feed.py, resumes every node from there)
+    await resp.write(f": stream open\n\n: seq {last}\n\n".encode())
     try:
         if since is not None:
             while True:  # in pages, so a long replay never sits in memory at once

@@ -87,6 +87,10 @@ class Forwarder:
         if request.query.get("scope") == "cluster":
             if request.method == "GET" and request.path == "/v1/calls":
                 return await self.cluster_calls(request, handler)
+            if request.method == "GET" and request.path == "/v1/events":
+                from .feed import cluster_feed
+
+                return await cluster_feed(self, request)
             if (request.method, request.path) in FAN_OUT:
                 return await self.fan_out(request, handler)
         node = owner_in_path(request.path)

@@ -8,6 +8,7 @@ node that answered; a stopped node's share of new INVITEs goes to the other node
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import socket
@@ -260,6 +261,62 @@ async def test_media_uploaded_through_one_node_plays_on_another(cluster: Cluster
         assert rc == 0, out[-3000:]
     finally:
         transport.close()
+
+
+async def read_feed(resp: aiohttp.ClientResponse, until: Any, limit_s: float = 20.0) -> list[tuple[str, dict]]:
+    """(id, data) of each event of an SSE response until *until(events)* holds (bounded)."""
+    events: list[tuple[str, dict]] = []
+    ident = None
+    deadline = time.monotonic() + limit_s
+    while not until(events):
+        assert time.monotonic() < deadline, events
+        line = (await asyncio.wait_for(resp.content.readline(), deadline - time.monotonic())).decode().rstrip("\n")
+        if line.startswith("id: "):
+            ident = line[4:]
+        elif line.startswith("data: ") and ident is not None:
+            events.append((ident, json.loads(line[6:])))
+    return events
+
+
+async def test_one_feed_carries_every_nodes_events_and_resumes(cluster: Cluster) -> None:
+    a, b = cluster.plan.specs
+    url = {s.node_id: s.http_url(cluster.plan.host) for s in cluster.plan.specs}
+
+    def hangups_on_both(events: list[tuple[str, dict]]) -> bool:  # every call's end, from both nodes
+        ends = [e["node"] for _, e in events if e["type"] == "call.hangup"]
+        return len(ends) >= 8 and set(ends) == {a.node_id, b.node_id}
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+    async with aiohttp.ClientSession() as s:
+        try:
+            async with s.get(f"{url[b.node_id]}/v1/events", params={"scope": "cluster"}) as feed:
+                assert feed.status == 200
+                for _ in range(2):  # both nodes' feeds are open before the calls
+                    while b": node " not in await asyncio.wait_for(feed.content.readline(), 10):
+                        pass
+                rc, out = await run_sipp(*sipp_via_kamailio(cluster, transport.get_extra_info("sockname")[1], 8, 300),
+                                         timeout=60)
+                assert rc == 0, out[-2000:]
+                events = await read_feed(feed, hangups_on_both)
+        finally:
+            transport.close()
+        for node in (a.node_id, b.node_id):  # each node's events in its own order, none twice
+            seqs = [e["seq"] for _, e in events if e["node"] == node]
+            assert seqs == sorted(set(seqs)) and seqs
+        # resume from the middle: exactly the events after that cursor, from every node
+        middle = len(events) // 2
+        cursor = events[middle - 1][0]
+        async with s.get(f"{url[a.node_id]}/v1/events", params={"scope": "cluster"},
+                         headers={"Last-Event-ID": cursor}) as again:
+            rest = await read_feed(again, lambda got: len(got) >= len(events) - middle)
+        for node in (a.node_id, b.node_id):  # per node: exactly what followed the cursor, in order
+            want = [e["seq"] for _, e in events[middle:] if e["node"] == node]
+            got = [e["seq"] for _, e in rest if e["node"] == node]
+            assert got[:len(want)] == want, (node, got, want)
+        async with s.get(f"{url[a.node_id]}/v1/events", params={"scope": "cluster"},
+                         headers={"Last-Event-ID": "garbage"}) as bad:
+            assert bad.status == 400
 
 
 async def test_stopped_node_gets_no_new_calls(cluster: Cluster) -> None:
