@@ -8,6 +8,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mediacodecs.codec import CODECS
+
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it."""
@@ -151,7 +153,7 @@ class Settings:
                 f"refusing to serve the HTTP API on {self.http} without a token: "
                 "set MEDIASRV_API_TOKEN (or api_token in the config file), or bind a loopback address"
             )
-        unknown = [c for c in self.codecs if c not in ("PCMU", "PCMA")]
+        unknown = [c for c in self.codecs if c not in CODECS]
         if unknown:
             raise ConfigError(f"unsupported codecs {unknown}")
         if self.max_calls is not None and self.max_calls < 1:
