@@ -67,6 +67,7 @@ class Server:
                 cache_bytes=settings.cache_bytes,
                 fetch_allow_cidrs=list(settings.fetch_allow_cidrs),
                 fetch_deny_cidrs=list(settings.fetch_deny_cidrs),
+                wideband="G722" in settings.codecs,
             ),
             emit=self._emit,
             on_rtp_timeout=self._on_rtp_timeout,
