@@ -177,3 +177,30 @@ def test_jitter_buffer_decodes_g722() -> None:
     dec = G722FrameDecoder()
     assert np.array_equal(np.concatenate([dec(enc[i:i + 160]) for i in range(0, 1600, 160)]),
                           G722FrameDecoder()(enc[:1600]))
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+async def test_wideband_loader_in_a_thread_and_in_a_worker_process(tmp_path, processes: int) -> None:
+    """A stored 16 kHz WAV larger than the thread-decode limit goes to a worker process (processes=1):
+    either way the media carries FFmpeg's G.722 encoding of the file's own samples."""
+    from mediasrv.media.player import SourceSpec
+    from mediasrv.media.source import MediaLoader
+
+    pcm = sweep(16000, 40.0)  # 1.28 MB of WAV: over THREAD_DECODE_BYTES
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "long.wav").write_bytes(wav(pcm, 16000))
+    loader = MediaLoader(str(tmp_path), wideband=True, decode_processes=processes)
+    try:
+        if processes:
+            loader.start_workers()
+            for _ in range(500):
+                if loader._workers is not None and loader._workers.available():
+                    break
+                await asyncio.sleep(0.02)
+        media, _ = await loader.prefetch(SourceSpec(media="long.wav"))
+        assert loader.stats["process_decodes"] == processes
+        g = bytes(media.encoded["G722"])
+        assert len(g) == len(media.pcm) == 320000
+        assert g[:-160] == ffmpeg_g722(pcm)[: len(g) - 160]
+    finally:
+        await loader.close()
