@@ -45,26 +45,34 @@ _TAPS = _halfband_taps()
 
 
 class Halfband:
-    """2x up- or down-sampling of int16 frames with a FIR that keeps its history between frames."""
+    """2x up- or down-sampling of int16 frames with a FIR that keeps its history between frames.
 
-    __slots__ = ("up", "_hist")
+    Polyphase: upsampling runs the even and the odd taps over the input (no multiplications by the
+    stuffed zeros), downsampling computes only the kept outputs; the output equals the zero-stuffed /
+    full-rate filter's sample for sample."""
+
+    __slots__ = ("up", "_hist", "_even", "_odd")
 
     def __init__(self, up: bool) -> None:
         self.up = up
-        self._hist = np.zeros(len(_TAPS) - 1, np.float64)
+        if up:
+            self._even, self._odd = 2.0 * _TAPS[0::2], 2.0 * _TAPS[1::2]
+            self._hist = np.zeros(len(self._even) - 1, np.float64)
+        else:
+            self._even, self._odd = _TAPS, _TAPS
+            self._hist = np.zeros(len(_TAPS) - 1, np.float64)
 
     def __call__(self, pcm: np.ndarray) -> np.ndarray:
-        x = pcm.astype(np.float64)
-        if self.up:
-            z = np.zeros(2 * len(x))
-            z[0::2] = x * 2.0
-            x = z
-        buf = np.concatenate([self._hist, x])
+        buf = np.concatenate([self._hist, pcm.astype(np.float64)])
         self._hist = buf[len(buf) - len(self._hist):]
-        y = np.convolve(buf, _TAPS, mode="valid")
-        if not self.up:
-            y = y[1::2]
-        return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+        if self.up:
+            y = np.empty(2 * len(pcm))
+            y[0::2] = np.convolve(buf, self._even, mode="valid")
+            y[1::2] = np.convolve(buf, self._odd, mode="valid")
+        else:
+            y = np.convolve(buf, _TAPS, mode="valid")[1::2]
+        np.clip(np.rint(y, out=y), -32768, 32767, out=y)
+        return y.astype(np.int16)
 
 
 # -- G.722 through PyAV ---------------------------------------------------------------------------

@@ -78,13 +78,15 @@ class JitterBuffer:
         self._relax = int(relax_s * rate)
         self._since_underrun = 0
         self.resync = rate * resync_ms // 1000
-        self._decoders: dict[int, FrameDecoder] = {pt: CODECS[codec].decoder()
-                                                   for pt, codec in (decoders or STATIC_PTS).items() if codec in CODECS}
+        self._codecs = {pt: CODECS[codec] for pt, codec in (decoders or STATIC_PTS).items() if codec in CODECS}
+        self._decoders: dict[int, FrameDecoder] = {}
         self.stats = JitterStats(target=self.target)
         self.ssrc: int | None = None
         self._reset()
 
     def _reset(self) -> None:
+        # a fresh decoder per payload type: a new stream must not inherit G.722's predictor state
+        self._decoders = {pt: codec.decoder() for pt, codec in self._codecs.items()}
         self._frames: dict[int, np.ndarray] = {}  # extended timestamp -> decoded samples
         self._seqs: set[int] = set()  # extended sequence numbers buffered (or recently played)
         self._play: int | None = None  # extended timestamp of the next sample to play
