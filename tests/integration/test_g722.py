@@ -15,6 +15,7 @@ import pytest
 import soundfile
 
 from mediacodecs.resample import to_telephony
+from mediasrv.rtp import fastpath
 
 from .conftest import Hooks, Running, require, start_server, wait_until
 from .test_baresip import PHRASE, align, baresip_config, stop_process
@@ -60,12 +61,15 @@ async def test_sipp_g722_only_caller_receives_ffmpegs_encoding(tmp_path: Path) -
     caller = Talker(tmp_path, "caller", 440, "G722", 2 * len(src) / WIDE + 1.5)  # offers only PT 9
     try:
         await caller.dial(r)
+        before = fastpath.counters()["fast"]
         status, pb = await api(r, "POST", f"/v1/calls/{caller.call.call_id}/playbacks",
                                {"media": "speech16.wav", "loop": 2})
         assert status in (200, 201, 202), pb
         done = await wait_until(lambda: (p := r.server.media.get_playback(pb["id"])) is not None and p.ended and p,
                                 len(src) / WIDE * 2 + 10, "playback end")
         assert done.state == "completed"
+        sliced = fastpath.counters()["fast"] - before  # packets the C path sent by slicing the G.722 bytes
+        assert r.server.media.fastpath_enabled and sliced >= 0.9 * len(src) / 160, sliced
         await caller.finish()  # SIPp hangs up after its pause
     finally:
         caller.close()
