@@ -280,7 +280,8 @@ class MediaPlane:
                     self._timed_out.add(call_id)
                     self._totals["rtp_timeouts"] += 1
                     log.info("call %s: no RTP/RTCP for %.0f s%s: hanging up", call_id, now - leg.stats.last_inbound,
-                             " (on hold)" if driver.held else "")
+                             " (on hold)" if driver.held else "",
+                             extra={"call_id": call_id, "event": "rtp_timeout"})
                     if self._on_rtp_timeout is not None:
                         self._on_rtp_timeout(call_id)
 
