@@ -76,6 +76,9 @@ class Call:
     # other legs in it (the "opposite" legs of a bridge).
     room_id: str | None = None
     peers: list[str] = field(default_factory=list)
+    # Media flows before the answer: the callee's 18x carried SDP (outbound), or we sent 183 Session
+    # Progress with our SDP answer (inbound). The state stays ringing until the 200.
+    early_media: bool = False
 
     @property
     def is_active(self) -> bool:
@@ -99,6 +102,7 @@ class Call:
             "sip_code": self.sip_code,
             "room_id": self.room_id,
             "peers": list(self.peers),
+            "early_media": self.early_media,
             "created_at": self.created_at,
             "answered_at": self.answered_at,
             "ended_at": self.ended_at,
@@ -191,8 +195,10 @@ class CallRegistry:
             self._notify("call.ringing", call)
 
     def early_media(self, call: Call) -> None:
-        """An outbound call's 18x carried an SDP answer: RTP flows before the answer."""
-        if call.state in (CallState.INITIATED, CallState.RINGING):
+        """RTP flows before the answer: an outbound call's 18x carried an SDP answer, or an inbound
+        call got our 183 with SDP. Notified once per call."""
+        if call.state in (CallState.INITIATED, CallState.RINGING) and not call.early_media:
+            call.early_media = True
             self._notify("call.early_media", call)
 
     def answered(self, call: Call) -> None:

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, load_settings, unknown_env_warnings
+from .logs import setup_logging
 
 
 def _run(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> Any:
@@ -31,25 +32,41 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtp-ports", dest="rtp_ports", help="RTP port range LO-HI (env MEDIASRV_RTP_PORTS)")
     p.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
     p.add_argument("--data-dir", dest="data_dir", help="data directory (env MEDIASRV_DATA_DIR)")
-    p.add_argument("--max-calls", dest="max_calls", type=int, help="answer 503 beyond this many calls")
+    p.add_argument("--max-calls", dest="max_calls", help="answer 503 beyond this many calls")
     p.add_argument("--webhook-url", dest="webhook_url", help="POST events here (env MEDIASRV_WEBHOOK_URL)")
     p.add_argument("--ring", dest="auto_answer", action="store_const", const=False,
                    help="ring and wait for an answer command instead of auto-answering")
     p.add_argument("--no-silence", dest="send_silence", action="store_const", const=False,
                    help="send no RTP while nothing plays")
-    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", type=float, help="hang up after this many seconds without inbound RTP/RTCP (default 30; 0 = off)")
+    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", help="hang up after this many seconds without inbound RTP/RTCP (default 30; 0 = off)")
     p.add_argument("--symmetric-rtp", dest="symmetric_rtp", action="store_const", const=True,
                    help="send RTP to where the peer's RTP comes from (NAT; env MEDIASRV_SYMMETRIC_RTP)")
-    p.add_argument("--realtime-priority", dest="realtime_priority", type=int, metavar="N",
+    p.add_argument("--realtime-priority", dest="realtime_priority", metavar="N",
                    help="run the media clock's thread under SCHED_FIFO priority N (1-99; env MEDIASRV_REALTIME_PRIORITY)")
     p.add_argument("--sip-allow-cidrs", dest="sip_allow_cidrs",
                    help="networks that may send INVITEs, comma-separated (env MEDIASRV_SIP_ALLOW_CIDRS; default loopback)")
     p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop")
-    p.add_argument("--log-level", dest="log_level")
+    p.add_argument("--log-level", dest="log_level", metavar="LEVEL",
+                   help="debug, info, warning, error or critical (env MEDIASRV_LOG_LEVEL; default info)")
+    p.add_argument("--log-format", dest="log_format", metavar="FORMAT",
+                   help="text or json: one JSON object per line (env MEDIASRV_LOG_FORMAT; default text)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
+                   help="no line per HTTP request (env MEDIASRV_ACCESS_LOG=false)")
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata), or the source tree's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("mediasrv")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mediasrv", description="SIP/RTP media server for playback on live calls")
+    parser.add_argument("--version", action="version", version=f"mediasrv {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_args(sub.add_parser("serve", help="run the server"))
     demo = sub.add_parser("demo", help="self-contained demo: call ourselves, play a prompt, record it")
@@ -81,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mediasrv: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
+    for line in unknown_env_warnings():
+        logging.getLogger("mediasrv.config").warning("%s", line)
     from .server import run_forever
 
     try:

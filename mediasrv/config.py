@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import tomllib
@@ -87,14 +88,27 @@ class Settings:
     use_uvloop: bool = True
     realtime_priority: int = 0  # SCHED_FIFO priority for the media clock's thread; 0 = normal (realtime.py)
     gc_freeze: bool = True  # freeze long-lived objects so GC pauses stay off the media clock (gcpolicy.py)
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # debug, info, warning, error, critical
+    log_format: str = "text"  # text: one human line per record; json: one JSON object per line
+    access_log: bool = True  # one INFO line per HTTP request (logger mediasrv.access)
     # audio fetching and caching (issue 4)
     fetch_timeout_s: float = 30.0
     max_fetch_bytes: int = 250 * 1024 * 1024
     max_audio_seconds: float = 3600.0
     cache_bytes: int = 512 * 1024 * 1024
+    disk_cache_bytes: int = 4 * 1024 * 1024 * 1024  # decoded audio kept under <data-dir>/cache
+    fetch_connect_timeout_s: float = 5.0  # audio URL: TCP/TLS connect (capped by fetch_timeout_s)
+    fetch_first_byte_timeout_s: float = 10.0  # audio URL: wait for the answer, and longest pause mid-body
+    decode_processes: int = 1  # decoder worker processes; 0 = decode in threads of the server process
+    rtcp_interval_s: float = 5.0  # RTCP sender reports per leg
+    use_timerfd: bool = True  # the media clock sleeps on a timerfd (false: the loop's call_at)
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
+    # text to speech (media/synth.py): the speak source
+    speech_timeout_s: float = 10.0  # one synthesis (the child process is killed past it)
+    speech_concurrency: int = 2  # syntheses at once; more speak commands queue
+    speech_max_chars: int = 3000  # characters of text (of SSML: its spoken text)
+    sip_message_budget_ms: float = 5.0  # an inbound SIP message handled slower is counted and logged (sip/guard.py)
     # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
     # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
     webhook_allow_cidrs: list[str] = field(default_factory=list)
@@ -143,7 +157,10 @@ class Settings:
         return parse_port_range(self.rtp_ports)
 
     def validate(self) -> None:
-        self.sip_addr, self.http_addr, self.rtp_range, self.metrics_addr  # noqa: B018 - parse to validate
+        """Every field against its accepted values, then the checks that span fields."""
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name), f.name)
+        self.metrics_addr  # noqa: B018 - parse to validate
         if self.metrics_token is not None and self.api_token is not None and self.metrics_token == self.api_token:
             raise ConfigError("metrics_token must differ from api_token (it is the read-only one)")
         if not self.api_token and not is_loopback(self.http_addr[0]):
@@ -151,72 +168,244 @@ class Settings:
                 f"refusing to serve the HTTP API on {self.http} without a token: "
                 "set MEDIASRV_API_TOKEN (or api_token in the config file), or bind a loopback address"
             )
-        unknown = [c for c in self.codecs if c not in ("PCMU", "PCMA")]
-        if unknown:
-            raise ConfigError(f"unsupported codecs {unknown}")
-        if self.max_calls is not None and self.max_calls < 1:
-            raise ConfigError("max_calls must be >= 1")
-        if self.webhook_max_attempts < 1 or self.webhook_backoff_s < 0 or self.webhook_timeout_s <= 0:
-            raise ConfigError("webhook_max_attempts must be >= 1, webhook_backoff_s >= 0 and webhook_timeout_s > 0")
-        if not 0 <= self.realtime_priority <= 99:
-            raise ConfigError("realtime_priority must be 0 (off) or 1-99")
-        if self.events_segment_bytes < 4096 or self.events_max_bytes < self.events_segment_bytes:
-            raise ConfigError("events_segment_bytes must be >= 4096 and events_max_bytes >= events_segment_bytes")
-        if self.rtp_timeout_s < 0 or self.rtp_hold_timeout_s < 0 or self.ring_timeout_s < 0:
-            raise ConfigError("rtp_timeout_s, rtp_hold_timeout_s and ring_timeout_s must be >= 0 (0 = off)")
-        for cidr in self.media_deny_cidrs:
-            try:
-                ipaddress.ip_network(cidr.strip(), strict=False)
-            except ValueError as exc:
-                raise ConfigError(f"bad CIDR in media_deny_cidrs: {cidr!r}") from exc
-        try:
-            for cidr in self.sip_allow_cidrs:
-                ipaddress.ip_network(cidr.strip(), strict=False)
-        except (ValueError, AttributeError) as exc:
-            raise ConfigError(f"sip_allow_cidrs: {exc}") from None
+        if self.events_max_bytes < self.events_segment_bytes:
+            raise ConfigError(f"events_max_bytes ({self.events_max_bytes}) must be >= events_segment_bytes "
+                              f"({self.events_segment_bytes})")
         if not isinstance(self.sip_users, dict) or not all(
             isinstance(k, str) and k and isinstance(v, str) for k, v in self.sip_users.items()
         ):
             raise ConfigError('sip_users must map user names to password strings ([mediasrv.sip_users] alice = "pw")')
-        if self.sip_nonce_ttl_s <= 0 or self.sip_rate_per_source <= 0 or self.sip_burst_per_source < 1:
-            raise ConfigError("sip_nonce_ttl_s and sip_rate_per_source must be > 0, sip_burst_per_source >= 1")
-        if self.sip_rate_max_sources < 1:
-            raise ConfigError("sip_rate_max_sources must be >= 1")
-        for name in ("fetch_allow_cidrs", "fetch_deny_cidrs", "webhook_allow_cidrs", "webhook_deny_cidrs"):
-            for cidr in getattr(self, name):
-                try:
-                    ipaddress.ip_network(cidr, strict=False)
-                except ValueError as exc:
-                    raise ConfigError(f"{name}: {cidr!r} is not an address or network") from exc
-        if self.events_max_age_s <= 0 or self.events_fsync_interval_s < 0:
-            raise ConfigError("events_max_age_s must be > 0 and events_fsync_interval_s >= 0")
 
 
-def _coerce(name: str, raw: Any) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
-    if isinstance(raw, str):
-        if "bool" in str(kind):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
-        if "int" in str(kind) and "str" not in str(kind):
-            return int(raw)
-        if "float" in str(kind):
-            return float(raw)
-        if "dict" in str(kind):  # "user:password,user2:password2" (TOML tables take any password)
+
+# -- typing and accepted values, one place -------------------------------------------------------
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+CODECS = ("PCMU", "PCMA")
+# read straight from the environment elsewhere (not settings), so not "unknown"
+OTHER_ENV = frozenset({"MEDIASRV_FASTPATH", "MEDIASRV_NODE_ID"})
+# flags whose name is not --<setting-name-with-dashes>
+FLAG_NAMES = {"auto_answer": "--ring", "send_silence": "--no-silence", "rtp_timeout_s": "--rtp-timeout",
+              "use_uvloop": "--asyncio"}
+
+
+def _kind(name: str) -> tuple[str, bool]:
+    """(base type, optional) of a Settings field, from its annotation."""
+    annotation = str({f.name: f.type for f in fields(Settings)}[name])
+    parts = [p.strip() for p in annotation.split("|")]
+    optional = "None" in parts
+    base = next(p for p in parts if p != "None")
+    return base, optional
+
+
+def _accepted(name: str) -> str:
+    """The accepted values of a setting, as said in error messages."""
+    base, optional = _kind(name)
+    if name in _CHECKS:
+        text = _CHECKS[name][1]
+    elif base == "bool":
+        text = "true, false, 1, 0, yes, no, on, off"
+    elif base == "int":
+        text = "an integer"
+    elif base == "float":
+        text = "a number"
+    elif base == "list[str]":
+        text = "a comma-separated list"
+    elif base == "dict[str, str]":
+        text = "user:password[,user:password...] (a TOML table in the file)"
+    else:
+        text = "a string"
+    return text + (" (or unset)" if optional and name in _CHECKS else "")
+
+
+def _convert(name: str, raw: Any, label: str) -> Any:
+    """A raw value (string from the environment or a flag, or a TOML value) as the field's type."""
+    base, optional = _kind(name)
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{label}: {raw!r} is not {what}; accepted: {_accepted(name)}")
+
+    if raw is None:
+        if optional:
+            return None
+        raise bad("a value")
+    if base == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+            return raw.strip().lower() in TRUE_WORDS
+        if isinstance(raw, int) and raw in (0, 1):
+            return bool(raw)
+        raise bad("a boolean")
+    if base == "int":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip().replace("_", ""))
+            except ValueError:
+                pass
+        raise bad("an integer")
+    if base == "float":
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                raise bad("a number") from None
+        else:
+            raise bad("a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad("a finite number")
+        return value
+    if base == "dict[str, str]":
+        if isinstance(raw, dict):
+            return raw
+        if isinstance(raw, str):  # "user:password,user2:password2" (TOML tables take any password)
             pairs = [p.split(":", 1) for p in raw.split(",") if p.strip()]
-            if any(len(p) != 2 for p in pairs):
-                raise ValueError(f"{name}: expected user:password[,user:password...]")
-            return {u.strip(): pw for u, pw in pairs}
-        if "list" in str(kind):
+            if all(len(p) == 2 and p[0].strip() for p in pairs):
+                return {u.strip(): pw for u, pw in pairs}
+        raise bad("user:password pairs")
+    if base == "list[str]":
+        if isinstance(raw, str):
             return [p.strip() for p in raw.split(",") if p.strip()]
+        if isinstance(raw, list) and all(isinstance(p, str) for p in raw):
+            return [p.strip() for p in raw]
+        raise bad("a list of strings")
+    if not isinstance(raw, str):
+        raise bad("a string")
     return raw
 
 
+def _hostport(value: str) -> bool:
+    try:
+        _, port = parse_hostport(value, 1)
+    except ConfigError:
+        return False
+    return 0 <= port <= 65535
+
+
+def _port_range(value: str) -> bool:
+    try:
+        parse_port_range(value)
+    except ConfigError:
+        return False
+    return True
+
+
+def _cidr(value: str) -> bool:
+    try:
+        ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _url(value: str | None) -> bool:
+    return value is None or value.lower().startswith(("http://", "https://"))
+
+
+# setting -> (is this value acceptable?, the accepted values in words); types are checked before
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "sip": (_hostport, "HOST:PORT, [IPv6]:PORT, :PORT or HOST"),
+    "http": (_hostport, "HOST:PORT, [IPv6]:PORT, :PORT or HOST"),
+    "metrics_listen": (_hostport, "HOST:PORT, [IPv6]:PORT, :PORT or HOST"),
+    "rtp_ports": (_port_range, "LO-HI with 1024 <= LO < HI <= 65535"),
+    "max_calls": (lambda v: v is None or v >= 1, "an integer >= 1"),
+    "webhook_url": (_url, "an http:// or https:// URL"),
+    "telnyx_webhook_url": (_url, "an http:// or https:// URL"),
+    "acs_callback_url": (_url, "an http:// or https:// URL"),
+    "bandwidth_answer_url": (_url, "an http:// or https:// URL"),
+    "webhook_max_attempts": (lambda v: v >= 1, "an integer >= 1"),
+    "webhook_backoff_s": (lambda v: v >= 0, "a number of seconds >= 0"),
+    "webhook_timeout_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "events_segment_bytes": (lambda v: v >= 4096, "an integer >= 4096"),
+    "events_max_bytes": (lambda v: v >= 4096, "an integer >= 4096 (and >= events_segment_bytes)"),
+    "events_max_age_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "events_fsync_interval_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: every batch)"),
+    "rtp_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
+    "sip_message_budget_ms": (lambda v: v >= 0, "a number of milliseconds >= 0 (0: do not count)"),
+    "rtp_hold_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: off)"),
+    "ring_timeout_s": (lambda v: v >= 0, "a number of seconds >= 0 (0: ring for ever)"),
+    "media_deny_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "webhook_allow_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "webhook_deny_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "sip_allow_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "sip_nonce_ttl_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "sip_rate_per_source": (lambda v: v > 0, "a number of requests per second > 0"),
+    "sip_burst_per_source": (lambda v: v >= 1, "an integer >= 1"),
+    "sip_rate_max_sources": (lambda v: v >= 1, "an integer >= 1"),
+    "codecs": (lambda v: bool(v) and all(c in CODECS for c in v), f"a non-empty list of {', '.join(CODECS)}"),
+    "realtime_priority": (lambda v: 0 <= v <= 99, "0 (normal scheduling) or 1-99"),
+    "log_level": (lambda v: v.lower() in LOG_LEVELS, ", ".join(LOG_LEVELS)),
+    "log_format": (lambda v: v.lower() in LOG_FORMATS, ", ".join(LOG_FORMATS)),
+    "fetch_timeout_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "max_fetch_bytes": (lambda v: v >= 1, "an integer >= 1"),
+    "max_audio_seconds": (lambda v: v > 0, "a number of seconds > 0"),
+    "cache_bytes": (lambda v: v >= 0, "an integer >= 0"),
+    "disk_cache_bytes": (lambda v: v >= 0, "an integer >= 0 (0: no on-disk tier)"),
+    "fetch_connect_timeout_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "fetch_first_byte_timeout_s": (lambda v: v > 0, "a number of seconds > 0"),
+    "decode_processes": (lambda v: 0 <= v <= 64, "0 (decode in threads) to 64"),
+    "rtcp_interval_s": (lambda v: 0.5 <= v <= 3600, "a number of seconds from 0.5 to 3600"),
+    "fetch_allow_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+    "fetch_deny_cidrs": (lambda v: all(_cidr(c) for c in v), "comma-separated networks such as 10.0.0.0/8,::1/128"),
+}
+
+
+def check_value(name: str, value: Any, label: str) -> None:
+    """ConfigError naming *label* and the accepted values if *value* is not acceptable for *name*."""
+    check = _CHECKS.get(name)
+    if check is None or value is None and _kind(name)[1]:
+        return
+    if not check[0](value):
+        shown: Any = value
+        if isinstance(value, list):  # name the offending item, not the whole list
+            shown = next((v for v in value if not check[0]([v])), ",".join(value))
+        raise ConfigError(f"{label}: bad value {shown!r}; accepted: {check[1]}")
+
+
+def env_name(name: str) -> str:
+    return "MEDIASRV_" + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_env_warnings(environ: dict[str, str] | None = None) -> list[str]:
+    """One line per ``MEDIASRV_*`` variable that no setting reads: a misspelling must not pass silently."""
+    env = os.environ if environ is None else environ
+    known = {env_name(f.name) for f in fields(Settings)} | OTHER_ENV
+    tails = sorted(k.removeprefix("MEDIASRV_") for k in known)  # compare what follows the common prefix
+    out = []
+    for key in sorted(env):
+        if key.startswith("MEDIASRV_") and key not in known:
+            close = difflib.get_close_matches(key.removeprefix("MEDIASRV_"), tails, n=1, cutoff=0.6)
+            out.append(f"unknown environment variable {key} is ignored"
+                       + (f" (did you mean MEDIASRV_{close[0]}?)" if close else ""))
+    return out
+
+
 def load_settings(flags: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Merge every layer; ``flags`` holds only what was given on the command line."""
+    """Merge every layer; ``flags`` holds only what was given on the command line.
+
+    Every value is typed and checked here, and a bad one is a ConfigError naming where it came
+    from (the flag, the environment variable or the file's key) and the values accepted.
+    """
     env = os.environ if environ is None else environ
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    names = {f.name for f in fields(Settings)}
+    names = [f.name for f in fields(Settings)]
     values: dict[str, Any] = {}
+    labels: dict[str, str] = {}
     config_file = flags.get("config") or env.get("MEDIASRV_CONFIG")
     if config_file:
         try:
@@ -228,18 +417,24 @@ def load_settings(flags: dict[str, Any] | None = None, environ: dict[str, str] |
         for key, raw in section.items():
             key = key.replace("-", "_")
             if key not in names:
-                raise ConfigError(f"unknown setting {key!r} in {config_file}")
-            values[key] = _coerce(key, raw)
+                raise ConfigError(f"unknown setting {key!r} in {config_file}{_suggest(key, names)}")
+            labels[key] = f"{key} in {config_file}"
+            values[key] = _convert(key, raw, labels[key])
         values["config"] = config_file
     for name in names:
-        raw = env.get("MEDIASRV_" + name.upper())
+        raw = env.get(env_name(name))
         if raw is not None and raw != "":
-            try:
-                values[name] = _coerce(name, raw)
-            except ValueError as exc:
-                raise ConfigError(f"bad value for MEDIASRV_{name.upper()}: {raw!r}") from exc
+            labels[name] = env_name(name)
+            values[name] = _convert(name, raw, labels[name])
     for name, raw in flags.items():
-        values[name] = _coerce(name, raw)
+        labels[name] = flag_name(name)
+        values[name] = _convert(name, raw, labels[name])
+    for name, value in values.items():
+        check_value(name, value, labels.get(name, name))
+    if "log_level" in values:
+        values["log_level"] = values["log_level"].upper()
+    if "log_format" in values:
+        values["log_format"] = values["log_format"].lower()
     settings = Settings(**values)
     settings.validate()
     return settings

@@ -282,8 +282,8 @@ class WebhookSink:
         self._outcome(delivery, False, reason)
         self.failures.append({"id": delivery.id, "sink": self.name, "key": delivery.key, "label": delivery.label,
                               "url": public_url(delivery.url), "reason": reason, "final": final, "at": time.time()})
-        log.warning("%s %s for %s to %s not delivered: %s", self.name, clip(delivery.label), clip(delivery.key),
-                    clip(public_url(delivery.url)), clip(reason, 300))
+        log.warning("webhook given up: %s %s to %s: %s", self.name, clip(delivery.label), clip(public_url(delivery.url)),
+                    clip(reason, 300), extra={"call_id": delivery.key or None, "event": "webhook.given_up"})
 
     async def drain(self, timeout: float = 5.0) -> None:
         workers = list(self._workers.values())

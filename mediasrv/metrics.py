@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from .calls import CallState
 from .gcpolicy import PAUSE_BUCKETS
+from .media.synth import get_engine
 from .timing import Timing
 
 if TYPE_CHECKING:
@@ -47,6 +48,13 @@ SOURCE_COUNTERS = {
     "failures": "Source loads that failed (the playback fails with a reason)",
     "cancelled": "Downloads dropped because every playback that wanted them ended",
     "synthesized": "Tone and digits sources synthesized (not found in their small LRU)",
+    "syntheses": "speak sources synthesized (not found in the cache)",
+}
+SPEECH_COUNTERS = {
+    "syntheses": "Speech engine runs (espeak-ng child processes started)",
+    "timeouts": "Syntheses killed at speech_timeout_s",
+    "failures": "Syntheses that failed (the playback fails with speech_error)",
+    "queued": "Syntheses that waited for a free slot (speech_concurrency)",
 }
 SIP_COUNTERS = {
     "requests_in": "SIP requests received",
@@ -69,6 +77,8 @@ SIP_COUNTERS = {
     "rate_limited": "Requests dropped by the per-source rate limits",
     "stateless_responses": "Responses sent without keeping transaction state",
     "bad_info": "SIP INFO DTMF bodies that could not be read (answered 400)",
+    "too_large": "SIP messages over a size limit (413/414/513; over TCP the connection is closed)",
+    "over_budget": "Inbound SIP messages whose handling took longer than sip_message_budget_ms",
 }
 DTMF_DROPS = ("duplicates", "malformed", "unsupported", "inconsistent", "absurd", "flood")
 MEDIA_COUNTERS = {
@@ -207,6 +217,7 @@ class ServerCollector(Collector):
     def _sources(self) -> Iterator[Metric]:
         loader = self.server.media.loader
         yield from _counters("mediasrv_source", SOURCE_COUNTERS, loader.stats, "Audio source loader")
+        yield from _counters("mediasrv_speech", SPEECH_COUNTERS, getattr(get_engine(), "stats", {}), "Speech engine")
         yield _histogram("mediasrv_source_load_seconds", "Successful audio source loads, start to fully decoded",
                          [], [([], loader.load_time)])
 
@@ -234,6 +245,10 @@ class ServerCollector(Collector):
 
     def _sip(self) -> Iterator[Metric]:
         yield from _counters("mediasrv_sip", SIP_COUNTERS, getattr(self.server.sip, "stats", {}) or {}, "SIP core")
+        budget = getattr(self.server.sip, "budget", None)
+        if budget is not None:
+            yield _gauge("mediasrv_sip_message_handling_max_seconds",
+                         "Slowest inbound SIP message handled since start (sip/guard.py)", budget.max_s)
 
     def _events(self) -> Iterator[Metric]:
         events = self.server.events

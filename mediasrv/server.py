@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from . import realtime
+from . import oplog, realtime
 from .api import acs, bandwidth, console, httplog, ivr, native, plivo, telnyx, topology
 from .api import media as media_api
+from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
 from .calls import Call, CallRegistry
@@ -20,7 +21,9 @@ from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import GcPolicy
+from .logs import call_context
 from .media import MediaPlane, MediaSettings
+from .media.synth import EspeakEngine, get_engine, set_engine
 from .metrics import make_registry
 from .sip.admission import AdmissionSettings
 from .sip.ua import SipSettings, SipUserAgent
@@ -65,6 +68,12 @@ class Server:
                 max_fetch_bytes=settings.max_fetch_bytes,
                 max_audio_seconds=settings.max_audio_seconds,
                 cache_bytes=settings.cache_bytes,
+                disk_cache_bytes=settings.disk_cache_bytes,
+                decode_processes=settings.decode_processes,
+                rtcp_interval_s=settings.rtcp_interval_s,
+                use_timerfd=settings.use_timerfd,
+                fetch_connect_timeout_s=settings.fetch_connect_timeout_s,
+                fetch_first_byte_timeout_s=settings.fetch_first_byte_timeout_s,
                 fetch_allow_cidrs=list(settings.fetch_allow_cidrs),
                 fetch_deny_cidrs=list(settings.fetch_deny_cidrs),
             ),
@@ -78,6 +87,7 @@ class Server:
                 auto_answer=settings.auto_answer,
                 max_calls=settings.max_calls,
                 codecs=tuple(settings.codecs),
+                message_budget_ms=settings.sip_message_budget_ms,
                 media_address_check=self.media.policy.check,
                 ring_timeout_s=settings.ring_timeout_s,
                 admission=AdmissionSettings(
@@ -94,11 +104,14 @@ class Server:
             self.registry,
             self.media,
         )
+        set_engine(EspeakEngine(timeout_s=settings.speech_timeout_s, concurrency=settings.speech_concurrency,
+                                max_chars=settings.speech_max_chars))
         self.registry.subscribe(self._on_call_event)
         self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.http_timings: dict[tuple[str, str], Timing] = {}
         self.metrics_registry = make_registry(self)
-        self.app = web.Application(middlewares=[timing_middleware(self.http_timings), error_middleware,
+        self.app = web.Application(middlewares=[call_context_middleware, timing_middleware(self.http_timings),
+                                                error_middleware,
                                                 bearer_auth(settings.api_token, settings.metrics_token)])
         self.app[native.SERVER_KEY] = self
         native.add_routes(self.app)
@@ -116,9 +129,16 @@ class Server:
 
     # -- events ----------------------------------------------------------
     def _emit(self, type_: str, call_id: str, data: dict[str, Any]) -> None:
-        self.events.publish(type_, call_id, data)
+        with call_context(call_id):
+            oplog.playback_event(type_, data)
+            self.events.publish(type_, call_id, data)
 
     def _on_call_event(self, type_: str, call: Call) -> None:
+        with call_context(call.call_id):
+            oplog.call_event(type_, call)
+            self._publish_call_event(type_, call)
+
+    def _publish_call_event(self, type_: str, call: Call) -> None:
         if type_ == "call.hangup":
             try:
                 call.extra["final_stats"] = self.media.leg_stats(call.call_id)
@@ -136,9 +156,13 @@ class Server:
         await self.events.start()  # before SIP and HTTP: owed webhooks go first, seq continues
         await self.media.start()
         self.media.loader.start_workers()
+        # the voice list is read once, off the loop, before the first speak command needs it
+        await asyncio.get_running_loop().run_in_executor(None, get_engine().voices)
         await self.sip.start()
         host, port = self.settings.http_addr
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        access: dict[str, Any] = ({"access_log": logging.getLogger("mediasrv.access"),
+                                   "access_log_class": AccessLogger} if self.settings.access_log else {"access_log": None})
+        self._runner = web.AppRunner(self.app, handle_signals=False, **access)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -206,4 +230,6 @@ async def run_forever(settings: Settings) -> None:
     print(f"mediasrv serving: SIP {server.sip.address[0]}:{server.sip.address[1]} "
           f"HTTP http://{server.http_address[0]}:{server.http_address[1]}", flush=True)
     await stop.wait()
+    log.info("stopping: %d call(s) get BYE, owed webhooks stay journaled", server.registry.active_count)
     await server.stop()
+    log.info("stopped")

@@ -12,6 +12,8 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# systemd-analyze checks deploy/systemd/mediasrv.service (tests/unit/test_systemd_unit.py)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # the live page is tested in headless Chromium (tests/integration/test_console.py; no browser download)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # the C fast path (mediasrv/rtp/_fastsend.c) is built by pip and needs the Python headers
@@ -22,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for tool in sipp baresip espeak-ng sox chromium; do
+for tool in sipp baresip espeak-ng sox chromium systemd-analyze; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FATAL: $tool is required by the tests and is not installed" >&2; exit 1; }
 done
 

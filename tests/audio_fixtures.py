@@ -9,6 +9,7 @@ alongside so a test can compute the exact expected decode.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import struct
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import soundfile
 
 from mediacodecs.g711 import ALAW_DECODE, ULAW_DECODE, alaw_encode, ulaw_encode
 
@@ -178,6 +180,40 @@ def mp3(x: np.ndarray, rate: int, *, id3: bool = True, xing: bool = True, bitrat
     return buf.getvalue()
 
 
+# format -> (PyAV muxer, encoder, sample rate); Vorbis comes from sox (FFmpeg's own encoder is experimental)
+ENCODED_FORMATS = {
+    "flac": ("flac", "flac", 44100),
+    "opus": ("ogg", "libopus", 48000),
+    "vorbis": (None, None, 44100),
+    "m4a": ("ipod", "aac", 44100),
+    "aac": ("adts", "aac", 44100),
+}
+
+
+def encoded(x: np.ndarray, fmt: str) -> bytes:
+    """Mono float samples at ENCODED_FORMATS[fmt]'s rate, encoded at test time (PyAV, or sox for Vorbis)."""
+    muxer, codec, rate = ENCODED_FORMATS[fmt]
+    pcm = np.clip(np.round(np.asarray(x, dtype=np.float64).reshape(-1) * 32767), -32768, 32767).astype(np.int16)
+    if muxer is None:
+        with tempfile.TemporaryDirectory() as d:
+            src, dst = os.path.join(d, "in.wav"), os.path.join(d, "out.ogg")
+            soundfile.write(src, pcm, rate, subtype="PCM_16")
+            subprocess.run(["sox", src, dst], check=True, timeout=60)
+            with open(dst, "rb") as fh:
+                return fh.read()
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=muxer) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
 HTML_PAGE = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
              b"<body><h1>Not Found</h1><p>The requested URL was not found on this server.</p></body></html>\n")
 
@@ -197,7 +233,8 @@ def hostile() -> dict[str, tuple[bytes, str, str]]:
         "random_as_wav": (random, "wav", "not_audio"),
         "html_page": (HTML_PAGE, "html", "not_audio"),
         "html_as_wav": (HTML_PAGE, "wav", "not_audio"),
-        "ogg": (b"OggS" + bytes(100), "ogg", "unsupported_format"),
+        "ogg_garbage": (b"OggS" + bytes(100), "ogg", "decode_error"),
+        "flac_garbage": (b"fLaC" + bytes(60), "flac", "decode_error"),
         "wav_adpcm": (wav(tone(440, 0.1, 8000), 8000).body.replace(b"\x01\x00\x01\x00", b"\x02\x00\x01\x00", 1),
                       "wav", "unsupported_format"),
         "wav_no_samples": (wav(np.zeros((0, 1)), 8000).body, "wav", "decode_error"),

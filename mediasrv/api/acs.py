@@ -31,9 +31,11 @@ from ..calls import Call, CallState, Direction
 from ..events import Build, Delivery, Event, WebhookSink
 from ..logsafe import SourceLimiter, clip
 from ..media.player import PlayRequest, SourceSpec
+from ..media.synth import DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import RsaJwtSigner
+from .voices import cloud_voice, espeak_voice
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -197,10 +199,9 @@ def _source(item: Any, i: int) -> SourceSpec:
         raise AcsError(400, "BadRequest", f"{where} must be an object", where)
     kind = str(item.get("kind", "file")).lower()
     if kind in ("text", "ssml"):
-        raise AcsError(422, "NotSupported", f"{where}: {kind} play sources are not supported (no text-to-speech); "
-                       "use a file source", f"{where}.kind")
+        return _speech_source(item, kind, where)
     if kind != "file":
-        raise AcsError(400, "BadRequest", f"{where}.kind must be 'file'", f"{where}.kind")
+        raise AcsError(400, "BadRequest", f"{where}.kind must be 'file', 'text' or 'ssml'", f"{where}.kind")
     file = item.get("file")
     uri = file.get("uri") if isinstance(file, dict) else None
     if not isinstance(uri, str) or not uri.lower().startswith(("http://", "https://")):
@@ -209,6 +210,43 @@ def _source(item: Any, i: int) -> SourceSpec:
     if cache_id is not None and not isinstance(cache_id, str):
         raise AcsError(400, "BadRequest", f"{where}.playSourceCacheId must be a string", f"{where}.playSourceCacheId")
     return SourceSpec(url=uri, cache_id=cache_id or None)
+
+
+def _speech_source(item: dict[str, Any], kind: str, where: str) -> SourceSpec:
+    """TextSource ``{"kind": "text", "text": {"text", "voiceName", "sourceLocale", "voiceKind"}}`` or
+    SsmlSource ``{"kind": "ssml", "ssml": {"ssmlText"}}`` → a speech source (voices: api/voices.py)."""
+    inner = item.get(kind)
+    if not isinstance(inner, dict):
+        raise AcsError(400, "BadRequest", f"{where}.{kind} must be an object", f"{where}.{kind}")
+    body_name = "text" if kind == "text" else "ssmlText"
+    body = inner.get(body_name)
+    if not isinstance(body, str):
+        raise AcsError(400, "BadRequest", f"{where}.{kind}.{body_name} is required", f"{where}.{kind}.{body_name}")
+    voice = DEFAULT_VOICE
+    if inner.get("customVoiceEndpointId"):
+        raise AcsError(400, "BadRequest", "custom voice endpoints are not available on this server",
+                       f"{where}.{kind}.customVoiceEndpointId")
+    if kind == "text":
+        name, locale, gender = (inner.get(k) for k in ("voiceName", "sourceLocale", "voiceKind"))
+        if name is not None:
+            mapped = cloud_voice(name) if isinstance(name, str) else None
+            if mapped is None:
+                raise AcsError(400, "BadRequest", f"voiceName {str(name)[:64]!r} has no equivalent on this server",
+                               f"{where}.text.voiceName")
+            voice = mapped
+        elif locale is not None or gender is not None:
+            mapped = espeak_voice(locale if isinstance(locale, str) else "en-US", gender if isinstance(gender, str)
+                                  else None)
+            if mapped is None:
+                raise AcsError(400, "BadRequest", f"sourceLocale {str(locale)[:32]!r} is not supported",
+                               f"{where}.text.sourceLocale")
+            voice = mapped
+    try:
+        speech = check(SpeechSpec(text=body, voice=voice, ssml=kind == "ssml"))
+    except SpeechInputError as exc:
+        target = f"{where}.{kind}.voiceName" if exc.field == "voice" else f"{where}.{kind}.{body_name}"
+        raise AcsError(400, "BadRequest", exc.message, target) from exc
+    return SourceSpec(speech=speech)
 
 
 def _optional_str(body: dict[str, Any], name: str) -> str | None:

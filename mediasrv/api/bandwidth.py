@@ -35,8 +35,11 @@ from ..calls import Call, CallState, Direction
 from ..egress import Purpose, RedirectRefused, refusal_of
 from ..events import Event
 from ..media.player import PlayRequest, SourceSpec
+from ..media.synth import SpeechInputError, SpeechSpec, check
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
+from .voices import BANDWIDTH as BANDWIDTH_VOICES
+from .voices import espeak_voice
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -66,6 +69,26 @@ class Play:
     url: str
     username: str | None = None
     password: str | None = None
+    speech: SpeechSpec | None = None  # <SpeakSentence>: played like PlayAudio, from the speech source
+
+
+def speak_sentence(el: Element, where: str) -> Play:
+    """``<SpeakSentence voice="susan" locale="en_US" gender="female">text</SpeakSentence>`` (voices.py's table)."""
+    text = "".join(el.itertext())
+    name = el.get("voice")
+    if name is not None:
+        entry = BANDWIDTH_VOICES.get(name.strip().lower())
+        voice = espeak_voice(*entry) if entry else None
+    else:
+        voice = espeak_voice(el.get("locale", "en_US"), el.get("gender", "female"))
+    if voice is None:
+        what = f"voice {name[:32]!r}" if name is not None else f"locale {el.get('locale', '')[:32]!r}"
+        raise BandwidthError(400, "validation", f"{where}: {what} is not supported")
+    try:
+        return Play("", speech=check(SpeechSpec(text=text, voice=voice)))
+    except SpeechInputError as exc:
+        field = "voice" if exc.field == "voice" else "text"
+        raise BandwidthError(400, "validation", f"{where}: {field}: {exc.message}") from exc
 
 
 @dataclass
@@ -136,6 +159,8 @@ def parse_bxml(raw: bytes, root: str, base_url: str | None = None) -> list[Verb]
         where = f"<{el.tag}> (verb {i + 1})"
         if el.tag == "PlayAudio":
             verbs.append(Play(_absolute(el.text or "", base_url, where), el.get("username"), el.get("password")))
+        elif el.tag == "SpeakSentence":
+            verbs.append(speak_sentence(el, where))
         elif el.tag == "Pause":
             try:
                 seconds = float(el.get("duration", "1"))
@@ -389,13 +414,15 @@ class BandwidthDialect:
         """Queue consecutive PlayAudio verbs back to back (no gap), then wait until all have ended."""
         ids: list[str] = []
         for verb in batch:
-            spec = SourceSpec(url=verb.url, username=verb.username, password=verb.password)
+            spec = SourceSpec(speech=verb.speech) if verb.speech is not None else \
+                SourceSpec(url=verb.url, username=verb.username, password=verb.password)
             try:
                 playbacks = self.server.media.play(script.call_id, PlayRequest(sources=[spec]))
             except KeyError:
                 return False  # the call's leg is gone
             except ValueError as exc:  # the media plane's PlayError
-                self._error(script.call_id, "PlayAudio", f"cannot play {verb.url.split('?', 1)[0]}: {exc}")
+                self._error(script.call_id, "SpeakSentence" if verb.speech else "PlayAudio",
+                            f"cannot play {spec.describe()}: {exc}")
                 continue
             ids += [pb.id for pb in playbacks]
         script.playbacks.update(ids)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+from collections.abc import Collection
 from typing import Any
 
 from aiohttp import web
@@ -29,27 +31,86 @@ class BodyError(ValueError):
     """A request body that is not a JSON object; each dialect renders it in its own error shape."""
 
 
+# aiohttp's own cap on a request body (client_max_size) is the same 1 MiB; this one also holds for
+# bodies read some other way.  No API body nests more than a few levels.
+MAX_JSON_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+
+
+def _depth_over(body: Any, limit: int) -> bool:
+    """Whether containers nest deeper than *limit* (iterative: a deep body cannot recurse here)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """*raw* as a JSON object (an empty body is ``{}``), or BodyError saying what was wrong with it."""
+    """*raw* as a JSON object (an empty body is ``{}``), or BodyError saying what was wrong with it.
+
+    Linear in the body (the C decoder, then one pass over the containers); a body over
+    MAX_JSON_BYTES, nested deeper than MAX_JSON_DEPTH (the decoder's own limit is a RecursionError
+    near 1,000) or holding an integer too long to convert is a BodyError, never a 500.
+    """
+    if len(raw) > MAX_JSON_BYTES:
+        raise BodyError(f"request body is larger than {MAX_JSON_BYTES} bytes")
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BodyError(f"request body is not valid JSON: {exc}") from exc
-    except RecursionError:  # [[[[... nested past the interpreter's limit: refused, not a 500
-        raise BodyError("request body is nested too deeply") from None
+    except RecursionError as exc:
+        raise BodyError(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from exc
+    except ValueError as exc:  # e.g. an integer over sys.get_int_max_str_digits() digits
+        raise BodyError(f"request body is not usable JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BodyError("request body must be a JSON object")
+    if _depth_over(body, MAX_JSON_DEPTH):
+        raise BodyError(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what was wrong with it."""
+def unknown_field(name: str, known: Collection[str], prefix: str = "") -> ApiError:
+    """A 400 naming *name*, with the closest of *known* as a suggestion when one is close enough."""
+    path = f"{prefix}.{name}" if prefix else name
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    details: dict[str, Any] = {"field": path}
+    if close:
+        details["suggestion"] = f"{prefix}.{close[0]}" if prefix else close[0]
+        hint = f' (did you mean "{details["suggestion"]}"?)'
+    else:
+        hint = f" (known fields: {', '.join(sorted(known))})" if known else " (this request takes no fields)"
+    return ApiError(400, "unknown_field", f"unknown field {json.dumps(path)}{hint}", **details)
+
+
+def check_fields(obj: dict[str, Any], known: Collection[str], prefix: str = "") -> None:
+    """Refuse a field the native API does not know: a misspelling must not pass silently.
+
+    Only the native API is strict; the vendor dialects ignore unknown fields as their vendors do.
+    """
+    for name in obj:
+        if name not in known:
+            raise unknown_field(str(name), known, prefix)
+
+
+async def read_json_object(request: web.Request, known: Collection[str] | None = None) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what was wrong with it.
+
+    With *known*, any other top-level field is a 400 naming it (see :func:`check_fields`).
+    """
     try:
-        return parse_json_object(await request.read())
+        body = parse_json_object(await request.read())
     except BodyError as exc:
         raise ApiError(400, "bad_json", str(exc)) from exc
+    if known is not None:
+        check_fields(body, known)
+    return body
 
 
 @web.middleware

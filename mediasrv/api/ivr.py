@@ -10,7 +10,7 @@ from aiohttp import web
 from ..calls import CallState
 from ..media import PlayError
 from ..media.collect import MAX_DIGITS, MAX_TIMEOUT_MS, Collect, CollectRequest
-from .errors import ApiError, read_json_object
+from .errors import ApiError, check_fields, read_json_object
 from .native import _live_call, _server, parse_play_request, play_error
 
 KEYS = "0123456789*#ABCD"
@@ -25,7 +25,13 @@ def _int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int
     return value
 
 
+COLLECT_FIELDS = frozenset({"prompt", "max_digits", "min_digits", "terminator", "barge_in", "command_id",
+                            "first_digit_timeout_ms", "inter_digit_timeout_ms"})
+DTMF_FIELDS = frozenset({"digits", "duration_ms"})
+
+
 def parse_collect(body: dict[str, Any]) -> CollectRequest:
+    check_fields(body, COLLECT_FIELDS)
     prompt_body = body.get("prompt")
     prompt = None
     if prompt_body is not None:
@@ -112,7 +118,7 @@ async def send_dtmf(request: web.Request) -> web.Response:
     """``{"digits": "123#", "duration_ms": 100}``: RFC 4733 if the far end offered telephone-event, else tones."""
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
-    body = await read_json_object(request)
+    body = await read_json_object(request, DTMF_FIELDS)
     digits = body.get("digits")
     if not isinstance(digits, str) or not digits:
         raise ApiError(400, "missing_field" if digits is None else "invalid_field",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..media.source import MediaLoader
 
 CHUNK = 1 << 16
+PREFETCH_FIELDS = frozenset({"url", "cache", "cache_id", "auth"})
 
 
 def _loader(request: web.Request) -> MediaLoader:
@@ -124,7 +125,7 @@ async def list_cache(request: web.Request) -> web.Response:
 
 async def prefetch(request: web.Request) -> web.Response:
     """Load a URL into the cache and answer once it is decoded: the entry, or the failure reason."""
-    body = await read_json_object(request)
+    body = await read_json_object(request, PREFETCH_FIELDS)
     loader = _loader(request)
     if "url" not in body and isinstance(body.get("cache_id"), str):
         entry = loader.cache.get(f"id:{body['cache_id']}")

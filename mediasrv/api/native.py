@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, CallState
+from ..calls import Call, CallState, Direction
 from ..media import Playback, PlayError, PlayRequest
 from ..media.player import MAX_DUCK_DB, MAX_OFFSET_MS, VOLUME_RANGE_DB
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import exposition_async
-from .errors import ApiError, read_json_object
+from .errors import ApiError, check_fields, read_json_object
 from .openapi import OPENAPI
-from .sources import parse_sources
+from .sources import SOURCE_FIELDS, parse_sources
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -108,7 +108,14 @@ def parse_target(body: dict[str, Any]) -> str | list[str]:
                    field=name)
 
 
+PLAY_FIELDS = frozenset({"sources", "loop", "overlay", "stop", "target", "target_legs", "length_s", "mix",
+                         "duck_db", "volume_db", "command_id", "barge_in", "barge_in_stops", "offset_ms",
+                         "early_media"})
+CONTROL_FIELDS = frozenset({"op", "ms", "db"})
+
+
 def parse_play_request(body: dict[str, Any]) -> PlayRequest:
+    check_fields(body, PLAY_FIELDS | SOURCE_FIELDS)
     sources = parse_sources(body)
     stop = body.get("stop")
     if stop is not None and stop not in ("current", "all"):
@@ -194,6 +201,29 @@ async def answer_call(request: web.Request) -> web.Response:
     return web.json_response(call_resource(server, call))
 
 
+async def _start_early_media(server: Server, call: Call) -> None:
+    """183 Session Progress with our SDP on a ringing inbound call (a no-op when it already has it)."""
+    if call.direction is not Direction.INBOUND:
+        raise ApiError(409, "cannot_early_media", "early media is for ringing inbound calls (an outbound call's "
+                       "early media is the callee's 183)")
+    try:
+        await server.sip.early_media(call.call_id)
+    except KeyError as exc:
+        raise ApiError(409, "call_ended", f"call {call.call_id!r} has ended") from exc
+    except RuntimeError as exc:
+        raise ApiError(409, "cannot_early_media", str(exc)) from exc
+
+
+async def early_media(request: web.Request) -> web.Response:
+    """Early media without answering (ARI ``progress``, FreeSWITCH ``pre_answer``): 183 with SDP, RTP starts."""
+    server = _server(request)
+    call = _live_call(server, request.match_info["call_id"])
+    if call.state is CallState.ANSWERED:
+        raise ApiError(409, "already_answered", "call is already answered")
+    await _start_early_media(server, call)
+    return web.json_response(call_resource(server, call))
+
+
 async def hangup_call(request: web.Request) -> web.Response:
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
@@ -218,9 +248,25 @@ async def start_playback(request: web.Request) -> web.Response:
     """One playback per target leg; the body is the first one (compatible) plus ``playbacks``."""
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
-    play = parse_play_request(await read_json_object(request))
+    body = await read_json_object(request)
+    play = parse_play_request(body)
+    allow_early = _bool(body, "early_media", True)
     if call.state is not CallState.ANSWERED:
-        raise ApiError(409, "call_not_answered", "the call must be answered before playing audio")
+        # A ringing inbound call plays as early media (183 with SDP) unless the request says not to.
+        if not allow_early or call.direction is not Direction.INBOUND:
+            raise ApiError(409, "call_not_answered", "the call must be answered before playing audio"
+                           + (" (early_media=false)" if not allow_early else ""))
+        try:
+            server.media.target_legs(call.call_id, play.target)  # checked before the 183 goes out
+            play.validate()
+            if play.overlay and not call.early_media:
+                raise PlayError("nothing_playing", "an overlay needs a playing non-overlay playback on leg "
+                                f"{call.call_id} (the call is ringing with nothing playing)")
+        except KeyError as exc:
+            raise _missing_leg(server, call, exc.args[0] if exc.args else call.call_id) from exc
+        except PlayError as exc:
+            raise play_error(exc) from exc
+        await _start_early_media(server, call)
     try:
         playbacks = server.media.play(call.call_id, play)
     except KeyError as exc:
@@ -262,7 +308,7 @@ async def control_playback(request: web.Request) -> web.Response:
     server = _server(request)
     playback_id = request.match_info["playback_id"]
     _playback_or_404(server, playback_id)
-    body = await read_json_object(request)
+    body = await read_json_object(request, CONTROL_FIELDS)
     op = body.get("op")
     if op not in CONTROL_OPS:
         raise ApiError(400, "invalid_field", f"op must be one of {', '.join(CONTROL_OPS)}", field="op")
@@ -317,7 +363,8 @@ def _since(request: web.Request) -> int | None:
 
 
 async def list_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events; ``?call_id=`` filters; ``Accept: application/json`` gives the history.
+    """Server-sent events (any Accept but an explicit JSON one); ``?call_id=`` filters;
+    ``Accept: application/json`` gives the history.
 
     With ``Last-Event-ID`` or ``?since=<seq>`` the journaled events after that seq come first (also
     those of an earlier run: seq keeps increasing across restarts), then the live feed, without gaps
@@ -328,7 +375,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     since = _since(request)
     if since is not None and since > server.events.last_seq:
         since = server.events.last_seq  # an id from the future: this journal was lost; go on from now
-    if "text/event-stream" not in request.headers.get("Accept", "text/event-stream"):
+    if _wants_json(request.headers.get("Accept", "")):
         if since is None:
             return web.json_response({"events": [e.to_dict() for e in server.events.history(call_id)]})
         try:
@@ -338,8 +385,10 @@ async def list_events(request: web.Request) -> web.StreamResponse:
         if not 1 <= limit <= 10_000:
             raise ApiError(422, "out_of_range", "limit must be 1..10000", field="limit")
         return web.json_response({"events": await server.events.since(since, call_id, limit)})
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "X-Accel-Buffering": "no"})
     await resp.prepare(request)
+    await resp.write(b": stream open\n\n")  # sends the headers now, not with the first event
     queue = server.events.subscribe()  # before the replay: nothing published meanwhile is missed
     last = since if since is not None else 0
     try:
@@ -367,6 +416,12 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     finally:
         server.events.unsubscribe(queue)
     return resp
+
+
+def _wants_json(accept: str) -> bool:
+    """The JSON history only when the client asks for JSON by name (curl's ``*/*`` gets the stream)."""
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "application/json" in types and "text/event-stream" not in types
 
 
 def _sse(seq: int, type_: str, event: dict[str, Any]) -> bytes:
@@ -405,6 +460,7 @@ def add_routes(app: web.Application) -> None:
             web.get("/v1/calls/{call_id}", get_call),
             web.delete("/v1/calls/{call_id}", hangup_call),
             web.post("/v1/calls/{call_id}/answer", answer_call),
+            web.post("/v1/calls/{call_id}/early_media", early_media),
             web.post("/v1/calls/{call_id}/playbacks", start_playback),
             web.delete("/v1/calls/{call_id}/playbacks", stop_call_playbacks),
             web.get("/v1/playbacks/{playback_id}", get_playback),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .sources import AUDIO_TYPES
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -57,6 +59,24 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "summary": "Answer a ringing call (when not auto-answering)",
                 "responses": {"200": _ok("call", "Call"), "404": _err("unknown"), "409": _err("not ringing")},
+            },
+        },
+        "/v1/calls/{call_id}/early_media": {
+            "parameters": [_CALL_ID],
+            "post": {
+                "summary": "Early media on a ringing inbound call without answering it (ARI progress, "
+                "FreeSWITCH pre_answer)",
+                "description": (
+                    "Sends 183 Session Progress with our SDP answer and starts RTP (silence until a "
+                    "playback); event call.early_media. The later answer's 200 carries the same SDP and "
+                    "the stream goes on (same SSRC, continuous seq and timestamp). The ring timeout still "
+                    "applies; the RTP inactivity timeout counts from the answer. Repeating it is a no-op."
+                ),
+                "responses": {
+                    "200": _ok("call", "Call"),
+                    "404": _err("unknown"),
+                    "409": _err("ended, already answered, outbound, or no SDP offer in the INVITE"),
+                },
             },
         },
         "/v1/calls/{call_id}/playbacks": {
@@ -118,7 +138,7 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/events": {
             "get": {
-                "summary": "Server-sent events stream (or JSON history with Accept: application/json); "
+                "summary": "Server-sent events stream for any Accept but an explicit application/json (then the JSON history); "
                            "with Last-Event-ID or since, the journaled events after that seq first (also from "
                            "before a restart), then the live feed",
                 "parameters": [
@@ -214,19 +234,35 @@ OPENAPI: dict[str, Any] = {
             },
             "Source": {
                 "type": "object",
-                "description": "exactly one of url, media, content_base64",
+                "description": "exactly one of url, media, content_base64, speak; any other field is a 400 "
+                               "unknown_field naming it (the native API is strict)",
                 "properties": {
                     "url": {"type": "string", "format": "uri"},
                     "media": {"type": "string", "description": "name of stored media (PUT /v1/media/{name})"},
                     "content_base64": {"type": "string", "description": "the audio file itself, base64"},
-                    "audio_type": {"type": "string", "enum": ["wav", "mp3", "audio/wav", "audio/x-wav",
-                                                              "audio/wave", "audio/mpeg", "audio/mp3"],
+                    "audio_type": {"type": "string", "enum": sorted(AUDIO_TYPES),
                                    "description": "a hint; the bytes decide"},
                     "cache": {"type": "boolean", "description": "true: cache even without caching headers "
                                                                 "(1 h); false: never use the cache"},
                     "cache_id": {"type": "string", "description": "cache key instead of the URL (1 h)"},
                     "auth": {"type": "object", "description": "HTTP Basic for this URL's origin only",
                              "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+                    "speak": {"$ref": "#/components/schemas/Speak"},
+                },
+            },
+            "Speak": {
+                "type": "object",
+                "description": "text to speech (espeak-ng, cached by voice, rate and text); exactly one of text, "
+                               "ssml. Errors name the field (speak.text, speak.ssml, speak.voice, speak.rate)",
+                "properties": {
+                    "text": {"type": "string", "maxLength": 3000, "description": "plain text (speech_max_chars)"},
+                    "ssml": {"type": "string", "description": "<speak> with voice, prosody, say-as, emphasis, "
+                             "break, mark, s, p, sub only (16 KiB); anything else 422"},
+                    "voice": {"type": "string", "default": "en-us",
+                              "description": "an `espeak-ng --voices` language or file name, optionally with a "
+                                             "variant: en-us, en-gb+f3"},
+                    "rate": {"type": "integer", "minimum": 80, "maximum": 450, "default": 175,
+                             "description": "words per minute"},
                 },
             },
             "PlayRequest": {
@@ -246,6 +282,12 @@ OPENAPI: dict[str, Any] = {
                     "duck_db": {"type": "number", "minimum": 0, "maximum": 90},
                     "volume_db": {"type": "number", "minimum": -60, "maximum": 20},
                     "command_id": {"type": "string"},
+                    "early_media": {
+                        "type": "boolean", "default": True,
+                        "description": "on a ringing inbound call: true plays as early media (183 Session "
+                        "Progress with our SDP, RTP before the answer; the 200 continues the same stream); "
+                        "false refuses with 409 call_not_answered",
+                    },
                 },
             },
             "Control": {
@@ -311,6 +353,7 @@ OPENAPI: dict[str, Any] = {
                     "sip_call_id": {"type": "string"},
                     "codec": {"type": ["string", "null"]},
                     "remote_rtp": {"type": ["string", "null"]},
+                    "early_media": {"type": "boolean", "description": "media flowed before the answer (183)"},
                     "packets_sent": {"type": "integer"},
                     "packets_received": {"type": "integer"},
                     "jitter_buffer": {

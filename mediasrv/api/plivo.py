@@ -24,9 +24,11 @@ from aiohttp import web
 from ..calls import Call, CallState
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from ..media.synth import SpeechInputError, SpeechSpec, check
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import plivo_headers
+from .voices import cloud_voice, espeak_voice
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -134,6 +136,35 @@ def parse_play(body: dict[str, Any]) -> tuple[PlayRequest, list[str]]:
     return request, urls
 
 
+def parse_speak(body: dict[str, Any]) -> PlayRequest:
+    """Plivo's Speak body (text, voice WOMAN|MAN|Polly.*, language, type text|ssml, legs, loop, mix)."""
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise PlivoError(400, "text is required")
+    voice_name = str(body.get("voice") or "WOMAN")
+    language = str(body.get("language") or "en-US")
+    if voice_name.upper() in ("WOMAN", "MAN"):
+        voice = espeak_voice(language, "female" if voice_name.upper() == "WOMAN" else "male")
+        if voice is None:
+            raise PlivoError(400, f"language {language[:32]!r} is not supported")
+    else:
+        voice = cloud_voice(voice_name)
+        if voice is None:
+            raise PlivoError(400, f"voice {voice_name[:64]!r} is not supported: use WOMAN, MAN or a Polly voice")
+    kind = str(body.get("type") or "text").lower()
+    if kind not in ("text", "ssml"):
+        raise PlivoError(400, f"type must be text or ssml; got {kind[:16]!r}")
+    try:
+        speech = check(SpeechSpec(text=text, voice=voice, ssml=kind == "ssml"))
+    except SpeechInputError as exc:
+        raise PlivoError(400, f"{'voice' if exc.field == 'voice' else 'text'}: {exc.message}") from exc
+    legs = body.get("legs") or "aleg"
+    if legs not in LEGS:
+        raise PlivoError(400, f"legs must be aleg, bleg or both; got {legs!r}")
+    return PlayRequest(sources=[SourceSpec(speech=speech)], loop=None if _bool(body, "loop", False) else 1,
+                       target=LEGS[legs], mix=_bool(body, "mix", True))
+
+
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The SDK sends JSON (even on DELETE); other Plivo clients send a form: accept both."""
     try:
@@ -162,6 +193,7 @@ class PlivoDialect:
         self._callbacks: dict[str, Callback] = {}  # playback id -> its command's callback
         self._stop_callbacks: dict[str, Callback] = {}  # call id -> the stop command's, while it runs
         self._hangup_callbacks: dict[str, Callback] = {}  # call id -> the hangup command's, until the call ends
+        self._speaking: dict[str, set[str]] = {}  # call id -> its Speak playbacks (DELETE Speak stops these only)
 
     def authorized(self, request: web.Request) -> bool:
         """Basic auth whose user is our auth_id and equals the path's; constant-time compares."""
@@ -217,6 +249,38 @@ class PlivoDialect:
                 self._callbacks[pb.id] = callback
         return web.json_response({"message": "play started", "api_id": api_id}, status=202)
 
+    async def speak(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """``POST …/Call/{uuid}/Speak/``: text to speech (mediasrv/api/voices.py maps the voice); 202."""
+        play = parse_speak(body)
+        api_id = str(uuid.uuid4())
+        callback = parse_callback(body, api_id)
+        call = self._call(request.match_info["call_uuid"])
+        try:
+            playbacks = self.server.media.play(call.call_id, play)
+        except KeyError as exc:
+            raise PlivoError(404, "call not found: it has no media") from exc
+        except ValueError as exc:
+            raise PlivoError(400, str(exc)) from exc
+        mine = self._speaking.setdefault(call.call_id, set())
+        for pb in playbacks:
+            mine.add(pb.id)
+            if callback is not None:
+                self._callbacks[pb.id] = callback
+        return web.json_response({"message": "speak started", "api_id": api_id}, status=202)
+
+    async def stop_speak(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """``DELETE …/Speak/``: stop this call's speech (its plays carry on); 204."""
+        callback = parse_callback(body, str(uuid.uuid4()))
+        call = self._call(request.match_info["call_uuid"])
+        if callback is not None:
+            self._stop_callbacks[call.call_id] = callback
+        try:
+            for pb_id in self._speaking.pop(call.call_id, set()):
+                self.server.media.stop_playback(pb_id, by="api")
+        finally:
+            self._stop_callbacks.pop(call.call_id, None)
+        return web.Response(status=204)
+
     async def stop(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         callback = parse_callback(body, str(uuid.uuid4()))
         call = self._call(request.match_info["call_uuid"])
@@ -244,6 +308,7 @@ class PlivoDialect:
     def render(self, event: Event) -> list[Delivery] | None:
         """A playback event → Plivo-style signed callbacks to the URLs its commands gave."""
         if event.type == "call.hangup":
+            self._speaking.pop(event.call_id, None)
             hangup_cb = self._hangup_callbacks.pop(event.call_id, None)
             return [self._hangup_delivery(event, hangup_cb)] if hangup_cb is not None and self.auth_token else None
         if event.type not in ("playback.started", "playback.ended") or not self.auth_token:
@@ -335,6 +400,10 @@ OPENAPI_DIALECT: dict[str, Any] = {
     "routes": [
         {"method": "POST", "path": _PLAY, "maps_to": "POST /v1/calls/{call_id}/playbacks"},
         {"method": "DELETE", "path": _PLAY, "maps_to": "DELETE /v1/calls/{call_id}/playbacks?stop=all"},
+        {"method": "POST", "path": "/v1/Account/{auth_id}/Call/{call_uuid}/Speak/",
+         "maps_to": "POST /v1/calls/{call_id}/playbacks {\"speak\": ...} (voices: mediasrv/api/voices.py)"},
+        {"method": "DELETE", "path": "/v1/Account/{auth_id}/Call/{call_uuid}/Speak/",
+         "maps_to": "DELETE /v1/playbacks/{id} for the call's speech"},
         {"method": "DELETE", "path": "/v1/Account/{auth_id}/Call/{call_uuid}/", "maps_to": "DELETE /v1/calls/{call_id}"},
     ],
 }
@@ -360,6 +429,10 @@ def setup(app: web.Application, server: Server) -> None:
         web.post(play, r(dialect.play)),
         web.delete(play + "/", r(dialect.stop)),
         web.delete(play, r(dialect.stop)),
+        web.post(call + "/Speak/", r(dialect.speak)),
+        web.post(call + "/Speak", r(dialect.speak)),
+        web.delete(call + "/Speak/", r(dialect.stop_speak)),
+        web.delete(call + "/Speak", r(dialect.stop_speak)),
         web.delete(call + "/", r(dialect.hangup)),
         web.delete(call, r(dialect.hangup)),
     ])

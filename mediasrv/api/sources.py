@@ -1,7 +1,8 @@
 """Parsing the source part of a play command (native API; dialects build SourceSpecs themselves).
 
-A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, or a
-synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py),
+A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, a
+synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py), or
+``{"speak": {"text" | "ssml", "voice", "rate"}}`` (text to speech, :mod:`mediasrv.media.synth`),
 with optional ``"cache": true|false``, ``"cache_id"`` and ``"auth": {"username", "password"}``
 (URL sources only).  Every mistake is a 400/422 whose ``field`` points at the offending value.
 """
@@ -14,11 +15,18 @@ from typing import Any
 from ..media.player import SourceSpec
 from ..media.source import decode_base64
 from ..media.store import valid_name
+from ..media.synth import DEFAULT_RATE, DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from ..media.tones import ToneError, dtmf_pcm, tone_pcm
-from .errors import ApiError
+from .errors import ApiError, check_fields
 
-AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3"})
+AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3",
+                         "flac", "ogg", "opus", "m4a", "aac", "audio/flac", "audio/x-flac", "audio/ogg",
+                         "audio/opus", "audio/mp4", "audio/x-m4a", "audio/aac"})
 MAX_CACHE_ID = 256
+SOURCE_FIELDS = frozenset({"url", "media", "content_base64", "audio_type", "cache", "cache_id", "auth",
+                           "tone", "duration_ms", "digits", "digit_ms", "gap_ms", "speak"})
+AUTH_FIELDS = frozenset({"username", "password"})
+SPEAK_FIELDS = frozenset({"text", "ssml", "voice", "rate"})
 
 
 def _at(prefix: str, name: str) -> str:
@@ -72,10 +80,18 @@ def parse_synth(item: dict[str, Any], field: str) -> SourceSpec:
     return spec
 
 
-def parse_source(item: Any, field: str) -> SourceSpec:
-    """One source object → a SourceSpec, or a 400/422 naming *field*."""
+def parse_source(item: Any, field: str, strict: bool = True) -> SourceSpec:
+    """One source object → a SourceSpec, or a 400/422 naming *field*.
+
+    *strict*: any key but the source fields is an unknown field (off where the object is the
+    whole play command, whose other fields the caller checks).
+    """
     if not isinstance(item, dict):
         raise ApiError(400, "invalid_field", f"{field or 'body'} must be an object", field=field)
+    if strict:
+        check_fields(item, SOURCE_FIELDS, field)
+    if "speak" in item:
+        return parse_speak(item, field)
     if item.get("tone") is not None or item.get("digits") is not None:
         return parse_synth(item, field)
     url = _str(item, "url", field, "an http(s) URL")
@@ -102,7 +118,7 @@ def parse_source(item: Any, field: str) -> SourceSpec:
                            field=_at(field, "content_base64")) from exc
         if not spec.content:
             raise ApiError(400, "invalid_field", "content_base64 holds no bytes", field=_at(field, "content_base64"))
-    audio_type = _str(item, "audio_type", field, "\"wav\" or \"mp3\"")
+    audio_type = _str(item, "audio_type", field, "an audio type such as \"wav\", \"mp3\" or \"flac\"")
     if audio_type is not None:
         if audio_type.lower() not in AUDIO_TYPES:
             raise ApiError(422, "invalid_field", f"audio_type must be one of {sorted(AUDIO_TYPES)}",
@@ -122,6 +138,7 @@ def parse_source(item: Any, field: str) -> SourceSpec:
         if not isinstance(auth, dict) or not isinstance(auth.get("username"), str):
             raise ApiError(400, "invalid_field", "auth must be {\"username\", \"password\"}",
                            field=_at(field, "auth.username"))
+        check_fields(auth, AUTH_FIELDS, _at(field, "auth"))
         password = auth.get("password", "")
         if not isinstance(password, str):
             raise ApiError(400, "invalid_field", "auth.password must be a string", field=_at(field, "auth.password"))
@@ -138,5 +155,44 @@ def parse_sources(body: dict[str, Any]) -> list[SourceSpec]:
         items = body["sources"]
         if not isinstance(items, list) or not items:
             raise ApiError(400, "invalid_field", "sources must be a non-empty list", field="sources")
+        stray = sorted(SOURCE_FIELDS & body.keys())
+        if stray:
+            raise ApiError(422, "conflicting_fields", f"give the source in 'sources' or at the top level, not both "
+                           f"(top-level {', '.join(repr(s) for s in stray)})", field=stray[0])
         return [parse_source(item, f"sources[{i}]") for i, item in enumerate(items)]
-    return [parse_source(body, "")]
+    return [parse_source(body, "", strict=False)]
+
+
+
+def parse_speak(item: dict[str, Any], field: str) -> SourceSpec:
+    """``{"speak": {"text": ..., "voice": "en-us", "rate": 175}}`` (or ``"ssml"`` instead of ``"text"``)."""
+    where = _at(field, "speak")
+    others = [k for k in ("url", "media", "content_base64", "tone", "digits") if item.get(k) is not None]
+    if others:
+        raise ApiError(422, "conflicting_fields", f"give one of 'url', 'media', 'content_base64' or 'speak', not "
+                       f"'speak' and {others[0]!r}", field=_at(field, others[0]))
+    speak = item["speak"]
+    if not isinstance(speak, dict):
+        raise ApiError(400, "invalid_field", "speak must be an object {\"text\" or \"ssml\", \"voice\", \"rate\"}",
+                       field=where)
+    check_fields(speak, SPEAK_FIELDS, where)
+    text, ssml = speak.get("text"), speak.get("ssml")
+    if (text is None) == (ssml is None):
+        raise ApiError(400, "missing_field" if text is None else "conflicting_fields",
+                       "speak needs exactly one of 'text' or 'ssml'", field=f"{where}.text")
+    kind = "text" if text is not None else "ssml"
+    body = text if text is not None else ssml
+    if not isinstance(body, str):
+        raise ApiError(400, "invalid_field", f"{kind} must be a string", field=f"{where}.{kind}")
+    voice = speak.get("voice", DEFAULT_VOICE)
+    if not isinstance(voice, str) or not voice:
+        raise ApiError(400, "invalid_field", "voice must be a voice name such as \"en-us\"", field=f"{where}.voice")
+    rate = speak.get("rate", DEFAULT_RATE)
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise ApiError(400, "invalid_field", "rate must be an integer (words per minute)", field=f"{where}.rate")
+    try:
+        spec = check(SpeechSpec(text=body, voice=voice.lower(), rate=rate, ssml=ssml is not None))
+    except SpeechInputError as exc:
+        raise ApiError(exc.status, "invalid_speech" if exc.status == 422 else "invalid_field", exc.message,
+                       field=f"{where}.{exc.field}") from exc
+    return SourceSpec(speech=spec)

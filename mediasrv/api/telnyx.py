@@ -28,10 +28,12 @@ from aiohttp import web
 from ..calls import Call, CallState, Direction
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from ..media.synth import SpeechInputError, SpeechSpec, check
 from ..rooms import BRIDGE
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import Ed25519Signer
+from .voices import cloud_voice, espeak_voice
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -92,6 +94,7 @@ class PlaybackInfo:
     media_url: str | None
     media_name: str | None
     overlay: bool
+    speak: bool = False  # a speak command: its webhooks are call.speak.started / call.speak.ended
 
 
 def _iso(ts: float | None) -> str | None:
@@ -197,6 +200,42 @@ def parse_playback_start(body: dict[str, Any]) -> tuple[PlayRequest, PlaybackInf
         sources=[spec], loop=loop, overlay=overlay, stop=stop, target=target or "self", command_id=command_id
     )
     return request, PlaybackInfo(client_state, audio_url, media_name, overlay)
+
+
+SPEAK_LANGUAGE = "en-US"
+SPEAK_FIELDS = {"text": "/payload", "ssml": "/payload", "voice": "/voice", "rate": "/voice"}
+
+
+def parse_speak(body: dict[str, Any]) -> tuple[PlayRequest, PlaybackInfo]:
+    """``speak`` body → a PlayRequest with one speech source (voice table: api/voices.py)."""
+    payload = _opt_str(body, "payload")
+    if payload is None:
+        raise TelnyxError("10004", "payload is required", "/payload")
+    voice_name = _opt_str(body, "voice")
+    if voice_name is None:
+        raise TelnyxError("10004", "voice is required", "/voice")
+    payload_type = _enum(body, "payload_type", ("text", "ssml"), "text")
+    _enum(body, "service_level", ("basic", "premium"))
+    language = _opt_str(body, "language") or SPEAK_LANGUAGE
+    if voice_name.lower() in ("female", "male"):
+        voice = espeak_voice(language, voice_name)
+        if voice is None:
+            raise TelnyxError("10032", f"language {language[:32]!r} has no voice on this server", "/language")
+    else:
+        voice = cloud_voice(voice_name)
+        if voice is None:
+            raise TelnyxError("10032", f"voice {voice_name[:64]!r} has no equivalent on this server: use female, "
+                                       "male, a Polly.* or an Azure neural voice of the table", "/voice")
+    try:
+        speech = check(SpeechSpec(text=payload, voice=voice, ssml=payload_type == "ssml"))
+    except SpeechInputError as exc:
+        raise TelnyxError("10015" if exc.status == 400 else "90061", exc.message,
+                          SPEAK_FIELDS.get(exc.field, "/payload"), status=422) from exc
+    target = _enum(body, "target_legs", ("self", "opposite", "both"), "self")
+    request = PlayRequest(sources=[SourceSpec(speech=speech)], loop=parse_loop(body.get("loop")),
+                          stop=_enum(body, "stop", ("current", "all")), target=target or "self",
+                          command_id=_opt_str(body, "command_id"))
+    return request, PlaybackInfo(_client_state(body), None, None, False, speak=True)
 
 
 # -- the dialect -------------------------------------------------------------------------------
@@ -319,9 +358,15 @@ class TelnyxDialect:
             self._call_state[call_id] = client_state
 
     # -- commands ----------------------------------------------------------------------------
-    async def playback_start(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+    async def speak(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """``speak``: text or SSML through the speech source, with call.speak.* webhooks."""
+        return await self.playback_start(request, body, parse_speak)
+
+    async def playback_start(self, request: web.Request, body: dict[str, Any],
+                             parse: Callable[[dict[str, Any]], tuple[PlayRequest, PlaybackInfo]] | None = None,
+                             ) -> web.Response:
         call_id = request.match_info["call_control_id"]
-        play, info = parse_playback_start(body)
+        play, info = (parse or parse_playback_start)(body)
         self._call(call_id)
         self._remember_state(call_id, info.client_state)
         if info.client_state is None:
@@ -456,6 +501,9 @@ class TelnyxDialect:
         event_type = self.EVENT_TYPES.get(event.type)
         if event_type is None or not self.api_key or self.signer is None:
             return None
+        spoken = self._playbacks.get(event.data.get("playback_id", "")) if event.type.startswith("playback.") else None
+        if spoken is not None and spoken.speak:
+            event_type = event_type.replace(".playback.", ".speak.")
         url = self._call_webhook.get(event.call_id) or self.webhook_url
         if event.type == "call.hangup":
             with contextlib.suppress(RuntimeError):  # no loop: nothing to schedule, nothing to forget
@@ -564,6 +612,13 @@ class TelnyxDialect:
             "media_name": info.media_name,
             "overlay": bool(d.get("overlay", info.overlay)),
         })
+        if info.speak:  # call.speak.*: ids, client_state and (ended) a status, nothing about media
+            for name in ("media_url", "media_name", "overlay"):
+                payload.pop(name)
+            if ended:
+                payload["status"] = "call_hangup" if d.get("status") == "call_hangup" else \
+                    "completed" if d.get("status") == "completed" else playback_status(d)["status"]
+            return payload
         if ended:
             payload.update(playback_status(d))
         return payload
@@ -603,9 +658,12 @@ OPENAPI_DIALECT: dict[str, Any] = {
     "auth": "Authorization: Bearer <MEDIASRV_TELNYX_API_KEY>",
     "errors": '{"errors": [{"code", "title", "detail", "source": {"pointer"}}]}',
     "webhooks": "call.initiated, call.answered, call.bridged, call.hangup, call.playback.started, "
-                "call.playback.ended, call.dtmf.received, call.gather.ended; Ed25519 telnyx-signature-ed25519 + telnyx-timestamp",
+                "call.playback.ended, call.speak.started, call.speak.ended, call.dtmf.received, call.gather.ended; "
+                "Ed25519 telnyx-signature-ed25519 + telnyx-timestamp",
     "routes": [
         {"method": "POST", "path": _ACTIONS + "playback_start", "maps_to": "POST /v1/calls/{call_id}/playbacks"},
+        {"method": "POST", "path": _ACTIONS + "speak",
+         "maps_to": "POST /v1/calls/{call_id}/playbacks {\"speak\": ...} (voices: mediasrv/api/voices.py)"},
         {"method": "POST", "path": _ACTIONS + "playback_stop", "maps_to": "DELETE /v1/calls/{call_id}/playbacks"},
         {"method": "POST", "path": _ACTIONS + "answer", "maps_to": "POST /v1/calls/{call_id}/answer"},
         {"method": "POST", "path": _ACTIONS + "hangup", "maps_to": "DELETE /v1/calls/{call_id}"},
@@ -637,6 +695,7 @@ def setup(app: web.Application, server: Server) -> None:
     app.add_routes([
         web.post(actions + "playback_start", r(dialect.playback_start)),
         web.post(actions + "playback_stop", r(dialect.playback_stop)),
+        web.post(actions + "speak", r(dialect.speak)),
         web.post(actions + "answer", r(dialect.answer)),
         web.post(actions + "hangup", r(dialect.hangup)),
         web.post(actions + "reject", r(dialect.reject)),

@@ -20,13 +20,16 @@ from ..sip.core import check_user_headers
 from ..sip.digest import Credentials
 from ..sip.message import ParseError, parse_uri
 from ..sip.ua import CallFailed
-from .errors import ApiError, read_json_object
+from .errors import ApiError, check_fields, read_json_object
 from .native import _call_or_404, _live_call, _server, call_resource
+from .sources import AUTH_FIELDS
 
 if TYPE_CHECKING:
     from ..server import Server
 
 ROOMS_KEY: web.AppKey[RoomRegistry] = web.AppKey("rooms", RoomRegistry)
+CALL_FIELDS = frozenset({"to", "from", "headers", "timeout_s", "auth", "transport"})
+CALL_ID_FIELD = frozenset({"call_id"})
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 600.0
 
@@ -80,6 +83,7 @@ def _credentials(server: Server, body: dict[str, Any]) -> Credentials | None:
         return Credentials(s.sip_username, s.sip_password or "") if s.sip_username else None
     if not isinstance(auth, dict) or not isinstance(auth.get("username"), str) or not auth["username"]:
         raise ApiError(400, "invalid_field", "auth must be {\"username\": ..., \"password\": ...}", field="auth")
+    check_fields(auth, AUTH_FIELDS, "auth")
     password = auth.get("password", "")
     if not isinstance(password, str):
         raise ApiError(400, "invalid_field", "auth.password must be a string", field="auth.password")
@@ -97,7 +101,7 @@ def _timeout(body: dict[str, Any]) -> float:
 
 async def create_call(request: web.Request) -> web.Response:
     server = _server(request)
-    body = await read_json_object(request)
+    body = await read_json_object(request, CALL_FIELDS)
     to = _str_field(body, "to", required=True)
     assert to is not None
     from_uri = _str_field(body, "from")
@@ -148,7 +152,7 @@ def _room_body(server: Server, room: Room) -> dict[str, Any]:
 async def bridge(request: web.Request) -> web.Response:
     server, rooms = _server(request), _rooms(request)
     a = _live_call(server, request.match_info["call_id"])
-    other = _str_field(await read_json_object(request), "call_id", required=True)
+    other = _str_field(await read_json_object(request, CALL_ID_FIELD), "call_id", required=True)
     if other == a.call_id:
         raise ApiError(409, "bridge_self", "a call cannot be bridged with itself", field="call_id")
     b = _live_call(server, other or "")
@@ -184,7 +188,7 @@ def _room_or_404(request: web.Request) -> Room:
 
 
 async def create_room(request: web.Request) -> web.Response:
-    await read_json_object(request)  # no options yet, but a malformed body is still a 400
+    await read_json_object(request, ())  # no options yet: a malformed body or any field is a 400
     room = _rooms(request).create(CONFERENCE)
     return web.json_response(_room_body(_server(request), room), status=201)
 
@@ -207,7 +211,7 @@ async def delete_room(request: web.Request) -> web.Response:
 async def join_room(request: web.Request) -> web.Response:
     server, rooms = _server(request), _rooms(request)
     room = _room_or_404(request)
-    call = _answered(_live_call(server, _str_field(await read_json_object(request), "call_id", required=True) or ""))
+    call = _answered(_live_call(server, _str_field(await read_json_object(request, CALL_ID_FIELD), "call_id", required=True) or ""))
     current = rooms.room_of(call.call_id)
     if current is not None and current is not room:
         raise ApiError(409, "already_in_room", f"call is in room {current.room_id!r}; leave it first",
@@ -222,7 +226,7 @@ async def join_room(request: web.Request) -> web.Response:
 async def leave_room(request: web.Request) -> web.Response:
     server, rooms = _server(request), _rooms(request)
     room = _room_or_404(request)
-    call = _call_or_404(server, _str_field(await read_json_object(request), "call_id", required=True) or "")
+    call = _call_or_404(server, _str_field(await read_json_object(request, CALL_ID_FIELD), "call_id", required=True) or "")
     if call.call_id not in room.members:
         raise ApiError(409, "not_in_room", f"call {call.call_id!r} is not in this room")
     rooms.leave(call.call_id, reason="api")

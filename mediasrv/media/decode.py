@@ -21,7 +21,9 @@ chunked output is not identical to its own one-shot output, and it would be a ne
 from __future__ import annotations
 
 import math
+import re
 import struct
+import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 from urllib.parse import urlsplit
@@ -33,9 +35,10 @@ import numpy as np
 from mediacodecs.g711 import ALAW_DECODE, ULAW_DECODE
 from mediacodecs.resample import FILTER_SIZE
 
+from .container import CONTAINER_KINDS, ContainerDecoder, sniff_container
 from .source import SourceError
 
-AUDIO_KINDS = ("wav", "mp3")
+AUDIO_KINDS = ("wav", "mp3", *CONTAINER_KINDS)
 CHUNK = 1 << 16
 
 # --------------------------------------------------------------------------------------------
@@ -97,14 +100,28 @@ def parse_mp3_header(b: bytes | bytearray | memoryview, at: int = 0) -> Mp3Heade
     rate_index = (b2 >> 2) & 3
     if version is None or layer != 1 or bitrate_index in (0, 15) or rate_index == 3 or b3 & 3 == 2:
         return None
-    return Mp3Header(
-        version=version,
-        rate=_MP3_RATES[version][rate_index],
-        bitrate_kbps=_MP3_BITRATES[1 if version == 1 else 2][bitrate_index],
-        channels=1 if b3 >> 6 == 3 else 2,
-        padding=(b2 >> 1) & 1,
-        crc=not (b1 & 1),
-    )
+    key = (version, rate_index, bitrate_index, b3 >> 6 == 3, (b2 >> 1) & 1, b1 & 1)
+    hdr = _HEADERS.get(key)
+    if hdr is None:  # at most 3 x 3 x 14 x 2 x 2 x 2 distinct headers: build each once
+        hdr = _HEADERS[key] = Mp3Header(
+            version=version,
+            rate=_MP3_RATES[version][rate_index],
+            bitrate_kbps=_MP3_BITRATES[1 if version == 1 else 2][bitrate_index],
+            channels=1 if b3 >> 6 == 3 else 2,
+            padding=(b2 >> 1) & 1,
+            crc=not (b1 & 1),
+        )
+    return hdr
+
+
+_HEADERS: dict[tuple[int, int, int, bool, int, int], Mp3Header] = {}
+
+
+# Where a layer III frame header can start: the sync byte, a second byte with the sync bits,
+# layer III and a valid version, and a bitrate index that is neither free (0) nor bad (15).
+# Scanning for this in C skips runs of junk, or of 0xFF, that parse_mp3_header would reject.
+_SYNC_RE = re.compile(rb"\xff[\xe2\xe3\xf2\xf3\xfa\xfb][\x10-\xef]")
+SNIFF_BYTES = 4096  # what sniff() looks at: the junk scan is bounded by it
 
 
 def id3v2_length(b: bytes | bytearray | memoryview) -> int | None:
@@ -174,8 +191,10 @@ def _sniff_mp3_frames(head: bytes, at: int) -> bool:
 
 def _mp3_chain_after_junk(head: bytes, frames: int = 3) -> bool:
     """Three consecutive, consistent frames somewhere in the head (junk or padding before them)."""
-    at = head.find(b"\xff", 1)
-    while 0 < at < len(head) - 4:
+    for m in _SYNC_RE.finditer(head, 1):
+        at = m.start()
+        if at >= len(head) - 4:
+            break
         first = parse_mp3_header(head, at)
         pos, ok = at, first is not None
         for _ in range(frames):
@@ -186,7 +205,6 @@ def _mp3_chain_after_junk(head: bytes, frames: int = 3) -> bool:
             pos += hdr.length
         if ok:
             return True
-        at = head.find(b"\xff", at + 1)
     return False
 
 
@@ -204,22 +222,26 @@ def _looks_text(head: bytes) -> bool:
 
 
 def sniff(head: bytes) -> str:
-    """What the first bytes are: wav, mp3, ogg, flac, html, json, xml, text or unknown."""
-    head = bytes(head)
+    """What the first bytes are (at most SNIFF_BYTES of them): wav, mp3, ogg, flac, mp4, aac, html,
+    json, xml, text or unknown."""
+    head = bytes(head[:SNIFF_BYTES])
     if head[:4] in _WAV_MAGIC and (len(head) < 12 or head[8:12] == b"WAVE"):
         return "wav"
     if 0 < len(head) < 4 and any(m.startswith(head) for m in _WAV_MAGIC):
         return "wav"  # too short to tell, and only WAV could start like this
     tag = id3v2_length(head)
     if tag is not None:
+        # skip every ID3v2 tag in a row here, so what follows them is sniffed once (a head of
+        # back-to-back empty tags once recursed once per tag: RecursionError at 10 KB)
+        while (more := id3v2_length(head[tag:tag + 10])) is not None:
+            tag += more
         inner = sniff(head[tag:]) if len(head) > tag + 4 else "unknown"
         return inner if inner in ("mp3", "flac") else "mp3"
     if _sniff_mp3_frames(head, 0) or _mp3_chain_after_junk(head):
         return "mp3"
-    if head[:4] == b"OggS":
-        return "ogg"
-    if head[:4] == b"fLaC":
-        return "flac"
+    container = sniff_container(head)
+    if container is not None:
+        return container
     if not _looks_text(head[:4096]):
         return "unknown"
     text = head[:4096].decode("utf-8", "ignore").lstrip("\ufeff \t\r\n").lower()
@@ -238,9 +260,10 @@ _DECLARED = {
     "mp3": "mp3", "mpeg": "mp3", "mpeg3": "mp3", "x-mpeg": "mp3", "x-mp3": "mp3", "mpg": "mp3",
     "mpeg-3": "mp3", "x-mpeg-3": "mp3",
     "ogg": "ogg", "oga": "ogg", "opus": "ogg", "vorbis": "ogg", "flac": "flac", "x-flac": "flac",
+    "mp4": "mp4", "m4a": "mp4", "x-m4a": "mp4", "aac": "aac", "x-aac": "aac", "aacp": "aac",
 }
 _EXTENSIONS = {"wav": "wav", "wave": "wav", "mp3": "mp3", "ogg": "ogg", "oga": "ogg", "opus": "ogg",
-               "flac": "flac"}
+               "flac": "flac", "m4a": "mp4", "mp4": "mp4", "aac": "aac"}
 
 
 def _mime_kind(value: str | None) -> str | None:
@@ -280,7 +303,8 @@ def decide_type(head: bytes, declared: str | None, content_type: str | None, url
 
 
 _KIND_MIME = {"html": "text/html", "json": "application/json", "xml": "application/xml",
-              "text": "text/plain", "ogg": "audio/ogg", "flac": "audio/flac"}
+              "text": "text/plain", "ogg": "audio/ogg", "flac": "audio/flac", "mp4": "audio/mp4",
+              "aac": "audio/aac"}
 
 
 def not_audio_message(head: bytes, content_type: str | None, size: int) -> str:
@@ -591,17 +615,18 @@ class _Mp3Framer:
                     break
             if len(buf) - pos < 4:
                 break
-            if buf[pos] == 0x49 and buf[pos + 1:pos + 3] == b"D3":  # "ID3"
+            b0 = buf[pos]  # tags are looked for only where one can start (not at a sync byte)
+            if b0 == 0x49 and buf[pos + 1:pos + 3] == b"D3":  # "ID3"
                 if len(buf) - pos < 10:
                     break
                 tag = id3v2_length(memoryview(buf)[pos:pos + 10])
                 if tag is not None:
                     self.skip = tag
                     continue
-            if buf[pos:pos + 3] == b"TAG" and (self.locked or self.frames):
+            if b0 == 0x54 and buf[pos:pos + 3] == b"TAG" and (self.locked or self.frames):
                 self.skip = 128  # ID3v1 trailer
                 continue
-            if buf[pos:pos + 8] == b"APETAGEX" and len(buf) - pos >= 32:
+            if b0 == 0x41 and buf[pos:pos + 8] == b"APETAGEX" and len(buf) - pos >= 32:
                 size = struct.unpack("<I", buf[pos + 12:pos + 16])[0]
                 is_header = buf[pos + 23] & 0x20
                 self.skip = 32 + size if is_header else 32
@@ -611,8 +636,7 @@ class _Mp3Framer:
                 end = pos + hdr.length
                 if end > len(buf):
                     if final and self.locked is None:  # a sync-like pattern in trailing junk
-                        pos += 1
-                        self._junk(1)
+                        pos = self._skip_to_sync(buf, pos)
                         continue
                     break  # wait for the rest of the frame
                 if self.locked is None:
@@ -622,8 +646,7 @@ class _Mp3Framer:
                         break
                     if not ((nxt is not None and nxt.same_stream(hdr)) or (final and (
                             len(buf) == end or buf[end:end + 3] == b"TAG"))):
-                        pos += 1
-                        self._junk(1)
+                        pos = self._skip_to_sync(buf, pos)  # an unconfirmed header is junk
                         continue
                     self.locked = hdr
                 out.append((hdr, bytes(buf[pos:end])))
@@ -633,15 +656,20 @@ class _Mp3Framer:
                 self.junk = 0
                 pos = end
                 continue
-            # lost sync: scan forward for the next candidate sync byte
+            # lost sync: scan forward (in C) for the next plausible frame header
             self.locked = None
-            nxt_ff = buf.find(b"\xff", pos + 1)
-            step = (nxt_ff if nxt_ff >= 0 else len(buf) - 3) - pos
-            step = max(step, 1)
-            pos += step
-            self._junk(step)
+            pos = self._skip_to_sync(buf, pos)
         del buf[:pos]
         return out
+
+    def _skip_to_sync(self, buf: bytearray, pos: int) -> int:
+        """Where the next plausible frame header after *pos* starts (or the last 3 bytes, which
+        may begin one), counting what is skipped as junk.  Tags need no look in between: the
+        byte after a sync byte is never the 'I', 'T' or 'A' that starts one."""
+        nxt = _SYNC_RE.search(buf, pos + 1)
+        step = max((nxt.start() if nxt is not None else len(buf) - 3) - pos, 1)
+        self._junk(step)
+        return pos + step
 
     def _junk(self, n: int) -> None:
         self.junk += n
@@ -746,8 +774,6 @@ class StreamDecoder:
 
     def __init__(self, kind: str, source: str, rate: int = 8000, max_seconds: float = 3600.0) -> None:
         if kind not in AUDIO_KINDS:
-            if kind in ("ogg", "flac"):
-                raise SourceError("unsupported_format", f"{source}: {kind} audio is not supported (WAV or MP3)")
             raise SourceError("not_audio", f"{source}: {_KIND_MIME.get(kind, kind)} data, not audio")
         self.kind = kind
         self.source = source
@@ -762,6 +788,9 @@ class StreamDecoder:
         self._wav = _WavParser() if kind == "wav" else None
         self._framer = _Mp3Framer() if kind == "mp3" else None
         self._mp3 = _Mp3Decoder() if kind == "mp3" else None
+        self._container = ContainerDecoder(kind) if kind in CONTAINER_KINDS else None
+        if self._container is not None:  # dropped without finish (a cancelled load): its thread ends
+            weakref.finalize(self, self._container.close)
         self._resampler: StreamResampler | None = None
         self._error: SourceError | None = None
         self._finished = False
@@ -789,6 +818,7 @@ class StreamDecoder:
             self._error = SourceError(exc.reason, f"{self.source}: {exc.message}")
         except (av.FFmpegError, ValueError, struct.error) as exc:
             self._error = SourceError("decode_error", f"{self.source}: {type(exc).__name__}: {exc}")
+        self.close()
         raise self._error
 
     def _feed(self, chunk: bytes | bytearray | memoryview) -> np.ndarray:
@@ -800,6 +830,8 @@ class StreamDecoder:
                 return np.zeros(0, np.int16)
             self._set_stream(fmt.label, fmt.rate, fmt.channels)
             return self._emit(fmt.to_mono(raw))
+        if self._container is not None:
+            return self._emit_container(self._container.feed(chunk))
         assert self._framer is not None and self._mp3 is not None
         frames = self._framer.feed(chunk)
         if not frames:
@@ -814,10 +846,27 @@ class StreamDecoder:
         same = [(h, d) for h, d in frames if h.rate == self.source_rate]
         return self._emit(self._mp3.decode(same))
 
+    def _emit_container(self, parts: list[np.ndarray]) -> np.ndarray:
+        c = self._container
+        assert c is not None
+        if not parts:
+            return np.zeros(0, np.int16)
+        self._set_stream(c.label or c.kind, c.rate or self.rate, c.channels or 1)
+        return self._emit(np.concatenate(parts))
+
+    def close(self) -> None:
+        """Abandon the decode (a container decoder's thread ends; nothing else holds resources)."""
+        if self._container is not None:
+            self._container.close()
+
     def _finish(self) -> np.ndarray:
         self._finished = True
         tail = np.zeros(0, np.int16)
-        if self._wav is not None:
+        if self._container is not None:
+            tail = self._emit_container(self._container.finish())
+            if self.source_samples == 0:
+                raise SourceError("decode_error", f"{self._container.label or self.kind} holds no audio samples")
+        elif self._wav is not None:
             self._wav.finish()
             if self._wav.data_seen < (self._wav.fmt.block if self._wav.fmt else 1):
                 raise SourceError("decode_error", "WAV holds no audio samples")
@@ -924,6 +973,6 @@ def describe_audio(body: bytes, decode: bool = True, max_seconds: float = 3600.0
                 samples = min(samples, xing.frames * first.samples - xing.start_pad - xing.end_pad)
         return {"format": f"mp3/{first.label}", "sample_rate": first.rate, "channels": first.channels,
                 "duration_ms": int(max(samples, 0) * 1000 / first.rate), "bytes": len(body)}
-    if kind in ("ogg", "flac"):
-        raise SourceError("unsupported_format", f"{kind} audio is not supported (WAV or MP3)")
+    if kind in CONTAINER_KINDS:  # headers alone say too little: decode (the output is discarded)
+        return describe_audio(body, True, max_seconds)
     raise SourceError("not_audio", not_audio_message(body[:4096], None, len(body)))

@@ -59,7 +59,9 @@ def serve(conn: Connection) -> None:
                 decoders[sid] = StreamDecoder(*msg[2:])
                 conn.send(("ok", None))
             elif op == "close":
-                decoders.pop(sid, None)
+                dropped = decoders.pop(sid, None)
+                if dropped is not None and hasattr(dropped, "close"):
+                    dropped.close()
                 conn.send(("ok", None))
             elif op == "streams":
                 conn.send(("ok", len(decoders)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -17,7 +18,7 @@ import numpy as np
 from mediacodecs.g711 import decode as decode_g711
 from mediacodecs.g711 import silence_byte
 
-from ..calls import Call, CallState, Direction
+from ..calls import Call, CallState, NegotiatedMedia
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
@@ -56,6 +57,8 @@ class MediaSettings:
     fetch_allow_cidrs: list[str] = field(default_factory=list)
     fetch_deny_cidrs: list[str] = field(default_factory=list)
     decode_processes: int = 1  # worker processes for long decodes (0: decode in threads of this process)
+    fetch_connect_timeout_s: float = 5.0
+    fetch_first_byte_timeout_s: float = 10.0
     rtcp_interval_s: float = 5.0
     use_timerfd: bool = True
 
@@ -64,7 +67,7 @@ class LegDriver(Tickable):
     """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
 
     __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
-                 "negotiated", "held", "call", "last_slow", "tx", "_tx_done")
+                 "negotiated", "held", "call", "last_slow", "tx", "_tx_done", "applied")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
@@ -81,6 +84,7 @@ class LegDriver(Tickable):
         self.last_slow: bytes | None = None  # the slow path's last payload (the level meter reads it)
         self.tx: DtmfSender | None = None  # digits being sent: they take the leg's ticks (the player is held)
         self._tx_done: Callable[[], None] | None = None
+        self.applied: NegotiatedMedia | None = None  # what media_changed last set up (a copy)
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -170,8 +174,11 @@ class LegDriver(Tickable):
 
 
 def _early_media(call: Call | None) -> bool:
-    """An outbound call's 183 media before the answer: its ring time is the caller's timeout, not ours."""
-    return call is not None and call.direction is Direction.OUTBOUND and call.state is not CallState.ANSWERED
+    """Media before the answer (183 with SDP, either direction): the RTP timeout counts from the answer.
+
+    An outbound call's ring time is the caller's timeout; an inbound one's is ``ring_timeout_s``.
+    """
+    return call is not None and call.state is not CallState.ANSWERED
 
 
 def _raise_fd_limit() -> None:
@@ -202,7 +209,8 @@ class MediaPlane:
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
             allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
-            decode_processes=settings.decode_processes,
+            decode_processes=settings.decode_processes, connect_timeout_s=settings.fetch_connect_timeout_s,
+            first_byte_timeout_s=settings.fetch_first_byte_timeout_s,
         )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
@@ -310,6 +318,12 @@ class MediaPlane:
         if driver is None or media is None:
             return
         leg = driver.leg
+        if driver.negotiated and media == driver.applied:
+            # The same media again: the 200 after our 183 (or theirs), a session refresh. The stream
+            # goes on untouched (no re-encode, no marker, a symmetric-RTP latch kept); only the
+            # inactivity timeout counts from now, so it starts at the answer.
+            leg.stats.last_inbound = time.monotonic()
+            return
         if media.remote_addr is not None:
             # the SIP layer checked this already; checked again here so no path can skip it
             why = self.check_remote(media.remote_addr)
@@ -328,6 +342,7 @@ class MediaPlane:
         leg.te_pt = media.telephone_event_pt
         leg.stats.last_inbound = time.monotonic()
         driver.negotiated = True
+        driver.applied = dataclasses.replace(media)
         driver.held = not (media.send_enabled and media.recv_enabled and media.remote_addr is not None)
         sending = media.send_enabled and media.remote_addr is not None
         if sending and driver.entry is None:

@@ -42,6 +42,7 @@ from mediacodecs.g711 import decode as g711_decode
 from mediacodecs.g711 import encode as g711_encode
 
 from .source import Media, SourceError
+from .synth import SpeechSpec
 
 FINAL_STATES = frozenset({"completed", "stopped", "failed", "call_hangup"})
 MAX_LOOP = 100
@@ -101,6 +102,7 @@ class SourceSpec:
     password: str | None = field(default=None, repr=False)
     cache: bool | None = None  # True: cache even without HTTP caching headers; False: never; None: RFC 9111
     cache_id: str | None = None  # caller's cache key (a rotating signed URL can share one entry)
+    speech: SpeechSpec | None = None  # text to speech (synth.py), cached by engine, voice, rate and text
     tone: str | None = None  # a synthesized tone (media/tones.py grammar), e.g. "ring" or "440+480:2000/4000"
     digits: str | None = None  # in-band DTMF tones for these keys
     duration_ms: int | None = None  # tone: its length (default: one cadence cycle, 1 s when continuous)
@@ -112,6 +114,8 @@ class SourceSpec:
         return self.tone is not None or self.digits is not None
 
     def describe(self) -> str:
+        if self.speech is not None:
+            return self.speech.describe()
         if self.tone is not None:
             return f"tone:{self.tone}"
         if self.digits is not None:

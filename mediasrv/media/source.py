@@ -33,12 +33,14 @@ import soundfile
 from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
 
+from ..logsafe import clip
 from ..timing import Timing
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers
 from .errors import SourceError
 from .fetch import Fetcher, FetchResponse, FetchSettings, public_url
 from .store import MEDIA_NAME, MediaStore
+from .synth import get_engine
 
 if TYPE_CHECKING:
     from .player import SourceSpec
@@ -321,7 +323,8 @@ class MediaLoader:
             else None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
-                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0, "synthesized": 0}
+                      "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0, "synthesized": 0,
+                      "syntheses": 0}
         self.load_time = Timing()  # successful loads, claim to fully decoded (mediasrv_source_load_seconds)
         self._synth: dict[tuple[Any, ...], Media] = {}  # tone/digits sources, least recently used first
 
@@ -389,7 +392,9 @@ class MediaLoader:
             except ValueError:
                 return None  # the load reports it as a failed source
         try:
-            if spec.media is not None:
+            if spec.speech is not None:
+                media = self.cache.media(spec.speech.cache_key())
+            elif spec.media is not None:
                 mtime, size = self.store.version(spec.media)
                 media = self.cache.media(f"media:{spec.media}:{mtime}:{size}")
             elif spec.url is not None and spec.cache is not False:
@@ -436,7 +441,9 @@ class MediaLoader:
 
     def _flight(self, spec: SourceSpec, keep: bool = False) -> _Flight:
         loop = asyncio.get_running_loop()
-        if spec.url is not None:
+        if spec.speech is not None:
+            key = spec.speech.cache_key()
+        elif spec.url is not None:
             key = self._key(spec) or f"nocache:{uuid.uuid4().hex}"
         elif spec.media is not None:
             key = f"media:{spec.media}"
@@ -490,7 +497,9 @@ class MediaLoader:
         media: Media | None = None
         t0 = time.perf_counter()
         try:
-            if spec.synthesized:
+            if spec.speech is not None:
+                media = await self._load_speech(key, spec, flight)
+            elif spec.synthesized:
                 try:
                     media = self.synth(spec)
                 except ValueError as exc:
@@ -535,6 +544,9 @@ class MediaLoader:
         exc = exc.with_traceback(None)
         exc.__cause__ = exc.__context__ = None
         self.stats["failures"] += 1
+        # the call id comes from the context of the play that started this load (logs.py)
+        log.info("fetch failed: %s: %s", exc.reason, clip(exc.message, 200),
+                 extra={"event": "source.failed", "reason": exc.reason})
         if not flight.first.done():
             flight.first.set_exception(exc)
         elif flight.first.exception() is None:
@@ -617,6 +629,24 @@ class MediaLoader:
         for key in self.cache.written(entry):
             await loop.run_in_executor(None, self.cache.delete_files, key)
 
+    async def _load_speech(self, key: str, spec: SourceSpec, flight: _Flight) -> Media:
+        """Text to speech: a cached decode, or the engine's WAV (a child process) through the WAV decode path."""
+        speech = spec.speech
+        assert speech is not None
+        media = self.cache.media(key)
+        if media is not None:
+            self.stats["cache_hits"] += 1
+            self.cache.entries[key].hits += 1
+            return media
+        self.stats["syntheses"] += 1
+        wav = await get_engine().synthesize(speech.text, speech.voice, speech.rate, speech.ssml)
+        flight.check()
+        media = await self._decode_stream(speech.describe(), _one(wav), flight, declared="wav", size_hint=len(wav))
+        # memory only: it is cheaper to say again than to keep on disk, and the text may be private
+        self.cache.put(CacheEntry(key=key, source=speech.describe(), samples=len(media.pcm), stored_at=time.time(),
+                                  fresh_until=float("inf")), media)
+        return media
+
     async def _load_stored(self, name: str, flight: _Flight) -> Media:
         loop = asyncio.get_running_loop()
         mtime, size = await loop.run_in_executor(None, self.store.version, name)
@@ -669,7 +699,9 @@ class MediaLoader:
         builder = MediaBuilder(source)
         pending: bytes | None = head
         remote = None
-        small = size_hint is not None and size_hint <= THREAD_DECODE_BYTES
+        # FLAC/Ogg/MP4/AAC pack more audio per byte and decode slower than WAV/MP3: a lower bar
+        limit = THREAD_DECODE_BYTES if decoder.kind in ("wav", "mp3") else THREAD_DECODE_BYTES // 8
+        small = size_hint is not None and size_hint <= limit
         if self._workers is not None and not small and self._workers.available():
             remote = await self._workers.open(decoder.kind, source, RATE, self.max_audio_seconds)
             self.stats["process_decodes"] += 1

@@ -19,14 +19,13 @@ import ipaddress
 import logging
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
+from aiortc.rtp import RtcpByePacket, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
 
-from .packet import HEADER, RtpError
+from .packet import HEADER, MAX_DATAGRAM, RtpError, parse_rtcp
 from .packet import parse as parse_rtp
 
 log = logging.getLogger("mediasrv.rtp")
@@ -270,7 +269,7 @@ class RtpLeg:
     def _read_rtp(self, sock: socket.socket) -> None:
         for _ in range(64):  # bounded: one flooded leg cannot starve the loop
             try:
-                data, addr = sock.recvfrom(2048)
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -333,15 +332,15 @@ class RtpLeg:
     def _read_rtcp(self) -> None:
         for _ in range(16):
             try:
-                data, addr = self.rtcp_sock.recvfrom(2048)
+                data, addr = self.rtcp_sock.recvfrom(MAX_DATAGRAM)
             except OSError:
                 return
             if not self._from_remote(addr, self.remote_rtcp):
                 self.stats.dropped_foreign += 1
                 continue
             try:
-                packets = RtcpPacket.parse(data)
-            except (ValueError, struct.error, IndexError):
+                packets = parse_rtcp(data)
+            except RtpError:
                 self.stats.malformed += 1
                 continue
             self.stats.rtcp_received += 1

@@ -5,8 +5,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from aiortc.rtp import AnyRtcpPacket, RtcpPacket
+
 HEADER = struct.Struct("!BBHII")
 HEADER_SIZE = HEADER.size  # 12
+MAX_DATAGRAM = 2048  # what a leg reads per datagram (recvfrom); a longer one arrives truncated
 
 
 class RtpError(ValueError):
@@ -54,3 +57,18 @@ def parse(data: bytes) -> RtpHeader:
     if 72 <= pt <= 76:  # RTCP packet types 200-204 with the marker bit: not RTP
         raise RtpError("RTCP packet on the RTP port")
     return RtpHeader(pt, bool(b1 & 0x80), seq, ts, ssrc, offset, end - offset)
+
+
+def parse_rtcp(data: bytes) -> list[AnyRtcpPacket]:
+    """A compound RTCP datagram (RFC 3550 §6) → its packets, or RtpError.
+
+    aiortc's parser walks the packets by their own length fields (linear) and raises ValueError,
+    struct.error or IndexError on the inconsistencies a hostile peer can send; all become RtpError.
+    Datagrams longer than a leg ever reads are refused, so its per-packet loops stay bounded.
+    """
+    if len(data) > MAX_DATAGRAM:
+        raise RtpError(f"{len(data)} bytes is longer than an RTCP datagram we read")
+    try:
+        return RtcpPacket.parse(data)
+    except (ValueError, struct.error, IndexError) as exc:
+        raise RtpError(f"bad RTCP: {exc}") from exc

@@ -16,14 +16,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..calls import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia
+from ..logs import with_call_id
 from ..logsafe import SourceLimiter, clip
 from . import digest
 from . import sdp as sdpmod
 from .admission import Admission, AdmissionSettings, AuthOutcome
 from .dialog import Dialog, uac_dialog, uas_dialog
 from .digest import Credentials
+from .guard import SourceLog
 from .info import INFO_TYPES, InfoError, parse_info
-from .message import ParseError, Request, Response, build_request_head, parse, split_header_list
+from .message import (
+    MAX_HEADER_BYTES,
+    ParseError,
+    Request,
+    Response,
+    build_request_head,
+    parse,
+    split_header_list,
+)
 from .timers import Timer, TimerHeap
 from .transaction import ClientInviteTx, ClientTx, Dest, ServerInviteTx, ServerTx, TransactionLayer
 
@@ -36,11 +46,12 @@ SCHEMES = ("sip", "sips", "tel")
 REASONS = {
     100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 407: "Proxy Authentication Required",
-    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 415: "Unsupported Media Type",
+    405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout", 413: "Request Entity Too Large",
+    414: "Request-URI Too Long", 415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 486: "Busy Here", 487: "Request Terminated",
     488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error", 503: "Service Unavailable",
-    505: "Version Not Supported", 603: "Decline",
+    505: "Version Not Supported", 513: "Message Too Large", 603: "Decline",
 }
 
 
@@ -65,7 +76,7 @@ RESERVED_HEADERS = frozenset(
         "User-Agent", "Route", "Record-Route", "Require", "Proxy-Require", "Supported", "k", "Expires",
     )
 )
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")  # \Z: "$" would accept a name ending in "\n"
 
 
 def failure_cause(status: int) -> str:
@@ -149,7 +160,8 @@ class Session:
     offer_body: bytes = b""  # our SDP offer, the same in every (authenticated) retry
     credentials: Credentials | None = None
     auth_attempts: int = 0
-    early_media: bool = False  # an 18x carried the SDP answer
+    early_media: bool = False  # outbound: an 18x carried the SDP answer; inbound: our 183 carried ours
+    early_answer: bytes | None = None  # inbound: the SDP answer sent in the 183, repeated as is in the 200
     ring_timer: Timer | None = None  # inbound, ringing: ends the call after CoreSettings.ring_timeout_s
 
 
@@ -183,6 +195,8 @@ class SipCore:
             "calls_out": 0,
             "rejected": 0,
             "no_ack": 0,
+            "too_large": 0,  # messages over a size limit (413/414/513, or a TCP stream closed for it)
+            "over_budget": 0,  # messages whose handling took longer than the budget (guard.py)
             "sdp_refused": 0,
             # admission (admission.py): refusals and drops before any state is kept
             "refused_source": 0,
@@ -198,8 +212,7 @@ class SipCore:
         self.sessions: dict[str, Session] = {}  # by Call.call_id
         self._ids = itertools.count(1)
         self._prefix = f"{random.getrandbits(40):010x}"
-        self._malformed_logged_at = -1e9
-        self._malformed_suppressed = 0
+        self.source_log = SourceLog(log)
         self.admission = Admission(settings.admission)
         self._refusal_log = SourceLimiter(rate=1.0, burst=5)
 
@@ -277,6 +290,11 @@ class SipCore:
         tx.respond(status, self.response(tx.request, status, tx.dest, to_tag, **kw))
 
     # -- input ------------------------------------------------------------------------------------
+    def reject(self, data: bytes, dest: Dest, exc: ParseError) -> None:
+        """A message the transport could not frame (over a limit, bad Content-Length): count, log
+        and answer it statelessly as if it had failed to parse."""
+        self._malformed(data, dest, exc)
+
     def receive(self, data: bytes, dest: Dest) -> None:
         """Feed one datagram or one framed stream message."""
         try:
@@ -293,14 +311,13 @@ class SipCore:
 
     def _malformed(self, data: bytes, dest: Dest, exc: ParseError) -> None:
         self.stats["malformed"] += 1
+        if exc.status in (413, 414, 513):
+            self.stats["too_large"] += 1
         now = self.clock()
-        if now - self._malformed_logged_at >= 1.0:
-            extra = f" ({self._malformed_suppressed} more suppressed)" if self._malformed_suppressed else ""
-            log.warning("malformed SIP message from %s:%s: %s%s", dest.addr[0], dest.addr[1], clip(exc.reason), extra)
-            self._malformed_logged_at = now
-            self._malformed_suppressed = 0
-        else:
-            self._malformed_suppressed += 1
+        self.source_log.log(
+            logging.WARNING, dest.addr[0], "malformed SIP message from %s:%s: %s",
+            dest.addr[0], dest.addr[1], clip(exc.reason),
+        )
         resp = stateless_error(data, exc.status, exc.reason, dest, self.settings.user_agent)
         if resp is not None:
             if not self.admission.take(dest.addr[0], now):  # answers to garbage share the source's budget
@@ -497,13 +514,19 @@ class SipCore:
         session.sdp_version = 1
         tx.context = session
         tx.on_no_ack = self._no_ack
+        self._take_call(session, tx, tag)
+
+    @with_call_id(lambda session, *_: session.call.call_id)
+    def _take_call(self, session: Session, tx: ServerInviteTx, tag: str) -> None:
+        """A new inbound call from here on: registered, media allocated, answered or ringing."""
+        call, s = session.call, self.settings
         self.stats["calls_in"] += 1
         self.registry.add(call)
         self.sessions[call.call_id] = session
         try:
             call.local_rtp = self.media.allocate(call)
         except Exception as exc:  # noqa: BLE001 - any media failure is a 503, never silence
-            log.warning("media allocation failed for %s: %s", call.call_id, exc)
+            log.warning("media allocation failed: %s", exc)
             self.stats["rejected"] += 1
             self._respond(tx, 503, tag, headers=[("Retry-After", "1")])
             self._end(session, "rejected", "server", 503, release=False)
@@ -514,7 +537,7 @@ class SipCore:
             else:
                 self._ring(session)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the call's resources go back
-            log.warning("call %s failed during setup: %s", call.call_id, clip(repr(exc)))
+            log.warning("call failed during setup: %s", clip(repr(exc)))
             if tx.state == "proceeding":
                 self._respond(tx, 500, tag)
             self._end(session, "media_error", "server", 500)
@@ -563,6 +586,7 @@ class SipCore:
             self.dialogs[session.dialog.key] = session
         return session.dialog
 
+    @with_call_id(lambda session: session.call.call_id)
     def _ring(self, session: Session) -> None:
         tx = session.invite_tx
         assert isinstance(tx, ServerInviteTx)
@@ -573,6 +597,7 @@ class SipCore:
             session.ring_timer = self.timers.schedule(self.clock() + self.settings.ring_timeout_s,
                                                       lambda: self._ring_timeout(session))
 
+    @with_call_id(lambda session: session.call.call_id)
     def _ring_timeout(self, session: Session) -> None:
         session.ring_timer = None
         tx = session.invite_tx
@@ -582,13 +607,46 @@ class SipCore:
         self._respond(tx, 480, session.local_tag)
         self._end(session, "no_answer", "server", 480)
 
+    @with_call_id(lambda session: session.call.call_id)
+    def _progress(self, session: Session) -> None:
+        """Early media on a ringing inbound call: 183 Session Progress with our SDP answer, RTP starts.
+
+        The 183 goes unreliably (no 100rel: an INVITE that requires it was refused 420), so the
+        200 repeats the very same answer (same o= id and version, RFC 3261 13.2.1 / RFC 6337 3.1)
+        and the media plane carries on with the same stream. Only the INVITE's own retransmissions
+        re-send it (the server transaction answers them with its last provisional).
+        """
+        tx = session.invite_tx
+        assert isinstance(tx, ServerInviteTx) and session.offer_sdp is not None and session.offer_plan is not None
+        call = session.call
+        local = call.local_rtp or (self.settings.host, 0)
+        body = sdpmod.build_answer(session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version)
+        if not self._apply_media(call, session.offer_plan.media):
+            self._respond(tx, 500, session.local_tag, headers=[("Warning", '399 mediasrv "media setup failed"')])
+            self._end(session, "media_error", "server", 500)
+            return
+        self._dialog_for(session)
+        session.early_answer = body
+        self._respond(
+            tx,
+            183,
+            session.local_tag,
+            headers=[("Contact", self._contact(tx.dest.transport)), ("Content-Type", "application/sdp")],
+            body=body,
+        )
+        session.early_media = True
+        self.registry.early_media(call)
+
+    @with_call_id(lambda session: session.call.call_id)
     def _answer(self, session: Session) -> None:
         tx = session.invite_tx
         assert isinstance(tx, ServerInviteTx)
         call = session.call
         local = call.local_rtp or (self.settings.host, 0)
         if session.offer_sdp is not None and session.offer_plan is not None:
-            body = sdpmod.build_answer(session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version)
+            body = session.early_answer or sdpmod.build_answer(
+                session.offer_sdp, session.offer_plan, local, session.sess_id, session.sdp_version
+            )
             # the media is set up before the 200 goes: a failure is a 500, never a call already accepted
             if not self._apply_media(call, session.offer_plan.media):
                 self._respond(tx, 500, session.local_tag, headers=[("Warning", '399 mediasrv "media setup failed"')])
@@ -612,16 +670,18 @@ class SipCore:
         session.answered = True
         self.registry.answered(call)
 
+    @with_call_id(lambda tx: tx.context.call.call_id if tx.context is not None else None)
     def _no_ack(self, tx: ServerInviteTx) -> None:
         session: Session | None = tx.context
         if session is None or session.ended:
             return
         self.stats["no_ack"] += 1
-        log.info("no ACK for 2xx on %s: hanging up", session.call.call_id)
+        log.info("no ACK for our 2xx: hanging up")
         self._send_bye(session)
         self._end(session, "no_ack", "server", None)
 
     # -- in-dialog requests -----------------------------------------------------------------------
+    @with_call_id(lambda session, *_: session.call.call_id)
     def _in_dialog(self, session: Session, req: Request, tx: ServerTx) -> None:
         dialog = session.dialog
         assert dialog is not None
@@ -721,6 +781,10 @@ class SipCore:
         session = self.dialogs.get((req.call_id, req.to_tag or "", req.from_tag or ""))
         if session is None:
             return  # stray ACK: absorbed
+        self._ack_in_dialog(session, req)
+
+    @with_call_id(lambda session, *_: session.call.call_id)
+    def _ack_in_dialog(self, session: Session, req: Request) -> None:
         hit = False
         for t in (session.invite_tx, session.reinvite_tx):
             if isinstance(t, ServerInviteTx) and t.request.cseq == req.cseq and t.final_sent:
@@ -736,7 +800,7 @@ class SipCore:
                     raise sdpmod.SdpError("ACK without the SDP answer")
                 media = self._media_from_answer(req.body)
             except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-                log.info("bad SDP answer in ACK for %s: %s; hanging up", session.call.call_id, clip(exc))
+                log.info("bad SDP answer in ACK: %s; hanging up", clip(exc))
                 self._send_bye(session)
                 self._end(session, "bad_sdp", "server", 488)
                 return
@@ -858,6 +922,7 @@ class SipCore:
             session.result_sent = True
             session.on_result(session, code, reason)
 
+    @with_call_id(lambda tx, *_: tx.context.call.call_id)
     def _uac_response(self, tx: ClientTx, resp: Response) -> None:
         session: Session = tx.context
         if tx is not session.invite_tx:
@@ -897,7 +962,7 @@ class SipCore:
             return False
         challenges = _challenges(resp)
         if not challenges:
-            log.info("call %s: no usable digest challenge in %s", session.call.call_id, resp.status)
+            log.info("no usable digest challenge in %s", resp.status)
             return False
         if session.auth_attempts >= 1 and not (session.auth_attempts == 1 and all(ch.stale for ch in challenges)):
             return False
@@ -915,7 +980,7 @@ class SipCore:
         try:
             media = self._media_from_answer(resp.body)
         except (sdpmod.SdpError, sdpmod.NoCommonCodec) as exc:
-            log.info("unusable SDP in %s for %s: %s (ignored)", resp.status, session.call.call_id, clip(exc))
+            log.info("unusable SDP in %s: %s (ignored)", resp.status, clip(exc))
             return
         call = session.call
         if not self._apply_media(call, media):
@@ -975,6 +1040,7 @@ class SipCore:
         self.registry.answered(call)
         self._result(session, 200, resp.reason)
 
+    @with_call_id(lambda tx: tx.context.call.call_id)
     def _uac_timeout(self, tx: ClientTx) -> None:
         session: Session = tx.context
         if tx is not session.invite_tx:
@@ -1058,6 +1124,37 @@ class SipCore:
         if session.ended:
             raise RuntimeError(f"call {call_id} could not be answered: media setup failed")
 
+    def early_media(self, call_id: str) -> bool:
+        """Start early media on a ringing inbound call (183 with SDP); False when it already has it.
+
+        RuntimeError when the call is not a ringing inbound one, or its INVITE had no SDP offer
+        (our offer would then have to go in an unreliable 183, which RFC 3261 13.2.1 forbids).
+        """
+        session = self.find(call_id)
+        tx = session.invite_tx
+        if (
+            not session.inbound
+            or session.ended
+            or session.answered
+            or not isinstance(tx, ServerInviteTx)
+            or tx.state != "proceeding"
+        ):
+            raise RuntimeError(f"call {call_id} is not a ringing inbound call")
+        if session.early_media:
+            return False
+        if session.offer_sdp is None or session.offer_plan is None:
+            raise RuntimeError(f"call {call_id}: early media needs an SDP offer in the INVITE (this one had none)")
+        try:
+            self._progress(session)
+        except Exception as exc:  # noqa: BLE001 - the call ends and gives its resources back
+            log.warning("early media on %s failed: %s", call_id, clip(repr(exc)))
+            if tx.state == "proceeding":
+                self._respond(tx, 500, session.local_tag)
+            self._end(session, "media_error", "server", 500)
+        if session.ended:
+            raise RuntimeError(f"call {call_id}: early media failed: media setup failed")
+        return True
+
     def hangup(self, call_id: str, cause: str = "normal_clearing", by: str = "api") -> None:
         session = self.find(call_id)
         if session.ended:
@@ -1113,6 +1210,7 @@ class SipCore:
             self._send_bye(session, [(ch.header_name, digest.authorization(ch, creds, "BYE", ruri)) for ch in challenges])
 
     # -- the end ----------------------------------------------------------------------------------
+    @with_call_id(lambda session, *_: session.call.call_id)
     def _end(self, session: Session, cause: str, by: str, code: int | None, release: bool = True) -> None:
         if session.ended:
             return
@@ -1132,7 +1230,7 @@ class SipCore:
                 try:
                     self.media.release(call)
                 except Exception as exc:  # noqa: BLE001 - a media bug must not break signaling
-                    log.error("media.release failed for %s: %s", call.call_id, clip(repr(exc)))
+                    log.error("media.release failed: %s", clip(repr(exc)))
 
 
 def _required(req: Request) -> list[str]:
@@ -1176,7 +1274,8 @@ def stateless_error(data: bytes, status: int, reason: str, dest: Dest, server: s
     if data[:4] == b"SIP/" or data[:4] == b"ACK ":
         return None
     end = data.find(b"\r\n\r\n")
-    head = data[: end if end >= 0 else len(data)].decode("utf-8", "replace")
+    # at most the header section a message may have: the answer to an oversized one costs no more
+    head = data[: end if 0 <= end <= MAX_HEADER_BYTES else MAX_HEADER_BYTES].decode("utf-8", "replace")
     found: dict[str, str] = {}
     vias: list[str] = []
     names = {"v": "via", "f": "from", "t": "to", "i": "call-id"}

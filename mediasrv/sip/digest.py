@@ -10,6 +10,7 @@ cnonce (random by default) and the nonce count, so tests can use the RFCs' own e
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -76,6 +77,16 @@ class Challenge:
         return "Proxy-Authorization" if self.proxy else "Authorization"
 
 
+# The rest of a quoted-string after its opening quote, in one linear match (possessive: no
+# backtracking), and its quoted-pairs.
+_QUOTED_RE = re.compile(r'((?:[^"\\]++|\\.)*+)"', re.S)
+_QPAIR_RE = re.compile(r"\\(.)", re.S)
+
+
+def _unquote_pair(m: re.Match[str]) -> str:
+    return m.group(1)
+
+
 def _params(text: str) -> dict[str, str]:
     """``a=b, c="d, e"`` -> {"a": "b", "c": "d, e"} (names lower-case; quoted-string escapes undone)."""
     out: dict[str, str] = {}
@@ -95,22 +106,11 @@ def _params(text: str) -> dict[str, str]:
         while i < n and text[i] in " \t":
             i += 1
         if i < n and text[i] == '"':
-            i += 1
-            buf: list[str] = []
-            while True:
-                if i >= n:
-                    raise DigestError("unterminated quoted string")
-                c = text[i]
-                if c == "\\" and i + 1 < n:
-                    buf.append(text[i + 1])
-                    i += 2
-                    continue
-                if c == '"':
-                    i += 1
-                    break
-                buf.append(c)
-                i += 1
-            value = "".join(buf)
+            q = _QUOTED_RE.match(text, i + 1)
+            if q is None:
+                raise DigestError("unterminated quoted string")
+            value = _QPAIR_RE.sub(_unquote_pair, q.group(1)) if "\\" in q.group(1) else q.group(1)
+            i = q.end()
         else:
             end = text.find(",", i)
             end = n if end < 0 else end

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..calls import NegotiatedMedia
+from ..logsafe import clip
 
 __all__ = [
     "SdpError",
@@ -32,6 +33,11 @@ MAX_MEDIA = 32
 # C0 controls other than HT, and DEL: never in SDP text (RFC 4566 5: no NUL, CR or LF in a value)
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 HOLD_ADDRS = ("0.0.0.0", "::")  # RFC 2543 hold: a c= that names no destination
+
+# Bounds on what parse_sdp reads besides MAX_LINES (the SIP body is capped at 32 KiB in
+# message.py).  Real offers' lines stay under 200 characters (ICE candidates, fingerprints).
+MAX_SDP_BYTES = 32768
+MAX_SDP_LINE = 8192  # as a SIP header field (message.MAX_LINE)
 
 
 class SdpError(ValueError):
@@ -91,7 +97,7 @@ def _conn(value: str) -> tuple[str, str]:
     """
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise SdpError(f"bad c= line {value[:60]!r}")
+        raise SdpError(f"bad c= line {clip(value, 60)!r}")
     addr = parts[2].split("/")[0]
     if not addr:
         raise SdpError("empty connection address")
@@ -107,7 +113,10 @@ def _conn(value: str) -> tuple[str, str]:
 
 
 def parse_sdp(body: bytes) -> Sdp:
-    """Parse an SDP body; raise SdpError for anything we cannot trust."""
+    """Parse an SDP body; raise SdpError for anything we cannot trust.  Linear in the body, and the
+    body, its line count and each line's length are bounded (MAX_SDP_*)."""
+    if len(body) > MAX_SDP_BYTES:
+        raise SdpError(f"SDP larger than {MAX_SDP_BYTES} bytes")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -119,6 +128,8 @@ def parse_sdp(body: bytes) -> Sdp:
     lines = [ln for ln in text.split("\n") if ln.strip()]
     if len(lines) > MAX_LINES:
         raise SdpError(f"more than {MAX_LINES} SDP lines")
+    if any(len(ln) > MAX_SDP_LINE for ln in lines):
+        raise SdpError(f"SDP line longer than {MAX_SDP_LINE} characters")
     if not lines or lines[0].strip() != "v=0":
         raise SdpError("SDP must start with v=0")
     origin: list[str] | None = None
@@ -128,12 +139,12 @@ def parse_sdp(body: bytes) -> Sdp:
     cur: MediaDesc | None = None
     for ln in lines[1:]:
         if len(ln) < 2 or ln[1] != "=" or not ln[0].isalpha():
-            raise SdpError(f"bad SDP line {ln[:40]!r}")
+            raise SdpError(f"bad SDP line {clip(ln, 40)!r}")
         t, v = ln[0], ln[2:].strip()
         if t == "m":
             parts = v.split()
             if len(parts) < 4:
-                raise SdpError(f"bad m= line {v!r}")
+                raise SdpError(f"bad m= line {clip(v, 60)!r}")
             port_s = parts[1].split("/")[0]
             if not _digits(port_s, 5) or int(port_s) > 65535:  # 0: a rejected / disabled stream
                 raise SdpError(f"bad m= port {parts[1][:20]!r} (must be 0-65535)")

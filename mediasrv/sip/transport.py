@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 from collections.abc import Callable
 
-from ..logsafe import SourceLimiter, clip
-from .message import ParseError, framing_length
+from ..logsafe import clip
+from .guard import MessageBudget, SourceLog
+from .message import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, ParseError, framing_length
 from .transaction import Dest
 
 log = logging.getLogger("mediasrv.sip.transport")
 
-MAX_HEADER = 65536
 Receiver = Callable[[bytes, Dest], None]
+Rejecter = Callable[[bytes, Dest, ParseError], None]
+MAX_BATCH = 16  # stream messages handled per turn of the event loop, per connection
+_CRLF_RUN = re.compile(rb"[\r\n]*")
 
 
 def _is_keepalive(data: bytes) -> bool:
@@ -47,8 +51,11 @@ class TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.buf = bytearray()
+        self.scanned = 0  # where the search for the end of the header section resumes
+        self.need = -1  # the current message's total length once its header section is complete
         self.pending: list[bytes] = []  # writes queued while connecting
         self.closed = False
+        self.paused = False  # reading paused until the next loop turn (MAX_BATCH)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -78,48 +85,116 @@ class TcpConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        """Frame messages out of the stream.
+
+        Linear in the bytes received: the search for the blank line resumes where the last one
+        stopped, and a message's length is worked out once, when its header section is complete
+        (not again on every read while its body trickles in).  At most MAX_HEADER_BYTES of header
+        and MAX_MESSAGE_BYTES in all are buffered: beyond that the peer gets a 513 and the
+        connection is closed (the stream cannot be resynchronised).  At most MAX_BATCH messages
+        are handled per turn of the event loop: a read full of pipelined messages pauses reading
+        and goes on at the next turn, so one connection cannot hold the loop for all of them.
+        """
+        if self.closed:
+            return
+        self.buf += data
+        if not self.paused:
+            self._frame()
+
+    def _frame(self) -> None:
         buf = self.buf
-        buf += data
-        while buf:
-            if buf[0] in (13, 10):
-                if buf.startswith(b"\r\n\r\n"):
-                    self.write(b"\r\n")  # RFC 5626 double-CRLF ping -> single-CRLF pong
-                    del buf[:4]
+        handled = 0
+        while buf and not self.closed:
+            if handled >= MAX_BATCH:
+                self._yield()
+                return
+            if self.need < 0:
+                if buf[0] in (13, 10):
+                    self._blank_lines()
+                    if not buf or buf[0] in (13, 10):
+                        break
                     continue
-                if len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
-                    break  # maybe the start of a ping: wait
-                del buf[:1]
-                continue
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEADER:
-                    self.owner.warn(self.peer[0], "TCP %s:%s: header section too large, closing", *self.peer)
-                    self.close()
-                    buf.clear()
+                end = buf.find(b"\r\n\r\n", self.scanned)
+                if end < 0:
+                    self.scanned = max(0, len(buf) - 3)
+                    if len(buf) > MAX_HEADER_BYTES:
+                        self._refuse(bytes(buf[:MAX_HEADER_BYTES]), f"header section larger than {MAX_HEADER_BYTES} bytes")
+                    break
+                self.scanned = 0
+                if end + 4 > MAX_HEADER_BYTES:
+                    self._refuse(bytes(buf[: end + 4]), f"header section larger than {MAX_HEADER_BYTES} bytes")
+                    break
+                try:
+                    length = framing_length(bytes(buf[: end + 2]))
+                except ParseError as exc:
+                    self._refuse(bytes(buf[: end + 4]), exc.reason, exc.status)
+                    break
+                if length > MAX_BODY_BYTES or end + 4 + length > MAX_MESSAGE_BYTES:
+                    self._refuse(bytes(buf[: end + 4]), f"message of {end + 4 + length} bytes is over the limit")
+                    break
+                self.need = end + 4 + length
+            if len(buf) < self.need:
                 break
-            try:
-                length = framing_length(bytes(buf[: end + 2]))
-            except ParseError as exc:
-                self.owner.warn(self.peer[0], "TCP %s:%s: %s, closing", self.peer[0], self.peer[1], clip(exc.reason))
-                self.owner.stats_malformed()
-                self.close()
-                buf.clear()
-                break
-            total = end + 4 + length
-            if len(buf) < total:
-                break
-            msg = bytes(buf[:total])
-            del buf[:total]
+            msg = bytes(buf[: self.need])
+            del buf[: self.need]
+            self.need = -1
             self.owner.deliver(msg, Dest("tcp", self.peer, self.id))
+            handled += 1
+
+    def _yield(self) -> None:
+        """Stop reading and finish the buffer at the next turn of the loop."""
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        self.paused = False
+        if self.closed:
+            return
+        self._frame()
+        if not self.paused and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+
+    def _blank_lines(self) -> None:
+        """CR/LF between messages: a double CRLF is an RFC 5626 ping (answered with one CRLF),
+        other CR/LF bytes are dropped, and what may be the start of a ping is kept for the next
+        read.  A long run (a flood) is dropped at C speed with one pong at most."""
+        buf = self.buf
+        run = _CRLF_RUN.match(buf).end()  # type: ignore[union-attr]
+        if run > 8:
+            if b"\r\n\r\n" in buf[:run]:
+                self.write(b"\r\n")
+            keep = 3 if run == len(buf) else 0  # a ping may go on in the next read
+            del buf[: run - keep]
+        while buf and buf[0] in (13, 10):
+            if buf.startswith(b"\r\n\r\n"):
+                self.write(b"\r\n")  # RFC 5626 double-CRLF ping -> single-CRLF pong
+                del buf[:4]
+                continue
+            if len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
+                return  # maybe the start of a ping: wait
+            del buf[:1]
+
+    def _refuse(self, head: bytes, reason: str, status: int = 513) -> None:
+        self.owner.reject(head, Dest("tcp", self.peer, self.id), ParseError(f"{reason}, closing", status))
+        self.buf.clear()
+        self.need = -1
+        self.scanned = 0
+        self.close()
 
 
 class SipTransport:
     """Owns the UDP endpoint, the TCP listener and the TCP connections (in and out)."""
 
-    def __init__(self, receive: Receiver, after_input: Callable[[], None], on_malformed: Callable[[], None]) -> None:
+    def __init__(
+        self, receive: Receiver, after_input: Callable[[], None], reject: Rejecter, budget: MessageBudget
+    ) -> None:
         self._receive = receive
         self._after = after_input
-        self._on_malformed = on_malformed
+        self._reject = reject
+        self.budget = budget
+        self.source_log: SourceLog = budget.log
         self.udp: asyncio.DatagramTransport | None = None
         self.server: asyncio.AbstractServer | None = None
         self.conns: dict[int, TcpConnection] = {}
@@ -127,13 +202,6 @@ class SipTransport:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] = ("", 0)
-        self._log_limit = SourceLimiter(rate=1.0, burst=5)
-
-    def warn(self, source: str, fmt: str, *args: object) -> None:
-        """A warning about one peer: at most a few lines per second per source address."""
-        allowed, suppressed = self._log_limit.allow(source)
-        if allowed:
-            log.warning(fmt + (f" ({suppressed} more suppressed)" if suppressed else ""), *args)
 
     async def bind(self, host: str, port: int) -> tuple[str, int]:
         """Bind UDP then TCP on the same port (with port 0, retry until both get the same number)."""
@@ -167,15 +235,24 @@ class SipTransport:
         if self.by_addr.get(conn.peer) is conn:
             del self.by_addr[conn.peer]
 
-    def stats_malformed(self) -> None:
-        self._on_malformed()
+    def reject(self, head: bytes, dest: Dest, exc: ParseError) -> None:
+        """A stream message that cannot be framed: the core counts, logs and answers it."""
+        try:
+            self._reject(head, dest, exc)
+        except Exception:  # noqa: BLE001 - one bad message must not kill the listener
+            self.source_log.log(logging.ERROR, dest.addr[0], "error rejecting SIP message from %s:%s",
+                                dest.addr[0], dest.addr[1], exc_info=True)
+        self._after()
 
     def deliver(self, data: bytes, dest: Dest) -> None:
+        started = self.budget.start()
         try:
             self._receive(data, dest)
         except Exception:  # noqa: BLE001 - one bad message must not kill the listener
-            log.exception("error handling SIP message from %s:%s", *dest.addr)
+            self.source_log.log(logging.ERROR, dest.addr[0], "error handling SIP message from %s:%s",
+                                dest.addr[0], dest.addr[1], exc_info=True)
         self._after()
+        self.budget.done(started, data, dest.addr)
 
     def send(self, data: bytes, dest: Dest) -> None:
         if dest.transport == "udp":
@@ -199,7 +276,8 @@ class SipTransport:
             try:
                 await loop.create_connection(lambda: conn, addr[0], addr[1])
             except OSError as exc:
-                self.warn(addr[0], "TCP connect to %s:%s failed: %s", addr[0], addr[1], clip(exc))
+                self.source_log.log(logging.WARNING, addr[0], "TCP connect to %s:%s failed: %s",
+                                    addr[0], addr[1], clip(exc))
                 conn.closed = True
                 if self.by_addr.get(addr) is conn:
                     del self.by_addr[addr]

@@ -19,6 +19,7 @@ from ..calls import Call, CallRegistry, MediaBackend
 from .admission import AdmissionSettings, opening_hint
 from .core import CallFailed, CoreSettings, Session, SipCore
 from .digest import Credentials
+from .guard import MessageBudget
 from .transaction import Dest
 from .transport import SipTransport
 
@@ -38,6 +39,7 @@ class SipSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    message_budget_ms: float = 5.0  # inbound messages handled slower than this are counted and logged
     media_address_check: Callable[[str], str | None] | None = None  # see CoreSettings
     ring_timeout_s: float = 120.0  # see CoreSettings
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
@@ -81,7 +83,8 @@ class SipUserAgent:
             self._now,
         )
         self.stats: dict[str, int] = self.core.stats
-        self._transport = SipTransport(self.core.receive, self._arm, self._count_malformed)
+        self.budget = MessageBudget(self.core.stats, settings.message_budget_ms / 1000.0, self.core.source_log)
+        self._transport = SipTransport(self.core.receive, self._arm, self.core.reject, self.budget)
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
         self._address: tuple[str, int] = (settings.host, settings.port)
@@ -93,9 +96,6 @@ class SipUserAgent:
 
     def _send(self, data: bytes, dest: Dest) -> None:
         self._transport.send(data, dest)
-
-    def _count_malformed(self) -> None:
-        self.stats["malformed"] += 1
 
     def _arm(self) -> None:
         loop = self._loop
@@ -158,6 +158,13 @@ class SipUserAgent:
         """Answer a ringing inbound call. KeyError if unknown, RuntimeError if it is not ringing."""
         try:
             self.core.answer(call_id)
+        finally:
+            self._arm()
+
+    async def early_media(self, call_id: str) -> bool:
+        """183 with SDP on a ringing inbound call (False: it already had it). KeyError / RuntimeError as answer."""
+        try:
+            return self.core.early_media(call_id)
         finally:
             self._arm()
 

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,3 +220,18 @@ def readme_block(section: str, index: int = 0) -> str:
     text = (REPO / "README.md").read_text()
     part = text.split(f"### {section}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     return re.findall(r"```python\n(.*?)```", part, re.S)[index]
+
+
+async def start_serve(tmp_path, *args: str, env: dict[str, str] | None = None):
+    """``python -m mediasrv serve`` on free loopback ports; returns (process, http base, sip port)."""
+    sip_port, http_port, lo = free_tcp_udp_port(), free_tcp_udp_port(), free_port_pair()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}", "--http",
+        f"127.0.0.1:{http_port}", "--rtp-ports", f"{lo}-{lo + 20}", "--data-dir", str(tmp_path / "data"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line.startswith(b"mediasrv serving"), line
+    return proc, f"http://127.0.0.1:{http_port}", sip_port

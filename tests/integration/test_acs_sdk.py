@@ -268,9 +268,10 @@ async def test_errors_through_the_sdk_and_raw_auth(tmp_path, audio_origin):
         e = await asyncio.to_thread(expect, ResourceNotFoundError,
                                     acs_client(r).get_call_connection("v3:x:missing").play_media, FileSource(url))
         assert e.status_code == 404 and e.error.code == "8522"
-        e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, TextSource(text="Hello"))
-        assert e.status_code == 422 and "not supported" in e.error.message
-        assert e.error.target == "playSources[0].kind"
+        e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media,
+                                    TextSource(text="Hello", voice_name="en-US-NobodyNeural"))
+        assert e.status_code == 400 and "no equivalent" in e.error.message  # speech: test_speak_vendors.py
+        assert e.error.target == "playSources[0].text.voiceName"
         e = await asyncio.to_thread(expect, HttpResponseError, conn.play_media, FileSource(url),
                                     play_to=[PhoneNumberIdentifier("+14255550199")])
         assert e.status_code == 400 and "+14255550199" in e.error.message and e.error.target == "playTo[0]"

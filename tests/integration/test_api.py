@@ -116,8 +116,19 @@ async def test_ring_then_answer_by_api(tmp_path):
         await asyncio.sleep(0.2)
         assert not dialing.done() and ringing.state.value == "ringing"
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"{r.http}/v1/calls/{ringing.call_id}/playbacks", json={"url": "http://x/a.wav"}) as resp:
+            # early_media=false: a play on a ringing call is refused (by default it would pre-answer, 183)
+            async with s.post(f"{r.http}/v1/calls/{ringing.call_id}/playbacks",
+                              json={"url": "http://x/a.wav", "early_media": False}) as resp:
                 assert resp.status == 409 and (await resp.json())["error"]["code"] == "call_not_answered"
+            async with s.post(f"{r.http}/v1/calls/{ringing.call_id}/playbacks",
+                              json={"url": "http://x/a.wav", "early_media": "yes"}) as resp:
+                assert resp.status == 400 and (await resp.json())["error"]["details"]["field"] == "early_media"
+            assert not ringing.early_media
+            async with s.post(f"{r.http}/v1/calls/{ringing.call_id}/early_media") as resp:
+                assert resp.status == 200 and (await resp.json())["early_media"] is True
+            # our own UAC takes the 183's SDP as early media, before the answer
+            await wait_until(lambda: any(c.early_media for c in uac.registry.active()), 5, "UAC early media")
+            assert not dialing.done() and ringing.state.value == "ringing"
             async with s.post(f"{r.http}/v1/calls/{ringing.call_id}/answer") as resp:
                 assert resp.status == 200
         call = await asyncio.wait_for(dialing, 5)

@@ -27,7 +27,7 @@ from bandwidth.exceptions import (
     UnauthorizedException,
 )
 from bandwidth.models import InitiateCallback, RedirectCallback, UpdateCall
-from bandwidth.models.bxml import Bxml, Hangup, Pause, PlayAudio, Redirect, Response, SpeakSentence
+from bandwidth.models.bxml import Bxml, Hangup, Pause, PlayAudio, Record, Redirect, Response
 
 from mediasrv.probe import open_capture
 
@@ -167,7 +167,7 @@ async def test_answer_url_runs_response(tmp_path, origin, webhooks, auto_answer)
     origin.add("audio/a.wav", wav_bytes(a, 8000), "audio/wav")
     origin.add("audio/b.wav", wav_bytes(b, 8000), "audio/wav")
     answer_url = origin.add("app/answer", Response([PlayAudio("../audio/a.wav"), Redirect("step2")]).to_bxml())
-    origin.add("app/step2", Response([Pause(0.5), PlayAudio("/audio/b.wav"), SpeakSentence("hello"), Hangup()]).to_bxml())
+    origin.add("app/step2", Response([Pause(0.5), PlayAudio("/audio/b.wav"), Record(), Hangup()]).to_bxml())
     r = await start_server(tmp_path, webhook_url=webhooks.url, bandwidth_answer_url=answer_url,
                            auto_answer=auto_answer, **CREDS)
     capture = await open_capture()
@@ -188,7 +188,7 @@ async def test_answer_url_runs_response(tmp_path, origin, webhooks, auto_answer)
     assert types == ["call.initiated", "call.answered", "playback.started", "playback.ended", "playback.started",
                      "playback.ended", "bxml.error", "call.hangup"], types
     error = next(e for e in webhooks.events if e["type"] == "bxml.error")
-    assert error["data"]["verb"] == "SpeakSentence" and "not supported" in error["data"]["message"]
+    assert error["data"]["verb"] == "Record" and "not supported" in error["data"]["message"]
 
     [initiate] = origin.hits("app/answer")
     cb = InitiateCallback.from_dict(initiate["json"])

@@ -16,7 +16,7 @@ from .conftest import free_tcp_udp_port, serve_app, start_server, wait_until
 pytestmark = pytest.mark.integration
 
 
-async def test_configured_attempts_and_backoff(tmp_path: Path) -> None:
+async def test_configured_attempts_and_backoff(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     seen: list[tuple[float, str, str]] = []  # (loop time, event type, attempt header)
 
     async def refuse(request: web.Request) -> web.Response:
@@ -40,6 +40,10 @@ async def test_configured_attempts_and_backoff(tmp_path: Path) -> None:
             assert [a for _, a in attempts] == ["1", "2", "3"], seen
             gaps = [b[0] - a[0] for a, b in zip(attempts, attempts[1:])]
             assert gaps[0] >= 0.18 and gaps[1] >= 0.38, gaps  # 0.2 s, then doubled
+        await wait_until(lambda: sum("webhook given up" in m.getMessage() for m in caplog.records) >= 2, 5, "logged")
+        given_up = [m for m in caplog.records if m.getMessage().startswith("webhook given up: webhook call.hangup")]
+        assert given_up and given_up[0].levelname == "WARNING"
+        assert "HTTP 503 after 3 attempts" in given_up[0].getMessage() and given_up[0].call_id
         assert r.server.events.sink_settings().max_attempts == 3
         assert all(s.settings.max_attempts == 3 for s in r.server.events._sinks)
     finally:

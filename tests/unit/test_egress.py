@@ -255,5 +255,5 @@ def test_settings_carry_the_lists_and_configured_urls() -> None:
     assert egress.webhook.refusal("10.20.9.1") == "in webhook_deny_cidrs"
     assert egress.webhook.refusal("192.168.1.1", "acs-hooks.internal", 7000) is None  # configured: trusted
     assert egress.fetch.refusal("10.20.1.1") is not None  # the fetch purpose has its own (empty) list
-    with pytest.raises(ConfigError, match="webhook_allow_cidrs"):
+    with pytest.raises(ConfigError, match="(?i)webhook_allow_cidrs"):
         load_settings({}, {"MEDIASRV_WEBHOOK_ALLOW_CIDRS": "10.0.0.0/33"})

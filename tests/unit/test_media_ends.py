@@ -35,7 +35,8 @@ async def _wait(pred, timeout: float = 3.0) -> bool:
 
 
 def _call(plane: MediaPlane, remote: tuple[str, int] | None, **media) -> Call:
-    call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x")
+    # answered: before the answer (early media) the RTP timeout does not apply
+    call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.ANSWERED)
     call.local_rtp = plane.allocate(call)
     call.media = NegotiatedMedia(remote, "PCMU", 0, **media)
     plane.media_changed(call)
@@ -117,6 +118,32 @@ async def test_outbound_early_media_is_not_timed_out_until_answered(tmp_path: Pa
         call.state = CallState.ANSWERED  # the 200 came (the SIP layer applies the media again, then answers)
         p.plane.media_changed(call)
         assert await _wait(lambda: p.timeouts == [call.call_id], 4.0)
+    finally:
+        await p.plane.stop()
+        cap.close()
+
+
+async def test_inbound_early_media_stream_goes_on_through_the_answer_and_times_out_from_it(tmp_path: Path) -> None:
+    p = Plane(data_dir=str(tmp_path), rtp_timeout_s=0.4)
+    await p.plane.start()
+    cap = bind_capture()
+    try:
+        call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.RINGING)
+        call.local_rtp = p.plane.allocate(call)
+        call.media = NegotiatedMedia(("127.0.0.1", cap.port), "PCMU", 0)
+        p.plane.media_changed(call)  # our 183 with SDP: RTP starts, the caller sends none
+        await asyncio.sleep(1.2)
+        assert p.timeouts == [] and len(cap.packets) > 30
+        loop = asyncio.get_running_loop()
+        call.state = CallState.ANSWERED  # the 200 repeats the 183's SDP: the SIP layer applies the same media
+        p.plane.media_changed(call)
+        answered_at = loop.time()
+        assert await _wait(lambda: p.timeouts == [call.call_id], 4.0)
+        assert loop.time() - answered_at >= 0.4, "the inactivity timeout counts from the answer"
+        pkts = cap.packets
+        assert len({q.ssrc for q in pkts}) == 1 and sum(q.marker for q in pkts) == 1 and pkts[0].marker
+        assert all((b.seq - a.seq) & 0xFFFF == 1 and (b.ts - a.ts) & 0xFFFFFFFF == 160
+                   for a, b in zip(pkts, pkts[1:], strict=False))
     finally:
         await p.plane.stop()
         cap.close()
