@@ -615,9 +615,10 @@ class TelnyxDialect:
         if info.speak:  # call.speak.*: ids, client_state and (ended) a status, nothing about media
             for name in ("media_url", "media_name", "overlay"):
                 payload.pop(name)
-            if ended:
+            if ended:  # the SDK's CallSpeakEnded status is completed | call_hangup | cancelled_amd only:
+                # a speak stopped (playback_stop, a key during a gather_using_speak prompt) is "completed"
                 payload["status"] = "call_hangup" if d.get("status") == "call_hangup" else \
-                    "completed" if d.get("status") == "completed" else playback_status(d)["status"]
+                    "completed" if d.get("status") in ("completed", "stopped") else playback_status(d)["status"]
             return payload
         if ended:
             payload.update(playback_status(d))

@@ -1,4 +1,4 @@
-"""Telnyx Call Control DTMF commands: ``gather_using_audio``, ``gather_stop`` and ``send_dtmf``.
+"""Telnyx Call Control DTMF commands: ``gather_using_audio`` / ``gather_using_speak``, ``gather_stop``, ``send_dtmf``.
 
 A gather is the core's play-and-collect (media/collect.py) with Telnyx's rules on top, judged
 here when the collect ends:
@@ -27,7 +27,7 @@ from aiohttp import web
 from ..events import Delivery, Event
 from ..media.collect import MAX_DIGITS, MAX_TIMEOUT_MS, CollectRequest
 from ..media.player import PlayError, PlayRequest, SourceSpec
-from .telnyx import PlaybackInfo, TelnyxError, _client_state, _iso, _opt_str, ok
+from .telnyx import PlaybackInfo, TelnyxError, _client_state, _iso, _opt_str, ok, parse_speak
 
 if TYPE_CHECKING:
     from .telnyx import TelnyxDialect
@@ -52,6 +52,7 @@ class Gather:
     client_state: str | None
     tries: int = 1
     collect_id: str | None = None
+    speak: bool = False  # gather_using_speak: the prompt's webhooks are call.speak.*
 
 
 def _int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -98,6 +99,28 @@ def parse_gather(call_id: str, body: dict[str, Any]) -> Gather:
     prompt = _audio(body, "audio_url", "media_name", required=True)
     assert prompt is not None
     invalid_prompt = _audio(body, "invalid_audio_url", "invalid_media_name", required=False)
+    return _gather(call_id, body, prompt, invalid_prompt)
+
+
+def parse_gather_speak(call_id: str, body: dict[str, Any]) -> Gather:
+    """``gather_using_speak`` body → a Gather whose prompts are speech sources (``speak``'s own parsing)."""
+    speak_fields = {k: body[k] for k in ("payload", "voice", "payload_type", "service_level", "language")
+                    if k in body}
+    prompt = parse_speak(speak_fields)[0].sources[0]
+    invalid_prompt = None
+    if body.get("invalid_payload") is not None:
+        try:
+            invalid_prompt = parse_speak({**speak_fields, "payload": body["invalid_payload"]})[0].sources[0]
+        except TelnyxError as exc:
+            if exc.pointer == "/payload":
+                exc.pointer = "/invalid_payload"
+            raise
+    g = _gather(call_id, body, prompt, invalid_prompt)
+    g.speak = True
+    return g
+
+
+def _gather(call_id: str, body: dict[str, Any], prompt: SourceSpec, invalid_prompt: SourceSpec | None) -> Gather:
     minimum = _int(body, "minimum_digits", 1, 1, MAX_DIGITS)
     maximum = _int(body, "maximum_digits", MAX_DIGITS, 1, MAX_DIGITS)
     if minimum > maximum:
@@ -138,8 +161,13 @@ class TelnyxIvr:
 
     # -- commands ---------------------------------------------------------------------------------
     async def gather_using_audio(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        call_id = request.match_info["call_control_id"]
-        g = parse_gather(call_id, body)
+        return await self._gather(request, parse_gather(request.match_info["call_control_id"], body))
+
+    async def gather_using_speak(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return await self._gather(request, parse_gather_speak(request.match_info["call_control_id"], body))
+
+    async def _gather(self, request: web.Request, g: Gather) -> web.Response:
+        call_id = g.call_id
         self.d._call(call_id)
         self.d._remember_state(call_id, g.client_state)
         if g.client_state is None:
@@ -158,7 +186,7 @@ class TelnyxIvr:
         g.collect_id = collect.id
         first = sources[0]  # the prompt's playback webhooks echo the gather's client_state and first source
         for pid in collect.prompt_ids:
-            self.d._playbacks[pid] = PlaybackInfo(g.client_state, first.url, first.media, False)
+            self.d._playbacks[pid] = PlaybackInfo(g.client_state, first.url, first.media, False, speak=g.speak)
         self._gathers[collect.id] = g
         while len(self._gathers) > GATHER_MEMORY:
             self._gathers.pop(next(iter(self._gathers)))
@@ -247,6 +275,7 @@ def setup(app: web.Application, dialect: TelnyxDialect) -> TelnyxIvr:
     actions = "/v2/calls/{call_control_id}/actions/"
     app.add_routes([
         web.post(actions + "gather_using_audio", r(ivr.gather_using_audio)),
+        web.post(actions + "gather_using_speak", r(ivr.gather_using_speak)),
         web.post(actions + "gather_stop", r(ivr.gather_stop)),
         web.post(actions + "send_dtmf", r(ivr.send_dtmf)),
     ])
@@ -256,6 +285,8 @@ def setup(app: web.Application, dialect: TelnyxDialect) -> TelnyxIvr:
 OPENAPI_ROUTES = [
     {"method": "POST", "path": "/v2/calls/{call_control_id}/actions/gather_using_audio",
      "maps_to": "POST /v1/calls/{call_id}/collect (prompt replayed up to maximum_tries; call.gather.ended)"},
+    {"method": "POST", "path": "/v2/calls/{call_control_id}/actions/gather_using_speak",
+     "maps_to": "POST /v1/calls/{call_id}/collect with a speak prompt (as gather_using_audio; call.gather.ended)"},
     {"method": "POST", "path": "/v2/calls/{call_control_id}/actions/gather_stop",
      "maps_to": "DELETE /v1/collects/{collect_id}"},
     {"method": "POST", "path": "/v2/calls/{call_control_id}/actions/send_dtmf", "maps_to": "POST /v1/calls/{call_id}/dtmf"},

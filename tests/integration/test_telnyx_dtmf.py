@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import telnyx
-from telnyx.types import CallGatherEndedWebhookEvent
+from telnyx.types import CallGatherEndedWebhookEvent, CallSpeakEndedWebhookEvent
 from telnyx.types.calls import ActionGatherUsingAudioResponse, ActionSendDtmfResponse
 
 from mediasrv.probe import open_capture
@@ -50,7 +50,7 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
         url_short = audio_origin.add("short.wav", wav_bytes(short, 8000))
         url_again = audio_origin.add("again.wav", wav_bytes(again, 8000))
         url_invalid = audio_origin.add("invalid.wav", wav_bytes(invalid, 8000))
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=7000))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=8500))
         [call] = await answered_calls(r, 1)
         cid = call.call_id
         presser = KeyPresser(capture.sock, call.local_rtp)
@@ -102,14 +102,23 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
         await asyncio.sleep(0.5)
         await asyncio.to_thread(actions.stop_gather, cid)
         await gathered(4)
+        # 5: gather_using_speak: the prompt is speech (call.speak.* webhooks), the digits the same
+        exc = await error_of(actions.gather_using_speak, cid, payload="Press one", voice="robot")
+        assert exc.status_code == 422 and pointer(exc) == "/voice", exc.body
+        await asyncio.to_thread(actions.gather_using_speak, cid, payload="Press one or two, then pound.",
+                                voice="female", language="en-US", maximum_digits=1, client_state=CS)
+        await hooks.wait_for(lambda e: e.data.event_type == "call.speak.started")
+        await asyncio.sleep(0.3)
+        await presser.press("2")
+        await gathered(5)
         sent = await asyncio.to_thread(actions.send_dtmf, cid, digits="1#", duration_millis=100)
         assert isinstance(sent, ActionSendDtmfResponse) and sent.data.result == "ok"
         await asyncio.sleep(0.6)
-        # 5: still gathering when the caller hangs up
+        # 6: still gathering when the caller hangs up
         await asyncio.to_thread(actions.gather_using_audio, cid, audio_url=url_short, timeout_millis=60000)
         code, out = await sipp
         assert code == 0, out[-3000:]
-        await gathered(5)
+        await gathered(6)
     finally:
         capture.close()
         await r.server.stop()
@@ -117,10 +126,15 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
     ended = [e for e in hooks.events(cid) if e.data.event_type == "call.gather.ended"]
     assert all(isinstance(e, CallGatherEndedWebhookEvent) for e in ended)
     got = [(e.data.payload.digits, e.data.payload.status) for e in ended]
-    assert got == [("12", "valid"), ("12", "valid"), ("", "timeout"), ("", "cancelled"), ("", "call_hangup")], got
+    assert got == [("12", "valid"), ("12", "valid"), ("", "timeout"), ("", "cancelled"), ("2", "valid"),
+                   ("", "call_hangup")], got
     p = ended[0].data.payload
     assert p.client_state == CS and p.call_control_id == cid and p.call_session_id == call.sip_call_id and p.from_
     assert audio_origin.hits["invalid.wav"] == 1
+    # cut by the key; the SDK's CallSpeakEnded knows only completed | call_hangup | cancelled_amd
+    speak_end = next(e for e in hooks.events(cid) if e.data.event_type == "call.speak.ended")
+    assert isinstance(speak_end, CallSpeakEndedWebhookEvent)
+    assert speak_end.data.payload.client_state == CS and speak_end.data.payload.status == "completed"
     payload = capture.payload()
     assert payload.count(expected_payload(again, "PCMU")) == 2, "no input: the prompt played maximum_tries times"
     e_inv, e_short = expected_payload(invalid, "PCMU"), expected_payload(short, "PCMU")
