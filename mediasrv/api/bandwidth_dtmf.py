@@ -4,12 +4,12 @@
   (RFC 4733 when the far end offered telephone-event, else in-band tones); ``w`` waits 0.5 s and
   ``W`` 1 s between digits, as Bandwidth documents; the script goes on when the digits are out.
 - ``<Gather gatherUrl=… terminatingDigits="#" maxDigits="5" interDigitTimeout="5"
-  firstDigitTimeout="5" repeatCount="1" tag=…><PlayAudio>…</PlayAudio></Gather>``: the core's
+  firstDigitTimeout="5" repeatCount="1" tag=…><PlayAudio>…</PlayAudio></Gather>`` (or ``<SpeakSentence>``): the core's
   play-and-collect; a key stops the prompt; with no key at all the prompt plays again, up to
   ``repeatCount`` times.  Then a ``gather`` callback (``digits``, ``terminatingDigit``) goes to
   ``gatherUrl`` and the ``<Response>`` it answers replaces the rest of the document; without a
-  ``gatherUrl`` the document goes on.  Speech input and a nested ``<SpeakSentence>`` need a
-  recognizer / text-to-speech this module does not have: the BXML is refused (400) naming them.
+  ``gatherUrl`` the document goes on.  Nested ``<SpeakSentence>`` prompts are spoken (the
+  speech source); speech *input* needs a recognizer mediasrv does not have: refused (400).
 
 Bad attributes are refused when the document is parsed (400 ``validation`` naming the verb and
 attribute), before anything on the call changes.
@@ -27,7 +27,7 @@ from xml.etree.ElementTree import Element
 from ..events import Event
 from ..media.collect import CollectRequest
 from ..media.player import PlayError, PlayRequest, SourceSpec
-from .bandwidth import EXTRA_VERBS, BandwidthError, Play, ScriptVerb, _absolute
+from .bandwidth import EXTRA_VERBS, BandwidthError, Play, ScriptVerb, _absolute, speak_sentence
 
 if TYPE_CHECKING:
     from .bandwidth import BandwidthDialect, Script, Verb
@@ -152,7 +152,8 @@ class Gather(ScriptVerb):
         result: dict[str, Any] = {}
         for _ in range(self.repeat_count):
             request = CollectRequest(
-                prompt=PlayRequest(sources=[SourceSpec(url=p.url, username=p.username, password=p.password)
+                prompt=PlayRequest(sources=[SourceSpec(speech=p.speech) if p.speech is not None else
+                                            SourceSpec(url=p.url, username=p.username, password=p.password)
                                             for p in self.prompts]) if self.prompts else None,
                 min_digits=0, max_digits=self.max_digits, terminators=self.terminators,
                 first_digit_timeout_ms=max(1, int(self.first_digit_s * 1000)),
@@ -206,9 +207,11 @@ def parse_gather(el: Element, base_url: str | None, where: str) -> Gather:
         if child.tag == "PlayAudio":
             prompts.append(Play(_absolute(child.text or "", base_url, cw), child.get("username"),
                                 child.get("password")))
+        elif child.tag == "SpeakSentence":
+            prompts.append(speak_sentence(child, cw))
         else:
-            raise BandwidthError(400, "validation", f"{cw}: only <PlayAudio> may be nested in <Gather> here "
-                                 "(<SpeakSentence> needs text-to-speech)")
+            raise BandwidthError(400, "validation", f"{cw}: only <PlayAudio> and <SpeakSentence> may be nested "
+                                 "in <Gather>")
     repeat = int(_number(el, "repeatCount", where, 1, 1, 25))
     if repeat * max(1, len(prompts)) > 20:
         raise BandwidthError(400, "validation", f"{where}: repeatCount times the nested verbs must not exceed 20")
