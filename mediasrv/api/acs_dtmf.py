@@ -29,7 +29,7 @@ from aiohttp import web
 from ..calls import Call
 from ..events import Event
 from ..media.collect import CollectRequest
-from ..media.player import PlayError, PlayRequest
+from ..media.player import PlayError, PlayRequest, SourceSpec
 from .acs import (
     CANCELED,
     COMPLETED,
@@ -185,7 +185,7 @@ class AcsDtmf:
         prompts = body.get("playPrompts") or ([body["playPrompt"]] if body.get("playPrompt") is not None else [])
         if not isinstance(prompts, list):
             raise AcsError(400, "BadRequest", "playPrompts must be a list", "playPrompts")
-        specs = [_source(item, i) for i, item in enumerate(prompts)]
+        specs = [self._prompt(item, i, "playPrompts" in body) for i, item in enumerate(prompts)]
         call = self.d._live_call(call_id)
         leg = self._target(call, options, "recognizeOptions.targetParticipant")
         op = self._operation(call, leg, body)
@@ -204,6 +204,18 @@ class AcsDtmf:
             raise AcsError(exc.status, exc.reason, str(exc)) from exc
         self._recognitions[collect.id] = op
         return web.Response(status=202)
+
+    @staticmethod
+    def _prompt(item: Any, i: int, listed: bool) -> SourceSpec:
+        """A prompt parsed as play's sources are, its errors naming ``playPrompt``/``playPrompts[i]``."""
+        try:
+            return _source(item, i)
+        except AcsError as exc:
+            name = f"playPrompts[{i}]" if listed else "playPrompt"
+            exc.message = exc.message.replace(f"playSources[{i}]", name)
+            if exc.target:
+                exc.target = exc.target.replace(f"playSources[{i}]", name)
+            raise
 
     def cancel(self, call_id: str) -> None:
         """``:cancelAllMediaOperations``: the call's running recognitions end ``RecognizeCanceled``."""

@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from azure.communication.callautomation import CommunicationUserIdentifier, DtmfTone, FileSource
+from azure.communication.callautomation import CommunicationUserIdentifier, DtmfTone, FileSource, TextSource
 from azure.communication.callautomation._generated import models as acs_models
 from azure.core.exceptions import HttpResponseError
 
@@ -53,6 +53,8 @@ async def test_continuous_recognize_and_send_tones(tmp_path, audio_origin, acs_e
             (conn.start_recognizing_media, ("dtmf", CALLER), {"dtmf_stop_tones": ["pound", "hash"]},
              "recognizeOptions.dtmfOptions.stopTones[1]"),
             (conn.start_recognizing_media, ("speech", CALLER), {}, "recognizeInputType"),
+            (conn.start_recognizing_media, ("dtmf", CALLER), {"play_prompt": FileSource("ftp://x/y.wav")},
+             "playPrompt.file.uri"),
             (conn.start_recognizing_media, ("dtmf", CommunicationUserIdentifier("8:acs:nobody")), {},
              "recognizeOptions.targetParticipant"),
             (conn.send_dtmf_tones, (["one", "eleven"], CALLER), {}, "tones[1]"),
@@ -83,7 +85,7 @@ async def test_continuous_recognize_and_send_tones(tmp_path, audio_origin, acs_e
             await presser.press(d)
         await acs_events.wait_for("RecognizeCompleted")
         await asyncio.to_thread(conn.start_recognizing_media, "dtmf", CALLER, dtmf_max_tones_to_collect=2,
-                                operation_context="two", **cb)
+                                play_prompt=TextSource(text="Enter two digits."), operation_context="two", **cb)
         for d in "78":
             await presser.press(d)
         await acs_events.wait_for("RecognizeCompleted", 2)
