@@ -13,7 +13,9 @@ from importlib import resources
 
 from aiohttp import web
 
+from ..logsafe import clip
 from .auth import COOKIE, same_secret
+from .errors import ApiError
 
 LOGIN_PATH = "/console/login"
 CONSOLE_PATHS = ("/console", LOGIN_PATH)
@@ -46,7 +48,13 @@ def add_routes(app: web.Application, token: str | None) -> None:
         return web.Response(text=_page(), content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def login(request: web.Request) -> web.Response:
-        form = await request.post()
+        # a malformed or oversized form is the API's 4xx (the native error shape), never a 500
+        if request.content_length is not None and request.content_length > 4096:
+            raise ApiError(413, "body_too_large", "the login form is at most 4096 bytes", field="body")
+        try:
+            form = await request.post()
+        except (ValueError, UnicodeDecodeError, AssertionError) as exc:
+            raise ApiError(400, "bad_form", f"malformed login form: {clip(exc, 200)}", field="body") from None
         given = form.get("token")
         if not token:
             raise web.HTTPSeeOther("/console")
