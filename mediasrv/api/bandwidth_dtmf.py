@@ -11,6 +11,10 @@
   ``gatherUrl`` the document goes on.  Nested ``<SpeakSentence>`` prompts are spoken (the
   speech source); speech *input* needs a recognizer mediasrv does not have: refused (400).
 
+- ``<StartGather dtmfUrl=… dtmfMethod tag username password/>``: from then on (across later
+  documents, until ``<StopGather/>`` or the end of the call) each key is a ``dtmf`` callback
+  (``digit``) to ``dtmfUrl``, in order; its answer is not run.
+
 Bad attributes are refused when the document is parsed (400 ``validation`` naming the verb and
 attribute), before anything on the call changes.
 """
@@ -56,6 +60,8 @@ class Waits:
     sent: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # call id -> its send's end
     collects: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)  # collect id -> its end
     last_digit: dict[str, str] = field(default_factory=dict)  # call id -> the latest key pressed
+    continuous: dict[str, StartGather] = field(default_factory=dict)  # call id -> its <StartGather>
+    chain: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # call id -> its latest dtmf callback
 
 
 _WAITS: weakref.WeakKeyDictionary[BandwidthDialect, Waits] = weakref.WeakKeyDictionary()
@@ -70,7 +76,12 @@ def listener(dialect: BandwidthDialect) -> Callable[[Event], None]:
 
     def on_event(event: Event) -> None:
         if event.type == "dtmf.received":
-            waits.last_digit[event.call_id] = str(event.data.get("digit") or "")
+            digit = waits.last_digit[event.call_id] = str(event.data.get("digit") or "")
+            start = waits.continuous.get(event.call_id)
+            if start is not None:  # one callback per key, in order (each waits for the one before)
+                prev = waits.chain.get(event.call_id)
+                waits.chain[event.call_id] = asyncio.get_running_loop().create_task(
+                    start.notify(dialect, event.call_id, digit, prev))
         elif event.type == "dtmf.sent":
             fut = waits.sent.pop(event.call_id, None)
             if fut is not None and not fut.done():
@@ -81,6 +92,8 @@ def listener(dialect: BandwidthDialect) -> Callable[[Event], None]:
                 cfut.set_result(event.data)
         elif event.type == "call.hangup":
             waits.last_digit.pop(event.call_id, None)
+            waits.continuous.pop(event.call_id, None)
+            waits.chain.pop(event.call_id, None)
             fut = waits.sent.pop(event.call_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(None)
@@ -224,4 +237,44 @@ def parse_gather(el: Element, base_url: str | None, where: str) -> Gather:
     )
 
 
-EXTRA_VERBS.update({"SendDtmf": parse_send_dtmf, "Gather": parse_gather})
+# -- <StartGather> / <StopGather> -----------------------------------------------------------------------------
+@dataclass
+class StartGather(ScriptVerb):
+    """Every key pressed from now on (across later documents, until <StopGather> or the end of the
+    call) is a ``dtmf`` callback (``digit``) to ``dtmfUrl``; what it answers is not run."""
+
+    url: str
+    method: str
+    username: str | None
+    password: str | None
+    tag: str | None
+
+    async def run(self, dialect: BandwidthDialect, script: Script) -> bool | list[Verb]:
+        _waits(dialect).continuous[script.call_id] = self
+        return True
+
+    async def notify(self, dialect: BandwidthDialect, call_id: str, digit: str,
+                     prev: asyncio.Task[None] | None) -> None:
+        if prev is not None:
+            await asyncio.shield(prev)
+        await dialect._fetch(call_id, "dtmf", self.url, self.method, self.username, self.password, self.tag,
+                             extra={"digit": digit})
+
+
+@dataclass
+class StopGather(ScriptVerb):
+    async def run(self, dialect: BandwidthDialect, script: Script) -> bool | list[Verb]:
+        _waits(dialect).continuous.pop(script.call_id, None)
+        return True
+
+
+def parse_start_gather(el: Element, base_url: str | None, where: str) -> StartGather:
+    method = (el.get("dtmfMethod") or "POST").upper()
+    if method not in ("GET", "POST"):
+        raise BandwidthError(400, "validation", f"{where}: dtmfMethod must be GET or POST")
+    return StartGather(_absolute(el.get("dtmfUrl", ""), base_url, where + " dtmfUrl"), method,
+                       el.get("username"), el.get("password"), el.get("tag"))
+
+
+EXTRA_VERBS.update({"SendDtmf": parse_send_dtmf, "Gather": parse_gather, "StartGather": parse_start_gather,
+                    "StopGather": lambda el, base_url, where: StopGather()})

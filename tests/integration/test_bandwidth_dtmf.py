@@ -8,8 +8,17 @@ import asyncio
 
 import pytest
 from bandwidth.exceptions import BadRequestException
-from bandwidth.models import GatherCallback
-from bandwidth.models.bxml import Bxml, Gather, PlayAudio, Response, SendDtmf, SpeakSentence
+from bandwidth.models import DtmfCallback, GatherCallback
+from bandwidth.models.bxml import (
+    Bxml,
+    Gather,
+    PlayAudio,
+    Response,
+    SendDtmf,
+    SpeakSentence,
+    StartGather,
+    StopGather,
+)
 
 from mediasrv.probe import open_capture
 
@@ -47,7 +56,8 @@ async def test_send_dtmf_and_gather_with_callback(tmp_path, origin, webhooks):  
             await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id, "<Bxml><Gather><Hangup/></Gather></Bxml>")
         assert "<Hangup>" in info.value.data.description
 
-        bxml = Bxml([SendDtmf("1w2", tone_duration=100, tone_interval=100),
+        dtmf_url = origin.add("dtmf", "")  # the dtmf callbacks' answer is not run: empty
+        bxml = Bxml([StartGather(dtmf_url, tag="keys"), SendDtmf("1w2", tone_duration=100, tone_interval=100),
                      Gather([PlayAudio(url_menu)], gather_url=gather_url, max_digits=4, terminating_digits="#",
                             first_digit_timeout=3, tag="menu")]).to_bxml()
         await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id, bxml)
@@ -59,7 +69,7 @@ async def test_send_dtmf_and_gather_with_callback(tmp_path, origin, webhooks):  
         await wait_until(lambda: len([e for e in webhooks.events if e["type"] == "playback.ended"]) >= 2, 10,
                          "the callback's document played")
         # a spoken prompt; no gatherUrl: the document goes on after the gather
-        bxml = Bxml([Gather([SpeakSentence("Press one.", locale="en_US", gender="female")], max_digits=1,
+        bxml = Bxml([StopGather(), Gather([SpeakSentence("Press one.", locale="en_US", gender="female")], max_digits=1,
                             first_digit_timeout=3), PlayAudio(url_done)]).to_bxml()
         await asyncio.to_thread(api.update_call_bxml, ACCOUNT, call.call_id, bxml)
         await wait_until(lambda: len([e for e in webhooks.events if e["type"] == "playback.started"]) >= 3, 10,
@@ -78,6 +88,9 @@ async def test_send_dtmf_and_gather_with_callback(tmp_path, origin, webhooks):  
     cb = GatherCallback.from_dict(hit["json"])
     assert (cb.event_type, cb.digits, cb.terminating_digit, cb.tag) == ("gather", "34", "#", "menu")
     assert cb.call_id == call.call_id and cb.account_id == ACCOUNT
+    keys = [DtmfCallback.from_dict(h["json"]) for h in origin.hits("dtmf")]
+    assert [(k.event_type, k.digit, k.tag) for k in keys] == [("dtmf", "3", "keys"), ("dtmf", "4", "keys"),
+                                                              ("dtmf", "#", "keys")], "StopGather: not the 1"
     events = _te_events(capture.packets)
     assert [ev[0].payload[0] for ev in events] == [1, 2]
     assert events[1][0].arrival - events[0][0].arrival >= 0.5 + 0.1, "w: half a second between the digits"

@@ -136,6 +136,8 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
     assert isinstance(speak_end, CallSpeakEndedWebhookEvent)
     assert speak_end.data.payload.client_state == CS and speak_end.data.payload.status == "completed"
     payload = capture.payload()
+    e_menu = expected_payload(menu, "PCMU")
+    assert payload.find(e_menu[:1600]) >= 0 and payload.find(e_menu) < 0, "the first key cut the prompt"
     assert payload.count(expected_payload(again, "PCMU")) == 2, "no input: the prompt played maximum_tries times"
     e_inv, e_short = expected_payload(invalid, "PCMU"), expected_payload(short, "PCMU")
     assert payload.find(e_inv[:1600]) >= 0, "the invalid prompt was played"
