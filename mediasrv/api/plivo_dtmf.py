@@ -2,7 +2,7 @@
 
 ``{"digits": "12#", "leg": "aleg"|"bleg"}`` becomes the core's DTMF out (RFC 4733 when the far
 end offered telephone-event, else in-band tones) on the call's own leg (``aleg``) or the leg
-bridged with it (``bleg``); 202 ``{"message": "digits sent", "api_id"}``.  Plivo sends no
+bridged with it (``bleg``), ``w``/``W`` pausing 0.5 s / 1 s (api/dtmf_pauses.py); 202 ``{"message": "digits sent", "api_id"}``.  Plivo sends no
 callback for it.  Receiving digits (``<GetDigits>``/``<GetInput>``) is XML-driven: the Plivo
 dialect has no XML interpreter, so that side is not served.
 """
@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..media.player import PlayError
+from . import dtmf_pauses
 
 if TYPE_CHECKING:
     from .plivo import PlivoDialect
 
-KEYS = "0123456789*#ABCD"
 DIGIT_MS = 100  # Plivo has no duration parameter
 
 
@@ -31,10 +31,9 @@ def add_routes(app: web.Application, dialect: PlivoDialect) -> None:
         digits = body.get("digits")
         if not isinstance(digits, str) or not digits:
             raise PlivoError(400, "digits is required: a string of DTMF keys (0-9, *, #, A-D)")
-        if any(c in "wW" for c in digits):
-            raise PlivoError(400, "digits: pauses (w, W) are not supported by mediasrv; send the parts separately")
-        if len(digits) > 64 or any(c not in KEYS for c in digits.upper()):
-            raise PlivoError(400, "digits must be 1-64 DTMF keys (0-9, *, #, A-D)")
+        if not dtmf_pauses.valid(digits):
+            raise PlivoError(400, "digits must be 1-64 DTMF keys (0-9, *, #, A-D), w (0.5 s) and W (1 s) pauses "
+                                  "between them")
         leg = body.get("leg") or "aleg"
         if leg not in ("aleg", "bleg"):
             raise PlivoError(400, "leg must be aleg or bleg")
@@ -46,7 +45,7 @@ def add_routes(app: web.Application, dialect: PlivoDialect) -> None:
                 raise PlivoError(400, "leg bleg: the call is not bridged with one other leg")
             target = peers[0]
         try:
-            dialect.server.media.send_dtmf(target, digits, DIGIT_MS)
+            dtmf_pauses.sender(dialect.server).start(target, digits, DIGIT_MS)
         except KeyError as exc:
             raise PlivoError(404, "call not found: it has no media") from exc
         except PlayError as exc:

@@ -27,6 +27,7 @@ from aiohttp import web
 from ..events import Delivery, Event
 from ..media.collect import MAX_DIGITS, MAX_TIMEOUT_MS, CollectRequest
 from ..media.player import PlayError, PlayRequest, SourceSpec
+from . import dtmf_pauses
 from .telnyx import PlaybackInfo, TelnyxError, _client_state, _iso, _opt_str, ok, parse_speak
 
 if TYPE_CHECKING:
@@ -210,17 +211,15 @@ class TelnyxIvr:
             raise TelnyxError("10004", "digits is required", "/digits")
         if not isinstance(digits, str) or not digits:
             raise TelnyxError("90061", "digits must be a non-empty string of DTMF keys", "/digits")
-        if any(c in "wW" for c in digits):
-            raise TelnyxError("90061", "pauses (w, W) in digits are not supported by mediasrv; send the parts "
-                                       "as separate commands", "/digits")
-        if len(digits) > 64 or any(c not in KEYS for c in digits.upper()):
-            raise TelnyxError("90061", "digits must be 1-64 DTMF keys (0-9, A-D, *, #)", "/digits")
+        if not dtmf_pauses.valid(digits):
+            raise TelnyxError("90061", "digits must be 1-64 DTMF keys (0-9, A-D, *, #), w (0.5 s) and W (1 s) "
+                                       "pauses between them", "/digits")
         duration = _int(body, "duration_millis", 250, 100, 500)
         client_state = _client_state(body)
         self.d._call(call_id)
         self.d._remember_state(call_id, client_state)
         try:
-            self.server.media.send_dtmf(call_id, digits, duration)
+            dtmf_pauses.sender(self.server).start(call_id, digits, duration)
         except KeyError as exc:
             raise TelnyxError("90018", "This call has no media any more.", "/call_control_id") from exc
         except PlayError as exc:

@@ -66,7 +66,7 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
         for kwargs, field in bad:
             exc = await error_of(actions.gather_using_audio, cid, **kwargs)
             assert isinstance(exc, telnyx.UnprocessableEntityError) and pointer(exc) == field, (kwargs, exc.body)
-        for kwargs, field in [({"digits": "12x"}, "/digits"), ({"digits": "1w2"}, "/digits"),
+        for kwargs, field in [({"digits": "12x"}, "/digits"), ({"digits": "ww"}, "/digits"),
                               ({"digits": "1", "duration_millis": 50}, "/duration_millis")]:
             exc = await error_of(actions.send_dtmf, cid, **kwargs)
             assert exc.status_code == 422 and pointer(exc) == field, (kwargs, exc.body)
@@ -111,9 +111,9 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
         await asyncio.sleep(0.3)
         await presser.press("2")
         await gathered(5)
-        sent = await asyncio.to_thread(actions.send_dtmf, cid, digits="1#", duration_millis=100)
+        sent = await asyncio.to_thread(actions.send_dtmf, cid, digits="1w#", duration_millis=100)
         assert isinstance(sent, ActionSendDtmfResponse) and sent.data.result == "ok"
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.2)
         # 6: still gathering when the caller hangs up
         await asyncio.to_thread(actions.gather_using_audio, cid, audio_url=url_short, timeout_millis=60000)
         code, out = await sipp
@@ -145,3 +145,4 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
     te = _te_events(capture.packets)
     assert [ev[0].payload[0] for ev in te] == [1, 11], "send_dtmf went out as RFC 4733 events"
     assert all(int.from_bytes(ev[-1].payload[2:4], "big") == 800 for ev in te), "duration_millis=100"
+    assert te[1][0].arrival - te[0][0].arrival >= 0.5 + 0.1, "w: half a second between the digits"

@@ -8,6 +8,7 @@ from mediasrv.api import bandwidth_dtmf  # noqa: F401 - registers <SendDtmf>/<Ga
 from mediasrv.api.acs_dtmf import TONE_KEYS, TONE_NAMES
 from mediasrv.api.bandwidth import BandwidthError, parse_bxml
 from mediasrv.api.bandwidth_dtmf import Gather, SendDtmf
+from mediasrv.api.dtmf_pauses import split, valid
 from mediasrv.api.telnyx import TelnyxError
 from mediasrv.api.telnyx_ivr import judge, parse_gather
 
@@ -62,3 +63,9 @@ def test_bandwidth_verbs_parse_and_refuse():
         with pytest.raises(BandwidthError) as info:
             parse_bxml(b"<Bxml>" + bad + b"</Bxml>", "Bxml")
         assert info.value.status == 400 and "(verb 1)" in info.value.description
+
+
+def test_pauses_split_and_validate():
+    assert split("12w3W#") == [("12", 0.5), ("3", 1.0), ("#", 0.0)]
+    assert split("w1") == [("", 0.5), ("1", 0.0)] and split("1ww2") == [("1", 0.5), ("", 0.5), ("2", 0.0)]
+    assert valid("1a*#") and valid("w1W") and not valid("ww") and not valid("12x") and not valid("1" * 65)
