@@ -48,12 +48,16 @@ class Gather:
     minimum_digits: int
     valid_digits: str
     maximum_tries: int
-    prompt: SourceSpec
+    prompt: SourceSpec | None  # None: the plain ``gather`` (no prompt)
     invalid_prompt: SourceSpec | None
     client_state: str | None
     tries: int = 1
     collect_id: str | None = None
     speak: bool = False  # gather_using_speak: the prompt's webhooks are call.speak.*
+    overall_ms: int | None = None  # plain gather's timeout_millis: the whole command's limit
+    gather_id: str | None = None  # plain gather: echoed in call.gather.ended
+    expired: bool = False  # overall_ms passed: the collect was stopped for it
+    timer: asyncio.TimerHandle | None = None
 
 
 def _int(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -121,7 +125,22 @@ def parse_gather_speak(call_id: str, body: dict[str, Any]) -> Gather:
     return g
 
 
-def _gather(call_id: str, body: dict[str, Any], prompt: SourceSpec, invalid_prompt: SourceSpec | None) -> Gather:
+def parse_plain_gather(call_id: str, body: dict[str, Any]) -> Gather:
+    """``gather`` body: no prompt, ``initial_timeout_millis`` for the first key, ``timeout_millis`` for it all."""
+    gather_id = _opt_str(body, "gather_id")
+    if gather_id is not None and not 0 < len(gather_id) <= 200:
+        raise TelnyxError("90061", "gather_id must be 1-200 characters", "/gather_id")
+    g = _gather(call_id, {k: v for k, v in body.items() if k not in ("timeout_millis", "maximum_tries")}, None,
+                None)
+    g.request.first_digit_timeout_ms = _int(body, "initial_timeout_millis", 5000, 1, MAX_TIMEOUT_MS)
+    g.overall_ms = _int(body, "timeout_millis", 60_000, 1, MAX_TIMEOUT_MS)
+    g.maximum_tries = 1
+    g.gather_id = gather_id or str(uuid.uuid4())
+    return g
+
+
+def _gather(call_id: str, body: dict[str, Any], prompt: SourceSpec | None,
+            invalid_prompt: SourceSpec | None) -> Gather:
     minimum = _int(body, "minimum_digits", 1, 1, MAX_DIGITS)
     maximum = _int(body, "maximum_digits", MAX_DIGITS, 1, MAX_DIGITS)
     if minimum > maximum:
@@ -146,7 +165,7 @@ def judge(g: Gather, digits: str, reason: str) -> str | None:
     if reason == "call_hangup":
         return "call_hangup"
     if reason == "stopped":
-        return "cancelled"
+        return "timeout" if g.expired else "cancelled"
     if not digits and reason == "timeout":
         return None if g.tries < g.maximum_tries else "timeout"
     if g.minimum_digits <= len(digits) <= g.request.max_digits and all(c in g.valid_digits for c in digits):
@@ -167,17 +186,28 @@ class TelnyxIvr:
     async def gather_using_speak(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return await self._gather(request, parse_gather_speak(request.match_info["call_control_id"], body))
 
+    async def gather(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return await self._gather(request, parse_plain_gather(request.match_info["call_control_id"], body))
+
     async def _gather(self, request: web.Request, g: Gather) -> web.Response:
         call_id = g.call_id
         self.d._call(call_id)
         self.d._remember_state(call_id, g.client_state)
         if g.client_state is None:
             g.client_state = self.d._call_state.get(call_id)
-        self._start(g, [g.prompt])
+        self._start(g, [g.prompt] if g.prompt is not None else [])
+        if g.overall_ms is not None:
+            g.timer = asyncio.get_running_loop().call_later(g.overall_ms / 1000, self._expire, g)
         return ok()
 
+    def _expire(self, g: Gather) -> None:
+        g.timer = None
+        if g.collect_id is not None and g.collect_id in self._gathers:
+            g.expired = True
+            self.server.media.ivr.stop_collect(g.collect_id)
+
     def _start(self, g: Gather, sources: list[SourceSpec]) -> None:
-        req = replace(g.request, prompt=PlayRequest(sources=[replace(s) for s in sources]))
+        req = replace(g.request, prompt=PlayRequest(sources=[replace(s) for s in sources]) if sources else None)
         try:
             collect = self.server.media.collect(g.call_id, req)
         except KeyError as exc:
@@ -185,8 +215,8 @@ class TelnyxIvr:
         except PlayError as exc:
             raise TelnyxError("90061", str(exc), "/audio_url") from exc
         g.collect_id = collect.id
-        first = sources[0]  # the prompt's playback webhooks echo the gather's client_state and first source
-        for pid in collect.prompt_ids:
+        for pid in collect.prompt_ids:  # the prompt's playback webhooks echo the client_state and first source
+            first = sources[0]
             self.d._playbacks[pid] = PlaybackInfo(g.client_state, first.url, first.media, False, speak=g.speak)
         self._gathers[collect.id] = g
         while len(self._gathers) > GATHER_MEMORY:
@@ -238,7 +268,8 @@ class TelnyxIvr:
         status = judge(g, digits, reason)
         if status is None:
             g.tries += 1
-            sources = [g.prompt] if not digits or g.invalid_prompt is None else [g.invalid_prompt, g.prompt]
+            prompt = [g.prompt] if g.prompt is not None else []
+            sources = prompt if not digits or g.invalid_prompt is None else [g.invalid_prompt, *prompt]
             # after the bus is done with this event: the new collect's own events come after it
             asyncio.get_running_loop().call_soon(self._retry, g, sources)
             return
@@ -251,6 +282,9 @@ class TelnyxIvr:
             self._ended(g, "", "call_hangup")
 
     def _ended(self, g: Gather, digits: str, status: str) -> None:
+        if g.timer is not None:
+            g.timer.cancel()
+            g.timer = None
         d = self.d
         url = d._call_webhook.get(g.call_id) or d.webhook_url
         if not url or d.sink is None:
@@ -259,6 +293,8 @@ class TelnyxIvr:
         payload = d._ids(g.call_id, call.sip_call_id if call else None)
         payload.update({"client_state": g.client_state, "from": call.from_uri if call else None,
                         "to": call.to_uri if call else None, "digits": digits, "status": status})
+        if g.gather_id is not None:
+            payload["gather_id"] = g.gather_id
         data = {"record_type": "event", "event_type": "call.gather.ended", "id": str(uuid.uuid4()),
                 "occurred_at": _iso(time.time()),
                 "payload": payload}
@@ -273,6 +309,7 @@ def setup(app: web.Application, dialect: TelnyxDialect) -> TelnyxIvr:
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"
     app.add_routes([
+        web.post(actions + "gather", r(ivr.gather)),
         web.post(actions + "gather_using_audio", r(ivr.gather_using_audio)),
         web.post(actions + "gather_using_speak", r(ivr.gather_using_speak)),
         web.post(actions + "gather_stop", r(ivr.gather_stop)),
@@ -282,6 +319,8 @@ def setup(app: web.Application, dialect: TelnyxDialect) -> TelnyxIvr:
 
 
 OPENAPI_ROUTES = [
+    {"method": "POST", "path": "/v2/calls/{call_control_id}/actions/gather",
+     "maps_to": "POST /v1/calls/{call_id}/collect without a prompt (timeout_millis: the whole gather)"},
     {"method": "POST", "path": "/v2/calls/{call_control_id}/actions/gather_using_audio",
      "maps_to": "POST /v1/calls/{call_id}/collect (prompt replayed up to maximum_tries; call.gather.ended)"},
     {"method": "POST", "path": "/v2/calls/{call_control_id}/actions/gather_using_speak",

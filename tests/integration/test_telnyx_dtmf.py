@@ -50,7 +50,7 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
         url_short = audio_origin.add("short.wav", wav_bytes(short, 8000))
         url_again = audio_origin.add("again.wav", wav_bytes(again, 8000))
         url_invalid = audio_origin.add("invalid.wav", wav_bytes(invalid, 8000))
-        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=8500))
+        sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=9500))
         [call] = await answered_calls(r, 1)
         cid = call.call_id
         presser = KeyPresser(capture.sock, call.local_rtp)
@@ -114,11 +114,18 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
         sent = await asyncio.to_thread(actions.send_dtmf, cid, digits="1w#", duration_millis=100)
         assert isinstance(sent, ActionSendDtmfResponse) and sent.data.result == "ok"
         await asyncio.sleep(1.2)
-        # 6: still gathering when the caller hangs up
+        # 6, 7: plain gather (no prompt): the gather_id comes back; timeout_millis bounds the whole gather
+        await asyncio.to_thread(actions.gather, cid, maximum_digits=3, gather_id="g-plain")
+        for d in "789":
+            await presser.press(d)
+        await gathered(6)
+        await asyncio.to_thread(actions.gather, cid, timeout_millis=400, initial_timeout_millis=60000)
+        await gathered(7)
+        # 8: still gathering when the caller hangs up
         await asyncio.to_thread(actions.gather_using_audio, cid, audio_url=url_short, timeout_millis=60000)
         code, out = await sipp
         assert code == 0, out[-3000:]
-        await gathered(6)
+        await gathered(8)
     finally:
         capture.close()
         await r.server.stop()
@@ -127,7 +134,8 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
     assert all(isinstance(e, CallGatherEndedWebhookEvent) for e in ended)
     got = [(e.data.payload.digits, e.data.payload.status) for e in ended]
     assert got == [("12", "valid"), ("12", "valid"), ("", "timeout"), ("", "cancelled"), ("2", "valid"),
-                   ("", "call_hangup")], got
+                   ("789", "valid"), ("", "timeout"), ("", "call_hangup")], got
+    assert ended[5].data.payload.to_dict().get("gather_id") == "g-plain"
     p = ended[0].data.payload
     assert p.client_state == CS and p.call_control_id == cid and p.call_session_id == call.sip_call_id and p.from_
     assert audio_origin.hits["invalid.wav"] == 1
