@@ -167,6 +167,12 @@ class ServerCollector(Collector):
     def _calls(self) -> Iterator[Metric]:
         s = self.server
         yield _gauge("mediasrv_active_calls", "Calls not yet ended", s.registry.active_count)
+        try:  # scraped on the loop's thread; anywhere else there is no loop to count tasks of
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:
+            tasks = None
+        if tasks is not None:
+            yield _gauge("mediasrv_asyncio_tasks", "asyncio tasks alive (robustness/ checks it for leaks)", tasks)
         by_state = GaugeMetricFamily("mediasrv_calls", "Calls not yet ended, by state", labels=["state"])
         counts = {st.value: 0 for st in CallState if st is not CallState.ENDED}
         for call in s.registry.all():

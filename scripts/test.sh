@@ -12,6 +12,9 @@ command -v baresip >/dev/null 2>&1 || need+=(baresip)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# the robustness harness runs the server inside a private network namespace (unshare -n, ip)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # systemd-analyze checks deploy/systemd/mediasrv.service (tests/unit/test_systemd_unit.py)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # the live page is tested in headless Chromium (tests/integration/test_console.py; no browser download)
@@ -29,5 +32,5 @@ for tool in sipp baresip espeak-ng sox chromium systemd-analyze; do
 done
 
 python3 -m pip install -q -e '.[test]'
-python3 -m ruff check mediasrv codecs tests bench
+python3 -m ruff check mediasrv codecs tests bench robustness
 python3 -m pytest -q -p no:cacheprovider "$@"

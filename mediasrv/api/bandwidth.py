@@ -34,6 +34,7 @@ from defusedxml.ElementTree import fromstring
 from ..calls import Call, CallState, Direction
 from ..egress import Purpose, RedirectRefused, refusal_of
 from ..events import Event
+from ..logsafe import clip
 from ..media.player import PlayRequest, SourceSpec
 from ..media.synth import SpeechInputError, SpeechSpec, check
 from .errors import BodyError, parse_json_object
@@ -152,6 +153,8 @@ def parse_bxml(raw: bytes, root: str, base_url: str | None = None) -> list[Verb]
         raise BandwidthError(400, "validation", f"BXML refused: DTDs and entities are not allowed ({exc})") from exc
     except ParseError as exc:
         raise BandwidthError(400, "validation", f"BXML is not well-formed XML: {exc}") from exc
+    except (LookupError, ValueError) as exc:  # an unknown encoding= in the XML declaration (expat raises LookupError)
+        raise BandwidthError(400, "validation", f"BXML refused: {clip(exc, 120)}") from exc
     if doc.tag != root:
         raise BandwidthError(400, "validation", f"the BXML root element must be <{root}>, not <{doc.tag}>")
     verbs: list[Verb] = []

@@ -93,7 +93,7 @@ _DISPLAY = {
 }
 
 # Headers that may appear at most once; a second copy is a 400 (RFC 4475 3.3.x multi01).
-SINGLE = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-type"})
+SINGLE = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-type", "content-length"})
 
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE = re.compile(_TOKEN)

@@ -272,3 +272,15 @@ def test_mutated_messages_only_raise_parse_error(data: bytes, stream: bool) -> N
         m.contacts()  # parsed lazily: may still fail, but only with ParseError
     except ParseError:
         pass
+
+
+@pytest.mark.parametrize("second", ["Content-Length: 0", "l: 4", "content-length:0"])
+def test_duplicated_content_length_is_refused(second: str) -> None:
+    """Two Content-Length headers make the framing ambiguous (request smuggling on TCP): 400, not a guess."""
+    msg = (
+        "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-cl\r\n"
+        "From: <sip:b@127.0.0.1>;tag=1\r\nTo: <sip:a@127.0.0.1>\r\nCall-ID: cl-dup\r\nCSeq: 1 OPTIONS\r\n"
+        f"Content-Length: 4\r\n{second}\r\n\r\nabcd"
+    ).encode()
+    with pytest.raises(ParseError):
+        parse(msg)
