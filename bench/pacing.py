@@ -20,6 +20,13 @@ the same window.  Server and C sender are pinned to CPU 1, receiver and this scr
     python bench/pacing.py --n 100,500,1000,2000 --seconds 20 --loops uvloop,asyncio
     python bench/pacing.py --n 50 --seconds 5 --loops uvloop          # smoke run
     python bench/pacing.py --n 1500 --repeat 3 --loops uvloop,uvloop+scrape   # /metrics scraped every second vs not
+    python bench/pacing.py --n 200 --seconds 10 --loops uvloop --codecs PCMU,G722   # G.722 vs PCMU, same run
+    python bench/pacing.py --n 200 --seconds 10 --loops uvloop --codecs PCMU,G722 --volume-db -1   # per-packet encode
+
+``--codecs`` runs each mediasrv row once per codec: the bench's UAC offers only that codec (the
+server is configured with G722 enabled, so it decodes its prompt at 16 kHz too); the G.722 rows
+play a 16 kHz prompt.  ``--volume-db`` plays at that gain, which takes every packet off the slicing
+fast path into the player's per-packet mix-and-encode (G.711: a table; G.722: the leg's encoder).
 
 A loop name with ``+scrape`` runs that row with a Prometheus-style client GETting ``/metrics`` once a
 second through the measurement window (from this process, on the bench CPU); the notes give the
@@ -285,9 +292,11 @@ async def scrape_metrics(http: str, notes: list[str], interval: float = 1.0) -> 
 
 async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int,
                       setup_timeout: float, call_rate: float,
-                      notes: list[str], scrape: bool = False) -> tuple[int, dict, float, float]:
+                      notes: list[str], scrape: bool = False, codec: str = "PCMU",
+                      volume_db: float = 0.0) -> tuple[int, dict, float, float]:
     # The UAC's own SIP port must not be a receiver port + 1: the server sends RTCP there.
-    uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench"),
+    uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench",
+                                   codecs=(codec,)),
                        CallRegistry(), ReceiverPorts())
     await uac.start()
     in_flight = asyncio.Semaphore(100)
@@ -333,7 +342,8 @@ async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Rece
             async def play(call_id: str) -> bool:
                 try:
                     async with sem, s.post(f"{http}/v1/calls/{call_id}/playbacks",
-                                           json={"media": "prompt.wav", "loop": "infinity"}) as resp:
+                                           json={"media": "prompt.wav", "loop": "infinity",
+                                                 **({"volume_db": volume_db} if volume_db else {})}) as resp:
                         if resp.status == 201:
                             return True
                         try:
@@ -394,14 +404,15 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 
 def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
-                 call_rate: float, silence: bool) -> Row:
+                 call_rate: float, silence: bool, codec: str | None = None, volume_db: float = 0.0) -> Row:
     loop, _, extra = loop.partition("+")
     scrape = extra == "scrape"
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
-    t = np.arange(10 * 8000) / 8000  # 10 s, 8 kHz mono int16
+    rate = 16000 if codec == "G722" else 8000  # a wideband prompt for the wideband codec
+    t = np.arange(10 * rate) / rate  # 10 s mono int16
     soundfile.write(data / "media" / "prompt.wav",
-                    (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16), 8000, subtype="PCM_16")
+                    (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16), rate, subtype="PCM_16")
     sip_port, http_port = free_port(socket.SOCK_DGRAM, n), free_port(socket.SOCK_STREAM, n)
     log_path = data / "server.log"
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
@@ -416,14 +427,18 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
         cmd.append("--no-silence")
     notes: list[str] = []
     rx: Receiver | None = None
+    env = dict(os.environ)
+    if codec is not None:
+        env["MEDIASRV_CODECS"] = "G722,PCMU,PCMA"  # the same server set-up for every codec's row
     with open(log_path, "w") as log:
-        server = spawn(cmd, stdout=log, stderr=subprocess.STDOUT)
+        server = spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         http = f"http://127.0.0.1:{http_port}"
         wait_http(f"{http}/healthz", server)
         rx = Receiver(receiver_exe, n, seconds)
         playing, stats, cpu, steal = asyncio.run(asyncio.wait_for(
-            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes, scrape),
+            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes, scrape,
+                        codec or "PCMU", volume_db),
             2 * setup_timeout + seconds + 120))
     finally:
         if rx is not None:
@@ -439,7 +454,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
             kinds = Counter(ln.split(": ", 1)[-1][:90] for ln in bad)
             notes.append(f"server log: {len(bad)} warning/error lines, most common: {kinds.most_common(3)}")
         shutil.rmtree(data, ignore_errors=True)
-        label = loop + ("+scrape" if scrape else "")
+        label = loop + ("+scrape" if scrape else "") + (f" {codec}" if codec else "")
         NOTES.extend(f"  mediasrv {label} N={n}: {note}" for note in notes)
     return Row(f"mediasrv {label}", n, playing, stats, cpu, stats["window_s"] or seconds, steal, notes)
 
@@ -461,6 +476,10 @@ def main() -> int:
                     help="run the C/mediasrv pair K times per N, alternating, and print the medians of the ratios")
     ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
                     help="run the C sender (chrt -f) and mediasrv (--realtime-priority) under SCHED_FIFO PRIO; 0 = off")
+    ap.add_argument("--codecs", default="",
+                    help="comma-separated codecs (PCMU, PCMA, G722): each mediasrv row once per codec, same run")
+    ap.add_argument("--volume-db", type=float, default=0.0,
+                    help="play at this gain (not 0: every packet through the per-packet mix and encode)")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="global limit in seconds (default: computed from the rows)")
     args = ap.parse_args()
@@ -468,6 +487,9 @@ def main() -> int:
     REALTIME = args.realtime
     ns = [int(x) for x in args.n.split(",")]
     loops = [x for x in args.loops.split(",") if x]
+    codecs: list[str | None] = [c.strip().upper() for c in args.codecs.split(",") if c.strip()] or [None]
+    if any(c not in ("PCMU", "PCMA", "G722") for c in codecs if c is not None):
+        ap.error("--codecs takes PCMU, PCMA and/or G722")
     if any(lp.removesuffix("+scrape") not in ("uvloop", "asyncio") for lp in loops):
         ap.error("--loops takes uvloop and/or asyncio, each optionally with +scrape")
     for tool in ("gcc", "taskset"):
@@ -479,7 +501,7 @@ def main() -> int:
     if max(ns) * 2 + RECEIVER_BASE >= RTP_LO:
         ap.error("receiver ports would overlap the server's RTP range")
     deadline = args.deadline or max(1, args.repeat) * len(ns) * (
-        (args.seconds + 30) + len(loops) * (2 * args.setup_timeout + args.seconds + 150)) + 60
+        (args.seconds + 30) + len(loops) * len(codecs) * (2 * args.setup_timeout + args.seconds + 150)) + 60
     watchdog(deadline)
     os.sched_setaffinity(0, {int(BENCH_CPU)})
     tmp = Path(tempfile.mkdtemp(prefix="mediasrv-bench-c-"))
@@ -493,7 +515,9 @@ def main() -> int:
         print(HEADER, flush=True)
         summary: list[str] = []
         for n in ns:
-            ratios: dict[str, list[tuple[float, float, float]]] = {loop: [] for loop in loops}
+            rows = [(loop, codec) for loop in loops for codec in codecs]
+            ratios: dict[str, list[tuple[float, float, float]]] = {
+                loop + (f" {codec}" if codec else ""): [] for loop, codec in rows}
             for _ in range(max(1, args.repeat)):
                 c_row: Row | None = None
                 try:
@@ -501,22 +525,23 @@ def main() -> int:
                     print(fmt(c_row, c_row), flush=True)
                 except Exception as exc:  # noqa: BLE001 - report and go on
                     print(f"{'C paced sender':16} {n:5d} failed: {type(exc).__name__}: {exc}", flush=True)
-                for loop in loops:
+                for loop, codec in rows:
+                    key = loop + (f" {codec}" if codec else "")
                     try:
                         try:
                             r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
-                                             args.silence)
+                                             args.silence, codec, args.volume_db)
                         except OSError as exc:  # a port picked as free was taken meanwhile: once more
                             if exc.errno != errno.EADDRINUSE:
                                 raise
                             r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
-                                             args.silence)
+                                             args.silence, codec, args.volume_db)
                     except Exception as exc:  # noqa: BLE001 - an overloaded row is a result too
-                        print(f"{'mediasrv ' + loop:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
+                        print(f"{'mediasrv ' + key:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
                         continue
                     print(fmt(r, c_row), flush=True)
                     if c_row is not None and c_row.p99 and c_row.us_per_packet:
-                        ratios[loop].append((r.p99, r.p99 / c_row.p99, r.us_per_packet / c_row.us_per_packet))
+                        ratios[key].append((r.p99, r.p99 / c_row.p99, r.us_per_packet / c_row.us_per_packet))
             if args.repeat > 1:
                 for loop, got in ratios.items():
                     if got:

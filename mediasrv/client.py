@@ -40,6 +40,8 @@ class Api:
     """A thin aiohttp client for the native API that turns every failure into a :class:`ClientError`."""
 
     def __init__(self, url: str, token: str | None, timeout_s: float = 10.0) -> None:
+        if "://" not in url:  # HOST:PORT, as --http takes it
+            url = "http://" + url
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -173,6 +175,8 @@ async def cmd_calls(api: Api, args: argparse.Namespace) -> int:
 
 async def cmd_play(api: Api, args: argparse.Namespace) -> int:
     source = args.source
+    if source.startswith("media:"):  # the form calls/top/events print a stored media source in
+        source = source[len("media:"):]
     body: dict[str, Any] = {"url": source} if "://" in source else {"media": source}
     if args.loop is not None:
         body["loop"] = "infinity" if args.loop == 0 else args.loop
@@ -216,9 +220,11 @@ async def cmd_events(api: Api, args: argparse.Namespace) -> int:
 
 # -- top -----------------------------------------------------------------------
 def top_frame(url: str, calls: list[dict[str, Any]], total: int, monitors: dict[str, dict[str, Any]],
-              late_per_s: float | None, width: int, height: int, now: float) -> list[str]:
+              late_per_s: float | None, width: int, height: int, now: float,
+              counts: dict[str, int] | None = None) -> list[str]:
+    counts = counts or {}
     shown = f" ({len(calls)} shown)" if total > len(calls) else ""
-    answered = sum(1 for c in calls if c["state"] == "answered")
+    answered = counts.get("answered", sum(1 for c in calls if c["state"] == "answered"))
     playing = [c for c in calls if c.get("current_playback")]
     lines = [
         f"mediasrv top  {url}  {time.strftime('%H:%M:%S', time.localtime(now))}   q: quit",
@@ -296,7 +302,8 @@ async def cmd_top(api: Api, args: argparse.Namespace) -> int:
                 if late is not None and prev is not None and now > prev[0]:
                     late_per_s = (late - prev[1]) / (now - prev[0])
                 prev = (now, late) if late is not None else prev
-            frame = top_frame(api.url, calls, total, monitors, late_per_s, size.columns, size.lines, now)
+            frame = top_frame(api.url, calls, total, monitors, late_per_s, size.columns, size.lines, now,
+                              listed.get("counts"))
             if tty:
                 sys.stdout.write("\x1b[H" + "".join(line + "\x1b[K\r\n" for line in frame) + "\x1b[J")
             else:

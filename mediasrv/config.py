@@ -9,6 +9,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mediacodecs.codec import CODECS as CODEC_OBJECTS
+
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it."""
@@ -196,7 +198,7 @@ TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
-CODECS = ("PCMU", "PCMA")
+CODECS = tuple(CODEC_OBJECTS)  # PCMU, PCMA, G722 (mediacodecs.codec)
 # read straight from the environment elsewhere (not settings), so not "unknown"
 OTHER_ENV = frozenset({"MEDIASRV_FASTPATH"})
 # flags whose name is not --<setting-name-with-dashes>

@@ -83,6 +83,7 @@ class Server:
                 fetch_first_byte_timeout_s=settings.fetch_first_byte_timeout_s,
                 fetch_allow_cidrs=list(settings.fetch_allow_cidrs),
                 fetch_deny_cidrs=list(settings.fetch_deny_cidrs),
+                wideband="G722" in settings.codecs,
             ),
             emit=self._emit,
             on_rtp_timeout=self._on_rtp_timeout,

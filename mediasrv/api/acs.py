@@ -19,6 +19,7 @@ import time
 import urllib.parse
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -117,7 +118,9 @@ def verify_hmac(
     return None if hmac.compare_digest(expected, given) else "signature mismatch"
 
 
-ACTIONS = ("play", "cancelAllMediaOperations", "terminate")
+ACTIONS = ("play", "cancelAllMediaOperations", "terminate",
+           # acs_dtmf.py
+           "startContinuousDtmfRecognition", "stopContinuousDtmfRecognition", "recognize", "sendDtmfTones")
 
 
 def split_connection(rest: str) -> tuple[str, str]:
@@ -310,6 +313,9 @@ class AcsDialect:
                                                        rebuild=self.build))
         self._ops: dict[str, PlayOperation] = {}  # playback id → its operation
         self._recent: deque[Event] = deque(maxlen=256)  # events that may beat the operation's registration
+        # operations other modules serve on a call connection (acs_dtmf.py): (method, action) -> handler
+        self.extra_operations: dict[tuple[str, str], Callable[[str, dict[str, Any]], web.Response]] = {}
+        self.cancel_hooks: list[Callable[[str], None]] = []  # also run by :cancelAllMediaOperations
 
     # -- HTTP ------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -323,10 +329,13 @@ class AcsDialect:
             if not tail.startswith("callConnections/"):
                 raise AcsError(404, "NotFound", "no such Call Automation operation")
             call_id, action = split_connection(tail[len("callConnections/"):])
-            if not call_id or "/" in call_id or (request.method, action) not in OPERATIONS:
+            extra = self.extra_operations.get((request.method, action))
+            if not call_id or "/" in call_id or ((request.method, action) not in OPERATIONS and extra is None):
                 raise AcsError(404, "NotFound", "no such Call Automation operation")
             if "api-version" not in request.query:
                 raise AcsError(400, "BadRequest", "the api-version query parameter is required", "api-version")
+            if extra is not None:
+                return extra(call_id, _json_object(body))
             if action == "/:playAudio":
                 return self._play_legacy(call_id, _json_object(body))
             if action == ":play":
@@ -470,6 +479,8 @@ class AcsDialect:
             if op.call_id == call_id:
                 self.server.media.stop_playback(pb_id, by="api")
         self.server.media.stop_playbacks(call_id, "all", by="api")  # and anything else on this leg
+        for hook in self.cancel_hooks:
+            hook(call_id)
         return web.Response(status=202)
 
     # -- events ----------------------------------------------------------
@@ -651,6 +662,10 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("ACS dialect on /calling; callbacks signed RS256 (kid %s, aud %s)",
                  signer.kid if signer else "?", dialect.audience)
     server.events.add_listener(dialect.on_event)
+    from . import acs_dtmf  # DTMF operations (continuous recognition, recognize, send): their own module
+
+    acs_dtmf.setup(dialect)
+    OPENAPI_DIALECT["routes"] += [r for r in acs_dtmf.OPENAPI_ROUTES if r not in OPENAPI_DIALECT["routes"]]
     app.router.add_get(OPENID_PATH, dialect.openid_configuration)
     app.router.add_get(JWKS_PATH, dialect.jwks)
     app.router.add_route("*", "/calling/{tail:.*}", dialect.handle)

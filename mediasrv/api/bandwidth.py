@@ -19,6 +19,7 @@ import secrets
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -115,7 +116,17 @@ class Unsupported:
     verb: str
 
 
-Verb = Play | Pause | Hangup | Redirect | Unsupported
+class ScriptVerb:
+    """A verb another module runs (bandwidth_dtmf.py: SendDtmf, Gather): ``run`` returns True to go on,
+    False to stop the script, or a new document's verbs to run instead (a callback's answer)."""
+
+    async def run(self, dialect: BandwidthDialect, script: Script) -> bool | list[Verb]:
+        raise NotImplementedError
+
+
+Verb = Play | Pause | Hangup | Redirect | Unsupported | ScriptVerb
+# tag -> parser(element, base_url, where) for verbs other modules add (bandwidth_dtmf.py)
+EXTRA_VERBS: dict[str, Callable[[Element, str | None, str], Verb]] = {}
 
 
 def _absolute(url: str, base: str | None, where: str) -> str:
@@ -169,6 +180,8 @@ def parse_bxml(raw: bytes, root: str, base_url: str | None = None) -> list[Verb]
                 raise BandwidthError(400, "validation", f"{where}: redirectMethod must be GET or POST")
             verbs.append(Redirect(_absolute(el.get("redirectUrl", ""), base_url, where), method,
                                   el.get("username"), el.get("password"), el.get("tag")))
+        elif el.tag in EXTRA_VERBS:
+            verbs.append(EXTRA_VERBS[el.tag](el, base_url, where))
         else:
             verbs.append(Unsupported(el.tag))
     return verbs
@@ -381,6 +394,14 @@ class BandwidthDialect:
                         return
                     verbs, i = fetched[0], 0  # URLs in it were resolved against its own URL
                     continue
+                elif isinstance(verb, ScriptVerb):
+                    outcome = await verb.run(self, script)
+                    if outcome is False:
+                        return
+                    if isinstance(outcome, list):  # a callback answered with a new document: it replaces this one
+                        documents += 1
+                        verbs, i = outcome, 0
+                        continue
                 else:
                     self._error(script.call_id, verb.verb, f"BXML verb <{verb.verb}> is not supported; skipped")
                 i += 1
@@ -454,12 +475,13 @@ class BandwidthDialect:
 
     async def _fetch(self, call_id: str, event_type: str, url: str, method: str = "POST",
                      username: str | None = None, password: str | None = None,
-                     tag: str | None = None) -> tuple[list[Verb], str] | None:
+                     tag: str | None = None, extra: dict[str, Any] | None = None) -> tuple[list[Verb], str] | None:
         """Send the callback, parse the ``<Response>`` it returns; None (and an error event) on failure."""
         call = self.server.registry.get(call_id)
         if call is None or call.state is CallState.ENDED:
             return None
         body = self.callback_body(event_type, call, tag)
+        body.update(extra or {})  # the event's own fields (gather: digits, terminatingDigit)
         if self._session is None or self._session.closed:
             self._session = self.server.egress.session(Purpose.WEBHOOK, "mediasrv-bandwidth/0.1")
         auth = aiohttp.BasicAuth(username, password or "") if username else None
@@ -571,6 +593,9 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("Bandwidth dialect disabled: set MEDIASRV_BANDWIDTH_USERNAME and MEDIASRV_BANDWIDTH_PASSWORD")
     server.registry.subscribe(dialect.on_call)
     server.events.add_listener(dialect.on_event)
+    from . import bandwidth_dtmf  # <SendDtmf>, <Gather>: their own module (registers its verbs on import)
+
+    server.events.add_listener(bandwidth_dtmf.listener(dialect))
     base = "/api/v2/accounts/{account_id}/calls/{call_id}"
     app.router.add_put(base + "/bxml", dialect.update_bxml)
     app.router.add_post(base, dialect.update_call)

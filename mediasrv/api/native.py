@@ -180,8 +180,15 @@ async def list_calls(request: web.Request) -> web.Response:
         if not 1 <= limit <= 100_000:
             raise ApiError(422, "out_of_range", "limit must be 1..100000", field="limit")
     matched = [c for c in server.registry.all() if state is None or c.state.value == state]
-    calls = [call_resource(server, c) for c in matched[:limit]]
-    return web.json_response({"calls": calls, "total": len(matched)})
+    # live calls first (oldest first), then ended ones newest first: a ?limit page (mediasrv top,
+    # the console) shows what is happening now, not the oldest of the ended calls the registry keeps
+    live = [c for c in matched if c.state is not CallState.ENDED]
+    ended = [c for c in matched if c.state is CallState.ENDED][::-1]
+    counts: dict[str, int] = {}
+    for c in matched:
+        counts[c.state.value] = counts.get(c.state.value, 0) + 1
+    calls = [call_resource(server, c) for c in (live + ended)[:limit]]
+    return web.json_response({"calls": calls, "total": len(matched), "counts": counts})
 
 
 async def get_call(request: web.Request) -> web.Response:

@@ -435,5 +435,9 @@ def setup(app: web.Application, server: Server) -> None:
         web.delete(call + "/Speak", r(dialect.stop_speak)),
         web.delete(call + "/", r(dialect.hangup)),
         web.delete(call, r(dialect.hangup)),
-        web.route("*", "/v1/Account/{auth_id}/{tail:.*}", r(dialect.not_found)),
     ])
+    from . import plivo_dtmf  # send digits: its own module, routes before the catch-all
+
+    plivo_dtmf.add_routes(app, dialect)
+    OPENAPI_DIALECT["routes"] += [r for r in plivo_dtmf.OPENAPI_ROUTES if r not in OPENAPI_DIALECT["routes"]]
+    app.add_routes([web.route("*", "/v1/Account/{auth_id}/{tail:.*}", r(dialect.not_found))])

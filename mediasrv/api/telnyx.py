@@ -288,6 +288,7 @@ class TelnyxDialect:
         self._call_webhook: dict[str, str] = {}  # call_id -> webhook_url given on answer
         self._playbacks: dict[str, PlaybackInfo] = {}
         self._commands: OrderedDict[tuple[str, str], asyncio.Future[None]] = OrderedDict()
+        self.sink: WebhookSink | None = None  # set by setup(): webhooks made outside render (call.gather.ended)
 
     # -- plumbing ----------------------------------------------------------------------------
     def authorized(self, request: web.Request) -> bool:
@@ -614,9 +615,10 @@ class TelnyxDialect:
         if info.speak:  # call.speak.*: ids, client_state and (ended) a status, nothing about media
             for name in ("media_url", "media_name", "overlay"):
                 payload.pop(name)
-            if ended:
+            if ended:  # the SDK's CallSpeakEnded status is completed | call_hangup | cancelled_amd only:
+                # a speak stopped (playback_stop, a key during a gather_using_speak prompt) is "completed"
                 payload["status"] = "call_hangup" if d.get("status") == "call_hangup" else \
-                    "completed" if d.get("status") == "completed" else playback_status(d)["status"]
+                    "completed" if d.get("status") in ("completed", "stopped") else playback_status(d)["status"]
             return payload
         if ended:
             payload.update(playback_status(d))
@@ -657,8 +659,8 @@ OPENAPI_DIALECT: dict[str, Any] = {
     "auth": "Authorization: Bearer <MEDIASRV_TELNYX_API_KEY>",
     "errors": '{"errors": [{"code", "title", "detail", "source": {"pointer"}}]}',
     "webhooks": "call.initiated, call.answered, call.bridged, call.hangup, call.playback.started, "
-                "call.playback.ended, call.speak.started, call.speak.ended, call.dtmf.received; Ed25519 "
-                "telnyx-signature-ed25519 + telnyx-timestamp",
+                "call.playback.ended, call.speak.started, call.speak.ended, call.dtmf.received, call.gather.ended; "
+                "Ed25519 telnyx-signature-ed25519 + telnyx-timestamp",
     "routes": [
         {"method": "POST", "path": _ACTIONS + "playback_start", "maps_to": "POST /v1/calls/{call_id}/playbacks"},
         {"method": "POST", "path": _ACTIONS + "speak",
@@ -687,8 +689,8 @@ def setup(app: web.Application, server: Server) -> None:
     else:
         log.info("Telnyx dialect on /v2; webhooks to %s, public key %s", webhook_url or "(none)",
                  signer.public_key_b64 if signer else "?")
-    server.events.add_sink(WebhookSink(dialect.render, server.events.sink_settings(), name="telnyx-webhook",
-                                       rebuild=dialect.build))
+    dialect.sink = server.events.add_sink(WebhookSink(dialect.render, server.events.sink_settings(),
+                                                      name="telnyx-webhook", rebuild=dialect.build))
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"
     app.add_routes([
@@ -700,5 +702,10 @@ def setup(app: web.Application, server: Server) -> None:
         web.post(actions + "reject", r(dialect.reject)),
         web.post(actions + "bridge", r(dialect.bridge)),
         web.get("/v2/public_key", r(dialect.public_key, action=False)),
-        web.route("*", "/v2/{tail:.*}", r(dialect.not_found, action=False)),
     ])
+    # DTMF commands (gather, send_dtmf): their own module, routes before the catch-all
+    from . import telnyx_ivr
+
+    telnyx_ivr.setup(app, dialect)
+    OPENAPI_DIALECT["routes"] += [r for r in telnyx_ivr.OPENAPI_ROUTES if r not in OPENAPI_DIALECT["routes"]]
+    app.add_routes([web.route("*", "/v2/{tail:.*}", r(dialect.not_found, action=False))])

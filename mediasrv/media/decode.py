@@ -32,6 +32,7 @@ import av
 import av.filter
 import numpy as np
 
+from mediacodecs.codec import G722, G722Stream, fit
 from mediacodecs.g711 import ALAW_DECODE, ULAW_DECODE
 from mediacodecs.resample import FILTER_SIZE
 
@@ -772,7 +773,8 @@ class StreamDecoder:
     the stream was not a whole, playable file.  After an error every call raises it again.
     """
 
-    def __init__(self, kind: str, source: str, rate: int = 8000, max_seconds: float = 3600.0) -> None:
+    def __init__(self, kind: str, source: str, rate: int = 8000, max_seconds: float = 3600.0,
+                 wide: bool = False) -> None:
         if kind not in AUDIO_KINDS:
             raise SourceError("not_audio", f"{source}: {_KIND_MIME.get(kind, kind)} data, not audio")
         self.kind = kind
@@ -792,6 +794,13 @@ class StreamDecoder:
         if self._container is not None:  # dropped without finish (a cancelled load): its thread ends
             weakref.finalize(self, self._container.close)
         self._resampler: StreamResampler | None = None
+        # wide: the same source also resampled to 16 kHz (never through 8 kHz) and G.722-encoded as it
+        # decodes; take_g722() hands the bytes out; in total one byte per output sample at 8 kHz
+        self.wide = wide
+        self._wide_resampler: StreamResampler | None = None
+        self._g722 = G722Stream() if wide else None
+        self._g722_out = bytearray()
+        self._g722_total = 0
         self._error: SourceError | None = None
         self._finished = False
 
@@ -884,12 +893,38 @@ class StreamDecoder:
         if self._resampler is not None:
             out = np.concatenate([out, self._resampler.push(None)])
         self.output_samples += out.size - tail.size
+        if self._g722 is not None:
+            if self._wide_resampler is not None:
+                self._push_wide(self._wide_resampler.push(None))
+            self._push_g722(self._g722.finish())
+            # the 16 kHz and 8 kHz resamplings may end a sample apart: one G.722 byte per 8 kHz sample
+            cut = fit(bytes(self._g722_out), max(0, self.output_samples - (self._g722_total - len(self._g722_out))),
+                      G722)
+            self._g722_total += len(cut) - len(self._g722_out)
+            self._g722_out[:] = cut
         return out
+
+    def take_g722(self) -> bytes:
+        """The G.722 bytes encoded since the last call (empty unless ``wide``)."""
+        out = bytes(self._g722_out)
+        self._g722_out.clear()
+        return out
+
+    def _push_wide(self, pcm16: np.ndarray) -> None:
+        assert self._g722 is not None
+        if pcm16.size:
+            self._push_g722(self._g722.push(pcm16))
+
+    def _push_g722(self, data: bytes) -> None:
+        self._g722_out += data
+        self._g722_total += len(data)
 
     def _set_stream(self, label: str, rate: int, channels: int) -> None:
         if self.source_rate is None:
             self.format, self.source_rate, self.channels = label, rate, channels
             self._resampler = StreamResampler(rate, self.rate)
+            if self.wide:
+                self._wide_resampler = StreamResampler(rate, 16000)
             self._max_samples = math.floor(self.max_seconds * rate)
 
     def _emit(self, mono: np.ndarray) -> np.ndarray:
@@ -901,6 +936,8 @@ class StreamDecoder:
         assert self._resampler is not None
         out = self._resampler.push(mono)
         self.output_samples += out.size
+        if self._wide_resampler is not None:
+            self._push_wide(self._wide_resampler.push(mono))
         return out
 
 

@@ -8,10 +8,10 @@ CPU priority (nice +10), and a decoder that crashes on hostile input takes only 
 down (that source fails with ``decode_error``; the next decode starts a new worker).
 
 Protocol over one pipe per worker, one request at a time: ``("open", sid, kind, source, rate,
-max_seconds)``, ``("feed", sid, bytes)``, ``("finish", sid)``, ``("close", sid)``, ``("streams", 0)``
+max_seconds, wide)``, ``("feed", sid, bytes)``, ``("finish", sid)``, ``("close", sid)``, ``("streams", 0)``
 (how many decoders the worker holds open); answers
 ``("ok", payload)`` or ``("error", reason, message)``; ``feed``/``finish`` answer with
-``(pcm int16 bytes, µ-law bytes, A-law bytes)``.
+``(pcm int16 bytes, µ-law bytes, A-law bytes, G.722 bytes)`` (G.722 empty unless ``wide``).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def serve(conn: Connection) -> None:
                 pcm = dec.feed(msg[2]) if op == "feed" else dec.finish()
                 if op == "finish":
                     decoders.pop(sid, None)
-                conn.send(("ok", (pcm.tobytes(), ulaw_encode(pcm), alaw_encode(pcm))))
+                g722 = dec.take_g722() if dec.wide else b""
+                conn.send(("ok", (pcm.tobytes(), ulaw_encode(pcm), alaw_encode(pcm), g722)))
         except SourceError as exc:
             decoders.pop(sid, None)
             conn.send(("error", exc.reason, exc.message))
@@ -192,10 +193,10 @@ class DecodeWorkers:
             raise SourceError(answer[1], answer[2])
         return answer[1]
 
-    async def open(self, kind: str, source: str, rate: int, max_seconds: float) -> RemoteDecoder:
+    async def open(self, kind: str, source: str, rate: int, max_seconds: float, wide: bool = False) -> RemoteDecoder:
         worker = self._pick()
         sid = next(self._ids)
-        await self._call(worker, ("open", sid, kind, source, rate, max_seconds), source)
+        await self._call(worker, ("open", sid, kind, source, rate, max_seconds, wide), source)
         worker.streams += 1
         return RemoteDecoder(self, worker, sid, source)
 
@@ -220,16 +221,16 @@ class RemoteDecoder:
         self.pool, self.worker, self.sid, self.source = pool, worker, sid, source
         self.open = True
 
-    async def step(self, chunk: bytes | None) -> tuple[np.ndarray, bytes, bytes]:
+    async def step(self, chunk: bytes | None) -> tuple[np.ndarray, bytes, bytes, bytes]:
         msg = ("feed", self.sid, chunk) if chunk is not None else ("finish", self.sid)
         try:
-            pcm, ulaw, alaw = await self.pool._call(self.worker, msg, self.source)
+            pcm, ulaw, alaw, g722 = await self.pool._call(self.worker, msg, self.source)
         except SourceError:
             self._closed()
             raise
         if chunk is None:
             self._closed()
-        return np.frombuffer(pcm, np.int16), ulaw, alaw
+        return np.frombuffer(pcm, np.int16), ulaw, alaw, g722
 
     def _closed(self) -> None:
         if self.open:

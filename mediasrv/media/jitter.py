@@ -27,8 +27,11 @@ Why this shape:
   PBX without PLC.
 - A new SSRC, or a timestamp jump of more than ``resync`` samples either way (a peer that
   restarted its stream), resets the buffer onto the new stream.
-- Only G.711 is decoded (payload type 0 = PCMU, 8 = PCMA, or the map given); anything else
-  (telephone-event, comfort noise 13, unknown) is counted and ignored.
+- G.711 and G.722 are decoded (payload type 0 = PCMU, 8 = PCMA, 9 = G722, or the map given), to
+  8 kHz: a G.722 stream has its own stateful decoder (FFmpeg's ``g722``, then a 2x decimating
+  FIR), fed in arrival order.  G.722 counts one timestamp tick per byte like G.711 (its RTP
+  clock is 8 kHz), so the buffer's arithmetic is the same.  Anything else (telephone-event,
+  comfort noise 13, unknown) is counted and ignored.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mediacodecs.g711 import ALAW_DECODE, ULAW_DECODE
+from mediacodecs.codec import CODECS, FrameDecoder
 
-_DECODE_TABLES = {"PCMU": ULAW_DECODE, "PCMA": ALAW_DECODE}
-STATIC_G711 = {0: "PCMU", 8: "PCMA"}
+STATIC_PTS = {c.payload_type: c.name for c in CODECS.values()}  # 0 PCMU, 8 PCMA, 9 G722
+STATIC_G711 = STATIC_PTS  # the old name
 
 
 @dataclass
@@ -75,13 +78,15 @@ class JitterBuffer:
         self._relax = int(relax_s * rate)
         self._since_underrun = 0
         self.resync = rate * resync_ms // 1000
-        self._tables = {pt: _DECODE_TABLES[codec] for pt, codec in (decoders or STATIC_G711).items()
-                        if codec in _DECODE_TABLES}
+        self._codecs = {pt: CODECS[codec] for pt, codec in (decoders or STATIC_PTS).items() if codec in CODECS}
+        self._decoders: dict[int, FrameDecoder] = {}
         self.stats = JitterStats(target=self.target)
         self.ssrc: int | None = None
         self._reset()
 
     def _reset(self) -> None:
+        # a fresh decoder per payload type: a new stream must not inherit G.722's predictor state
+        self._decoders = {pt: codec.decoder() for pt, codec in self._codecs.items()}
         self._frames: dict[int, np.ndarray] = {}  # extended timestamp -> decoded samples
         self._seqs: set[int] = set()  # extended sequence numbers buffered (or recently played)
         self._play: int | None = None  # extended timestamp of the next sample to play
@@ -99,8 +104,8 @@ class JitterBuffer:
         """Take one packet; returns whether it was buffered."""
         st = self.stats
         st.pushed += 1
-        table = self._tables.get(payload_type)
-        if table is None:
+        decode = self._decoders.get(payload_type)
+        if decode is None:
             st.ignored += 1
             return False
         if ssrc is not None and ssrc != self.ssrc:
@@ -131,7 +136,7 @@ class JitterBuffer:
         self._update_jitter(ets, arrival)
         if self._ts_ref is None or ets > self._ts_ref:
             self._ts_ref, self._seq_ref = ets, eseq
-        self._frames[ets] = table[np.frombuffer(payload, dtype=np.uint8)]
+        self._frames[ets] = decode(payload)
         self._seqs.add(eseq)
         if play is None:
             self._play, self._end = ets, ets + n

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mediacodecs.g711 import decode as decode_g711
+from mediacodecs.codec import G722FrameDecoder
+from mediacodecs.codec import get as get_codec
 from mediacodecs.g711 import silence_byte
 
 from ..calls import Call, CallState, NegotiatedMedia
@@ -63,6 +64,7 @@ class MediaSettings:
     fetch_first_byte_timeout_s: float = 10.0
     rtcp_interval_s: float = 5.0
     use_timerfd: bool = True
+    wideband: bool = False  # G.722 is negotiable: sources are also decoded at 16 kHz and G.722-encoded
 
 
 class LegDriver(Tickable):
@@ -75,7 +77,7 @@ class LegDriver(Tickable):
         self.leg = leg
         self.player = player
         self.samples = 160
-        self.silence_payload = bytes([player.silence]) * 160
+        self.silence_payload = player.spec.silence_payload(160)
         self.send_silence = send_silence
         self.entry: Scheduled | None = None
         self.hold_since: float | None = None
@@ -100,10 +102,13 @@ class LegDriver(Tickable):
         self.player.bridged = fn is not None  # a bridged leg never takes the fast path
 
     def configure(self, codec: str, payload_type: int, ptime_ms: int) -> None:
-        self.samples = 8 * ptime_ms
+        # ``samples`` is RTP ticks per packet, which is also bytes per packet for every codec we speak
+        # (G.722's RTP clock is 8 kHz too): the clock and the C sender need nothing codec-specific
+        spec = get_codec(codec)
+        self.samples = spec.bytes_per_packet(ptime_ms)
         self.leg.payload_type = payload_type
-        self.player.set_codec(codec, silence_byte(codec))
-        self.silence_payload = bytes([self.player.silence]) * self.samples
+        self.player.set_codec(codec, silence_byte(codec) if codec in ("PCMU", "PCMA") else spec.silence[0])
+        self.silence_payload = spec.silence_payload(self.samples)
 
     def start_tx(self, sender: DtmfSender, done: Callable[[], None]) -> None:
         """Send *sender*'s packets from the next tick on; the playback waits (held) until they are out."""
@@ -212,7 +217,8 @@ class MediaPlane:
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
             allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
             decode_processes=settings.decode_processes, connect_timeout_s=settings.fetch_connect_timeout_s,
-            first_byte_timeout_s=settings.fetch_first_byte_timeout_s, media_dir=settings.media_dir or None,
+            first_byte_timeout_s=settings.fetch_first_byte_timeout_s, wideband=settings.wideband,
+            media_dir=settings.media_dir or None,
         )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
@@ -277,7 +283,8 @@ class MediaPlane:
                     self._timed_out.add(call_id)
                     self._totals["rtp_timeouts"] += 1
                     log.info("call %s: no RTP/RTCP for %.0f s%s: hanging up", call_id, now - leg.stats.last_inbound,
-                             " (on hold)" if driver.held else "")
+                             " (on hold)" if driver.held else "",
+                             extra={"call_id": call_id, "event": "rtp_timeout"})
                     if self._on_rtp_timeout is not None:
                         self._on_rtp_timeout(call_id)
 
@@ -627,7 +634,11 @@ class MediaPlane:
             return None
         if not data:
             return None
-        pcm = decode_g711(player.codec, data).astype(np.float64)
+        spec = player.spec
+        if spec.decode_table is not None:
+            pcm = spec.decode_table[np.frombuffer(bytes(data), np.uint8)].astype(np.float64)
+        else:
+            pcm = G722FrameDecoder(wide=True)(bytes(data)).astype(np.float64)
         rms = float(np.sqrt(np.mean(pcm * pcm)))
         return round(20 * math.log10(rms / 32768.0), 1) if rms >= 1.0 else -90.0
 

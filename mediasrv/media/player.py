@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from mediacodecs.codec import Codec, FrameEncoder
+from mediacodecs.codec import get as get_codec
 from mediacodecs.g711 import ALAW_ENCODE, ULAW_ENCODE
-from mediacodecs.g711 import decode as g711_decode
-from mediacodecs.g711 import encode as g711_encode
 
 from .source import Media, SourceError
 from .synth import SpeechSpec
@@ -311,11 +311,14 @@ class Player:
     """The main FIFO and the overlays of one leg; owned by the media plane, driven by the clock."""
 
     # slots: the C fast path reads ``fast`` and ``busy`` at their offsets (mediasrv/rtp/_fastsend.c)
-    __slots__ = ("codec", "silence", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify", "_held")
+    __slots__ = ("codec", "silence", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify", "_held",
+                 "spec", "_frame_enc")
 
     def __init__(self, codec: str, silence: int, notify: PlaybackListener) -> None:
-        self.codec = codec
-        self.silence = silence
+        self.codec = codec  # the codec's name; ``spec`` is the codec object (mediacodecs.codec)
+        self.silence = silence  # G.711's silence byte (kept for callers); padding uses spec.silence
+        self.spec: Codec = get_codec(codec)
+        self._frame_enc: FrameEncoder | None = None  # per-packet encoder of a stateful codec (G.722), made on use
         self.current: Playback | None = None
         self.queue: deque[Playback] = deque()
         self.overlays: list[Playback] = []
@@ -345,6 +348,7 @@ class Player:
 
     def set_codec(self, codec: str, silence: int) -> None:
         self.codec, self.silence = codec, silence
+        self.spec, self._frame_enc = get_codec(codec), None
         for pb in (self.current, *self.overlays):
             if pb is not None and pb.media is not None:
                 pb.data = self._encoded(pb.media)
@@ -533,7 +537,7 @@ class Player:
             if pb.gain == 1.0:
                 chunk = data[start : start + count]
                 if count < nbytes:
-                    chunk = bytes(chunk) + bytes([self.silence]) * (nbytes - count)
+                    chunk = bytes(chunk) + self.spec.silence_payload(nbytes - count)
                 return bytes(chunk)
             return self._mix([(self._pcm(span), pb.gain)], nbytes)
         return self._compose(pb, nbytes, seq, ts, call_audio)
@@ -572,7 +576,7 @@ class Player:
         if len(parts) == 1:
             pcm, gain = parts[0]
             if gain == 1.0 and len(pcm) == n:  # one full frame at 0 dB: nothing to sum or clip
-                return encode_frame(self.codec, pcm)
+                return self._encode_frame(pcm)
         acc = np.zeros(n, np.int32)
         for pcm, gain in parts:
             k = min(len(pcm), n)
@@ -583,12 +587,21 @@ class Player:
                     acc[:k] += pcm[:k]
             else:
                 acc[:k] += (pcm[:k].astype(np.float32) * gain).astype(np.int32)
-        if len(parts) <= 2 and all(g <= 1.0 for _, g in parts):  # |sum| <= 65536: one table saturates
+        wide = _WIDE_TABLE.get(self.codec)
+        if wide is not None and len(parts) <= 2 and all(g <= 1.0 for _, g in parts):  # |sum| <= 65536
             acc += _WIDE_OFFSET
-            return _WIDE_TABLE[self.codec].take(acc).tobytes()
+            return wide.take(acc).tobytes()
         np.minimum(acc, 32767, out=acc)  # saturate (two ufuncs: cheaper than np.clip on 160 samples)
         np.maximum(acc, -32768, out=acc)
-        return encode_frame(self.codec, acc.astype(np.int16))
+        return self._encode_frame(acc.astype(np.int16))
+
+    def _encode_frame(self, pcm: np.ndarray) -> bytes:
+        """One packet's 8 kHz PCM in the leg's codec: a table for G.711, the leg's own encoder for G.722."""
+        if self.spec.encode_table is not None:
+            return encode_frame(self.codec, pcm)
+        if self._frame_enc is None:
+            self._frame_enc = self.spec.frame_encoder()
+        return self._frame_enc(pcm)
 
     def _pcm(self, span: Span) -> np.ndarray:
         """The int16 samples a span took: the media's PCM, or its bytes decoded while PCM lags."""
@@ -596,16 +609,20 @@ class Player:
         pcm = media.pcm
         if len(pcm) >= start + count:
             return pcm[start : start + count]
-        return g711_decode(self.codec, bytes(data[start : start + count]))
+        if self.spec.decode_table is None:  # G.722 is never ahead of the PCM it is encoded from
+            return np.zeros(count, np.int16)
+        return self.spec.decode_table[np.frombuffer(bytes(data[start : start + count]), np.uint8)]
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        """Any int16 PCM in this leg's codec (in-band DTMF out)."""
-        return g711_encode(self.codec, pcm)
+        """Any 8 kHz int16 PCM in this leg's codec, from a fresh encoder (in-band DTMF out)."""
+        return self.spec.encode(pcm)
 
     def _encoded(self, media: Media) -> bytes:
+        """The media in this leg's codec, encoded once for every leg (the loader makes G.711 and, when
+        wideband, G.722 from the 16 kHz decode); a codec it lacks is encoded here from the 8 kHz PCM."""
         data = media.encoded.get(self.codec)
         if data is None:
-            data = media.encoded[self.codec] = g711_encode(self.codec, media.pcm)
+            data = media.encoded[self.codec] = self.spec.encode(media.pcm)
         return data
 
     def _resolve(self, pb: Playback) -> bool | None:

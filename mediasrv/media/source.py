@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soundfile
 
+from mediacodecs.codec import G722
 from mediacodecs.g711 import alaw_encode, ulaw_encode
 from mediacodecs.resample import to_telephony
 
@@ -60,7 +61,8 @@ THREAD_DECODE_BYTES = 1 << 20  # a body this small decodes in a thread (millisec
 
 @dataclass
 class Media:
-    """Decoded 8 kHz mono PCM with its G.711 encodings, made once and shared by every play."""
+    """Decoded 8 kHz mono PCM with its encodings (G.711; G.722 from the 16 kHz decode when the loader
+    is wideband), made once and shared by every play.  Every encoding has one byte per 8 kHz sample."""
 
     source: str
     pcm: np.ndarray
@@ -85,9 +87,13 @@ def _encode_both(pcm: np.ndarray) -> tuple[bytes, bytes]:
     return ulaw_encode(pcm), alaw_encode(pcm)
 
 
-def media_from_pcm(source: str, pcm: np.ndarray) -> Media:
+def media_from_pcm(source: str, pcm: np.ndarray, wide: bool = False, pcm16: np.ndarray | None = None) -> Media:
+    """Media from 8 kHz PCM; *wide*: with its G.722 encoding, from *pcm16* if given (else upsampled)."""
     ulaw, alaw = _encode_both(pcm)
-    return Media(source, pcm, {"PCMU": ulaw, "PCMA": alaw})
+    encoded = {"PCMU": ulaw, "PCMA": alaw}
+    if wide:
+        encoded["G722"] = G722.encode(pcm, pcm16)
+    return Media(source, pcm, encoded)
 
 
 # -- the decoder (mediasrv.media.decode, with a WAV-only fallback until it is present) ------------
@@ -178,13 +184,14 @@ def decode_wav(body: bytes, source: str) -> Media:
 
 
 def choose_decoder(head: bytes, declared: str | None, content_type: str | None, url_path: str | None,
-                   size: int, source: str, max_seconds: float) -> Any:
+                   size: int, source: str, max_seconds: float, wide: bool = False) -> Any:
     """A StreamDecoder for the bytes, or ``not_audio`` / ``unsupported_format`` saying what they are."""
     api = decoder_api()
     kind = api.decide_type(head, declared, content_type, url_path)
     if kind in NOT_AUDIO or not head:
         raise SourceError("not_audio", api.not_audio_message(head, content_type, size))
-    return api.StreamDecoder(kind, source, RATE, max_seconds)
+    return api.StreamDecoder(kind, source, RATE, max_seconds, wide=wide) if wide else \
+        api.StreamDecoder(kind, source, RATE, max_seconds)
 
 
 # -- building a Media while it decodes ------------------------------------------------------------
@@ -195,17 +202,21 @@ class MediaBuilder:
     executor, never on the clock's thread.  The encodings are bytearrays the player slices.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, wide: bool = False) -> None:
         self._buf = np.zeros(0, np.int16)
         self.samples = 0
-        self.media = Media(source, self._buf[:0], {"PCMU": bytearray(), "PCMA": bytearray()}, complete=False)
+        encoded: dict[str, Any] = {"PCMU": bytearray(), "PCMA": bytearray()}
+        if wide:
+            encoded["G722"] = bytearray()  # from the decoder's own 16 kHz stream; lags the PCM by < 20 ms
+        self.media = Media(source, self._buf[:0], encoded, complete=False)
 
-    def decode_step(self, decoder: Any, chunk: bytes | None) -> tuple[int, bytes, bytes]:
+    def decode_step(self, decoder: Any, chunk: bytes | None) -> tuple[int, bytes, bytes, bytes]:
         """Blocking: decode *chunk* (None = end of body), store its PCM, return its encodings."""
         pcm = decoder.feed(chunk) if chunk is not None else decoder.finish()
         n = self.store(pcm)
         ulaw, alaw = _encode_both(pcm) if n else (b"", b"")
-        return n, ulaw, alaw
+        g722 = decoder.take_g722() if getattr(decoder, "wide", False) else b""
+        return n, ulaw, alaw, g722
 
     def store(self, pcm: np.ndarray) -> int:
         """Blocking: copy *pcm* after the samples so far (growing the buffer); not yet visible."""
@@ -219,13 +230,15 @@ class MediaBuilder:
             self._buf[self.samples: need] = pcm
         return n
 
-    def publish(self, n: int, ulaw: bytes, alaw: bytes) -> None:
+    def publish(self, n: int, ulaw: bytes, alaw: bytes, g722: bytes = b"") -> None:
         """On the loop's thread: make the new samples visible to players."""
         if n:
             self.samples += n
             self.media.pcm = self._buf[: self.samples]
             self.media.encoded["PCMU"] += ulaw  # type: ignore[operator]
             self.media.encoded["PCMA"] += alaw  # type: ignore[operator]
+        if g722 and "G722" in self.media.encoded:
+            self.media.encoded["G722"] += g722  # type: ignore[operator]
 
     def trim(self) -> np.ndarray:
         """Blocking: the PCM without the buffer's spare capacity."""
@@ -301,9 +314,10 @@ class MediaLoader:
                  cache_bytes: int = 512 << 20, *, max_audio_seconds: float = 3600.0,
                  allow_cidrs: list[str] | tuple[str, ...] = (), deny_cidrs: list[str] | tuple[str, ...] = (),
                  disk_cache_bytes: int = 4 << 30, connect_timeout_s: float = 5.0,
-                 first_byte_timeout_s: float = 10.0, decode_processes: int = 1,
+                 first_byte_timeout_s: float = 10.0, decode_processes: int = 1, wideband: bool = False,
                  media_dir: str | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.wideband = wideband  # also decode at 16 kHz and G.722-encode every source (a G.722 leg may play it)
         self.media_dir = Path(media_dir) if media_dir else self.data_dir / "media"  # shared by a cluster's nodes
         self.max_audio_seconds = max_audio_seconds
         self.fetcher = Fetcher(FetchSettings(
@@ -373,7 +387,7 @@ class MediaLoader:
         if media is None:
             pcm = (tone_pcm(spec.tone, spec.duration_ms) if spec.tone is not None
                    else dtmf_pcm(spec.digits or "", spec.digit_ms, spec.gap_ms))
-            media = media_from_pcm(spec.describe(), pcm)
+            media = media_from_pcm(spec.describe(), pcm, self.wideband)
             self.stats["synthesized"] += 1
         self._synth[key] = media
         while len(self._synth) > SYNTH_CACHE:
@@ -612,7 +626,7 @@ class MediaLoader:
         self.stats["disk_hits"] += 1
         loop = asyncio.get_running_loop()
         pcm = await loop.run_in_executor(None, self.cache.read_pcm, entry.key)
-        media = await loop.run_in_executor(self._decode_pool, media_from_pcm, entry.source, pcm)
+        media = await loop.run_in_executor(self._decode_pool, media_from_pcm, entry.source, pcm, self.wideband)
         self.cache.keep_in_memory(entry.key, media)
         return media
 
@@ -695,27 +709,27 @@ class MediaLoader:
             flight.check()
         size = size_hint if size_hint is not None else len(head)
         decoder = choose_decoder(head[:HEAD_BYTES], declared, content_type, url_path, size, source,
-                                 self.max_audio_seconds)
+                                 self.max_audio_seconds, self.wideband)
         self.stats["decodes"] += 1
-        builder = MediaBuilder(source)
+        builder = MediaBuilder(source, self.wideband)
         pending: bytes | None = head
         remote = None
         # FLAC/Ogg/MP4/AAC pack more audio per byte and decode slower than WAV/MP3: a lower bar
         limit = THREAD_DECODE_BYTES if decoder.kind in ("wav", "mp3") else THREAD_DECODE_BYTES // 8
         small = size_hint is not None and size_hint <= limit
         if self._workers is not None and not small and self._workers.available():
-            remote = await self._workers.open(decoder.kind, source, RATE, self.max_audio_seconds)
+            remote = await self._workers.open(decoder.kind, source, RATE, self.max_audio_seconds, self.wideband)
             self.stats["process_decodes"] += 1
         try:
             while True:
                 if remote is not None:  # decoded in a worker process; stored here off the loop's thread
-                    pcm, ulaw, alaw = await remote.step(pending)
+                    pcm, ulaw, alaw, g722 = await remote.step(pending)
                     n = await loop.run_in_executor(self._decode_pool, builder.store, pcm)
                 else:
-                    step: Callable[[], tuple[int, bytes, bytes]] = _bind(builder.decode_step, decoder, pending)
-                    n, ulaw, alaw = await loop.run_in_executor(self._decode_pool, step)
+                    step: Callable[[], tuple[int, bytes, bytes, bytes]] = _bind(builder.decode_step, decoder, pending)
+                    n, ulaw, alaw, g722 = await loop.run_in_executor(self._decode_pool, step)
                 flight.check()
-                builder.publish(n, ulaw, alaw)
+                builder.publish(n, ulaw, alaw, g722)
                 if not flight.first.done() and builder.samples >= START_SAMPLES:
                     flight.first.set_result(builder.media)
                 if pending is None:

@@ -1,10 +1,12 @@
-"""SDP (RFC 4566) parsing and the offer/answer rules of RFC 3264 for one G.711 audio stream."""
+"""SDP (RFC 4566) parsing and the offer/answer rules of RFC 3264 for one audio stream (G.711, G.722)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from dataclasses import dataclass, field
+
+from mediacodecs.codec import CODECS
 
 from ..calls import NegotiatedMedia
 from ..logsafe import clip
@@ -22,8 +24,8 @@ __all__ = [
     "STATIC_PT",
 ]
 
-STATIC_PT = {0: "PCMU", 8: "PCMA"}
-PT_OF = {"PCMU": 0, "PCMA": 8}
+STATIC_PT = {c.payload_type: c.name for c in CODECS.values()}  # 0 PCMU, 8 PCMA, 9 G722 (RFC 3551)
+PT_OF = {c.name: c.payload_type for c in CODECS.values()}
 PTIMES = (10, 20, 30, 40)
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
@@ -197,14 +199,22 @@ class OfferPlan:
 def _codec_of(pt: int, maps: dict[int, tuple[str, int]]) -> str | None:
     if pt in maps:
         name, rate = maps[pt]
-        if name in PT_OF and rate in (8000, 0):
+        if name in CODECS and rate in (CODECS[name].clock_rate, 0):  # G722/8000: RFC 3551's clock quirk
             return name
         return None
     return STATIC_PT.get(pt)
 
 
+def _prefer(chosen: list[tuple[int, str]], codecs: tuple[str, ...]) -> list[tuple[int, str]]:
+    """Wideband codecs we support go first when offered (in our *codecs* order); the narrowband
+    ones keep the offer's order (RFC 3264: the offerer's preference among equals)."""
+    order = [c.upper() for c in codecs]
+    wide = sorted((c for c in chosen if CODECS[c[1]].wideband), key=lambda c: order.index(c[1]))
+    return wide + [c for c in chosen if not CODECS[c[1]].wideband]
+
+
 def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
-    """Pick the first audio m-line with a codec from *codecs* (kept in the offer's order)."""
+    """Pick the first audio m-line with a codec from *codecs* (G.722 first when offered, see _prefer)."""
     wanted = {c.upper() for c in codecs}
     offered: list[str] = []
     for i, m in enumerate(offer.media):
@@ -229,6 +239,7 @@ def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
         if not chosen:
             offered.extend(m.fmts[:8])
             continue
+        chosen = _prefer(chosen, codecs)
         ptime_s = m.attr("ptime")
         ptime = int(ptime_s) if ptime_s and _digits(ptime_s, 3) and int(ptime_s) in PTIMES else 20
         direction = m.direction() or offer.direction() or "sendrecv"
@@ -287,7 +298,7 @@ def build_answer(offer: Sdp, plan: OfferPlan, local: tuple[str, int], sess_id: i
         pts = [pt for pt, _ in plan.codecs] + ([plan.te[0]] if plan.te else [])
         lines.append(f"m=audio {local[1]} {m.proto} {' '.join(map(str, pts))}")
         for pt, name in plan.codecs:
-            lines.append(f"a=rtpmap:{pt} {name}/8000")
+            lines.append(f"a=rtpmap:{pt} {name}/{CODECS[name].clock_rate}")
         if plan.te:
             lines.append(f"a=rtpmap:{plan.te[0]} telephone-event/8000")
             if plan.te[1] is not None:
@@ -303,7 +314,7 @@ def build_offer(local: tuple[str, int], codecs: tuple[str, ...], sess_id: int, v
     pts = [PT_OF[c.upper()] for c in codecs if c.upper() in PT_OF]
     lines.append(f"m=audio {local[1]} RTP/AVP {' '.join(map(str, pts + [TE_PT]))}")
     for pt in pts:
-        lines.append(f"a=rtpmap:{pt} {STATIC_PT[pt]}/8000")
+        lines.append(f"a=rtpmap:{pt} {STATIC_PT[pt]}/{CODECS[STATIC_PT[pt]].clock_rate}")
     lines += [f"a=rtpmap:{TE_PT} telephone-event/8000", f"a=fmtp:{TE_PT} 0-16", "a=ptime:20", "a=sendrecv"]
     return ("\r\n".join(lines) + "\r\n").encode()
 

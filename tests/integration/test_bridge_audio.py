@@ -22,7 +22,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from mediacodecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from mediacodecs.codec import CODECS, G722FrameDecoder, get
 from mediasrv.probe import RtpCapture, open_capture
 
 from .conftest import Running, free_tcp_udp_port, run_sipp, start_server, wait_until
@@ -30,7 +30,7 @@ from .conftest import Running, free_tcp_udp_port, run_sipp, start_server, wait_u
 pytestmark = pytest.mark.integration
 
 RATE = 8000
-PT = {"PCMU": 0, "PCMA": 8}
+PT = {c.name: c.payload_type for c in CODECS.values()}  # PCMU 0, PCMA 8, G722 9
 
 
 # -- a tone as RTP in a pcap file (libpcap format, Ethernet/IPv4/UDP) ----------
@@ -41,7 +41,7 @@ def tone(hz: float, seconds: float, amp: float = 0.25) -> np.ndarray:
 
 def write_rtp_pcap(path: Path, pcm: np.ndarray, codec: str, dport: int = 6000, ptime_ms: int = 20) -> None:
     """One RTP packet per *ptime_ms* of *pcm*, as SIPp's play_pcap_audio wants them."""
-    enc = ulaw_encode(pcm) if codec == "PCMU" else alaw_encode(pcm)
+    enc = get(codec).encode(pcm)  # G.722: the 8 kHz tone upsampled, then encoded
     n = RATE * ptime_ms // 1000
     ssrc, seq, ts = random.getrandbits(32), random.getrandbits(16), random.getrandbits(32)
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # global header, linktype Ethernet
@@ -239,7 +239,9 @@ class Talker:
         assert self.capture is not None
         payload = b"".join(p.payload for p in self.capture.packets if t0 <= p.arrival < t1)
         assert all(p.pt == PT[self.codec] for p in self.capture.packets)
-        return ulaw_decode(payload) if self.codec == "PCMU" else alaw_decode(payload)
+        spec = get(self.codec)
+        return spec.decode_table[np.frombuffer(payload, np.uint8)] if spec.decode_table is not None \
+            else G722FrameDecoder()(payload)  # G.722 decoded to 16 kHz, then to 8 kHz
 
     async def finish(self) -> None:
         assert self.task is not None
@@ -369,3 +371,32 @@ async def test_inbound_caller_bridged_to_an_outbound_pcma_callee(tmp_path):
         await r.server.stop()
     assert_hears(caller.heard(t_join + 0.3, t_end), [880], [440], "inbound caller (PCMU)")
     assert_hears(callee.heard(t_join + 0.3, t_end), [440], [880], "outbound callee (PCMA)")
+
+
+async def test_bridge_g722_to_pcmu_each_leg_hears_the_other(tmp_path):
+    """A wideband leg and a narrowband one in one bridge (mixed at 8 kHz): each hears the other's tone."""
+    r = await start_server(tmp_path, codecs=["G722", "PCMU", "PCMA"])
+    a = Talker(tmp_path, "a", 1000, "G722", 5.0)
+    b = Talker(tmp_path, "b", 600, "PCMU", 5.0)
+    try:
+        await asyncio.gather(a.dial(r), b.dial(r))
+        await asyncio.sleep(0.3)
+        t_before = await wall_time()
+        status, room = await api(r, "POST", f"/v1/calls/{a.call.call_id}/bridge", {"call_id": b.call.call_id})
+        assert status == 200, room
+        t_join = await wall_time()
+        await asyncio.sleep(2.5)
+        t_end = await wall_time()
+        status, call_a = await api(r, "GET", f"/v1/calls/{a.call.call_id}")
+        assert status == 200 and call_a["codec"] == "G722" and call_a["packets_received"] > 100, call_a
+        jb = call_a["jitter_buffer"]  # A's G.722, decoded by the mixer for B
+        assert jb["played"] > 100 and jb["ignored"] == 0 and jb["resets"] == 0, jb
+        await asyncio.gather(a.finish(), b.finish())
+    finally:
+        a.close()
+        b.close()
+        await r.server.stop()
+    before = a.heard(t_before - 0.3, t_before)
+    assert np.abs(before[80:].astype(np.int32)).max() < 64, "only G.722 silence before the bridge"
+    assert_hears(a.heard(t_join + 0.3, t_end), present=[600], absent=[1000], who="A (G722)")
+    assert_hears(b.heard(t_join + 0.3, t_end), present=[1000], absent=[600], who="B (PCMU)")
