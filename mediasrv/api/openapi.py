@@ -197,6 +197,9 @@ OPENAPI: dict[str, Any] = {
                               "422": _err("the fetch or decode failed; code is the reason")},
             }
         },
+        "/v1/drain": {"post": {"summary": "Drain this node (rolling restart): 503 to new INVITEs and OPTIONS, calls "
+                                          "carry on, `mediasrv serve` exits when the last one ends",
+                               "responses": {"202": {"description": "draining; active_calls still in progress"}}}},
         "/healthz": {"get": {"summary": "Liveness; events_journal.state says whether events are persisted "
                                         "(ok | failing | unavailable | disabled)", "security": [], "responses": {"200": {"description": "ok"}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (text format 0.0.4); the API token or the read-only "
