@@ -230,8 +230,8 @@ def main() -> int:
         rows: list[tuple[int, pacing.Row]] = []
         sip_lines: list[str] = []
         for nodes in (1, 2):
-            c = start_cluster(nodes, Path(tmp) / f"c{nodes}", args.pin, ["--no-silence", "--max-calls",
-                                                                          str(max(ns) + 200)])
+            cap = max(max(ns), 4 * max(rates, default=0)) + 200  # above any row's concurrent calls
+            c = start_cluster(nodes, Path(tmp) / f"c{nodes}", args.pin, ["--no-silence", "--max-calls", str(cap)])
             try:
                 time.sleep(2.5)  # Kamailio's first probes
                 for n in ns:
