@@ -226,7 +226,8 @@ def main() -> int:
         netns.setup_namespace()
     deadline = time.monotonic() + 120 + args.calls * 0.05 + 4 * args.repeats * args.window + 3 * args.window
     sut = ServerUnderTest(rtp_span=max(400, 2 * args.calls + 200), raise_sip_limits=False,
-                          extra_env={"MEDIASRV_MAX_CALLS": str(args.calls + 500), "MEDIASRV_LOG_LEVEL": "ERROR"})
+                          extra_env={"MEDIASRV_MAX_CALLS": str(args.calls + 500), "MEDIASRV_LOG_LEVEL": "ERROR",
+                                     "MEDIASRV_RTP_TIMEOUT_S": "0"})  # the calls send no RTP
     (sut.data_dir / "media").mkdir(parents=True, exist_ok=True)
     tt = np.arange(10 * 8000) / 8000
     soundfile.write(sut.data_dir / "media" / "prompt.wav", (0.3 * np.sin(2 * np.pi * 440 * tt) * 32767).astype(np.int16),
