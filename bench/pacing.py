@@ -28,6 +28,8 @@ server is configured with G722 enabled, so it decodes its prompt at 16 kHz too);
 play a 16 kHz prompt.  ``--volume-db`` plays at that gain, which takes every packet off the slicing
 fast path into the player's per-packet mix-and-encode (G.711: a table; G.722: the leg's encoder).
 
+``+info`` runs the server at INFO logging (the access log and the per-call lines) instead of WARNING,
+``+ops`` is both (issue 13's "logging and metrics must not move pacing").
 A loop name with ``+scrape`` runs that row with a Prometheus-style client GETting ``/metrics`` once a
 second through the measurement window (from this process, on the bench CPU); the notes give the
 scrape count, median scrape time and body size.
@@ -406,7 +408,9 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
 def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
                  call_rate: float, silence: bool, codec: str | None = None, volume_db: float = 0.0) -> Row:
     loop, _, extra = loop.partition("+")
-    scrape = extra == "scrape"
+    extras = set(extra.split("+")) - {""}
+    scrape = bool(extras & {"scrape", "ops"})  # ops = an operator's setup: INFO logging and a scraper
+    info = bool(extras & {"info", "ops"})
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
     rate = 16000 if codec == "G722" else 8000  # a wideband prompt for the wideband codec
@@ -417,7 +421,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
     log_path = data / "server.log"
     cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
            "--http", f"127.0.0.1:{http_port}", "--rtp-ports", f"{RTP_LO}-{RTP_HI}", "--data-dir", str(data),
-           "--max-calls", str(n + 100), "--rtp-timeout", "0", "--log-level", "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
+           "--max-calls", str(n + 100), "--rtp-timeout", "0", "--log-level", "INFO" if info else "WARNING"] + (["--asyncio"] if loop == "asyncio" else [])
     if REALTIME:
         cmd += ["--realtime-priority", str(REALTIME)]
     if not silence:
@@ -454,7 +458,7 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
             kinds = Counter(ln.split(": ", 1)[-1][:90] for ln in bad)
             notes.append(f"server log: {len(bad)} warning/error lines, most common: {kinds.most_common(3)}")
         shutil.rmtree(data, ignore_errors=True)
-        label = loop + ("+scrape" if scrape else "") + (f" {codec}" if codec else "")
+        label = loop + (f"+{extra}" if extra else "") + (f" {codec}" if codec else "")
         NOTES.extend(f"  mediasrv {label} N={n}: {note}" for note in notes)
     return Row(f"mediasrv {label}", n, playing, stats, cpu, stats["window_s"] or seconds, steal, notes)
 
@@ -490,8 +494,9 @@ def main() -> int:
     codecs: list[str | None] = [c.strip().upper() for c in args.codecs.split(",") if c.strip()] or [None]
     if any(c not in ("PCMU", "PCMA", "G722") for c in codecs if c is not None):
         ap.error("--codecs takes PCMU, PCMA and/or G722")
-    if any(lp.removesuffix("+scrape") not in ("uvloop", "asyncio") for lp in loops):
-        ap.error("--loops takes uvloop and/or asyncio, each optionally with +scrape")
+    if any(lp.partition("+")[0] not in ("uvloop", "asyncio")
+           or not set(lp.partition("+")[2].split("+")) <= {"", "scrape", "info", "ops"} for lp in loops):
+        ap.error("--loops takes uvloop and/or asyncio, each optionally with +scrape, +info (INFO logging) or +ops (both)")
     for tool in ("gcc", "taskset"):
         if shutil.which(tool) is None:
             print(f"{tool} is required", file=sys.stderr)
