@@ -25,7 +25,7 @@ second (``flood``, token buckets).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2 event codes 0-15
 MASK32 = 0xFFFFFFFF
@@ -60,7 +60,11 @@ class DetectorStats:
     ended_without_end: int = 0  # reported on the next event or a timeout
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # not dataclasses.asdict: that deep-copies, ~7 µs a leg, 11 ms per /metrics scrape at 1,500 legs
+        return {name: getattr(self, name) for name in _STAT_FIELDS}
+
+
+_STAT_FIELDS = tuple(f.name for f in fields(DetectorStats))
 
 
 @dataclass(slots=True)

@@ -78,6 +78,8 @@ class IvrControl:
         """Telephone-event packets dropped, by why (live legs and ended ones)."""
         out = dict(self.dropped)
         for state in self._legs.values():
+            if not state.detector.stats.packets:  # most legs never see a telephone-event
+                continue
             for k, v in state.detector.stats.as_dict().items():
                 if k not in _NOT_DROPS and v:
                     out[k] = out.get(k, 0) + v
