@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import struct
 import time
@@ -383,3 +384,114 @@ async def test_drain_moves_new_calls_away_and_exits_after_the_last_call(cluster:
             old.terminate()
             await asyncio.to_thread(old.wait, 10)
         await asyncio.to_thread(cluster.start_node, a)
+
+
+async def wait_healthy(base: str, limit_s: float = 10.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            if (await get(f"{base}/healthz"))[0] == 200:
+                return
+        except aiohttp.ClientError:
+            pass
+        assert time.monotonic() < deadline, f"{base} not healthy"
+        await asyncio.sleep(0.05)
+
+
+def sipp_counts(out: str) -> tuple[int, int]:
+    """(successful, failed) from SIPp's final statistics screen."""
+    ok = failed = -1
+    for line in out.splitlines():
+        if "Successful call" in line:
+            ok = int(line.split("|")[2].split()[0])
+        elif "Failed call" in line:
+            failed = int(line.split("|")[2].split()[0])
+    return ok, failed
+
+
+async def test_kill_9_under_load(cluster: Cluster, tmp_path: Path) -> None:
+    """SIGKILL one node while SIPp dials 20 calls/s through Kamailio: no call answered by the other
+    node fails, every new INVITE is answered (Kamailio's timeout failover, then the node is marked
+    down), only calls that were up on the dead node fail; a command about one of those gets 503
+    naming the node; the time from the kill to Kamailio's `node ... down` is measured."""
+    victim, survivor = cluster.plan.specs
+    url = {s.node_id: s.http_url(cluster.plan.host) for s in cluster.plan.specs}
+    log = cluster.log_dir / "kamailio.log"
+    log_pos = log.stat().st_size
+    for spec in cluster.plan.specs:  # a node restarted by the test before this one may still be starting
+        await wait_healthy(spec.http_url(cluster.plan.host))
+    _, listed = await get(f"{url[survivor.node_id]}/v1/calls?limit=1000")
+    before = {c["call_id"] for c in listed["calls"]}  # earlier tests' calls
+    rate, total = 20, 120
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(RtpSink, local_addr=("127.0.0.1", 0))
+    try:
+        host, port = cluster.plan.sip_addr
+        args = [f"{host}:{port}", "-sf", str(SCENARIOS / "uac_proxy_play.xml"), "-i", "127.0.0.1", "-p", "0",
+                "-set", "rtp_ip", "127.0.0.1", "-set", "rtp_port", str(transport.get_extra_info("sockname")[1]),
+                "-d", "1000", "-r", str(rate), "-m", str(total), "-l", "100", "-recv_timeout", "5000",
+                "-timeout", "30s", "-trace_err", "-error_file", str(tmp_path / "errors.log")]
+        sipp = asyncio.create_task(run_sipp(*args, timeout=40))
+        t_start = time.monotonic()
+        deadline = t_start + 10
+        while True:  # 2 s of load, calls up on both nodes
+            up = await node_calls(cluster, "answered")
+            if time.monotonic() - t_start > 2 and all(up.values()) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert all(up.values()), {k: len(v) for k, v in up.items()}
+        _, listed = await get(f"{url[victim.node_id]}/v1/calls")
+        on_victim = {c["sip_call_id"]: c["call_id"] for c in listed["calls"] if c["state"] != "ended"}
+        os.kill(cluster.nodes[victim.node_id].pid, 9)
+        t_kill = time.monotonic()
+        await asyncio.to_thread(cluster.nodes[victim.node_id].wait, 5)
+        down_after: float | None = None
+        with log.open() as fh:  # Kamailio logs the node's state change (event_route dispatcher:dst-down)
+            fh.seek(log_pos)
+            seen = ""
+            while down_after is None and time.monotonic() - t_kill < 8:
+                seen += fh.read()
+                if f"node sip:{host}:{victim.sip_port} down" in seen:
+                    down_after = time.monotonic() - t_kill
+                await asyncio.sleep(0.02)
+        # a command about the dead node's call, sent to the survivor: 503 naming the node
+        dead_call = next(iter(on_victim.values()))
+        status, body, _ = await call("GET", f"{url[survivor.node_id]}/v1/calls/{dead_call}")
+        assert status == 503 and body["error"]["code"] == "node_unavailable", body
+        assert victim.node_id in body["error"]["message"], body
+        rc, out = await sipp
+        t_end = time.monotonic()
+    finally:
+        transport.close()
+    ok, failed = sipp_counts(out)
+    errors = (tmp_path / "errors.log").read_text(errors="replace") if (tmp_path / "errors.log").exists() else ""
+    failed_ids = set(re.findall(r"Call-I[Dd]:? *'?([^'\s]+)", errors))
+    _, after = await get(f"{url[survivor.node_id]}/v1/calls?limit=1000")
+    on_survivor = {c["sip_call_id"]: c for c in after["calls"] if c["call_id"] not in before}
+    with log.open() as fh:
+        fh.seek(log_pos)
+        retried = fh.read().count(f"node sip:{host}:{victim.sip_port} did not answer INVITE")
+    print(f"kill -9 under load: {ok} ok, {failed} failed of {total}; {len(on_victim)} calls up on the dead node at "
+          f"the kill; failed call ids on the dead node {len(failed_ids & on_victim.keys())}, elsewhere "
+          f"{len(failed_ids - on_victim.keys())}; {retried} new INVITEs timed out on the dead node and were retried; "
+          f"Kamailio marked it down {down_after if down_after is None else round(down_after, 2)} s after the kill; "
+          f"run {t_end - t_start:.1f} s")
+    assert ok + failed == total, out[-3000:]
+    assert down_after is not None and down_after < 3.0  # NODE_TIMEOUT_MS 1000 / probing every 1 s
+    assert not failed_ids & on_survivor.keys(), "a call on the surviving node failed"
+    assert failed_ids <= on_victim.keys(), (failed_ids - on_victim.keys(), errors[-2000:])
+    assert failed == len(failed_ids) <= len(on_victim)
+    # the survivor's calls of this run were not disturbed: each ended by the caller's BYE
+    assert all(c["state"] == "ended" and c["hangup_by"] == "caller" for c in on_survivor.values()), \
+        [c for c in on_survivor.values() if c.get("hangup_by") != "caller"][:3]
+    assert len(on_survivor) >= total - len(on_victim) - 10  # (calls done on the victim before the kill: the rest)
+    # bring it back for any later test, and wait until Kamailio chooses it again
+    await asyncio.to_thread(cluster.start_node, victim)
+    deadline = time.monotonic() + 10
+    with log.open() as fh:
+        fh.seek(log_pos)
+        seen = ""
+        while f"node sip:{host}:{victim.sip_port} up" not in seen:
+            assert time.monotonic() < deadline, "the restarted node was not probed up"
+            seen += fh.read()
+            await asyncio.sleep(0.05)
