@@ -185,6 +185,8 @@ def routes(openapi: dict[str, Any], call_id: str, playback_id: str, room_id: str
                 continue  # hangs the fuzzed call up; covered by the dialects' hangups at the end
             if path == "/v1/events" and method.upper() == "GET":
                 continue  # an event stream: never ends by itself
+            if path == "/v1/drain":
+                continue  # an operator's rolling-restart command: the node exits by design once idle
             concrete = (path.replace("{call_id}", call_id).replace("{playback_id}", playback_id)
                         .replace("{room_id}", room_id).replace("{name}", "fuzz.wav"))
             out.append((method.upper(), concrete, seeds.get(path), "native"))
