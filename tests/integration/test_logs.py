@@ -105,7 +105,7 @@ async def test_no_access_log_and_text_format(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     text = err.decode()
-    assert "mediasrv up: SIP" in text and "/healthz" not in text
+    assert "mediasrv up: node " in text and ", SIP " in text and "/healthz" not in text
     assert all(line[:4].isdigit() and "Z " in line for line in text.splitlines() if line)
 
 
