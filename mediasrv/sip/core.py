@@ -1114,7 +1114,8 @@ class SipCore:
             raise KeyError(call_id)
         return session
 
-    def answer(self, call_id: str) -> None:
+    def _ringing(self, call_id: str, why: str) -> tuple[Session, ServerInviteTx]:
+        """The session of a ringing inbound call and its INVITE transaction; RuntimeError otherwise."""
         session = self.find(call_id)
         tx = session.invite_tx
         if (
@@ -1124,7 +1125,11 @@ class SipCore:
             or not isinstance(tx, ServerInviteTx)
             or tx.state != "proceeding"
         ):
-            raise RuntimeError(f"call {call_id} is not ringing")
+            raise RuntimeError(f"call {call_id} {why}")
+        return session, tx
+
+    def answer(self, call_id: str) -> None:
+        session, tx = self._ringing(call_id, "is not ringing")
         try:
             self._answer(session)
         except Exception as exc:  # noqa: BLE001 - the call ends and gives its resources back
@@ -1141,16 +1146,7 @@ class SipCore:
         RuntimeError when the call is not a ringing inbound one, or its INVITE had no SDP offer
         (our offer would then have to go in an unreliable 183, which RFC 3261 13.2.1 forbids).
         """
-        session = self.find(call_id)
-        tx = session.invite_tx
-        if (
-            not session.inbound
-            or session.ended
-            or session.answered
-            or not isinstance(tx, ServerInviteTx)
-            or tx.state != "proceeding"
-        ):
-            raise RuntimeError(f"call {call_id} is not a ringing inbound call")
+        session, tx = self._ringing(call_id, "is not a ringing inbound call")
         if session.early_media:
             return False
         if session.offer_sdp is None or session.offer_plan is None:
