@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -40,33 +39,20 @@ import numpy as np
 import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support (free port runs)
 import pacing  # noqa: E402 - the receiver, its table and helpers
 
 from mediasrv.calls import Call, CallRegistry, owner_of  # noqa: E402
 from mediasrv.cluster.launcher import Cluster, ClusterPlan  # noqa: E402
 from mediasrv.sip.ua import SipSettings, SipUserAgent  # noqa: E402
+from tests.support import ports  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pacing.RECEIVER_BASE = 30000  # room for 10,000 receiver streams below the nodes' RTP (50000-59998)
 
 
 def free_run(n: int) -> int:
-    for _ in range(200):
-        base = random.randrange(60100, 64000)  # above the receiver's and the nodes' RTP ports
-        socks = []
-        try:
-            for p in range(base, base + n):
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    s = socket.socket(socket.AF_INET, kind)
-                    socks.append(s)
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
+    return ports.free_run(n, 60100, 64000)  # above the receiver's and the nodes' RTP ports
 
 
 def start_cluster(nodes: int, data: Path, pin: bool, extra: list[str]) -> Cluster:

@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mediasrv.media.decode import CHUNK, StreamDecoder, decode_bytes, sniff  # noqa: E402
-from tests import audio_fixtures as af  # noqa: E402
+from tests.support import audio_fixtures as af
 
 WAV_CASES = [  # (encoding, rate, channels)
     ("s16", 8000, 1), ("mulaw", 8000, 1), ("alaw", 8000, 1), ("u8", 11025, 1), ("s16", 16000, 1),

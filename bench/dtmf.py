@@ -37,8 +37,9 @@ from mediasrv.demo import free_port_pair  # noqa: E402
 from mediasrv.media.player import PlayRequest, SourceSpec  # noqa: E402
 from mediasrv.probe import open_capture  # noqa: E402
 from mediasrv.server import Server  # noqa: E402
-from tests.dtmf_peer import DIGITS, KeyPresser  # noqa: E402
-from tests.integration.conftest import free_tcp_udp_port, run_sipp  # noqa: E402
+from tests.support.dtmf_peer import DIGITS, KeyPresser  # noqa: E402
+from tests.support.ports import free_tcp_udp_port  # noqa: E402
+from tests.support.sipp import run_sipp  # noqa: E402
 
 SILENCE = b"\xff" * 160
 

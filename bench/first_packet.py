@@ -38,22 +38,18 @@ from pathlib import Path
 import aiohttp
 import av
 import numpy as np
-import soundfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pacing  # noqa: E402
+from ab_pacing import ab_windows, looped_calls, print_ab, start_server  # noqa: E402
 from pacing import (  # noqa: E402 - the pacing bench's receiver, process and port helpers
     BENCH_CPU,
     SERVER_CPU,
-    Receiver,
-    ReceiverPorts,
-    Row,
     build,
     cpu_seconds,
     free_port,
     reap,
     spawn,
-    wait_http,
     watchdog,
 )
 
@@ -126,23 +122,6 @@ def start_origin() -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("origin did not start")
-
-
-def start_server(data: Path, n: int, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
-    (data / "media").mkdir(parents=True, exist_ok=True)
-    t = np.arange(10 * 8000) / 8000
-    soundfile.write(data / "media" / "prompt.wav", (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16),
-                    8000, subtype="PCM_16")
-    sip_port, http_port = free_port(socket.SOCK_DGRAM, n), free_port(socket.SOCK_STREAM, n)
-    env = {**os.environ, "MEDIASRV_FETCH_ALLOW_CIDRS": "127.0.0.0/8"}
-    cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "mediasrv", "serve", "--sip", f"127.0.0.1:{sip_port}",
-           "--http", f"127.0.0.1:{http_port}", "--rtp-ports", "50000-59998", "--data-dir", str(data),
-           "--max-calls", str(n + 100), "--rtp-timeout", "0", "--log-level", "WARNING", *extra]
-    log = open(data / "server.log", "w")  # noqa: SIM115 - closed with the process
-    proc = spawn(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    http = f"http://127.0.0.1:{http_port}"
-    wait_http(f"{http}/healthz", proc)
-    return proc, http, sip_port
 
 
 # -- part 1 -----------------------------------------------------------------------------------------
@@ -255,103 +234,38 @@ async def latency_part(url: str, runs: int) -> None:
 
 
 # -- part 2 -----------------------------------------------------------------------------------------
-async def place_calls(uac: SipUserAgent, sip_port: int, n: int) -> list:
-    sem = asyncio.Semaphore(50)
-
-    async def one() -> object:
-        async with sem:
-            return await uac.call(f"sip:bench@127.0.0.1:{sip_port}", remote=("127.0.0.1", sip_port), timeout=30)
-
-    return list(await asyncio.gather(*(one() for _ in range(n))))
-
-
-async def start_receiver(exe: Path, n: int, window: float) -> Receiver:
-    """pacing.py's receiver; retried, since a port of its range may be held for a moment by another process."""
-    for attempt in range(5):
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, Receiver, exe, n, window)
-        except RuntimeError:
-            if attempt == 4:
-                raise
-            await asyncio.sleep(1.0)
-    raise AssertionError("unreachable")
-
-
 async def pacing_part(url: str, n: int, window: float, rounds: int, receiver_exe: Path) -> None:
-    data = Path(tempfile.mkdtemp(prefix="mediasrv-first-pacing-"))
-    server, http, sip_port = start_server(data, n, ["--no-silence"])
-    uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench"),
-                       CallRegistry(), ReceiverPorts())
-    await uac.start()
-    loop = asyncio.get_running_loop()
-    calls = []
-    rows: dict[str, Row] = {}
-    try:
-        calls = await place_calls(uac, sip_port, n)
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{http}/v1/calls") as resp:
-                ids = [c["call_id"] for c in (await resp.json())["calls"] if c["state"] == "answered"]
-            sem = asyncio.Semaphore(50)
+    decode_times: list[float] = []
+    async with looped_calls(n, "mediasrv-first-pacing-") as lc:
+        s = lc.session
+        prefetch: asyncio.Future | None = None
+        t0 = 0.0
 
-            async def play(cid: str) -> int:
-                async with sem, s.post(f"{http}/v1/calls/{cid}/playbacks",
-                                       json={"media": "prompt.wav", "loop": "infinity"}) as resp:
-                    return resp.status
+        async def before(kind: str, name: str) -> None:
+            nonlocal prefetch, t0
+            if kind == "B":
+                t0 = time.monotonic()
+                prefetch = asyncio.ensure_future(s.post(
+                    f"{lc.http}/v1/media-cache/prefetch", json={"url": url, "cache": False},
+                    timeout=aiohttp.ClientTimeout(total=600)))
+                await asyncio.sleep(0.3)  # the decode is under way
 
-            statuses = await asyncio.gather(*(play(c) for c in ids))
-            print(f"{len(calls)} calls, {statuses.count(201)} playing the looped prompt", flush=True)
-            await asyncio.sleep(2.0)
-            decode_times: list[float] = []
-            for rnd in range(rounds):
-                for kind in ("A", "B"):
-                    name = f"{kind}{rnd + 1} " + ("idle" if kind == "A" else "decoding 1 h MP3")
-                    rx = await start_receiver(receiver_exe, n, window)
-                    await asyncio.sleep(1.5)  # the receiver skips each stream's first second
-                    prefetch: asyncio.Future | None = None
-                    if kind == "B":
-                        t0 = time.monotonic()
-                        prefetch = asyncio.ensure_future(s.post(
-                            f"{http}/v1/media-cache/prefetch", json={"url": url, "cache": False},
-                            timeout=aiohttp.ClientTimeout(total=600)))
-                        await asyncio.sleep(0.3)  # the decode is under way
-                    c0 = cpu_seconds(server.pid)
-                    rx.start_window()
-                    await asyncio.sleep(window)
-                    cpu = cpu_seconds(server.pid) - c0
-                    stats = await loop.run_in_executor(None, rx.result)
-                    rx.stop()
-                    rows[name] = Row(name, n, len(ids), stats, cpu, stats["window_s"] or window, 0.0)
-                    if prefetch is not None:
-                        ended_early = prefetch.done()
-                        resp = await prefetch
-                        assert resp.status == 200, await resp.text()
-                        resp.release()
-                        decode_times.append(time.monotonic() - t0)
-                        if ended_early:
-                            print(f"note: the decode ended before window {name} did", flush=True)
-        print(f"1-hour MP3 fetched and decoded in {', '.join(f'{d:.1f}' for d in decode_times)} s while {n} calls "
-              f"played ({3600 / np.median(decode_times):.0f}x real time)")
-        print(f"{'window':22} {'packets':>8} {'deliv%':>6} {'lost':>5} {'p50 ms':>6} {'p99 ms':>6} {'max ms':>7} "
-              f"{'CPU %':>5}")
-        for name, r in rows.items():
-            p50, p99, mx, _ = r.percentiles()
-            print(f"{name:22} {r.stats['packets']:8d} {r.delivered_pct:6.1f} {r.stats['lost']:5d} {p50:6.2f} "
-                  f"{p99:6.2f} {mx:7.2f} {r.cpu_pct:5.1f}")
-        a = [r.p99 for k, r in rows.items() if k.startswith("A")]
-        b = [r.p99 for k, r in rows.items() if k.startswith("B")]
-        print(f"p99 median idle {np.median(a):.2f} ms, median while decoding {np.median(b):.2f} ms: "
-              f"ratio {np.median(b) / np.median(a):.2f} (per round: "
-              f"{', '.join(f'{y / x:.2f}' for x, y in zip(a, b, strict=True))})")
-    finally:
-        for call in calls:
-            try:
-                await uac.hangup(call.call_id)
-            except Exception:  # noqa: BLE001 - already ended
-                pass
-        await asyncio.sleep(1.0)
-        await uac.stop()
-        reap(server, 15)
-        shutil.rmtree(data, ignore_errors=True)
+        async def after(kind: str, name: str) -> None:
+            nonlocal prefetch
+            if prefetch is not None:
+                ended_early = prefetch.done()
+                resp = await prefetch
+                assert resp.status == 200, await resp.text()
+                resp.release()
+                decode_times.append(time.monotonic() - t0)
+                prefetch = None
+                if ended_early:
+                    print(f"note: the decode ended before window {name} did", flush=True)
+
+        rows = await ab_windows(lc, rounds, window, receiver_exe, "decoding 1 h MP3", before, after)
+    print(f"1-hour MP3 fetched and decoded in {', '.join(f'{d:.1f}' for d in decode_times)} s while {n} calls "
+          f"played ({3600 / np.median(decode_times):.0f}x real time)")
+    print_ab(rows, "while decoding")
 
 
 def main() -> int:

@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mediasrv.demo import free_port_pair  # noqa: E402
-from tests.integration.conftest import free_tcp_udp_port  # noqa: E402
-from tests.integration.test_hostile_invites import CLASSES, RawSip  # noqa: E402
+from tests.support.ports import free_tcp_udp_port  # noqa: E402
+from tests.support.rawsip import CLASSES, RawSip  # noqa: E402
 
 
 def metric(http: str, name: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.adversarial import SIZE, all_cases, timed  # noqa: E402
+from tests.support.adversarial import SIZE, all_cases, timed  # noqa: E402
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mediasrv.probe import open_capture  # noqa: E402
-from tests.integration.conftest import start_server  # noqa: E402
-from tests.integration.test_playback_sipp import answered_calls, sipp_play_args, start_sipp  # noqa: E402
+from tests.support.server import start_server  # noqa: E402
+from tests.support.sipp import answered_calls, sipp_play_args, start_sipp  # noqa: E402
 
 SENTENCE = "Thank you for calling. Your call is number {i} in the queue."
 

@@ -20,23 +20,17 @@ import asyncio
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import aiohttp
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pacing  # noqa: E402
-from first_packet import place_calls, start_receiver, start_server  # noqa: E402
-from pacing import BENCH_CPU, SERVER_CPU, ReceiverPorts, Row, build, cpu_seconds, free_port, reap, watchdog  # noqa: E402
+from ab_pacing import LOOPED_PROMPT, ab_windows, looped_calls, print_ab  # noqa: E402
+from pacing import BENCH_CPU, SERVER_CPU, build, watchdog  # noqa: E402
 
-from mediasrv.calls import CallRegistry  # noqa: E402
 from mediasrv.media.synth import fix_wav_sizes  # noqa: E402
-from mediasrv.sip.ua import SipSettings, SipUserAgent  # noqa: E402
 
 TEXT = "Thank you for calling. Your reference number is {n}. Please stay on the line, an agent will be with you soon."
 
@@ -49,100 +43,55 @@ def metric(text: str, name: str) -> float:
 
 
 async def run(n: int, window: float, rounds: int, interval: float, receiver_exe: Path, mode: str) -> None:
-    data = Path(tempfile.mkdtemp(prefix="mediasrv-speak-pacing-"))
-    server, http, sip_port = start_server(data, n, ["--no-silence"])
-    uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench"),
-                       CallRegistry(), ReceiverPorts())
-    await uac.start()
-    loop = asyncio.get_running_loop()
-    calls = []
-    rows: dict[str, Row] = {}
     spoken: list[int] = []
-    try:
-        calls = await place_calls(uac, sip_port, n)
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"{http}/v1/calls") as resp:
-                ids = [c["call_id"] for c in (await resp.json())["calls"] if c["state"] == "answered"]
-            sem = asyncio.Semaphore(50)
+    async with looped_calls(n, "mediasrv-speak-pacing-") as lc:
+        s, http, ids = lc.session, lc.http, lc.ids
+        counter = 0
+        wav = subprocess.run(["espeak-ng", "--stdout", TEXT.format(n=0)], capture_output=True, check=True).stdout
+        wav_b64 = base64.b64encode(fix_wav_sizes(wav)).decode()
 
-            async def play(cid: str) -> int:
-                async with sem, s.post(f"{http}/v1/calls/{cid}/playbacks",
-                                       json={"media": "prompt.wav", "loop": "infinity"}) as resp:
-                    return resp.status
+        async def speaker() -> None:
+            nonlocal counter
+            while True:
+                counter += 1
+                if mode == "espeak-only":  # the engine's process alone, same CPU and nice, no server work
+                    proc = await asyncio.create_subprocess_exec(
+                        "taskset", "-c", SERVER_CPU, "nice", "-n", "10", "espeak-ng", "--stdout",
+                        TEXT.format(n=counter), stdout=asyncio.subprocess.DEVNULL)
+                    await proc.wait()
+                else:
+                    body = {"speak": {"text": TEXT.format(n=counter)}} if mode == "speak" else \
+                        {"content_base64": wav_b64, "audio_type": "wav"}  # mode wav: the decode alone
+                    async with s.post(f"{http}/v1/calls/{ids[0]}/playbacks", json=body) as resp:
+                        assert resp.status == 201, await resp.text()
+                await asyncio.sleep(interval)
 
-            statuses = await asyncio.gather(*(play(c) for c in ids))
-            print(f"{len(calls)} calls, {statuses.count(201)} playing the looped prompt", flush=True)
-            await asyncio.sleep(2.0)
-            counter = 0
+        task: asyncio.Future | None = None
+        before_count = 0.0
 
-            wav = subprocess.run(["espeak-ng", "--stdout", TEXT.format(n=0)], capture_output=True, check=True).stdout
-            wav_b64 = base64.b64encode(fix_wav_sizes(wav)).decode()
+        async def syntheses() -> float:
+            async with s.get(f"{http}/metrics") as resp:
+                return metric(await resp.text(), "mediasrv_speech_syntheses_total")
 
-            async def speaker() -> None:
-                nonlocal counter
-                while True:
-                    counter += 1
-                    if mode == "espeak-only":  # the engine's process alone, same CPU and nice, no server work
-                        proc = await asyncio.create_subprocess_exec(
-                            "taskset", "-c", SERVER_CPU, "nice", "-n", "10", "espeak-ng", "--stdout",
-                            TEXT.format(n=counter), stdout=asyncio.subprocess.DEVNULL)
-                        await proc.wait()
-                    else:
-                        body = {"speak": {"text": TEXT.format(n=counter)}} if mode == "speak" else \
-                            {"content_base64": wav_b64, "audio_type": "wav"}  # mode wav: the decode alone
-                        async with s.post(f"{http}/v1/calls/{ids[0]}/playbacks", json=body) as resp:
-                            assert resp.status == 201, await resp.text()
-                    await asyncio.sleep(interval)
+        async def before(kind: str, name: str) -> None:
+            nonlocal task, before_count
+            before_count = await syntheses()
+            task = asyncio.ensure_future(speaker()) if kind == "B" else None
 
-            for rnd in range(rounds):
-                for kind in ("A", "B"):
-                    name = f"{kind}{rnd + 1} " + ("idle" if kind == "A" else mode)
-                    rx = await start_receiver(receiver_exe, n, window)
-                    await asyncio.sleep(1.5)  # the receiver skips each stream's first second
-                    async with s.get(f"{http}/metrics") as resp:
-                        before = metric(await resp.text(), "mediasrv_speech_syntheses_total")
-                    task = asyncio.ensure_future(speaker()) if kind == "B" else None
-                    c0 = cpu_seconds(server.pid)
-                    rx.start_window()
-                    await asyncio.sleep(window)
-                    cpu = cpu_seconds(server.pid) - c0
-                    if task is not None:
-                        task.cancel()
-                    stats = await loop.run_in_executor(None, rx.result)
-                    rx.stop()
-                    rows[name] = Row(name, n, len(ids), stats, cpu, stats["window_s"] or window, 0.0)
-                    await asyncio.sleep(0.5)
-                    async with s.get(f"{http}/metrics") as resp:
-                        after = metric(await resp.text(), "mediasrv_speech_syntheses_total")
-                    if kind == "B":
-                        spoken.append(int(after - before))
-                    await s.delete(f"{http}/v1/calls/{ids[0]}/playbacks?stop=all")
-                    async with s.post(f"{http}/v1/calls/{ids[0]}/playbacks",
-                                      json={"media": "prompt.wav", "loop": "infinity"}) as resp:
-                        assert resp.status == 201
-        print(f"syntheses per B window ({window:g} s, one command every {interval * 1000:.0f} ms): "
-              f"{', '.join(map(str, spoken))}")
-        print(f"{'window':22} {'packets':>8} {'deliv%':>6} {'lost':>5} {'p50 ms':>6} {'p99 ms':>6} {'max ms':>7} "
-              f"{'CPU %':>5}")
-        for name, r in rows.items():
-            p50, p99, mx, _ = r.percentiles()
-            print(f"{name:22} {r.stats['packets']:8d} {r.delivered_pct:6.1f} {r.stats['lost']:5d} {p50:6.2f} "
-                  f"{p99:6.2f} {mx:7.2f} {r.cpu_pct:5.1f}")
-        a = [r.p99 for k, r in rows.items() if k.startswith("A")]
-        b = [r.p99 for k, r in rows.items() if k.startswith("B")]
-        print(f"p99 median idle {np.median(a):.2f} ms, median under speak {np.median(b):.2f} ms: "
-              f"ratio {np.median(b) / np.median(a):.2f} (per round: "
-              f"{', '.join(f'{y / x:.2f}' for x, y in zip(a, b, strict=True))})")
-    finally:
-        for call in calls:
-            try:
-                await uac.hangup(call.call_id)
-            except Exception:  # noqa: BLE001 - already ended
-                pass
-        await asyncio.sleep(1.0)
-        await uac.stop()
-        reap(server, 15)
-        shutil.rmtree(data, ignore_errors=True)
+        async def after(kind: str, name: str) -> None:
+            if task is not None:
+                task.cancel()
+            await asyncio.sleep(0.5)
+            if kind == "B":
+                spoken.append(int(await syntheses() - before_count))
+            await s.delete(f"{http}/v1/calls/{ids[0]}/playbacks?stop=all")
+            async with s.post(f"{http}/v1/calls/{ids[0]}/playbacks", json=LOOPED_PROMPT) as resp:
+                assert resp.status == 201
+
+        rows = await ab_windows(lc, rounds, window, receiver_exe, mode, before, after)
+    print(f"syntheses per B window ({window:g} s, one command every {interval * 1000:.0f} ms): "
+          f"{', '.join(map(str, spoken))}")
+    print_ab(rows, "under speak")
 
 
 def main() -> int:

@@ -14,12 +14,11 @@ from azure.communication.callautomation._generated import models as acs_models
 from azure.core.exceptions import HttpResponseError
 
 from mediasrv.probe import open_capture
-
-from ..dtmf_peer import KeyPresser
-from .conftest import chirp_signal, start_server, wav_bytes
-from .test_acs_sdk import KEY, AcsEvents, acs_client, acs_events  # noqa: F401 - acs_events: fixture
-from .test_dtmf_sipp import _te_events
-from .test_playback_sipp import answered_calls, expected_payload, sipp_play_args, start_sipp
+from tests.support.acs import KEY, AcsEvents, acs_client
+from tests.support.audio import chirp_signal, expected_payload, wav_bytes
+from tests.support.dtmf_peer import KeyPresser
+from tests.support.server import start_server
+from tests.support.sipp import answered_calls, sipp_play_args, start_sipp, te_events
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +31,7 @@ def expect(fn: Any, *args: Any, **kwargs: Any) -> HttpResponseError:
     return info.value
 
 
-async def test_continuous_recognize_and_send_tones(tmp_path, audio_origin, acs_events: AcsEvents):  # noqa: F811
+async def test_continuous_recognize_and_send_tones(tmp_path, audio_origin, acs_events: AcsEvents):
     # start_continuous_dtmf_recognition takes no callback URL (SDK 1.6): its tones go to the call's default
     r = await start_server(tmp_path, acs_access_key=KEY, acs_callback_url=acs_events.url)
     capture = await open_capture()
@@ -129,4 +128,4 @@ async def test_continuous_recognize_and_send_tones(tmp_path, audio_origin, acs_e
     payload = capture.payload()
     ep = expected_payload(prompt, "PCMU")
     assert payload.find(ep[:1600]) >= 0 and payload.find(ep) < 0
-    assert [ev[0].payload[0] for ev in _te_events(capture.packets)] == [1, 11, 12]
+    assert [ev[0].payload[0] for ev in te_events(capture.packets)] == [1, 11, 12]

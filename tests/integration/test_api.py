@@ -11,8 +11,7 @@ import pytest
 from mediasrv.calls import Call, CallRegistry
 from mediasrv.probe import CaptureMedia
 from mediasrv.sip.ua import SipSettings, SipUserAgent
-
-from .conftest import Running, start_server, wait_until
+from tests.support.server import Running, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 

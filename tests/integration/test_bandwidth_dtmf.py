@@ -21,17 +21,16 @@ from bandwidth.models.bxml import (
 )
 
 from mediasrv.probe import open_capture
-
-from ..dtmf_peer import KeyPresser
-from .conftest import chirp_signal, start_server, wait_until, wav_bytes
-from .test_bandwidth_sdk import ACCOUNT, CREDS, calls_api, origin  # noqa: F401 - origin: fixture
-from .test_dtmf_sipp import _te_events
-from .test_playback_sipp import answered_calls, expected_payload, sipp_play_args, start_sipp
+from tests.support.audio import chirp_signal, expected_payload, wav_bytes
+from tests.support.bandwidth import ACCOUNT, CREDS, calls_api
+from tests.support.dtmf_peer import KeyPresser
+from tests.support.server import start_server, wait_until
+from tests.support.sipp import answered_calls, sipp_play_args, start_sipp, te_events
 
 pytestmark = pytest.mark.integration
 
 
-async def test_send_dtmf_and_gather_with_callback(tmp_path, origin, webhooks):  # noqa: F811
+async def test_send_dtmf_and_gather_with_callback(tmp_path, origin, webhooks):
     r = await start_server(tmp_path, webhook_url=webhooks.url, **CREDS)
     capture = await open_capture()
     try:
@@ -91,7 +90,7 @@ async def test_send_dtmf_and_gather_with_callback(tmp_path, origin, webhooks):  
     keys = [DtmfCallback.from_dict(h["json"]) for h in origin.hits("dtmf")]
     assert [(k.event_type, k.digit, k.tag) for k in keys] == [("dtmf", "3", "keys"), ("dtmf", "4", "keys"),
                                                               ("dtmf", "#", "keys")], "StopGather: not the 1"
-    events = _te_events(capture.packets)
+    events = te_events(capture.packets)
     assert [ev[0].payload[0] for ev in events] == [1, 2]
     assert events[1][0].arrival - events[0][0].arrival >= 0.5 + 0.1, "w: half a second between the digits"
     payload = capture.payload()

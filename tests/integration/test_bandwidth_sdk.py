@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from bandwidth import ApiClient, Configuration
 from bandwidth.api.calls_api import CallsApi
 from bandwidth.exceptions import (
     ApiException,
@@ -30,76 +26,13 @@ from bandwidth.models import InitiateCallback, RedirectCallback, UpdateCall
 from bandwidth.models.bxml import Bxml, Hangup, Pause, PlayAudio, Record, Redirect, Response
 
 from mediasrv.probe import open_capture
-
-from .conftest import (
-    SCENARIOS,
-    Hooks,
-    chirp_signal,
-    readme_block,
-    serve_app,
-    start_server,
-    wait_until,
-    wav_bytes,
-)
-from .test_playback_sipp import (
-    answered_calls,
-    assert_stream_continuity,
-    expected_payload,
-    sipp_play_args,
-    start_sipp,
-)
+from tests.support.audio import chirp_signal, expected_payload, wav_bytes
+from tests.support.bandwidth import ACCOUNT, CREDS, PASSWORD, USER, calls_api, played
+from tests.support.paths import SCENARIOS, readme_block
+from tests.support.server import start_server, wait_until
+from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
 
 pytestmark = pytest.mark.integration
-
-ACCOUNT = "9900000"
-USER, PASSWORD = "api-user", "api-pass"
-CREDS = {"bandwidth_account_id": ACCOUNT, "bandwidth_username": USER, "bandwidth_password": PASSWORD}
-
-
-@dataclass
-class Origin:
-    """Serves audio and BXML; records every request (method, path, JSON body, Authorization)."""
-
-    base: str = ""
-    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, path: str, body: bytes | str, ctype: str = "application/xml") -> str:
-        self.files[path] = (body.encode() if isinstance(body, str) else body, ctype)
-        return f"{self.base}/{path}"
-
-    def hits(self, path: str) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["path"] == "/" + path]
-
-
-@pytest.fixture
-async def origin() -> AsyncIterator[Origin]:
-    o = Origin()
-
-    async def serve(request: web.Request) -> web.Response:
-        raw = await request.read()
-        o.requests.append({"method": request.method, "path": request.path, "query": dict(request.query),
-                           "auth": request.headers.get("Authorization"),
-                           "json": (await request.json()) if raw else None})
-        name = request.match_info["name"]
-        if name.startswith("private/") and request.headers.get("Authorization") != "Basic dTpw":  # u:p
-            return web.Response(status=401)
-        if name not in o.files:
-            return web.Response(status=404)
-        body, ctype = o.files[name]
-        return web.Response(body=body, content_type=ctype)
-
-    app = web.Application()
-    app.router.add_route("*", "/{name:.+}", serve)
-    runner, o.base = await serve_app(app)
-    yield o
-    await runner.cleanup()
-
-
-def calls_api(r: Any, **auth: Any) -> CallsApi:
-    auth = auth or {"username": USER, "password": PASSWORD}
-    config = Configuration(host=f"{r.http}/api/v2", ignore_operation_servers=True, **auth)
-    return CallsApi(ApiClient(config))
 
 
 def wait_bye_scenario(tmp_path: Path) -> Path:
@@ -110,10 +43,6 @@ def wait_bye_scenario(tmp_path: Path) -> Path:
     path = tmp_path / "uac_wait_bye_capture.xml"
     path.write_text(text)
     return path
-
-
-def played(hooks: Hooks, n: int) -> Callable[[], bool]:
-    return lambda: len([e for e in hooks.events if e["type"] == "playback.ended"]) >= n
 
 
 async def test_update_call_bxml_and_redirect(tmp_path, origin, webhooks):
@@ -204,7 +133,6 @@ async def test_answer_url_runs_response(tmp_path, origin, webhooks, auto_answer)
     gap = payload[at_a + len(ea):at_b]
     assert set(gap) <= {0xFF} and len(gap) >= 0.45 * 8000, f"Pause 0.5 s: {len(gap) / 8000:.2f} s of silence"
     assert_stream_continuity(capture)
-
 
 
 async def test_new_bxml_replaces_the_running_one(tmp_path, origin, webhooks):

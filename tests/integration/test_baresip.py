@@ -9,9 +9,6 @@ this version ``aufile`` is a source only, so ``audio_player aufile,...`` cannot 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -21,13 +18,14 @@ import pytest
 import soundfile
 
 from mediacodecs.resample import to_telephony
-
-from .conftest import Hooks, Running, free_tcp_udp_port, require, start_server, wait_until
+from tests.support.audio import align
+from tests.support.baresip import PHRASE, baresip_config, stop_process
+from tests.support.paths import require
+from tests.support.server import Hooks, Running, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
 RATE = 8000
-PHRASE = "The quick brown fox jumps over the lazy dog. Seven, eight, nine, ten."
 MIN_CORRELATION = 0.9
 
 
@@ -41,64 +39,6 @@ def speech_wav(path: Path, tmp: Path) -> np.ndarray:
     assert pcm.size > RATE, f"espeak-ng produced only {pcm.size} samples"
     soundfile.write(path, pcm, RATE, subtype="PCM_16")
     return pcm
-
-
-def baresip_config(cfg: Path, rec_dir: Path, silence: Path) -> tuple[Path, int]:
-    """A headless, non-interactive baresip config dir: G.711 only, no sound card, no NAT helpers."""
-    cfg.mkdir(parents=True, exist_ok=True)
-    rec_dir.mkdir(parents=True, exist_ok=True)
-    soundfile.write(silence, np.zeros(RATE * 120, dtype=np.int16), RATE, subtype="PCM_16")
-    port = free_tcp_udp_port()
-    (cfg / "config").write_text(
-        "\n".join([
-            "poll_method poll",
-            f"sip_listen 127.0.0.1:{port}",
-            "sip_transports udp",
-            f"audio_source aufile,{silence}",
-            "audio_player aubridge,nil",
-            "audio_alert aubridge,nil",
-            "ausrc_srate 8000",
-            "auplay_srate 8000",
-            "ausrc_channels 1",
-            "auplay_channels 1",
-            "audio_buffer 20-160",
-            "module_path /usr/lib/baresip/modules",
-            "module g711.so",
-            "module aufile.so",
-            "module aubridge.so",
-            "module sndfile.so",
-            "module_app account.so",
-            "module_app menu.so",
-            f"snd_path {rec_dir}",
-            "",
-        ])
-    )
-    (cfg / "accounts").write_text("<sip:baresip@127.0.0.1>;regint=0;audio_codecs=PCMU\n")
-    (cfg / "contacts").write_text("")
-    return cfg, port
-
-
-def align(src: np.ndarray, rec: np.ndarray) -> tuple[int, float]:
-    """Lag of *src* inside *rec* by FFT cross-correlation, and the normalized correlation there."""
-    x = src.astype(np.float64)
-    y = rec.astype(np.float64)
-    n = 1 << int(np.ceil(np.log2(x.size + y.size)))
-    xc = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(x, n)), n)[: y.size - x.size + 1]
-    lag = int(np.argmax(xc))
-    seg = y[lag : lag + x.size]
-    denom = np.sqrt(np.dot(x, x) * np.dot(seg, seg))
-    return lag, float(np.dot(x, seg) / denom) if denom else 0.0
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 async def test_baresip_hears_the_playback(tmp_path: Path, webhooks: Hooks) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Hooks, Running, free_tcp_udp_port, require, start_server, wait_until
-from .test_baresip import baresip_config, stop_process
+from tests.support.baresip import baresip_config, stop_process
+from tests.support.paths import require
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import Hooks, Running, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,10 @@ import sys
 import pexpect
 import pytest
 
-from .conftest import REPO, chirp_signal, hang_up_all, sipp_caller, start_server, wav_bytes
-from .test_playback_sipp import answered_calls, start_sipp
+from tests.support.audio import chirp_signal, wav_bytes
+from tests.support.paths import REPO
+from tests.support.server import hang_up_all, start_server
+from tests.support.sipp import answered_calls, sipp_caller, start_sipp
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +100,4 @@ async def test_calls_play_top_events_stop_in_a_terminal(tmp_path):
         rc, out = await sipp
         await r.server.stop()
     assert rc == 0, out[-2000:]
+

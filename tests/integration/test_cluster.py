@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import re
-import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -24,31 +22,14 @@ import pytest
 import telnyx
 
 from mediasrv.cluster.launcher import Cluster, ClusterPlan
-
-from .conftest import SCENARIOS, AudioOrigin, chirp_signal, require, run_sipp, wav_bytes
+from tests.support.audio import chirp_signal, wav_bytes
+from tests.support.paths import SCENARIOS, require
+from tests.support.ports import free_run
+from tests.support.server import AudioOrigin
+from tests.support.sipp import run_sipp
 
 NODES = 2
 TELNYX_KEY = "KEY-cluster-test"
-
-
-def free_run(n: int) -> int:
-    """A base port with base..base+n-1 free for UDP and TCP on loopback."""
-    for _ in range(200):
-        base = random.randrange(33000, 60000)
-        try:
-            socks = []
-            for p in range(base, base + n):
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    s = socket.socket(socket.AF_INET, kind)
-                    socks.append(s)
-                    s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port run")
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ..cdp import Browser
-from .conftest import chirp_signal, hang_up_all, sipp_caller, start_server, wav_bytes
-from .test_playback_sipp import answered_calls, start_sipp
+from tests.support.audio import chirp_signal, wav_bytes
+from tests.support.cdp import Browser
+from tests.support.server import hang_up_all, start_server
+from tests.support.sipp import answered_calls, sipp_caller, start_sipp
 
 pytestmark = pytest.mark.integration
 

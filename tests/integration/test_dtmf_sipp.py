@@ -13,12 +13,13 @@ from telnyx.types import CallDtmfReceivedWebhookEvent
 
 from mediasrv.demo import free_port_pair
 from mediasrv.probe import analyse, open_capture
-
-from ..dtmf_peer import KeyPresser
-from ..pcap_writer import write_pcap
-from .conftest import SCENARIOS, Hooks, chirp_signal, run_sipp, start_server, wav_bytes
-from .test_playback_sipp import answered_calls, expected_payload, sipp_play_args, start_sipp
-from .test_telnyx_sdk import API_KEY, SignedHooks, hooks, public_key, sdk_client  # noqa: F401 - hooks: fixture
+from tests.support.audio import chirp_signal, expected_payload, wav_bytes
+from tests.support.dtmf_peer import KeyPresser
+from tests.support.paths import SCENARIOS
+from tests.support.pcap_writer import write_pcap
+from tests.support.server import Hooks, start_server
+from tests.support.sipp import answered_calls, run_sipp, sipp_play_args, start_sipp, te_events
+from tests.support.telnyx import API_KEY, SignedHooks, public_key, sdk_client
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ def dtmf_events(webhooks: Hooks, call_id: str) -> list[dict]:
     return [e["data"] for e in webhooks.events if e["type"] == "dtmf.received" and e["call_id"] == call_id]
 
 
-async def test_rfc4733_with_loss_each_press_once_and_telnyx_webhook(tmp_path, webhooks: Hooks, hooks: SignedHooks):  # noqa: F811
+async def test_rfc4733_with_loss_each_press_once_and_telnyx_webhook(tmp_path, webhooks: Hooks, hooks: SignedHooks):
     r = await start_server(tmp_path, webhook_url=webhooks.url, telnyx_api_key=API_KEY, telnyx_webhook_url=hooks.url)
     client = sdk_client(r)
     hooks.client, hooks.key = client, await public_key(client)
@@ -210,15 +211,6 @@ async def test_play_and_collect(tmp_path, webhooks: Hooks, audio_origin):
     assert [e["type"] for e in webhooks.events if e["type"] == "collect.ended"] == ["collect.ended"] * 6
 
 
-def _te_events(packets) -> list[list]:
-    """The telephone-event packets grouped per event timestamp, parsed here (RFC 4733 §2.3)."""
-    groups: dict[int, list] = {}
-    for p in packets:
-        if p.pt == 101:
-            groups.setdefault(p.ts, []).append(p)
-    return list(groups.values())
-
-
 async def test_dtmf_out_rfc4733_on_the_media_clock(tmp_path, webhooks: Hooks, audio_origin):
     r = await start_server(tmp_path, webhook_url=webhooks.url)
     capture = await open_capture()
@@ -249,7 +241,7 @@ async def test_dtmf_out_rfc4733_on_the_media_clock(tmp_path, webhooks: Hooks, au
     seqs = [p.seq for p in pkts]
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:])), "one sequence across audio and events"
     assert len({p.ssrc for p in pkts}) == 1
-    events = _te_events(pkts)
+    events = te_events(pkts)
     assert [e[0].payload[0] for e in events] == [1, 2, 3, 11]
     for ev in events:
         durs = [int.from_bytes(p.payload[2:4], "big") for p in ev]

@@ -21,9 +21,10 @@ import aiohttp
 import pytest
 
 from mediasrv.probe import analyse, open_capture
-
-from .conftest import SCENARIOS, Hooks, Running, chirp_signal, run_sipp, start_server, wait_until, wav_bytes
-from .test_playback_sipp import assert_stream_continuity, expected_payload
+from tests.support.audio import chirp_signal, expected_payload, wav_bytes
+from tests.support.paths import SCENARIOS
+from tests.support.server import Hooks, Running, start_server, wait_until
+from tests.support.sipp import assert_stream_continuity, run_sipp
 
 pytestmark = pytest.mark.integration
 

@@ -22,11 +22,11 @@ import pytest
 from aiohttp import web
 
 from mediasrv.demo import free_port_pair
-
-from .conftest import SCENARIOS, Running, start_server, wait_until
-from .test_acs_sdk import KEY as ACS_KEY
-from .test_acs_sdk import signed_headers
-from .test_playback_sipp import answered_calls, start_sipp
+from tests.support.acs import KEY as ACS_KEY
+from tests.support.acs import signed_headers
+from tests.support.paths import SCENARIOS
+from tests.support.server import Running, start_server, wait_until
+from tests.support.sipp import answered_calls, start_sipp
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,9 @@ from mediasrv.demo import free_port_pair
 from mediasrv.eventlog import decode_line, iter_lines
 from mediasrv.probe import CaptureMedia
 from mediasrv.sip.ua import SipSettings, SipUserAgent
-
-from .conftest import REPO, free_tcp_udp_port, wait_until
+from tests.support.paths import REPO
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -314,7 +315,6 @@ async def test_journal_write_failure_keeps_serving_from_memory(tmp_path):
 
 async def test_sse_resume_id_from_a_lost_journal_still_gets_live_events(tmp_path):
     """A client whose Last-Event-ID is newer than anything here (the data dir was wiped) is not starved."""
-    from .conftest import start_server
 
     r = await start_server(tmp_path)
     try:

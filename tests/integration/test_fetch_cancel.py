@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from mediasrv.probe import open_capture
-
-from ..http_origin import Origin, tone, wav
-from .conftest import Hooks, start_server, wait_until
-from .test_playback_sipp import answered_calls, expected_payload, sipp_play_args, start_sipp
-from .test_sources import req
+from tests.support.audio import expected_payload
+from tests.support.http_origin import Origin, tone, wav
+from tests.support.httpapi import req
+from tests.support.server import Hooks, start_server, wait_until
+from tests.support.sipp import answered_calls, sipp_play_args, start_sipp
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,11 @@ from mediacodecs.g711 import ulaw_decode, ulaw_encode
 from mediacodecs.resample import to_telephony
 from mediasrv.media.decode import decode_bytes, sniff
 from mediasrv.probe import open_capture
-
-from ..audio_fixtures import ENCODED_FORMATS, encoded, sweep
-from ..http_origin import Origin
-from .conftest import Hooks, start_server
-from .test_playback_sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
-from .test_sources import req
+from tests.support.audio_fixtures import ENCODED_FORMATS, encoded, sweep
+from tests.support.http_origin import Origin
+from tests.support.httpapi import req
+from tests.support.server import Hooks, start_server
+from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,12 @@ import soundfile
 
 from mediacodecs.resample import to_telephony
 from mediasrv.rtp import fastpath
-
-from .conftest import Hooks, Running, require, start_server, wait_until
-from .test_baresip import PHRASE, align, baresip_config, stop_process
-from .test_bridge_audio import Talker, api
+from tests.support.audio import align
+from tests.support.baresip import PHRASE, baresip_config, stop_process
+from tests.support.httpapi import api
+from tests.support.paths import require
+from tests.support.server import Hooks, Running, start_server, wait_until
+from tests.support.talker import Talker
 
 pytestmark = pytest.mark.integration
 

@@ -16,17 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .conftest import (
-    SCENARIOS,
-    AudioOrigin,
-    Hooks,
-    Running,
-    chirp_signal,
-    free_tcp_udp_port,
-    run_sipp,
-    wait_until,
-    wav_bytes,
-)
+from tests.support.audio import chirp_signal, wav_bytes
+from tests.support.paths import SCENARIOS
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import AudioOrigin, Hooks, Running, wait_until
+from tests.support.sipp import run_sipp
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,10 @@ import pytest
 from yarl import URL
 
 from mediasrv.logs import CallIdFilter, JsonFormatter, TextFormatter, call_context
-
-from .conftest import SCENARIOS, run_sipp, start_serve, wav_bytes
+from tests.support.audio import wav_bytes
+from tests.support.paths import SCENARIOS
+from tests.support.server import start_serve
+from tests.support.sipp import run_sipp
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import socket
 import uuid
 from pathlib import Path
 
-from .conftest import Hooks, start_server
-from .test_hostile_invites import RawSip, offer
+from tests.support.rawsip import RawSip, offer
+from tests.support.server import Hooks, start_server
 
 
 async def test_silent_peer_is_hung_up_with_cause_rtp_timeout(tmp_path: Path, webhooks: Hooks) -> None:

@@ -6,16 +6,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import (
-    chirp_signal,
-    free_tcp_udp_port,
-    hang_up_all,
-    sipp_caller,
-    start_server,
-    wait_until,
-    wav_bytes,
-)
-from .test_playback_sipp import answered_calls, start_sipp
+from tests.support.audio import chirp_signal, wav_bytes
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import hang_up_all, start_server, wait_until
+from tests.support.sipp import answered_calls, sipp_caller, start_sipp
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,9 @@ import aiohttp
 import pytest
 
 from mediasrv.cluster.identity import NodeIdError
-
-from .conftest import chirp_signal, hang_up_all, run_sipp, sipp_caller, start_server, wav_bytes
+from tests.support.audio import chirp_signal, wav_bytes
+from tests.support.server import hang_up_all, start_server
+from tests.support.sipp import run_sipp, sipp_caller
 
 
 async def test_ids_name_the_node_and_duplicates_are_refused(tmp_path):

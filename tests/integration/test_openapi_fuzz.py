@@ -16,7 +16,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from .conftest import start_server
+from tests.support.server import start_server
 
 pytestmark = pytest.mark.integration
 

@@ -3,76 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
 
-from mediacodecs.g711 import alaw_encode, ulaw_encode
-from mediasrv.probe import RtpCapture, analyse, open_capture
-
-from .conftest import (
-    SCENARIOS,
-    Hooks,
-    Running,
-    chirp_signal,
-    run_sipp,
-    start_server,
-    wait_until,
-    wav_bytes,
-)
+from mediasrv.probe import analyse, open_capture
+from tests.support.audio import SILENCE, chirp_signal, expected_payload, wav_bytes
+from tests.support.httpapi import post_play
+from tests.support.server import Hooks, Running, start_server, wait_until
+from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
 
 pytestmark = pytest.mark.integration
-
-SILENCE = {"PCMU": 0xFF, "PCMA": 0xD5}
-
-
-def sipp_play_args(r: Running, media_port: int, duration_ms: int, calls: int = 1, rate: int = 10) -> list[str]:
-    """uac_play.xml: offers PCMU+PCMA with our capture socket as its media address, hangs up after -d."""
-    return [
-        f"127.0.0.1:{r.sip_port}",
-        "-sf", str(SCENARIOS / "uac_play.xml"),
-        "-i", "127.0.0.1", "-p", "0",
-        "-set", "rtp_ip", "127.0.0.1", "-set", "rtp_port", str(media_port),
-        "-d", str(duration_ms),
-        "-m", str(calls), "-l", str(calls), "-r", str(rate),
-        "-timeout", "60s", "-timeout_error",
-    ]
-
-
-async def start_sipp(args: list[str]) -> asyncio.Task[tuple[int, str]]:
-    return asyncio.create_task(run_sipp(*args, timeout=90))
-
-
-async def answered_calls(r: Running, n: int, timeout: float = 15.0) -> list[Any]:
-    return await wait_until(
-        lambda: (calls := [c for c in r.server.registry.active() if c.state.value == "answered"])
-        and len(calls) >= n
-        and calls,
-        timeout,
-        f"{n} answered calls",
-    )
-
-
-async def post_play(r: Running, call_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as s, s.post(f"{r.http}/v1/calls/{call_id}/playbacks", json=body) as resp:
-        return resp.status, await resp.json()
-
-
-def expected_payload(pcm: np.ndarray, codec: str) -> bytes:
-    enc = ulaw_encode(pcm) if codec == "PCMU" else alaw_encode(pcm)
-    pad = (-len(enc)) % 160
-    return enc + bytes([SILENCE[codec]]) * pad
-
-
-def assert_stream_continuity(capture: RtpCapture) -> None:
-    report = analyse(capture.packets)
-    assert report.ssrcs == 1, report.line()
-    assert report.seq_errors == 0 and report.lost == 0, report.line()
-    assert report.ts_errors == 0, report.line()
-    assert capture.packets[0].marker, "first packet of the talkspurt must carry the marker bit"
-    assert report.markers == 1, report.line()
 
 
 async def _play_and_check(tmp_path, webhooks: Hooks, audio_origin, codec: str) -> None:

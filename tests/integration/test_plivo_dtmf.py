@@ -10,10 +10,9 @@ import plivo
 import pytest
 
 from mediasrv.probe import open_capture
-
-from .test_dtmf_sipp import _te_events
-from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
-from .test_plivo_sdk import native_bridge, plivo_server
+from tests.support.httpapi import native_bridge
+from tests.support.plivo import plivo_server
+from tests.support.sipp import answered_calls, sipp_play_args, start_sipp, te_events
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +51,9 @@ async def test_send_digits_aleg_bleg_and_errors(tmp_path):
 
     ssrc_of = {p.ssrc for p in capture.packets if p.pt == 101}
     assert len(ssrc_of) == 2, "events on both legs"
-    per_leg = {s: [ev[0].payload[0] for ev in _te_events([p for p in capture.packets if p.ssrc == s])]
+    per_leg = {s: [ev[0].payload[0] for ev in te_events([p for p in capture.packets if p.ssrc == s])]
                for s in ssrc_of}
     assert sorted(per_leg.values()) == sorted([[1, 9, 11], [10, 7]]), per_leg
     [a_ssrc] = [s for s, v in per_leg.items() if v == [1, 9, 11]]
-    ev = _te_events([p for p in capture.packets if p.ssrc == a_ssrc])
+    ev = te_events([p for p in capture.packets if p.ssrc == a_ssrc])
     assert ev[2][0].arrival - ev[1][-1].arrival >= 1.0, "W: a second before the #"

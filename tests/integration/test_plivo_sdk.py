@@ -9,100 +9,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import plivo
-import plivo.rest.client as prc
 import pytest
-from aiohttp import web
-from plivo.utils.signature_v3 import validate_v3_signature
 
 from mediasrv.demo import free_port_pair
 from mediasrv.probe import open_capture
-
-from .conftest import (
-    SCENARIOS,
-    Running,
-    chirp_signal,
-    readme_block,
-    serve_app,
-    start_server,
-    wait_until,
-    wav_bytes,
-)
-from .test_bridge_audio import Talker, assert_hears, tone, wall_time
-from .test_playback_sipp import (
-    answered_calls,
-    assert_stream_continuity,
-    expected_payload,
-    sipp_play_args,
-    start_sipp,
-)
+from tests.support.audio import assert_hears, chirp_signal, expected_payload, tone, wav_bytes
+from tests.support.httpapi import native_bridge
+from tests.support.paths import SCENARIOS, readme_block
+from tests.support.plivo import AUTH_ID, AUTH_TOKEN, Callbacks, plivo_server, point_sdk_at
+from tests.support.server import start_server, wait_until
+from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
+from tests.support.talker import Talker, wall_time
 
 pytestmark = pytest.mark.integration
-
-AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"  # the SDK insists on 20 characters starting with MA (or SA)
-AUTH_TOKEN = "plivo-token-for-tests"
-
-
-@dataclass
-class Callbacks:
-    """A real callback receiver: method, URL, params and headers of each request."""
-
-    url: str = ""
-    got: list[dict[str, Any]] = field(default_factory=list)
-
-    def verified(self) -> list[dict[str, str]]:
-        """Every callback's params, each checked with the SDK's own ``validate_v3_signature``."""
-        out = []
-        for c in self.got:
-            h = c["headers"]
-            params = dict(c["form"])
-            assert validate_v3_signature(c["method"], c["url"], h["X-Plivo-Signature-V3-Nonce"], AUTH_TOKEN,
-                                         h["X-Plivo-Signature-V3"], params), c
-            out.append({**c["query"], **params})
-        return out
-
-    async def wait_for(self, pred: Any, timeout: float = 10.0) -> dict[str, str]:
-        return await wait_until(lambda: next((p for p in self.verified() if pred(p)), None), timeout, "a callback")
-
-
-@pytest.fixture
-async def callbacks() -> AsyncIterator[Callbacks]:
-    cb = Callbacks()
-
-    async def receive(request: web.Request) -> web.Response:
-        form = await request.post() if request.method == "POST" else {}
-        cb.got.append({"method": request.method, "url": str(request.url), "form": dict(form),
-                       "query": dict(request.query), "headers": dict(request.headers)})
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/plivo/cb", receive)
-    runner, base = await serve_app(app)
-    cb.url = f"{base}/plivo/cb"
-    yield cb
-    await runner.cleanup()
-
-
-def point_sdk_at(r: Running) -> None:
-    local = f"{r.http}/v1/Account"
-    prc.PLIVO_API_BASE_URI = prc.API_VOICE_BASE_URI = local
-    prc.API_VOICE_BASE_URI_FALLBACK_1 = prc.API_VOICE_BASE_URI_FALLBACK_2 = local
-
-
-async def native_bridge(r: Running, a: str, b: str) -> None:
-    async with aiohttp.ClientSession() as s, s.post(f"{r.http}/v1/calls/{a}/bridge", json={"call_id": b}) as resp:
-        assert resp.status == 200, await resp.text()
-
-
-async def plivo_server(tmp_path, **settings: Any) -> tuple[Running, plivo.RestClient]:
-    r = await start_server(tmp_path, plivo_auth_id=AUTH_ID, plivo_auth_token=AUTH_TOKEN, **settings)
-    point_sdk_at(r)
-    return r, plivo.RestClient(auth_id=AUTH_ID, auth_token=AUTH_TOKEN)
 
 
 async def test_play_loop_stop_and_signed_callbacks(tmp_path, callbacks: Callbacks, audio_origin):

@@ -20,7 +20,10 @@ import sys
 import aiohttp
 import pytest
 
-from .conftest import REPO, SCENARIOS, free_tcp_udp_port, require, run_sipp, start_serve
+from tests.support.paths import REPO, SCENARIOS, require
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import start_serve
+from tests.support.sipp import run_sipp
 
 pytestmark = pytest.mark.integration
 

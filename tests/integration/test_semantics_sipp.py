@@ -17,18 +17,12 @@ import pytest
 
 from mediacodecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from mediasrv.probe import CapturedPacket, open_capture
-
-from .conftest import (
-    SCENARIOS,
-    Hooks,
-    Running,
-    chirp_signal,
-    free_tcp_udp_port,
-    run_sipp,
-    start_server,
-    wav_bytes,
-)
-from .test_playback_sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
+from tests.support.audio import chirp_signal, power_at, wav_bytes
+from tests.support.paths import SCENARIOS
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import Hooks, Running, start_server
+from tests.support.sipp import answered_calls, assert_stream_continuity, run_sipp, sipp_play_args, start_sipp
+from tests.support.talker import Talker
 
 pytestmark = pytest.mark.integration
 
@@ -376,7 +370,6 @@ async def test_caller_hangup_mid_play_reports_hangup_first_and_ends_everything(t
 
 async def test_mix_true_false_and_duck_over_bridged_call_audio(tmp_path, webhooks: Hooks):
     """A (440 Hz, PCMU) and B (880 Hz, PCMA) talk through a bridge; a 1 kHz prompt plays on top."""
-    from .test_bridge_audio import Talker, power_at
 
     r = await start_server(tmp_path, webhook_url=webhooks.url)
     a = Talker(tmp_path, "a", 440, "PCMU", 7.0)

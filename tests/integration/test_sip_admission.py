@@ -18,8 +18,9 @@ import aiohttp
 import pytest
 
 from mediasrv.calls import CallState
-
-from .conftest import REPO, SCENARIOS, Running, run_sipp, start_server, wait_until
+from tests.support.paths import REPO, SCENARIOS
+from tests.support.server import Running, start_server, wait_until
+from tests.support.sipp import run_sipp
 
 SDP = (
     "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

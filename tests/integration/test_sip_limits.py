@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ..adversarial import invite, nul_display_invite
-from .conftest import Running, start_server
+from tests.support.adversarial import invite, nul_display_invite
+from tests.support.server import Running, start_server
 
 pytestmark = pytest.mark.integration
 

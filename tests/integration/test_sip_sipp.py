@@ -13,8 +13,8 @@ import pytest
 
 from mediasrv.calls import Call, CallRegistry, CallState, NullMedia
 from mediasrv.sip.ua import CallFailed, SipSettings, SipUserAgent
-
-from .conftest import SCENARIOS, free_tcp_udp_port, require
+from tests.support.paths import SCENARIOS, require
+from tests.support.ports import free_tcp_udp_port
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
 
 import aiohttp
 import numpy as np
@@ -17,17 +16,12 @@ from mediasrv.api.errors import ApiError
 from mediasrv.api.sources import parse_sources
 from mediasrv.media.decode import decode_bytes
 from mediasrv.probe import open_capture
-
-from ..audio_fixtures import HTML_PAGE, mp3, sweep
-from ..http_origin import Origin, tone, wav
-from .conftest import Hooks, start_server
-from .test_playback_sipp import (
-    answered_calls,
-    assert_stream_continuity,
-    expected_payload,
-    sipp_play_args,
-    start_sipp,
-)
+from tests.support.audio import expected_payload
+from tests.support.audio_fixtures import HTML_PAGE, mp3, sweep
+from tests.support.http_origin import Origin, tone, wav
+from tests.support.httpapi import req
+from tests.support.server import Hooks, start_server
+from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +31,6 @@ async def origin():
     o = await Origin().start()
     yield o
     await o.close()
-
-
-async def req(method: str, url: str, **kw: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.request(method, url, **kw) as resp:
-        try:
-            return resp.status, await resp.json()
-        except aiohttp.ContentTypeError:
-            return resp.status, await resp.text()
 
 
 # -- the media store -------------------------------------------------------------------------------

@@ -8,16 +8,10 @@ import aiohttp
 import pytest
 
 from mediasrv.probe import open_capture
-
-from .conftest import Hooks, Running, start_server, wait_until
-from .speech_ref import assert_spoken
-from .test_playback_sipp import (
-    answered_calls,
-    assert_stream_continuity,
-    post_play,
-    sipp_play_args,
-    start_sipp,
-)
+from tests.support.httpapi import post_play
+from tests.support.server import Hooks, Running, start_server, wait_until
+from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
+from tests.support.speech_ref import assert_spoken
 
 pytestmark = pytest.mark.integration
 

@@ -17,14 +17,13 @@ from telnyx.types import CallSpeakEndedWebhookEvent, CallSpeakStartedWebhookEven
 
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.probe import open_capture
-
-from .conftest import Hooks, start_server, wait_until
-from .speech_ref import assert_spoken, reference_pcm
-from .test_acs_sdk import KEY, AcsEvents, acs_client, acs_events  # noqa: F401 - acs_events is a fixture
-from .test_bandwidth_sdk import ACCOUNT, CREDS, calls_api, played
-from .test_playback_sipp import answered_calls, sipp_play_args, start_sipp
-from .test_plivo_sdk import Callbacks, callbacks, plivo_server  # noqa: F401 - callbacks is a fixture
-from .test_telnyx_sdk import CS1, SignedHooks, hooks, telnyx_server  # noqa: F401 - hooks is a fixture
+from tests.support.acs import KEY, AcsEvents, acs_client
+from tests.support.bandwidth import ACCOUNT, CREDS, calls_api, played
+from tests.support.plivo import Callbacks, plivo_server
+from tests.support.server import Hooks, start_server, wait_until
+from tests.support.sipp import answered_calls, sipp_play_args, start_sipp
+from tests.support.speech_ref import assert_spoken, reference_pcm
+from tests.support.telnyx import CS1, SignedHooks, telnyx_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ async def _error(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return info.value
 
 
-async def test_telnyx_speak(tmp_path, hooks: SignedHooks):  # noqa: F811
+async def test_telnyx_speak(tmp_path, hooks: SignedHooks):
     r, client = await telnyx_server(tmp_path, hooks)
     actions = client.calls.actions
     capture = await open_capture()
@@ -81,7 +80,7 @@ async def test_telnyx_speak(tmp_path, hooks: SignedHooks):  # noqa: F811
     assert not any(e.data.event_type.startswith("call.playback.") for e in hooks.events(cid))
 
 
-async def test_acs_text_and_ssml_sources(tmp_path, acs_events: AcsEvents):  # noqa: F811
+async def test_acs_text_and_ssml_sources(tmp_path, acs_events: AcsEvents):
     r = await start_server(tmp_path, acs_access_key=KEY)
     capture = await open_capture()
     try:
@@ -119,7 +118,7 @@ async def test_acs_text_and_ssml_sources(tmp_path, acs_events: AcsEvents):  # no
     assert acs_events.types()[:2] == ["PlayStarted", "PlayCompleted"]
 
 
-async def test_plivo_speak_and_stop_speaking(tmp_path, callbacks: Callbacks):  # noqa: F811
+async def test_plivo_speak_and_stop_speaking(tmp_path, callbacks: Callbacks):
     r, client = await plivo_server(tmp_path)
     capture = await open_capture()
     try:

@@ -12,8 +12,8 @@ import pytest
 from mediasrv.calls import CallRegistry
 from mediasrv.probe import CaptureMedia
 from mediasrv.sip.ua import SipSettings, SipUserAgent
-
-from .conftest import Running, wait_until
+from tests.support.audio import wav_bytes
+from tests.support.server import Running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,6 @@ def _tone_b64() -> str:
 
     import numpy as np
 
-    from .conftest import wav_bytes
 
     t = np.arange(8000) / 8000
     return base64.b64encode(wav_bytes((np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16), 8000)).decode()

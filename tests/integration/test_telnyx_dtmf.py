@@ -14,12 +14,10 @@ from telnyx.types import CallGatherEndedWebhookEvent, CallSpeakEndedWebhookEvent
 from telnyx.types.calls import ActionGatherUsingAudioResponse, ActionSendDtmfResponse
 
 from mediasrv.probe import open_capture
-
-from ..dtmf_peer import KeyPresser
-from .conftest import chirp_signal, wav_bytes
-from .test_dtmf_sipp import _te_events
-from .test_playback_sipp import answered_calls, expected_payload, sipp_play_args, start_sipp
-from .test_telnyx_sdk import SignedHooks, hooks, telnyx_server  # noqa: F401 - hooks: fixture
+from tests.support.audio import chirp_signal, expected_payload, wav_bytes
+from tests.support.dtmf_peer import KeyPresser
+from tests.support.sipp import answered_calls, sipp_play_args, start_sipp, te_events
+from tests.support.telnyx import SignedHooks, telnyx_server
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +34,7 @@ def pointer(exc: telnyx.APIStatusError) -> str:
     return exc.body["errors"][0]["source"]["pointer"]  # type: ignore[index]
 
 
-async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHooks, audio_origin):  # noqa: F811
+async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHooks, audio_origin):
     r, client = await telnyx_server(tmp_path, hooks)
     actions = client.calls.actions
     capture = await open_capture()
@@ -150,7 +148,7 @@ async def test_gather_using_audio_stop_and_send_dtmf(tmp_path, hooks: SignedHook
     e_inv, e_short = expected_payload(invalid, "PCMU"), expected_payload(short, "PCMU")
     assert payload.find(e_inv[:1600]) >= 0, "the invalid prompt was played"
     assert payload.find(e_short) >= 0
-    te = _te_events(capture.packets)
+    te = te_events(capture.packets)
     assert [ev[0].payload[0] for ev in te] == [1, 11], "send_dtmf went out as RFC 4733 events"
     assert all(int.from_bytes(ev[-1].payload[2:4], "big") == 800 for ev in te), "duration_millis=100"
     assert te[1][0].arrival - te[0][0].arrival >= 0.5 + 0.1, "w: half a second between the digits"

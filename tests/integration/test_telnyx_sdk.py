@@ -9,15 +9,12 @@ import asyncio
 import base64
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import telnyx
-from aiohttp import web
 from telnyx.types import (
     CallAnsweredWebhookEvent,
     CallBridgedWebhookEvent,
@@ -32,90 +29,14 @@ from mediacodecs.g711 import ulaw_encode
 from mediasrv.api.telnyx import TELNYX_KEY
 from mediasrv.demo import free_port_pair
 from mediasrv.probe import open_capture
-
-from .conftest import (
-    REPO,
-    SCENARIOS,
-    Running,
-    chirp_signal,
-    readme_block,
-    serve_app,
-    start_server,
-    wait_until,
-    wav_bytes,
-)
-from .test_bridge_audio import Talker, assert_hears, wall_time
-from .test_playback_sipp import (
-    answered_calls,
-    assert_stream_continuity,
-    expected_payload,
-    sipp_play_args,
-    start_sipp,
-)
+from tests.support.audio import assert_hears, chirp_signal, expected_payload, wav_bytes
+from tests.support.paths import REPO, SCENARIOS, readme_block
+from tests.support.server import start_server, wait_until
+from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp
+from tests.support.talker import Talker, wall_time
+from tests.support.telnyx import API_KEY, CS1, CS2, CS3, SignedHooks, public_key, sdk_client, telnyx_server
 
 pytestmark = pytest.mark.integration
-
-API_KEY = "KEY0123_mediasrv_test"
-CS1, CS2, CS3 = (base64.b64encode(s).decode() for s in (b"first", b"second", b"third"))
-
-
-@dataclass
-class SignedHooks:
-    """A real webhook receiver that keeps each request's raw body and headers (signatures are over the raw body)."""
-
-    url: str = ""
-    raw: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    client: telnyx.Telnyx | None = None
-    key: str | None = None
-    refuse: int = 0  # answer this many deliveries with 503 first (the sender must retry, re-signed)
-
-    def events(self, call_id: str | None = None) -> list[Any]:
-        """Every webhook so far, verified and parsed by the SDK's own ``webhooks.unwrap``."""
-        assert self.client is not None and self.key is not None
-        out = [self.client.webhooks.unwrap(body, headers=headers, key=self.key) for body, headers in self.raw]
-        return [e for e in out if call_id is None or e.data.payload.call_control_id == call_id]
-
-    def types(self, call_id: str) -> list[str]:
-        return [e.data.event_type for e in self.events(call_id)]
-
-    async def wait_for(self, pred: Any, timeout: float = 10.0) -> Any:
-        return await wait_until(lambda: next((e for e in self.events() if pred(e)), None), timeout, "a webhook")
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[SignedHooks]:
-    h = SignedHooks()
-
-    async def receive(request: web.Request) -> web.Response:
-        if h.refuse > 0:
-            h.refuse -= 1
-            return web.Response(status=503)
-        h.raw.append(((await request.read()).decode(), dict(request.headers)))
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/telnyx", receive)
-    runner, base = await serve_app(app)
-    h.url = f"{base}/telnyx"
-    yield h
-    await runner.cleanup()
-
-
-def sdk_client(r: Running, api_key: str = API_KEY) -> telnyx.Telnyx:
-    return telnyx.Telnyx(api_key=api_key, base_url=f"{r.http}/v2")
-
-
-async def public_key(client: telnyx.Telnyx) -> str:
-    """``GET /v2/public_key`` through the SDK's own generic request method."""
-    body = await asyncio.to_thread(client.get, "/public_key", cast_to=object)
-    return body["data"]["public_key"]
-
-
-async def telnyx_server(tmp_path, hooks: SignedHooks, **settings: Any) -> tuple[Running, telnyx.Telnyx]:
-    r = await start_server(tmp_path, telnyx_api_key=API_KEY, telnyx_webhook_url=hooks.url, **settings)
-    client = sdk_client(r)
-    hooks.client, hooks.key = client, await public_key(client)
-    return r, client
 
 
 async def test_play_queue_content_stop_and_signed_webhooks(tmp_path, hooks: SignedHooks, audio_origin):

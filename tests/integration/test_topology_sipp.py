@@ -17,8 +17,10 @@ import aiohttp
 import pytest
 
 from mediasrv.probe import open_capture
-
-from .conftest import SCENARIOS, Hooks, Running, free_tcp_udp_port, run_sipp, start_server, wait_until
+from tests.support.paths import SCENARIOS
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import Hooks, Running, start_server, wait_until
+from tests.support.sipp import run_sipp
 
 pytestmark = pytest.mark.integration
 

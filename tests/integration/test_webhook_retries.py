@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 
 from mediasrv.config import ConfigError, load_settings
-
-from .conftest import free_tcp_udp_port, serve_app, start_server, wait_until
+from tests.support.ports import free_tcp_udp_port
+from tests.support.server import serve_app, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,8 @@ from mediasrv.media.cache import FORCED_TTL_S, freshness
 from mediasrv.media.errors import SourceError
 from mediasrv.media.player import SourceSpec
 from mediasrv.media.source import Media, MediaLoader
-
-from ..audio_fixtures import HTML_PAGE, hostile, mp3, sweep
-from ..http_origin import Origin, tone, wav, wav_header
+from tests.support.audio_fixtures import HTML_PAGE, hostile, mp3, sweep
+from tests.support.http_origin import Origin, tone, wav, wav_header
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 

@@ -23,7 +23,7 @@ from mediasrv.media.decode import (
     sniff,
 )
 from mediasrv.media.source import SourceError
-from tests import audio_fixtures as af
+from tests.support import audio_fixtures as af
 
 KINDS = {"wav", "mp3", "ogg", "flac", "mp4", "aac", "html", "json", "xml", "text", "unknown"}
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

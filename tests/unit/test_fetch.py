@@ -9,8 +9,7 @@ import pytest
 
 from mediasrv.media.errors import SourceError
 from mediasrv.media.fetch import AddressPolicy, Fetcher, FetchSettings, public_url
-
-from ..http_origin import Origin, tone, wav, wav_header
+from tests.support.http_origin import Origin, tone, wav, wav_header
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 

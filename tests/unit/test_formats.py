@@ -8,7 +8,7 @@ import pytest
 
 from mediasrv.media.decode import StreamDecoder, decode_bytes, describe_audio, sniff
 from mediasrv.media.source import SourceError
-from tests.audio_fixtures import ENCODED_FORMATS, encoded, sweep
+from tests.support.audio_fixtures import ENCODED_FORMATS, encoded, sweep
 
 KIND = {"flac": "flac", "opus": "ogg", "vorbis": "ogg", "m4a": "mp4", "aac": "aac"}
 LABEL = {"flac": "flac", "opus": "ogg/opus", "vorbis": "ogg/vorbis", "m4a": "mp4/aac", "aac": "aac"}

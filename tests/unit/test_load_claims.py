@@ -13,8 +13,7 @@ import pytest
 
 from mediasrv.media.player import SourceSpec
 from mediasrv.media.source import Media, MediaLoader
-
-from ..http_origin import Origin, tone, wav
+from tests.support.http_origin import Origin, tone, wav
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 SRC = tone(20.0, freq=350, seed=4)

@@ -14,8 +14,7 @@ import pytest
 from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.probe import bind_capture
-
-from .test_media_plane_http import Plane
+from tests.support.media_plane import Plane
 
 
 def _fds() -> int:

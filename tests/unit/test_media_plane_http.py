@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import random
 import socket
 import struct
 
@@ -15,10 +14,9 @@ from aiohttp import web
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from mediacodecs.g711 import encode, silence_byte
-from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
-from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
+from mediasrv.media import PlayRequest
 from mediasrv.media.player import SourceSpec
-from mediasrv.probe import RtpCapture, bind_capture_with_rtcp
+from tests.support.media_plane import Plane
 
 SOURCE = np.random.default_rng(7).integers(-12000, 12000, 4100).astype(np.int16)  # 25.6 packets
 
@@ -69,63 +67,6 @@ async def server():
     await srv.start()
     yield srv
     await srv.runner.cleanup()  # type: ignore[union-attr]
-
-
-def _free_block(size: int = 200, attempts: int = 50) -> int:
-    """The start of a port block whose first ports are free now (a bench may hold thousands)."""
-    for _ in range(attempts):
-        lo = random.randrange(30000, 60000 - size, 2)
-        free = 0
-        for port in range(lo, lo + 40):
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                    free += 1
-                except OSError:
-                    pass
-        if free == 40:
-            return lo
-    raise RuntimeError("no free block of UDP ports")
-
-
-class Plane:
-    """A started MediaPlane with an event log and a probe per call."""
-
-    def __init__(self, **kw) -> None:
-        lo = _free_block()
-        self.events: list[tuple[str, str, dict]] = []
-        self.timeouts: list[str] = []
-        kw.setdefault("fetch_allow_cidrs", ["127.0.0.0/8"])  # the audio server is on loopback
-        self.plane = MediaPlane(MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 200, **kw),
-                                emit=lambda t, c, d: self.events.append((t, c, d)),
-                                on_rtp_timeout=self.timeouts.append)
-        self.captures: list[RtpCapture] = []
-        self.rtcp_socks: dict[int, socket.socket] = {}
-
-    async def call(self, codec: str = "PCMU", ptime: int = 20) -> tuple[Call, RtpCapture]:
-        cap, rtcp = bind_capture_with_rtcp()  # the RTCP port is reserved now, not raced for later
-        self.rtcp_socks[cap.port] = rtcp
-        self.captures.append(cap)
-        # answered, as the SIP layer has it once media is negotiated (early media is exempt from the RTP timeout)
-        call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.ANSWERED)
-        call.media = NegotiatedMedia(("127.0.0.1", cap.port), codec, {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
-        call.local_rtp = self.plane.allocate(call)  # as the SIP layer does
-        self.plane.media_changed(call)
-        return call, cap
-
-    def ended(self, playback_id: str) -> dict | None:
-        for t, _, d in self.events:
-            if t == "playback.ended" and d["playback_id"] == playback_id:
-                return d
-        return None
-
-    async def wait_ended(self, playback_id: str, timeout: float = 5.0) -> dict:
-        for _ in range(int(timeout / 0.01)):
-            d = self.ended(playback_id)
-            if d is not None:
-                return d
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"playback {playback_id} did not end")
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 from mediasrv.sip import message as sipmsg
 from mediasrv.sip.core import CoreSettings
 from mediasrv.sip.message import ParseError, parse, parse_name_addr
-
-from ..adversarial import (
+from tests.support.adversarial import (
     SIZE,
     audio_cases,
     bxml_cases,
@@ -37,7 +36,7 @@ from ..adversarial import (
     sip_cases,
     timed,
 )
-from .test_sip_harness import Harness, request
+from tests.support.sip_harness import Harness, request
 
 BOUND_S = 0.050  # per 64 KB of input
 

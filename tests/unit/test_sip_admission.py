@@ -21,8 +21,7 @@ from mediasrv.sip.admission import (
 from mediasrv.sip.core import CoreSettings
 from mediasrv.sip.message import ParseError, Request, Response, parse
 from mediasrv.sip.transaction import Dest
-
-from .test_sip_harness import PEER, UDP, Harness, request, sdp
+from tests.support.sip_harness import PEER, UDP, Harness, request, sdp
 
 OUTSIDER = Dest("udp", ("198.51.100.7", 5060))
 

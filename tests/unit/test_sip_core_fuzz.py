@@ -7,8 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mediasrv.sip.core import CoreSettings
-
-from .test_sip_harness import Harness, request, sdp
+from tests.support.sip_harness import Harness, request, sdp
 
 HOLD = sdp(extra="a=sendonly\r\n", v=2)
 

@@ -11,8 +11,7 @@ from mediasrv.sip import digest
 from mediasrv.sip.core import Session, check_user_headers
 from mediasrv.sip.digest import Challenge, Credentials, DigestError
 from mediasrv.sip.message import Request
-
-from .test_sip_harness import PEER, Harness, sdp
+from tests.support.sip_harness import PEER, Harness, sdp
 
 # -- RFC test vectors -------------------------------------------------------------------------------
 

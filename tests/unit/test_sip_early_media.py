@@ -7,8 +7,7 @@ import pytest
 from mediasrv.calls import CallState
 from mediasrv.sip.core import CoreSettings
 from mediasrv.sip.message import Response
-
-from .test_sip_harness import Harness, request, sdp
+from tests.support.sip_harness import Harness, request, sdp
 
 
 def _ringing(**settings: object) -> tuple[Harness, str]:

@@ -11,8 +11,7 @@ from mediasrv.media.plane import MediaPlane, MediaSettings
 from mediasrv.sip.core import CoreSettings, SipCore
 from mediasrv.sip.message import Response, parse
 from mediasrv.sip.transaction import Dest
-
-from .test_sip_harness import Harness, request, sdp
+from tests.support.sip_harness import Harness, request, response_to, sdp
 
 
 def _policy_harness() -> Harness:
@@ -114,15 +113,14 @@ async def test_media_plane_refusal_is_a_500_before_any_200_and_the_leg_is_releas
 
 
 def test_refused_answer_in_a_2xx_to_our_invite_is_acked_then_hung_up() -> None:
-    from .test_sip_transactions import _response_to
 
     h = _policy_harness()
     results: list[tuple[int, str]] = []
     session = h.core.start_call("sip:svc@127.0.0.1:5062", ("127.0.0.1", 5062), lambda s, c, r: results.append((c, r)))
     invite = h.take()[0]
-    h.feed(_response_to(invite, 183, body=sdp(ip="192.0.0.192")))  # early media to a metadata address: ignored
+    h.feed(response_to(invite, 183, body=sdp(ip="192.0.0.192")))  # early media to a metadata address: ignored
     assert session.call.media is None and h.media.changes == []
-    h.feed(_response_to(invite, 200, body=sdp(ip="100.100.100.200")))
+    h.feed(response_to(invite, 200, body=sdp(ip="100.100.100.200")))
     assert [m.method for m in h.take() if not isinstance(m, Response)] == ["ACK", "BYE"]
     assert results[0][0] == 488 and "Alibaba Cloud metadata" in results[0][1]
     assert session.call.hangup_cause == "bad_sdp" and h.media.changes == [] and h.media._used == {}

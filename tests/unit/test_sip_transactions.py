@@ -7,8 +7,7 @@ from mediasrv.sip.core import CoreSettings
 from mediasrv.sip.message import Request, Response
 from mediasrv.sip.timers import TimerHeap
 from mediasrv.sip.transaction import Dest, TransactionLayer
-
-from .test_sip_harness import PEER, UDP, Harness, request, sdp
+from tests.support.sip_harness import PEER, UDP, Harness, request, response_to, sdp
 
 T1, T2 = 0.5, 4.0
 
@@ -288,17 +287,6 @@ def test_tcp_responses_go_back_on_the_connection_and_do_not_retransmit_non_2xx()
 # -- UAC --------------------------------------------------------------------------------------------
 
 
-def _response_to(req: Request, status: int, to_tag: str = "uas1", body: str = "", contact: str = "") -> str:
-    lines = [f"SIP/2.0 {status} X"]
-    lines += [f"Via: {v}" for k, v in req.headers if k == "via"]
-    lines += [f"From: {req.get('from')}", f"To: {req.get('to')};tag={to_tag}", f"Call-ID: {req.call_id}"]
-    lines += [f"CSeq: {req.cseq} {req.cseq_method}", "Contact: <sip:uas@127.0.0.1:5062;transport=UDP>" + contact]
-    if body:
-        lines.append("Content-Type: application/sdp")
-    lines.append(f"Content-Length: {len(body)}")
-    return "\n".join(lines) + "\n\n" + body
-
-
 def test_uac_call_retransmits_invite_then_acks_200_and_reacks_retransmission() -> None:
     h = Harness()
     results: list[tuple[int, str]] = []
@@ -306,14 +294,14 @@ def test_uac_call_retransmits_invite_then_acks_200_and_reacks_retransmission() -
     invite = h.take()[0]
     assert isinstance(invite, Request) and invite.method == "INVITE" and b"m=audio" in invite.body
     assert _send_times(h, 1.6) == [0.5, 1.5]  # Timer A doubles
-    h.feed(_response_to(invite, 180))
+    h.feed(response_to(invite, 180))
     assert session.call.state is CallState.RINGING and _send_times(h, 3) == []
-    h.feed(_response_to(invite, 200, body=sdp(pts="8")))
+    h.feed(response_to(invite, 200, body=sdp(pts="8")))
     ack = h.sent[-1][2]
     assert h.take()[-1].method == "ACK"  # type: ignore[union-attr]
     assert results == [(200, "X")] and session.call.state is CallState.ANSWERED
     assert session.call.media and session.call.media.codec == "PCMA"
-    h.feed(_response_to(invite, 200, body=sdp(pts="8")))
+    h.feed(response_to(invite, 200, body=sdp(pts="8")))
     assert h.sent[-1][2] == ack
     h.core.hangup(session.call.call_id)
     bye = h.take()[-1]
@@ -327,11 +315,11 @@ def test_uac_rejected_call_acks_on_same_branch() -> None:
     s = h.core.start_call("sip:svc@127.0.0.1:5062", PEER, lambda s, c, r: results.append((c, r)))
     invite = h.take()[0]
     assert isinstance(invite, Request)
-    h.feed(_response_to(invite, 486))
+    h.feed(response_to(invite, 486))
     ack = h.take()[0]
     assert isinstance(ack, Request) and ack.method == "ACK" and ack.vias[0].branch == invite.vias[0].branch
     assert results[0][0] == 486 and (s.call.hangup_cause, s.call.hangup_by, s.call.sip_code) == ("busy", "callee", 486)
-    h.feed(_response_to(invite, 486))  # retransmitted final: re-ACK from the transaction
+    h.feed(response_to(invite, 486))  # retransmitted final: re-ACK from the transaction
     assert [m.method for m in h.take()] == ["ACK"]  # type: ignore[union-attr]
 
 
@@ -351,10 +339,10 @@ def test_uac_cancel_waits_for_provisional_then_487_ends_call() -> None:
     assert isinstance(invite, Request)
     h.core.cancel_call(s, "cancelled", "api")
     assert h.take() == []  # no CANCEL before a provisional response
-    h.feed(_response_to(invite, 180))
+    h.feed(response_to(invite, 180))
     cancel = h.take()[0]
     assert isinstance(cancel, Request) and cancel.method == "CANCEL" and cancel.vias[0].branch == invite.vias[0].branch
-    h.feed(_response_to(invite, 487))
+    h.feed(response_to(invite, 487))
     assert results[0][0] == 487 and (s.call.hangup_cause, s.call.hangup_by) == ("cancelled", "api")
     assert h.media.released == [s.call.call_id]
 
@@ -370,9 +358,9 @@ def test_uac_gave_up_ends_call_at_once_and_cleans_up_late_answers() -> None:
     h.core.cancel_call(s, "timeout", "server", end_now=True)
     assert (s.call.state, s.call.hangup_cause, s.call.sip_code) == (CallState.ENDED, "timeout", 408)
     assert h.media.released == [s.call.call_id] and h.core.sessions == {}
-    h.feed(_response_to(invite, 180))
+    h.feed(response_to(invite, 180))
     assert [m.method for m in h.take()] == ["CANCEL"]  # type: ignore[union-attr]
-    h.feed(_response_to(invite, 200, body=sdp()))
+    h.feed(response_to(invite, 200, body=sdp()))
     assert [m.method for m in h.take()] == ["ACK", "BYE"]  # type: ignore[union-attr]
     assert h.core.dialogs == {} and [ev for ev, _ in h.events].count("call.hangup") == 1
 

@@ -117,3 +117,14 @@ def request(
         "Max-Forwards: 70\n"
         f"{extra}{ct}Content-Length: {len(body.encode())}\n\n{body}"
     )
+
+
+def response_to(req: Request, status: int, to_tag: str = "uas1", body: str = "", contact: str = "") -> str:
+    lines = [f"SIP/2.0 {status} X"]
+    lines += [f"Via: {v}" for k, v in req.headers if k == "via"]
+    lines += [f"From: {req.get('from')}", f"To: {req.get('to')};tag={to_tag}", f"Call-ID: {req.call_id}"]
+    lines += [f"CSeq: {req.cseq} {req.cseq_method}", "Contact: <sip:uas@127.0.0.1:5062;transport=UDP>" + contact]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return "\n".join(lines) + "\n\n" + body

@@ -15,7 +15,7 @@ from mediacodecs.g711 import ulaw_decode, ulaw_encode
 from mediasrv.media.source import decode_wav
 from mediasrv.media.synth import fix_wav_sizes
 
-from .conftest import require
+from .paths import require
 
 
 def espeak_wav(text: str, voice: str = "en-us", rate: int = 175, ssml: bool = False) -> bytes:
