@@ -21,6 +21,7 @@ from mediacodecs.g711 import decode, encode
 
 from .calls import CallRegistry
 from .config import Settings
+from .events import Event
 from .probe import CaptureMedia, analyse
 from .server import Server
 from .sip.ua import SipSettings, SipUserAgent
@@ -70,7 +71,8 @@ async def run_demo(out_path: str, codec: str = "PCMU") -> int:
     server = Server(settings)
     await server.start()
     sip_host, sip_port = server.sip.address
-    http = f"http://{server.http_address[0]}:{server.http_address[1]}"
+    http_host, http_port = server.http_address or settings.http_addr
+    http = f"http://{http_host}:{http_port}"
     print(f"server: SIP udp/tcp {sip_host}:{sip_port}, HTTP {http}")
 
     capture_media = CaptureMedia()
@@ -80,7 +82,7 @@ async def run_demo(out_path: str, codec: str = "PCMU") -> int:
     ended = asyncio.Event()
     events: list[str] = []
 
-    def on_event(event) -> None:  # type: ignore[no-untyped-def]
+    def on_event(event: Event) -> None:
         events.append(event.type)
         if event.type == "playback.ended":
             ended.set()

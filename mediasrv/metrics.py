@@ -336,7 +336,7 @@ async def exposition_async(registry: CollectorRegistry) -> bytes:
     """
     parts = []
     for family in registry.collect():  # the collectors yield lazily: collecting is sliced too
-        parts.append(generate_latest(_Single(family)))  # type: ignore[arg-type]
+        parts.append(generate_latest(_Single(family)))
         await asyncio.sleep(0)
     global _process_cache
     now = time.monotonic()

@@ -191,6 +191,9 @@ class CaptureMedia:
     def release(self, call: Call) -> None:
         return None  # keep the capture for inspection; close_all() ends it
 
+    def dtmf_info(self, call: Call, digit: str, duration_ms: int) -> bool:
+        return False  # a listening UAC plays nothing: no key press is ever sent to it
+
     def close_all(self) -> None:
         for capture in self.captures.values():
             capture.close()

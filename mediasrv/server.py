@@ -172,7 +172,7 @@ class Server:
         await self.media.start()
         self.media.loader.start_workers()
         # the voice list is read once, off the loop, before the first speak command needs it
-        await asyncio.get_running_loop().run_in_executor(None, get_engine().voices)
+        await asyncio.get_running_loop().run_in_executor(None, get_engine().has_voice, "en")
         await self.sip.start()
         if not self.settings.node_id and self.settings.sip_addr[1] == 0:  # default id from the port really bound
             self._set_node_id(default_node_id(self.sip.address[1]))
@@ -185,8 +185,8 @@ class Server:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.http_address = sockets[0].getsockname()[:2] if sockets else (host, port)
+        bound = self._runner.addresses
+        self.http_address = (bound[0][0], bound[0][1]) if bound else (host, port)
         if self.settings.metrics_addr is not None:
             await self._start_metrics_listener(*self.settings.metrics_addr)
         if not self.settings.api_token and is_loopback(host):
@@ -217,8 +217,8 @@ class Server:
         await self._metrics_runner.setup()
         site = web.TCPSite(self._metrics_runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.metrics_address = sockets[0].getsockname()[:2] if sockets else (host, port)
+        bound = self._metrics_runner.addresses
+        self.metrics_address = (bound[0][0], bound[0][1]) if bound else (host, port)
         log.info("metrics on http://%s:%s/metrics", *self.metrics_address)
 
     async def stop(self) -> None:
@@ -271,8 +271,9 @@ async def run_forever(settings: Settings) -> None:
             stop.set()
 
     drained.add_done_callback(on_drained)
+    http_host, http_port = server.http_address or settings.http_addr
     print(f"mediasrv serving: node {server.node_id} SIP {server.sip.address[0]}:{server.sip.address[1]} "
-          f"HTTP http://{server.http_address[0]}:{server.http_address[1]}", flush=True)
+          f"HTTP http://{http_host}:{http_port}", flush=True)
     await stop.wait()
     drained.cancel()
     log.info("stopping: %d call(s) get BYE, owed webhooks stay journaled", server.registry.active_count)

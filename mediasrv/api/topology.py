@@ -236,7 +236,10 @@ async def leave_room(request: web.Request) -> web.Response:
 # -- wiring -------------------------------------------------------------------
 def setup(app: web.Application, server: Server) -> RoomRegistry:
     """Add the routes; return the node's RoomRegistry (the server keeps it as ``server.rooms``)."""
-    rooms = RoomRegistry(server.registry, server.media, server.events.publish)
+    def emit(type_: str, call_id: str, data: dict[str, Any]) -> None:
+        server.events.publish(type_, call_id, data)  # the Event it returns is not the registry's business
+
+    rooms = RoomRegistry(server.registry, server.media, emit)
     app[ROOMS_KEY] = rooms
 
     def ringing(type_: str, call: Call) -> None:

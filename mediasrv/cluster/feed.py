@@ -105,14 +105,14 @@ async def cluster_feed(forwarder: Forwarder, request: web.Request) -> web.Stream
                 await resp.write(b": keepalive\n\n")
                 continue
             if len(item) == 2:
-                node, state = item  # type: ignore[misc]
+                node, state = item
                 await resp.write(f": node {node} {state}\n\n".encode())
                 continue
             if len(item) == 3:  # a node's starting position: part of the cursor from now on
-                node, _, at = item  # type: ignore[misc]
+                node, _, at = item
                 cursor.setdefault(node, at)
                 continue
-            node, seq, type_, event = item  # type: ignore[misc]
+            node, seq, type_, event = item
             if seq <= cursor.get(node, -1):
                 continue
             cursor[node] = seq
