@@ -1,7 +1,7 @@
 """Decode + resample speed per audio format, and memory while streaming a 1-hour MP3.
 
 For each format, `--seconds` (60) of a test signal (a 50 Hz-3.5 kHz sweep plus a 440 Hz tone and a
-little noise, so the MP3 encoder has real work) is encoded with tests/audio_fixtures.py, then
+little noise, so the MP3 encoder has real work) is encoded with tests/support/audio_fixtures.py, then
 decoded by mediasrv.media.decode.StreamDecoder fed in 64 KiB chunks, to 8 kHz and to 16 kHz.
 Reported: the decoded length, × real time (audio seconds per wall second, best of `--repeat`),
 and how many bytes (and wall ms, decode only) it takes before the first PCM comes out when the

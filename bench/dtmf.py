@@ -2,7 +2,7 @@
 
 An in-process server; SIPp (uac_play.xml) dials ``--calls`` + ``--background`` calls whose SDP
 names this script's receiver, which also presses the keys (RFC 4733 packets written by
-tests/dtmf_peer.py, not by the server's code).
+tests/support/dtmf_peer.py, not by the server's code).
 
 1. ``--presses`` key presses spread over the calls (concurrently), each packet lost with
    probability ``--loss``: how many ``dtmf.received`` events came, and whether each call's

@@ -1,6 +1,6 @@
 """The slowest single adversarial input per parser of untrusted input, in µs (issue 14).
 
-Runs every case of tests/adversarial.py (the same inputs tests/unit/test_parser_adversarial.py
+Runs every case of tests/support/adversarial.py (the same inputs tests/unit/test_parser_adversarial.py
 bounds at 50 ms each), timing each as the fastest of three runs, and prints one row per parser:
 cases run, the slowest case's time and label, and the median case.
 

@@ -1,5 +1,5 @@
 """Every parser of untrusted input stays linear on inputs built to make backtracking or quadratic
-work show (tests/adversarial.py), and the SIP size limits answer as RFC 3261 says.
+work show (tests/support/adversarial.py), and the SIP size limits answer as RFC 3261 says.
 
 A case fails when the fastest of three runs takes more than 50 ms per 64 KB.  The first run is
 timed alone and two more only when it is over the bound: the minimum of three is then the same
