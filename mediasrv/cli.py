@@ -30,32 +30,33 @@ def _run(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> Any:
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sip", help="SIP HOST:PORT, UDP and TCP (env MEDIASRV_SIP; default 127.0.0.1:5060)")
     p.add_argument("--http", help="HTTP API HOST:PORT (env MEDIASRV_HTTP; default 127.0.0.1:8080)")
-    p.add_argument("--rtp-ports", dest="rtp_ports", help="RTP port range LO-HI (env MEDIASRV_RTP_PORTS)")
-    p.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG)")
-    p.add_argument("--data-dir", dest="data_dir", help="data directory (env MEDIASRV_DATA_DIR)")
-    p.add_argument("--max-calls", dest="max_calls", help="answer 503 beyond this many calls")
-    p.add_argument("--webhook-url", dest="webhook_url", help="POST events here (env MEDIASRV_WEBHOOK_URL)")
+    p.add_argument("--rtp-ports", dest="rtp_ports", help="RTP port range LO-HI (env MEDIASRV_RTP_PORTS; default 20000-29999)")
+    p.add_argument("--config", help="TOML config file (env MEDIASRV_CONFIG; default none)")
+    p.add_argument("--data-dir", dest="data_dir", help="data directory (env MEDIASRV_DATA_DIR; default ./data)")
+    p.add_argument("--max-calls", dest="max_calls", help="answer 503 beyond this many calls (env MEDIASRV_MAX_CALLS; default unlimited)")
+    p.add_argument("--webhook-url", dest="webhook_url", help="POST events here (env MEDIASRV_WEBHOOK_URL; default none)")
     p.add_argument("--ring", dest="auto_answer", action="store_const", const=False,
-                   help="ring and wait for an answer command instead of auto-answering")
+                   help="ring and wait for an answer command instead of auto-answering (env MEDIASRV_AUTO_ANSWER=false; "
+                        "default auto-answer)")
     p.add_argument("--no-silence", dest="send_silence", action="store_const", const=False,
-                   help="send no RTP while nothing plays")
-    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", help="hang up after this many seconds without inbound RTP/RTCP (default 30; 0 = off)")
+                   help="send no RTP while nothing plays (env MEDIASRV_SEND_SILENCE=false; default silence is sent)")
+    p.add_argument("--rtp-timeout", dest="rtp_timeout_s", help="hang up after this many seconds without inbound RTP/RTCP, 0 = off (env MEDIASRV_RTP_TIMEOUT_S; default 30)")
     p.add_argument("--symmetric-rtp", dest="symmetric_rtp", action="store_const", const=True,
-                   help="send RTP to where the peer's RTP comes from (NAT; env MEDIASRV_SYMMETRIC_RTP)")
+                   help="send RTP to where the peer's RTP comes from (NAT; env MEDIASRV_SYMMETRIC_RTP; default off)")
     p.add_argument("--realtime-priority", dest="realtime_priority", metavar="N",
-                   help="run the media clock's thread under SCHED_FIFO priority N (1-99; env MEDIASRV_REALTIME_PRIORITY)")
+                   help="run the media clock's thread under SCHED_FIFO priority N (1-99; env MEDIASRV_REALTIME_PRIORITY; default off)")
     p.add_argument("--sip-allow-cidrs", dest="sip_allow_cidrs",
                    help="networks that may send INVITEs, comma-separated (env MEDIASRV_SIP_ALLOW_CIDRS; default loopback)")
     p.add_argument("--node-id", dest="node_id", help="this node's id in call/playback ids (env MEDIASRV_NODE_ID; default <host>-<SIP port>)")
-    p.add_argument("--cluster-dir", dest="cluster_dir", help="shared directory where live nodes lock their node id (env MEDIASRV_CLUSTER_DIR)")
+    p.add_argument("--cluster-dir", dest="cluster_dir", help="shared directory where live nodes lock their node id (env MEDIASRV_CLUSTER_DIR; default none)")
     p.add_argument("--media-dir", dest="media_dir", help="named-media store directory (env MEDIASRV_MEDIA_DIR; default <data-dir>/media)")
-    p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop")
+    p.add_argument("--asyncio", dest="use_uvloop", action="store_const", const=False, help="use asyncio's own loop, not uvloop (env MEDIASRV_USE_UVLOOP=false; default uvloop)")
     p.add_argument("--log-level", dest="log_level", metavar="LEVEL",
                    help="debug, info, warning, error or critical (env MEDIASRV_LOG_LEVEL; default info)")
     p.add_argument("--log-format", dest="log_format", metavar="FORMAT",
                    help="text or json: one JSON object per line (env MEDIASRV_LOG_FORMAT; default text)")
     p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
-                   help="no line per HTTP request (env MEDIASRV_ACCESS_LOG=false)")
+                   help="no line per HTTP request (env MEDIASRV_ACCESS_LOG=false; default one line per request)")
 
 
 def version() -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+CLI_AGENT = "mediasrv-cli"
 EXIT_UNREACHABLE = 1  # no server there, or it broke the connection
 EXIT_UNAUTHORIZED = 3  # 401: missing or wrong MEDIASRV_API_TOKEN
 EXIT_REFUSED = 4  # any other 4xx/5xx: the server's own message is printed
@@ -31,9 +32,27 @@ EXIT_REFUSED = 4  # any other 4xx/5xx: the server's own message is printed
 class ClientError(Exception):
     """A failure worth one line to the operator; ``exit_code`` is what the command returns."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, status: int | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.status = status  # the HTTP status, when the server answered
+
+
+def user_agent() -> str:
+    """``mediasrv-cli/<version>``: names our requests in the access log, which keeps their polling
+    reads out of INFO (mediasrv/api/access.py)."""
+    from .cli import version
+
+    return f"{CLI_AGENT}/{version()}"
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """Why *url* cannot be reached, without aiohttp's connector details (``ssl:default`` for plain http)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        reason = os.strerror(err.errno).lower() if err.errno else (str(err) or type(err).__name__)
+        return f"cannot reach mediasrv at {url}: {reason}"
+    return f"cannot reach mediasrv at {url}: {exc or type(exc).__name__}"
 
 
 class Api:
@@ -48,7 +67,9 @@ class Api:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Api:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = {"User-Agent": user_agent()}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         self._session = aiohttp.ClientSession(headers=headers)
         return self
 
@@ -71,8 +92,8 @@ class Api:
             message = f"HTTP {resp.status}"
         if resp.status == 401:
             hint = "MEDIASRV_API_TOKEN is not set" if not self.token else "MEDIASRV_API_TOKEN is wrong"
-            raise ClientError(f"unauthorized by {self.url}: {hint} ({message})", EXIT_UNAUTHORIZED)
-        raise ClientError(f"{resp.method} {resp.url.path}: {resp.status} {message}", EXIT_REFUSED)
+            raise ClientError(f"unauthorized by {self.url}: {hint} ({message})", EXIT_UNAUTHORIZED, 401)
+        raise ClientError(f"{resp.method} {resp.url.path}: {resp.status} {message}", EXIT_REFUSED, resp.status)
 
     async def call(self, method: str, path: str, body: Any = None, **params: str) -> Any:
         try:
@@ -84,8 +105,7 @@ class Api:
                     return await resp.json()
                 return await resp.text()
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise ClientError(f"cannot reach mediasrv at {self.url}: {exc or type(exc).__name__}",
-                              EXIT_UNREACHABLE) from None
+            raise ClientError(unreachable(self.url, exc), EXIT_UNREACHABLE) from None
 
     async def stream(self, path: str, **params: str) -> AsyncIterator[dict[str, Any]]:
         """Server-sent events from *path*, one parsed ``data`` object per event."""
@@ -103,6 +123,8 @@ class Api:
                         with suppress(ValueError):
                             yield json.loads("\n".join(data))
                         data = []
+        except aiohttp.ClientConnectorError as exc:
+            raise ClientError(unreachable(self.url, exc), EXIT_UNREACHABLE) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise ClientError(f"lost the event stream from {self.url}: {exc or type(exc).__name__}",
                               EXIT_UNREACHABLE) from None
@@ -128,16 +150,36 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
     return [fmt.format(*header).rstrip(), *(fmt.format(*r).rstrip() for r in rows)]
 
 
+def loop_marker(pb: dict[str, Any]) -> str:
+    """`` loop ∞`` or `` loop x3`` for a playback that repeats (its progress is of the current pass)."""
+    loop = pb.get("loop", 1)
+    if loop == "infinity":
+        return " loop ∞"
+    return f" loop x{loop}" if isinstance(loop, int) and loop > 1 else ""
+
+
 def progress(pb: dict[str, Any], width: int = 20) -> str:
-    """``[######--------] 12.3/30.0s`` for a playback whose source length is known, else the time played."""
+    """``[######--------] 12.3/30.0s`` for a playback whose source length is known, else the time played;
+    a repeating playback is marked (``loop ∞``, ``loop x3``)."""
     pos = pb.get("position_ms", 0) / 1000
     total = pb.get("source_duration_ms")
     state = "paused " if pb.get("paused") else ""
+    loop = loop_marker(pb)
     if total:
         done = min(width, int(width * pos * 1000 / total))
-        return f"{state}[{'#' * done}{'-' * (width - done)}] {pos:5.1f}/{total / 1000:.1f}s"
-    return f"{state}[{'?' * width}] {pos:5.1f}s (loading)" if pb.get("state") != "playing" \
-        else f"{state}{pos:5.1f}s"
+        return f"{state}[{'#' * done}{'-' * (width - done)}] {pos:5.1f}/{total / 1000:.1f}s{loop}"
+    return f"{state}[{'?' * width}] {pos:5.1f}s (loading){loop}" if pb.get("state") != "playing" \
+        else f"{state}{pos:5.1f}s{loop}"
+
+
+def live_and_ended(calls: list[dict[str, Any]], counts: dict[str, int] | None) -> tuple[int, int]:
+    """Live and ended calls, from the server's per-state ``counts`` (all calls, not one page) if it sent them."""
+    if counts is None:
+        counts = {}
+        for c in calls:
+            counts[c["state"]] = counts.get(c["state"], 0) + 1
+    ended = counts.get("ended", 0)
+    return sum(counts.values()) - ended, ended
 
 
 def calls_table(calls: list[dict[str, Any]], now: float) -> list[str]:
@@ -169,8 +211,22 @@ async def cmd_calls(api: Api, args: argparse.Namespace) -> int:
         return 0
     for line in calls_table(calls, time.time()):
         print(line)
-    print(f"{len(calls)} call(s)")
+    live, ended = live_and_ended(calls, body.get("counts"))
+    print(f"{live} call(s) live, {ended} ended")  # live as the console page counts them
     return 0
+
+
+def loop_arg(value: str) -> int | str:
+    """``--loop``: a count >= 1 or ``infinity``, as the API takes it (0 is refused there too)."""
+    if value.strip().lower() in ("infinity", "inf", "forever"):
+        return "infinity"
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of times >= 1, or 'infinity' to play until stopped")
+    return n
 
 
 async def cmd_play(api: Api, args: argparse.Namespace) -> int:
@@ -179,7 +235,7 @@ async def cmd_play(api: Api, args: argparse.Namespace) -> int:
         source = source[len("media:"):]
     body: dict[str, Any] = {"url": source} if "://" in source else {"media": source}
     if args.loop is not None:
-        body["loop"] = "infinity" if args.loop == 0 else args.loop
+        body["loop"] = args.loop
     pb = await api.call("POST", f"/v1/calls/{args.call}/playbacks", body)
     print(f"{pb['id']} {pb['state']} {pb['source']}")
     return 0
@@ -194,7 +250,12 @@ async def cmd_stop(api: Api, args: argparse.Namespace) -> int:
     except ClientError as exc:
         if exc.exit_code != EXIT_REFUSED:
             raise
-    body = await api.call("DELETE", f"/v1/calls/{args.id}/playbacks", stop="all")
+    try:
+        body = await api.call("DELETE", f"/v1/calls/{args.id}/playbacks", stop="all")
+    except ClientError as exc:
+        if exc.status == 404:  # neither a playback nor a call: say so, not just "no call"
+            raise ClientError(f"404 no playback or call with id {args.id!r}", EXIT_REFUSED, 404) from None
+        raise
     stopped = body.get("stopped", [])
     for pb in stopped:
         print(f"{pb['id']} {pb['state']}")
@@ -222,13 +283,14 @@ async def cmd_events(api: Api, args: argparse.Namespace) -> int:
 def top_frame(url: str, calls: list[dict[str, Any]], total: int, monitors: dict[str, dict[str, Any]],
               late_per_s: float | None, width: int, height: int, now: float,
               counts: dict[str, int] | None = None) -> list[str]:
-    counts = counts or {}
     shown = f" ({len(calls)} shown)" if total > len(calls) else ""
+    live, ended = live_and_ended(calls, counts)
+    counts = counts or {}
     answered = counts.get("answered", sum(1 for c in calls if c["state"] == "answered"))
     playing = [c for c in calls if c.get("current_playback")]
     lines = [
         f"mediasrv top  {url}  {time.strftime('%H:%M:%S', time.localtime(now))}   q: quit",
-        f"calls {total}{shown}   answered {answered}   playing {len(playing)}   "
+        f"calls {live} live, {ended} ended{shown}   answered {answered}   playing {len(playing)}   "
         f"clock: {'-' if late_per_s is None else f'{late_per_s:.1f}'} late sub-slots/s",
         "",
     ]
@@ -348,7 +410,7 @@ def add_parsers(sub: Any) -> None:
     p = common(sub.add_parser("play", help="play a URL or a stored media name on a call"))
     p.add_argument("call", help="call id")
     p.add_argument("source", help="http(s) URL, or the name of a file in the media store")
-    p.add_argument("--loop", type=int, help="times to play (0 = until stopped)")
+    p.add_argument("--loop", type=loop_arg, help="times to play (>= 1), or 'infinity' to play until stopped")
     p = common(sub.add_parser("stop", help="stop a playback, or everything playing on a call"))
     p.add_argument("id", help="playback id or call id")
 

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from .calls import CallState
 from .gcpolicy import PAUSE_BUCKETS
+from .media.ivr import DROP_REASONS
 from .media.synth import get_engine
 from .timing import Timing
 
@@ -81,7 +82,7 @@ SIP_COUNTERS = {
     "too_large": "SIP messages over a size limit (413/414/513; over TCP the connection is closed)",
     "over_budget": "Inbound SIP messages whose handling took longer than sip_message_budget_ms",
 }
-DTMF_DROPS = ("duplicates", "malformed", "unsupported", "inconsistent", "absurd", "flood")
+DTMF_DROPS = DROP_REASONS  # one list: media/ivr.py keeps the running totals by these reasons
 MEDIA_COUNTERS = {
     "rtp_timeouts": "Calls hung up for no inbound RTP/RTCP",
     "latched": "Symmetric RTP moves (the far end's media address latched to where it sends from)",

@@ -3,6 +3,7 @@
 Every request whose path names a call (or a playback of one) runs with that call's id in the
 logging context (:mod:`mediasrv.logs`), so whatever it logs, the access line included, says
 which call it was about. The access line is one INFO record per request on ``mediasrv.access``
+(DEBUG for the operator CLI's own polling reads, so ``mediasrv top`` does not flood the log)
 (``access_log = false`` turns it off); the path and user agent are clipped, the query string is
 left out (signed URLs and tokens travel there).
 """
@@ -36,15 +37,27 @@ async def call_context_middleware(request: web.Request, handler: Any) -> web.Str
     return await handler(request)
 
 
+# the operator commands (mediasrv/client.py) say who they are; `top` polls several reads a second
+CLI_AGENT_PREFIX = "mediasrv-cli/"
+
+
+def access_level(method: str, status: int, agent: str) -> int:
+    """INFO for every request, except the operator CLI's successful reads (``top`` polling): DEBUG."""
+    if agent.startswith(CLI_AGENT_PREFIX) and method in ("GET", "HEAD") and status < 400:
+        return logging.DEBUG
+    return logging.INFO
+
+
 class AccessLogger(AbstractAccessLogger):
     """``127.0.0.1 "POST /v1/calls/X/playbacks" 201 412B 3.1ms "curl/8.5"``."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
         agent = request.headers.get("User-Agent", "-")
-        self.logger.info(
-            '%s "%s %s" %d %sB %.1fms "%s"', request.remote or "-", clip(request.method, 16), clip(request.path, 200),
+        level = access_level(request.method, response.status, agent)
+        if not self.logger.isEnabledFor(level):
+            return
+        self.logger.log(
+            level, '%s "%s %s" %d %sB %.1fms "%s"', request.remote or "-", clip(request.method, 16), clip(request.path, 200),
             response.status, response.body_length, time * 1000, clip(agent, 80),
             extra={"call_id": call_id_var.get(), "http_status": response.status, "duration_ms": round(time * 1000, 2)},
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -101,3 +102,44 @@ async def test_calls_play_top_events_stop_in_a_terminal(tmp_path):
         await r.server.stop()
     assert rc == 0, out[-2000:]
 
+
+async def test_cli_wording_loop_and_quiet_polling(tmp_path, caplog):
+    """Issue 13's leftovers: `stop` of an unknown id, `--loop 0`, the unreachable message, and `top`'s
+    polling kept out of the INFO access log while a command the operator gives stays in it."""
+    caplog.set_level(logging.DEBUG, logger="mediasrv.access")
+    r = await start_server(tmp_path, api_token=TOKEN)
+    (r.data_dir / "media" / "chirp.wav").write_bytes(wav_bytes(chirp_signal(5.0), 8000))
+    sipp = await start_sipp(sipp_caller(r))
+    try:
+        call_id = (await answered_calls(r, 1))[0].call_id
+        status, out = await finish(spawn(r.http, "stop", "nosuchid"))
+        assert status == 4 and "404 no playback or call with id 'nosuchid'" in out, out
+
+        status, out = await finish(spawn(r.http, "play", call_id, "chirp.wav", "--loop", "0"))
+        assert status == 2 and "'infinity' to play until stopped" in out and "Traceback" not in out, out
+        child = spawn(r.http, "play", call_id, "chirp.wav", "--loop", "infinity")
+        await child.expect(r"p3:\S+ \w+ media:chirp.wav", async_=True)
+        assert (await finish(child))[0] == 0
+
+        top = spawn(r.http, "top", "--once")
+        await top.expect(r"calls 1 live, 0 ended", async_=True)
+        await top.expect(r"media:chirp.wav \[#*-*\]\s+\d+\.\d/5\.0s loop ∞", async_=True)
+        assert (await finish(top))[0] == 0
+        status, out = await finish(spawn(r.http, "calls"))
+        assert status == 0 and "1 call(s) live, 0 ended" in out and "loop ∞" in out, out
+
+        cli = [rec for rec in caplog.records if rec.name == "mediasrv.access" and "mediasrv-cli/" in rec.getMessage()]
+        polls = [rec for rec in cli if '"GET ' in rec.getMessage()]
+        commands = [rec for rec in cli if '"POST ' in rec.getMessage()]
+        assert polls and all(rec.levelno == logging.DEBUG for rec in polls), [rec.getMessage() for rec in polls]
+        assert commands and all(rec.levelno == logging.INFO for rec in commands)
+
+        status, out = await finish(pexpect.spawn(sys.executable, ["-m", "mediasrv", "calls", "--url", "http://127.0.0.1:9"],
+                                                 env={**os.environ, "PYTHONPATH": str(REPO)}, encoding="utf-8",
+                                                 timeout=15))
+        assert status == 1 and "cannot reach mediasrv at http://127.0.0.1:9: connection refused" in out, out
+        assert "ssl:default" not in out
+    finally:
+        await hang_up_all(r)
+        await sipp
+        await r.server.stop()
