@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -201,9 +202,10 @@ def encoded(x: np.ndarray, fmt: str) -> bytes:
             subprocess.run(["sox", src, dst], check=True, timeout=60)
             with open(dst, "rb") as fh:
                 return fh.read()
+    assert codec is not None  # only the sox case (Vorbis) has none
     buf = io.BytesIO()
     with av.open(buf, "w", format=muxer) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
+        stream = cast(av.AudioStream, out.add_stream(codec, rate=rate, layout="mono"))
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = rate
         frame.pts = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import telnyx
 from aiohttp import web
@@ -38,7 +38,7 @@ class SignedHooks:
     def events(self, call_id: str | None = None) -> list[Any]:
         """Every webhook so far, verified and parsed by the SDK's own ``webhooks.unwrap``."""
         assert self.client is not None and self.key is not None
-        out = [self.client.webhooks.unwrap(body, headers=headers, key=self.key) for body, headers in self.raw]
+        out: list[Any] = [self.client.webhooks.unwrap(body, headers=headers, key=self.key) for body, headers in self.raw]
         return [e for e in out if call_id is None or e.data.payload.call_control_id == call_id]
 
     def types(self, call_id: str) -> list[str]:
@@ -55,7 +55,7 @@ def sdk_client(r: Running, api_key: str = API_KEY) -> telnyx.Telnyx:
 async def public_key(client: telnyx.Telnyx) -> str:
     """``GET /v2/public_key`` through the SDK's own generic request method."""
     body = await asyncio.to_thread(client.get, "/public_key", cast_to=object)
-    return body["data"]["public_key"]
+    return cast(dict[str, Any], body)["data"]["public_key"]
 
 
 async def telnyx_server(tmp_path, hooks: SignedHooks, **settings: Any) -> tuple[Running, telnyx.Telnyx]:
