@@ -14,6 +14,7 @@ import soundfile
 from aiohttp import web
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
+from mediacodecs.codec import get
 from mediacodecs.g711 import encode, silence_byte
 from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
@@ -108,7 +109,7 @@ class Plane:
         self.captures.append(cap)
         # answered, as the SIP layer has it once media is negotiated (early media is exempt from the RTP timeout)
         call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.ANSWERED)
-        call.media = NegotiatedMedia(("127.0.0.1", cap.port), codec, {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
+        call.media = NegotiatedMedia(("127.0.0.1", cap.port), get(codec), {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
         call.local_rtp = self.plane.allocate(call)  # as the SIP layer does
         self.plane.media_changed(call)
         return call, cap
