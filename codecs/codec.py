@@ -1,20 +1,21 @@
 """The codec object: what SDP, the player, the jitter buffer and the mixer need to know of a codec.
 
-One :class:`Codec` per payload format, looked up by name (:func:`get`) or static payload type.
-Everything is expressed per RTP clock tick, because that is what the packet path counts in:
-G.711 and G.722 (RFC 3551 4.5.2: the RTP clock of G.722 runs at 8,000 Hz although the audio is
-sampled at 16 kHz) both carry one byte per tick, so a 20 ms packet is 160 bytes and its
-timestamp advances 160 for all three.  The clock, the slicing fast path (``_fastsend.c``) and
-every byte offset of the player are therefore the same for G.722 as for G.711; only what the
-bytes mean differs.
+One :class:`Codec` per payload format, looked up by name (:func:`get`) or static payload type;
+``mediacodecs.registry`` maps payload type numbers and rtpmaps to these objects.  The packet
+path counts payload bytes and RTP clock ticks, and every codec here carries one byte per tick,
+so a packet's payload size is also its timestamp step: G.711 and G.722 (RFC 3551 4.5.2: the RTP
+clock of G.722 runs at 8,000 Hz although the audio is sampled at 16 kHz) send 160 bytes per
+20 ms; L8 at a 16 kHz clock (:data:`L8_16K`, registered on demand) sends 320.  The clock and the
+slicing fast path (``_fastsend.c``) stay codec-blind; the player converts between bytes, ms and
+the 8 kHz PCM of its per-packet path through the codec's methods (``bytes_per_ms``, ``pcm_of``).
 
 G.722 is stateful ADPCM (ITU-T G.722 at 64 kbit/s: two sub-bands, each with its own
 predictor), so a source is encoded once from start to end (:func:`g722_encode`, FFmpeg's
 ``g722`` encoder through PyAV: bit-exact with ``ffmpeg -c:a g722`` by construction) and a leg
 slices that, while the per-packet path (mixing, volume, overlays, bridged audio) keeps one
 encoder per leg (:class:`G722FrameEncoder`).  The per-packet path works on 8 kHz PCM (it is
-upsampled 2x for the encoder), so mixed audio on a G.722 leg is narrowband in a wideband codec;
-played sources sliced from their 16 kHz encoding are wideband.
+upsampled 2x for a wideband encoder), so mixed audio on a wideband leg is narrowband in a
+wideband codec; played sources sliced from their 16 kHz encoding are wideband.
 """
 
 from __future__ import annotations
