@@ -129,6 +129,7 @@ def report(rows: list[tuple[int, int, float]], start: float, ptime: float) -> st
 
 
 async def load(legs: int, seconds: float, ptime: int) -> None:
+    from mediacodecs.codec import PCMU
     from mediasrv.calls import Call, Direction, NegotiatedMedia
     from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
 
@@ -145,7 +146,7 @@ async def load(legs: int, seconds: float, ptime: int) -> None:
     await plane.start()
     for i in range(legs):
         call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"bench-{i}")
-        call.media = NegotiatedMedia(("127.0.0.1", port), "PCMU", 0, ptime_ms=ptime)
+        call.media = NegotiatedMedia(("127.0.0.1", port), PCMU, 0, ptime_ms=ptime)
         plane.allocate(call)
         plane.media_changed(call)
         plane.play(call.call_id, PlayRequest(media="tone.wav", loop=None))

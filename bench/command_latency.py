@@ -147,6 +147,7 @@ def report(mode: str, calls: int, result: dict, packets: int) -> None:
 
 
 async def run_plane(args: argparse.Namespace) -> None:
+    from mediacodecs.codec import PCMU
     from mediasrv.calls import Call, Direction, NegotiatedMedia
     from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
     from mediasrv.media.player import SourceSpec
@@ -165,7 +166,7 @@ async def run_plane(args: argparse.Namespace) -> None:
             ids = []
             for i in range(args.calls):
                 call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"bench-{i}@x")
-                call.media = NegotiatedMedia(("127.0.0.1", capture.port), "PCMU", 0)
+                call.media = NegotiatedMedia(("127.0.0.1", capture.port), PCMU, 0)
                 plane.allocate(call)
                 plane.media_changed(call)
                 ids.append(call.call_id)

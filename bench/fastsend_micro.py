@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.media.clock import run_each
 from mediasrv.media.plane import LegDriver
@@ -76,9 +77,9 @@ def make_legs(n: int, ports: list[int], loop: asyncio.AbstractEventLoop) -> list
         rtp, rtcp = alloc.bind_pair()
         leg = RtpLeg(f"c{i}", rtp, rtcp)
         leg.set_remote(("127.0.0.1", ports[i % len(ports)]))
-        player = Player("PCMU", 0xFF, lambda t, pb: None)
+        player = Player(PCMU, lambda t, pb: None)
         driver = LegDriver(leg, player, True)
-        driver.configure("PCMU", 0, 20)
+        driver.configure(PCMU, 0, 20)
         fut = loop.create_future()
         fut.set_result(media)
         player.enqueue(new_playback(f"c{i}", PlayRequest(url="u", loop=None), [fut]))

@@ -24,6 +24,7 @@ import numpy as np
 if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=<other checkout> measures that checkout instead
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mediacodecs.codec import PCMU  # noqa: E402
 from mediacodecs.g711 import ulaw_encode  # noqa: E402
 from mediasrv.media.plane import LegDriver  # noqa: E402
 from mediasrv.media.player import Player, PlayRequest, new_playback  # noqa: E402
@@ -74,7 +75,7 @@ async def main() -> None:
     ]
     print(f"{'case':28} {'us/tick':>8}")
     for name, setup in cases:
-        driver = LegDriver(NullLeg(), Player("PCMU", 0xFF, lambda t, pb: None), True)  # type: ignore[arg-type]
+        driver = LegDriver(NullLeg(), Player(PCMU, lambda t, pb: None), True)  # type: ignore[arg-type]
         try:
             setup(driver)
         except (AttributeError, TypeError) as exc:  # a checkout without that feature

@@ -99,20 +99,20 @@ def alaw_decode(data: bytes) -> np.ndarray:
     return ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
 
 
+_TABLES = {"PCMU": (ULAW_ENCODE, ULAW_DECODE), "PCMA": (ALAW_ENCODE, ALAW_DECODE)}
+
+
 def encode(codec: str, pcm: np.ndarray) -> bytes:
-    if codec == "PCMU":
-        return ulaw_encode(pcm)
-    if codec == "PCMA":
-        return alaw_encode(pcm)
-    raise ValueError(f"unsupported codec {codec!r}")
+    """G.711 by name (tests and tools; the server uses :class:`mediacodecs.codec.Codec`)."""
+    if codec not in _TABLES:
+        raise ValueError(f"unsupported codec {codec!r}")
+    return _TABLES[codec][0][_as_index(pcm)].tobytes()
 
 
 def decode(codec: str, data: bytes) -> np.ndarray:
-    if codec == "PCMU":
-        return ulaw_decode(data)
-    if codec == "PCMA":
-        return alaw_decode(data)
-    raise ValueError(f"unsupported codec {codec!r}")
+    if codec not in _TABLES:
+        raise ValueError(f"unsupported codec {codec!r}")
+    return _TABLES[codec][1][np.frombuffer(data, dtype=np.uint8)]
 
 
 def silence_byte(codec: str) -> int:

@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mediacodecs.codec import Codec
+from mediacodecs.registry import DEFAULT_PTIME_MS
+
 
 class CallState(enum.StrEnum):
     INITIATED = "initiated"  # INVITE received / sent, not answered
@@ -34,15 +37,19 @@ class NegotiatedMedia:
     """What SDP offer/answer settled on for one call's audio stream."""
 
     remote_addr: tuple[str, int] | None  # None while on hold with c=0.0.0.0 or before the answer
-    codec: str  # "PCMU" or "PCMA"
-    payload_type: int  # 0 or 8
-    clock_rate: int = 8000
-    ptime_ms: int = 20
+    codec: Codec  # the codec object (mediacodecs.codec); its ``name`` is what the call resource shows
+    payload_type: int  # the number the offer/answer chose: the static one (0, 8, 9) or a dynamic one
+    ptime_ms: int = DEFAULT_PTIME_MS
     telephone_event_pt: int | None = None
     # May *we* send media?  False for a=sendonly/inactive from the peer, or c=0.0.0.0 (hold).
     send_enabled: bool = True
     # Does the peer send to us?  False for a=recvonly/inactive from the peer.
     recv_enabled: bool = True
+
+    @property
+    def clock_rate(self) -> int:
+        """The RTP clock of the stream (the codec's: timestamps and telephone-events count in it)."""
+        return self.codec.clock_rate
 
 
 def new_call_id(node_id: str) -> str:
@@ -102,7 +109,7 @@ class Call:
             "from": self.from_uri,
             "to": self.to_uri,
             "sip_call_id": self.sip_call_id,
-            "codec": m.codec if m else None,
+            "codec": m.codec.name if m else None,
             "ptime_ms": m.ptime_ms if m else None,
             "remote_rtp": f"{m.remote_addr[0]}:{m.remote_addr[1]}" if m and m.remote_addr else None,
             "local_rtp": f"{self.local_rtp[0]}:{self.local_rtp[1]}" if self.local_rtp else None,

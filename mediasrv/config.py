@@ -368,7 +368,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "sip_rate_per_source": (lambda v: v > 0, "a number of requests per second > 0"),
     "sip_burst_per_source": (lambda v: v >= 1, "an integer >= 1"),
     "sip_rate_max_sources": (lambda v: v >= 1, "an integer >= 1"),
-    "codecs": (lambda v: bool(v) and all(c in CODECS for c in v), f"a non-empty list of {', '.join(CODECS)}"),
+    "codecs": (lambda v: bool(v) and all(c in CODEC_OBJECTS for c in v), f"a non-empty list of {', '.join(CODECS)}"),
     "realtime_priority": (lambda v: 0 <= v <= 99, "0 (normal scheduling) or 1-99"),
     "log_level": (lambda v: v.lower() in LOG_LEVELS, ", ".join(LOG_LEVELS)),
     "log_format": (lambda v: v.lower() in LOG_FORMATS, ", ".join(LOG_FORMATS)),

@@ -28,8 +28,8 @@ def call_event(type_: str, call: Call) -> None:
     elif type_ == "call.answered":
         m = call.media
         remote = f"{m.remote_addr[0]}:{m.remote_addr[1]}" if m and m.remote_addr else "-"
-        log.info("call answered: %s, remote RTP %s", m.codec if m else "no media", remote,
-                 extra={"event": type_, "codec": m.codec if m else None})
+        log.info("call answered: %s, remote RTP %s", m.codec.name if m else "no media", remote,
+                 extra={"event": type_, "codec": m.codec.name if m else None})
     elif type_ == "call.hangup":
         start = call.answered_at or call.created_at
         seconds = (call.ended_at or start) - start

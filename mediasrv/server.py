@@ -9,6 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
+from mediacodecs.codec import get as get_codec
+
 from . import oplog, realtime
 from .api import acs, bandwidth, console, httplog, ivr, native, plivo, telnyx, topology
 from .api import media as media_api
@@ -83,7 +85,7 @@ class Server:
                 fetch_first_byte_timeout_s=settings.fetch_first_byte_timeout_s,
                 fetch_allow_cidrs=list(settings.fetch_allow_cidrs),
                 fetch_deny_cidrs=list(settings.fetch_deny_cidrs),
-                wideband="G722" in settings.codecs,
+                wideband=any(get_codec(c).wideband for c in settings.codecs),
             ),
             emit=self._emit,
             on_rtp_timeout=self._on_rtp_timeout,

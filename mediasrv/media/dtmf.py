@@ -237,7 +237,9 @@ class DtmfSender:
     """
 
     def __init__(self, digits: str, duration_ms: int, gap_ms: int, samples: int, audio_pt: int, silence: bytes,
-                 te_pt: int | None = None, inband: bytes | None = None) -> None:
+                 te_pt: int | None = None, inband: bytes | None = None, ticks_per_ms: int = 8) -> None:
+        # samples: RTP ticks (= payload bytes) per packet; ticks_per_ms: the audio codec's clock, which
+        # telephone-events share (RFC 4733 2.1)
         self.digits = digits
         self.te_pt, self.audio_pt, self.silence = te_pt, audio_pt, silence
         self.method = "rfc4733" if inband is None else "inband"
@@ -249,8 +251,8 @@ class DtmfSender:
         if inband is not None:
             self._steps = [_Step(None, marker=(off == 0)) for off in range(0, len(inband), n)]
             return
-        duration = min(max(duration_ms * 8, n), 0xFFFF)
-        gap_packets = max(1, -(-gap_ms * 8 // n))
+        duration = min(max(duration_ms * ticks_per_ms, n), 0xFFFF)
+        gap_packets = max(1, -(-gap_ms * ticks_per_ms // n))
         for i, d in enumerate(digits):
             if i:
                 self._steps += [_Step(None, marker=(j == 0)) for j in range(gap_packets)]

@@ -66,7 +66,12 @@ class IvrControl:
     # -- legs ------------------------------------------------------------------------------------
     def attach(self, call_id: str, driver: LegDriver) -> None:
         state = self._legs[call_id] = LegDtmf()
-        driver.leg.on_event = lambda ts, payload: self.on_packet(call_id, state, ts, payload)
+
+        def on_event(ts: int, payload: bytes) -> None:
+            state.detector.clock_rate = driver.player.codec.clock_rate  # events count in the audio's clock
+            self.on_packet(call_id, state, ts, payload)
+
+        driver.leg.on_event = on_event
 
     def detach(self, call_id: str) -> None:
         state = self._legs.pop(call_id, None)
@@ -246,12 +251,15 @@ class IvrControl:
             raise PlayError("not_sending", "the call's media is not flowing (on hold or no remote address)", 409)
         leg = driver.leg
         silence = driver.silence_payload
+        per_ms = driver.player.codec.ticks_per_ms
         if leg.te_pt is not None:
-            sender = DtmfSender(digits, duration_ms, gap_ms, driver.samples, leg.payload_type, silence, te_pt=leg.te_pt)
+            sender = DtmfSender(digits, duration_ms, gap_ms, driver.samples, leg.payload_type, silence, te_pt=leg.te_pt,
+                                ticks_per_ms=per_ms)
         else:
             pcm = dtmf_pcm(digits, duration_ms, gap_ms)
             encoded = driver.player.encode(pcm)
-            sender = DtmfSender(digits, duration_ms, gap_ms, driver.samples, leg.payload_type, silence, inband=encoded)
+            sender = DtmfSender(digits, duration_ms, gap_ms, driver.samples, leg.payload_type, silence, inband=encoded,
+                                ticks_per_ms=per_ms)
         driver.start_tx(sender, lambda: self._sent(call_id, sender))
         return sender
 

@@ -27,11 +27,13 @@ Why this shape:
   PBX without PLC.
 - A new SSRC, or a timestamp jump of more than ``resync`` samples either way (a peer that
   restarted its stream), resets the buffer onto the new stream.
-- G.711 and G.722 are decoded (payload type 0 = PCMU, 8 = PCMA, 9 = G722, or the map given), to
-  8 kHz: a G.722 stream has its own stateful decoder (FFmpeg's ``g722``, then a 2x decimating
-  FIR), fed in arrival order.  G.722 counts one timestamp tick per byte like G.711 (its RTP
-  clock is 8 kHz), so the buffer's arithmetic is the same.  Anything else (telephone-event,
-  comfort noise 13, unknown) is counted and ignored.
+- The buffer counts in the stream's RTP clock (``rate``) and decodes each payload to PCM at that
+  rate, one sample per tick, so its arithmetic is the same for every codec: G.711 and G.722
+  (whose RTP clock is 8 kHz: a G.722 stream has its own stateful decoder, FFmpeg's ``g722``
+  then a 2x decimating FIR, fed in arrival order) to 8 kHz; a codec with a 16 kHz clock to
+  16 kHz (the mixer brings that to its 8 kHz timeline).  Payload types decoded: the static ones
+  (``mediacodecs.registry``) or the map given, of codecs at the buffer's clock rate.  Anything
+  else (telephone-event, comfort noise 13, unknown) is counted and ignored.
 """
 
 from __future__ import annotations
@@ -40,10 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mediacodecs.codec import CODECS, FrameDecoder
-
-STATIC_PTS = {c.payload_type: c.name for c in CODECS.values()}  # 0 PCMU, 8 PCMA, 9 G722
-STATIC_G711 = STATIC_PTS  # the old name
+from mediacodecs.codec import PCM_RATE, Codec, FrameDecoder
+from mediacodecs.registry import BY_NUMBER
 
 
 @dataclass
@@ -66,8 +66,8 @@ class JitterStats:
 class JitterBuffer:
     """Reorders one stream's packets and hands out decoded int16 PCM, ``n`` samples at a time."""
 
-    def __init__(self, rate: int = 8000, target_ms: int = 40, high_water_ms: int = 120, resync_ms: int = 1000,
-                 decoders: dict[int, str] | None = None, max_target_ms: int = 0, relax_s: float = 10.0) -> None:
+    def __init__(self, rate: int = PCM_RATE, target_ms: int = 40, high_water_ms: int = 120, resync_ms: int = 1000,
+                 decoders: dict[int, Codec] | None = None, max_target_ms: int = 0, relax_s: float = 10.0) -> None:
         self.rate = rate
         self.target = self.base_target = rate * target_ms // 1000
         self.high_water = max(self.target + 1, rate * high_water_ms // 1000)
@@ -78,7 +78,8 @@ class JitterBuffer:
         self._relax = int(relax_s * rate)
         self._since_underrun = 0
         self.resync = rate * resync_ms // 1000
-        self._codecs = {pt: CODECS[codec] for pt, codec in (decoders or STATIC_PTS).items() if codec in CODECS}
+        known = decoders if decoders is not None else {pt: p.codec for pt, p in BY_NUMBER.items()}
+        self._codecs = {pt: codec for pt, codec in known.items() if codec.clock_rate == rate}
         self._decoders: dict[int, FrameDecoder] = {}
         self.stats = JitterStats(target=self.target)
         self.ssrc: int | None = None
@@ -86,7 +87,8 @@ class JitterBuffer:
 
     def _reset(self) -> None:
         # a fresh decoder per payload type: a new stream must not inherit G.722's predictor state
-        self._decoders = {pt: codec.decoder() for pt, codec in self._codecs.items()}
+        wide = self.rate > PCM_RATE  # decode to the clock rate: one sample per RTP tick
+        self._decoders = {pt: codec.decoder(wide) for pt, codec in self._codecs.items()}
         self._frames: dict[int, np.ndarray] = {}  # extended timestamp -> decoded samples
         self._seqs: set[int] = set()  # extended sequence numbers buffered (or recently played)
         self._play: int | None = None  # extended timestamp of the next sample to play

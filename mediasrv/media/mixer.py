@@ -17,7 +17,8 @@ Why this shape:
   (a bridge) or nine (a ten-party room), and never per listener.
 - Transcoding falls out of decode → mix → encode: sources are decoded to int16 PCM by the
   jitter buffer whatever their codec, and the listener's tick encodes what it hears with
-  its own codec (PCMU or PCMA).
+  its own codec (whatever its Codec object is).  A source whose RTP clock is 16 kHz is decoded at
+  16 kHz by its jitter buffer and brought to the 8 kHz timeline by a 2x decimating filter.
 - Saturation: two or more sources are summed in int32 and clipped to int16 once; a single
   source (a two-leg bridge) is passed through untouched.
 - A leg that leaves is removed from the room's member tuple at once: the next tick of any
@@ -31,6 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mediacodecs.codec import PCM_RATE, Codec, Halfband
+
 from .jitter import JitterBuffer
 
 CallAudio = Callable[[int], "np.ndarray | None"]
@@ -43,12 +46,16 @@ class MixSource:
     """One leg's inbound audio placed on the clock's timeline."""
 
     __slots__ = ("call_id", "jitter", "frame", "pull", "_buf", "_base", "_filled", "_live_since", "_live_until",
-                 "pops")
+                 "pops", "_ratio", "_down")
 
     def __init__(self, call_id: str, jitter: JitterBuffer, frame: int) -> None:
         self.call_id = call_id
         self.jitter = jitter
-        self.frame = frame  # samples per pop: the leg's own packet time
+        self.frame = frame  # samples per pop (8 kHz): the leg's own packet time
+        self._ratio = jitter.rate // PCM_RATE  # RTP ticks (jitter buffer samples) per timeline sample
+        if self._ratio not in (1, 2):
+            raise ValueError(f"no mixing of a {jitter.rate} Hz stream on the {PCM_RATE} Hz timeline")
+        self._down = Halfband(up=False) if self._ratio == 2 else None
         # Reads the leg's socket now (RtpLeg.poll_inbound): called when the buffer is about to run dry,
         # so packets that arrived while the event loop was stalled are not played out as late.
         self.pull: Callable[[], None] | None = None
@@ -94,10 +101,12 @@ class MixSource:
             self._base = filled - keep
             pos = keep
         jitter = self.jitter
-        if self.pull is not None and jitter.buffered < f:  # would play short: anything still in the kernel?
+        if self.pull is not None and jitter.buffered < f * self._ratio:  # would play short: anything still in the kernel?
             self.pull()
-        pcm = jitter.pop(f)
+        pcm = jitter.pop(f * self._ratio)
         self.pops += 1
+        if pcm is not None and self._down is not None:
+            pcm = self._down(pcm)
         if pcm is None:
             buf[pos : pos + f] = 0
         else:
@@ -171,15 +180,18 @@ class Mixer:
         self._rooms: dict[str, Room] = {}
         self._room_of: dict[str, Room] = {}
 
-    def join(self, room_id: str, call_id: str, frame: int,
-             decoders: dict[int, str] | None = None) -> tuple[MixSource, CallAudio]:
-        """Add *call_id* to *room_id* (leaving any other room): its inbound hook and its call_audio hook."""
+    def join(self, room_id: str, call_id: str, frame: int, decoders: dict[int, Codec] | None = None,
+             clock_rate: int = PCM_RATE) -> tuple[MixSource, CallAudio]:
+        """Add *call_id* to *room_id* (leaving any other room): its inbound hook and its call_audio hook.
+
+        *frame*: samples (8 kHz) per packet time; *decoders*: payload type -> codec of what the leg's peer
+        may send (default: the static ones); *clock_rate*: the RTP clock of the leg's negotiated codec."""
         self.leave(call_id)
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = Room(room_id, self._now)
-        jitter = JitterBuffer(target_ms=self.target_ms, high_water_ms=self.high_water_ms, decoders=decoders,
-                              max_target_ms=self.max_target_ms)
+        jitter = JitterBuffer(clock_rate, target_ms=self.target_ms, high_water_ms=self.high_water_ms,
+                              decoders=decoders, max_target_ms=self.max_target_ms)
         source = MixSource(call_id, jitter, frame)
         room.add(source)
         self._room_of[call_id] = room

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mediacodecs.codec import G722FrameDecoder
-from mediacodecs.codec import get as get_codec
-from mediacodecs.g711 import silence_byte
+from mediacodecs.codec import PCM_RATE, PCMU, Codec
+from mediacodecs.registry import BY_NUMBER, DEFAULT_PTIME_MS
 
 from ..calls import Call, CallState, NegotiatedMedia
 from ..rtp import fastpath
@@ -37,6 +36,8 @@ log = logging.getLogger("mediasrv.media")
 Emit = Callable[[str, str, dict[str, Any]], None]
 HOUSEKEEPING_CHUNK = 32  # legs handled per event-loop turn by the once-a-second housekeeping
 _pack_header = HEADER.pack
+UNNEGOTIATED = PCMU  # a leg's codec until SDP has settled one (nothing is sent before that)
+LEVEL_MS = 100  # the level meter's window
 
 
 @dataclass
@@ -76,8 +77,8 @@ class LegDriver(Tickable):
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
         self.player = player
-        self.samples = 160
-        self.silence_payload = player.spec.silence_payload(160)
+        self.samples = player.codec.bytes_per_packet(DEFAULT_PTIME_MS)
+        self.silence_payload = player.codec.silence_payload(self.samples)
         self.send_silence = send_silence
         self.entry: Scheduled | None = None
         self.hold_since: float | None = None
@@ -101,14 +102,17 @@ class LegDriver(Tickable):
         self._call_audio = fn
         self.player.bridged = fn is not None  # a bridged leg never takes the fast path
 
-    def configure(self, codec: str, payload_type: int, ptime_ms: int) -> None:
-        # ``samples`` is RTP ticks per packet, which is also bytes per packet for every codec we speak
-        # (G.722's RTP clock is 8 kHz too): the clock and the C sender need nothing codec-specific
-        spec = get_codec(codec)
-        self.samples = spec.bytes_per_packet(ptime_ms)
+    def configure(self, codec: Codec, payload_type: int, ptime_ms: int) -> None:
+        # ``samples`` is bytes per packet, which tick() also steps the RTP timestamp by: right for every
+        # codec with one byte per RTP tick (G.711, G.722 whose RTP clock is 8 kHz, L8 at any clock), so the
+        # clock and the C sender need nothing codec-specific.  Wider samples need the packet state to
+        # carry both numbers.
+        if codec.bytes_per_tick != 1:
+            raise ValueError(f"{codec.name}: {codec.bytes_per_tick} bytes per RTP tick; the packet path sends one")
+        self.samples = codec.bytes_per_packet(ptime_ms)
         self.leg.payload_type = payload_type
-        self.player.set_codec(codec, silence_byte(codec) if codec in ("PCMU", "PCMA") else spec.silence[0])
-        self.silence_payload = spec.silence_payload(self.samples)
+        self.player.set_codec(codec)
+        self.silence_payload = codec.silence_payload(self.samples)
 
     def start_tx(self, sender: DtmfSender, done: Callable[[], None]) -> None:
         """Send *sender*'s packets from the next tick on; the playback waits (held) until they are out."""
@@ -231,8 +235,8 @@ class MediaPlane:
         self._timed_out: set[str] = set()
         self._rooms: dict[str, set[str]] = {}
         self._room_of: dict[str, str] = {}
-        # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8
-        self.mixer = Mixer(now=lambda: self.clock.core.next_tick * 8)
+        # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8 (PCM at 8 kHz)
+        self.mixer = Mixer(now=lambda: self.clock.core.next_tick * (PCM_RATE // 1000))
         self.ivr = IvrControl(self, emit)
 
     # -- lifecycle -------------------------------------------------------
@@ -299,7 +303,7 @@ class MediaPlane:
         try:
             leg = RtpLeg(call.call_id, rtp, rtcp)
             leg.start_receiving(asyncio.get_running_loop())
-            player = Player("PCMU", silence_byte("PCMU"), self._on_playback_event)
+            player = Player(UNNEGOTIATED, self._on_playback_event)
             driver = LegDriver(leg, player, self.settings.send_silence)
             driver.call = call
             self._drivers[call.call_id] = driver
@@ -356,7 +360,7 @@ class MediaPlane:
         sending = media.send_enabled and media.remote_addr is not None
         if sending and driver.entry is None:
             if driver.hold_since is not None:  # resume: time went on while we were silent
-                leg.skip(int((time.monotonic() - driver.hold_since) * 8000))
+                leg.skip(int((time.monotonic() - driver.hold_since) * media.codec.clock_rate))
                 driver.hold_since = None
             leg.marker_next = True
             driver.entry = self.clock.add(driver, media.ptime_ms)
@@ -461,7 +465,8 @@ class MediaPlane:
         claims = [loads, *([c.another() for c in loads] for _ in legs[1:])]
         playbacks = []
         for leg, driver, leg_claims in zip(legs, drivers, claims, strict=True):
-            playback = new_playback(leg, request, futures, command_id=command_id, node_id=self.settings.node_id)
+            playback = new_playback(leg, request, futures, command_id=command_id, node_id=self.settings.node_id,
+                                    per_ms=driver.player.codec.bytes_per_ms)
             self._playbacks[playback.id] = playback
             self._claims[playback.id] = leg_claims
             if request.stop is not None:
@@ -544,7 +549,7 @@ class MediaPlane:
         driver = self._drivers.get(pb.call_id) if pb is not None else None
         if pb is None or driver is None or pb.state != "playing":
             return None
-        return driver.player.position(pb) // 8
+        return driver.player.position(pb) // pb.per_ms
 
     def get_playback(self, playback_id: str) -> Playback | None:
         return self._playbacks.get(playback_id)
@@ -572,7 +577,11 @@ class MediaPlane:
         self.leave_room(call_id)
         self._rooms.setdefault(room_id, set()).add(call_id)
         self._room_of[call_id] = room_id
-        source, listen = self.mixer.join(room_id, call_id, driver.samples)
+        codec = driver.player.codec
+        # what the leg's peer may send: any static payload type, and the one negotiated (maybe dynamic)
+        decoders = {pt: p.codec for pt, p in BY_NUMBER.items()} | {driver.leg.payload_type: codec}
+        source, listen = self.mixer.join(room_id, call_id, codec.pcm_of(driver.samples), decoders,
+                                         clock_rate=codec.clock_rate)
         driver.leg.on_rtp = source.push
         source.pull = driver.leg.poll_inbound
         driver.call_audio = listen
@@ -618,27 +627,24 @@ class MediaPlane:
         now = time.monotonic()
         pacing = ([{"age_s": round(now - start, 3), "max_lateness_ms": round(late * 1000, 3)}
                    for start, late in self.clock.core.pacing_of(entry)] if entry is not None and entry.active else [])
-        return {"call_id": call_id, "ptime_ms": driver.samples // 8, "pacing": pacing,
+        return {"call_id": call_id, "ptime_ms": driver.samples // driver.player.codec.bytes_per_ms, "pacing": pacing,
                 "level_dbfs": self._level(driver)}
 
     @staticmethod
     def _level(driver: LegDriver) -> float | None:
         """RMS of the last ~100 ms sent, dBFS; None while nothing but silence goes out."""
         player = driver.player
+        codec = player.codec
         pb = player.fast
         if pb is not None:
-            data = pb.data[max(0, pb.offset - 800):pb.offset]
+            data = pb.data[max(0, pb.offset - LEVEL_MS * codec.bytes_per_ms):pb.offset]
         elif player.busy and driver.last_slow is not None:
             data = driver.last_slow
         else:
             return None
         if not data:
             return None
-        spec = player.spec
-        if spec.decode_table is not None:
-            pcm = spec.decode_table[np.frombuffer(bytes(data), np.uint8)].astype(np.float64)
-        else:
-            pcm = G722FrameDecoder(wide=True)(bytes(data)).astype(np.float64)
+        pcm = codec.decoder(wide=True)(bytes(data)).astype(np.float64)
         rms = float(np.sqrt(np.mean(pcm * pcm)))
         return round(20 * math.log10(rms / 32768.0), 1) if rms >= 1.0 else -90.0
 

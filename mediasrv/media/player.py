@@ -38,8 +38,6 @@ from typing import Any
 import numpy as np
 
 from mediacodecs.codec import Codec, FrameEncoder
-from mediacodecs.codec import get as get_codec
-from mediacodecs.g711 import ALAW_ENCODE, ULAW_ENCODE
 
 from .source import Media, SourceError
 from .synth import SpeechSpec
@@ -51,10 +49,11 @@ MAX_DUCK_DB = 90.0
 NO_CAP = 1 << 62
 BARGE_KEYS = "0123456789*#ABCD"
 MAX_OFFSET_MS = 24 * 3600 * 1000
-_ENCODE_TABLE = {"PCMU": ULAW_ENCODE, "PCMA": ALAW_ENCODE}  # int16 bit pattern (as uint16) -> code
+DEFAULT_PER_MS = 8  # payload bytes per ms of G.711 and G.722 (Codec.bytes_per_ms): a playback's unit until a leg says
 
 
 _WIDE_OFFSET = 65536
+_WIDE_TABLES: dict[str, np.ndarray] = {}  # codec name -> its table indexed by a saturated sum (made on first use)
 
 
 def _wide(table: np.ndarray) -> np.ndarray:
@@ -63,14 +62,22 @@ def _wide(table: np.ndarray) -> np.ndarray:
     return table[values.view(np.uint16)]
 
 
-_WIDE_TABLE = {codec: _wide(table) for codec, table in _ENCODE_TABLE.items()}
+def _wide_table(codec: Codec) -> np.ndarray | None:
+    """The sum-indexed table of a table codec (G.711), None for any other."""
+    if codec.encode_table is None:
+        return None
+    wide = _WIDE_TABLES.get(codec.name)
+    if wide is None:
+        wide = _WIDE_TABLES[codec.name] = _wide(codec.encode_table)
+    return wide
 
 
-def encode_frame(codec: str, pcm: np.ndarray) -> bytes:
-    """G.711-encode one frame: the codec's table indexed by the samples (``take`` is the cheap path)."""
+def encode_frame(codec: Codec, pcm: np.ndarray) -> bytes:
+    """Table-encode (G.711) one frame: the codec's table indexed by the samples (``take`` is the cheap path)."""
+    assert codec.encode_table is not None
     if pcm.dtype != np.int16 or not pcm.flags.c_contiguous:
         pcm = np.ascontiguousarray(pcm, np.int16)
-    return _ENCODE_TABLE[codec].take(pcm.view(np.uint16)).tobytes()
+    return codec.encode_table.take(pcm.view(np.uint16)).tobytes()
 
 
 class PlayError(ValueError):
@@ -217,6 +224,9 @@ class Playback:
     barge_in_stops: str = "current"
     digit: str | None = None  # the DTMF key that stopped it (stopped_by "dtmf")
     start_offset: int = field(default=0, repr=False)  # samples to skip when it starts (offset_ms), then 0
+    # "samples" here (samples_played, offset, end, cap, start_offset) are payload bytes of the leg's
+    # codec, per_ms of them per millisecond (Codec.bytes_per_ms: 8 for G.711 and G.722)
+    per_ms: int = field(default=DEFAULT_PER_MS, repr=False)
     # playing position (not part of the resource)
     futures: list[asyncio.Future[Media]] = field(default_factory=list, repr=False)
     index: int = field(default=0, repr=False)  # which source is playing
@@ -234,7 +244,7 @@ class Playback:
 
     @property
     def ms_played(self) -> int:
-        return self.samples_played // 8
+        return self.samples_played // self.per_ms
 
     @property
     def media_future(self) -> asyncio.Future[Media] | None:
@@ -257,7 +267,7 @@ class Playback:
             "ms_played": self.ms_played,
             # progress in the source playing now (of a list: source_index); its length once fully decoded
             "source_index": self.index,
-            "position_ms": self.offset // 8 if self.media is not None else 0,
+            "position_ms": self.offset // self.per_ms if self.media is not None else 0,
             "source_duration_ms": self.media.duration_ms if self.media is not None and self.media.complete else None,
             "length_s": self.length_s,
             "mix": self.mix,
@@ -290,16 +300,20 @@ def new_playback(
     media_future: asyncio.Future[Media] | Sequence[asyncio.Future[Media]],
     command_id: str | None = None,
     node_id: str = "",
+    per_ms: int = DEFAULT_PER_MS,
 ) -> Playback:
-    """A playback whose id names its node (``p3:<node>:<random>``), like call ids, when *node_id* is given."""
+    """A playback whose id names its node (``p3:<node>:<random>``), like call ids, when *node_id* is given.
+
+    *per_ms*: the leg's codec's payload bytes per ms (``Codec.bytes_per_ms``), the unit of its positions."""
     futures = [media_future] if isinstance(media_future, asyncio.Future) else list(media_future)
     return Playback(
         id=f"p3:{node_id}:{uuid.uuid4().hex}" if node_id else uuid.uuid4().hex, call_id=call_id, source=request.source, loop=request.loop, futures=futures,
         command_id=command_id if command_id is not None else request.command_id, target=request.target,
         overlay=request.overlay, mix=request.mix, duck_db=request.duck_db, volume_db=request.volume_db,
         length_s=request.length_s, gain=db_gain(request.volume_db),
-        cap=NO_CAP if request.length_s is None else max(1, round(request.length_s * 8000)),
-        barge_in=request.barge_in, barge_in_stops=request.barge_in_stops, start_offset=request.offset_ms * 8,
+        cap=NO_CAP if request.length_s is None else max(1, round(request.length_s * 1000 * per_ms)),
+        barge_in=request.barge_in, barge_in_stops=request.barge_in_stops, start_offset=request.offset_ms * per_ms,
+        per_ms=per_ms,
     )
 
 
@@ -311,13 +325,11 @@ class Player:
     """The main FIFO and the overlays of one leg; owned by the media plane, driven by the clock."""
 
     # slots: the C fast path reads ``fast`` and ``busy`` at their offsets (mediasrv/rtp/_fastsend.c)
-    __slots__ = ("codec", "silence", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify", "_held",
-                 "spec", "_frame_enc")
+    __slots__ = ("codec", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify", "_held",
+                 "_frame_enc")
 
-    def __init__(self, codec: str, silence: int, notify: PlaybackListener) -> None:
-        self.codec = codec  # the codec's name; ``spec`` is the codec object (mediacodecs.codec)
-        self.silence = silence  # G.711's silence byte (kept for callers); padding uses spec.silence
-        self.spec: Codec = get_codec(codec)
+    def __init__(self, codec: Codec, notify: PlaybackListener) -> None:
+        self.codec = codec  # the leg's codec (mediacodecs.codec): encoding, silence, bytes per ms
         self._frame_enc: FrameEncoder | None = None  # per-packet encoder of a stateful codec (G.722), made on use
         self.current: Playback | None = None
         self.queue: deque[Playback] = deque()
@@ -346,13 +358,28 @@ class Player:
         self._held = value
         self._refresh()
 
-    def set_codec(self, codec: str, silence: int) -> None:
-        self.codec, self.silence = codec, silence
-        self.spec, self._frame_enc = get_codec(codec), None
-        for pb in (self.current, *self.overlays):
-            if pb is not None and pb.media is not None:
+    def set_codec(self, codec: Codec) -> None:
+        """The leg's codec changed (answer, re-INVITE): what plays is re-sliced from the new encoding, at
+        the same place in time (positions are rescaled when the new codec has a different byte rate)."""
+        self.codec, self._frame_enc = codec, None
+        for pb in (self.current, *self.queue, *self.overlays):
+            if pb is None:
+                continue
+            if pb.per_ms != codec.bytes_per_ms:
+                self._rescale(pb, codec.bytes_per_ms)
+            if pb.media is not None:
                 pb.data = self._encoded(pb.media)
                 pb.refresh_end()
+
+    @staticmethod
+    def _rescale(pb: Playback, per_ms: int) -> None:
+        def scale(x: int) -> int:
+            return x * per_ms // pb.per_ms
+
+        pb.offset, pb.samples_played, pb.start_offset = scale(pb.offset), scale(pb.samples_played), scale(pb.start_offset)
+        if pb.cap != NO_CAP:
+            pb.cap = scale(pb.cap)
+        pb.per_ms = per_ms
 
     def _refresh(self) -> None:
         """Recompute what LegDriver.tick reads: ``fast`` (slice directly) and ``busy`` (call next_payload).
@@ -367,6 +394,8 @@ class Player:
     # -- commands --------------------------------------------------------
     def enqueue(self, playback: Playback) -> None:
         """Queue a main playback, or add an overlay; a ready one starts now (on the wire next tick)."""
+        if playback.per_ms != self.codec.bytes_per_ms:  # made for another byte rate than this leg's codec
+            self._rescale(playback, self.codec.bytes_per_ms)
         if playback.overlay:
             self.overlays.append(playback)
             self._try_start_overlay(playback)
@@ -487,7 +516,7 @@ class Player:
     def seek(self, pb: Playback, ms: int) -> None:
         """Jump to *ms* from the start of the source list; past the end is a PlayError."""
         self._require_playing(pb)
-        target = int(ms) * 8
+        target = int(ms) * pb.per_ms
         if target < 0:
             raise PlayError("out_of_range", f"seek position must be >= 0, got {ms}")
         self._seek_samples(pb, target, ms)
@@ -495,8 +524,8 @@ class Player:
     def skip(self, pb: Playback, ms: int) -> None:
         """Move by *ms* (negative: back, clamped at the start); past the end is a PlayError."""
         self._require_playing(pb)
-        target = max(0, self.position(pb) + int(ms) * 8)
-        self._seek_samples(pb, target, target // 8)
+        target = max(0, self.position(pb) + int(ms) * pb.per_ms)
+        self._seek_samples(pb, target, target // pb.per_ms)
 
     def restart(self, pb: Playback) -> None:
         self._require_playing(pb)
@@ -518,7 +547,7 @@ class Player:
                 pb.refresh_end()
                 return
             start += size
-        raise PlayError("seek_past_end", f"position {ms} ms is past the end of the playback ({start // 8} ms)")
+        raise PlayError("seek_past_end", f"position {ms} ms is past the end of the playback ({start // pb.per_ms} ms)")
 
     # -- the clock's path ------------------------------------------------
     def next_payload(self, nbytes: int, seq: int, ts: int, call_audio: Callable[[int], Any] | None = None) -> bytes | None:
@@ -537,13 +566,15 @@ class Player:
             if pb.gain == 1.0:
                 chunk = data[start : start + count]
                 if count < nbytes:
-                    chunk = bytes(chunk) + self.spec.silence_payload(nbytes - count)
+                    chunk = bytes(chunk) + self.codec.silence_payload(nbytes - count)
                 return bytes(chunk)
-            return self._mix([(self._pcm(span), pb.gain)], nbytes)
+            return self._mix([(self._pcm(span), pb.gain)], self.codec.pcm_of(nbytes))
         return self._compose(pb, nbytes, seq, ts, call_audio)
 
     def _compose(self, pb: Playback | None, n: int, seq: int, ts: int,
                  call_audio: Callable[[int], Any] | None) -> bytes | None:
+        """*n* payload bytes of everything the leg hears, mixed as PCM (``codec.pcm_of(n)`` samples)."""
+        pcm_n = self.codec.pcm_of(n)
         parts: list[tuple[np.ndarray, float]] = []
         mute = False
         duck = 0.0
@@ -564,13 +595,14 @@ class Player:
                 if span is not None and span[3] > 0:
                     parts.append((self._pcm(span), ov.gain))
         if call_audio is not None:
-            frame = call_audio(n)  # drained every tick, heard or not, so the peer's audio stays current
+            frame = call_audio(pcm_n)  # drained every tick, heard or not, so the peer's audio stays current
             if frame is not None and not mute:
                 parts.append((frame, db_gain(-duck) if duck else 1.0))
-        return self._mix(parts, n)
+        return self._mix(parts, pcm_n)
 
     def _mix(self, parts: list[tuple[np.ndarray, float]], n: int) -> bytes | None:
-        """Sum int16 parts (each at its gain) in int32, saturate, encode once; None for no parts."""
+        """Sum int16 parts (*n* samples at 8 kHz, each at its gain) in int32, saturate, encode once; None for
+        no parts."""
         if not parts:
             return None
         if len(parts) == 1:
@@ -587,7 +619,7 @@ class Player:
                     acc[:k] += pcm[:k]
             else:
                 acc[:k] += (pcm[:k].astype(np.float32) * gain).astype(np.int32)
-        wide = _WIDE_TABLE.get(self.codec)
+        wide = _wide_table(self.codec)
         if wide is not None and len(parts) <= 2 and all(g <= 1.0 for _, g in parts):  # |sum| <= 65536
             acc += _WIDE_OFFSET
             return wide.take(acc).tobytes()
@@ -596,33 +628,35 @@ class Player:
         return self._encode_frame(acc.astype(np.int16))
 
     def _encode_frame(self, pcm: np.ndarray) -> bytes:
-        """One packet's 8 kHz PCM in the leg's codec: a table for G.711, the leg's own encoder for G.722."""
-        if self.spec.encode_table is not None:
+        """One packet's 8 kHz PCM in the leg's codec: a table for G.711, the leg's own encoder otherwise."""
+        if self.codec.encode_table is not None:
             return encode_frame(self.codec, pcm)
         if self._frame_enc is None:
-            self._frame_enc = self.spec.frame_encoder()
+            self._frame_enc = self.codec.frame_encoder()
         return self._frame_enc(pcm)
 
     def _pcm(self, span: Span) -> np.ndarray:
         """The int16 samples a span took: the media's PCM, or its bytes decoded while PCM lags."""
         media, data, start, count = span
         pcm = media.pcm
-        if len(pcm) >= start + count:
-            return pcm[start : start + count]
-        if self.spec.decode_table is None:  # G.722 is never ahead of the PCM it is encoded from
-            return np.zeros(count, np.int16)
-        return self.spec.decode_table[np.frombuffer(bytes(data[start : start + count]), np.uint8)]
+        codec = self.codec
+        lo, hi = codec.pcm_of(start), codec.pcm_of(start + count)  # payload bytes -> 8 kHz samples
+        if len(pcm) >= hi:
+            return pcm[lo:hi]
+        if codec.decode_table is None:  # a wideband encoding is never ahead of the PCM it is encoded from
+            return np.zeros(hi - lo, np.int16)
+        return codec.decode_table[np.frombuffer(bytes(data[start : start + count]), np.uint8)]
 
     def encode(self, pcm: np.ndarray) -> bytes:
         """Any 8 kHz int16 PCM in this leg's codec, from a fresh encoder (in-band DTMF out)."""
-        return self.spec.encode(pcm)
+        return self.codec.encode(pcm)
 
     def _encoded(self, media: Media) -> bytes:
         """The media in this leg's codec, encoded once for every leg (the loader makes G.711 and, when
         wideband, G.722 from the 16 kHz decode); a codec it lacks is encoded here from the 8 kHz PCM."""
-        data = media.encoded.get(self.codec)
+        data = media.encoded.get(self.codec.name)
         if data is None:
-            data = media.encoded[self.codec] = self.spec.encode(media.pcm)
+            data = media.encoded[self.codec.name] = self.codec.encode(media.pcm)
         return data
 
     def _resolve(self, pb: Playback) -> bool | None:

@@ -237,7 +237,7 @@ class MediaBuilder:
             self.media.pcm = self._buf[: self.samples]
             self.media.encoded["PCMU"] += ulaw  # type: ignore[operator]
             self.media.encoded["PCMA"] += alaw  # type: ignore[operator]
-        if g722 and "G722" in self.media.encoded:
+        if g722 and G722.name in self.media.encoded:
             self.media.encoded["G722"] += g722  # type: ignore[operator]
 
     def trim(self) -> np.ndarray:

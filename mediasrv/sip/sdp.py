@@ -1,4 +1,10 @@
-"""SDP (RFC 4566) parsing and the offer/answer rules of RFC 3264 for one audio stream (G.711, G.722)."""
+"""SDP (RFC 4566) parsing and the offer/answer rules of RFC 3264 for one audio stream.
+
+The codecs are :class:`mediacodecs.codec.Codec` objects; which payload type number means which
+codec is decided by ``mediacodecs.registry`` (static numbers, rtpmaps, dynamic numbers for our
+offers).  Configured codecs are names; they are turned into objects once, at the top of each
+function here, and negotiation yields the object and the payload type number chosen.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from mediacodecs.codec import CODECS
+from mediacodecs import registry
+from mediacodecs.codec import CODECS, Codec
+from mediacodecs.registry import PayloadType
 
 from ..calls import NegotiatedMedia
 from ..logsafe import clip
@@ -21,15 +29,11 @@ __all__ = [
     "build_answer",
     "build_offer",
     "media_from_answer",
-    "STATIC_PT",
 ]
 
-STATIC_PT = {c.payload_type: c.name for c in CODECS.values()}  # 0 PCMU, 8 PCMA, 9 G722 (RFC 3551)
-PT_OF = {c.name: c.payload_type for c in CODECS.values()}
-PTIMES = (10, 20, 30, 40)
+PTIMES = registry.PTIMES
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
-TE_PT = 101
 MAX_LINES = 512  # an SDP with more lines than this is not a phone call's
 MAX_MEDIA = 32
 # C0 controls other than HT, and DEL: never in SDP text (RFC 4566 5: no NUL, CR or LF in a value)
@@ -189,59 +193,55 @@ class OfferPlan:
     """What we decided about an offer; enough to build the answer and the NegotiatedMedia."""
 
     index: int  # which m-line carries the call's audio
-    codecs: list[tuple[int, str]]  # supported (pt, name) in the offer's order
-    te: tuple[int, str | None] | None  # (pt, fmtp) for telephone-event
+    codecs: list[PayloadType]  # supported, in the order of the answer (see _prefer)
+    te: tuple[int, str | None] | None  # (pt, fmtp) for telephone-event at the chosen codec's clock rate
     ptime: int
     direction: str  # the peer's direction
     media: NegotiatedMedia
 
 
-def _codec_of(pt: int, maps: dict[int, tuple[str, int]]) -> str | None:
-    if pt in maps:
-        name, rate = maps[pt]
-        if name in CODECS and rate in (CODECS[name].clock_rate, 0):  # G722/8000: RFC 3551's clock quirk
-            return name
-        return None
-    return STATIC_PT.get(pt)
+def _configured(codecs: tuple[str, ...]) -> list[Codec]:
+    """The configured codec names as objects, in preference order (names we do not speak are skipped)."""
+    return list(dict.fromkeys(CODECS[c.upper()] for c in codecs if c.upper() in CODECS))
 
 
-def _prefer(chosen: list[tuple[int, str]], codecs: tuple[str, ...]) -> list[tuple[int, str]]:
+def _prefer(chosen: list[PayloadType], wanted: list[Codec]) -> list[PayloadType]:
     """Wideband codecs we support go first when offered (in our *codecs* order); the narrowband
     ones keep the offer's order (RFC 3264: the offerer's preference among equals)."""
-    order = [c.upper() for c in codecs]
-    wide = sorted((c for c in chosen if CODECS[c[1]].wideband), key=lambda c: order.index(c[1]))
-    return wide + [c for c in chosen if not CODECS[c[1]].wideband]
+    wide = sorted((p for p in chosen if p.codec.wideband), key=lambda p: wanted.index(p.codec))
+    return wide + [p for p in chosen if not p.codec.wideband]
 
 
 def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
-    """Pick the first audio m-line with a codec from *codecs* (G.722 first when offered, see _prefer)."""
-    wanted = {c.upper() for c in codecs}
+    """Pick the first audio m-line with a codec from *codecs* (wideband first when offered, see _prefer)."""
+    wanted = _configured(codecs)
     offered: list[str] = []
     for i, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0 or m.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
             continue
         maps = _rtpmaps(m)
-        chosen: list[tuple[int, str]] = []
-        te = None
+        chosen: list[PayloadType] = []
+        tes: dict[int, tuple[int, str | None]] = {}  # clock rate -> the first telephone-event (pt, fmtp) at it
         for f in m.fmts:
             if not _digits(f, 3):
                 continue
             pt = int(f)
-            name = _codec_of(pt, maps)
-            if name is not None and name in wanted and all(n != name for _, n in chosen):
-                chosen.append((pt, name))
-            elif pt in maps and maps[pt][0] == "TELEPHONE-EVENT" and maps[pt][1] == 8000 and te is None:
+            codec = registry.codec_for(pt, maps.get(pt))
+            if codec is not None and codec in wanted and all(p.codec is not codec for p in chosen):
+                chosen.append(PayloadType(codec, pt))
+            elif pt in maps and maps[pt][0] == registry.TELEPHONE_EVENT and maps[pt][1] not in tes:
                 fmtp = None
                 for k, v in m.attrs:
                     if k == "fmtp" and v and v.split(" ", 1)[0] == f:
                         fmtp = v.split(" ", 1)[1].strip() if " " in v else ""
-                te = (pt, fmtp)
+                tes[maps[pt][1]] = (pt, fmtp)
         if not chosen:
             offered.extend(m.fmts[:8])
             continue
-        chosen = _prefer(chosen, codecs)
+        chosen = _prefer(chosen, wanted)
+        te = tes.get(chosen[0].codec.clock_rate)
         ptime_s = m.attr("ptime")
-        ptime = int(ptime_s) if ptime_s and _digits(ptime_s, 3) and int(ptime_s) in PTIMES else 20
+        ptime = int(ptime_s) if ptime_s and _digits(ptime_s, 3) and int(ptime_s) in PTIMES else registry.DEFAULT_PTIME_MS
         direction = m.direction() or offer.direction() or "sendrecv"
         conn = m.conn or offer.conn
         if conn is None:
@@ -251,11 +251,11 @@ def negotiate_offer(offer: Sdp, codecs: tuple[str, ...]) -> OfferPlan:
     if not offered:
         raise NoCommonCodec("no usable audio stream (RTP/AVP audio with a port other than 0)")
     raise NoCommonCodec(f"no common audio codec (offered payload types {' '.join(offered)[:40]}; "
-                        f"supported: {', '.join(sorted(wanted))})")
+                        f"supported: {', '.join(sorted(c.name for c in wanted))})")
 
 
 def _negotiated(
-    conn: tuple[str, str], port: int, codec: tuple[int, str], ptime: int, te_pt: int | None, peer_dir: str
+    conn: tuple[str, str], port: int, codec: PayloadType, ptime: int, te_pt: int | None, peer_dir: str
 ) -> NegotiatedMedia:
     addr = conn[1]
     hold_addr = addr in HOLD_ADDRS
@@ -263,8 +263,8 @@ def _negotiated(
     recv = peer_dir in ("sendrecv", "sendonly")
     return NegotiatedMedia(
         remote_addr=None if hold_addr else (addr, port),
-        codec=codec[1],
-        payload_type=codec[0],
+        codec=codec.codec,
+        payload_type=codec.pt,
         ptime_ms=ptime,
         telephone_event_pt=te_pt,
         send_enabled=send,
@@ -295,12 +295,12 @@ def build_answer(offer: Sdp, plan: OfferPlan, local: tuple[str, int], sess_id: i
         if i != plan.index:
             lines.append(f"m={m.media} 0 {m.proto} {' '.join(m.fmts) or '0'}")
             continue
-        pts = [pt for pt, _ in plan.codecs] + ([plan.te[0]] if plan.te else [])
+        pts = [p.pt for p in plan.codecs] + ([plan.te[0]] if plan.te else [])
         lines.append(f"m=audio {local[1]} {m.proto} {' '.join(map(str, pts))}")
-        for pt, name in plan.codecs:
-            lines.append(f"a=rtpmap:{pt} {name}/{CODECS[name].clock_rate}")
+        for p in plan.codecs:
+            lines.append(f"a=rtpmap:{p.rtpmap()}")
         if plan.te:
-            lines.append(f"a=rtpmap:{plan.te[0]} telephone-event/8000")
+            lines.append(f"a=rtpmap:{plan.te[0]} telephone-event/{plan.media.clock_rate}")
             if plan.te[1] is not None:
                 lines.append(f"a=fmtp:{plan.te[0]} {plan.te[1]}")
         lines.append(f"a=ptime:{plan.ptime}")
@@ -309,13 +309,17 @@ def build_answer(offer: Sdp, plan: OfferPlan, local: tuple[str, int], sess_id: i
 
 
 def build_offer(local: tuple[str, int], codecs: tuple[str, ...], sess_id: int, version: int) -> bytes:
-    """Our offer: the configured codecs in preference order, telephone-event 101 (0-16), ptime 20."""
+    """Our offer: the configured codecs in preference order (dynamic numbers from 96 for codecs without
+    a static one), telephone-event (0-16) at each of their clock rates (101 for the first), ptime 20."""
     lines = _session_lines(local, sess_id, version)
-    pts = [PT_OF[c.upper()] for c in codecs if c.upper() in PT_OF]
-    lines.append(f"m=audio {local[1]} RTP/AVP {' '.join(map(str, pts + [TE_PT]))}")
-    for pt in pts:
-        lines.append(f"a=rtpmap:{pt} {STATIC_PT[pt]}/{CODECS[STATIC_PT[pt]].clock_rate}")
-    lines += [f"a=rtpmap:{TE_PT} telephone-event/8000", f"a=fmtp:{TE_PT} 0-16", "a=ptime:20", "a=sendrecv"]
+    types = registry.offer_types(_configured(codecs))
+    tes = registry.telephone_event_types((p.clock_rate for p in types), (p.pt for p in types))
+    pts = [p.pt for p in types] + list(tes.values())
+    lines.append(f"m=audio {local[1]} RTP/AVP {' '.join(map(str, pts))}")
+    lines += [f"a=rtpmap:{p.rtpmap()}" for p in types]
+    for rate, te_pt in tes.items():
+        lines += [f"a=rtpmap:{te_pt} telephone-event/{rate}", f"a=fmtp:{te_pt} 0-16"]
+    lines += [f"a=ptime:{registry.DEFAULT_PTIME_MS}", "a=sendrecv"]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 

@@ -24,7 +24,7 @@ async def _play_and_check(tmp_path, webhooks: Hooks, audio_origin, codec: str) -
         url = audio_origin.add("chirp.wav", wav_bytes(src, 8000))
         sipp = await start_sipp(sipp_play_args(r, capture.port, duration_ms=3000))
         [call] = await answered_calls(r, 1)
-        assert call.media.codec == codec
+        assert call.media.codec.name == codec
         status, playback = await post_play(r, call.call_id, {"url": url})
         assert status == 201, playback
         assert playback["state"] in ("queued", "playing")

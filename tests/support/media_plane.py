@@ -6,6 +6,7 @@ import asyncio
 import random
 import socket
 
+from mediacodecs.codec import get
 from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.probe import RtpCapture, bind_capture_with_rtcp
@@ -33,7 +34,7 @@ class Plane:
         self.captures.append(cap)
         # answered, as the SIP layer has it once media is negotiated (early media is exempt from the RTP timeout)
         call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.ANSWERED)
-        call.media = NegotiatedMedia(("127.0.0.1", cap.port), codec, {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
+        call.media = NegotiatedMedia(("127.0.0.1", cap.port), get(codec), {"PCMU": 0, "PCMA": 8}[codec], ptime_ms=ptime)
         call.local_rtp = self.plane.allocate(call)  # as the SIP layer does
         self.plane.media_changed(call)
         return call, cap

@@ -182,7 +182,7 @@ class Talker:
             lambda: next((c for c in r.server.registry.active() if c.state.value == "answered" and c.media
                           and c.media.remote_addr == ("127.0.0.1", self.media_port + 4)), None),
             15, f"{self.name}'s call answered")
-        assert self.call.media.codec == self.codec
+        assert self.call.media.codec.name == self.codec
 
     async def answer(self, r: Running) -> None:
         """Be the callee instead: a SIPp UAS the server dials out to (POST /v1/calls)."""
@@ -199,7 +199,7 @@ class Talker:
         self.call = await wait_until(
             lambda: (c := r.server.registry.get(call["call_id"])) is not None and c.state.value == "answered" and c,
             15, f"{self.name} answered our call")
-        assert self.call.media.codec == self.codec
+        assert self.call.media.codec.name == self.codec
 
     def heard(self, t0: float, t1: float) -> np.ndarray:
         """What this caller received between monotonic-ish wall times t0 and t1, decoded."""

@@ -13,6 +13,7 @@ import socket
 import numpy as np
 import pytest
 
+from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.media.clock import run_each
@@ -43,9 +44,9 @@ class Twin:
         self.leg.ssrc, self.leg.seq, self.leg.timestamp = ssrc, seq, ts
         self.leg.set_remote(self.rx.getsockname())
         self.events: list[tuple] = []
-        self.player = Player("PCMU", 0xFF, self._on_event)
+        self.player = Player(PCMU, self._on_event)
         self.driver = LegDriver(self.leg, self.player, send_silence)
-        self.driver.configure("PCMU", 0, ptime)
+        self.driver.configure(PCMU, 0, ptime)
 
     def _on_event(self, type_: str, pb) -> None:
         self.events.append((type_, pb.state, pb.samples_played, pb.last_seq, pb.last_ts))

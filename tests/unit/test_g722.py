@@ -116,15 +116,15 @@ def test_sdp_g722_offered_answered_and_preferred() -> None:
     codecs = ("G722", "PCMU", "PCMA")
     o = parse_sdp(offer("0 8 9 101", "a=rtpmap:9 G722/8000", "a=rtpmap:101 telephone-event/8000"))
     plan = negotiate_offer(o, codecs)
-    assert plan.media.codec == "G722" and plan.media.payload_type == 9
+    assert plan.media.codec.name == "G722" and plan.media.payload_type == 9
     ans = build_answer(o, plan, ("127.0.0.1", 5000), 1, 1).decode()
     assert "m=audio 5000 RTP/AVP 9 0 8 101" in ans and "a=rtpmap:9 G722/8000" in ans
     # static 9 without an rtpmap; a G722/16000 rtpmap is not RFC 3551's G.722 and is not taken
-    assert negotiate_offer(parse_sdp(offer("9")), codecs).media.codec == "G722"
-    assert negotiate_offer(parse_sdp(offer("9 0", "a=rtpmap:9 G722/16000")), codecs).media.codec == "PCMU"
+    assert negotiate_offer(parse_sdp(offer("9")), codecs).media.codec.name == "G722"
+    assert negotiate_offer(parse_sdp(offer("9 0", "a=rtpmap:9 G722/16000")), codecs).media.codec.name == "PCMU"
     # not configured: G.711 as before, in the offer's order
-    assert negotiate_offer(o, ("PCMU", "PCMA")).media.codec == "PCMU"
-    assert negotiate_offer(parse_sdp(offer("8 0 9")), ("PCMU", "PCMA")).media.codec == "PCMA"
+    assert negotiate_offer(o, ("PCMU", "PCMA")).media.codec.name == "PCMU"
+    assert negotiate_offer(parse_sdp(offer("8 0 9")), ("PCMU", "PCMA")).media.codec.name == "PCMA"
     ours = build_offer(("127.0.0.1", 5000), codecs, 1, 1).decode()
     assert "m=audio 5000 RTP/AVP 9 0 8 101" in ours and "a=rtpmap:9 G722/8000" in ours
 
@@ -135,8 +135,8 @@ async def test_player_slices_the_encoding_and_loops() -> None:
     media = media_from_pcm("x", pcm8, True, pcm16)
     enc = media.encoded["G722"]
     assert enc[:len(enc) - 160] == g722_encode(pcm16)[:len(enc) - 160]
-    player = Player("PCMU", 0xFF, lambda t, pb: None)
-    player.set_codec("G722", G722.silence[0])
+    player = Player(PCMU, lambda t, pb: None)
+    player.set_codec(G722)
     fut = asyncio.get_running_loop().create_future()
     fut.set_result(media)
     pb = new_playback("c", PlayRequest(url="u", loop=2), fut)

@@ -5,6 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.media.collect import Collect, CollectRequest
 from mediasrv.media.player import Player, PlayError, PlayRequest, new_playback
@@ -24,7 +25,7 @@ async def ready(value: Media) -> asyncio.Future:
 
 async def test_barge_in_current_and_all_and_keys():
     ended: list = []
-    player = Player("PCMU", 0xFF, lambda t, pb: ended.append(pb) if t == "playback.ended" else None)
+    player = Player(PCMU, lambda t, pb: ended.append(pb) if t == "playback.ended" else None)
     a = new_playback("c", PlayRequest(url="a", barge_in="#0"), await ready(media(8000, 1)))
     b = new_playback("c", PlayRequest(url="b"), await ready(media(800, 2)))
     player.enqueue(a)
@@ -44,7 +45,7 @@ async def test_barge_in_current_and_all_and_keys():
 
 async def test_offset_first_iteration_only():
     m = media(1600, 5)
-    player = Player("PCMU", 0xFF, lambda t, pb: None)
+    player = Player(PCMU, lambda t, pb: None)
     pb = new_playback("c", PlayRequest(url="x", loop=2, offset_ms=100), await ready(m))
     player.enqueue(pb)
     out = b"".join(player.next_payload(160, i, i * 160) or b"" for i in range(30))

@@ -7,6 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mediacodecs.codec import PCMA
 from mediacodecs.g711 import alaw_decode, alaw_encode, ulaw_decode
 from mediasrv.media.jitter import JitterBuffer
 
@@ -147,7 +148,7 @@ def test_timestamp_jump_resyncs():
 def test_other_payload_types_are_ignored_and_pcma_is_decoded():
     pcm = (np.sin(np.arange(4 * N) / 7) * 9000).astype(np.int16)
     enc = alaw_encode(pcm)
-    jb = JitterBuffer(decoders={8: "PCMA"}, high_water_ms=LONG)
+    jb = JitterBuffer(decoders={8: PCMA}, high_water_ms=LONG)
     for i in range(4):
         jb.push(i, i * N, enc[i * N : (i + 1) * N], 0.0, payload_type=8)
         jb.push(1000 + i, i * N, b"\x01\x0a\x00\xa0", 0.0, payload_type=101)  # telephone-event

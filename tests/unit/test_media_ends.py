@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mediacodecs.codec import PCMU
 from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.probe import bind_capture
@@ -37,7 +38,7 @@ def _call(plane: MediaPlane, remote: tuple[str, int] | None, **media) -> Call:
     # answered: before the answer (early media) the RTP timeout does not apply
     call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.ANSWERED)
     call.local_rtp = plane.allocate(call)
-    call.media = NegotiatedMedia(remote, "PCMU", 0, **media)
+    call.media = NegotiatedMedia(remote, PCMU, 0, **media)
     plane.media_changed(call)
     return call
 
@@ -110,7 +111,7 @@ async def test_outbound_early_media_is_not_timed_out_until_answered(tmp_path: Pa
     try:
         call = Call(Direction.OUTBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.RINGING)
         call.local_rtp = p.plane.allocate(call)
-        call.media = NegotiatedMedia(("127.0.0.1", cap.port), "PCMU", 0)
+        call.media = NegotiatedMedia(("127.0.0.1", cap.port), PCMU, 0)
         p.plane.media_changed(call)  # a 183 with SDP: early media, no RTP from the far end
         await asyncio.sleep(1.2)
         assert p.timeouts == []
@@ -129,7 +130,7 @@ async def test_inbound_early_media_stream_goes_on_through_the_answer_and_times_o
     try:
         call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x", state=CallState.RINGING)
         call.local_rtp = p.plane.allocate(call)
-        call.media = NegotiatedMedia(("127.0.0.1", cap.port), "PCMU", 0)
+        call.media = NegotiatedMedia(("127.0.0.1", cap.port), PCMU, 0)
         p.plane.media_changed(call)  # our 183 with SDP: RTP starts, the caller sends none
         await asyncio.sleep(1.2)
         assert p.timeouts == [] and len(cap.packets) > 30
@@ -165,7 +166,7 @@ async def test_release_gives_back_every_fd_and_port_whatever_the_remote(tmp_path
                     ("media.example.com", 4000)):
             call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x")
             call.local_rtp = p.plane.allocate(call)
-            call.media = NegotiatedMedia(bad, "PCMU", 0)
+            call.media = NegotiatedMedia(bad, PCMU, 0)
             with pytest.raises(ValueError, match="refused"):
                 p.plane.media_changed(call)
             assert p.plane.leg_stats(call.call_id)["packets_sent"] == 0

@@ -5,6 +5,7 @@ import socket
 
 import numpy as np
 
+from mediacodecs.codec import get
 from mediacodecs.g711 import alaw_encode
 from mediasrv.calls import Call, Direction, NegotiatedMedia
 from mediasrv.demo import free_port_pair
@@ -23,7 +24,7 @@ async def _plane(tmp_path, **kw) -> tuple[MediaPlane, list]:
 
 def _call(port: int, codec="PCMU", pt=0, ptime=20) -> Call:
     call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", "cid@x")
-    call.media = NegotiatedMedia(("127.0.0.1", port), codec, pt, ptime_ms=ptime)
+    call.media = NegotiatedMedia(("127.0.0.1", port), get(codec), pt, ptime_ms=ptime)
     return call
 
 

@@ -4,6 +4,7 @@ import asyncio
 
 import numpy as np
 
+from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.media.player import Player, PlayRequest, new_playback
 from mediasrv.media.source import Media, SourceError
@@ -29,7 +30,7 @@ def drain(player: Player, packets: int) -> list:
 
 async def test_queue_loop_and_padding():
     events: list = []
-    player = Player("PCMU", 0xFF, lambda t, pb: events.append((t, pb.id)))
+    player = Player(PCMU, lambda t, pb: events.append((t, pb.id)))
     m1, m2 = media(400, 1), media(160, 2)
     p1 = new_playback("c", PlayRequest(url="u1", loop=2), await ready(m1))
     p2 = new_playback("c", PlayRequest(url="u2"), await ready(m2))
@@ -46,7 +47,7 @@ async def test_queue_loop_and_padding():
 
 async def test_stop_current_all_and_by_id_race():
     events: list = []
-    player = Player("PCMU", 0xFF, lambda t, pb: events.append((t, pb.id, pb.state)))
+    player = Player(PCMU, lambda t, pb: events.append((t, pb.id, pb.state)))
     pbs = [new_playback("c", PlayRequest(url=f"u{i}", loop=None), await ready(media(1600, i))) for i in range(3)]
     for pb in pbs:
         player.enqueue(pb)
@@ -64,7 +65,7 @@ async def test_stop_current_all_and_by_id_race():
 
 async def test_failed_source_then_next_plays_and_loading_waits():
     events: list = []
-    player = Player("PCMU", 0xFF, lambda t, pb: events.append((t, pb.state, pb.reason)))
+    player = Player(PCMU, lambda t, pb: events.append((t, pb.state, pb.reason)))
     bad = new_playback("c", PlayRequest(url="bad"), await ready(SourceError("http_404", "HTTP 404")))
     loading = asyncio.get_running_loop().create_future()
     later = new_playback("c", PlayRequest(url="slow"), loading)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.calls import Call, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings
@@ -62,7 +63,7 @@ class Log:
 
 def make_player() -> tuple[Player, Log]:
     log = Log()
-    return Player("PCMU", 0xFF, log), log
+    return Player(PCMU, log), log
 
 
 def drain(player: Player, count: int, call_audio=None, start: int = 0) -> list[bytes | None]:
@@ -272,7 +273,7 @@ class StubLeg:
 
 async def test_leg_driver_fast_and_slow_paths_agree_and_bridged_idle_sends_call_audio():
     leg = StubLeg()
-    driver = LegDriver(leg, Player("PCMU", 0xFF, lambda t, pb: None), send_silence=True)  # type: ignore[arg-type]
+    driver = LegDriver(leg, Player(PCMU, lambda t, pb: None), send_silence=True)  # type: ignore[arg-type]
     a = pcm_of(1000, 17)
     pb = play(driver.player, [media(a)], loop=2)
     for _ in range(15):
@@ -306,7 +307,7 @@ async def plane(tmp_path):
 
 def leg(plane: MediaPlane) -> str:
     call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", f"{random.random()}@x")
-    call.media = NegotiatedMedia(None, "PCMU", 0)  # no remote: the clock never ticks it, the test does
+    call.media = NegotiatedMedia(None, PCMU, 0)  # no remote: the clock never ticks it, the test does
     plane.allocate(call)
     return call.call_id
 

@@ -245,12 +245,12 @@ def test_183_with_sdp_is_early_media_then_200_without_body_keeps_it() -> None:
     s, results = _start(h)
     invite = _invites(h)[0]
     h.feed(_reply(invite, 183, body=sdp(pts="8")))
-    assert s.call.state is CallState.RINGING and s.call.media and s.call.media.codec == "PCMA"
+    assert s.call.state is CallState.RINGING and s.call.media and s.call.media.codec.name == "PCMA"
     assert h.media.changes == [(s.call.call_id, True)]
     assert [e for e, _ in h.events] == ["call.initiated", "call.ringing", "call.early_media"]
     h.feed(_reply(invite, 183, body=sdp(pts="8")))  # a repeated 183: no second event
     h.feed(_reply(invite, 200))
-    assert results == [(200, "X")] and s.call.state is CallState.ANSWERED and s.call.media.codec == "PCMA"
+    assert results == [(200, "X")] and s.call.state is CallState.ANSWERED and s.call.media.codec.name == "PCMA"
     assert [e for e, _ in h.events] == ["call.initiated", "call.ringing", "call.early_media", "call.answered"]
 
 

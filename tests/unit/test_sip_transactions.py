@@ -42,7 +42,7 @@ def test_invite_gets_100_then_200_with_answer_and_one_to_tag() -> None:
     assert ok.to_tag and b"m=audio 2000" in ok.body and ok.get("contact")
     call = next(h.registry.all())
     assert call.state is CallState.ANSWERED and call.direction is Direction.INBOUND
-    assert call.media and call.media.codec == "PCMU" and call.media.remote_addr == ("127.0.0.1", 6000)
+    assert call.media and call.media.codec.name == "PCMU" and call.media.remote_addr == ("127.0.0.1", 6000)
     assert [e for e, _ in h.events] == ["call.initiated", "call.answered"]
     assert h.media.changes == [(call.call_id, True)]
     assert ok.vias[0].params["rport"] == "5062" and ok.vias[0].params["received"] == "127.0.0.1"
@@ -253,7 +253,7 @@ def test_delayed_offer_answer_arrives_in_ack() -> None:
     call = next(h.registry.all())
     assert call.state is CallState.ANSWERED and call.media is None and h.media.changes == []
     _ack(h, ok, body=sdp(pts="8"))
-    assert call.media and call.media.codec == "PCMA" and h.media.changes == [(call.call_id, True)]
+    assert call.media and call.media.codec.name == "PCMA" and h.media.changes == [(call.call_id, True)]
 
 
 def test_api_hangup_uses_record_route_and_contact_but_goes_to_the_invites_source() -> None:
@@ -300,7 +300,7 @@ def test_uac_call_retransmits_invite_then_acks_200_and_reacks_retransmission() -
     ack = h.sent[-1][2]
     assert h.take()[-1].method == "ACK"  # type: ignore[union-attr]
     assert results == [(200, "X")] and session.call.state is CallState.ANSWERED
-    assert session.call.media and session.call.media.codec == "PCMA"
+    assert session.call.media and session.call.media.codec.name == "PCMA"
     h.feed(response_to(invite, 200, body=sdp(pts="8")))
     assert h.sent[-1][2] == ack
     h.core.hangup(session.call.call_id)
