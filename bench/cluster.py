@@ -42,9 +42,9 @@ import soundfile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pacing  # noqa: E402 - the receiver, its table and helpers
 
+from mediasrv.callcontrol import SipSettings, SipUserAgent  # noqa: E402
 from mediasrv.calls import Call, CallRegistry, owner_of  # noqa: E402
 from mediasrv.cluster.launcher import Cluster, ClusterPlan  # noqa: E402
-from mediasrv.sip.ua import SipSettings, SipUserAgent  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pacing.RECEIVER_BASE = 30000  # room for 10,000 receiver streams below the nodes' RTP (50000-59998)
