@@ -28,7 +28,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIP_ONLY = """
 import asyncio, signal, sys, uvloop
 from mediasrv.calls import CallRegistry, NullMedia
-from mediasrv.sip.ua import SipSettings, SipUserAgent
+from mediasrv.callcontrol import SipSettings, SipUserAgent
 async def main():
     ua = SipUserAgent(SipSettings(host="127.0.0.1", port=int(sys.argv[1])), CallRegistry(), NullMedia())
     await ua.start()

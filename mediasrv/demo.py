@@ -19,12 +19,12 @@ import soundfile
 
 from mediacodecs.g711 import decode, encode
 
+from .callcontrol import SipSettings, SipUserAgent
 from .calls import CallRegistry
 from .config import Settings
 from .events import Event
 from .probe import CaptureMedia, analyse
 from .server import Server
-from .sip.ua import SipSettings, SipUserAgent
 
 RATE = 8000
 

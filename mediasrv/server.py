@@ -17,6 +17,7 @@ from .api import media as media_api
 from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
+from .callcontrol import SipSettings, SipUserAgent
 from .calls import Call, CallRegistry
 from .cluster.drain import Drain
 from .cluster.forward import Forwarder
@@ -31,7 +32,6 @@ from .media import MediaPlane, MediaSettings
 from .media.synth import EspeakEngine, get_engine, set_engine
 from .metrics import make_registry
 from .sip.admission import AdmissionSettings
-from .sip.ua import SipSettings, SipUserAgent
 from .timing import Timing, timing_middleware
 
 log = logging.getLogger("mediasrv.server")

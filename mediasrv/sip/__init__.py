@@ -1,6 +1,7 @@
-"""SIP signaling: a sans-I/O core (message, sdp, transaction, dialog, core) and a thin asyncio transport."""
+"""SIP signaling, sans-I/O: message, sdp, transaction, dialog, the core (uas, uac) with events out and
+commands in, and a thin asyncio transport (ua, transport). Calls are the controller's (mediasrv/callcontrol.py)."""
 
-from .core import CallFailed
-from .ua import SipSettings, SipUserAgent
+from .core import CallFailed, SipCore
+from .ua import UaSettings, UserAgent
 
-__all__ = ["CallFailed", "SipSettings", "SipUserAgent"]
+__all__ = ["CallFailed", "SipCore", "UaSettings", "UserAgent"]

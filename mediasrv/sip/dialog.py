@@ -16,8 +16,25 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .message import NameAddr, ParseError, Request, Response, parse_name_addr, split_header_list
+from .message import (
+    NameAddr,
+    ParseError,
+    Request,
+    Response,
+    build_request_head,
+    parse_name_addr,
+    split_header_list,
+)
 from .transaction import Dest
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An in-dialog request ready to send: its bytes, where they go and the Request-URI used."""
+
+    data: bytes
+    dest: Dest
+    ruri: str
 
 
 @dataclass(slots=True)
@@ -50,6 +67,32 @@ class Dialog:
         contact = _first_contact(msg)
         if contact is not None:
             self.remote_target = str(contact.raw_uri)
+
+    def request(
+        self,
+        method: str,
+        via: Callable[[str], str],
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        cseq: int | None = None,
+    ) -> Outgoing:
+        """Build an in-dialog request (BYE, ACK, re-INVITE, INFO): the one place its header block is written.
+
+        *via* makes the Via for the transport the request goes over; a new CSeq is taken unless
+        *cseq* is given (an ACK repeats its INVITE's).
+        """
+        ruri, dest, routes = self.destination()
+        seq = self.next_seq() if cseq is None else cseq
+        hdrs = [("Via", via(dest.transport)), ("Max-Forwards", "70")]
+        hdrs += [("Route", r) for r in routes]
+        hdrs += [
+            ("From", self.local_party),
+            ("To", self.remote_party),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{seq} {method}"),
+            *(headers or []),
+        ]
+        return Outgoing(build_request_head(method, ruri, hdrs, body), dest, ruri)
 
     def destination(self) -> tuple[str, Dest, list[str]]:
         """(Request-URI, Dest, Route headers) for a new in-dialog request."""

@@ -8,9 +8,10 @@ retransmissions by re-sending its last message.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .message import Request, Response
 from .timers import Timer, TimerHeap
@@ -32,6 +33,58 @@ class Dest:
 
 
 Send = Callable[[bytes, Dest], None]
+
+
+class TxState(enum.StrEnum):
+    """RFC 3261 section 17 transaction states (string-valued so logs and metrics read as before)."""
+
+    NEW = "new"  # a client transaction not yet started
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"  # RFC 6026: a 2xx was sent/received, the INVITE transaction lingers
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class IllegalTransition(RuntimeError):
+    """A transaction was asked to move between two states its machine does not connect."""
+
+
+Table = Mapping[TxState, frozenset[TxState]]
+_S = TxState
+
+
+def _table(edges: dict[TxState, tuple[TxState, ...]]) -> Table:
+    return {k: frozenset(v) for k, v in edges.items()}
+
+
+# One table per machine (RFC 3261 figures 5-8 with RFC 6026's Accepted state); nothing else moves a state.
+SERVER_INVITE: Table = _table({
+    _S.PROCEEDING: (_S.ACCEPTED, _S.COMPLETED),
+    _S.ACCEPTED: (_S.TERMINATED,),  # Timer L
+    _S.COMPLETED: (_S.CONFIRMED, _S.TERMINATED),  # ACK; Timer H
+    _S.CONFIRMED: (_S.TERMINATED,),  # Timer I (at once over TCP)
+})
+SERVER_NON_INVITE: Table = _table({
+    _S.TRYING: (_S.PROCEEDING, _S.COMPLETED),
+    _S.PROCEEDING: (_S.COMPLETED,),
+    _S.COMPLETED: (_S.TERMINATED,),  # Timer J (at once over TCP)
+})
+CLIENT_INVITE: Table = _table({
+    _S.NEW: (_S.CALLING,),
+    _S.CALLING: (_S.PROCEEDING, _S.ACCEPTED, _S.COMPLETED, _S.TERMINATED),  # 1xx, 2xx, 3xx-6xx, Timer B
+    _S.PROCEEDING: (_S.ACCEPTED, _S.COMPLETED, _S.TERMINATED),
+    _S.ACCEPTED: (_S.TERMINATED,),  # Timer M
+    _S.COMPLETED: (_S.TERMINATED,),  # Timer D
+})
+CLIENT_NON_INVITE: Table = _table({
+    _S.NEW: (_S.TRYING,),
+    _S.TRYING: (_S.PROCEEDING, _S.COMPLETED, _S.TERMINATED),  # 1xx, final, Timer F
+    _S.PROCEEDING: (_S.COMPLETED, _S.TERMINATED),
+    _S.COMPLETED: (_S.TERMINATED,),  # Timer K
+})
 
 
 class TransactionLayer:
@@ -115,14 +168,27 @@ class TransactionLayer:
 
 
 class _Tx:
-    __slots__ = ("layer", "key", "dest", "state", "_timers")
+    __slots__ = ("layer", "key", "dest", "_state", "_timers")
+
+    TRANSITIONS: ClassVar[Table] = {}
+    INITIAL: ClassVar[TxState] = TxState.NEW
 
     def __init__(self, layer: TransactionLayer, key: Any, dest: Dest) -> None:
         self.layer = layer
         self.key = key
         self.dest = dest
-        self.state = ""
+        self._state = self.INITIAL
         self._timers: dict[str, Timer] = {}
+
+    @property
+    def state(self) -> TxState:
+        return self._state
+
+    def _go(self, new: TxState) -> None:
+        """Move to *new*; a move the machine's table does not list raises IllegalTransition."""
+        if new not in self.TRANSITIONS.get(self._state, frozenset()):
+            raise IllegalTransition(f"{type(self).__name__}: {self._state} -> {new}")
+        self._state = new
 
     def _start(self, name: str, delay: float, fn: Callable[[], None]) -> None:
         old = self._timers.get(name)
@@ -136,7 +202,9 @@ class _Tx:
             t.cancel()
 
     def _terminate(self) -> None:
-        self.state = "terminated"
+        if self._state is TxState.TERMINATED:
+            return
+        self._go(TxState.TERMINATED)
         for t in self._timers.values():
             t.cancel()
         self._timers.clear()
@@ -147,7 +215,7 @@ class _Tx:
 
     @property
     def terminated(self) -> bool:
-        return self.state == "terminated"
+        return self._state is TxState.TERMINATED
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,10 +263,11 @@ class ServerInviteTx(ServerTx):
     """
 
     __slots__ = ("on_no_ack", "acked", "_interval")
+    TRANSITIONS = SERVER_INVITE
+    INITIAL = TxState.PROCEEDING
 
     def __init__(self, layer: TransactionLayer, key: Any, req: Request, dest: Dest) -> None:
         super().__init__(layer, key, req, dest)
-        self.state = "proceeding"
         self.on_no_ack: Callable[[ServerInviteTx], None] | None = None
         self.acked = False
         self._interval = layer.t1
@@ -211,12 +280,12 @@ class ServerInviteTx(ServerTx):
             return True
         t1 = self.layer.t1
         if status < 300:
-            self.state = "accepted"
+            self._go(TxState.ACCEPTED)
             self._interval = t1
             self._start("2xx", t1, self._retransmit_2xx)
             self._start("L", 64 * t1, self._timer_l)
         else:
-            self.state = "completed"
+            self._go(TxState.COMPLETED)
             if not self.dest.reliable:
                 self._interval = t1
                 self._start("G", t1, self._timer_g)
@@ -256,7 +325,7 @@ class ServerInviteTx(ServerTx):
     def receive_ack(self) -> None:
         """ACK for a 3xx-6xx (same branch): absorbed here, never reaches the TU."""
         if self.state == "completed":
-            self.state = "confirmed"
+            self._go(TxState.CONFIRMED)
             self._stop("G")
             self._stop("H")
             if self.dest.reliable:
@@ -269,19 +338,18 @@ class ServerNonInviteTx(ServerTx):
     """Trying -> Proceeding -> Completed (final cached for Timer J = 64*T1 over UDP) -> Terminated."""
 
     __slots__ = ()
-
-    def __init__(self, layer: TransactionLayer, key: Any, req: Request, dest: Dest) -> None:
-        super().__init__(layer, key, req, dest)
-        self.state = "trying"
+    TRANSITIONS = SERVER_NON_INVITE
+    INITIAL = TxState.TRYING
 
     def respond(self, status: int, data: bytes) -> bool:
         if self.state not in ("trying", "proceeding"):
             return False
         self._send(data, status)
         if status < 200:
-            self.state = "proceeding"
+            if self.state is TxState.TRYING:
+                self._go(TxState.PROCEEDING)
             return True
-        self.state = "completed"
+        self._go(TxState.COMPLETED)
         if self.dest.reliable:
             self._terminate()
         else:
@@ -340,6 +408,7 @@ class ClientInviteTx(ClientTx):
     """Calling (Timer A/B) -> Proceeding -> Accepted (2xx, Timer M) or Completed (ACK, Timer D)."""
 
     __slots__ = ("build_ack", "ack")
+    TRANSITIONS = CLIENT_INVITE
 
     def __init__(
         self,
@@ -356,7 +425,7 @@ class ClientInviteTx(ClientTx):
         self.ack: bytes | None = None
 
     def start(self) -> None:
-        self.state = "calling"
+        self._go(TxState.CALLING)
         self.layer.send(self.data, self.dest)
         if not self.dest.reliable:
             self._start("A", self.layer.t1, self._timer_a)
@@ -374,17 +443,18 @@ class ClientInviteTx(ClientTx):
         st = resp.status
         if self.state in ("calling", "proceeding"):
             if st < 200:
-                self.state = "proceeding"
+                if self.state is TxState.CALLING:
+                    self._go(TxState.PROCEEDING)
                 self._stop("A")
                 self.on_response(self, resp)
             elif st < 300:
-                self.state = "accepted"
+                self._go(TxState.ACCEPTED)
                 self._stop("A")
                 self._stop("B")
                 self._start("M", 64 * self.layer.t1, self._terminate)
                 self.on_response(self, resp)
             else:
-                self.state = "completed"
+                self._go(TxState.COMPLETED)
                 self._stop("A")
                 self._stop("B")
                 if self.build_ack is not None:
@@ -404,9 +474,10 @@ class ClientNonInviteTx(ClientTx):
     """Trying (Timer E/F) -> Proceeding -> Completed (Timer K) -> Terminated."""
 
     __slots__ = ()
+    TRANSITIONS = CLIENT_NON_INVITE
 
     def start(self) -> None:
-        self.state = "trying"
+        self._go(TxState.TRYING)
         self.layer.send(self.data, self.dest)
         if not self.dest.reliable:
             self._start("E", self.layer.t1, self._timer_e)
@@ -425,10 +496,11 @@ class ClientNonInviteTx(ClientTx):
         if self.state not in ("trying", "proceeding"):
             return
         if resp.status < 200:
-            self.state = "proceeding"
+            if self.state is TxState.TRYING:
+                self._go(TxState.PROCEEDING)
             self.on_response(self, resp)
             return
-        self.state = "completed"
+        self._go(TxState.COMPLETED)
         self._stop("E")
         self._stop("F")
         if self.dest.reliable:

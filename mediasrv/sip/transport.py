@@ -33,7 +33,7 @@ class UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
         self.owner = owner
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if _is_keepalive(data):
             return  # RFC 5626 CRLF keep-alive over UDP: nothing to answer
         self.owner.deliver(data, Dest("udp", (addr[0], addr[1])))
@@ -218,7 +218,7 @@ class SipTransport:
                 if port != 0:
                     raise
                 continue
-            self.udp = udp  # type: ignore[assignment]
+            self.udp = udp
             self.address = (host, actual)
             return self.address
         raise last or OSError("could not bind SIP UDP and TCP on one port")

@@ -8,9 +8,9 @@ import json
 import aiohttp
 import pytest
 
+from mediasrv.callcontrol import SipSettings, SipUserAgent
 from mediasrv.calls import Call, CallRegistry
 from mediasrv.probe import CaptureMedia
-from mediasrv.sip.ua import SipSettings, SipUserAgent
 from tests.support.server import Running, start_server, wait_until
 
 pytestmark = pytest.mark.integration

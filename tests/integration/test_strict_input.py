@@ -9,9 +9,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from mediasrv.callcontrol import SipSettings, SipUserAgent
 from mediasrv.calls import CallRegistry
 from mediasrv.probe import CaptureMedia
-from mediasrv.sip.ua import SipSettings, SipUserAgent
 from tests.support.audio import wav_bytes
 from tests.support.server import Running, wait_until
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from mediasrv.api.bandwidth import BandwidthError, parse_bxml
 from mediasrv.api.errors import BodyError, parse_json_object
+from mediasrv.callcontrol import CallCore, CallSettings
 from mediasrv.calls import CallRegistry, NullMedia
 from mediasrv.logsafe import clip
 from mediasrv.media import decode
@@ -165,7 +166,7 @@ def _sip_parse(data: bytes) -> object:
 
 
 def _core_receive(data: bytes) -> None:
-    core = sipcore.SipCore(sipcore.CoreSettings(), CallRegistry(), NullMedia(), lambda d, dest: None, lambda: 100.0)
+    core = CallCore(CallSettings(), CallRegistry(), NullMedia(), lambda d, dest: None, lambda: 100.0)
     core.receive(data, PEER)
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mediasrv.callcontrol import CallSettings as CoreSettings
 from mediasrv.calls import CallState
 from mediasrv.config import ConfigError, load_settings
 from mediasrv.sip import digest
@@ -18,7 +19,6 @@ from mediasrv.sip.admission import (
     AuthOutcome,
     opening_hint,
 )
-from mediasrv.sip.core import CoreSettings
 from mediasrv.sip.message import ParseError, Request, Response, parse
 from mediasrv.sip.transaction import Dest
 from tests.support.sip_harness import PEER, UDP, Harness, request, sdp

@@ -6,9 +6,10 @@ import hashlib
 
 import pytest
 
+from mediasrv.callcontrol import Leg as Session
 from mediasrv.calls import CallState
 from mediasrv.sip import digest
-from mediasrv.sip.core import Session, check_user_headers
+from mediasrv.sip.core import check_user_headers
 from mediasrv.sip.digest import Challenge, Credentials, DigestError
 from mediasrv.sip.message import Request
 from tests.support.sip_harness import PEER, Harness, sdp

@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from mediasrv.callcontrol import CallCore as SipCore
+from mediasrv.callcontrol import CallSettings as CoreSettings
 from mediasrv.calls import CallRegistry, CallState
 from mediasrv.media.addrpolicy import MediaAddressPolicy
 from mediasrv.media.plane import MediaPlane, MediaSettings
-from mediasrv.sip.core import CoreSettings, SipCore
 from mediasrv.sip.message import Response, parse
 from mediasrv.sip.transaction import Dest
 from tests.support.sip_harness import Harness, request, response_to, sdp
