@@ -79,7 +79,7 @@ def offered(w: Wire) -> CallOffered:
     assert w.statuses() == [100]  # nothing more until a command says what to do
     (ev,) = w.events()
     assert isinstance(ev, CallOffered) and ev.sip_call_id == "ev1" and ev.media is not None
-    assert ev.media.codec == "PCMU" and ev.media.remote_addr == ("127.0.0.1", 6000)
+    assert ev.media.codec.name == "PCMU" and ev.media.remote_addr == ("127.0.0.1", 6000)
     return ev
 
 
@@ -160,7 +160,7 @@ def test_reinvite_waits_for_a_command() -> None:
     w.feed(req("INVITE", cseq=2, to_tag=tag, branch="z9hG4bK-re2", body=OFFER.format(v=2).replace("0 8", "8")))
     assert w.take() == []  # no 200 before the controller has set the new media up
     (re,) = w.events()
-    assert isinstance(re, ReinviteOffered) and re.media is not None and re.media.codec == "PCMA"
+    assert isinstance(re, ReinviteOffered) and re.media is not None and re.media.codec.name == "PCMA"
     w.core.accept_reinvite(ev.sid)
     (ok,) = w.take()
     assert isinstance(ok, Response) and ok.status == 200 and b"o=mediasrv" in ok.body
@@ -213,7 +213,7 @@ def test_outbound_leg_progress_answer_and_our_bye() -> None:
     w.feed(reply(200, OFFER.format(v=1).replace("0 8", "8")))
     assert [m.method for m in w.take() if isinstance(m, Request)] == ["ACK"]
     (ans,) = w.events()
-    assert isinstance(ans, CallAnswered) and ans.media is not None and ans.media.codec == "PCMA"
+    assert isinstance(ans, CallAnswered) and ans.media is not None and ans.media.codec.name == "PCMA"
     w.core.hangup(session.sid)
     (bye,) = w.take()
     assert isinstance(bye, Request) and bye.method == "BYE" and bye.cseq == invite.cseq + 1
