@@ -35,7 +35,7 @@ from first_packet import place_calls, start_receiver, start_server  # noqa: E402
 from pacing import BENCH_CPU, SERVER_CPU, ReceiverPorts, Row, build, cpu_seconds, free_port, reap, watchdog  # noqa: E402
 
 from mediasrv.calls import CallRegistry  # noqa: E402
-from mediasrv.media.synth import fix_wav_sizes  # noqa: E402
+from mediasrv.content.synth import fix_wav_sizes  # noqa: E402
 from mediasrv.sip.ua import SipSettings, SipUserAgent  # noqa: E402
 
 TEXT = "Thank you for calling. Your reference number is {n}. Please stay on the line, an agent will be with you soon."

@@ -28,8 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .calls import CallState
+from .content.synth import get_engine
 from .gcpolicy import PAUSE_BUCKETS
-from .media.synth import get_engine
 from .timing import Timing
 
 if TYPE_CHECKING:

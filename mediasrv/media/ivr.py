@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..content.tones import dtmf_pcm
 from .collect import Collect, CollectRequest
 from .dtmf import DtmfSender, DtmfSignal, TelephoneEventDetector
 from .player import Playback, PlayError
-from .tones import dtmf_pcm
 
 if TYPE_CHECKING:
     from .plane import LegDriver, MediaPlane

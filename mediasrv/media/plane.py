@@ -20,6 +20,7 @@ from mediacodecs.codec import get as get_codec
 from mediacodecs.g711 import silence_byte
 
 from ..calls import Call, CallState, NegotiatedMedia
+from ..content.source import Claim, Media, MediaLoader
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
@@ -30,7 +31,6 @@ from .dtmf import DtmfSender
 from .ivr import IvrControl
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
-from .source import Claim, Media, MediaLoader
 
 log = logging.getLogger("mediasrv.media")
 

@@ -41,8 +41,8 @@ from mediacodecs.codec import Codec, FrameEncoder
 from mediacodecs.codec import get as get_codec
 from mediacodecs.g711 import ALAW_ENCODE, ULAW_ENCODE
 
-from .source import Media, SourceError
-from .synth import SpeechSpec
+from ..content.source import Media, SourceError
+from ..content.synth import SpeechSpec
 
 FINAL_STATES = frozenset({"completed", "stopped", "failed", "call_hangup"})
 MAX_LOOP = 100

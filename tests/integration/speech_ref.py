@@ -12,8 +12,8 @@ import subprocess
 import numpy as np
 
 from mediacodecs.g711 import ulaw_decode, ulaw_encode
-from mediasrv.media.source import decode_wav
-from mediasrv.media.synth import fix_wav_sizes
+from mediasrv.content.source import decode_wav
+from mediasrv.content.synth import fix_wav_sizes
 
 from .conftest import require
 

@@ -13,10 +13,10 @@ import pytest
 
 from mediacodecs.g711 import ulaw_encode
 from mediacodecs.resample import to_telephony
-from mediasrv.media.cache import FORCED_TTL_S, freshness
-from mediasrv.media.errors import SourceError
+from mediasrv.content.cache import FORCED_TTL_S, freshness
+from mediasrv.content.errors import SourceError
+from mediasrv.content.source import Media, MediaLoader
 from mediasrv.media.player import SourceSpec
-from mediasrv.media.source import Media, MediaLoader
 
 from ..audio_fixtures import HTML_PAGE, hostile, mp3, sweep
 from ..http_origin import Origin, tone, wav, wav_header

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mediasrv.content.source import Media, MediaLoader
 from mediasrv.media.player import SourceSpec
-from mediasrv.media.source import Media, MediaLoader
 
 from ..http_origin import Origin, tone, wav
 

@@ -12,10 +12,17 @@ import pytest
 import soundfile
 
 from mediasrv.api.voices import cloud_voice, espeak_voice, language_voice
-from mediasrv.media.errors import SourceError
+from mediasrv.content.errors import SourceError
+from mediasrv.content.source import MediaLoader
+from mediasrv.content.synth import (
+    EspeakEngine,
+    SpeechInputError,
+    SpeechSpec,
+    check,
+    fix_wav_sizes,
+    set_engine,
+)
 from mediasrv.media.player import SourceSpec
-from mediasrv.media.source import MediaLoader
-from mediasrv.media.synth import EspeakEngine, SpeechInputError, SpeechSpec, check, fix_wav_sizes, set_engine
 
 
 def hanging_engine(tmp_path: Path, seconds: int = 30) -> tuple[Path, Path]:

@@ -44,7 +44,7 @@ from .store import MEDIA_NAME, MediaStore
 from .synth import get_engine
 
 if TYPE_CHECKING:
-    from .player import SourceSpec
+    from ..media.player import SourceSpec
 
 __all__ = ["MEDIA_NAME", "Claim", "Media", "MediaLoader", "SourceError", "decode_wav"]
 
@@ -96,7 +96,7 @@ def media_from_pcm(source: str, pcm: np.ndarray, wide: bool = False, pcm16: np.n
     return Media(source, pcm, encoded)
 
 
-# -- the decoder (mediasrv.media.decode, with a WAV-only fallback until it is present) ------------
+# -- the decoder (mediasrv.content.decode, with a WAV-only fallback until it is present) ------------
 class _FallbackDecoder:
     """Buffers the body and decodes WAV at the end (no streaming): only used without decode.py."""
 
@@ -431,7 +431,7 @@ class MediaLoader:
 
     def load(self, key: str, kind: str) -> asyncio.Future[Media]:
         """Shorthand: a URL or a stored media name."""
-        from .player import SourceSpec  # noqa: PLC0415
+        from ..media.player import SourceSpec  # noqa: PLC0415
 
         return self.load_source(SourceSpec(url=key) if kind == "url" else SourceSpec(media=key))
 
