@@ -22,7 +22,7 @@ from .native import SERVER_KEY
 from .sources import parse_source
 
 if TYPE_CHECKING:
-    from ..content.source import MediaLoader
+    from ..content.loader import MediaLoader
 
 CHUNK = 1 << 16
 PREFETCH_FIELDS = frozenset({"url", "cache", "cache_id", "auth"})

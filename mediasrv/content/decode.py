@@ -37,7 +37,7 @@ from mediacodecs.g711 import ALAW_DECODE, ULAW_DECODE
 from mediacodecs.resample import FILTER_SIZE
 
 from .container import CONTAINER_KINDS, ContainerDecoder, sniff_container
-from .source import SourceError
+from .errors import SourceError
 
 AUDIO_KINDS = ("wav", "mp3", *CONTAINER_KINDS)
 CHUNK = 1 << 16
@@ -487,7 +487,7 @@ class _WavParser:
         self.data_seen = 0
         self.consumed = 0
 
-    def feed(self, chunk: bytes | memoryview) -> bytes:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> bytes:
         """Add bytes; return the whole blocks of audio data now available."""
         self.buf += chunk
         out = bytearray()
@@ -602,7 +602,7 @@ class _Mp3Framer:
         self.frames = 0
         self.first: Mp3Header | None = None
 
-    def feed(self, chunk: bytes | memoryview, final: bool = False) -> list[tuple[Mp3Header, bytes]]:
+    def feed(self, chunk: bytes | bytearray | memoryview, final: bool = False) -> list[tuple[Mp3Header, bytes]]:
         self.buf += chunk
         out: list[tuple[Mp3Header, bytes]] = []
         buf = self.buf
@@ -994,10 +994,10 @@ def describe_audio(body: bytes, decode: bool = True, max_seconds: float = 3600.0
         xing: XingInfo | None = None
         view = memoryview(body)
         for i in range(0, len(view) + 1, CHUNK):
-            for hdr, data in framer.feed(view[i:i + CHUNK], final=i + CHUNK >= len(view)):
+            for hdr, frame in framer.feed(view[i:i + CHUNK], final=i + CHUNK >= len(view)):
                 if first is None:
                     first = hdr
-                    xing = parse_xing(data, hdr)
+                    xing = parse_xing(frame, hdr)
                     if xing is not None:
                         continue
                 if hdr.same_stream(first):

@@ -20,7 +20,8 @@ from mediacodecs.codec import get as get_codec
 from mediacodecs.g711 import silence_byte
 
 from ..calls import Call, CallState, NegotiatedMedia
-from ..content.source import Claim, Media, MediaLoader
+from ..content.loader import Claim, MediaLoader
+from ..content.source import Media
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
@@ -212,7 +213,7 @@ class MediaPlane:
         # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
         self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
         self.fastpath_enabled = self.clock.core.run_group is not run_each
-        self.loader = MediaLoader(
+        self.loader = MediaLoader.create(
             settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
             max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
             allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,

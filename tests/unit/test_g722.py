@@ -183,13 +183,13 @@ def test_jitter_buffer_decodes_g722() -> None:
 async def test_wideband_loader_in_a_thread_and_in_a_worker_process(tmp_path, processes: int) -> None:
     """A stored 16 kHz WAV larger than the thread-decode limit goes to a worker process (processes=1):
     either way the media carries FFmpeg's G.722 encoding of the file's own samples."""
-    from mediasrv.content.source import MediaLoader
+    from mediasrv.content.loader import MediaLoader
     from mediasrv.media.player import SourceSpec
 
     pcm = sweep(16000, 40.0)  # 1.28 MB of WAV: over THREAD_DECODE_BYTES
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "long.wav").write_bytes(wav(pcm, 16000))
-    loader = MediaLoader(str(tmp_path), wideband=True, decode_processes=processes)
+    loader = MediaLoader.create(str(tmp_path), wideband=True, decode_processes=processes)
     try:
         if processes:
             loader.start_workers()
