@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import random
 import socket
@@ -16,7 +17,8 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from mediacodecs.g711 import encode, silence_byte
 from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
-from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
+from mediasrv.media import MediaParts, MediaPlane, MediaSettings, PlayRequest
+from mediasrv.media.clock import MediaClock
 from mediasrv.media.player import SourceSpec
 from mediasrv.probe import RtpCapture, bind_capture_with_rtcp
 
@@ -89,16 +91,22 @@ def _free_block(size: int = 200, attempts: int = 50) -> int:
 
 
 class Plane:
-    """A started MediaPlane with an event log and a probe per call."""
+    """A started MediaPlane with an event log and a probe per call.
 
-    def __init__(self, **kw) -> None:
+    With *clock* (one the test never starts) the plane runs on fake time: its legs send only in
+    :meth:`advance`.
+    """
+
+    def __init__(self, clock: MediaClock | None = None, **kw) -> None:
         lo = _free_block()
         self.events: list[tuple[str, str, dict]] = []
         self.timeouts: list[str] = []
         kw.setdefault("fetch_allow_cidrs", ["127.0.0.0/8"])  # the audio server is on loopback
-        self.plane = MediaPlane(MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 200, **kw),
-                                emit=lambda t, c, d: self.events.append((t, c, d)),
-                                on_rtp_timeout=self.timeouts.append)
+        settings = MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 200, **kw)
+        parts = MediaParts.from_settings(settings)
+        self.plane = MediaPlane(settings, emit=lambda t, c, d: self.events.append((t, c, d)),
+                                on_rtp_timeout=self.timeouts.append,
+                                parts=parts if clock is None else dataclasses.replace(parts, clock=clock))
         self.captures: list[RtpCapture] = []
         self.rtcp_socks: dict[int, socket.socket] = {}
 
@@ -119,6 +127,22 @@ class Plane:
                 return d
         return None
 
+    def advance(self, ms: int) -> None:
+        """Fake time: run the clock's next *ms* one-millisecond sub-slots at once."""
+        core = self.plane.clock.core
+        core.run_until(core.deadline(core.next_tick + ms - 1))
+
+    @staticmethod
+    async def loaded(pb) -> None:
+        """Wait (in loop turns, not clock time) until every source of *pb* is completely decoded."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        for fut in pb.futures:
+            media = await asyncio.wait_for(fut, 10.0)
+            while not media.complete and loop.time() < deadline:  # the loader finishes off the clock
+                await asyncio.sleep(0.001)
+            assert media.complete
+
     async def wait_ended(self, playback_id: str, timeout: float = 5.0) -> dict:
         for _ in range(int(timeout / 0.01)):
             d = self.ended(playback_id)
@@ -132,6 +156,18 @@ class Plane:
 async def plane(tmp_path):
     p = Plane(data_dir=str(tmp_path))
     await p.plane.start()
+    yield p
+    await p.plane.stop()
+    for cap in p.captures:
+        cap.close()
+    for sock in p.rtcp_socks.values():
+        sock.close()
+
+
+@pytest.fixture
+async def fake_time_plane(tmp_path):
+    """A plane on fake time: its clock is never started, the test moves it (Plane.advance)."""
+    p = Plane(clock=MediaClock(use_timerfd=False), data_dir=str(tmp_path))
     yield p
     await p.plane.stop()
     for cap in p.captures:
@@ -219,18 +255,21 @@ async def test_single_flight_stereo_resampled_and_cache(plane, server):
     assert server.hits["/stereo44.wav"] == 1  # served from the cache
 
 
-async def test_loop_stop_by_id_race_and_hangup(plane, server):
+async def test_loop_stop_by_id_race_and_hangup(fake_time_plane, server):
+    plane = fake_time_plane
     call, cap = await plane.call()
     url = server.base + "/a.wav"
     looping = plane.plane.play(call.call_id, PlayRequest(url=url, loop=None))[0]
     queued = plane.plane.play(call.call_id, PlayRequest(url=url, loop=3))[0]
     last = plane.plane.play(call.call_id, PlayRequest(url=url))[0]
-    await asyncio.sleep(1.3)  # more than two passes of the file
+    await plane.loaded(looping)  # fetched and decoded: off the clock, which has not moved
+    assert looping.state == "queued" and looping.ms_played == 0
+    plane.advance(1300)  # more than two passes of the file
     assert looping.state == "playing" and looping.ms_played > 1000
     assert plane.plane.stop_playback(looping.id) is True
     assert plane.plane.stop_playback(looping.id) is False  # stale: never applied to the next one
     assert queued.state in ("queued", "playing") and plane.plane.get_playback(looping.id).stopped_by == "api"
-    await asyncio.sleep(0.1)
+    plane.advance(100)
     current, waiting = plane.plane.playbacks_for(call.call_id)
     assert current is queued and waiting == [last]
     plane.plane.release(call)
