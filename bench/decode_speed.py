@@ -2,7 +2,7 @@
 
 For each format, `--seconds` (60) of a test signal (a 50 Hz-3.5 kHz sweep plus a 440 Hz tone and a
 little noise, so the MP3 encoder has real work) is encoded with tests/support/audio_fixtures.py, then
-decoded by mediasrv.media.decode.StreamDecoder fed in 64 KiB chunks, to 8 kHz and to 16 kHz.
+decoded by mediasrv.content.decode.StreamDecoder fed in 64 KiB chunks, to 8 kHz and to 16 kHz.
 Reported: the decoded length, × real time (audio seconds per wall second, best of `--repeat`),
 and how many bytes (and wall ms, decode only) it takes before the first PCM comes out when the
 body arrives 1 KiB at a time.
@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mediasrv.media.decode import CHUNK, StreamDecoder, decode_bytes, sniff  # noqa: E402
+from mediasrv.content.decode import CHUNK, StreamDecoder, decode_bytes, sniff  # noqa: E402
 from tests.support import audio_fixtures as af
 
 WAV_CASES = [  # (encoding, rate, channels)
@@ -148,7 +148,7 @@ def _sleeper(stop: threading.Event, out: list[float]) -> None:
 _CHILD = """
 import sys, time
 sys.path.insert(0, sys.argv[3])
-from mediasrv.media.decode import CHUNK, StreamDecoder
+from mediasrv.content.decode import CHUNK, StreamDecoder
 body = open(sys.argv[1], 'rb').read()
 end = time.perf_counter() + float(sys.argv[2])
 while time.perf_counter() < end:

@@ -31,10 +31,10 @@ import numpy as np
 
 from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
+from mediasrv.content.source import Media
 from mediasrv.media.clock import run_each
 from mediasrv.media.plane import LegDriver
 from mediasrv.media.player import Playback, Player, PlayRequest, new_playback
-from mediasrv.media.source import Media
 from mediasrv.rtp import fastpath
 from mediasrv.rtp.leg import PortAllocator, RtpLeg
 from mediasrv.rtp.packet import HEADER

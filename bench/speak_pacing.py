@@ -30,7 +30,7 @@ import pacing  # noqa: E402
 from ab_pacing import LOOPED_PROMPT, ab_windows, looped_calls, print_ab  # noqa: E402
 from pacing import BENCH_CPU, SERVER_CPU, build, watchdog  # noqa: E402
 
-from mediasrv.media.synth import fix_wav_sizes  # noqa: E402
+from mediasrv.content.synth import fix_wav_sizes  # noqa: E402
 
 TEXT = "Thank you for calling. Your reference number is {n}. Please stay on the line, an agent will be with you soon."
 

@@ -26,9 +26,9 @@ if not os.environ.get("PYTHONPATH"):  # PYTHONPATH=<other checkout> measures tha
 
 from mediacodecs.codec import PCMU  # noqa: E402
 from mediacodecs.g711 import ulaw_encode  # noqa: E402
+from mediasrv.content.source import Media  # noqa: E402
 from mediasrv.media.plane import LegDriver  # noqa: E402
 from mediasrv.media.player import Player, PlayRequest, new_playback  # noqa: E402
-from mediasrv.media.source import Media  # noqa: E402
 
 
 class NullLeg:

@@ -22,6 +22,8 @@ through bit-exact.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import av.filter
 import numpy as np
@@ -51,34 +53,72 @@ def float_to_int16(x: np.ndarray) -> np.ndarray:
 FILTER_SIZE = 64  # swresample's default is 32: measured 62 dB; 64 reaches soxr's 70 dB (see above)
 
 
+class StreamResampler:
+    """Mono int16 at one rate → mono int16 at another, chunk by chunk, same output as one shot."""
+
+    PIECE = 8192
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        self.from_rate = from_rate
+        self.to_rate = to_rate
+        self._pts = 0
+        self._graph: av.filter.Graph | None = None
+        if from_rate != to_rate:
+            g = av.filter.Graph()
+            src = g.add_abuffer(format="s16", sample_rate=from_rate, layout="mono")
+            conv = g.add("aresample", f"{to_rate}:filter_size={FILTER_SIZE}")
+            fmt = g.add("aformat", f"sample_fmts=s16:sample_rates={to_rate}:channel_layouts=mono")
+            sink = g.add("abuffersink")
+            src.link_to(conv)
+            conv.link_to(fmt)
+            fmt.link_to(sink)
+            g.configure()
+            self._graph = g
+
+    def push(self, pcm: np.ndarray | None) -> np.ndarray:
+        """Feed samples (None = end of stream) and take whatever output is ready."""
+        if self._graph is None:
+            return np.zeros(0, np.int16) if pcm is None else pcm
+        out: list[np.ndarray] = []
+        if pcm is None:
+            self._graph.push(None)
+            self._drain(out)
+        else:
+            # pieces of ≤ PIECE samples: PyAV holds the GIL inside push/pull, so a long call would
+            # delay the media clock's thread; the output does not depend on the split
+            for start in range(0, pcm.size, self.PIECE):
+                piece = np.ascontiguousarray(pcm[start:start + self.PIECE])
+                frame = av.AudioFrame.from_ndarray(piece.reshape(1, -1), format="s16", layout="mono")
+                frame.sample_rate = self.from_rate
+                frame.time_base = Fraction(1, self.from_rate)
+                frame.pts = self._pts
+                self._pts += piece.size
+                self._graph.push(frame)
+                self._drain(out)
+        return np.concatenate(out).astype(np.int16, copy=False) if out else np.zeros(0, np.int16)
+
+    def _drain(self, out: list[np.ndarray]) -> None:
+        assert self._graph is not None
+        while True:
+            try:
+                out.append(self._graph.pull().to_ndarray().reshape(-1))
+            except (av.error.EOFError, av.error.BlockingIOError):
+                break
+
+
 def resample(pcm: np.ndarray, from_rate: int, to_rate: int = 8000) -> np.ndarray:
     """Mono int16 at *from_rate* → mono int16 at *to_rate*; identity when the rates match.
 
-    Runs FFmpeg's ``aresample`` filter on the whole buffer (blocking, so callers use an executor).
+    The whole buffer through one :class:`StreamResampler` (blocking, so callers use an executor):
+    one graph for one-shot and streaming use, so they cannot drift apart.
     """
     pcm = np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1)
     if from_rate == to_rate or pcm.size == 0:
         return pcm.copy()
-    graph = av.filter.Graph()
-    src = graph.add_abuffer(format="s16", sample_rate=from_rate, layout="mono")
-    conv = graph.add("aresample", f"{to_rate}:filter_size={FILTER_SIZE}")
-    fmt = graph.add("aformat", f"sample_fmts=s16:sample_rates={to_rate}:channel_layouts=mono")
-    sink = graph.add("abuffersink")
-    src.link_to(conv)
-    conv.link_to(fmt)
-    fmt.link_to(sink)
-    graph.configure()
-    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = from_rate
-    graph.push(frame)
-    graph.push(None)
-    out: list[np.ndarray] = []
-    while True:
-        try:
-            out.append(graph.pull().to_ndarray().reshape(-1))
-        except (av.error.EOFError, av.error.BlockingIOError):
-            break
-    return np.concatenate(out).astype(np.int16, copy=False) if out else np.zeros(0, np.int16)
+    stream = StreamResampler(from_rate, to_rate)
+    head = stream.push(pcm)
+    tail = stream.push(None)
+    return np.concatenate((head, tail)) if tail.size else head
 
 
 def to_telephony(samples: np.ndarray, rate: int, to_rate: int = 8000) -> np.ndarray:

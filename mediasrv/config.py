@@ -106,7 +106,7 @@ class Settings:
     use_timerfd: bool = True  # the media clock sleeps on a timerfd (false: the loop's call_at)
     fetch_allow_cidrs: list[str] = field(default_factory=list)  # checked first; e.g. ["127.0.0.0/8"] in tests
     fetch_deny_cidrs: list[str] = field(default_factory=list)  # on top of the always-refused link-local/metadata
-    # text to speech (media/synth.py): the speak source
+    # text to speech (content/synth.py): the speak source
     speech_timeout_s: float = 10.0  # one synthesis (the child process is killed past it)
     speech_concurrency: int = 2  # syntheses at once; more speak commands queue
     speech_max_chars: int = 3000  # characters of text (of SSML: its spoken text)

@@ -28,13 +28,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .calls import CallState
+from .content.synth import get_engine
 from .gcpolicy import PAUSE_BUCKETS
 from .media.ivr import DROP_REASONS
-from .media.synth import get_engine
 from .timing import Timing
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .nodeview import Node
 
 # The text exposition format Prometheus scrapes (0.0.4); prometheus_client's default type names 1.0.0.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -141,7 +141,7 @@ def _counters(prefix: str, docs: dict[str, str], stats: dict[str, int], what: st
 class ServerCollector(Collector):
     """Reads one :class:`Server`'s counters at scrape time."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Node) -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -296,7 +296,7 @@ class ServerCollector(Collector):
         yield longest
 
 
-def make_registry(server: Server) -> CollectorRegistry:
+def make_registry(server: Node) -> CollectorRegistry:
     """This server's registry: its own collector plus process_*, python_info and python_gc_* (no globals)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))

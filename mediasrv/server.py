@@ -23,13 +23,13 @@ from .cluster.drain import Drain
 from .cluster.forward import Forwarder
 from .cluster.identity import NodeLock, claim_node_id, default_node_id
 from .config import Settings, is_loopback
+from .content.synth import EspeakEngine, get_engine, set_engine
 from .egress import Egress, EgressSettings
 from .eventlog import Journal, JournalSettings
 from .events import EventBus, WebhookSettings
 from .gcpolicy import GcPolicy
 from .logs import call_context
 from .media import MediaPlane, MediaSettings
-from .media.synth import EspeakEngine, get_engine, set_engine
 from .metrics import make_registry
 from .sip.admission import AdmissionSettings
 from .timing import Timing, timing_middleware

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
+from ..content.synth import DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from ..events import Build, Delivery, Event, WebhookSink
 from ..logsafe import SourceLimiter, clip
 from ..media.player import PlayRequest, SourceSpec
-from ..media.synth import DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import RsaJwtSigner

@@ -32,11 +32,11 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from ..calls import Call, CallState, Direction
+from ..content.synth import SpeechInputError, SpeechSpec, check
 from ..egress import Purpose, RedirectRefused, refusal_of
 from ..events import Event
 from ..logsafe import clip
 from ..media.player import PlayRequest, SourceSpec
-from ..media.synth import SpeechInputError, SpeechSpec, check
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .voices import BANDWIDTH as BANDWIDTH_VOICES

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..content.errors import SourceError
+from ..content.store import valid_name
 from ..logsafe import clip
-from ..media.errors import SourceError
-from ..media.store import valid_name
 from .errors import ApiError, read_json_object
 from .native import SERVER_KEY
 from .sources import parse_source
 
 if TYPE_CHECKING:
-    from ..media.source import MediaLoader
+    from ..content.loader import MediaLoader
 
 CHUNK = 1 << 16
 PREFETCH_FIELDS = frozenset({"url", "cache", "cache_id", "auth"})

@@ -22,9 +22,9 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 
 from ..calls import Call, CallState
+from ..content.synth import SpeechInputError, SpeechSpec, check
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
-from ..media.synth import SpeechInputError, SpeechSpec, check
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI
 from .signing import plivo_headers

@@ -1,8 +1,8 @@
 """Parsing the source part of a play command (native API; dialects build SourceSpecs themselves).
 
 A source is exactly one of ``{"url"}``, ``{"media"}``, ``{"content_base64", "audio_type"}``, a
-synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (media/tones.py), or
-``{"speak": {"text" | "ssml", "voice", "rate"}}`` (text to speech, :mod:`mediasrv.media.synth`),
+synthesized ``{"tone", "duration_ms"}`` / ``{"digits", "digit_ms", "gap_ms"}`` (content/tones.py), or
+``{"speak": {"text" | "ssml", "voice", "rate"}}`` (text to speech, :mod:`mediasrv.content.synth`),
 with optional ``"cache": true|false``, ``"cache_id"`` and ``"auth": {"username", "password"}``
 (URL sources only).  Every mistake is a 400/422 whose ``field`` points at the offending value.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 import binascii
 from typing import Any
 
+from ..content.source import decode_base64
+from ..content.store import valid_name
+from ..content.synth import DEFAULT_RATE, DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
+from ..content.tones import ToneError, dtmf_pcm, tone_pcm
 from ..media.player import SourceSpec
-from ..media.source import decode_base64
-from ..media.store import valid_name
-from ..media.synth import DEFAULT_RATE, DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
-from ..media.tones import ToneError, dtmf_pcm, tone_pcm
 from .errors import ApiError, check_fields
 
 AUDIO_TYPES = frozenset({"wav", "mp3", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg", "audio/mp3",
@@ -52,7 +52,7 @@ def _default(value: int | None, default: int) -> int:
 
 
 def parse_synth(item: dict[str, Any], field: str) -> SourceSpec:
-    """``{"tone": spec, "duration_ms"?}`` or ``{"digits": "123#", "digit_ms"?, "gap_ms"?}`` (media/tones.py),
+    """``{"tone": spec, "duration_ms"?}`` or ``{"digits": "123#", "digit_ms"?, "gap_ms"?}`` (content/tones.py),
     synthesized once here so that a bad spec is a 422 naming the field, not a failed playback."""
     tone = _str(item, "tone", field, "a tone name or spec")
     digits = _str(item, "digits", field, "DTMF keys")

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
+from ..content.synth import SpeechInputError, SpeechSpec, check
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
-from ..media.synth import SpeechInputError, SpeechSpec, check
 from ..rooms import BRIDGE
 from .errors import BodyError, parse_json_object
 from .openapi import OPENAPI

@@ -11,7 +11,7 @@ entry is refused by the dialect in its own 4xx shape; nothing is guessed silentl
 
 from __future__ import annotations
 
-from ..media.synth import SpeechInputError, get_engine
+from ..content.synth import SpeechInputError, get_engine
 
 FEMALE_VARIANT = "+f3"
 

@@ -14,11 +14,11 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from ..calls import Call
-    from ..server import Server
+    from ..nodeview import Node
 
 
 class Drain:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Node) -> None:
         self.server = server
         self.drained = asyncio.Event()  # set once draining and no call is left
         server.registry.subscribe(self._on_call_event)

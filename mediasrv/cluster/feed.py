@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -24,7 +25,7 @@ from ..egress import AddressPolicy, Purpose, new_session
 from .identity import valid_node_id
 
 if TYPE_CHECKING:
-    from .forward import Forwarder
+    from ..nodeview import Node
 
 Item = tuple[str, int, str, dict] | tuple[str, str, int]  # (node, seq, type, event) or (node, "at", seq)
 
@@ -80,12 +81,11 @@ async def _follow(session: aiohttp.ClientSession, node: str, base: str, since: i
         await asyncio.sleep(1.0)
 
 
-async def cluster_feed(forwarder: Forwarder, request: web.Request) -> web.StreamResponse:
-    server = forwarder.server
+async def cluster_feed(server: Node, peers: Mapping[str, str], request: web.Request) -> web.StreamResponse:
     cursor = parse_cursor(request.query.get("since") or request.headers.get("Last-Event-ID"))
     host, port = server.http_address or server.settings.http_addr
     own = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    nodes = {server.node_id: own, **{n: u for n, u in forwarder.peers.items() if n != server.node_id}}
+    nodes = {server.node_id: own, **{n: u for n, u in peers.items() if n != server.node_id}}
     headers = {"X-Mediasrv-Forwarded": server.node_id, "Accept": "text/event-stream"}
     if "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]

@@ -29,9 +29,10 @@ from ..calls import owner_of
 from ..egress import Purpose
 from ..logsafe import SourceLimiter, clip
 from ..timing import Timing
+from .feed import cluster_feed
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
 log = logging.getLogger("mediasrv.cluster")
 
@@ -61,7 +62,7 @@ def owner_in_path(path: str) -> str | None:
 class Forwarder:
     """The middleware and its one client session (made on first use, closed with the server)."""
 
-    def __init__(self, server: Server, timeout_s: float = 10.0) -> None:
+    def __init__(self, server: Node, timeout_s: float = 10.0) -> None:
         self.server = server
         self.peers = dict(server.settings.cluster_peers)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(2.0, timeout_s))
@@ -88,9 +89,7 @@ class Forwarder:
             if request.method == "GET" and request.path == "/v1/calls":
                 return await self.cluster_calls(request, handler)
             if request.method == "GET" and request.path == "/v1/events":
-                from .feed import cluster_feed
-
-                return await cluster_feed(self, request)
+                return await cluster_feed(self.server, self.peers, request)
             if (request.method, request.path) in FAN_OUT:
                 return await self.fan_out(request, handler)
         node = owner_in_path(request.path)

@@ -233,7 +233,7 @@ class DtmfSender:
     timestamp by one packet time, so seq and the media clock stay continuous across the digits.
 
     In-band (``inband`` given: the digits' tones already encoded in the leg's codec, see
-    :func:`mediasrv.media.tones.dtmf_pcm`): that audio, one packet per tick.
+    :func:`mediasrv.content.tones.dtmf_pcm`): that audio, one packet per tick.
     """
 
     def __init__(self, digits: str, duration_ms: int, gap_ms: int, samples: int, audio_pt: int, silence: bytes,

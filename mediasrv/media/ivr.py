@@ -18,17 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ..content.tones import dtmf_pcm
+from ..rtp.leg import RtpLeg
+from .clock import Scheduled
 from .collect import Collect, CollectRequest
 from .dtmf import DetectorStats, DtmfSender, DtmfSignal, TelephoneEventDetector
-from .player import Playback, PlayError
-from .tones import dtmf_pcm
-
-if TYPE_CHECKING:
-    from .plane import LegDriver, MediaPlane
+from .player import Playback, Player, PlayError, PlayRequest
 
 log = logging.getLogger("mediasrv.media")
 
@@ -49,8 +48,36 @@ class LegDtmf:
     collect_timer: asyncio.TimerHandle | None = None
 
 
+class IvrDriver(Protocol):
+    """What the IVR uses of a leg's driver (media/plane.py's LegDriver): declared here, structurally,
+    so that ivr.py does not import plane.py, which imports it."""
+
+    @property
+    def leg(self) -> RtpLeg: ...
+    @property
+    def player(self) -> Player: ...
+    @property
+    def tx(self) -> DtmfSender | None: ...
+    @property
+    def entry(self) -> Scheduled | None: ...
+    @property
+    def samples(self) -> int: ...
+    @property
+    def silence_payload(self) -> bytes: ...
+    def start_tx(self, sender: DtmfSender, done: Callable[[], None]) -> None: ...
+
+
+class IvrPlane(Protocol):
+    """What the IVR uses of the media plane (media/plane.py's MediaPlane, which owns an IvrControl)."""
+
+    @property
+    def _drivers(self) -> Mapping[str, IvrDriver]: ...
+    def play(self, call_id: str, request: PlayRequest) -> list[Playback]: ...
+    def stop_playback(self, playback_id: str, by: str = "api") -> bool: ...
+
+
 class IvrControl:
-    def __init__(self, plane: MediaPlane, emit: Emit) -> None:
+    def __init__(self, plane: IvrPlane, emit: Emit) -> None:
         self.plane = plane
         self._emit = emit
         self._legs: dict[str, LegDtmf] = {}
@@ -64,7 +91,7 @@ class IvrControl:
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
 
     # -- legs ------------------------------------------------------------------------------------
-    def attach(self, call_id: str, driver: LegDriver) -> None:
+    def attach(self, call_id: str, driver: IvrDriver) -> None:
         state = self._legs[call_id] = LegDtmf()
 
         def on_event(ts: int, payload: bytes) -> None:

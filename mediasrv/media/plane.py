@@ -19,6 +19,8 @@ from mediacodecs.codec import PCM_RATE, PCMU, Codec
 from mediacodecs.registry import BY_NUMBER, DEFAULT_PTIME_MS
 
 from ..calls import Call, CallState, NegotiatedMedia
+from ..content.loader import Claim, MediaLoader
+from ..content.source import Media
 from ..rtp import fastpath
 from ..rtp.leg import PortAllocator, RtpLeg
 from ..rtp.packet import HEADER
@@ -29,7 +31,6 @@ from .dtmf import DtmfSender
 from .ivr import IvrControl
 from .mixer import Mixer
 from .player import Playback, PlaybackStateError, Player, PlayError, PlayRequest, SourceSpec, new_playback
-from .source import Claim, Media, MediaLoader
 
 log = logging.getLogger("mediasrv.media")
 
@@ -66,6 +67,34 @@ class MediaSettings:
     rtcp_interval_s: float = 5.0
     use_timerfd: bool = True
     wideband: bool = False  # G.722 is negotiable: sources are also decoded at 16 kHz and G.722-encoded
+
+
+@dataclass
+class MediaParts:
+    """What a :class:`MediaPlane` works with but does not own the making of: RTP ports, the remote
+    address policy, the clock and the source loader.  Passed in, so tests can hand it their own
+    (a clock they drive themselves: fake time); :meth:`from_settings` builds the server's."""
+
+    ports: PortAllocator
+    policy: MediaAddressPolicy
+    clock: MediaClock
+    loader: MediaLoader
+
+    @classmethod
+    def from_settings(cls, settings: MediaSettings) -> MediaParts:
+        return cls(
+            ports=PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi),
+            policy=MediaAddressPolicy(list(settings.media_deny_cidrs)),
+            clock=MediaClock(use_timerfd=settings.use_timerfd),
+            loader=MediaLoader.create(
+                settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
+                max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
+                allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
+                decode_processes=settings.decode_processes, connect_timeout_s=settings.fetch_connect_timeout_s,
+                first_byte_timeout_s=settings.fetch_first_byte_timeout_s, wideband=settings.wideband,
+                media_dir=settings.media_dir or None,
+            ),
+        )
 
 
 class LegDriver(Tickable):
@@ -206,24 +235,21 @@ def _raise_fd_limit() -> None:
 class MediaPlane:
     """Implements :class:`mediasrv.calls.MediaBackend` plus the playback commands the API needs."""
 
-    def __init__(self, settings: MediaSettings, emit: Emit, on_rtp_timeout: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settings: MediaSettings, emit: Emit, on_rtp_timeout: Callable[[str], None] | None = None,
+                 parts: MediaParts | None = None) -> None:
+        """*parts*: the collaborators (a test passes its own, e.g. a clock it drives itself);
+        default :meth:`MediaParts.from_settings`."""
         self.settings = settings
         self._emit = emit
         self._on_rtp_timeout = on_rtp_timeout
-        self.ports = PortAllocator(settings.host, settings.rtp_port_lo, settings.rtp_port_hi)
-        self.policy = MediaAddressPolicy(list(settings.media_deny_cidrs))
-        self.clock = MediaClock(use_timerfd=settings.use_timerfd)
+        parts = parts or MediaParts.from_settings(settings)
+        self.ports = parts.ports
+        self.policy = parts.policy
+        self.clock = parts.clock
         # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
         self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
         self.fastpath_enabled = self.clock.core.run_group is not run_each
-        self.loader = MediaLoader(
-            settings.data_dir, settings.fetch_timeout_s, settings.max_fetch_bytes, settings.cache_bytes,
-            max_audio_seconds=settings.max_audio_seconds, disk_cache_bytes=settings.disk_cache_bytes,
-            allow_cidrs=settings.fetch_allow_cidrs, deny_cidrs=settings.fetch_deny_cidrs,
-            decode_processes=settings.decode_processes, connect_timeout_s=settings.fetch_connect_timeout_s,
-            first_byte_timeout_s=settings.fetch_first_byte_timeout_s, wideband=settings.wideband,
-            media_dir=settings.media_dir or None,
-        )
+        self.loader = parts.loader
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
         self._claims: dict[str, list[Claim]] = {}  # playback id -> its claims on its sources' loads

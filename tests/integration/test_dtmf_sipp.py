@@ -263,7 +263,7 @@ async def test_dtmf_out_inband_when_no_telephone_event(tmp_path, webhooks: Hooks
     import numpy as np
 
     from mediacodecs.g711 import decode as g711_decode
-    from mediasrv.media.tones import DTMF_FREQS
+    from mediasrv.content.tones import DTMF_FREQS
 
     r = await start_server(tmp_path, webhook_url=webhooks.url)
     capture = await open_capture()
@@ -298,7 +298,7 @@ async def test_tone_and_digits_sources_and_offset(tmp_path, webhooks: Hooks, aud
     import numpy as np
 
     from mediacodecs.g711 import decode as g711_decode
-    from mediasrv.media.tones import DTMF_FREQS
+    from mediasrv.content.tones import DTMF_FREQS
 
     r = await start_server(tmp_path, webhook_url=webhooks.url)
     capture = await open_capture()

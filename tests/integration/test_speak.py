@@ -67,7 +67,7 @@ async def test_a_burst_of_speak_commands_queues_on_the_engine(tmp_path, webhooks
         results = await asyncio.gather(*(post_play(r, call.call_id, {"speak": {"text": f"number {i}", "rate": 450}})
                                          for i in range(20)))
         assert all(status == 201 for status, _ in results), results
-        from mediasrv.media.synth import get_engine  # noqa: PLC0415
+        from mediasrv.content.synth import get_engine  # noqa: PLC0415
 
         engine = get_engine()
         cache = r.server.media.loader.cache

@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import socket
 
 from mediacodecs.codec import get
 from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
-from mediasrv.media import MediaPlane, MediaSettings
+from mediasrv.media import MediaParts, MediaPlane, MediaSettings
+from mediasrv.media.clock import MediaClock
 from mediasrv.probe import RtpCapture, bind_capture_with_rtcp
 
 from .ports import free_block
 
 
 class Plane:
-    """A started MediaPlane with an event log and a probe per call."""
+    """A started MediaPlane with an event log and a probe per call.
 
-    def __init__(self, **kw) -> None:
+    With *clock* (one the test never starts) the plane runs on fake time: its legs send only in
+    :meth:`advance`.
+    """
+
+    def __init__(self, clock: MediaClock | None = None, **kw) -> None:
         lo = free_block()
         self.events: list[tuple[str, str, dict]] = []
         self.timeouts: list[str] = []
         kw.setdefault("fetch_allow_cidrs", ["127.0.0.0/8"])  # the audio server is on loopback
-        self.plane = MediaPlane(MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 200, **kw),
-                                emit=lambda t, c, d: self.events.append((t, c, d)),
-                                on_rtp_timeout=self.timeouts.append)
+        settings = MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 200, **kw)
+        parts = MediaParts.from_settings(settings)
+        self.plane = MediaPlane(settings, emit=lambda t, c, d: self.events.append((t, c, d)),
+                                on_rtp_timeout=self.timeouts.append,
+                                parts=parts if clock is None else dataclasses.replace(parts, clock=clock))
         self.captures: list[RtpCapture] = []
         self.rtcp_socks: dict[int, socket.socket] = {}
 
@@ -44,6 +52,22 @@ class Plane:
             if t == "playback.ended" and d["playback_id"] == playback_id:
                 return d
         return None
+
+    def advance(self, ms: int) -> None:
+        """Fake time: run the clock's next *ms* one-millisecond sub-slots at once."""
+        core = self.plane.clock.core
+        core.run_until(core.deadline(core.next_tick + ms - 1))
+
+    @staticmethod
+    async def loaded(pb) -> None:
+        """Wait (in loop turns, not clock time) until every source of *pb* is completely decoded."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        for fut in pb.futures:
+            media = await asyncio.wait_for(fut, 10.0)
+            while not media.complete and loop.time() < deadline:  # the loader finishes off the clock
+                await asyncio.sleep(0.001)
+            assert media.complete
 
     async def wait_ended(self, playback_id: str, timeout: float = 5.0) -> dict:
         for _ in range(int(timeout / 0.01)):

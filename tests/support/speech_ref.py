@@ -1,19 +1,21 @@
 """What a speak source must sound like, made independently of the server: espeak-ng's own output.
 
-``reference_pcm`` runs espeak-ng directly and decodes its WAV with our WAV path (what the RTP
-must equal bit for bit: the pipeline is deterministic); ``sox_pcm`` resamples the same output
+``reference_pcm`` runs espeak-ng directly and decodes its WAV with libsndfile and the one-shot
+resampler (what the RTP must equal bit for bit: the pipeline is deterministic); ``sox_pcm`` resamples the same output
 with SoX instead (an independent resampler: the RTP must correlate highly with it).
 """
 
 from __future__ import annotations
 
+import io
 import subprocess
 
 import numpy as np
+import soundfile
 
 from mediacodecs.g711 import ulaw_decode, ulaw_encode
-from mediasrv.media.source import decode_wav
-from mediasrv.media.synth import fix_wav_sizes
+from mediacodecs.resample import to_telephony
+from mediasrv.content.synth import fix_wav_sizes
 
 from .paths import require
 
@@ -25,7 +27,10 @@ def espeak_wav(text: str, voice: str = "en-us", rate: int = 175, ssml: bool = Fa
 
 
 def reference_pcm(text: str, voice: str = "en-us", rate: int = 175, ssml: bool = False) -> np.ndarray:
-    return decode_wav(espeak_wav(text, voice, rate, ssml), "reference").pcm
+    """espeak-ng's WAV read by libsndfile and resampled in one shot: independent of the server's
+    streaming WAV decoder, which must match it bit for bit."""
+    data, wav_rate = soundfile.read(io.BytesIO(espeak_wav(text, voice, rate, ssml)), dtype="int16", always_2d=True)
+    return to_telephony(data, wav_rate, 8000)
 
 
 def sox_pcm(text: str, voice: str = "en-us", rate: int = 175, ssml: bool = False) -> np.ndarray:

@@ -13,10 +13,11 @@ import pytest
 
 from mediacodecs.g711 import ulaw_encode
 from mediacodecs.resample import to_telephony
-from mediasrv.media.cache import FORCED_TTL_S, freshness
-from mediasrv.media.errors import SourceError
+from mediasrv.content.cache import FORCED_TTL_S, freshness
+from mediasrv.content.errors import SourceError
+from mediasrv.content.loader import MediaLoader
+from mediasrv.content.source import Media
 from mediasrv.media.player import SourceSpec
-from mediasrv.media.source import Media, MediaLoader
 from tests.support.audio_fixtures import HTML_PAGE, hostile, mp3, sweep
 from tests.support.http_origin import Origin, tone, wav, wav_header
 
@@ -32,7 +33,7 @@ async def origin():
 
 @pytest.fixture
 async def loader(tmp_path: Path):
-    ld = MediaLoader(str(tmp_path), allow_cidrs=LOOPBACK)
+    ld = MediaLoader.create(str(tmp_path), allow_cidrs=LOOPBACK)
     yield ld
     await ld.close()
 
@@ -215,7 +216,7 @@ async def test_signed_urls_share_one_entry_by_cache_id(loader, origin):
 async def test_disk_tier_serves_after_eviction_and_restart(tmp_path, origin):
     src = tone(1.0)
     url = origin.static("/disk.wav", wav(src), headers={"Cache-Control": "max-age=600"}, etag='"d"')
-    small = MediaLoader(str(tmp_path), cache_bytes=1000, allow_cidrs=LOOPBACK)  # too small to hold it in memory
+    small = MediaLoader.create(str(tmp_path), cache_bytes=1000, allow_cidrs=LOOPBACK)  # too small to hold it in memory
     try:
         await finished(small, SourceSpec(url=url))
         for _ in range(100):
@@ -226,7 +227,7 @@ async def test_disk_tier_serves_after_eviction_and_restart(tmp_path, origin):
         assert small.stats["disk_hits"] == 1 and np.array_equal(media.pcm, src)
     finally:
         await small.close()
-    restarted = MediaLoader(str(tmp_path), allow_cidrs=LOOPBACK)
+    restarted = MediaLoader.create(str(tmp_path), allow_cidrs=LOOPBACK)
     try:
         media = await finished(restarted, SourceSpec(url=url))
         assert np.array_equal(media.pcm, src) and restarted.stats["disk_hits"] == 1
@@ -241,7 +242,7 @@ async def test_disk_tier_serves_after_eviction_and_restart(tmp_path, origin):
 
 async def test_memory_lru_bounded_by_bytes(tmp_path, origin):
     one_second = 8000 * 2 + 2 * 8000  # PCM + two G.711 encodings
-    ld = MediaLoader(str(tmp_path), cache_bytes=int(2.5 * one_second), allow_cidrs=LOOPBACK)
+    ld = MediaLoader.create(str(tmp_path), cache_bytes=int(2.5 * one_second), allow_cidrs=LOOPBACK)
     try:
         for name in ("a", "b", "c"):
             url = origin.static(f"/{name}.wav", wav(tone(1.0, freq=300 + 100 * len(name))),
@@ -277,7 +278,7 @@ async def test_mp3_url_with_signed_query_and_no_content_type(loader, origin):
 
 
 async def test_endless_body_fails_too_large_after_playback_started(tmp_path, origin):
-    ld = MediaLoader(str(tmp_path), max_fetch_bytes=1 << 20, allow_cidrs=LOOPBACK)
+    ld = MediaLoader.create(str(tmp_path), max_fetch_bytes=1 << 20, allow_cidrs=LOOPBACK)
     try:
         url = origin.endless("/endless.wav", wav_header())  # a WAV header claiming 4 GB, then 10 GB of zeros
         media = await ld.load_source(SourceSpec(url=url))
@@ -335,7 +336,7 @@ async def test_not_audio_message(loader, origin):
 
 
 async def test_failure_reasons(tmp_path, origin):
-    ld = MediaLoader(str(tmp_path), max_fetch_bytes=1 << 20, max_audio_seconds=2.0, fetch_timeout_s=1.0,
+    ld = MediaLoader.create(str(tmp_path), max_fetch_bytes=1 << 20, max_audio_seconds=2.0, fetch_timeout_s=1.0,
                      allow_cidrs=LOOPBACK)
     try:
         cases = {

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mediacodecs.g711 import alaw_decode, ulaw_decode
 from mediacodecs.resample import to_telephony
-from mediasrv.media.decode import (
+from mediasrv.content.decode import (
     CHUNK,
     StreamDecoder,
     decide_type,
@@ -22,7 +22,7 @@ from mediasrv.media.decode import (
     parse_mp3_header,
     sniff,
 )
-from mediasrv.media.source import SourceError
+from mediasrv.content.source import SourceError
 from tests.support import audio_fixtures as af
 
 KINDS = {"wav", "mp3", "ogg", "flac", "mp4", "aac", "html", "json", "xml", "text", "unknown"}

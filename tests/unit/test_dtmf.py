@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mediasrv.content.tones import DTMF_FREQS, ToneError, dtmf_pcm, tone_pcm
 from mediasrv.media.dtmf import DIGITS, DtmfSender, TelephoneEventDetector
-from mediasrv.media.tones import DTMF_FREQS, ToneError, dtmf_pcm, tone_pcm
 from mediasrv.sip.info import InfoError, parse_info
 
 N = 160  # samples per 20 ms packet

@@ -226,7 +226,7 @@ async def test_sessions_refuse_literals_names_and_redirects() -> None:
         async with session.post(f"http://127.0.0.1:{fport}/", allow_redirects=False) as resp:
             assert resp.status == 302
         assert victim.connections == 0 and front.connections >= 1
-        # the fetch purpose follows redirects only by hand (media/fetch.py), each hop checked by the connector
+        # the fetch purpose follows redirects only by hand (content/fetch.py), each hop checked by the connector
         fetch = new_session(AddressPolicy.from_cidrs(["127.0.0.1/32"]))
         try:
             with pytest.raises(aiohttp.ClientError) as info:

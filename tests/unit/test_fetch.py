@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from mediasrv.media.errors import SourceError
-from mediasrv.media.fetch import AddressPolicy, Fetcher, FetchSettings, public_url
+from mediasrv.content.errors import SourceError
+from mediasrv.content.fetch import AddressPolicy, Fetcher, FetchSettings, public_url
 from tests.support.http_origin import Origin, tone, wav, wav_header
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]

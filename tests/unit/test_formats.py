@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mediasrv.media.decode import StreamDecoder, decode_bytes, describe_audio, sniff
-from mediasrv.media.source import SourceError
+from mediasrv.content.decode import StreamDecoder, decode_bytes, describe_audio, sniff
+from mediasrv.content.source import SourceError
 from tests.support.audio_fixtures import ENCODED_FORMATS, encoded, sweep
 
 KIND = {"flac": "flac", "opus": "ogg", "vorbis": "ogg", "m4a": "mp4", "aac": "aac"}
@@ -78,7 +78,7 @@ def test_abandoned_stream_ends_its_thread(files):
 
 async def test_decoded_in_a_worker_process_as_in_process(files):
     """Long files decode in the worker processes (decodeproc.py): same samples, same failure reason."""
-    from mediasrv.media.decodeproc import DecodeWorkers
+    from mediasrv.content.decodeproc import DecodeWorkers
 
     workers = DecodeWorkers(1)
     workers.start()

@@ -13,10 +13,10 @@ import soundfile
 
 from mediacodecs.codec import CODECS, G722, PCMU, G722FrameDecoder, G722Stream, g722_decode, g722_encode, get
 from mediacodecs.resample import resample
-from mediasrv.media.decode import decode_bytes
+from mediasrv.content.decode import decode_bytes
+from mediasrv.content.source import MediaBuilder, choose_decoder, media_from_pcm
 from mediasrv.media.jitter import JitterBuffer
 from mediasrv.media.player import Player, PlayRequest, new_playback
-from mediasrv.media.source import MediaBuilder, choose_decoder, media_from_pcm
 from mediasrv.sip.sdp import build_answer, build_offer, negotiate_offer, parse_sdp
 
 
@@ -183,13 +183,13 @@ def test_jitter_buffer_decodes_g722() -> None:
 async def test_wideband_loader_in_a_thread_and_in_a_worker_process(tmp_path, processes: int) -> None:
     """A stored 16 kHz WAV larger than the thread-decode limit goes to a worker process (processes=1):
     either way the media carries FFmpeg's G.722 encoding of the file's own samples."""
+    from mediasrv.content.loader import MediaLoader
     from mediasrv.media.player import SourceSpec
-    from mediasrv.media.source import MediaLoader
 
     pcm = sweep(16000, 40.0)  # 1.28 MB of WAV: over THREAD_DECODE_BYTES
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "long.wav").write_bytes(wav(pcm, 16000))
-    loader = MediaLoader(str(tmp_path), wideband=True, decode_processes=processes)
+    loader = MediaLoader.create(str(tmp_path), wideband=True, decode_processes=processes)
     try:
         if processes:
             loader.start_workers()

@@ -7,9 +7,9 @@ import pytest
 
 from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
+from mediasrv.content.source import Media
 from mediasrv.media.collect import Collect, CollectRequest
 from mediasrv.media.player import Player, PlayError, PlayRequest, new_playback
-from mediasrv.media.source import Media
 
 
 def media(n: int, seed: int = 0) -> Media:

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mediasrv.content.loader import MediaLoader
+from mediasrv.content.source import Media
 from mediasrv.media.player import SourceSpec
-from mediasrv.media.source import Media, MediaLoader
 from tests.support.http_origin import Origin, tone, wav
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -29,7 +30,7 @@ async def origin():
 
 @pytest.fixture
 async def loader(tmp_path: Path):
-    ld = MediaLoader(str(tmp_path), allow_cidrs=LOOPBACK, decode_processes=0)
+    ld = MediaLoader.create(str(tmp_path), allow_cidrs=LOOPBACK, decode_processes=0)
     yield ld
     await ld.close()
 

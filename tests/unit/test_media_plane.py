@@ -1,6 +1,7 @@
 """MediaPlane on loopback sockets: ptime, hold/resume, silence off, RTCP BYE, foreign packets dropped."""
 
 import asyncio
+import dataclasses
 import socket
 
 import numpy as np
@@ -9,7 +10,8 @@ from mediacodecs.codec import get
 from mediacodecs.g711 import alaw_encode
 from mediasrv.calls import Call, Direction, NegotiatedMedia
 from mediasrv.demo import free_port_pair
-from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
+from mediasrv.media import MediaParts, MediaPlane, MediaSettings, PlayRequest
+from mediasrv.media.clock import MediaClock
 from mediasrv.probe import analyse, bind_capture_with_rtcp, open_capture
 
 
@@ -78,8 +80,49 @@ async def test_pcma_ptime30_stored_media_and_hold(tmp_path):
     assert [t for t, _ in events] == ["playback.started", "playback.ended"]
 
 
+def _fake_time_plane(tmp_path, **kw) -> tuple[MediaPlane, list]:
+    """A plane whose clock is never started: time moves only when the test calls :func:`_advance`.
+
+    Its parts are built by the test (here the defaults from settings, plus a clock without timerfd
+    that is never armed); the legs still send on real loopback sockets.
+    """
+    lo = free_port_pair()
+    events: list = []
+    settings = MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 20, data_dir=str(tmp_path), **kw)
+    parts = dataclasses.replace(MediaParts.from_settings(settings), clock=MediaClock(use_timerfd=False))
+    plane = MediaPlane(settings, emit=lambda t, c, d: events.append((t, d)), parts=parts)
+    return plane, events
+
+
+def _advance(plane: MediaPlane, ms: int) -> None:
+    """Run the next *ms* one-millisecond sub-slots of the plane's clock, at once (fake time)."""
+    core = plane.clock.core
+    core.run_until(core.deadline(core.next_tick + ms - 1))
+
+
+async def _loaded(pb) -> None:
+    """Wait (in loop turns, not clock time) until every source of *pb* is completely decoded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    for fut in pb.futures:
+        media = await asyncio.wait_for(fut, 10.0)
+        while not media.complete and loop.time() < deadline:  # the loader finishes off the clock
+            await asyncio.sleep(0.001)
+        assert media.complete
+
+
+async def _arrived(cap, n: int) -> None:
+    """Let the loop read what the legs sent (loopback delivery is immediate; no pacing is waited for)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while len(cap.packets) < n and loop.time() < deadline:
+        await asyncio.sleep(0)
+    for _ in range(10):  # a few more turns: nothing else may arrive
+        await asyncio.sleep(0)
+
+
 async def test_no_silence_mode_marks_each_talkspurt(tmp_path):
-    plane, events = await _plane(tmp_path, send_silence=False)
+    plane, events = _fake_time_plane(tmp_path, send_silence=False)
     cap = await open_capture()
     try:
         (tmp_path / "media").mkdir()
@@ -88,11 +131,15 @@ async def test_no_silence_mode_marks_each_talkspurt(tmp_path):
         call = _call(cap.port)
         plane.allocate(call)
         plane.media_changed(call)
-        await asyncio.sleep(0.1)
-        assert cap.packets == []
+        _advance(plane, 100)
+        await _arrived(cap, 0)
+        assert cap.packets == [] and plane.leg_stats(call.call_id)["packets_sent"] == 0
         for _ in range(2):
-            plane.play(call.call_id, PlayRequest(media="t.wav"))
-            await asyncio.sleep(0.3)
+            pb = plane.play(call.call_id, PlayRequest(media="t.wav"))[0]
+            await _loaded(pb)
+            _advance(plane, 300)
+            assert pb.state == "completed"
+        await _arrived(cap, 10)
         plane.release(call)
     finally:
         cap.close()

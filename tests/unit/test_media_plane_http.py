@@ -15,6 +15,7 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from mediacodecs.g711 import encode, silence_byte
 from mediasrv.media import PlayRequest
+from mediasrv.media.clock import MediaClock
 from mediasrv.media.player import SourceSpec
 from tests.support.media_plane import Plane
 
@@ -73,6 +74,18 @@ async def server():
 async def plane(tmp_path):
     p = Plane(data_dir=str(tmp_path))
     await p.plane.start()
+    yield p
+    await p.plane.stop()
+    for cap in p.captures:
+        cap.close()
+    for sock in p.rtcp_socks.values():
+        sock.close()
+
+
+@pytest.fixture
+async def fake_time_plane(tmp_path):
+    """A plane on fake time: its clock is never started, the test moves it (Plane.advance)."""
+    p = Plane(clock=MediaClock(use_timerfd=False), data_dir=str(tmp_path))
     yield p
     await p.plane.stop()
     for cap in p.captures:
@@ -160,18 +173,21 @@ async def test_single_flight_stereo_resampled_and_cache(plane, server):
     assert server.hits["/stereo44.wav"] == 1  # served from the cache
 
 
-async def test_loop_stop_by_id_race_and_hangup(plane, server):
+async def test_loop_stop_by_id_race_and_hangup(fake_time_plane, server):
+    plane = fake_time_plane
     call, cap = await plane.call()
     url = server.base + "/a.wav"
     looping = plane.plane.play(call.call_id, PlayRequest(url=url, loop=None))[0]
     queued = plane.plane.play(call.call_id, PlayRequest(url=url, loop=3))[0]
     last = plane.plane.play(call.call_id, PlayRequest(url=url))[0]
-    await asyncio.sleep(1.3)  # more than two passes of the file
+    await plane.loaded(looping)  # fetched and decoded: off the clock, which has not moved
+    assert looping.state == "queued" and looping.ms_played == 0
+    plane.advance(1300)  # more than two passes of the file
     assert looping.state == "playing" and looping.ms_played > 1000
     assert plane.plane.stop_playback(looping.id) is True
     assert plane.plane.stop_playback(looping.id) is False  # stale: never applied to the next one
     assert queued.state in ("queued", "playing") and plane.plane.get_playback(looping.id).stopped_by == "api"
-    await asyncio.sleep(0.1)
+    plane.advance(100)
     current, waiting = plane.plane.playbacks_for(call.call_id)
     assert current is queued and waiting == [last]
     plane.plane.release(call)

@@ -6,8 +6,8 @@ import numpy as np
 
 from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
+from mediasrv.content.source import Media, SourceError
 from mediasrv.media.player import Player, PlayRequest, new_playback
-from mediasrv.media.source import Media, SourceError
 
 
 def media(n: int, seed: int = 0) -> Media:

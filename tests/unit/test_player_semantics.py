@@ -13,6 +13,7 @@ import soundfile
 from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.calls import Call, Direction, NegotiatedMedia
+from mediasrv.content.source import Media, SourceError
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.media.plane import LegDriver
 from mediasrv.media.player import (
@@ -24,7 +25,6 @@ from mediasrv.media.player import (
     db_gain,
     new_playback,
 )
-from mediasrv.media.source import Media, SourceError
 
 N = 160
 SIL = b"\xff" * N

@@ -12,10 +12,17 @@ import pytest
 import soundfile
 
 from mediasrv.api.voices import cloud_voice, espeak_voice, language_voice
-from mediasrv.media.errors import SourceError
+from mediasrv.content.errors import SourceError
+from mediasrv.content.loader import MediaLoader
+from mediasrv.content.synth import (
+    EspeakEngine,
+    SpeechInputError,
+    SpeechSpec,
+    check,
+    fix_wav_sizes,
+    set_engine,
+)
 from mediasrv.media.player import SourceSpec
-from mediasrv.media.source import MediaLoader
-from mediasrv.media.synth import EspeakEngine, SpeechInputError, SpeechSpec, check, fix_wav_sizes, set_engine
 
 
 def hanging_engine(tmp_path: Path, seconds: int = 30) -> tuple[Path, Path]:
@@ -59,7 +66,7 @@ async def test_timeout_kills_the_child_and_reports_it(tmp_path):
 async def test_a_cancelled_speak_load_kills_the_child(tmp_path):
     script, pidfile = hanging_engine(tmp_path)
     set_engine(EspeakEngine(binary=str(script), timeout_s=30))
-    loader = MediaLoader(str(tmp_path / "data"), decode_processes=0)
+    loader = MediaLoader.create(str(tmp_path / "data"), decode_processes=0)
     try:
         claim = loader.claim(SourceSpec(speech=SpeechSpec("hello")))
         for _ in range(200):

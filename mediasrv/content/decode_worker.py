@@ -1,4 +1,4 @@
-"""Entry point of a decoder process: ``python -m mediasrv.media.decode_worker FD`` (see decodeproc.py)."""
+"""Entry point of a decoder process: ``python -m mediasrv.content.decode_worker FD`` (see decodeproc.py)."""
 
 from __future__ import annotations
 

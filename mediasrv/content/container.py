@@ -90,7 +90,7 @@ class _Pipe(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, b) -> int:
         o = self.owner
         with o.cond:
             while not o.buf and not o.eof and not o.aborted:

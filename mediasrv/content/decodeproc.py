@@ -81,13 +81,13 @@ def serve(conn: Connection) -> None:
 
 
 class _Worker:
-    """``python -m mediasrv.media.decode_worker FD``: a plain child process (not multiprocessing, whose
+    """``python -m mediasrv.content.decode_worker FD``: a plain child process (not multiprocessing, whose
     spawn/forkserver would re-import the parent's ``__main__``), talking over a socketpair."""
 
     def __init__(self) -> None:
         mine, theirs = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # import what we imported
-        self.proc = subprocess.Popen([sys.executable, "-m", "mediasrv.media.decode_worker", str(theirs.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-m", "mediasrv.content.decode_worker", str(theirs.fileno())],
                                      pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         self.conn = Connection(mine.detach())

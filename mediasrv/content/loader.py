@@ -1,248 +1,53 @@
-"""Audio sources → :class:`Media`: fetch or read, decode while the bytes arrive, encode once, cache.
+"""The loader: sources → :class:`Media`, single flight, with claims, the cache and the media store.
 
 Everything here runs off the media clock's path: the download is async, each decode step and
-its G.711 encoding run in the default executor, and the result is a :class:`Media` whose
-encoded payloads the clock only slices.  A long source is handed to the player as soon as its
-first ~100 ms are decoded (``complete=False``); the rest is appended while it plays.
-Failures are :class:`SourceError` with a machine-readable reason.
+its G.711 encoding run in the loader's decode threads (or a worker process), and the result is a
+:class:`Media` whose encoded payloads the clock only slices.  A long source is handed to the
+player as soon as its first ~100 ms are decoded (``complete=False``); the rest is appended while
+it plays.  Concurrent requests for one source share one load (:class:`_Flight`); each playback
+holds a :class:`Claim` and the last one released cancels a load nothing keeps.  A source larger
+than the memory cache budget is not kept in memory once played; it goes to the disk tier.
 
-Memory for a 1-hour source: the raw body is never kept (each chunk is decoded and dropped);
-the decoded 8 kHz PCM is 57.6 MB and each G.711 encoding 28.8 MB.  A source larger than the
-memory cache budget is not kept in memory once played; it goes to the disk tier.
+The loader's collaborators (fetcher, store, cache, decode workers) are passed in;
+:meth:`MediaLoader.create` builds the defaults from settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import io
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import soundfile
-
-from mediacodecs.codec import G722
-from mediacodecs.g711 import alaw_encode, ulaw_encode
-from mediacodecs.resample import to_telephony
+from typing import Any
 
 from ..logsafe import clip
 from ..timing import Timing
+from . import decode
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers
 from .errors import SourceError
 from .fetch import Fetcher, FetchResponse, FetchSettings, public_url
-from .store import MEDIA_NAME, MediaStore
+from .source import RATE, Media, MediaBuilder, choose_decoder, media_from_pcm
+from .spec import SourceSpec
+from .store import MediaStore
 from .synth import get_engine
+from .tones import dtmf_pcm, tone_pcm
 
-if TYPE_CHECKING:
-    from .player import SourceSpec
-
-__all__ = ["MEDIA_NAME", "Claim", "Media", "MediaLoader", "SourceError", "decode_wav"]
+__all__ = ["Claim", "MediaLoader"]
 
 log = logging.getLogger("mediasrv.source")
 
-RATE = 8000
 START_SAMPLES = 800  # hand the media to the player once 100 ms are decoded
 FEED_BYTES = 256 * 1024  # decode in pieces of at most this much (whatever has arrived, up to this)
 HEAD_BYTES = 4096  # bytes looked at to decide the type
 DECODE_THREADS = 2
 SYNTH_CACHE = 256  # synthesized tone/digits sources kept (each a few seconds of audio at most, typically)
 THREAD_DECODE_BYTES = 1 << 20  # a body this small decodes in a thread (milliseconds); larger: a worker process
-
-
-@dataclass
-class Media:
-    """Decoded 8 kHz mono PCM with its encodings (G.711; G.722 from the 16 kHz decode when the loader
-    is wideband), made once and shared by every play.  Every encoding has one byte per 8 kHz sample."""
-
-    source: str
-    pcm: np.ndarray
-    encoded: dict[str, bytes] = field(default_factory=dict)
-    # Streaming contract: while ``complete`` is False the media is still being decoded and
-    # ``encoded[codec]`` may be a bytearray that only grows; a player that reaches its end
-    # sends silence (an underrun, counted) instead of ending.  ``error`` is set if decoding
-    # failed after playback started; the playback then ends failed with that reason.
-    complete: bool = True
-    error: SourceError | None = None
-
-    @property
-    def duration_ms(self) -> int:
-        return int(len(self.pcm) * 1000 / RATE)
-
-    @property
-    def size_bytes(self) -> int:
-        return self.pcm.nbytes + sum(len(b) for b in self.encoded.values())
-
-
-def _encode_both(pcm: np.ndarray) -> tuple[bytes, bytes]:
-    return ulaw_encode(pcm), alaw_encode(pcm)
-
-
-def media_from_pcm(source: str, pcm: np.ndarray, wide: bool = False, pcm16: np.ndarray | None = None) -> Media:
-    """Media from 8 kHz PCM; *wide*: with its G.722 encoding, from *pcm16* if given (else upsampled)."""
-    ulaw, alaw = _encode_both(pcm)
-    encoded = {"PCMU": ulaw, "PCMA": alaw}
-    if wide:
-        encoded["G722"] = G722.encode(pcm, pcm16)
-    return Media(source, pcm, encoded)
-
-
-# -- the decoder (mediasrv.media.decode, with a WAV-only fallback until it is present) ------------
-class _FallbackDecoder:
-    """Buffers the body and decodes WAV at the end (no streaming): only used without decode.py."""
-
-    def __init__(self, kind: str, source: str, rate: int = RATE, max_seconds: float = 3600.0) -> None:
-        if kind != "wav":
-            raise SourceError("unsupported_format", f"{source}: {kind} data, only WAV is supported")
-        self.kind, self.source, self.rate, self.max_seconds = kind, source, rate, max_seconds
-        self.buf = bytearray()
-
-    def feed(self, chunk: bytes) -> np.ndarray:
-        self.buf += chunk
-        return np.zeros(0, np.int16)
-
-    def finish(self) -> np.ndarray:
-        pcm = decode_wav(bytes(self.buf), self.source).pcm
-        if len(pcm) > self.max_seconds * self.rate:
-            raise SourceError("too_long", f"{self.source}: longer than {self.max_seconds:g} s")
-        return pcm
-
-
-def _fallback_sniff(head: bytes) -> str:
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    if head[:4] in (b"OggS", b"fLaC"):
-        return "ogg"
-    stripped = head[:256].lstrip().lower()
-    if stripped.startswith((b"<!doctype html", b"<html")):
-        return "html"
-    return "text" if stripped[:1] in (b"<", b"{", b"[") else "unknown"
-
-
-def _fallback_describe(body: bytes) -> dict[str, Any]:
-    if _fallback_sniff(body[:16]) != "wav":
-        raise SourceError("not_audio", f"{len(body)} bytes, not audio")
-    try:
-        info = soundfile.info(io.BytesIO(body))
-    except (RuntimeError, soundfile.LibsndfileError) as exc:
-        raise SourceError("decode_error", f"cannot decode WAV: {exc}") from exc
-    return {"format": f"wav {info.subtype}", "sample_rate": info.samplerate, "channels": info.channels,
-            "duration_ms": int(info.frames * 1000 / info.samplerate)}
-
-
-def _fallback_not_audio(head: bytes, content_type: str | None, size: int) -> str:
-    label = content_type or ("text/html" if _fallback_sniff(head) == "html" else "unrecognised data")
-    return f"{label}, {size} bytes, not audio"
-
-
-_FALLBACK = SimpleNamespace(
-    sniff=_fallback_sniff,
-    decide_type=lambda head, declared, ctype, path: _fallback_sniff(head),
-    not_audio_message=_fallback_not_audio,
-    StreamDecoder=_FallbackDecoder,
-    describe_audio=_fallback_describe,
-)
-AUDIO_KINDS = ("wav", "mp3")
-NOT_AUDIO = ("html", "json", "xml", "text", "unknown")
-
-
-def decoder_api() -> Any:
-    """The decode module (imported lazily: it imports SourceError from this module)."""
-    try:
-        from . import decode  # noqa: PLC0415
-    except ImportError:
-        return _FALLBACK
-    return decode
-
-
-def describe_audio(body: bytes) -> dict[str, Any]:
-    return decoder_api().describe_audio(body)
-
-
-def decode_wav(body: bytes, source: str) -> Media:
-    """Decode a whole WAV body, mix down, resample to 8 kHz and G.711-encode (blocking)."""
-    if _fallback_sniff(body[:16]) != "wav":
-        raise SourceError("unsupported_format", f"{source}: not WAV data")
-    try:
-        data, rate = soundfile.read(io.BytesIO(body), dtype="int16", always_2d=True)
-    except (RuntimeError, ValueError, soundfile.LibsndfileError) as exc:
-        raise SourceError("decode_error", f"{source}: cannot decode WAV: {exc}") from exc
-    if data.size == 0:
-        raise SourceError("decode_error", f"{source}: WAV holds no audio")
-    return media_from_pcm(source, to_telephony(data, rate, RATE))
-
-
-def choose_decoder(head: bytes, declared: str | None, content_type: str | None, url_path: str | None,
-                   size: int, source: str, max_seconds: float, wide: bool = False) -> Any:
-    """A StreamDecoder for the bytes, or ``not_audio`` / ``unsupported_format`` saying what they are."""
-    api = decoder_api()
-    kind = api.decide_type(head, declared, content_type, url_path)
-    if kind in NOT_AUDIO or not head:
-        raise SourceError("not_audio", api.not_audio_message(head, content_type, size))
-    return api.StreamDecoder(kind, source, RATE, max_seconds, wide=wide) if wide else \
-        api.StreamDecoder(kind, source, RATE, max_seconds)
-
-
-# -- building a Media while it decodes ------------------------------------------------------------
-class MediaBuilder:
-    """Appends decoded PCM and its encodings to one growing :class:`Media`.
-
-    The PCM lives in a buffer that doubles when full; growing it (a copy) happens in the
-    executor, never on the clock's thread.  The encodings are bytearrays the player slices.
-    """
-
-    def __init__(self, source: str, wide: bool = False) -> None:
-        self._buf = np.zeros(0, np.int16)
-        self.samples = 0
-        encoded: dict[str, Any] = {"PCMU": bytearray(), "PCMA": bytearray()}
-        if wide:
-            encoded["G722"] = bytearray()  # from the decoder's own 16 kHz stream; lags the PCM by < 20 ms
-        self.media = Media(source, self._buf[:0], encoded, complete=False)
-
-    def decode_step(self, decoder: Any, chunk: bytes | None) -> tuple[int, bytes, bytes, bytes]:
-        """Blocking: decode *chunk* (None = end of body), store its PCM, return its encodings."""
-        pcm = decoder.feed(chunk) if chunk is not None else decoder.finish()
-        n = self.store(pcm)
-        ulaw, alaw = _encode_both(pcm) if n else (b"", b"")
-        g722 = decoder.take_g722() if getattr(decoder, "wide", False) else b""
-        return n, ulaw, alaw, g722
-
-    def store(self, pcm: np.ndarray) -> int:
-        """Blocking: copy *pcm* after the samples so far (growing the buffer); not yet visible."""
-        n = len(pcm)
-        if n:
-            need = self.samples + n
-            if need > len(self._buf):
-                grown = np.empty(max(need, 2 * len(self._buf), 10 * RATE), np.int16)
-                grown[: self.samples] = self._buf[: self.samples]
-                self._buf = grown
-            self._buf[self.samples: need] = pcm
-        return n
-
-    def publish(self, n: int, ulaw: bytes, alaw: bytes, g722: bytes = b"") -> None:
-        """On the loop's thread: make the new samples visible to players."""
-        if n:
-            self.samples += n
-            self.media.pcm = self._buf[: self.samples]
-            self.media.encoded["PCMU"] += ulaw  # type: ignore[operator]
-            self.media.encoded["PCMA"] += alaw  # type: ignore[operator]
-        if g722 and G722.name in self.media.encoded:
-            self.media.encoded["G722"] += g722  # type: ignore[operator]
-
-    def trim(self) -> np.ndarray:
-        """Blocking: the PCM without the buffer's spare capacity."""
-        return self._buf[: self.samples].copy() if len(self._buf) > self.samples else self._buf
 
 
 @dataclass(eq=False)
@@ -310,38 +115,50 @@ def _quiet(fut: asyncio.Future[Any]) -> None:
 class MediaLoader:
     """Loads sources, single-flight, with a decoded-audio cache (RFC 9111) and the media store."""
 
-    def __init__(self, data_dir: str, fetch_timeout_s: float = 30.0, max_fetch_bytes: int = 250 << 20,
-                 cache_bytes: int = 512 << 20, *, max_audio_seconds: float = 3600.0,
-                 allow_cidrs: list[str] | tuple[str, ...] = (), deny_cidrs: list[str] | tuple[str, ...] = (),
-                 disk_cache_bytes: int = 4 << 30, connect_timeout_s: float = 5.0,
-                 first_byte_timeout_s: float = 10.0, decode_processes: int = 1, wideband: bool = False,
-                 media_dir: str | None = None) -> None:
-        self.data_dir = Path(data_dir)
+    def __init__(self, fetcher: Fetcher, store: MediaStore, cache: AudioCache, *,
+                 workers: DecodeWorkers | None = None, max_audio_seconds: float = 3600.0,
+                 wideband: bool = False) -> None:
+        """Takes its collaborators (tests pass their own); :meth:`create` builds them from settings."""
+        self.fetcher = fetcher
+        self.store = store
+        self.cache = cache
         self.wideband = wideband  # also decode at 16 kHz and G.722-encode every source (a G.722 leg may play it)
-        self.media_dir = Path(media_dir) if media_dir else self.data_dir / "media"  # shared by a cluster's nodes
         self.max_audio_seconds = max_audio_seconds
-        self.fetcher = Fetcher(FetchSettings(
-            connect_timeout_s=min(connect_timeout_s, fetch_timeout_s),
-            first_byte_timeout_s=min(first_byte_timeout_s, fetch_timeout_s),
-            total_timeout_s=fetch_timeout_s,
-            read_idle_timeout_s=min(first_byte_timeout_s, fetch_timeout_s),
-            max_bytes=max_fetch_bytes, allow_cidrs=list(allow_cidrs), deny_cidrs=list(deny_cidrs),
-        ))
-        self.store = MediaStore(self.media_dir, describe_audio, max_fetch_bytes)
-        self.cache = AudioCache(self.data_dir / "cache", cache_bytes, disk_cache_bytes)
         self._inflight: dict[str, _Flight] = {}
         # Decoding has its own threads: a long decode never queues the default executor's short jobs.
         # (Not reniced: a low-priority thread holding the GIL would stall the clock's thread.)
         self._decode_pool = ThreadPoolExecutor(DECODE_THREADS, "mediasrv-decode")
         # ...and the decoding itself happens in worker processes (see decodeproc.py for why).
-        self._workers = DecodeWorkers(decode_processes) if decode_processes and decoder_api() is not _FALLBACK \
-            else None
+        self._workers = workers
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"fetches": 0, "cache_hits": 0, "disk_hits": 0, "revalidations": 0, "coalesced": 0,
                       "decodes": 0, "process_decodes": 0, "failures": 0, "cancelled": 0, "synthesized": 0,
                       "syntheses": 0}
         self.load_time = Timing()  # successful loads, claim to fully decoded (mediasrv_source_load_seconds)
         self._synth: dict[tuple[Any, ...], Media] = {}  # tone/digits sources, least recently used first
+
+    @classmethod
+    def create(cls, data_dir: str, fetch_timeout_s: float = 30.0, max_fetch_bytes: int = 250 << 20,
+               cache_bytes: int = 512 << 20, *, max_audio_seconds: float = 3600.0,
+               allow_cidrs: list[str] | tuple[str, ...] = (), deny_cidrs: list[str] | tuple[str, ...] = (),
+               disk_cache_bytes: int = 4 << 30, connect_timeout_s: float = 5.0,
+               first_byte_timeout_s: float = 10.0, decode_processes: int = 1, wideband: bool = False,
+               media_dir: str | None = None) -> MediaLoader:
+        """The default collaborators from settings: the egress-checked fetcher, the named-media store
+        (*media_dir*, shared by a cluster's nodes; default ``<data_dir>/media``), the two-tier cache
+        under ``<data_dir>/cache`` and *decode_processes* decoder processes (0: threads only)."""
+        fetcher = Fetcher(FetchSettings(
+            connect_timeout_s=min(connect_timeout_s, fetch_timeout_s),
+            first_byte_timeout_s=min(first_byte_timeout_s, fetch_timeout_s),
+            total_timeout_s=fetch_timeout_s,
+            read_idle_timeout_s=min(first_byte_timeout_s, fetch_timeout_s),
+            max_bytes=max_fetch_bytes, allow_cidrs=list(allow_cidrs), deny_cidrs=list(deny_cidrs),
+        ))
+        root = Path(data_dir)
+        store = MediaStore(Path(media_dir) if media_dir else root / "media", decode.describe_audio, max_fetch_bytes)
+        cache = AudioCache(root / "cache", cache_bytes, disk_cache_bytes)
+        workers = DecodeWorkers(decode_processes) if decode_processes else None
+        return cls(fetcher, store, cache, workers=workers, max_audio_seconds=max_audio_seconds, wideband=wideband)
 
     def start_workers(self) -> None:
         """Start the decoder processes now rather than at the first decode (saves the first play ~0.5 s)."""
@@ -380,8 +197,6 @@ class MediaLoader:
 
     def synth(self, spec: SourceSpec) -> Media:
         """A tone or digits source, synthesized (milliseconds) and kept in a small LRU.  ToneError: a bad spec."""
-        from .tones import dtmf_pcm, tone_pcm  # noqa: PLC0415
-
         key = (spec.tone, spec.digits, spec.duration_ms, spec.digit_ms, spec.gap_ms)
         media = self._synth.pop(key, None)
         if media is None:
@@ -431,8 +246,6 @@ class MediaLoader:
 
     def load(self, key: str, kind: str) -> asyncio.Future[Media]:
         """Shorthand: a URL or a stored media name."""
-        from .player import SourceSpec  # noqa: PLC0415
-
         return self.load_source(SourceSpec(url=key) if kind == "url" else SourceSpec(media=key))
 
     async def purge(self, url: str | None = None, cache_id: str | None = None) -> bool:
@@ -780,12 +593,3 @@ async def _read_file(path: Path, size: int = FEED_BYTES) -> AsyncIterator[bytes]
             yield chunk
     finally:
         fh.close()
-
-
-def decode_base64(value: str) -> bytes:
-    """Strict base64 (standard or URL-safe alphabet, whitespace ignored)."""
-    text = "".join(value.split())
-    if "-" in text or "_" in text:
-        text = text.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
-    return base64.b64decode(text, validate=True)

@@ -9,6 +9,7 @@ freshness), re-encoded on load (a table lookup, ~0.1 s per hour of audio).
 
 from __future__ import annotations
 
+import builtins
 import email.utils
 import hashlib
 import json
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .fetch import public_url
+from .source import Media
 
 log = logging.getLogger("mediasrv.cache")
 
@@ -172,7 +174,7 @@ class AudioCache:
         self.memory_bytes = memory_bytes
         self.disk_bytes = disk_bytes
         self.entries: dict[str, CacheEntry] = {}
-        self._memory: OrderedDict[str, Any] = OrderedDict()  # key -> Media
+        self._memory: OrderedDict[str, Media] = OrderedDict()
         self._memory_used = 0
         self._disk_used = 0
         self._load_index()
@@ -181,7 +183,7 @@ class AudioCache:
     def get(self, key: str) -> CacheEntry | None:
         return self.entries.get(key)
 
-    def media(self, key: str) -> Any | None:
+    def media(self, key: str) -> Media | None:
         media = self._memory.get(key)
         if media is not None:
             self._memory.move_to_end(key)
@@ -200,7 +202,7 @@ class AudioCache:
         return self._disk_used
 
     # -- updates -------------------------------------------------------------
-    def put(self, entry: CacheEntry, media: Any) -> bool:
+    def put(self, entry: CacheEntry, media: Media) -> bool:
         """Record *entry*; keep *media* in memory if it fits the budget.  True: write it to disk too."""
         old = self.entries.get(entry.key)
         if old is not None:
@@ -222,7 +224,7 @@ class AudioCache:
             entry.nbytes = entry.samples * 2
         return entry.samples * 2 <= self.disk_bytes
 
-    def keep_in_memory(self, key: str, media: Any) -> None:
+    def keep_in_memory(self, key: str, media: Media) -> None:
         """A disk entry was just loaded: keep it in memory too if it fits."""
         if key in self.entries and key not in self._memory and media.size_bytes <= self.memory_bytes:
             self._memory[key] = media
@@ -302,7 +304,7 @@ class AudioCache:
         os.replace(tmp, pcm_path)
         self.write_sidecar(key, sidecar)
 
-    def written(self, entry: CacheEntry) -> list[str]:
+    def written(self, entry: CacheEntry) -> builtins.list[str]:
         """Bookkeeping after :meth:`write_files`: evicts the oldest disk entries past the budget.
 
         Returns the keys whose files must now be deleted (:meth:`delete_files`).

@@ -10,8 +10,8 @@ truncated file would "complete".  Here a data chunk or frame that ends early is 
 The frames themselves are decoded by FFmpeg's mp3float decoder through PyAV, with LAME's gapless
 delay/padding applied as FFmpeg's demuxer does.
 
-Resampling is one stateful FFmpeg ``aresample`` graph per stream with the same filter as
-``mediacodecs.resample`` (filter_size=64): bit-identical to the one-shot ``to_telephony`` under any
+Resampling is ``mediacodecs.resample.StreamResampler``: one stateful FFmpeg ``aresample`` graph
+per stream, the same one the one-shot ``to_telephony`` runs, so the two are bit-identical under any
 chunking.  Measured on a 4 s sweep against an ideal reference (→ 8 kHz, 11.025-48 kHz sources):
 this graph 69.7-71.1 dB; PyAV's ``AudioResampler`` (filter_size 32) ~62 dB and ~90 LSB rms away
 from the one-shot output; ``soxr.ResampleStream`` HQ 69.5-70.8 dB and ~3x faster, but its
@@ -25,19 +25,17 @@ import re
 import struct
 import weakref
 from dataclasses import dataclass
-from fractions import Fraction
 from urllib.parse import urlsplit
 
 import av
-import av.filter
 import numpy as np
 
 from mediacodecs.codec import G722, G722Stream, fit
 from mediacodecs.g711 import ALAW_DECODE, ULAW_DECODE
-from mediacodecs.resample import FILTER_SIZE
+from mediacodecs.resample import StreamResampler
 
 from .container import CONTAINER_KINDS, ContainerDecoder, sniff_container
-from .source import SourceError
+from .errors import SourceError
 
 AUDIO_KINDS = ("wav", "mp3", *CONTAINER_KINDS)
 CHUNK = 1 << 16
@@ -320,61 +318,8 @@ def not_audio_message(head: bytes, content_type: str | None, size: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Resampling and sample conversion
+# Sample conversion (resampling: mediacodecs.resample.StreamResampler)
 # --------------------------------------------------------------------------------------------
-
-
-class StreamResampler:
-    """Mono int16 at one rate → mono int16 at another, chunk by chunk, same output as one shot."""
-
-    PIECE = 8192
-
-    def __init__(self, from_rate: int, to_rate: int) -> None:
-        self.from_rate = from_rate
-        self.to_rate = to_rate
-        self._pts = 0
-        self._graph: av.filter.Graph | None = None
-        if from_rate != to_rate:
-            g = av.filter.Graph()
-            src = g.add_abuffer(format="s16", sample_rate=from_rate, layout="mono")
-            conv = g.add("aresample", f"{to_rate}:filter_size={FILTER_SIZE}")
-            fmt = g.add("aformat", f"sample_fmts=s16:sample_rates={to_rate}:channel_layouts=mono")
-            sink = g.add("abuffersink")
-            src.link_to(conv)
-            conv.link_to(fmt)
-            fmt.link_to(sink)
-            g.configure()
-            self._graph = g
-
-    def push(self, pcm: np.ndarray | None) -> np.ndarray:
-        """Feed samples (None = end of stream) and take whatever output is ready."""
-        if self._graph is None:
-            return np.zeros(0, np.int16) if pcm is None else pcm
-        out: list[np.ndarray] = []
-        if pcm is None:
-            self._graph.push(None)
-            self._drain(out)
-        else:
-            # pieces of ≤ PIECE samples: PyAV holds the GIL inside push/pull, so a long call would
-            # delay the media clock's thread; the output does not depend on the split
-            for start in range(0, pcm.size, self.PIECE):
-                piece = np.ascontiguousarray(pcm[start:start + self.PIECE])
-                frame = av.AudioFrame.from_ndarray(piece.reshape(1, -1), format="s16", layout="mono")
-                frame.sample_rate = self.from_rate
-                frame.time_base = Fraction(1, self.from_rate)
-                frame.pts = self._pts
-                self._pts += piece.size
-                self._graph.push(frame)
-                self._drain(out)
-        return np.concatenate(out).astype(np.int16, copy=False) if out else np.zeros(0, np.int16)
-
-    def _drain(self, out: list[np.ndarray]) -> None:
-        assert self._graph is not None
-        while True:
-            try:
-                out.append(self._graph.pull().to_ndarray().reshape(-1))
-            except (av.error.EOFError, av.error.BlockingIOError):
-                break
 
 
 def _to_int16(x: np.ndarray) -> np.ndarray:
@@ -487,7 +432,7 @@ class _WavParser:
         self.data_seen = 0
         self.consumed = 0
 
-    def feed(self, chunk: bytes | memoryview) -> bytes:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> bytes:
         """Add bytes; return the whole blocks of audio data now available."""
         self.buf += chunk
         out = bytearray()
@@ -602,7 +547,7 @@ class _Mp3Framer:
         self.frames = 0
         self.first: Mp3Header | None = None
 
-    def feed(self, chunk: bytes | memoryview, final: bool = False) -> list[tuple[Mp3Header, bytes]]:
+    def feed(self, chunk: bytes | bytearray | memoryview, final: bool = False) -> list[tuple[Mp3Header, bytes]]:
         self.buf += chunk
         out: list[tuple[Mp3Header, bytes]] = []
         buf = self.buf
@@ -994,10 +939,10 @@ def describe_audio(body: bytes, decode: bool = True, max_seconds: float = 3600.0
         xing: XingInfo | None = None
         view = memoryview(body)
         for i in range(0, len(view) + 1, CHUNK):
-            for hdr, data in framer.feed(view[i:i + CHUNK], final=i + CHUNK >= len(view)):
+            for hdr, frame in framer.feed(view[i:i + CHUNK], final=i + CHUNK >= len(view)):
                 if first is None:
                     first = hdr
-                    xing = parse_xing(data, hdr)
+                    xing = parse_xing(frame, hdr)
                     if xing is not None:
                         continue
                 if hdr.same_stream(first):

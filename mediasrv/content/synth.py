@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import shutil
@@ -236,8 +235,7 @@ class EspeakEngine:
         self.stats["syntheses"] += 1
         loop = asyncio.get_running_loop()
         try:
-            proc = await loop.run_in_executor(None, functools.partial(
-                subprocess.Popen, args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            proc = await loop.run_in_executor(None, _spawn, args)
         except OSError as exc:
             self.stats["failures"] += 1
             raise SourceError("speech_error", f"cannot start {self.binary}: {exc}") from exc
@@ -274,3 +272,8 @@ def get_engine() -> SpeechEngine:
 def set_engine(engine: SpeechEngine) -> None:
     global _engine
     _engine = engine
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    """The engine's process with its three pipes (bytes): run in a thread, see synthesize()."""
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
