@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import ConfigError, load_settings, unknown_env_warnings
 from .logs import setup_logging
+from .version import version
 
 
 def _run(coro: Coroutine[Any, Any, Any], use_uvloop: bool) -> Any:
@@ -57,16 +58,6 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="text or json: one JSON object per line (env MEDIASRV_LOG_FORMAT; default text)")
     p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
                    help="no line per HTTP request (env MEDIASRV_ACCESS_LOG=false; default one line per request)")
-
-
-def version() -> str:
-    """The installed distribution's version (package metadata), or the source tree's."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("mediasrv")
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

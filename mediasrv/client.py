@@ -41,7 +41,7 @@ class ClientError(Exception):
 def user_agent() -> str:
     """``mediasrv-cli/<version>``: names our requests in the access log, which keeps their polling
     reads out of INFO (mediasrv/api/access.py)."""
-    from .cli import version
+    from .version import version
 
     return f"{CLI_AGENT}/{version()}"
 
