@@ -42,6 +42,7 @@ from .egress import (
 )
 from .eventlog import Journal
 from .logsafe import clip
+from .outbox import Outbox
 from .timing import Timing
 
 log = logging.getLogger("mediasrv.events")
@@ -71,6 +72,10 @@ class WebhookSettings:
     queue_limit: int = 10_000  # per call; oldest dropped (and counted) beyond it
 
 
+# a delivery's body and headers for one attempt; a coroutine function where building is costly (ACS's RSA)
+Build = Callable[[int], tuple[bytes, dict[str, str]] | Awaitable[tuple[bytes, dict[str, str]]]]
+
+
 @dataclass
 class Delivery:
     """One HTTP request a sink makes for an event.
@@ -82,7 +87,7 @@ class Delivery:
     """
 
     url: str
-    build: Callable[[int], tuple[bytes, dict[str, str]] | Awaitable[tuple[bytes, dict[str, str]]]]
+    build: Build
     key: str = ""  # ordering key: requests with one key go out one at a time, in order (the call id)
     method: str = "POST"
     label: str = ""  # for logs, e.g. the event type
@@ -95,7 +100,6 @@ def new_webhook_session(policy: AddressPolicy) -> aiohttp.ClientSession:
     return new_session(policy, refuse_redirects=True)
 
 
-Build = Callable[[int], tuple[bytes, dict[str, str]]]
 Render = Callable[[Event], Delivery | Iterable[Delivery] | None]
 Rebuild = Callable[[dict[str, Any]], Build]
 
@@ -299,7 +303,13 @@ class WebhookSink:
 
 
 class EventBus:
-    """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners (and the journal, if any)."""
+    """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners (and the journal, if any).
+
+    :meth:`publish` numbers the event and queues it in an :class:`~mediasrv.outbox.Outbox`; the fan-out
+    runs once the command or clock tick group that published it has returned, in publishing order.  So
+    a dialect that records its command after ``play()`` returns has that record when the command's own
+    ``playback.started`` reaches it, and needs no buffer of events that came "too early".
+    """
 
     def __init__(self, webhook: WebhookSettings | None = None, history: int = 2000,
                  journal: Journal | None = None, egress: Egress | None = None) -> None:
@@ -313,6 +323,7 @@ class EventBus:
         self._listeners: list[Callable[[Event], None]] = []
         self._sinks: list[WebhookSink] = []
         self._published = 0
+        self._outbox: Outbox[Event] = Outbox(self._deliver)
         self.restored = {"deliveries": 0, "unrestorable": 0, "last_seq": 0}
         self.last_seq = 0  # of the newest event, this run or (restored) an earlier one
         if self.webhook.url:
@@ -359,9 +370,18 @@ class EventBus:
 
     # -- producing -------------------------------------------------------
     def publish(self, type_: str, call_id: str, data: dict[str, Any] | None = None) -> Event:
+        """Number the event now; it reaches everyone after the current command or tick group."""
         event = Event(type=type_, call_id=call_id, data=dict(data or {}), seq=next(self._seq))
-        self.last_seq = event.seq
         self._published += 1
+        self._outbox.put(event)
+        return event
+
+    def flush(self) -> None:
+        """Deliver what is queued now (drain and shutdown; delivery otherwise follows on its own)."""
+        self._outbox.flush()
+
+    def _deliver(self, event: Event) -> None:
+        self.last_seq = event.seq  # as delivered: an SSE feed opened now replays up to here, then goes live
         self._history.append(event)
         if self.journal is not None:
             self.journal.append({"t": "e", **event.to_dict()})
@@ -375,7 +395,6 @@ class EventBus:
                 log.exception("event listener failed")
         for sink in self._sinks:
             sink.submit(event)
-        return event
 
     def history(self, call_id: str | None = None) -> list[Event]:
         return [e for e in self._history if call_id is None or e.call_id == call_id]
@@ -431,10 +450,12 @@ class EventBus:
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for queued webhooks to go out; used at shutdown and in tests."""
+        self.flush()
         await asyncio.gather(*(sink.drain(timeout) for sink in self._sinks))
 
     async def close(self) -> None:
         """Stop the sinks (what they did not deliver stays owed in the journal), then flush the journal."""
+        self.flush()
         await asyncio.gather(*(sink.close() for sink in self._sinks))
         if self.journal is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.journal.close)

@@ -188,6 +188,16 @@ def _early_media(call: Call | None) -> bool:
     return call is not None and call.state is not CallState.ANSWERED
 
 
+def _releaser(claims: list[Claim]) -> Callable[[], None]:
+    """A playback's ``on_finished``: give back its claims (the last claim on a load nobody else wants cancels it)."""
+
+    def release() -> None:
+        for claim in claims:
+            claim.release()
+
+    return release
+
+
 def _raise_fd_limit() -> None:
     try:
         import resource
@@ -222,7 +232,6 @@ class MediaPlane:
         )
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
-        self._claims: dict[str, list[Claim]] = {}  # playback id -> its claims on its sources' loads
         self._ended_ids: list[str] = []
         self._by_status: Counter[str] = Counter()
         self._totals = {"packets_sent": 0, "packets_received": 0, "rtp_timeouts": 0, "latched": 0,
@@ -463,7 +472,7 @@ class MediaPlane:
         for leg, driver, leg_claims in zip(legs, drivers, claims, strict=True):
             playback = new_playback(leg, request, futures, command_id=command_id, node_id=self.settings.node_id)
             self._playbacks[playback.id] = playback
-            self._claims[playback.id] = leg_claims
+            playback.on_finished = _releaser(leg_claims)  # its claims go back when it ends, however it ends
             if request.stop is not None:
                 driver.player.stop(request.stop, by=playback.id, overlay=request.overlay)
             driver.player.enqueue(playback)
@@ -475,7 +484,7 @@ class MediaPlane:
 
         A cached prompt then starts at the leg's very next tick, instead of after the loader's
         task (and, for stored media, its stat in the executor) has had its turn on the loop.
-        Each playback holds one claim per source until it ends (:meth:`_on_playback_event`).
+        Each playback holds one claim per source until it ends (its ``on_finished``).
         """
         media = self.loader.ready_media(spec)  # a cached prompt starts at the very next tick
         if media is None:
@@ -676,8 +685,6 @@ class MediaPlane:
             data.update(ms_played=pb.ms_played, last_seq=pb.last_seq, last_ts=pb.last_ts)
         elif type_ == "playback.ended":
             self.ivr.playback_ended(pb)
-            for claim in self._claims.pop(pb.id, ()):
-                claim.release()  # the last claim on a load nobody else wants cancels it
             self._by_status[pb.state] += 1
             data.update(
                 status=pb.state, reason=pb.reason, message=pb.message, ms_played=pb.ms_played,
