@@ -238,8 +238,6 @@ class MediaPlane:
                         "refused_remotes": 0, "release_errors": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._timed_out: set[str] = set()
-        self._rooms: dict[str, set[str]] = {}
-        self._room_of: dict[str, str] = {}
         # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8
         self.mixer = Mixer(now=lambda: self.clock.core.next_tick * 8)
         self.ivr = IvrControl(self, emit)
@@ -568,42 +566,34 @@ class MediaPlane:
         driver = self._drivers.get(call_id)
         return list(driver.player.overlays) if driver else []
 
-    # -- topology: which legs hear each other ---------------------------------
+    # -- wiring: which leg mixes are connected (told by the room registry, rooms.py) ------------
     def join_room(self, room_id: str, call_id: str) -> None:
-        """Put *call_id*'s leg in room *room_id*: it hears the mix of the room's other legs.
+        """Connect *call_id*'s leg to the mix of *room_id*: it hears the mix of the other legs there.
 
-        The leg's inbound RTP feeds the room's mixer from now on, and its ``call_audio`` hook
-        answers with the N-1 mix (see media/mixer.py).
+        The leg's inbound RTP feeds that mix from now on, and its ``call_audio`` hook answers with
+        the N-1 mix (see media/mixer.py).  Who is in which room is the room registry's to decide
+        (it calls this); the plane keeps only the wiring.
         """
         driver = self._drivers.get(call_id)
         if driver is None:
             raise KeyError(call_id)
         self.leave_room(call_id)
-        self._rooms.setdefault(room_id, set()).add(call_id)
-        self._room_of[call_id] = room_id
         source, listen = self.mixer.join(room_id, call_id, driver.samples)
         driver.leg.on_rtp = source.push
         source.pull = driver.leg.poll_inbound
         driver.call_audio = listen
 
     def leave_room(self, call_id: str) -> None:
-        """Take *call_id* out of its room: the others stop hearing it at their next tick."""
+        """Disconnect *call_id*'s leg from its mix: the others stop hearing it at their next tick."""
         self.mixer.leave(call_id)
         driver = self._drivers.get(call_id)
         if driver is not None:
             driver.leg.on_rtp = None
             driver.call_audio = None
-        room_id = self._room_of.pop(call_id, None)
-        if room_id is not None:
-            members = self._rooms.get(room_id, set())
-            members.discard(call_id)
-            if not members:
-                self._rooms.pop(room_id, None)
 
     def peers_of(self, call_id: str) -> list[str]:
-        """The other legs in *call_id*'s room (its "opposite" legs), in no particular order."""
-        room_id = self._room_of.get(call_id)
-        return [c for c in self._rooms.get(room_id, ()) if c != call_id] if room_id else []
+        """The legs wired to the same mix as *call_id* (its "opposite" legs), in joining order."""
+        return self.mixer.peers_of(call_id)
 
     def leg_stats(self, call_id: str) -> dict[str, Any]:
         driver = self._drivers[call_id]
