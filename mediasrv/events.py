@@ -444,7 +444,9 @@ class EventBus:
 
     def end_subscriptions(self) -> None:
         """Tell every live feed to finish (a ``None`` in its queue): at shutdown an SSE handler whose
-        client has gone would otherwise hold the HTTP server's cleanup until its next keepalive."""
+        client has gone would otherwise hold the HTTP server's cleanup until its next keepalive.
+        What is still queued goes to them first."""
+        self.flush()
         for q in list(self._subscribers):
             q.put_nowait(None)  # type: ignore[arg-type]
 

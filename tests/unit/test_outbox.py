@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from mediasrv.calls import Call, Direction
 from mediasrv.demo import free_port_pair
@@ -98,8 +99,11 @@ async def test_dialect_sees_its_own_record_before_playback_started(tmp_path: Pat
     playback ids play() returned still has that record when ``playback.started`` reaches it."""
     lo = free_port_pair()
     bus = EventBus()
-    plane = MediaPlane(MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 10, data_dir=str(tmp_path)),
-                       emit=lambda t, c, d: bus.publish(t, c, d) and None)
+
+    def emit(type_: str, call_id: str, data: dict[str, Any]) -> None:
+        bus.publish(type_, call_id, data)
+
+    plane = MediaPlane(MediaSettings(rtp_port_lo=lo, rtp_port_hi=lo + 10, data_dir=str(tmp_path)), emit=emit)
     await plane.start()
     try:
         call = Call(Direction.INBOUND, "sip:a@x", "sip:b@x", "order@x")
