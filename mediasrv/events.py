@@ -1,8 +1,9 @@
 """Event model and delivery: webhooks (ordered per call, retried) and a live SSE feed.
 
 Producers (the call registry, the media plane) call :meth:`EventBus.publish`, which
-only appends to queues and returns at once: nothing here runs on the media clock's
-path.  Webhooks go out through :class:`WebhookSink`s: the native one (``webhook_url``)
+numbers the event and queues it (:mod:`mediasrv.outbox`): journal, SSE feeds, listeners and
+sinks get it once the command or clock tick group that raised it has returned, in order, and
+then only append to queues: nothing here runs on the media clock's path.  Webhooks go out through :class:`WebhookSink`s: the native one (``webhook_url``)
 and any a vendor dialect adds with its own body shape, URL and signature.  One
 delivery task per call and sink keeps that call's requests in order while a slow
 receiver for one call never delays another call's.
@@ -123,8 +124,9 @@ def native_render(url: str) -> Render:
 class WebhookSink:
     """Delivers rendered events: ordered per key, retried with backoff, off the media path.
 
-    ``render`` turns an event into zero or more :class:`Delivery`s at publish time (so it
-    sees the state of that moment); the requests then go out from a task per key.  A 2xx
+    ``render`` turns an event into zero or more :class:`Delivery`s when the bus delivers it, right
+    after the command or tick group that raised it (so it sees that command's own records); the
+    requests then go out from a task per key.  A 2xx
     answer is success; 4xx other than 408/429 stops the retries (the receiver refuses it).
     Requests go out under the egress ``webhook`` policy (:mod:`mediasrv.egress`): an address it
     refuses, or a 3xx answer (redirects are never followed), fails the delivery at once, with
