@@ -88,10 +88,9 @@ class Call:
     answered_at: float | None = None
     ended_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, e.g. SIP headers of interest
-    # Topology, kept up to date by the room registry (rooms.py): the room this leg is in and the
-    # other legs in it (the "opposite" legs of a bridge).
-    room_id: str | None = None
-    peers: list[str] = field(default_factory=list)
+    # Who hears whom is the room registry's alone (rooms.py); the call only knows where to ask
+    # (set by CallRegistry.add), so ``room_id`` / ``peers`` below can never disagree with it.
+    topology: Topology | None = field(default=None, repr=False, compare=False)
     # Media flows before the answer: the callee's 18x carried SDP (outbound), or we sent 183 Session
     # Progress with our SDP answer (inbound). The state stays ringing until the 200.
     early_media: bool = False
@@ -99,6 +98,16 @@ class Call:
     @property
     def is_active(self) -> bool:
         return self.state is not CallState.ENDED
+
+    @property
+    def room_id(self) -> str | None:
+        """The room this leg is in, as the room registry says (None: in none)."""
+        return self.topology.room_id_of(self.call_id) if self.topology is not None else None
+
+    @property
+    def peers(self) -> list[str]:
+        """The other legs in its room (the "opposite" legs of a bridge), in joining order."""
+        return self.topology.peers_of(self.call_id) if self.topology is not None else []
 
     def summary(self) -> dict[str, Any]:
         m = self.media
@@ -123,6 +132,14 @@ class Call:
             "answered_at": self.answered_at,
             "ended_at": self.ended_at,
         }
+
+
+class Topology(Protocol):
+    """Who hears whom, as the one owner (``rooms.RoomRegistry``) answers it for a call."""
+
+    def room_id_of(self, call_id: str) -> str | None: ...
+
+    def peers_of(self, call_id: str) -> list[str]: ...
 
 
 class MediaBackend(Protocol):
@@ -193,6 +210,7 @@ class CallRegistry:
         self._ended: list[str] = []
         self._keep_ended = keep_ended
         self._listeners: list[CallListener] = []
+        self.topology: Topology | None = None  # the room registry, once made: every call added asks it
 
     def subscribe(self, listener: CallListener) -> None:
         self._listeners.append(listener)
@@ -202,6 +220,7 @@ class CallRegistry:
             listener(event, call)
 
     def add(self, call: Call) -> None:
+        call.topology = self.topology
         self._calls[call.call_id] = call
         self._by_sip[call.sip_call_id] = call.call_id
         self._notify("call.initiated", call)

@@ -1,8 +1,9 @@
 """Event model and delivery: webhooks (ordered per call, retried) and a live SSE feed.
 
 Producers (the call registry, the media plane) call :meth:`EventBus.publish`, which
-only appends to queues and returns at once: nothing here runs on the media clock's
-path.  Webhooks go out through :class:`WebhookSink`s: the native one (``webhook_url``)
+numbers the event and queues it (:mod:`mediasrv.outbox`): journal, SSE feeds, listeners and
+sinks get it once the command or clock tick group that raised it has returned, in order, and
+then only append to queues: nothing here runs on the media clock's path.  Webhooks go out through :class:`WebhookSink`s: the native one (``webhook_url``)
 and any a vendor dialect adds with its own body shape, URL and signature.  One
 delivery task per call and sink keeps that call's requests in order while a slow
 receiver for one call never delays another call's.
@@ -42,6 +43,7 @@ from .egress import (
 )
 from .eventlog import Journal
 from .logsafe import clip
+from .outbox import Outbox
 from .timing import Timing
 
 log = logging.getLogger("mediasrv.events")
@@ -71,6 +73,10 @@ class WebhookSettings:
     queue_limit: int = 10_000  # per call; oldest dropped (and counted) beyond it
 
 
+# a delivery's body and headers for one attempt; a coroutine function where building is costly (ACS's RSA)
+Build = Callable[[int], tuple[bytes, dict[str, str]] | Awaitable[tuple[bytes, dict[str, str]]]]
+
+
 @dataclass
 class Delivery:
     """One HTTP request a sink makes for an event.
@@ -82,7 +88,7 @@ class Delivery:
     """
 
     url: str
-    build: Callable[[int], tuple[bytes, dict[str, str]] | Awaitable[tuple[bytes, dict[str, str]]]]
+    build: Build
     key: str = ""  # ordering key: requests with one key go out one at a time, in order (the call id)
     method: str = "POST"
     label: str = ""  # for logs, e.g. the event type
@@ -95,7 +101,6 @@ def new_webhook_session(policy: AddressPolicy) -> aiohttp.ClientSession:
     return new_session(policy, refuse_redirects=True)
 
 
-Build = Callable[[int], tuple[bytes, dict[str, str]]]
 Render = Callable[[Event], Delivery | Iterable[Delivery] | None]
 Rebuild = Callable[[dict[str, Any]], Build]
 
@@ -119,8 +124,9 @@ def native_render(url: str) -> Render:
 class WebhookSink:
     """Delivers rendered events: ordered per key, retried with backoff, off the media path.
 
-    ``render`` turns an event into zero or more :class:`Delivery`s at publish time (so it
-    sees the state of that moment); the requests then go out from a task per key.  A 2xx
+    ``render`` turns an event into zero or more :class:`Delivery`s when the bus delivers it, right
+    after the command or tick group that raised it (so it sees that command's own records); the
+    requests then go out from a task per key.  A 2xx
     answer is success; 4xx other than 408/429 stops the retries (the receiver refuses it).
     Requests go out under the egress ``webhook`` policy (:mod:`mediasrv.egress`): an address it
     refuses, or a 3xx answer (redirects are never followed), fails the delivery at once, with
@@ -299,7 +305,13 @@ class WebhookSink:
 
 
 class EventBus:
-    """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners (and the journal, if any)."""
+    """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners (and the journal, if any).
+
+    :meth:`publish` numbers the event and queues it in an :class:`~mediasrv.outbox.Outbox`; the fan-out
+    runs once the command or clock tick group that published it has returned, in publishing order.  So
+    a dialect that records its command after ``play()`` returns has that record when the command's own
+    ``playback.started`` reaches it, and needs no buffer of events that came "too early".
+    """
 
     def __init__(self, webhook: WebhookSettings | None = None, history: int = 2000,
                  journal: Journal | None = None, egress: Egress | None = None) -> None:
@@ -313,6 +325,7 @@ class EventBus:
         self._listeners: list[Callable[[Event], None]] = []
         self._sinks: list[WebhookSink] = []
         self._published = 0
+        self._outbox: Outbox[Event] = Outbox(self._deliver)
         self.restored = {"deliveries": 0, "unrestorable": 0, "last_seq": 0}
         self.last_seq = 0  # of the newest event, this run or (restored) an earlier one
         if self.webhook.url:
@@ -359,9 +372,18 @@ class EventBus:
 
     # -- producing -------------------------------------------------------
     def publish(self, type_: str, call_id: str, data: dict[str, Any] | None = None) -> Event:
+        """Number the event now; it reaches everyone after the current command or tick group."""
         event = Event(type=type_, call_id=call_id, data=dict(data or {}), seq=next(self._seq))
-        self.last_seq = event.seq
         self._published += 1
+        self._outbox.put(event)
+        return event
+
+    def flush(self) -> None:
+        """Deliver what is queued now (drain and shutdown; delivery otherwise follows on its own)."""
+        self._outbox.flush()
+
+    def _deliver(self, event: Event) -> None:
+        self.last_seq = event.seq  # as delivered: an SSE feed opened now replays up to here, then goes live
         self._history.append(event)
         if self.journal is not None:
             self.journal.append({"t": "e", **event.to_dict()})
@@ -375,7 +397,6 @@ class EventBus:
                 log.exception("event listener failed")
         for sink in self._sinks:
             sink.submit(event)
-        return event
 
     def history(self, call_id: str | None = None) -> list[Event]:
         return [e for e in self._history if call_id is None or e.call_id == call_id]
@@ -425,16 +446,20 @@ class EventBus:
 
     def end_subscriptions(self) -> None:
         """Tell every live feed to finish (a ``None`` in its queue): at shutdown an SSE handler whose
-        client has gone would otherwise hold the HTTP server's cleanup until its next keepalive."""
+        client has gone would otherwise hold the HTTP server's cleanup until its next keepalive.
+        What is still queued goes to them first."""
+        self.flush()
         for q in list(self._subscribers):
             q.put_nowait(None)  # type: ignore[arg-type]
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for queued webhooks to go out; used at shutdown and in tests."""
+        self.flush()
         await asyncio.gather(*(sink.drain(timeout) for sink in self._sinks))
 
     async def close(self) -> None:
         """Stop the sinks (what they did not deliver stays owed in the journal), then flush the journal."""
+        self.flush()
         await asyncio.gather(*(sink.close() for sink in self._sinks))
         if self.journal is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.journal.close)

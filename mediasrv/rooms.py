@@ -1,11 +1,13 @@
-"""Rooms: which calls are connected to each other (bridges and N-party rooms), as signaling sees it.
+"""Rooms: which calls are connected to each other (bridges and N-party rooms): the one owner of that.
 
 A :class:`Room` holds N legs; every change of membership goes through :class:`RoomRegistry`, which
-tells the media plane (``join_room`` / ``leave_room``: what each leg hears is the mixer's business),
-keeps each member's ``Call.room_id`` / ``Call.peers`` true (so ``Call.summary()`` stays the one
-source of a call's state) and emits ``call.bridged`` / ``call.unbridged`` for the call that joined or
-left.  A room made by a two-call bridge dissolves when fewer than two members are left; a room
-created through the API lives until it is deleted.
+keeps the rooms and the call -> room index, tells the media plane which leg mixes to connect or
+disconnect (``join_room`` / ``leave_room``: the plane only wires legs, what each hears is the mixer's
+business) and emits ``call.bridged`` / ``call.unbridged`` for the call that joined or left.  A call's
+``room_id`` / ``peers`` are answered from here (the registry is the calls' :class:`~mediasrv.calls.Topology`).
+A room made by a two-call bridge dissolves when fewer than two members are left; a room created
+through the API lives until it is deleted.  The server builds the one registry of a node and hands it
+to whoever needs it (the HTTP routes, the dialects).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class MediaRooms(Protocol):
     def leave_room(self, call_id: str) -> None: ...
 
 
-Emit = Callable[[str, str, dict[str, Any]], None]  # (event type, call id, data)
+Emit = Callable[[str, str, dict[str, Any]], object]  # (event type, call id, data); its result is ignored
 
 
 class RoomRegistry:
@@ -57,6 +59,10 @@ class RoomRegistry:
         self.media = media
         self.emit = emit
         self._rooms: dict[str, Room] = {}
+        self._room_of: dict[str, Room] = {}  # call id -> its room (every member of every room, nothing else)
+        calls.topology = self
+        for call in calls.all():
+            call.topology = self
         calls.subscribe(self._on_call_event)
 
     # -- queries ---------------------------------------------------------
@@ -67,8 +73,16 @@ class RoomRegistry:
         return iter(list(self._rooms.values()))
 
     def room_of(self, call_id: str) -> Room | None:
-        call = self.calls.get(call_id)
-        return self._rooms.get(call.room_id) if call is not None and call.room_id else None
+        return self._room_of.get(call_id)
+
+    def room_id_of(self, call_id: str) -> str | None:
+        room = self._room_of.get(call_id)
+        return room.room_id if room is not None else None
+
+    def peers_of(self, call_id: str) -> list[str]:
+        """The other members of *call_id*'s room, in joining order (empty: in no room)."""
+        room = self._room_of.get(call_id)
+        return [c for c in room.members if c != call_id] if room is not None else []
 
     # -- changes ---------------------------------------------------------
     def create(self, kind: str = CONFERENCE) -> Room:
@@ -88,18 +102,16 @@ class RoomRegistry:
             for call in calls:
                 if call.call_id in room.members:
                     continue
-                if call.room_id is not None:
+                if call.call_id in self._room_of:
                     self.leave(call.call_id, reason="moved")
                 self.media.join_room(room.room_id, call.call_id)
                 room.members.append(call.call_id)
-                call.room_id = room.room_id
+                self._room_of[call.call_id] = room
                 joined.append(call)
         except KeyError:
             for call in joined:
-                self._remove(room, call)
-            self._sync_peers(room)
+                self._remove(room, call.call_id)
             raise
-        self._sync_peers(room)
         for call in joined:
             self._emit("call.bridged", call, room, reason, room.members)
 
@@ -110,8 +122,7 @@ class RoomRegistry:
         if call is None or room is None:
             return None
         before = list(room.members)
-        self._remove(room, call)
-        self._sync_peers(room)
+        self._remove(room, call_id)
         self._emit("call.unbridged", call, room, reason, before)
         if room.kind == BRIDGE and len(room.members) < 2:
             self._dissolve(room, "bridge_ended", before)
@@ -125,25 +136,19 @@ class RoomRegistry:
     def _dissolve(self, room: Room, reason: str, before: list[str]) -> None:
         """Everyone out; each ``call.unbridged`` names the legs that were connected to it (*before*)."""
         for call_id in list(room.members):
+            self._remove(room, call_id)
             call = self.calls.get(call_id)
             if call is not None:
-                self._remove(room, call)
                 self._emit("call.unbridged", call, room, reason, before)
         room.members.clear()
         self._rooms.pop(room.room_id, None)
 
-    def _remove(self, room: Room, call: Call) -> None:
-        if call.call_id in room.members:
-            room.members.remove(call.call_id)
-        self.media.leave_room(call.call_id)
-        call.room_id = None
-        call.peers = []
-
-    def _sync_peers(self, room: Room) -> None:
-        for call_id in room.members:
-            call = self.calls.get(call_id)
-            if call is not None:
-                call.peers = [c for c in room.members if c != call_id]
+    def _remove(self, room: Room, call_id: str) -> None:
+        if call_id in room.members:
+            room.members.remove(call_id)
+        if self._room_of.get(call_id) is room:
+            del self._room_of[call_id]
+        self.media.leave_room(call_id)
 
     def _emit(self, type_: str, call: Call, room: Room, reason: str, members: list[str]) -> None:
         peers = [c for c in members if c != call.call_id]
@@ -151,5 +156,5 @@ class RoomRegistry:
                                         "reason": reason, "room_kind": room.kind})
 
     def _on_call_event(self, type_: str, call: Call) -> None:
-        if type_ == "call.hangup" and call.room_id is not None:
+        if type_ == "call.hangup" and call.call_id in self._room_of:
             self.leave(call.call_id, reason="hangup")

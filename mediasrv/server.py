@@ -31,6 +31,7 @@ from .gcpolicy import GcPolicy
 from .logs import call_context
 from .media import MediaPlane, MediaSettings
 from .metrics import make_registry
+from .rooms import RoomRegistry
 from .sip.admission import AdmissionSettings
 from .timing import Timing, timing_middleware
 
@@ -117,6 +118,8 @@ class Server:
         set_engine(EspeakEngine(timeout_s=settings.speech_timeout_s, concurrency=settings.speech_concurrency,
                                 max_chars=settings.speech_max_chars))
         self.registry.subscribe(self._on_call_event)
+        # the one owner of who hears whom (it wires the media plane's legs); the routes and dialects use it
+        self.rooms = RoomRegistry(self.registry, self.media, self.events.publish)
         self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.http_timings: dict[tuple[str, str], Timing] = {}
         self.metrics_registry = make_registry(self)
@@ -130,7 +133,7 @@ class Server:
         self.app.router.add_post("/v1/drain", self.drain.handle)
         native.add_routes(self.app)
         ivr.add_routes(self.app)
-        self.rooms = topology.setup(self.app, self)  # outbound calls, bridges, rooms
+        topology.setup(self.app, self)  # outbound calls, bridges, rooms
         media_api.add_routes(self.app)
         for dialect in (telnyx, plivo, acs, bandwidth):
             dialect.setup(self.app, self)

@@ -18,7 +18,7 @@ import logging
 import time
 import urllib.parse
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -312,7 +312,6 @@ class AcsDialect:
         self.sink = server.events.add_sink(WebhookSink(lambda _event: None, server.events.sink_settings(), "acs",
                                                        rebuild=self.build))
         self._ops: dict[str, PlayOperation] = {}  # playback id → its operation
-        self._recent: deque[Event] = deque(maxlen=256)  # events that may beat the operation's registration
         # operations other modules serve on a call connection (acs_dtmf.py): (method, action) -> handler
         self.extra_operations: dict[tuple[str, str], Callable[[str, dict[str, Any]], web.Response]] = {}
         self.cancel_hooks: list[Callable[[str], None]] = []  # also run by :cancelAllMediaOperations
@@ -468,9 +467,7 @@ class AcsDialect:
         op = PlayOperation(call.call_id, context, callback or self.server.settings.acs_callback_url,
                            {pb.id for pb in playbacks}, legacy_id=str(uuid.uuid4()) if legacy else None)
         for pb in playbacks:
-            self._ops[pb.id] = op
-        for event in [e for e in self._recent if e.data.get("playback_id") in op.playback_ids]:
-            self.on_event(event)
+            self._ops[pb.id] = op  # before any of their events: the bus delivers after this command
         return op
 
     def _cancel_all(self, call_id: str) -> web.Response:
@@ -485,7 +482,7 @@ class AcsDialect:
 
     # -- events ----------------------------------------------------------
     def on_event(self, event: Event) -> None:
-        """Event-bus listener (runs on the producer's path: only bookkeeping and a queued POST)."""
+        """Event-bus listener (runs after the command or tick group that raised the event: bookkeeping and a queued POST)."""
         if event.type == "call.hangup":
             url = self._call_callbacks.pop(event.call_id, None) or self.server.settings.acs_callback_url
             if url and self.key:
@@ -498,8 +495,7 @@ class AcsDialect:
             return
         pb_id = event.data.get("playback_id")
         op = self._ops.get(pb_id)  # type: ignore[arg-type]
-        if op is None:
-            self._recent.append(event)
+        if op is None:  # not an ACS operation's playback
             return
         if event.type == "playback.started" and not op.started:
             op.started = True
@@ -566,7 +562,7 @@ class AcsDialect:
     def _post(self, call_id: str, url: str, type_: str, data: dict[str, Any]) -> None:
         """One CloudEvent in a JSON array, ordered per call, with a fresh RS256 JWT on every attempt."""
         subject = f"calling/callConnections/{call_id}"
-        event = {
+        event: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "source": subject,
             "type": EVENT_PREFIX + type_,

@@ -191,7 +191,7 @@ class PlivoDialect:
         self.auth_id = auth_id
         self.auth_token = auth_token
         self._callbacks: dict[str, Callback] = {}  # playback id -> its command's callback
-        self._stop_callbacks: dict[str, Callback] = {}  # call id -> the stop command's, while it runs
+        self._stop_callbacks: dict[str, Callback] = {}  # playback id -> the callback of the stop that ended it
         self._hangup_callbacks: dict[str, Callback] = {}  # call id -> the hangup command's, until the call ends
         self._speaking: dict[str, set[str]] = {}  # call id -> its Speak playbacks (DELETE Speak stops these only)
 
@@ -272,24 +272,17 @@ class PlivoDialect:
         """``DELETE …/Speak/``: stop this call's speech (its plays carry on); 204."""
         callback = parse_callback(body, str(uuid.uuid4()))
         call = self._call(request.match_info["call_uuid"])
-        if callback is not None:
-            self._stop_callbacks[call.call_id] = callback
-        try:
-            for pb_id in self._speaking.pop(call.call_id, set()):
-                self.server.media.stop_playback(pb_id, by="api")
-        finally:
-            self._stop_callbacks.pop(call.call_id, None)
+        for pb_id in self._speaking.pop(call.call_id, set()):
+            if self.server.media.stop_playback(pb_id, by="api") and callback is not None:
+                self._stop_callbacks[pb_id] = callback  # its PlayEnded is rendered after this command
         return web.Response(status=204)
 
     async def stop(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         callback = parse_callback(body, str(uuid.uuid4()))
         call = self._call(request.match_info["call_uuid"])
-        if callback is not None:
-            self._stop_callbacks[call.call_id] = callback
-        try:
-            self.server.media.stop_playbacks(call.call_id, "all", by="api")
-        finally:
-            self._stop_callbacks.pop(call.call_id, None)
+        for pb in self.server.media.stop_playbacks(call.call_id, "all", by="api"):
+            if callback is not None:
+                self._stop_callbacks[pb.id] = callback  # its PlayEnded is rendered after this command
         return web.Response(status=204)
 
     async def hangup(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -319,8 +312,8 @@ class PlivoDialect:
         own = self._callbacks.pop(playback_id, None) if ended else self._callbacks.get(playback_id)
         if own is not None:
             targets.append(own)
-        stopper = self._stop_callbacks.get(event.call_id)
-        if ended and stopper is not None and event.data.get("status") == "stopped":
+        stopper = self._stop_callbacks.pop(playback_id, None) if ended else None
+        if stopper is not None and event.data.get("status") == "stopped":
             targets.append(stopper)
         return [self._delivery(event, cb, own) for cb in targets] or None
 

@@ -508,6 +508,7 @@ class TelnyxDialect:
         if event.type == "call.hangup":
             with contextlib.suppress(RuntimeError):  # no loop: nothing to schedule, nothing to forget
                 asyncio.get_running_loop().call_later(CALL_STATE_TTL_S, self._forget_call, event.call_id)
+        payload: dict[str, Any] | None
         if event.type.startswith("playback."):
             payload = self._playback_payload(event)
         elif event.type in ("call.bridged", "dtmf.received"):
@@ -516,7 +517,7 @@ class TelnyxDialect:
                 payload["digit"] = event.data.get("digit")
         else:
             payload = self._call_payload(event)
-        if not url:
+        if not url or payload is None:
             return None
         data = {
             "record_type": "event",
@@ -591,19 +592,13 @@ class TelnyxDialect:
         payload.update({"from": call.from_uri if call else None, "to": call.to_uri if call else None})
         return payload
 
-    def _playback_payload(self, event: Event) -> dict[str, Any]:
+    def _playback_payload(self, event: Event) -> dict[str, Any] | None:
         d = event.data
         playback_id = d.get("playback_id", "")
         ended = event.type == "playback.ended"
         info = self._playbacks.pop(playback_id, None) if ended else self._playbacks.get(playback_id)
-        if info is None:  # started through another API: describe what we know
-            source = str(d.get("source") or "")
-            info = PlaybackInfo(
-                client_state=self._call_state.get(event.call_id),
-                media_url=source if source.startswith(("http://", "https://")) else None,
-                media_name=source[6:] if source.startswith("media:") else None,
-                overlay=False,
-            )
+        if info is None:  # not a Telnyx command's playback: Telnyx reports only its own
+            return None
         call = self.server.registry.get(event.call_id)
         payload = self._ids(event.call_id, call.sip_call_id if call else None)
         payload.update({

@@ -234,13 +234,9 @@ async def leave_room(request: web.Request) -> web.Response:
 
 
 # -- wiring -------------------------------------------------------------------
-def setup(app: web.Application, server: Server) -> RoomRegistry:
-    """Add the routes; return the node's RoomRegistry (the server keeps it as ``server.rooms``)."""
-    def emit(type_: str, call_id: str, data: dict[str, Any]) -> None:
-        server.events.publish(type_, call_id, data)  # the Event it returns is not the registry's business
-
-    rooms = RoomRegistry(server.registry, server.media, emit)
-    app[ROOMS_KEY] = rooms
+def setup(app: web.Application, server: Server) -> None:
+    """Add the routes over the node's RoomRegistry (built by the server: ``server.rooms``)."""
+    app[ROOMS_KEY] = server.rooms
 
     def ringing(type_: str, call: Call) -> None:
         # The native event set has no ringing event for inbound calls (they ring only while an
@@ -262,4 +258,3 @@ def setup(app: web.Application, server: Server) -> RoomRegistry:
             web.post("/v1/rooms/{room_id}/leave", leave_room),
         ]
     )
-    return rooms

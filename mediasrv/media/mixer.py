@@ -209,6 +209,11 @@ class Mixer:
     def room(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
 
+    def peers_of(self, call_id: str) -> list[str]:
+        """The other legs wired to *call_id*'s mix, in joining order (empty: not wired)."""
+        room = self._room_of.get(call_id)
+        return [c for c in room._sources if c != call_id] if room is not None else []
+
     def source(self, call_id: str) -> MixSource | None:
         room = self._room_of.get(call_id)
         return room._sources.get(call_id) if room else None

@@ -221,6 +221,16 @@ def _early_media(call: Call | None) -> bool:
     return call is not None and call.state is not CallState.ANSWERED
 
 
+def _releaser(claims: list[Claim]) -> Callable[[], None]:
+    """A playback's ``on_finished``: give back its claims (the last claim on a load nobody else wants cancels it)."""
+
+    def release() -> None:
+        for claim in claims:
+            claim.release()
+
+    return release
+
+
 def _raise_fd_limit() -> None:
     try:
         import resource
@@ -252,15 +262,12 @@ class MediaPlane:
         self.loader = parts.loader
         self._drivers: dict[str, LegDriver] = {}
         self._playbacks: dict[str, Playback] = {}
-        self._claims: dict[str, list[Claim]] = {}  # playback id -> its claims on its sources' loads
         self._ended_ids: list[str] = []
         self._by_status: Counter[str] = Counter()
         self._totals = {"packets_sent": 0, "packets_received": 0, "rtp_timeouts": 0, "latched": 0,
                         "refused_remotes": 0, "release_errors": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._timed_out: set[str] = set()
-        self._rooms: dict[str, set[str]] = {}
-        self._room_of: dict[str, str] = {}
         # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8 (PCM at 8 kHz)
         self.mixer = Mixer(now=lambda: self.clock.core.next_tick * (PCM_RATE // 1000))
         self.ivr = IvrControl(self, emit)
@@ -494,7 +501,7 @@ class MediaPlane:
             playback = new_playback(leg, request, futures, command_id=command_id, node_id=self.settings.node_id,
                                     per_ms=driver.player.codec.bytes_per_ms)
             self._playbacks[playback.id] = playback
-            self._claims[playback.id] = leg_claims
+            playback.on_finished = _releaser(leg_claims)  # its claims go back when it ends, however it ends
             if request.stop is not None:
                 driver.player.stop(request.stop, by=playback.id, overlay=request.overlay)
             driver.player.enqueue(playback)
@@ -506,7 +513,7 @@ class MediaPlane:
 
         A cached prompt then starts at the leg's very next tick, instead of after the loader's
         task (and, for stored media, its stat in the executor) has had its turn on the loop.
-        Each playback holds one claim per source until it ends (:meth:`_on_playback_event`).
+        Each playback holds one claim per source until it ends (its ``on_finished``).
         """
         media = self.loader.ready_media(spec)  # a cached prompt starts at the very next tick
         if media is None:
@@ -590,19 +597,18 @@ class MediaPlane:
         driver = self._drivers.get(call_id)
         return list(driver.player.overlays) if driver else []
 
-    # -- topology: which legs hear each other ---------------------------------
+    # -- wiring: which leg mixes are connected (told by the room registry, rooms.py) ------------
     def join_room(self, room_id: str, call_id: str) -> None:
-        """Put *call_id*'s leg in room *room_id*: it hears the mix of the room's other legs.
+        """Connect *call_id*'s leg to the mix of *room_id*: it hears the mix of the other legs there.
 
-        The leg's inbound RTP feeds the room's mixer from now on, and its ``call_audio`` hook
-        answers with the N-1 mix (see media/mixer.py).
+        The leg's inbound RTP feeds that mix from now on, and its ``call_audio`` hook answers with
+        the N-1 mix (see media/mixer.py).  Who is in which room is the room registry's to decide
+        (it calls this); the plane keeps only the wiring.
         """
         driver = self._drivers.get(call_id)
         if driver is None:
             raise KeyError(call_id)
         self.leave_room(call_id)
-        self._rooms.setdefault(room_id, set()).add(call_id)
-        self._room_of[call_id] = room_id
         codec = driver.player.codec
         # what the leg's peer may send: any static payload type, and the one negotiated (maybe dynamic)
         decoders = {pt: p.codec for pt, p in BY_NUMBER.items()} | {driver.leg.payload_type: codec}
@@ -613,23 +619,16 @@ class MediaPlane:
         driver.call_audio = listen
 
     def leave_room(self, call_id: str) -> None:
-        """Take *call_id* out of its room: the others stop hearing it at their next tick."""
+        """Disconnect *call_id*'s leg from its mix: the others stop hearing it at their next tick."""
         self.mixer.leave(call_id)
         driver = self._drivers.get(call_id)
         if driver is not None:
             driver.leg.on_rtp = None
             driver.call_audio = None
-        room_id = self._room_of.pop(call_id, None)
-        if room_id is not None:
-            members = self._rooms.get(room_id, set())
-            members.discard(call_id)
-            if not members:
-                self._rooms.pop(room_id, None)
 
     def peers_of(self, call_id: str) -> list[str]:
-        """The other legs in *call_id*'s room (its "opposite" legs), in no particular order."""
-        room_id = self._room_of.get(call_id)
-        return [c for c in self._rooms.get(room_id, ()) if c != call_id] if room_id else []
+        """The legs wired to the same mix as *call_id* (its "opposite" legs), in joining order."""
+        return self.mixer.peers_of(call_id)
 
     def leg_stats(self, call_id: str) -> dict[str, Any]:
         driver = self._drivers[call_id]
@@ -708,8 +707,6 @@ class MediaPlane:
             data.update(ms_played=pb.ms_played, last_seq=pb.last_seq, last_ts=pb.last_ts)
         elif type_ == "playback.ended":
             self.ivr.playback_ended(pb)
-            for claim in self._claims.pop(pb.id, ()):
-                claim.release()  # the last claim on a load nobody else wants cancels it
             self._by_status[pb.state] += 1
             data.update(
                 status=pb.state, reason=pb.reason, message=pb.message, ms_played=pb.ms_played,

@@ -201,6 +201,8 @@ class Playback:
     loops_done: int = field(default=0, repr=False)
     cap: int = field(default=NO_CAP, repr=False)  # samples_played limit (length_s)
     gain: float = field(default=1.0, repr=False)
+    # run once when it ends, before playback.ended is raised: the media plane gives back its load claims here
+    on_finished: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def ended(self) -> bool:
@@ -742,4 +744,7 @@ class Player:
         elif pb in self.overlays:
             self.overlays.remove(pb)
         self._refresh()
+        done, pb.on_finished = pb.on_finished, None
+        if done is not None:
+            done()
         self._notify("playback.ended", pb)

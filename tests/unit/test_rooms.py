@@ -94,3 +94,22 @@ async def test_join_rolls_back_when_a_call_has_no_leg(tmp_path: Path) -> None:
         assert env.events == []
     finally:
         await env.plane.stop()
+
+
+async def test_the_registry_is_the_one_owner_and_the_plane_only_wires(tmp_path: Path) -> None:
+    """A call's room and peers are the registry's answer; the plane's "opposite" legs are its wiring."""
+    env = Env(tmp_path)
+    await env.plane.start()
+    try:
+        a, b, c = env.call(), env.call(), env.call()
+        assert env.calls.topology is env.rooms and a.topology is env.rooms
+        room = env.rooms.create(CONFERENCE)
+        env.rooms.join(room, [a, b, c])
+        assert (c.room_id, a.peers, a.summary()["peers"]) == (room.room_id, [b.call_id, c.call_id], a.peers)
+        assert env.rooms.peers_of(b.call_id) == b.peers == [a.call_id, c.call_id]
+        assert env.plane.peers_of(a.call_id) == [b.call_id, c.call_id]  # wired in joining order
+        env.rooms.leave(a.call_id)
+        assert env.plane.peers_of(a.call_id) == [] and env.plane.peers_of(b.call_id) == [c.call_id]
+        assert (a.room_id, a.peers, a.summary()["room_id"]) == (None, [], None)
+    finally:
+        await env.plane.stop()
