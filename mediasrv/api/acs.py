@@ -33,7 +33,7 @@ from ..events import Build, Delivery, Event, WebhookSink
 from ..logsafe import SourceLimiter, clip
 from ..media.player import PlayRequest, SourceSpec
 from ..media.synth import DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
-from .dialect import Dialect, Handler, mount
+from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
 from .signing import RsaJwtSigner
 from .voices import cloud_voice, espeak_voice
@@ -329,16 +329,7 @@ class AcsDialect:
         self.extra_operations: dict[tuple[str, str], Callable[[str, dict[str, Any]], web.Response]] = {}
         self.cancel_hooks: list[Callable[[str], None]] = []  # also run by :cancelAllMediaOperations
 
-    # -- HTTP: the dialect's middleware chain (mediasrv/api/dialect.py), then the one operation route ----
-    async def errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """ACS's error shape for everything under /calling."""
-        try:
-            return await handler(request)
-        except AcsError as exc:
-            return exc.to_response()
-        except CommandError as exc:
-            return acs_error(exc).to_response()
-
+    # -- HTTP: the auth middleware (behind error_shape, mediasrv/api/dialect.py), then the one route ------
     async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The HMAC over method, path, date and body, for every operation (the key documents are public)."""
         tail = request.match_info.get("tail")
@@ -683,8 +674,8 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("ACS dialect on /calling; callbacks signed RS256 (kid %s, aud %s)",
                  signer.kid if signer else "?", dialect.audience)
     # its webhook sink is made (and added to the bus) by AcsDialect itself: it sends, it does not render
-    unit = Dialect("acs", "/calling/", [dialect.errors, dialect.auth], on_event=[dialect.on_event],
-                   openapi=OPENAPI_DIALECT)
+    unit = Dialect("acs", "/calling/", [error_shape(AcsError, acs_error), dialect.auth],
+                   on_event=[dialect.on_event], openapi=OPENAPI_DIALECT)
     from . import acs_dtmf  # DTMF operations (continuous recognition, recognize, send): their own module
 
     acs_dtmf.setup(unit, dialect)

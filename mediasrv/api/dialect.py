@@ -17,10 +17,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
 
+from ..commands import CommandError
 from .auth import is_dialect_path
 from .openapi import OPENAPI
 
@@ -68,6 +69,25 @@ def _bind(middleware: Middleware, handler: Handler) -> Handler:
         return await middleware(request, handler)
 
     return bound
+
+
+class VendorError(Protocol):
+    def to_response(self) -> web.Response: ...
+
+
+def error_shape(own: type[Exception], from_command: Callable[[CommandError], VendorError]) -> Middleware:
+    """The dialect's error middleware: its own error type, and the command service's domain errors, as
+    responses in its vendor's shape (anything else is a bug: it goes on to the server's 500 handling)."""
+
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except CommandError as exc:
+            return from_command(exc).to_response()
+        except own as exc:
+            return cast(VendorError, exc).to_response()
+
+    return errors
 
 
 DIALECTS_KEY: web.AppKey[dict[str, Dialect]] = web.AppKey("dialects", dict)

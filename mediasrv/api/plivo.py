@@ -24,7 +24,7 @@ from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import Playback, PlayRequest, SourceSpec
 from ..media.synth import SpeechInputError, SpeechSpec, check
 from .common import basic_credentials, same
-from .dialect import Dialect, Handler, mount
+from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
 from .signing import plivo_headers
 from .voices import cloud_voice, espeak_voice
@@ -219,15 +219,7 @@ class PlivoDialect:
         ok_token = same(password, self.auth_token)
         return ok_user and ok_path and ok_token
 
-    # the dialect's middleware chain (mediasrv/api/dialect.py): Plivo's error shape, then its auth
-    async def errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except PlivoError as exc:
-            return exc.to_response()
-        except CommandError as exc:
-            return plivo_error(exc).to_response()
-
+    # behind its error shape (mediasrv/api/dialect.py error_shape): the dialect's auth middleware
     async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not self.authorized(request):
             raise PlivoError(401, "authentication failed")
@@ -428,9 +420,9 @@ def setup(app: web.Application, server: Server) -> None:
         log.info("Plivo dialect on /v1/Account/%s/", settings.plivo_auth_id)
     else:
         log.info("Plivo dialect disabled (no MEDIASRV_PLIVO_AUTH_ID / _AUTH_TOKEN): /v1/Account answers 401")
-    unit = Dialect("plivo", "/v1/Account/", [dialect.errors, dialect.auth], openapi=OPENAPI_DIALECT,
-                   sinks=[WebhookSink(dialect.render, server.events.sink_settings(), name="plivo-callback",
-                                      rebuild=dialect.build)])
+    sink = WebhookSink(dialect.render, server.events.sink_settings(), name="plivo-callback", rebuild=dialect.build)
+    unit = Dialect("plivo", "/v1/Account/", [error_shape(PlivoError, plivo_error), dialect.auth], sinks=[sink],
+                   openapi=OPENAPI_DIALECT)
     r = dialect.route
     call = "/v1/Account/{auth_id}/Call/{call_uuid}"
     play = call + "/Play"

@@ -39,7 +39,7 @@ from ..media.synth import SpeechInputError, SpeechSpec, check
 from ..rooms import BRIDGE
 from .common import MAX_LOOP, BadLoop, iso_z, same
 from .common import parse_loop as _parse_loop
-from .dialect import Dialect, Handler, mount
+from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
 from .signing import Ed25519Signer
 from .voices import cloud_voice, espeak_voice
@@ -308,15 +308,7 @@ class TelnyxDialect:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and same(value.strip(), self.api_key)
 
-    # the dialect's middleware chain (mediasrv/api/dialect.py): Telnyx's error shape, then its auth
-    async def errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except TelnyxError as exc:
-            return exc.to_response()
-        except CommandError as exc:
-            return telnyx_error(exc).to_response()
-
+    # behind its error shape (mediasrv/api/dialect.py error_shape): the dialect's auth middleware
     async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Auth first: a 401 says nothing about the call."""
         if not self.authorized(request):
@@ -705,7 +697,8 @@ def setup(app: web.Application, server: Server) -> None:
                  signer.public_key_b64 if signer else "?")
     dialect.sink = WebhookSink(dialect.render, server.events.sink_settings(), name="telnyx-webhook",
                                rebuild=dialect.build)
-    unit = Dialect("telnyx", "/v2/", [dialect.errors, dialect.auth], sinks=[dialect.sink], openapi=OPENAPI_DIALECT)
+    unit = Dialect("telnyx", "/v2/", [error_shape(TelnyxError, telnyx_error), dialect.auth], sinks=[dialect.sink],
+                   openapi=OPENAPI_DIALECT)
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"
     unit.add_routes([
