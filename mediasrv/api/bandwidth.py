@@ -224,10 +224,6 @@ def _user(uri: str) -> str:
     return urllib.parse.unquote(rest.split("@", 1)[0].split(";", 1)[0])
 
 
-def _iso(ts: float | None) -> str | None:
-    return iso_z(ts, fraction=False)
-
-
 class BandwidthDialect:
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -448,7 +444,7 @@ class BandwidthDialect:
         account = self.account_id or ""
         body: dict[str, Any] = {
             "eventType": event_type,
-            "eventTime": _iso(time.time()),
+            "eventTime": iso_z(time.time(), fraction=False),
             "accountId": account,
             "applicationId": "mediasrv",
             "from": _user(call.from_uri),
@@ -456,11 +452,11 @@ class BandwidthDialect:
             "direction": "inbound" if call.direction is Direction.INBOUND else "outbound",
             "callId": call.call_id,
             "callUrl": f"http://{host}:{port}/api/v2/accounts/{account}/calls/{call.call_id}",
-            "startTime": _iso(call.created_at),
+            "startTime": iso_z(call.created_at, fraction=False),
             "sipCallId": call.sip_call_id,
         }
         if event_type != "initiate":
-            body["answerTime"] = _iso(call.answered_at)
+            body["answerTime"] = iso_z(call.answered_at, fraction=False)
         if tag is not None:
             body["tag"] = tag
         return body
