@@ -22,6 +22,7 @@ from .calls import Call, CallRegistry
 from .cluster.drain import Drain
 from .cluster.forward import Forwarder
 from .cluster.identity import NodeLock, claim_node_id, default_node_id
+from .commands import CommandService
 from .config import Settings, is_loopback
 from .content.synth import EspeakEngine, get_engine, set_engine
 from .egress import Egress, EgressSettings
@@ -91,6 +92,7 @@ class Server:
             emit=self._emit,
             on_rtp_timeout=self._on_rtp_timeout,
         )
+        self.commands = CommandService(self.registry, self.media)  # what every API dialect asks of a call
         self.sip = SipUserAgent(
             SipSettings(
                 host=sip_host,

@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, CallState, Direction
+from ..calls import Call, Direction
+from ..commands import CallEnded, CallNotAnswered, CommandError, InvalidCommand, LegUnavailable, NoSuchCall
 from ..content.synth import DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from ..events import Build, Delivery, Event, WebhookSink
 from ..logsafe import SourceLimiter, clip
 from ..media.player import PlayRequest, SourceSpec
+from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
-from .openapi import OPENAPI
 from .signing import RsaJwtSigner
 from .voices import cloud_voice, espeak_voice
 
@@ -73,6 +74,17 @@ class AcsError(Exception):
             error["target"] = self.target
             error["details"] = [{"code": "InvalidField", "message": self.message, "target": self.target}]
         return web.json_response({"error": error}, status=self.status)
+
+
+def acs_error(exc: CommandError) -> AcsError:
+    """The command service's domain error as ACS answers it."""
+    if isinstance(exc, NoSuchCall | CallEnded):
+        return AcsError(404, "8522", f"call connection {exc.call_id!r} was not found or has ended")
+    if isinstance(exc, CallNotAnswered):
+        return AcsError(400, "8501", "Action is not valid when call is not in Established state.")
+    if isinstance(exc, InvalidCommand):
+        return AcsError(exc.status, exc.reason, exc.message)
+    return AcsError(400, "8501", "the call has no media leg")  # NoSuchLeg, NoSuchPlayback
 
 
 # -- auth ---------------------------------------------------------------------
@@ -316,35 +328,39 @@ class AcsDialect:
         self.extra_operations: dict[tuple[str, str], Callable[[str, dict[str, Any]], web.Response]] = {}
         self.cancel_hooks: list[Callable[[str], None]] = []  # also run by :cancelAllMediaOperations
 
-    # -- HTTP ------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        try:
+    # -- HTTP: the auth middleware (behind error_shape, mediasrv/api/dialect.py), then the one route ------
+    async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The HMAC over method, path, date and body, for every operation (the key documents are public)."""
+        tail = request.match_info.get("tail")
+        if tail is not None:
             try:
-                body = await request.read()
+                body = await request.read()  # kept by aiohttp: the operation reads it again for free
             except web.HTTPRequestEntityTooLarge as exc:
                 raise AcsError(413, "RequestEntityTooLarge", "request body too large") from exc
-            tail = request.match_info["tail"]
             self._authenticate(request, body, tail)
-            if not tail.startswith("callConnections/"):
-                raise AcsError(404, "NotFound", "no such Call Automation operation")
-            call_id, action = split_connection(tail[len("callConnections/"):])
-            extra = self.extra_operations.get((request.method, action))
-            if not call_id or "/" in call_id or ((request.method, action) not in OPERATIONS and extra is None):
-                raise AcsError(404, "NotFound", "no such Call Automation operation")
-            if "api-version" not in request.query:
-                raise AcsError(400, "BadRequest", "the api-version query parameter is required", "api-version")
-            if extra is not None:
-                return extra(call_id, _json_object(body))
-            if action == "/:playAudio":
-                return self._play_legacy(call_id, _json_object(body))
-            if action == ":play":
-                return self._play(call_id, _json_object(body))
-            if action == ":cancelAllMediaOperations":
-                return self._cancel_all(call_id)
-            everyone = action == ":terminate"
-            return await self._hang_up(call_id, everyone, request.headers.get("Repeatability-Request-ID"))
-        except AcsError as exc:
-            return exc.to_response()
+        return await handler(request)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        tail = request.match_info["tail"]
+        if not tail.startswith("callConnections/"):
+            raise AcsError(404, "NotFound", "no such Call Automation operation")
+        call_id, action = split_connection(tail[len("callConnections/"):])
+        extra = self.extra_operations.get((request.method, action))
+        if not call_id or "/" in call_id or ((request.method, action) not in OPERATIONS and extra is None):
+            raise AcsError(404, "NotFound", "no such Call Automation operation")
+        if "api-version" not in request.query:
+            raise AcsError(400, "BadRequest", "the api-version query parameter is required", "api-version")
+        if extra is not None:
+            return extra(call_id, _json_object(body))
+        if action == "/:playAudio":
+            return self._play_legacy(call_id, _json_object(body))
+        if action == ":play":
+            return self._play(call_id, _json_object(body))
+        if action == ":cancelAllMediaOperations":
+            return self._cancel_all(call_id)
+        everyone = action == ":terminate"
+        return await self._hang_up(call_id, everyone, request.headers.get("Repeatability-Request-ID"))
 
     def _authenticate(self, request: web.Request, body: bytes, tail: str) -> None:
         if not self.key:
@@ -368,9 +384,7 @@ class AcsDialect:
         """
         if everyone and repeat_id and repeat_id in self._repeats:
             return web.Response(status=204)
-        call = self.server.registry.get(call_id)
-        if call is None or call.state is CallState.ENDED:
-            raise AcsError(404, "8522", f"call connection {call_id!r} was not found or has ended")
+        call = self.server.commands.live_call(call_id)
         legs = [call.call_id, *(self.server.media.peers_of(call.call_id) if everyone else [])]
         for i, leg in enumerate(legs):
             try:
@@ -385,12 +399,10 @@ class AcsDialect:
         return web.Response(status=204)
 
     def _live_call(self, call_id: str) -> Call:
-        call = self.server.registry.get(call_id)
-        if call is None or call.state is CallState.ENDED:
-            raise AcsError(404, "8522", f"call connection {call_id!r} was not found or has ended")
-        if call.state is not CallState.ANSWERED:
-            raise AcsError(400, "8501", "Action is not valid when call is not in Established state.")
-        return call
+        try:
+            return self.server.commands.live_call(call_id, answered=True)
+        except CommandError as exc:
+            raise acs_error(exc) from None
 
     def _targets(self, call: Call, play_to: Any) -> str | list[str]:
         legs = [call.call_id, *self.server.media.peers_of(call.call_id)]
@@ -457,11 +469,11 @@ class AcsDialect:
     def _start(self, call: Call, request: PlayRequest, context: str | None, callback: str | None,
                legacy: bool = False) -> PlayOperation:
         try:
-            playbacks = self.server.media.play(call.call_id, request)
-        except KeyError as exc:
+            playbacks = self.server.commands.play(call.call_id, request)
+        except LegUnavailable as exc:
             raise AcsError(400, "8501", "the call has no media leg") from exc
-        except ValueError as exc:  # the media plane's PlayError: a command it cannot carry out as asked
-            raise AcsError(getattr(exc, "status", 422), str(getattr(exc, "reason", "InvalidRequest")), str(exc)) from exc
+        except InvalidCommand as exc:  # a command the core cannot carry out as asked
+            raise acs_error(exc) from exc
         if callback:
             self._call_callbacks[call.call_id] = callback
         op = PlayOperation(call.call_id, context, callback or self.server.settings.acs_callback_url,
@@ -474,8 +486,8 @@ class AcsDialect:
         self._live_call(call_id)
         for pb_id, op in list(self._ops.items()):  # its operations, on whichever legs they play
             if op.call_id == call_id:
-                self.server.media.stop_playback(pb_id, by="api")
-        self.server.media.stop_playbacks(call_id, "all", by="api")  # and anything else on this leg
+                self.server.commands.stop_playback(pb_id, by="api")
+        self.server.commands.stop_playbacks(call_id, "all", by="api")  # and anything else on this leg
         for hook in self.cancel_hooks:
             hook(call_id)
         return web.Response(status=202)
@@ -562,10 +574,11 @@ class AcsDialect:
     def _post(self, call_id: str, url: str, type_: str, data: dict[str, Any]) -> None:
         """One CloudEvent in a JSON array, ordered per call, with a fresh RS256 JWT on every attempt."""
         subject = f"calling/callConnections/{call_id}"
+        event_id, event_type = str(uuid.uuid4()), EVENT_PREFIX + type_
         event: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
+            "id": event_id,
             "source": subject,
-            "type": EVENT_PREFIX + type_,
+            "type": event_type,
             "data": data,
             "time": datetime.now(UTC).isoformat(),
             "specversion": "1.0",
@@ -573,8 +586,8 @@ class AcsDialect:
             "subject": subject,
         }
         spec = {"events": [event]}
-        self.sink.send(Delivery(url=url, build=self.build(spec), key=call_id, label=event["type"], spec=spec,
-                                id=event["id"]))
+        self.sink.send(Delivery(url=url, build=self.build(spec), key=call_id, label=event_type, spec=spec,
+                                id=event_id))
 
     def build(self, spec: dict[str, Any]) -> Build:
         """A CloudEvents batch from its journaled spec (also the sink's ``rebuild`` after a restart): the
@@ -651,17 +664,21 @@ def setup(app: web.Application, server: Server) -> None:
     signer = RsaJwtSigner.load_or_create(settings.data_dir) if settings.acs_access_key else None
     dialect = AcsDialect(server, signer)
     app[ACS_KEY] = dialect
-    OPENAPI.setdefault("x-dialects", {})["acs"] = OPENAPI_DIALECT
     if not dialect.key:
         log.info("ACS dialect disabled: set MEDIASRV_ACS_ACCESS_KEY to enable it")
     else:
         log.info("ACS dialect on /calling; callbacks signed RS256 (kid %s, aud %s)",
                  signer.kid if signer else "?", dialect.audience)
-    server.events.add_listener(dialect.on_event)
+    # its webhook sink is made (and added to the bus) by AcsDialect itself: it sends, it does not render
+    unit = Dialect("acs", "/calling/", [error_shape(AcsError, acs_error), dialect.auth],
+                   on_event=[dialect.on_event], openapi=OPENAPI_DIALECT)
     from . import acs_dtmf  # DTMF operations (continuous recognition, recognize, send): their own module
 
-    acs_dtmf.setup(dialect)
+    acs_dtmf.setup(unit, dialect)
     OPENAPI_DIALECT["routes"] += [r for r in acs_dtmf.OPENAPI_ROUTES if r not in OPENAPI_DIALECT["routes"]]
-    app.router.add_get(OPENID_PATH, dialect.openid_configuration)
-    app.router.add_get(JWKS_PATH, dialect.jwks)
-    app.router.add_route("*", "/calling/{tail:.*}", dialect.handle)
+    unit.add_routes([
+        web.get(OPENID_PATH, dialect.openid_configuration),
+        web.get(JWKS_PATH, dialect.jwks),
+        web.route("*", "/calling/{tail:.*}", dialect.handle),
+    ])
+    mount(app, server, unit)

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call
+from ..commands import InvalidCommand, LegUnavailable
 from ..events import Event
 from ..media.collect import CollectRequest
-from ..media.player import PlayError, PlayRequest, SourceSpec
+from ..media.player import PlayRequest, SourceSpec
 from .acs import (
     CANCELED,
     COMPLETED,
@@ -44,6 +45,7 @@ from .acs import (
 
 if TYPE_CHECKING:
     from .acs import AcsDialect
+    from .dialect import Dialect
 
 TONE_NAMES = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "6": "six",
               "7": "seven", "8": "eight", "9": "nine", "A": "a", "B": "b", "C": "c", "D": "d", "#": "pound",
@@ -195,12 +197,12 @@ class AcsDtmf:
             barge_in=interrupt_prompt, command_id=op.context,
         )
         if interrupt:
-            self.server.media.stop_playbacks(leg, "all", by="api")
+            self.server.commands.stop_playbacks(leg, "all", by="api")
         try:
-            collect = self.server.media.collect(leg, request)
-        except KeyError as exc:
+            collect = self.server.commands.collect(leg, request)
+        except LegUnavailable as exc:
             raise AcsError(400, "8501", "the call has no media leg") from exc
-        except PlayError as exc:
+        except InvalidCommand as exc:
             raise AcsError(exc.status, exc.reason, str(exc)) from exc
         self._recognitions[collect.id] = op
         return web.Response(status=202)
@@ -235,10 +237,10 @@ class AcsDtmf:
         leg = self._target(call, body)
         op = self._operation(call, leg, body)
         try:
-            self.server.media.send_dtmf(leg, digits, SEND_TONE_MS)
-        except KeyError as exc:
+            self.server.commands.send_dtmf(leg, digits, SEND_TONE_MS)
+        except LegUnavailable as exc:
             raise AcsError(400, "8501", "the participant has no media leg") from exc
-        except PlayError as exc:
+        except InvalidCommand as exc:
             raise AcsError(exc.status, exc.reason, str(exc), "tones") from exc
         self._sends[leg] = op
         return web.json_response({"operationContext": op.context}, status=202)
@@ -280,11 +282,11 @@ class AcsDtmf:
         # call_hangup: CallDisconnected says it; ACS sends no events for a call after that
 
 
-def setup(dialect: AcsDialect) -> AcsDtmf:
+def setup(unit: Dialect, dialect: AcsDialect) -> AcsDtmf:
     dtmf = AcsDtmf(dialect)
     dialect.extra_operations.update(dtmf.operations())
     dialect.cancel_hooks.append(dtmf.cancel)
-    dialect.server.events.add_listener(dtmf.on_event)
+    unit.on_event.append(dtmf.on_event)
     return dtmf
 
 

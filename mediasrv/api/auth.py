@@ -8,26 +8,23 @@ and ``metrics_token``, a second read-only token good for ``GET /metrics`` alone.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from aiohttp import web
 
+from .common import same as same_secret
 from .errors import ApiError
 
 # the console checks its cookie itself: without one it answers its login form (401), not JSON
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/console", "/console/login"})
 COOKIE = "mediasrv_token"
 # Vendor dialects authenticate their own way (api/<vendor>.py); the native token does not apply there.
+# api/dialect.py mount() refuses a dialect whose prefix is not listed here.
 DIALECT_PREFIXES = ("/v2/", "/v1/Account/", "/calling/", "/api/v2/")
 
 
 def is_dialect_path(path: str) -> bool:
     return path.startswith(DIALECT_PREFIXES)
-
-
-def same_secret(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def bearer_auth(token: str | None, metrics_token: str | None = None) -> Any:

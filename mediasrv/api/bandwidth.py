@@ -11,9 +11,6 @@ Request shapes and accepted responses: ../shared/vendor-sdk-wire.md §4.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import logging
 import secrets
 import time
@@ -21,7 +18,6 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element, ParseError
 
@@ -32,13 +28,15 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from ..calls import Call, CallState, Direction
+from ..commands import CallEnded, CallNotAnswered, CommandError, InvalidCommand, LegUnavailable, NoSuchCall
 from ..content.synth import SpeechInputError, SpeechSpec, check
 from ..egress import Purpose, RedirectRefused, refusal_of
 from ..events import Event
 from ..logsafe import clip
 from ..media.player import PlayRequest, SourceSpec
+from .common import basic_matches, iso_z
+from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
-from .openapi import OPENAPI
 from .voices import BANDWIDTH as BANDWIDTH_VOICES
 from .voices import espeak_voice
 
@@ -62,6 +60,19 @@ class BandwidthError(Exception):
     def to_response(self) -> web.Response:
         body = {"type": self.type, "description": self.description, "id": str(uuid.uuid4())}
         return web.json_response(body, status=self.status)
+
+
+def bandwidth_error(exc: CommandError) -> BandwidthError:
+    """The command service's domain error as Bandwidth answers it."""
+    if isinstance(exc, NoSuchCall):
+        return BandwidthError(404, "not-found", f"call {exc.call_id!r} not found")
+    if isinstance(exc, CallEnded):
+        return BandwidthError(409, "conflict", f"call {exc.call_id!r} has already ended")
+    if isinstance(exc, CallNotAnswered):
+        return BandwidthError(409, "conflict", f"call {exc.call_id!r} is not answered yet")
+    if isinstance(exc, InvalidCommand):
+        return BandwidthError(400, "validation", exc.message)
+    return BandwidthError(409, "conflict", exc.message)  # NoSuchLeg, NoSuchPlayback
 
 
 # -- BXML -----------------------------------------------------------------------
@@ -213,10 +224,6 @@ def _user(uri: str) -> str:
     return urllib.parse.unquote(rest.split("@", 1)[0].split(";", 1)[0])
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts else None
-
-
 class BandwidthDialect:
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -238,16 +245,7 @@ class BandwidthDialect:
 
     # -- auth ------------------------------------------------------------
     def _basic_ok(self, header: str) -> bool:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic" or not self.enabled:
-            return False
-        try:
-            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        ok_user = hmac.compare_digest(user.encode(), (self.username or "").encode())
-        ok_password = hmac.compare_digest(password.encode(), (self.password or "").encode())
-        return ok_user and ok_password
+        return self.enabled and basic_matches(header, self.username or "", self.password or "")
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
@@ -269,16 +267,18 @@ class BandwidthDialect:
         return account
 
     def _call(self, call_id: str) -> Call:
-        call = self.server.registry.get(call_id)
-        if call is None:
-            raise BandwidthError(404, "not-found", f"call {call_id!r} not found")
-        if call.state is CallState.ENDED:
-            raise BandwidthError(409, "conflict", f"call {call_id!r} has already ended")
-        if call.state is not CallState.ANSWERED:
-            raise BandwidthError(409, "conflict", f"call {call_id!r} is not answered yet")
-        return call
+        try:
+            return self.server.commands.live_call(call_id, answered=True)
+        except CommandError as exc:
+            raise bandwidth_error(exc) from None
 
-    # -- HTTP ------------------------------------------------------------
+    # -- HTTP: the auth middleware (behind error_shape, mediasrv/api/dialect.py), then the routes ---------
+    async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Basic or an OAuth2 bearer token everywhere but the token endpoint (Basic only, its own errors)."""
+        if request.match_info.route.resource is None or request.match_info.route.resource.canonical != TOKEN_PATH:
+            self._authenticate(request)
+        return await handler(request)
+
     async def token(self, request: web.Request) -> web.Response:
         """OAuth2 client-credentials: the SDK's ``client_id``/``client_secret`` are the dialect's user/password."""
         if not self._basic_ok(request.headers.get("Authorization", "")):
@@ -299,48 +299,36 @@ class BandwidthDialect:
         return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL_S})
 
     async def update_bxml(self, request: web.Request) -> web.Response:
-        try:
-            self._authenticate(request)
-            self._account(request)
-            raw = await _read_capped(request.content)
-            verbs = parse_bxml(raw, "Bxml")
-            call = self._call(request.match_info["call_id"])
-        except BandwidthError as exc:
-            return exc.to_response()
+        self._account(request)
+        raw = await _read_capped(request.content)
+        verbs = parse_bxml(raw, "Bxml")
+        call = self._call(request.match_info["call_id"])
         self.start(call.call_id, verbs)
         return web.Response(status=204)
 
     async def update_call(self, request: web.Request) -> web.Response:
-        try:
-            self._authenticate(request)
-            self._account(request)
-            body = await self._json(request)
-            call = self._call(request.match_info["call_id"])
-            state = body.get("state", "active")
-            if state not in ("active", "completed"):
-                raise BandwidthError(400, "validation", "state must be 'active' or 'completed'")
-            if state == "completed":
-                await self.server.sip.hangup(call.call_id, cause="normal_clearing", by="api")
-                return web.Response(status=200)
-            url = body.get("redirectUrl")
-            if url is not None:
-                redirect = Redirect(
-                    _absolute(str(url), None, "redirectUrl"), str(body.get("redirectMethod") or "POST").upper(),
-                    body.get("username"), body.get("password"), body.get("tag"),
-                )
-                if redirect.method not in ("GET", "POST"):
-                    raise BandwidthError(400, "validation", "redirectMethod must be GET or POST")
-                self.start(call.call_id, [redirect])
-        except BandwidthError as exc:
-            return exc.to_response()
+        self._account(request)
+        body = await self._json(request)
+        call = self._call(request.match_info["call_id"])
+        state = body.get("state", "active")
+        if state not in ("active", "completed"):
+            raise BandwidthError(400, "validation", "state must be 'active' or 'completed'")
+        if state == "completed":
+            await self.server.sip.hangup(call.call_id, cause="normal_clearing", by="api")
+            return web.Response(status=200)
+        url = body.get("redirectUrl")
+        if url is not None:
+            redirect = Redirect(
+                _absolute(str(url), None, "redirectUrl"), str(body.get("redirectMethod") or "POST").upper(),
+                body.get("username"), body.get("password"), body.get("tag"),
+            )
+            if redirect.method not in ("GET", "POST"):
+                raise BandwidthError(400, "validation", "redirectMethod must be GET or POST")
+            self.start(call.call_id, [redirect])
         return web.Response(status=200)
 
     async def fallback(self, request: web.Request) -> web.Response:
-        try:
-            self._authenticate(request)
-            raise BandwidthError(404, "not-found", "no such Voice API resource")
-        except BandwidthError as exc:
-            return exc.to_response()
+        raise BandwidthError(404, "not-found", "no such Voice API resource")
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any]:
@@ -407,7 +395,7 @@ class BandwidthDialect:
                 i += 1
         except asyncio.CancelledError:
             for pb_id in script.playbacks:  # replaced by a newer document: its audio stops too
-                self.server.media.stop_playback(pb_id, by="api")
+                self.server.commands.stop_playback(pb_id, by="api")
             raise
         finally:
             if self._scripts.get(script.call_id) is script:
@@ -420,10 +408,10 @@ class BandwidthDialect:
             spec = SourceSpec(speech=verb.speech) if verb.speech is not None else \
                 SourceSpec(url=verb.url, username=verb.username, password=verb.password)
             try:
-                playbacks = self.server.media.play(script.call_id, PlayRequest(sources=[spec]))
-            except KeyError:
+                playbacks = self.server.commands.play(script.call_id, PlayRequest(sources=[spec]))
+            except LegUnavailable:
                 return False  # the call's leg is gone
-            except ValueError as exc:  # the media plane's PlayError
+            except InvalidCommand as exc:
                 self._error(script.call_id, "SpeakSentence" if verb.speech else "PlayAudio",
                             f"cannot play {spec.describe()}: {exc}")
                 continue
@@ -456,7 +444,7 @@ class BandwidthDialect:
         account = self.account_id or ""
         body: dict[str, Any] = {
             "eventType": event_type,
-            "eventTime": _iso(time.time()),
+            "eventTime": iso_z(time.time(), fraction=False),
             "accountId": account,
             "applicationId": "mediasrv",
             "from": _user(call.from_uri),
@@ -464,11 +452,11 @@ class BandwidthDialect:
             "direction": "inbound" if call.direction is Direction.INBOUND else "outbound",
             "callId": call.call_id,
             "callUrl": f"http://{host}:{port}/api/v2/accounts/{account}/calls/{call.call_id}",
-            "startTime": _iso(call.created_at),
+            "startTime": iso_z(call.created_at, fraction=False),
             "sipCallId": call.sip_call_id,
         }
         if event_type != "initiate":
-            body["answerTime"] = _iso(call.answered_at)
+            body["answerTime"] = iso_z(call.answered_at, fraction=False)
         if tag is not None:
             body["tag"] = tag
         return body
@@ -569,6 +557,7 @@ class BandwidthDialect:
 
 
 BANDWIDTH_KEY: web.AppKey[BandwidthDialect] = web.AppKey("bandwidth")
+TOKEN_PATH = "/api/v2/oauth2/token"
 
 # Listed in /openapi.json under "x-dialects": each route and the native resource it maps onto.
 _CALL = "/api/v2/accounts/{account_id}/calls/{call_id}"
@@ -588,21 +577,18 @@ OPENAPI_DIALECT: dict[str, Any] = {
 def setup(app: web.Application, server: Server) -> None:
     dialect = BandwidthDialect(server)
     app[BANDWIDTH_KEY] = dialect
-    OPENAPI.setdefault("x-dialects", {})["bandwidth"] = OPENAPI_DIALECT
     if not dialect.enabled:
         log.info("Bandwidth dialect disabled: set MEDIASRV_BANDWIDTH_USERNAME and MEDIASRV_BANDWIDTH_PASSWORD")
-    server.registry.subscribe(dialect.on_call)
-    server.events.add_listener(dialect.on_event)
     from . import bandwidth_dtmf  # <SendDtmf>, <Gather>: their own module (registers its verbs on import)
 
-    server.events.add_listener(bandwidth_dtmf.listener(dialect))
+    unit = Dialect("bandwidth", "/api/v2/", [error_shape(BandwidthError, bandwidth_error), dialect.auth],
+                   on_call=[dialect.on_call], on_event=[dialect.on_event, bandwidth_dtmf.listener(dialect)],
+                   on_cleanup=[dialect.close], openapi=OPENAPI_DIALECT)
     base = "/api/v2/accounts/{account_id}/calls/{call_id}"
-    app.router.add_put(base + "/bxml", dialect.update_bxml)
-    app.router.add_post(base, dialect.update_call)
-    app.router.add_post("/api/v2/oauth2/token", dialect.token)
-    app.router.add_route("*", "/api/v2/{tail:.*}", dialect.fallback)
-
-    async def close(_app: web.Application) -> None:
-        await dialect.close()
-
-    app.on_cleanup.append(close)
+    unit.add_routes([
+        web.put(base + "/bxml", dialect.update_bxml),
+        web.post(base, dialect.update_call),
+        web.post(TOKEN_PATH, dialect.token),
+        web.route("*", "/api/v2/{tail:.*}", dialect.fallback),
+    ])
+    mount(app, server, unit)

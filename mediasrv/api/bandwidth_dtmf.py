@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
+from ..commands import InvalidCommand, LegUnavailable
 from ..events import Event
 from ..media.collect import CollectRequest
-from ..media.player import PlayError, PlayRequest, SourceSpec
+from ..media.player import PlayRequest, SourceSpec
 from .bandwidth import EXTRA_VERBS, BandwidthError, Play, ScriptVerb, _absolute, speak_sentence
 
 if TYPE_CHECKING:
@@ -119,10 +120,10 @@ class SendDtmf(ScriptVerb):
             if run:
                 fut = waits.sent[script.call_id] = loop.create_future()
                 try:
-                    dialect.server.media.ivr.send_dtmf(script.call_id, run, self.tone_ms, self.interval_ms)
-                except KeyError:
+                    dialect.server.commands.send_dtmf(script.call_id, run, self.tone_ms, self.interval_ms)
+                except LegUnavailable:
                     return False  # the call's leg is gone
-                except PlayError as exc:
+                except InvalidCommand as exc:
                     waits.sent.pop(script.call_id, None)
                     dialect._error(script.call_id, "SendDtmf", f"cannot send digits: {exc}")
                     return True
@@ -174,10 +175,10 @@ class Gather(ScriptVerb):
             )
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             try:
-                collect = dialect.server.media.collect(script.call_id, request)
-            except KeyError:
+                collect = dialect.server.commands.collect(script.call_id, request)
+            except LegUnavailable:
                 return False
-            except PlayError as exc:
+            except InvalidCommand as exc:
                 dialect._error(script.call_id, "Gather", f"cannot gather: {exc}")
                 return True
             waits.collects[collect.id] = fut

@@ -3,7 +3,7 @@
 
 Each run of keys is one core send (media/ivr.py ``send_dtmf``); the next starts once the previous
 is out (``dtmf.sent``) and the pause has passed.  The first run goes out at once, so the request
-itself gets the core's refusals (a send already going on: 409; no media: KeyError).  A later run
+itself gets the command service's refusals (a send already going on: InvalidCommand 409; no media: NoSuchLeg).  A later run
 that cannot start (the call ended, another send took the leg meanwhile) drops the rest, logged.
 """
 
@@ -14,6 +14,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING
 
+from ..commands import CommandError
 from ..events import Event
 from ..logsafe import clip
 
@@ -60,12 +61,12 @@ class PausedSender:
 
     def _send(self, call_id: str, keys: str, duration_ms: int) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.server.media.send_dtmf(call_id, keys, duration_ms)  # raises before anything is registered
+        self.server.commands.send_dtmf(call_id, keys, duration_ms)  # raises before anything is registered
         self._sent[call_id] = fut
         return fut
 
     def start(self, call_id: str, digits: str, duration_ms: int) -> None:
-        """Send *digits* (validated by :func:`valid`); KeyError / PlayError from the first run."""
+        """Send *digits* (validated by :func:`valid`); the command service's errors from the first run."""
         runs = split(digits)
         first: asyncio.Future[None] | None = None
         if runs and runs[0][0]:
@@ -83,7 +84,7 @@ class PausedSender:
                     return
                 try:
                     await self._send(call_id, keys, duration_ms)
-                except (KeyError, ValueError) as exc:
+                except CommandError as exc:
                     log.warning("DTMF to %s: %d digit run(s) after a pause not sent: %s", clip(call_id, 80),
                                 len(runs) - i, clip(str(exc), 200))
                     return

@@ -9,6 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
+from ..commands import (
+    CallEnded,
+    CallNotAnswered,
+    CommandError,
+    InvalidCommand,
+    NoSuchCall,
+    NoSuchLeg,
+    NoSuchPlayback,
+)
+
 
 class ApiError(Exception):
     """An error the client caused (or can act on), rendered as ``{"error": {...}}``."""
@@ -25,6 +35,23 @@ class ApiError(Exception):
         if self.details:
             body["details"] = self.details
         return web.json_response({"error": body}, status=self.status)
+
+
+def command_error(exc: CommandError) -> ApiError:
+    """The command service's domain error in the native shape."""
+    if isinstance(exc, NoSuchCall):
+        return ApiError(404, "call_not_found", exc.message)
+    if isinstance(exc, CallEnded):
+        return ApiError(409, "call_ended", exc.message)
+    if isinstance(exc, CallNotAnswered):
+        return ApiError(409, "call_not_answered", "the call must be answered first")
+    if isinstance(exc, NoSuchLeg):
+        return ApiError(409, "no_media", "the call has no media leg")
+    if isinstance(exc, NoSuchPlayback):
+        return ApiError(404, "playback_not_found", "no playback with that id")
+    if isinstance(exc, InvalidCommand):
+        return ApiError(exc.status, exc.reason, exc.message)
+    return ApiError(409, "command_refused", exc.message)
 
 
 class BodyError(ValueError):
@@ -119,6 +146,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except ApiError as exc:
         return exc.to_response()
+    except CommandError as exc:  # a handler that let the command service's error through: the native shape
+        return command_error(exc).to_response()
     except ConnectionResetError:  # the client went away mid-body: nobody to answer, nothing to log loudly
         return ApiError(400, "incomplete_request", "the connection closed before the request body ended").to_response()
     except web.HTTPException as exc:

@@ -8,10 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from ..calls import CallState
-from ..media import PlayError
+from ..commands import CommandError
 from ..media.collect import MAX_DIGITS, MAX_TIMEOUT_MS, Collect, CollectRequest
-from .errors import ApiError, check_fields, read_json_object
-from .native import _live_call, _server, parse_play_request, play_error
+from .errors import ApiError, check_fields, command_error, read_json_object
+from .native import _live_call, _server, parse_play_request
 
 KEYS = "0123456789*#ABCD"
 
@@ -85,11 +85,9 @@ async def start_collect(request: web.Request) -> web.Response:
     if call.state is not CallState.ANSWERED:
         raise ApiError(409, "call_not_answered", "the call must be answered before collecting digits")
     try:
-        collect = server.media.collect(call.call_id, req)
-    except KeyError as exc:
-        raise ApiError(409, "no_media", "the call has no media leg") from exc
-    except PlayError as exc:
-        raise play_error(exc) from exc
+        collect = server.commands.collect(call.call_id, req)
+    except CommandError as exc:
+        raise command_error(exc) from exc
     return web.json_response(_resource(server, collect), status=201)
 
 
@@ -129,11 +127,9 @@ async def send_dtmf(request: web.Request) -> web.Response:
     if call.state is not CallState.ANSWERED:
         raise ApiError(409, "call_not_answered", "the call must be answered before sending digits")
     try:
-        sender = server.media.send_dtmf(call.call_id, digits, duration_ms)
-    except KeyError as exc:
-        raise ApiError(409, "no_media", "the call has no media leg") from exc
-    except PlayError as exc:
-        raise play_error(exc) from exc
+        sender = server.commands.send_dtmf(call.call_id, digits, duration_ms)
+    except CommandError as exc:
+        raise command_error(exc) from exc
     return web.json_response({"call_id": call.call_id, "digits": sender.digits, "duration_ms": duration_ms,
                               "method": sender.method, "packets": sender.packets_total}, status=202)
 

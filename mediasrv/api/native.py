@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
-from ..media import Playback, PlayError, PlayRequest
+from ..commands import CallEnded, CommandError, InvalidCommand, NoSuchCall, NoSuchLeg
+from ..media import Playback, PlayRequest
 from ..media.player import MAX_DUCK_DB, MAX_OFFSET_MS, VOLUME_RANGE_DB
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..metrics import exposition_async
-from .errors import ApiError, check_fields, read_json_object
+from .common import MAX_LOOP, BadLoop
+from .common import parse_loop as _parse_loop
+from .errors import ApiError, check_fields, command_error, read_json_object
 from .openapi import OPENAPI
 from .sources import SOURCE_FIELDS, parse_sources
 
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from ..server import Server
 
 SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
-MAX_LOOP = 100
+__all__ = ["MAX_LOOP", "SERVER_KEY", "add_routes", "call_resource", "parse_loop", "parse_play_request"]
 
 
 def _server(request: web.Request) -> Server:
@@ -33,17 +36,17 @@ def _server(request: web.Request) -> Server:
 
 
 def _call_or_404(server: Server, call_id: str) -> Call:
-    call = server.registry.get(call_id)
-    if call is None:
-        raise ApiError(404, "call_not_found", f"no call with id {call_id!r}")
-    return call
+    try:
+        return server.commands.call(call_id)
+    except CommandError as exc:
+        raise command_error(exc) from None
 
 
 def _live_call(server: Server, call_id: str) -> Call:
-    call = _call_or_404(server, call_id)
-    if call.state is CallState.ENDED:
-        raise ApiError(409, "call_ended", f"call {call_id!r} has ended ({call.hangup_cause})")
-    return call
+    try:
+        return server.commands.live_call(call_id)
+    except CommandError as exc:
+        raise command_error(exc) from None
 
 
 def call_resource(server: Server, call: Call) -> dict[str, Any]:
@@ -58,15 +61,12 @@ def call_resource(server: Server, call: Call) -> dict[str, Any]:
 
 def parse_loop(value: Any) -> int | None:
     """``1..100`` → that count, ``"infinity"`` → None (forever)."""
-    if value is None:
-        return 1
-    if isinstance(value, str) and value.strip().lower() in ("infinity", "infinite", "inf"):
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, "invalid_field", "loop must be an integer 1-100 or \"infinity\"", field="loop")
-    if not 1 <= value <= MAX_LOOP:
-        raise ApiError(422, "out_of_range", f"loop must be between 1 and {MAX_LOOP}, got {value}", field="loop")
-    return value
+    try:
+        return _parse_loop(value, forever=("infinity", "infinite", "inf"))
+    except BadLoop as exc:
+        if exc.out_of_range:
+            raise ApiError(422, "out_of_range", str(exc), field="loop") from None
+        raise ApiError(400, "invalid_field", "loop must be an integer 1-100 or \"infinity\"", field="loop") from None
 
 
 TARGETS = ("self", "opposite", "both", "room")
@@ -162,7 +162,7 @@ def parse_play_request(body: dict[str, Any]) -> PlayRequest:
     )
 
 
-def play_error(exc: PlayError) -> ApiError:
+def play_error(exc: InvalidCommand) -> ApiError:
     return ApiError(exc.status, exc.reason, exc.message)
 
 
@@ -239,16 +239,19 @@ async def hangup_call(request: web.Request) -> web.Response:
 
 
 # -- playbacks ----------------------------------------------------------------
-def _missing_leg(server: Server, call: Call, leg_id: str) -> ApiError:
-    """Why a target leg named in a play command cannot be played to."""
-    if leg_id == call.call_id:
+def _play_refused(call: Call, exc: CommandError) -> ApiError:
+    """Why a play command cannot be carried out; a target leg other than the call is named as ``target``."""
+    if isinstance(exc, InvalidCommand):
+        return play_error(exc)
+    if exc.call_id == call.call_id:
         return ApiError(409, "no_media", "the call has no media leg")
-    other = server.registry.get(leg_id)
-    if other is None:
-        return ApiError(404, "call_not_found", f"no call with id {leg_id!r}", field="target")
-    if other.state is CallState.ENDED:
-        return ApiError(409, "call_ended", f"call {leg_id!r} has ended ({other.hangup_cause})", field="target")
-    return ApiError(409, "no_media", f"call {leg_id!r} has no media leg", field="target")
+    if isinstance(exc, NoSuchCall):
+        return ApiError(404, "call_not_found", exc.message, field="target")
+    if isinstance(exc, CallEnded):
+        return ApiError(409, "call_ended", exc.message, field="target")
+    if isinstance(exc, NoSuchLeg):
+        return ApiError(409, "no_media", exc.message, field="target")
+    return command_error(exc)
 
 
 async def start_playback(request: web.Request) -> web.Response:
@@ -264,32 +267,27 @@ async def start_playback(request: web.Request) -> web.Response:
             raise ApiError(409, "call_not_answered", "the call must be answered before playing audio"
                            + (" (early_media=false)" if not allow_early else ""))
         try:
-            server.media.target_legs(call.call_id, play.target)  # checked before the 183 goes out
-            play.validate()
+            server.commands.check_play(call.call_id, play)  # checked before the 183 goes out
             if play.overlay and not call.early_media:
-                raise PlayError("nothing_playing", "an overlay needs a playing non-overlay playback on leg "
-                                f"{call.call_id} (the call is ringing with nothing playing)")
-        except KeyError as exc:
-            raise _missing_leg(server, call, exc.args[0] if exc.args else call.call_id) from exc
-        except PlayError as exc:
-            raise play_error(exc) from exc
+                raise InvalidCommand(call.call_id, "nothing_playing", "an overlay needs a playing non-overlay "
+                                     f"playback on leg {call.call_id} (the call is ringing with nothing playing)")
+        except CommandError as exc:
+            raise _play_refused(call, exc) from exc
         await _start_early_media(server, call)
     try:
-        playbacks = server.media.play(call.call_id, play)
-    except KeyError as exc:
-        raise _missing_leg(server, call, exc.args[0] if exc.args else call.call_id) from exc
-    except PlayError as exc:
-        raise play_error(exc) from exc
+        playbacks = server.commands.play(call.call_id, play)
+    except CommandError as exc:
+        raise _play_refused(call, exc) from exc
     body = playbacks[0].to_dict()
     body["playbacks"] = [p.to_dict() for p in playbacks]
     return web.json_response(body, status=201)
 
 
 def _playback_or_404(server: Server, playback_id: str) -> Playback:
-    playback = server.media.get_playback(playback_id)
-    if playback is None:
-        raise ApiError(404, "playback_not_found", "no playback with that id")
-    return playback
+    try:
+        return server.commands.playback(playback_id)
+    except CommandError as exc:
+        raise command_error(exc) from None
 
 
 async def get_playback(request: web.Request) -> web.Response:
@@ -301,7 +299,7 @@ async def stop_playback(request: web.Request) -> web.Response:
     server = _server(request)
     playback_id = request.match_info["playback_id"]
     playback = _playback_or_404(server, playback_id)
-    stopped = server.media.stop_playback(playback_id, by=request.query.get("command_id") or "api")
+    stopped = server.commands.stop_playback(playback_id, by=request.query.get("command_id") or "api")
     body = playback.to_dict()
     body["stopped_now"] = stopped  # False: it had already ended, the stop was a no-op
     return web.json_response(body)
@@ -328,11 +326,9 @@ async def control_playback(request: web.Request) -> web.Response:
     if op == "seek" and ms is not None and ms < 0:
         raise ApiError(422, "out_of_range", f"seek position must be >= 0, got {ms:g}", field="ms")
     try:
-        playback = server.media.control(playback_id, op, ms=None if ms is None else int(ms), db=db)
-    except KeyError as exc:
-        raise ApiError(404, "playback_not_found", "no playback with that id") from exc
-    except PlayError as exc:
-        raise play_error(exc) from exc
+        playback = server.commands.control(playback_id, op, ms=None if ms is None else int(ms), db=db)
+    except CommandError as exc:
+        raise command_error(exc) from exc
     out = playback.to_dict()
     out["position_ms"] = server.media.position_ms(playback_id)
     return web.json_response(out)
@@ -348,8 +344,8 @@ async def stop_call_playbacks(request: web.Request) -> web.Response:
     overlay_arg = request.query.get("overlay", "false").lower()
     if overlay_arg not in ("true", "false", "1", "0"):
         raise ApiError(400, "invalid_field", "overlay must be true or false", field="overlay")
-    stopped = server.media.stop_playbacks(call.call_id, which, by=request.query.get("command_id") or "api",
-                                          overlay=overlay_arg in ("true", "1"))
+    stopped = server.commands.stop_playbacks(call.call_id, which, by=request.query.get("command_id") or "api",
+                                             overlay=overlay_arg in ("true", "1"))
     return web.json_response({"stopped": [p.to_dict() for p in stopped]})
 
 
@@ -457,9 +453,10 @@ async def call_pacing(request: web.Request) -> web.Response:
     server = _server(request)
     call = _live_call(server, request.match_info["call_id"])
     try:
-        return web.json_response(server.media.monitor(call.call_id))
-    except KeyError:
+        server.commands.require_leg(call.call_id)
+    except NoSuchLeg:
         raise ApiError(409, "no_media", f"call {call.call_id!r} has no media leg yet") from None
+    return web.json_response(server.media.monitor(call.call_id))
 
 
 def add_routes(app: web.Application) -> None:

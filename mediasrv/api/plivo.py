@@ -9,9 +9,6 @@ recorded in ``shared/vendor-sdk-wire.md`` section 2.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,12 +18,14 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
-from ..calls import Call, CallState
+from ..calls import Call
+from ..commands import CallEnded, CallNotAnswered, CommandError, InvalidCommand, LegUnavailable, NoSuchCall
 from ..content.synth import SpeechInputError, SpeechSpec, check
 from ..events import Build, Delivery, Event, WebhookSink
-from ..media.player import PlayRequest, SourceSpec
+from ..media.player import Playback, PlayRequest, SourceSpec
+from .common import basic_credentials, same
+from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
-from .openapi import OPENAPI
 from .signing import plivo_headers
 from .voices import cloud_voice, espeak_voice
 
@@ -58,6 +57,19 @@ class PlivoError(Exception):
 
     def to_response(self) -> web.Response:
         return web.json_response({"api_id": str(uuid.uuid4()), "error": self.error}, status=self.status)
+
+
+def plivo_error(exc: CommandError) -> PlivoError:
+    """The command service's domain error as Plivo answers it."""
+    if isinstance(exc, NoSuchCall):
+        return PlivoError(404, "call not found")
+    if isinstance(exc, CallEnded):
+        return PlivoError(404, "call not found: it has ended")
+    if isinstance(exc, CallNotAnswered):
+        return PlivoError(409, "call is not answered yet")
+    if isinstance(exc, InvalidCommand):
+        return PlivoError(400, exc.message)
+    return PlivoError(404, "call not found: it has no media")  # NoSuchLeg, NoSuchPlayback
 
 
 @dataclass
@@ -182,7 +194,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
 
 
 # -- the dialect -------------------------------------------------------------------------------
-Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
 
 
 class PlivoDialect:
@@ -197,57 +209,52 @@ class PlivoDialect:
 
     def authorized(self, request: web.Request) -> bool:
         """Basic auth whose user is our auth_id and equals the path's; constant-time compares."""
-        if not (self.auth_id and self.auth_token):
+        creds = basic_credentials(request.headers.get("Authorization", ""))
+        if not (self.auth_id and self.auth_token) or creds is None:
             return False
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
+        user, password = creds
         path_id = request.match_info.get("auth_id", "")
-        ok_user = hmac.compare_digest(user.encode(), self.auth_id.encode())
-        ok_path = hmac.compare_digest(path_id.encode(), self.auth_id.encode())
-        ok_token = hmac.compare_digest(password.encode(), self.auth_token.encode())
+        ok_user = same(user, self.auth_id)
+        ok_path = same(path_id, self.auth_id)
+        ok_token = same(password, self.auth_token)
         return ok_user and ok_path and ok_token
 
-    def route(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    # behind its error shape (mediasrv/api/dialect.py error_shape): the dialect's auth middleware
+    async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.authorized(request):
+            raise PlivoError(401, "authentication failed")
+        return await handler(request)
+
+    @staticmethod
+    def route(handler: BodyHandler) -> Handler:
+        """The handler called with the body (JSON or form) read."""
+
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            try:
-                if not self.authorized(request):
-                    raise PlivoError(401, "authentication failed")
-                return await handler(request, await read_body(request))
-            except PlivoError as exc:
-                return exc.to_response()
+            return await handler(request, await read_body(request))
 
         return wrapped
 
     def _call(self, call_uuid: str, answered: bool = True) -> Call:
-        call = self.server.registry.get(call_uuid)
-        if call is None:
-            raise PlivoError(404, "call not found")
-        if call.state is CallState.ENDED:
-            raise PlivoError(404, "call not found: it has ended")
-        if answered and call.state is not CallState.ANSWERED:
-            raise PlivoError(409, "call is not answered yet")
-        return call
+        return self.server.commands.live_call(call_uuid, answered=answered)
 
     async def play(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         play, urls = parse_play(body)
         api_id = str(uuid.uuid4())
         callback = parse_callback(body, api_id, ",".join(urls))
         call = self._call(request.match_info["call_uuid"])
-        try:
-            playbacks = self.server.media.play(call.call_id, play)
-        except KeyError as exc:
-            raise PlivoError(404, "call not found: it has no media") from exc
-        except ValueError as exc:  # the core refuses (e.g. bleg on a call that is not bridged)
-            raise PlivoError(400, str(exc)) from exc
+        playbacks = self._play(call, play)
         if callback is not None:
             for pb in playbacks:
                 self._callbacks[pb.id] = callback
         return web.json_response({"message": "play started", "api_id": api_id}, status=202)
+
+    def _play(self, call: Call, play: PlayRequest) -> list[Playback]:
+        try:
+            return self.server.commands.play(call.call_id, play)
+        except LegUnavailable as exc:
+            raise PlivoError(404, "call not found: it has no media") from exc
+        except InvalidCommand as exc:  # the core refuses (e.g. bleg on a call that is not bridged)
+            raise PlivoError(400, exc.message) from exc
 
     async def speak(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         """``POST …/Call/{uuid}/Speak/``: text to speech (mediasrv/api/voices.py maps the voice); 202."""
@@ -255,12 +262,7 @@ class PlivoDialect:
         api_id = str(uuid.uuid4())
         callback = parse_callback(body, api_id)
         call = self._call(request.match_info["call_uuid"])
-        try:
-            playbacks = self.server.media.play(call.call_id, play)
-        except KeyError as exc:
-            raise PlivoError(404, "call not found: it has no media") from exc
-        except ValueError as exc:
-            raise PlivoError(400, str(exc)) from exc
+        playbacks = self._play(call, play)
         mine = self._speaking.setdefault(call.call_id, set())
         for pb in playbacks:
             mine.add(pb.id)
@@ -273,14 +275,14 @@ class PlivoDialect:
         callback = parse_callback(body, str(uuid.uuid4()))
         call = self._call(request.match_info["call_uuid"])
         for pb_id in self._speaking.pop(call.call_id, set()):
-            if self.server.media.stop_playback(pb_id, by="api") and callback is not None:
+            if self.server.commands.stop_playback(pb_id, by="api") and callback is not None:
                 self._stop_callbacks[pb_id] = callback  # its PlayEnded is rendered after this command
         return web.Response(status=204)
 
     async def stop(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         callback = parse_callback(body, str(uuid.uuid4()))
         call = self._call(request.match_info["call_uuid"])
-        for pb in self.server.media.stop_playbacks(call.call_id, "all", by="api"):
+        for pb in self.server.commands.stop_playbacks(call.call_id, "all", by="api"):
             if callback is not None:
                 self._stop_callbacks[pb.id] = callback  # its PlayEnded is rendered after this command
         return web.Response(status=204)
@@ -407,17 +409,17 @@ def setup(app: web.Application, server: Server) -> None:
     settings = server.settings
     dialect = PlivoDialect(server, settings.plivo_auth_id, settings.plivo_auth_token)
     app[PLIVO_KEY] = dialect
-    OPENAPI.setdefault("x-dialects", {})["plivo"] = OPENAPI_DIALECT
     if settings.plivo_auth_id and settings.plivo_auth_token:
         log.info("Plivo dialect on /v1/Account/%s/", settings.plivo_auth_id)
     else:
         log.info("Plivo dialect disabled (no MEDIASRV_PLIVO_AUTH_ID / _AUTH_TOKEN): /v1/Account answers 401")
-    server.events.add_sink(WebhookSink(dialect.render, server.events.sink_settings(), name="plivo-callback",
-                                       rebuild=dialect.build))
+    sink = WebhookSink(dialect.render, server.events.sink_settings(), name="plivo-callback", rebuild=dialect.build)
+    unit = Dialect("plivo", "/v1/Account/", [error_shape(PlivoError, plivo_error), dialect.auth], sinks=[sink],
+                   openapi=OPENAPI_DIALECT)
     r = dialect.route
     call = "/v1/Account/{auth_id}/Call/{call_uuid}"
     play = call + "/Play"
-    app.add_routes([
+    unit.add_routes([
         web.post(play + "/", r(dialect.play)),
         web.post(play, r(dialect.play)),
         web.delete(play + "/", r(dialect.stop)),
@@ -431,6 +433,7 @@ def setup(app: web.Application, server: Server) -> None:
     ])
     from . import plivo_dtmf  # send digits: its own module, routes before the catch-all
 
-    plivo_dtmf.add_routes(app, dialect)
+    plivo_dtmf.add_routes(unit, dialect)
     OPENAPI_DIALECT["routes"] += [r for r in plivo_dtmf.OPENAPI_ROUTES if r not in OPENAPI_DIALECT["routes"]]
-    app.add_routes([web.route("*", "/v1/Account/{auth_id}/{tail:.*}", r(dialect.not_found))])
+    unit.add_routes([web.route("*", "/v1/Account/{auth_id}/{tail:.*}", r(dialect.not_found))])
+    mount(app, server, unit)

@@ -14,16 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..media.player import PlayError
+from ..commands import InvalidCommand, LegUnavailable
 from . import dtmf_pauses
 
 if TYPE_CHECKING:
+    from .dialect import Dialect
     from .plivo import PlivoDialect
 
 DIGIT_MS = 100  # Plivo has no duration parameter
 
 
-def add_routes(app: web.Application, dialect: PlivoDialect) -> None:
+def add_routes(unit: Dialect, dialect: PlivoDialect) -> None:
     """Before the dialect's catch-all."""
     from .plivo import PlivoError
 
@@ -46,15 +47,15 @@ def add_routes(app: web.Application, dialect: PlivoDialect) -> None:
             target = peers[0]
         try:
             dtmf_pauses.sender(dialect.server).start(target, digits, DIGIT_MS)
-        except KeyError as exc:
+        except LegUnavailable as exc:
             raise PlivoError(404, "call not found: it has no media") from exc
-        except PlayError as exc:
+        except InvalidCommand as exc:
             raise PlivoError(409 if exc.status == 409 else 400, f"digits: {exc}") from exc
         return web.json_response({"message": "digits sent", "api_id": str(uuid.uuid4())}, status=202)
 
     dtmf = "/v1/Account/{auth_id}/Call/{call_uuid}/DTMF"
     handler = dialect.route(send_digits)
-    app.add_routes([web.post(dtmf + "/", handler), web.post(dtmf, handler)])
+    unit.add_routes([web.post(dtmf + "/", handler), web.post(dtmf, handler)])
 
 
 OPENAPI_ROUTES = [{"method": "POST", "path": "/v1/Account/{auth_id}/Call/{call_uuid}/DTMF/",

@@ -13,25 +13,34 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import json
 import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ..calls import Call, CallState, Direction
+from ..commands import (
+    CallEnded,
+    CallNotAnswered,
+    CommandError,
+    InvalidCommand,
+    LegUnavailable,
+    NoSuchCall,
+    NoSuchPlayback,
+)
 from ..content.synth import SpeechInputError, SpeechSpec, check
 from ..events import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from ..rooms import BRIDGE
+from .common import MAX_LOOP, BadLoop, iso_z, same
+from .common import parse_loop as _parse_loop
+from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
-from .openapi import OPENAPI
 from .signing import Ed25519Signer
 from .voices import cloud_voice, espeak_voice
 
@@ -40,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mediasrv.telnyx")
 
-MAX_LOOP = 100
 COMMAND_MEMORY = 20_000  # command_ids remembered (per call), oldest forgotten first
 CALL_STATE_TTL_S = 300.0  # how long a call's client_state outlives the call (late playback events)
 
@@ -81,6 +89,22 @@ class TelnyxError(Exception):
         return web.json_response({"errors": [err]}, status=self.status, headers={"x-should-retry": "false"})
 
 
+def telnyx_error(exc: CommandError) -> TelnyxError:
+    """The command service's domain error as Telnyx answers it."""
+    if isinstance(exc, NoSuchCall):
+        return TelnyxError("90015", "The call_control_id provided was not valid.", "/call_control_id")
+    if isinstance(exc, CallEnded):
+        return TelnyxError("90018", "This call is no longer active and can't receive commands.", "/call_control_id")
+    if isinstance(exc, CallNotAnswered):
+        return TelnyxError("90034", "This call can't receive this command because it has not been answered yet.",
+                           "/call_control_id")
+    if isinstance(exc, InvalidCommand):
+        return TelnyxError("90061", exc.message, PLAY_ERROR_POINTERS.get(exc.reason))
+    if isinstance(exc, NoSuchPlayback):
+        return TelnyxError("10005", exc.message)
+    return TelnyxError("90018", "This call has no media any more.", "/call_control_id")  # NoSuchLeg
+
+
 def ok() -> web.Response:
     """The one success answer the SDK parses: 200 with ``{"data": {"result": "ok"}}`` (never 204/empty)."""
     return web.json_response({"data": {"result": "ok"}})
@@ -95,12 +119,6 @@ class PlaybackInfo:
     media_name: str | None
     overlay: bool
     speak: bool = False  # a speak command: its webhooks are call.speak.started / call.speak.ended
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # -- request validation ------------------------------------------------------------------------
@@ -133,19 +151,12 @@ def _enum(body: dict[str, Any], name: str, allowed: tuple[str, ...], default: st
 
 def parse_loop(value: Any) -> int | None:
     """Telnyx ``loop``: an integer 1..100 (a digit string too) or ``"infinity"`` (None = forever)."""
-    if value is None:
-        return 1
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text == "infinity":
-            return None
-        if text.lstrip("-").isdigit():
-            value = int(text)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TelnyxError("10032", 'loop must be an integer between 1 and 100 or "infinity"', "/loop")
-    if not 1 <= value <= MAX_LOOP:
-        raise TelnyxError("10033", f"loop must be between 1 and {MAX_LOOP}, got {value}", "/loop")
-    return value
+    try:
+        return _parse_loop(value, digit_strings=True)
+    except BadLoop as exc:
+        if exc.out_of_range:
+            raise TelnyxError("10033", str(exc), "/loop") from None
+        raise TelnyxError("10032", f'loop must be an integer between 1 and {MAX_LOOP} or "infinity"', "/loop") from None
 
 
 def _client_state(body: dict[str, Any]) -> str | None:
@@ -239,7 +250,7 @@ def parse_speak(body: dict[str, Any]) -> tuple[PlayRequest, PlaybackInfo]:
 
 
 # -- the dialect -------------------------------------------------------------------------------
-Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
+BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
 # the core's reasons for refusing a play command → the Telnyx field to point at
 PLAY_ERROR_POINTERS = {
@@ -295,29 +306,32 @@ class TelnyxDialect:
         if not self.api_key:
             return False
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.api_key.encode())
+        return scheme.lower() == "bearer" and same(value.strip(), self.api_key)
 
-    def route(self, handler: Handler, action: bool = True) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """Auth first (401 says nothing about the call), then the body, then command_id dedup."""
+    # behind its error shape (mediasrv/api/dialect.py error_shape): the dialect's auth middleware
+    async def auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Auth first: a 401 says nothing about the call."""
+        if not self.authorized(request):
+            raise TelnyxError("10009", "The required authentication headers were either invalid or not "
+                                       "included in the request.")
+        return await handler(request)
+
+    def route(self, handler: BodyHandler, action: bool = True) -> Handler:
+        """The body, then command_id dedup (behind the dialect's auth)."""
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            try:
-                if not self.authorized(request):
-                    raise TelnyxError("10009", "The required authentication headers were either invalid or not "
-                                               "included in the request.")
-                body = await _read_body(request) if action else {}
-                command_id = body.get("command_id") if action else None
-                if command_id is None:
-                    return await handler(request, body)
-                if not isinstance(command_id, str):
-                    raise TelnyxError("10015", "command_id must be a string", "/command_id")
-                return await self._once(request, body, command_id, handler)
-            except TelnyxError as exc:
-                return exc.to_response()
+            body = await _read_body(request) if action else {}
+            command_id = body.get("command_id") if action else None
+            if command_id is None:
+                return await handler(request, body)
+            if not isinstance(command_id, str):
+                raise TelnyxError("10015", "command_id must be a string", "/command_id")
+            return await self._once(request, body, command_id, handler)
 
         return wrapped
 
-    async def _once(self, request: web.Request, body: dict[str, Any], command_id: str, handler: Handler) -> web.Response:
+    async def _once(self, request: web.Request, body: dict[str, Any], command_id: str,
+                    handler: BodyHandler) -> web.Response:
         """A command_id seen before on this call returns the original result and does nothing again."""
         key = (request.match_info.get("call_control_id", ""), command_id)
         prior = self._commands.get(key)
@@ -342,16 +356,10 @@ class TelnyxDialect:
         return response
 
     def _call(self, call_id: str, answered: bool = True) -> Call:
-        call = self.server.registry.get(call_id)
-        if call is None:
-            raise TelnyxError("90015", "The call_control_id provided was not valid.", "/call_control_id")
-        if call.state is CallState.ENDED:
-            raise TelnyxError("90018", "This call is no longer active and can't receive commands.",
-                              "/call_control_id")
-        if answered and call.state is not CallState.ANSWERED:
-            raise TelnyxError("90034", "This call can't receive this command because it has not been answered yet.",
-                              "/call_control_id")
-        return call
+        try:
+            return self.server.commands.live_call(call_id, answered=answered)
+        except CommandError as exc:
+            raise telnyx_error(exc) from None
 
     def _remember_state(self, call_id: str, client_state: str | None) -> None:
         if client_state is not None:
@@ -372,12 +380,11 @@ class TelnyxDialect:
         if info.client_state is None:
             info.client_state = self._call_state.get(call_id)
         try:
-            playbacks = self.server.media.play(call_id, play)
-        except KeyError as exc:
+            playbacks = self.server.commands.play(call_id, play)
+        except LegUnavailable as exc:
             raise TelnyxError("90018", "This call has no media any more.", "/call_control_id") from exc
-        except ValueError as exc:  # the core refuses (e.g. an overlay with nothing playing, no opposite leg)
-            pointer = PLAY_ERROR_POINTERS.get(getattr(exc, "reason", ""))
-            raise TelnyxError("90061", str(exc), pointer) from exc
+        except InvalidCommand as exc:  # the core refuses (e.g. an overlay with nothing playing, no opposite leg)
+            raise telnyx_error(exc) from exc
         for pb in playbacks:
             self._playbacks[pb.id] = info
         return ok()
@@ -389,12 +396,12 @@ class TelnyxDialect:
         client_state = _client_state(body)
         self._call(call_id)
         self._remember_state(call_id, client_state)
-        media = self.server.media
+        commands = self.server.commands
         if overlay and which == "current":  # the oldest overlay; "all" empties the overlay queue
-            for pb in media.overlays_for(call_id)[:1]:
-                media.stop_playback(pb.id, by="api")
+            for pb in self.server.media.overlays_for(call_id)[:1]:
+                commands.stop_playback(pb.id, by="api")
         else:
-            media.stop_playbacks(call_id, which, by="api", overlay=overlay)
+            commands.stop_playbacks(call_id, which, by="api", overlay=overlay)
         return ok()
 
     async def answer(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -523,7 +530,7 @@ class TelnyxDialect:
             "record_type": "event",
             "event_type": event_type,
             "id": str(uuid.UUID(hex=event.id)) if len(event.id) == 32 else event.id,
-            "occurred_at": _iso(event.occurred_at),
+            "occurred_at": iso_z(event.occurred_at),
             "payload": payload,
         }
         spec = {"url": url, "data": data}
@@ -564,7 +571,7 @@ class TelnyxDialect:
             "from": d.get("from"),
             "to": d.get("to"),
             "direction": "incoming" if inbound else "outgoing",
-            "start_time": _iso(d.get("created_at")),
+            "start_time": iso_z(d.get("created_at")),
         })
         if event.type == "call.initiated":
             payload["state"] = "parked" if inbound else "bridging"
@@ -678,17 +685,18 @@ def setup(app: web.Application, server: Server) -> None:
     webhook_url = settings.telnyx_webhook_url or settings.webhook_url
     dialect = TelnyxDialect(server, settings.telnyx_api_key, webhook_url, signer)
     app[TELNYX_KEY] = dialect
-    OPENAPI.setdefault("x-dialects", {})["telnyx"] = OPENAPI_DIALECT
     if not settings.telnyx_api_key:
         log.info("Telnyx dialect disabled (no MEDIASRV_TELNYX_API_KEY): /v2 answers 401")
     else:
         log.info("Telnyx dialect on /v2; webhooks to %s, public key %s", webhook_url or "(none)",
                  signer.public_key_b64 if signer else "?")
-    dialect.sink = server.events.add_sink(WebhookSink(dialect.render, server.events.sink_settings(),
-                                                      name="telnyx-webhook", rebuild=dialect.build))
+    dialect.sink = WebhookSink(dialect.render, server.events.sink_settings(), name="telnyx-webhook",
+                               rebuild=dialect.build)
+    unit = Dialect("telnyx", "/v2/", [error_shape(TelnyxError, telnyx_error), dialect.auth], sinks=[dialect.sink],
+                   openapi=OPENAPI_DIALECT)
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"
-    app.add_routes([
+    unit.add_routes([
         web.post(actions + "playback_start", r(dialect.playback_start)),
         web.post(actions + "playback_stop", r(dialect.playback_stop)),
         web.post(actions + "speak", r(dialect.speak)),
@@ -701,6 +709,7 @@ def setup(app: web.Application, server: Server) -> None:
     # DTMF commands (gather, send_dtmf): their own module, routes before the catch-all
     from . import telnyx_ivr
 
-    telnyx_ivr.setup(app, dialect)
+    telnyx_ivr.setup(unit, dialect)
     OPENAPI_DIALECT["routes"] += [r for r in telnyx_ivr.OPENAPI_ROUTES if r not in OPENAPI_DIALECT["routes"]]
-    app.add_routes([web.route("*", "/v2/{tail:.*}", r(dialect.not_found, action=False))])
+    unit.add_routes([web.route("*", "/v2/{tail:.*}", r(dialect.not_found, action=False))])
+    mount(app, server, unit)

@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..commands import InvalidCommand, LegUnavailable
 from ..events import Delivery, Event
 from ..media.collect import MAX_DIGITS, MAX_TIMEOUT_MS, CollectRequest
-from ..media.player import PlayError, PlayRequest, SourceSpec
+from ..media.player import PlayRequest, SourceSpec
 from . import dtmf_pauses
-from .telnyx import PlaybackInfo, TelnyxError, _client_state, _iso, _opt_str, ok, parse_speak
+from .common import iso_z
+from .telnyx import PlaybackInfo, TelnyxError, _client_state, _opt_str, ok, parse_speak
 
 if TYPE_CHECKING:
+    from .dialect import Dialect
     from .telnyx import TelnyxDialect
 
 KEYS = "0123456789*#ABCD"
@@ -109,7 +112,7 @@ def parse_gather(call_id: str, body: dict[str, Any]) -> Gather:
 
 def parse_gather_speak(call_id: str, body: dict[str, Any]) -> Gather:
     """``gather_using_speak`` body → a Gather whose prompts are speech sources (``speak``'s own parsing)."""
-    speak_fields = {k: body[k] for k in ("payload", "voice", "payload_type", "service_level", "language")
+    speak_fields: dict[str, Any] = {k: body[k] for k in ("payload", "voice", "payload_type", "service_level", "language")
                     if k in body}
     prompt = parse_speak(speak_fields)[0].sources[0]
     invalid_prompt = None
@@ -209,10 +212,10 @@ class TelnyxIvr:
     def _start(self, g: Gather, sources: list[SourceSpec]) -> None:
         req = replace(g.request, prompt=PlayRequest(sources=[replace(s) for s in sources]) if sources else None)
         try:
-            collect = self.server.media.collect(g.call_id, req)
-        except KeyError as exc:
+            collect = self.server.commands.collect(g.call_id, req)
+        except LegUnavailable as exc:
             raise TelnyxError("90018", "This call has no media any more.", "/call_control_id") from exc
-        except PlayError as exc:
+        except InvalidCommand as exc:
             raise TelnyxError("90061", str(exc), "/audio_url") from exc
         g.collect_id = collect.id
         for pid in collect.prompt_ids:  # the prompt's playback webhooks echo the client_state and first source
@@ -250,9 +253,9 @@ class TelnyxIvr:
         self.d._remember_state(call_id, client_state)
         try:
             dtmf_pauses.sender(self.server).start(call_id, digits, duration)
-        except KeyError as exc:
+        except LegUnavailable as exc:
             raise TelnyxError("90018", "This call has no media any more.", "/call_control_id") from exc
-        except PlayError as exc:
+        except InvalidCommand as exc:
             raise TelnyxError("90061", str(exc), "/digits", status=exc.status) from exc
         return ok()
 
@@ -296,19 +299,19 @@ class TelnyxIvr:
         if g.gather_id is not None:
             payload["gather_id"] = g.gather_id
         data = {"record_type": "event", "event_type": "call.gather.ended", "id": str(uuid.uuid4()),
-                "occurred_at": _iso(time.time()),
+                "occurred_at": iso_z(time.time()),
                 "payload": payload}
         spec = {"url": url, "data": data}
         d.sink.send(Delivery(url=url, build=d.build(spec), key=g.call_id, label="call.gather.ended", spec=spec))
 
 
-def setup(app: web.Application, dialect: TelnyxDialect) -> TelnyxIvr:
+def setup(unit: Dialect, dialect: TelnyxDialect) -> TelnyxIvr:
     """Routes for the three commands (before the dialect's catch-all) and the collect listener."""
     ivr = TelnyxIvr(dialect)
-    dialect.server.events.add_listener(ivr.on_event)
+    unit.on_event.append(ivr.on_event)
     r = dialect.route
     actions = "/v2/calls/{call_control_id}/actions/"
-    app.add_routes([
+    unit.add_routes([
         web.post(actions + "gather", r(ivr.gather)),
         web.post(actions + "gather_using_audio", r(ivr.gather_using_audio)),
         web.post(actions + "gather_using_speak", r(ivr.gather_using_speak)),
