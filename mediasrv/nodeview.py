@@ -1,28 +1,39 @@
 """What the node-wide parts (metrics, cluster drain and forwarding) read of the running server.
 
-A structural type, so that those parts depend on the pieces they read (the call registry, the
+A structural type, so that those parts (and every API module) depend on the pieces they read (the call registry, the
 media plane, the SIP agent, the event bus ...) and not on ``server.py``, which builds them and
 imports them: with the server itself as their type, server.py and each of them imported each other.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry
+
+from .callcontrol import SipUserAgent
 from .calls import CallRegistry
+from .commands import CommandService
 from .config import Settings
 from .egress import Egress
 from .events import EventBus
 from .gcpolicy import GcPolicy
 from .media import MediaPlane
-from .sip.ua import SipUserAgent
+from .rooms import RoomRegistry
 from .timing import Timing
 
-__all__ = ["Node"]
+__all__ = ["Node", "Draining"]
+
+
+class Draining(Protocol):
+    """What the API reads of the node's drain (cluster/drain.py's Drain is one)."""
+
+    @property
+    def draining(self) -> bool: ...
 
 
 class Node(Protocol):
-    """One mediasrv node as its metrics collector, drain and forwarder see it (server.Server is one)."""
+    """One mediasrv node as the API, its metrics collector, drain and forwarder see it (server.Server is one)."""
 
     settings: Settings
     node_id: str
@@ -34,3 +45,10 @@ class Node(Protocol):
     gc: GcPolicy
     http_timings: dict[tuple[str, str], Timing]
     http_address: tuple[str, int] | None
+    commands: CommandService
+    metrics_registry: CollectorRegistry
+    rooms: RoomRegistry
+    @property
+    def drain(self) -> Draining: ...
+
+    def journal_health(self) -> dict[str, Any]: ...

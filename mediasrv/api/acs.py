@@ -39,7 +39,7 @@ from .signing import RsaJwtSigner
 from .voices import cloud_voice, espeak_voice
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
 log = logging.getLogger("mediasrv.acs")
 
@@ -312,7 +312,7 @@ def failure_result(reason: str | None, message: str | None) -> dict[str, Any]:
 
 
 class AcsDialect:
-    def __init__(self, server: Server, signer: RsaJwtSigner | None = None) -> None:
+    def __init__(self, server: Node, signer: RsaJwtSigner | None = None) -> None:
         self.server = server
         self.key = server.settings.acs_access_key
         self.signer = signer  # signs every callback (Authorization: Bearer <RS256 JWT>)
@@ -657,7 +657,7 @@ OPENAPI_DIALECT: dict[str, Any] = {
 }
 
 
-def setup(app: web.Application, server: Server) -> None:
+def setup(app: web.Application, server: Node) -> None:
     """Serve ``/calling/...`` (everything under it, so unknown paths get ACS's 401/404 too)."""
     settings = server.settings
     # the RSA key is made only for an enabled dialect: a disabled one never touches the data dir

@@ -41,7 +41,7 @@ from .voices import BANDWIDTH as BANDWIDTH_VOICES
 from .voices import espeak_voice
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
 log = logging.getLogger("mediasrv.bandwidth")
 
@@ -225,7 +225,7 @@ def _user(uri: str) -> str:
 
 
 class BandwidthDialect:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Node) -> None:
         self.server = server
         s = server.settings
         self.username, self.password = s.bandwidth_username, s.bandwidth_password
@@ -574,7 +574,7 @@ OPENAPI_DIALECT: dict[str, Any] = {
 }
 
 
-def setup(app: web.Application, server: Server) -> None:
+def setup(app: web.Application, server: Node) -> None:
     dialect = BandwidthDialect(server)
     app[BANDWIDTH_KEY] = dialect
     if not dialect.enabled:

@@ -28,7 +28,7 @@ from .openapi import OPENAPI
 if TYPE_CHECKING:
     from ..calls import Call
     from ..events import Event, WebhookSink
-    from ..server import Server
+    from ..nodeview import Node
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -93,7 +93,7 @@ def error_shape(own: type[Exception], from_command: Callable[[CommandError], Ven
 DIALECTS_KEY: web.AppKey[dict[str, Dialect]] = web.AppKey("dialects", dict)
 
 
-def mount(app: web.Application, server: Server, dialect: Dialect) -> None:
+def mount(app: web.Application, server: Node, dialect: Dialect) -> None:
     """The one place a dialect joins the server: routes, bus hooks, call hooks, sinks, cleanup."""
     if not is_dialect_path(dialect.prefix):
         raise ValueError(f"dialect prefix {dialect.prefix} is not in auth.DIALECT_PREFIXES: the native token "

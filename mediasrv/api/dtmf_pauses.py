@@ -19,7 +19,7 @@ from ..events import Event
 from ..logsafe import clip
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
 log = logging.getLogger("mediasrv.dtmf")
 
@@ -48,7 +48,7 @@ def valid(digits: str, max_keys: int = 64) -> bool:
 
 
 class PausedSender:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Node) -> None:
         self.server = server
         self._sent: dict[str, asyncio.Future[None]] = {}  # call id -> the run going out now
         server.events.add_listener(self._on_event)
@@ -92,10 +92,10 @@ class PausedSender:
                 await asyncio.sleep(pause)
 
 
-_SENDERS: weakref.WeakKeyDictionary[Server, PausedSender] = weakref.WeakKeyDictionary()
+_SENDERS: weakref.WeakKeyDictionary[Node, PausedSender] = weakref.WeakKeyDictionary()
 
 
-def sender(server: Server) -> PausedSender:
+def sender(server: Node) -> PausedSender:
     """The server's one PausedSender (made, and its bus listener added, on first use)."""
     s = _SENDERS.get(server)
     if s is None:

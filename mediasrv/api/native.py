@@ -25,31 +25,31 @@ from .openapi import OPENAPI
 from .sources import SOURCE_FIELDS, parse_sources
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
-SERVER_KEY: web.AppKey[Server] = web.AppKey("server")
+SERVER_KEY: web.AppKey[Node] = web.AppKey("server")
 __all__ = ["MAX_LOOP", "SERVER_KEY", "add_routes", "call_resource", "parse_loop", "parse_play_request"]
 
 
-def _server(request: web.Request) -> Server:
+def _server(request: web.Request) -> Node:
     return request.app[SERVER_KEY]
 
 
-def _call_or_404(server: Server, call_id: str) -> Call:
+def _call_or_404(server: Node, call_id: str) -> Call:
     try:
         return server.commands.call(call_id)
     except CommandError as exc:
         raise command_error(exc) from None
 
 
-def _live_call(server: Server, call_id: str) -> Call:
+def _live_call(server: Node, call_id: str) -> Call:
     try:
         return server.commands.live_call(call_id)
     except CommandError as exc:
         raise command_error(exc) from None
 
 
-def call_resource(server: Server, call: Call) -> dict[str, Any]:
+def call_resource(server: Node, call: Call) -> dict[str, Any]:
     body = call.summary()
     body.update(server.media.leg_stats(call.call_id) if call.is_active else call.extra.get("final_stats", {}))
     current, queued = server.media.playbacks_for(call.call_id) if call.is_active else (None, [])
@@ -208,7 +208,7 @@ async def answer_call(request: web.Request) -> web.Response:
     return web.json_response(call_resource(server, call))
 
 
-async def _start_early_media(server: Server, call: Call) -> None:
+async def _start_early_media(server: Node, call: Call) -> None:
     """183 Session Progress with our SDP on a ringing inbound call (a no-op when it already has it)."""
     if call.direction is not Direction.INBOUND:
         raise ApiError(409, "cannot_early_media", "early media is for ringing inbound calls (an outbound call's "
@@ -283,7 +283,7 @@ async def start_playback(request: web.Request) -> web.Response:
     return web.json_response(body, status=201)
 
 
-def _playback_or_404(server: Server, playback_id: str) -> Playback:
+def _playback_or_404(server: Node, playback_id: str) -> Playback:
     try:
         return server.commands.playback(playback_id)
     except CommandError as exc:

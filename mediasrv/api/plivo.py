@@ -30,7 +30,7 @@ from .signing import plivo_headers
 from .voices import cloud_voice, espeak_voice
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
 log = logging.getLogger("mediasrv.plivo")
 
@@ -198,7 +198,7 @@ BodyHandler = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamRespon
 
 
 class PlivoDialect:
-    def __init__(self, server: Server, auth_id: str | None, auth_token: str | None) -> None:
+    def __init__(self, server: Node, auth_id: str | None, auth_token: str | None) -> None:
         self.server = server
         self.auth_id = auth_id
         self.auth_token = auth_token
@@ -404,7 +404,7 @@ OPENAPI_DIALECT: dict[str, Any] = {
 }
 
 
-def setup(app: web.Application, server: Server) -> None:
+def setup(app: web.Application, server: Node) -> None:
     """Serve Plivo's Play API; without auth id and token everything answers 401."""
     settings = server.settings
     dialect = PlivoDialect(server, settings.plivo_auth_id, settings.plivo_auth_token)

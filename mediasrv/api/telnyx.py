@@ -45,7 +45,7 @@ from .signing import Ed25519Signer
 from .voices import cloud_voice, espeak_voice
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
 log = logging.getLogger("mediasrv.telnyx")
 
@@ -289,7 +289,7 @@ REJECT_CAUSES = {
 
 class TelnyxDialect:
     def __init__(
-        self, server: Server, api_key: str | None, webhook_url: str | None, signer: Ed25519Signer | None
+        self, server: Node, api_key: str | None, webhook_url: str | None, signer: Ed25519Signer | None
     ) -> None:
         self.server = server
         self.api_key = api_key
@@ -677,7 +677,7 @@ OPENAPI_DIALECT: dict[str, Any] = {
 }
 
 
-def setup(app: web.Application, server: Server) -> None:
+def setup(app: web.Application, server: Node) -> None:
     """Serve ``/v2`` and deliver Telnyx webhooks; without ``telnyx_api_key`` everything answers 401."""
     settings = server.settings
     # the key pair is made only for an enabled dialect: a disabled one never touches the data dir

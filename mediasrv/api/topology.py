@@ -25,7 +25,7 @@ from .native import _call_or_404, _live_call, _server, call_resource
 from .sources import AUTH_FIELDS
 
 if TYPE_CHECKING:
-    from ..server import Server
+    from ..nodeview import Node
 
 ROOMS_KEY: web.AppKey[RoomRegistry] = web.AppKey("rooms", RoomRegistry)
 CALL_FIELDS = frozenset({"to", "from", "headers", "timeout_s", "auth", "transport"})
@@ -76,7 +76,7 @@ async def _target(to: str, transport: str | None, family: int) -> tuple[str, str
     return uri_text, tp, (ip, port)
 
 
-def _credentials(server: Server, body: dict[str, Any]) -> Credentials | None:
+def _credentials(server: Node, body: dict[str, Any]) -> Credentials | None:
     auth = body.get("auth")
     if auth is None:
         s = server.settings
@@ -143,7 +143,7 @@ def _answered(call: Call) -> Call:
     return call
 
 
-def _room_body(server: Server, room: Room) -> dict[str, Any]:
+def _room_body(server: Node, room: Room) -> dict[str, Any]:
     body = room.to_dict()
     body["calls"] = [c.summary() for c in (server.registry.get(cid) for cid in room.members) if c is not None]
     return body
@@ -234,7 +234,7 @@ async def leave_room(request: web.Request) -> web.Response:
 
 
 # -- wiring -------------------------------------------------------------------
-def setup(app: web.Application, server: Server) -> None:
+def setup(app: web.Application, server: Node) -> None:
     """Add the routes over the node's RoomRegistry (built by the server: ``server.rooms``)."""
     app[ROOMS_KEY] = server.rooms
 
