@@ -27,8 +27,8 @@ import soundfile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pacing import SERVER_CPU, Receiver, ReceiverPorts, Row, cpu_seconds, free_port, reap, spawn, wait_http  # noqa: E402
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent  # noqa: E402
-from mediasrv.calls import CallRegistry  # noqa: E402
+from mediasrv.calls.controller import SipSettings, SipUserAgent  # noqa: E402
+from mediasrv.calls.registry import CallRegistry  # noqa: E402
 
 LOOPED_PROMPT = {"media": "prompt.wav", "loop": "infinity"}
 

@@ -64,8 +64,8 @@ from pacing import (  # noqa: E402
     wait_http,
 )
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent  # noqa: E402
-from mediasrv.calls import Call, CallRegistry  # noqa: E402
+from mediasrv.calls.controller import SipSettings, SipUserAgent  # noqa: E402
+from mediasrv.calls.registry import Call, CallRegistry  # noqa: E402
 
 
 # -- the bridged row --------------------------------------------------------------------

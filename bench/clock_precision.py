@@ -130,7 +130,7 @@ def report(rows: list[tuple[int, int, float]], start: float, ptime: float) -> st
 
 async def load(legs: int, seconds: float, ptime: int) -> None:
     from mediacodecs.codec import PCMU
-    from mediasrv.calls import Call, Direction, NegotiatedMedia
+    from mediasrv.calls.registry import Call, Direction, NegotiatedMedia
     from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
 
     parent, child = mp.Pipe()

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support (free port runs)
 import pacing  # noqa: E402 - the receiver, its table and helpers
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent  # noqa: E402
-from mediasrv.calls import Call, CallRegistry, owner_of  # noqa: E402
+from mediasrv.calls.controller import SipSettings, SipUserAgent  # noqa: E402
+from mediasrv.calls.registry import Call, CallRegistry, owner_of  # noqa: E402
 from mediasrv.cluster.launcher import Cluster, ClusterPlan  # noqa: E402
 from tests.support import ports  # noqa: E402
 

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mediacodecs.g711 import ulaw_encode  # noqa: E402
-from mediasrv.probe import RtpCapture, open_capture  # noqa: E402
+from mediasrv.rtp.probe import RtpCapture, open_capture  # noqa: E402
 
 N = 160
 SILENCE = b"\xff" * N
@@ -148,7 +148,7 @@ def report(mode: str, calls: int, result: dict, packets: int) -> None:
 
 async def run_plane(args: argparse.Namespace) -> None:
     from mediacodecs.codec import PCMU
-    from mediasrv.calls import Call, Direction, NegotiatedMedia
+    from mediasrv.calls.registry import Call, Direction, NegotiatedMedia
     from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
     from mediasrv.media.player import SourceSpec
 

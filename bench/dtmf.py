@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from mediasrv.config import Settings  # noqa: E402
 from mediasrv.demo import free_port_pair  # noqa: E402
 from mediasrv.media.player import PlayRequest, SourceSpec  # noqa: E402
-from mediasrv.probe import open_capture  # noqa: E402
+from mediasrv.rtp.probe import open_capture  # noqa: E402
 from mediasrv.server import Server  # noqa: E402
 from tests.support.dtmf_peer import DIGITS, KeyPresser  # noqa: E402
 from tests.support.ports import free_tcp_udp_port  # noqa: E402

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mediasrv.eventlog import Journal, JournalSettings  # noqa: E402
+from mediasrv.events.journal import Journal, JournalSettings  # noqa: E402
 
 
 def event_records(seq: int, j: Journal | None) -> list[dict]:

@@ -38,10 +38,10 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent
-from mediasrv.calls import CallRegistry
+from mediasrv.calls.controller import SipSettings, SipUserAgent
+from mediasrv.calls.registry import CallRegistry
 from mediasrv.demo import free_port_pair
-from mediasrv.probe import CaptureMedia
+from mediasrv.rtp.probe import CaptureMedia
 
 HOUR_BYTES = 3600 * 8000 * 2
 PIECE = 64 * 1024

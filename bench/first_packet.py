@@ -53,9 +53,9 @@ from pacing import (  # noqa: E402 - the pacing bench's receiver, process and po
     watchdog,
 )
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent  # noqa: E402
-from mediasrv.calls import CallRegistry  # noqa: E402
-from mediasrv.probe import CaptureMedia  # noqa: E402
+from mediasrv.calls.controller import SipSettings, SipUserAgent  # noqa: E402
+from mediasrv.calls.registry import CallRegistry  # noqa: E402
+from mediasrv.rtp.probe import CaptureMedia  # noqa: E402
 
 CACHE_DIR = Path("/tmp/mediasrv-bench")
 HOUR = CACHE_DIR / "hour.mp3"

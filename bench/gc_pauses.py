@@ -1,4 +1,4 @@
-"""Cyclic-GC pauses and clock lateness under call churn, with and without mediasrv/gcpolicy.py's freezing.
+"""Cyclic-GC pauses and clock lateness under call churn, with and without mediasrv/ops/gcpolicy.py's freezing.
 
 For each mode (``MEDIASRV_GC_FREEZE=1`` then ``0``, or as ``--modes`` says), it starts
 ``mediasrv serve`` (pinned to CPU 1; silence is sent, so every answered call is a leg on the

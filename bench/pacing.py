@@ -5,7 +5,7 @@ For each N it runs, one after the other (never two senders at the same time):
     absolute CLOCK_MONOTONIC deadlines, streams staggered over 1 ms sub-slots of the 20 ms
     packet time, one 172-byte RTP packet per stream per 20 ms) -- the yardstick;
   - mediasrv (`python -m mediasrv serve`, uvloop by default, `--asyncio` for the asyncio
-    row) with N calls placed by our own UAC (mediasrv.callcontrol.SipUserAgent) whose SDP points
+    row) with N calls placed by our own UAC (mediasrv.calls.controller.SipUserAgent) whose SDP points
     at the receiver's ports, each playing a 10 s prompt with loop "infinity".  The server runs
     with --no-silence (unless --silence): a call sends only once its playback started, so
     every measured packet is playback and a call that never started shows as a silent port.
@@ -58,8 +58,8 @@ import aiohttp
 import numpy as np
 import soundfile
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent
-from mediasrv.calls import Call, CallRegistry
+from mediasrv.calls.controller import SipSettings, SipUserAgent
+from mediasrv.calls.registry import Call, CallRegistry
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -27,8 +27,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --sip-only: the SIP UA with NullMedia on uvloop, nothing else (signaling capacity on one core).
 SIP_ONLY = """
 import asyncio, signal, sys, uvloop
-from mediasrv.calls import CallRegistry, NullMedia
-from mediasrv.callcontrol import SipSettings, SipUserAgent
+from mediasrv.calls.registry import CallRegistry, NullMedia
+from mediasrv.calls.controller import SipSettings, SipUserAgent
 async def main():
     ua = SipUserAgent(SipSettings(host="127.0.0.1", port=int(sys.argv[1])), CallRegistry(), NullMedia())
     await ua.start()

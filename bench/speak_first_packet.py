@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mediasrv.probe import open_capture  # noqa: E402
+from mediasrv.rtp.probe import open_capture  # noqa: E402
 from tests.support.server import start_server  # noqa: E402
 from tests.support.sipp import answered_calls, sipp_play_args, start_sipp  # noqa: E402
 

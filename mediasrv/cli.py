@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from .config import ConfigError, load_settings, unknown_env_warnings
-from .logs import setup_logging
+from .ops.logs import setup_logging
 from .version import version
 
 

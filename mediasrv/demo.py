@@ -19,11 +19,11 @@ import soundfile
 
 from mediacodecs.g711 import decode, encode
 
-from .callcontrol import SipSettings, SipUserAgent
-from .calls import CallRegistry
+from .calls.controller import SipSettings, SipUserAgent
+from .calls.registry import CallRegistry
 from .config import Settings
-from .events import Event
-from .probe import CaptureMedia, analyse
+from .events.bus import Event
+from .rtp.probe import CaptureMedia, analyse
 from .server import Server
 
 RATE = 8000

@@ -11,16 +11,16 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
-from .callcontrol import SipUserAgent
-from .calls import CallRegistry
-from .commands import CommandService
+from .calls.commands import CommandService
+from .calls.controller import SipUserAgent
+from .calls.registry import CallRegistry
+from .calls.rooms import RoomRegistry
 from .config import Settings
 from .egress import Egress
-from .events import EventBus
-from .gcpolicy import GcPolicy
+from .events.bus import EventBus
 from .media import MediaPlane
-from .rooms import RoomRegistry
-from .timing import Timing
+from .ops.gcpolicy import GcPolicy
+from .ops.timing import Timing
 
 __all__ = ["Node", "Draining"]
 

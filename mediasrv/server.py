@@ -11,30 +11,30 @@ from aiohttp import web
 
 from mediacodecs.codec import get as get_codec
 
-from . import oplog, realtime
 from .api import acs, bandwidth, console, httplog, ivr, native, plivo, telnyx, topology
 from .api import media as media_api
 from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
 from .api.errors import error_middleware
-from .callcontrol import SipSettings, SipUserAgent
-from .calls import Call, CallRegistry
+from .calls.commands import CommandService
+from .calls.controller import SipSettings, SipUserAgent
+from .calls.registry import Call, CallRegistry
+from .calls.rooms import RoomRegistry
 from .cluster.drain import Drain
 from .cluster.forward import Forwarder
 from .cluster.identity import NodeLock, claim_node_id, default_node_id
-from .commands import CommandService
 from .config import Settings, is_loopback
 from .content.synth import EspeakEngine, get_engine, set_engine
 from .egress import Egress, EgressSettings
-from .eventlog import Journal, JournalSettings
-from .events import EventBus, WebhookSettings
-from .gcpolicy import GcPolicy
-from .logs import call_context
+from .events.bus import EventBus, WebhookSettings
+from .events.journal import Journal, JournalSettings
 from .media import MediaPlane, MediaSettings
-from .metrics import make_registry
-from .rooms import RoomRegistry
+from .ops import oplog, realtime
+from .ops.gcpolicy import GcPolicy
+from .ops.logs import call_context
+from .ops.metrics import make_registry
+from .ops.timing import Timing, timing_middleware
 from .sip.admission import AdmissionSettings
-from .timing import Timing, timing_middleware
 
 log = logging.getLogger("mediasrv.server")
 

@@ -1,7 +1,7 @@
 """HTTP access log lines and the call context of API requests.
 
 Every request whose path names a call (or a playback of one) runs with that call's id in the
-logging context (:mod:`mediasrv.logs`), so whatever it logs, the access line included, says
+logging context (:mod:`mediasrv.ops.logs`), so whatever it logs, the access line included, says
 which call it was about. The access line is one INFO record per request on ``mediasrv.access``
 (DEBUG for the operator CLI's own polling reads, so ``mediasrv top`` does not flood the log)
 (``access_log = false`` turns it off); the path and user agent are clipped, the query string is
@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from ..logs import bind_call, call_id_var
-from ..logsafe import clip
+from ..ops.logs import bind_call, call_id_var
+from ..ops.logsafe import clip
 
 CALL_PARAMS = ("call_id", "call_control_id", "call_uuid", "call_connection_id")
 

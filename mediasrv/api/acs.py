@@ -27,12 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, Direction
-from ..commands import CallEnded, CallNotAnswered, CommandError, InvalidCommand, LegUnavailable, NoSuchCall
+from ..calls.commands import (
+    CallEnded,
+    CallNotAnswered,
+    CommandError,
+    InvalidCommand,
+    LegUnavailable,
+    NoSuchCall,
+)
+from ..calls.registry import Call, Direction
 from ..content.synth import DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
-from ..events import Build, Delivery, Event, WebhookSink
-from ..logsafe import SourceLimiter, clip
+from ..events.bus import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
+from ..ops.logsafe import SourceLimiter, clip
 from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object
 from .signing import RsaJwtSigner

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call
-from ..commands import InvalidCommand, LegUnavailable
-from ..events import Event
+from ..calls.commands import InvalidCommand, LegUnavailable
+from ..calls.registry import Call
+from ..events.bus import Event
 from ..media.collect import CollectRequest
 from ..media.player import PlayRequest, SourceSpec
 from .acs import (

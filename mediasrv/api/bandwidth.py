@@ -27,13 +27,20 @@ from aiohttp.http_exceptions import HttpProcessingError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from ..calls import Call, CallState, Direction
-from ..commands import CallEnded, CallNotAnswered, CommandError, InvalidCommand, LegUnavailable, NoSuchCall
+from ..calls.commands import (
+    CallEnded,
+    CallNotAnswered,
+    CommandError,
+    InvalidCommand,
+    LegUnavailable,
+    NoSuchCall,
+)
+from ..calls.registry import Call, CallState, Direction
 from ..content.synth import SpeechInputError, SpeechSpec, check
 from ..egress import Purpose, RedirectRefused, refusal_of
-from ..events import Event
-from ..logsafe import clip
+from ..events.bus import Event
 from ..media.player import PlayRequest, SourceSpec
+from ..ops.logsafe import clip
 from .common import basic_matches, iso_z
 from .dialect import Dialect, Handler, error_shape, mount
 from .errors import BodyError, parse_json_object

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
-from ..commands import InvalidCommand, LegUnavailable
-from ..events import Event
+from ..calls.commands import InvalidCommand, LegUnavailable
+from ..events.bus import Event
 from ..media.collect import CollectRequest
 from ..media.player import PlayRequest, SourceSpec
 from .bandwidth import EXTRA_VERBS, BandwidthError, Play, ScriptVerb, _absolute, speak_sentence

@@ -2,7 +2,7 @@
 
 Each dialect used to carry its own copy of these; here they are written once and raise
 plain signals (:class:`BadLoop`, None) that each dialect renders in its vendor's error shape.
-Looking up the call a command names is the command service's job (mediasrv/commands.py).
+Looking up the call a command names is the command service's job (mediasrv/calls/commands.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from ..logsafe import clip
+from ..ops.logsafe import clip
 from .auth import COOKIE, same_secret
 from .errors import ApiError
 

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
 
-from ..commands import CommandError
+from ..calls.commands import CommandError
 from .auth import is_dialect_path
 from .openapi import OPENAPI
 
 if TYPE_CHECKING:
-    from ..calls import Call
-    from ..events import Event, WebhookSink
+    from ..calls.registry import Call
+    from ..events.bus import Event, WebhookSink
     from ..nodeview import Node
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

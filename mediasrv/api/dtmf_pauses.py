@@ -14,9 +14,9 @@ import logging
 import weakref
 from typing import TYPE_CHECKING
 
-from ..commands import CommandError
-from ..events import Event
-from ..logsafe import clip
+from ..calls.commands import CommandError
+from ..events.bus import Event
+from ..ops.logsafe import clip
 
 if TYPE_CHECKING:
     from ..nodeview import Node

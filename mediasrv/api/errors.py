@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..commands import (
+from ..calls.commands import (
     CallEnded,
     CallNotAnswered,
     CommandError,

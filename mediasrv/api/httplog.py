@@ -14,7 +14,7 @@ import logging
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..logsafe import SourceLimiter, clip
+from ..ops.logsafe import SourceLimiter, clip
 
 
 class BadRequestLogFilter(logging.Filter):

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..calls import CallState
-from ..commands import CommandError
+from ..calls.commands import CommandError
+from ..calls.registry import CallState
 from ..media.collect import MAX_DIGITS, MAX_TIMEOUT_MS, Collect, CollectRequest
 from .errors import ApiError, check_fields, command_error, read_json_object
 from .native import _live_call, _server, parse_play_request

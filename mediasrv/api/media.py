@@ -16,7 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..content.errors import SourceError
 from ..content.store import valid_name
-from ..logsafe import clip
+from ..ops.logsafe import clip
 from .errors import ApiError, read_json_object
 from .native import SERVER_KEY
 from .sources import parse_source

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, CallState, Direction
-from ..commands import CallEnded, CommandError, InvalidCommand, NoSuchCall, NoSuchLeg
+from ..calls.commands import CallEnded, CommandError, InvalidCommand, NoSuchCall, NoSuchLeg
+from ..calls.registry import Call, CallState, Direction
 from ..media import Playback, PlayRequest
 from ..media.player import MAX_DUCK_DB, MAX_OFFSET_MS, VOLUME_RANGE_DB
-from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ..metrics import exposition_async
+from ..ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..ops.metrics import exposition_async
 from .common import MAX_LOOP, BadLoop
 from .common import parse_loop as _parse_loop
 from .errors import ApiError, check_fields, command_error, read_json_object

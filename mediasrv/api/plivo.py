@@ -18,10 +18,17 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
-from ..calls import Call
-from ..commands import CallEnded, CallNotAnswered, CommandError, InvalidCommand, LegUnavailable, NoSuchCall
+from ..calls.commands import (
+    CallEnded,
+    CallNotAnswered,
+    CommandError,
+    InvalidCommand,
+    LegUnavailable,
+    NoSuchCall,
+)
+from ..calls.registry import Call
 from ..content.synth import SpeechInputError, SpeechSpec, check
-from ..events import Build, Delivery, Event, WebhookSink
+from ..events.bus import Build, Delivery, Event, WebhookSink
 from ..media.player import Playback, PlayRequest, SourceSpec
 from .common import basic_credentials, same
 from .dialect import Dialect, Handler, error_shape, mount

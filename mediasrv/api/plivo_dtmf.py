@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..commands import InvalidCommand, LegUnavailable
+from ..calls.commands import InvalidCommand, LegUnavailable
 from . import dtmf_pauses
 
 if TYPE_CHECKING:

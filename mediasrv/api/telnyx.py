@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, CallState, Direction
-from ..commands import (
+from ..calls.commands import (
     CallEnded,
     CallNotAnswered,
     CommandError,
@@ -33,10 +32,11 @@ from ..commands import (
     NoSuchCall,
     NoSuchPlayback,
 )
+from ..calls.registry import Call, CallState, Direction
+from ..calls.rooms import BRIDGE
 from ..content.synth import SpeechInputError, SpeechSpec, check
-from ..events import Build, Delivery, Event, WebhookSink
+from ..events.bus import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
-from ..rooms import BRIDGE
 from .common import MAX_LOOP, BadLoop, iso_z, same
 from .common import parse_loop as _parse_loop
 from .dialect import Dialect, Handler, error_shape, mount

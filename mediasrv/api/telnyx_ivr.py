@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..commands import InvalidCommand, LegUnavailable
-from ..events import Delivery, Event
+from ..calls.commands import InvalidCommand, LegUnavailable
+from ..events.bus import Delivery, Event
 from ..media.collect import MAX_DIGITS, MAX_TIMEOUT_MS, CollectRequest
 from ..media.player import PlayRequest, SourceSpec
 from . import dtmf_pauses

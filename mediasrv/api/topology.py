@@ -2,7 +2,7 @@
 
 ``POST /v1/calls`` places a call through the SIP UAC and answers 201 at once (state
 ``initiated``); the rest is told by events.  Bridges and rooms only change who is connected to
-whom (:class:`~mediasrv.rooms.RoomRegistry`); what each leg hears is the media plane's business.
+whom (:class:`~mediasrv.calls.rooms.RoomRegistry`); what each leg hears is the media plane's business.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..calls import Call, CallState, Direction
-from ..rooms import BRIDGE, CONFERENCE, Room, RoomRegistry
+from ..calls.registry import Call, CallState, Direction
+from ..calls.rooms import BRIDGE, CONFERENCE, Room, RoomRegistry
 from ..sip.core import check_user_headers
 from ..sip.digest import Credentials
 from ..sip.message import ParseError, parse_uri

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..calls import Call
+    from ..calls.registry import Call
     from ..nodeview import Node
 
 

@@ -25,10 +25,10 @@ import aiohttp
 from aiohttp import web
 
 from ..api.errors import ApiError
-from ..calls import owner_of
+from ..calls.registry import owner_of
 from ..egress import Purpose
-from ..logsafe import SourceLimiter, clip
-from ..timing import Timing
+from ..ops.logsafe import SourceLimiter, clip
+from ..ops.timing import Timing
 from .feed import cluster_feed
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..logsafe import clip
-from ..timing import Timing
+from ..ops.logsafe import clip
+from ..ops.timing import Timing
 from . import decode
 from .cache import AudioCache, CacheEntry, Freshness, cache_key, freshness
 from .decodeproc import DecodeWorkers

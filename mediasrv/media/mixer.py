@@ -34,7 +34,7 @@ import numpy as np
 
 from mediacodecs.codec import PCM_RATE, Codec, Halfband
 
-from .jitter import JitterBuffer
+from ..rtp.jitter import JitterBuffer
 
 CallAudio = Callable[[int], "np.ndarray | None"]
 

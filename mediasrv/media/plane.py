@@ -18,7 +18,7 @@ import numpy as np
 from mediacodecs.codec import PCM_RATE, PCMU, Codec
 from mediacodecs.registry import BY_NUMBER, DEFAULT_PTIME_MS
 
-from ..calls import Call, CallState, NegotiatedMedia
+from ..calls.registry import Call, CallState, NegotiatedMedia
 from ..content.loader import Claim, MediaLoader
 from ..content.source import Media
 from ..rtp import fastpath
@@ -444,7 +444,7 @@ class MediaPlane:
         if driver.entry is not None:
             entry, driver.entry = driver.entry, None
             # driver.entry.item is the driver: without this, every ended call left a reference cycle
-            # for the cyclic GC, which must then traverse it (see mediasrv/gcpolicy.py)
+            # for the cyclic GC, which must then traverse it (see mediasrv/ops/gcpolicy.py)
             self.clock.remove(entry)
 
     # -- playback commands -----------------------------------------------

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..calls import NegotiatedMedia
-from ..logsafe import SourceLimiter, clip
+from ..calls.registry import NegotiatedMedia
+from ..ops.logsafe import SourceLimiter, clip
 from . import digest
 from . import sdp as sdpmod
 from .admission import Admission, AdmissionSettings

@@ -13,7 +13,7 @@ import logging
 import random
 import re
 
-from ..logsafe import clip
+from ..ops.logsafe import clip
 from .admission import AuthOutcome
 from .base import (  # _RPORT_RE: fuzzed by tests/adversarial.py
     _RPORT_RE,

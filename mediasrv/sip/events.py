@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ..calls import NegotiatedMedia
+from ..calls.registry import NegotiatedMedia
 
 
 class EndReason(enum.Enum):

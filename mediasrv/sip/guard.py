@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..logsafe import SourceLimiter, clip
+from ..ops.logsafe import SourceLimiter, clip
 
 __all__ = ["SourceLog", "MessageBudget", "first_line"]
 

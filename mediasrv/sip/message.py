@@ -14,7 +14,7 @@ from itertools import accumulate, chain, compress, repeat
 from operator import add, sub
 from urllib.parse import unquote_to_bytes
 
-from ..logsafe import clip
+from ..ops.logsafe import clip
 
 __all__ = [
     "ParseError",

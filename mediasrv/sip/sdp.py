@@ -16,8 +16,8 @@ from mediacodecs import registry
 from mediacodecs.codec import CODECS, Codec
 from mediacodecs.registry import PayloadType
 
-from ..calls import NegotiatedMedia
-from ..logsafe import clip
+from ..calls.registry import NegotiatedMedia
+from ..ops.logsafe import clip
 
 __all__ = [
     "SdpError",

@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Callable
 
-from ..logsafe import clip
+from ..ops.logsafe import clip
 from .guard import MessageBudget, SourceLog
 from .message import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, ParseError, framing_length
 from .transaction import Dest

@@ -2,7 +2,7 @@
 
 :class:`UserAgent` feeds the sans-I/O :class:`~mediasrv.sip.core.SipCore` what the transport
 reads, and arms one ``loop.call_at`` for the core's earliest timer deadline. Calls and their
-policy are the call controller's (mediasrv/callcontrol.py).
+policy are the call controller's (mediasrv/calls/controller.py).
 """
 
 from __future__ import annotations

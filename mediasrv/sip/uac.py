@@ -12,8 +12,8 @@ import logging
 import random
 import re
 
-from ..logs import with_call_id
-from ..logsafe import clip
+from ..ops.logs import with_call_id
+from ..ops.logsafe import clip
 from . import digest
 from . import sdp as sdpmod
 from .base import ALLOW, REASONS, CoreBase, challenges, ignore_response, ignore_timeout

@@ -11,9 +11,9 @@ import logging
 import random
 import re
 
-from ..calls import NegotiatedMedia
-from ..logs import with_call_id
-from ..logsafe import clip
+from ..calls.registry import NegotiatedMedia
+from ..ops.logs import with_call_id
+from ..ops.logsafe import clip
 from . import sdp as sdpmod
 from .base import ALLOW, MEDIA_FAILED, CoreBase
 from .dialog import Dialog, uas_dialog

@@ -13,7 +13,7 @@ from azure.communication.callautomation import CommunicationUserIdentifier, Dtmf
 from azure.communication.callautomation._generated import models as acs_models
 from azure.core.exceptions import HttpResponseError
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.acs import KEY, AcsEvents, acs_client
 from tests.support.audio import chirp_signal, expected_payload, wav_bytes
 from tests.support.dtmf_peer import KeyPresser

@@ -36,7 +36,7 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from mediasrv.demo import free_port_pair
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.acs import KEY, acs_client, signed_headers
 from tests.support.audio import chirp_signal, expected_payload, wav_bytes
 from tests.support.paths import REPO, SCENARIOS, readme_block

@@ -8,9 +8,9 @@ import json
 import aiohttp
 import pytest
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent
-from mediasrv.calls import Call, CallRegistry
-from mediasrv.probe import CaptureMedia
+from mediasrv.calls.controller import SipSettings, SipUserAgent
+from mediasrv.calls.registry import Call, CallRegistry
+from mediasrv.rtp.probe import CaptureMedia
 from tests.support.server import Running, start_server, wait_until
 
 pytestmark = pytest.mark.integration

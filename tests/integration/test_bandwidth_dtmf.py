@@ -20,7 +20,7 @@ from bandwidth.models.bxml import (
     StopGather,
 )
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio import chirp_signal, expected_payload, wav_bytes
 from tests.support.bandwidth import ACCOUNT, CREDS, calls_api
 from tests.support.dtmf_peer import KeyPresser

@@ -25,7 +25,7 @@ from bandwidth.exceptions import (
 from bandwidth.models import InitiateCallback, RedirectCallback, UpdateCall
 from bandwidth.models.bxml import Bxml, Hangup, Pause, PlayAudio, Record, Redirect, Response
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio import chirp_signal, expected_payload, wav_bytes
 from tests.support.bandwidth import ACCOUNT, CREDS, PASSWORD, USER, calls_api, played
 from tests.support.paths import SCENARIOS, readme_block

@@ -12,7 +12,7 @@ import pytest
 from telnyx.types import CallDtmfReceivedWebhookEvent
 
 from mediasrv.demo import free_port_pair
-from mediasrv.probe import analyse, open_capture
+from mediasrv.rtp.probe import analyse, open_capture
 from tests.support.audio import chirp_signal, expected_payload, wav_bytes
 from tests.support.dtmf_peer import KeyPresser
 from tests.support.paths import SCENARIOS

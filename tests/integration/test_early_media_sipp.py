@@ -1,7 +1,7 @@
 """Early media on inbound calls with SIPp dialing in: 183 with SDP, RTP before the 200, one stream across it.
 
 SIPp (sipp-scenarios/uac_early_*.xml) is the caller; its SDP points RTP at an independent receiver
-(mediasrv.probe) in this process. Checked there: packets before the answer, one SSRC and continuous
+(mediasrv.rtp.probe) in this process. Checked there: packets before the answer, one SSRC and continuous
 sequence numbers and timestamps through the 183 -> 200 change, the prompt bit-exact; at the SIP
 level (SIPp's -trace_msg log) the 200 repeating the 183's SDP; and that a CANCEL during early media
 or the ring timeout ends the call and gives back its port and sockets.
@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mediasrv.probe import analyse, open_capture
+from mediasrv.rtp.probe import analyse, open_capture
 from tests.support.audio import chirp_signal, expected_payload, wav_bytes
 from tests.support.paths import SCENARIOS
 from tests.support.server import Hooks, Running, start_server, wait_until

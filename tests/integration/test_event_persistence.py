@@ -21,11 +21,11 @@ import pytest
 import telnyx
 from aiohttp import web
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent
-from mediasrv.calls import CallRegistry
+from mediasrv.calls.controller import SipSettings, SipUserAgent
+from mediasrv.calls.registry import CallRegistry
 from mediasrv.demo import free_port_pair
-from mediasrv.eventlog import decode_line, iter_lines
-from mediasrv.probe import CaptureMedia
+from mediasrv.events.journal import decode_line, iter_lines
+from mediasrv.rtp.probe import CaptureMedia
 from tests.support.paths import REPO
 from tests.support.ports import free_tcp_udp_port
 from tests.support.server import start_server, wait_until

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio import expected_payload
 from tests.support.http_origin import Origin, tone, wav
 from tests.support.httpapi import req

@@ -16,7 +16,7 @@ import pytest
 from mediacodecs.g711 import ulaw_decode, ulaw_encode
 from mediacodecs.resample import to_telephony
 from mediasrv.content.decode import decode_bytes, sniff
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio_fixtures import ENCODED_FORMATS, encoded, sweep
 from tests.support.http_origin import Origin
 from tests.support.httpapi import req

@@ -1,6 +1,6 @@
 """Ended calls leave no cyclic garbage of ours, and the GC policy keeps collections off the clock.
 
-Why it matters: mediasrv/gcpolicy.py freezes long-lived objects out of the cyclic collector, so a
+Why it matters: mediasrv/ops/gcpolicy.py freezes long-lived objects out of the cyclic collector, so a
 reference cycle among a call's objects would outlive the call until the next idle reclaim.  Before
 this test existed every ended call left 11 such objects (LegDriver <-> its clock entry, the RtpLeg,
 its sockets, the Player...).

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mediasrv.calls import CallState
+from mediasrv.calls.registry import CallState
 from tests.support.rawsip import CLASSES, RawSip, offer
 from tests.support.server import Running, start_server, wait_until
 

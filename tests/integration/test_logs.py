@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from yarl import URL
 
-from mediasrv.logs import CallIdFilter, JsonFormatter, TextFormatter, call_context
+from mediasrv.ops.logs import CallIdFilter, JsonFormatter, TextFormatter, call_context
 from tests.support.audio import wav_bytes
 from tests.support.paths import SCENARIOS
 from tests.support.server import start_serve

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from mediasrv.probe import analyse, open_capture
+from mediasrv.rtp.probe import analyse, open_capture
 from tests.support.audio import SILENCE, chirp_signal, expected_payload, wav_bytes
 from tests.support.httpapi import post_play
 from tests.support.server import Hooks, Running, start_server, wait_until

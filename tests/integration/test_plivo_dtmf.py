@@ -9,7 +9,7 @@ from typing import Any
 import plivo
 import pytest
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.httpapi import native_bridge
 from tests.support.plivo import plivo_server
 from tests.support.sipp import answered_calls, sipp_play_args, start_sipp, te_events

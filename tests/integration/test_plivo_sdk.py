@@ -16,7 +16,7 @@ import plivo
 import pytest
 
 from mediasrv.demo import free_port_pair
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio import assert_hears, chirp_signal, expected_payload, tone, wav_bytes
 from tests.support.httpapi import native_bridge
 from tests.support.paths import SCENARIOS, readme_block

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mediacodecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from mediasrv.probe import CapturedPacket, open_capture
+from mediasrv.rtp.probe import CapturedPacket, open_capture
 from tests.support.audio import chirp_signal, power_at, wav_bytes
 from tests.support.paths import SCENARIOS
 from tests.support.ports import free_tcp_udp_port

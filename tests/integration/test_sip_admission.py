@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from mediasrv.calls import CallState
+from mediasrv.calls.registry import CallState
 from tests.support.paths import REPO, SCENARIOS
 from tests.support.server import Running, start_server, wait_until
 from tests.support.sipp import run_sipp

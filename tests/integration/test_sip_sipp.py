@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mediasrv.callcontrol import CallFailed, SipSettings, SipUserAgent
-from mediasrv.calls import Call, CallRegistry, CallState, NullMedia
+from mediasrv.calls.controller import CallFailed, SipSettings, SipUserAgent
+from mediasrv.calls.registry import Call, CallRegistry, CallState, NullMedia
 from tests.support.paths import SCENARIOS, require
 from tests.support.ports import free_tcp_udp_port
 

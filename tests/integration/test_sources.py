@@ -15,7 +15,7 @@ from mediacodecs.resample import to_telephony
 from mediasrv.api.errors import ApiError
 from mediasrv.api.sources import parse_sources
 from mediasrv.content.decode import decode_bytes
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio import expected_payload
 from tests.support.audio_fixtures import HTML_PAGE, mp3, sweep
 from tests.support.http_origin import Origin, tone, wav

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.httpapi import post_play
 from tests.support.server import Hooks, Running, start_server, wait_until
 from tests.support.sipp import answered_calls, assert_stream_continuity, sipp_play_args, start_sipp

@@ -16,7 +16,7 @@ from bandwidth.models.bxml import Bxml, SpeakSentence
 from telnyx.types import CallSpeakEndedWebhookEvent, CallSpeakStartedWebhookEvent
 
 from mediacodecs.g711 import ulaw_encode
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.acs import KEY, AcsEvents, acs_client
 from tests.support.bandwidth import ACCOUNT, CREDS, calls_api, played
 from tests.support.plivo import Callbacks, plivo_server

@@ -9,9 +9,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from mediasrv.callcontrol import SipSettings, SipUserAgent
-from mediasrv.calls import CallRegistry
-from mediasrv.probe import CaptureMedia
+from mediasrv.calls.controller import SipSettings, SipUserAgent
+from mediasrv.calls.registry import CallRegistry
+from mediasrv.rtp.probe import CaptureMedia
 from tests.support.audio import wav_bytes
 from tests.support.server import Running, wait_until
 

@@ -13,7 +13,7 @@ import telnyx
 from telnyx.types import CallGatherEndedWebhookEvent, CallSpeakEndedWebhookEvent
 from telnyx.types.calls import ActionGatherUsingAudioResponse, ActionSendDtmfResponse
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio import chirp_signal, expected_payload, wav_bytes
 from tests.support.dtmf_peer import KeyPresser
 from tests.support.sipp import answered_calls, sipp_play_args, start_sipp, te_events

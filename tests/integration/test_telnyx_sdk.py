@@ -28,7 +28,7 @@ from telnyx.types.calls import ActionRejectResponse, ActionStartPlaybackResponse
 from mediacodecs.g711 import ulaw_encode
 from mediasrv.api.telnyx import TELNYX_KEY
 from mediasrv.demo import free_port_pair
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.audio import assert_hears, chirp_signal, expected_payload, wav_bytes
 from tests.support.paths import REPO, SCENARIOS, readme_block
 from tests.support.server import start_server, wait_until

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mediasrv.probe import open_capture
+from mediasrv.rtp.probe import open_capture
 from tests.support.paths import SCENARIOS
 from tests.support.ports import free_tcp_udp_port
 from tests.support.server import Hooks, Running, start_server, wait_until

@@ -24,12 +24,12 @@ from typing import Any
 
 from mediasrv.api.bandwidth import BandwidthError, parse_bxml
 from mediasrv.api.errors import BodyError, parse_json_object
-from mediasrv.callcontrol import CallCore, CallSettings
-from mediasrv.calls import CallRegistry, NullMedia
+from mediasrv.calls.controller import CallCore, CallSettings
+from mediasrv.calls.registry import CallRegistry, NullMedia
 from mediasrv.content import decode
 from mediasrv.content.source import SourceError
-from mediasrv.logsafe import clip
 from mediasrv.media.dtmf import TelephoneEventDetector
+from mediasrv.ops.logsafe import clip
 from mediasrv.rtp.packet import RtpError, parse_rtcp
 from mediasrv.rtp.packet import parse as parse_rtp
 from mediasrv.sip import core as sipcore

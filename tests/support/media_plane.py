@@ -8,10 +8,10 @@ import random
 import socket
 
 from mediacodecs.codec import get
-from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
+from mediasrv.calls.registry import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaParts, MediaPlane, MediaSettings
 from mediasrv.media.clock import MediaClock
-from mediasrv.probe import RtpCapture, bind_capture_with_rtcp
+from mediasrv.rtp.probe import RtpCapture, bind_capture_with_rtcp
 
 from .ports import free_block
 

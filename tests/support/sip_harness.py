@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mediasrv.callcontrol import CallCore as SipCore
-from mediasrv.callcontrol import CallSettings as CoreSettings
-from mediasrv.calls import Call, CallRegistry, NullMedia
+from mediasrv.calls.controller import CallCore as SipCore
+from mediasrv.calls.controller import CallSettings as CoreSettings
+from mediasrv.calls.registry import Call, CallRegistry, NullMedia
 from mediasrv.sip.message import ParseError, Request, Response, parse
 from mediasrv.sip.transaction import Dest
 

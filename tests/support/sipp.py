@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from mediasrv.demo import free_port_pair
-from mediasrv.probe import RtpCapture, analyse
+from mediasrv.rtp.probe import RtpCapture, analyse
 
 from .paths import SCENARIOS, require
 from .server import Running, wait_until

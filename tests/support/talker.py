@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mediacodecs.codec import CODECS, G722FrameDecoder, get
-from mediasrv.probe import RtpCapture, open_capture
+from mediasrv.rtp.probe import RtpCapture, open_capture
 
 from .audio import RATE, tone
 from .httpapi import api

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mediasrv.callcontrol import CallController, CallCore, CallSettings, Leg, failure_cause
-from mediasrv.calls import Call, CallRegistry, Direction, NullMedia
+from mediasrv.calls.controller import CallController, CallCore, CallSettings, Leg, failure_cause
+from mediasrv.calls.registry import Call, CallRegistry, Direction, NullMedia
 from mediasrv.sip.events import CallEnded, EndReason
 from mediasrv.sip.message import Response, parse
 from mediasrv.sip.transaction import Dest

@@ -13,17 +13,17 @@ import pytest
 
 from mediacodecs import registry
 from mediacodecs.codec import L8_16K, PCMU, Halfband, l8_decode, l8_encode
-from mediasrv.calls import Call, Direction, NegotiatedMedia
+from mediasrv.calls.registry import Call, Direction, NegotiatedMedia
 from mediasrv.content.source import Media
 from mediasrv.demo import free_port_pair
 from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
 from mediasrv.media.clock import ClockCore
 from mediasrv.media.dtmf import DtmfSender
-from mediasrv.media.jitter import JitterBuffer
 from mediasrv.media.mixer import MixSource
 from mediasrv.media.plane import LegDriver
 from mediasrv.media.player import Player, new_playback
-from mediasrv.probe import analyse, bind_capture_with_rtcp
+from mediasrv.rtp.jitter import JitterBuffer
+from mediasrv.rtp.probe import analyse, bind_capture_with_rtcp
 from mediasrv.sip.sdp import (
     NoCommonCodec,
     build_answer,

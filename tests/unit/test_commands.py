@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mediasrv.calls import Call, CallRegistry, Direction
-from mediasrv.commands import (
+from mediasrv.calls.commands import (
     CallEnded,
     CallNotAnswered,
     CommandError,
@@ -23,6 +22,7 @@ from mediasrv.commands import (
     NoSuchLeg,
     NoSuchPlayback,
 )
+from mediasrv.calls.registry import Call, CallRegistry, Direction
 from mediasrv.demo import free_port_pair
 from mediasrv.media import MediaPlane, MediaSettings, PlayRequest
 from mediasrv.media.collect import CollectRequest

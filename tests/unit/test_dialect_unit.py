@@ -13,7 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from mediasrv.api.common import BadLoop, basic_credentials, basic_matches, iso_z, parse_loop
 from mediasrv.api.dialect import DIALECTS_KEY, Dialect, Handler, error_shape, mount
-from mediasrv.commands import CommandError, NoSuchCall
+from mediasrv.calls.commands import CommandError, NoSuchCall
 from mediasrv.config import Settings
 from mediasrv.server import Server
 

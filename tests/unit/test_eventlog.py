@@ -11,8 +11,8 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mediasrv.eventlog import Journal, JournalSettings, decode_line, encode_record
-from mediasrv.events import EventBus, WebhookSettings
+from mediasrv.events.bus import EventBus, WebhookSettings
+from mediasrv.events.journal import Journal, JournalSettings, decode_line, encode_record
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)

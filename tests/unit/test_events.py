@@ -6,7 +6,7 @@ import json
 from aiohttp import web
 
 from mediasrv.egress import Egress, EgressSettings
-from mediasrv.events import EventBus, WebhookSettings
+from mediasrv.events.bus import EventBus, WebhookSettings
 
 
 async def _receiver(fail_first: int = 0):
@@ -79,7 +79,7 @@ async def test_sse_subscriber_gets_events():
 
 async def test_custom_sink_builds_each_attempt_and_keeps_order():
     """A dialect's sink: its own URL and body, headers made fresh per attempt (timestamped signatures)."""
-    from mediasrv.events import Delivery, WebhookSink
+    from mediasrv.events.bus import Delivery, WebhookSink
 
     runner, url, got, attempts = await _receiver(fail_first=1)
     seen_attempts: list[int] = []

@@ -15,8 +15,8 @@ from mediacodecs.codec import CODECS, G722, PCMU, G722FrameDecoder, G722Stream, 
 from mediacodecs.resample import resample
 from mediasrv.content.decode import decode_bytes
 from mediasrv.content.source import MediaBuilder, choose_decoder, media_from_pcm
-from mediasrv.media.jitter import JitterBuffer
 from mediasrv.media.player import Player, PlayRequest, new_playback
+from mediasrv.rtp.jitter import JitterBuffer
 from mediasrv.sip.sdp import build_answer, build_offer, negotiate_offer, parse_sdp
 
 

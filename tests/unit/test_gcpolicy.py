@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mediasrv.gcpolicy import GcPolicy
+from mediasrv.ops.gcpolicy import GcPolicy
 
 
 class Node:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mediacodecs.codec import PCMA
 from mediacodecs.g711 import alaw_decode, alaw_encode, ulaw_decode
-from mediasrv.media.jitter import JitterBuffer
+from mediasrv.rtp.jitter import JitterBuffer
 
 N = 160
 LONG = 10_000  # a high-water mark no test stream reaches: everything pushed at once stays

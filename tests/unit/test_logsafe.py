@@ -1,4 +1,4 @@
-from mediasrv.logsafe import SourceLimiter, clip
+from mediasrv.ops.logsafe import SourceLimiter, clip
 
 
 def test_clip_escapes_and_truncates() -> None:

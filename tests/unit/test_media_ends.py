@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from mediacodecs.codec import PCMU
-from mediasrv.calls import Call, CallState, Direction, NegotiatedMedia
+from mediasrv.calls.registry import Call, CallState, Direction, NegotiatedMedia
 from mediasrv.media import MediaPlane, MediaSettings
-from mediasrv.probe import bind_capture
+from mediasrv.rtp.probe import bind_capture
 from tests.support.media_plane import Plane
 
 

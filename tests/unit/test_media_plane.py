@@ -8,11 +8,11 @@ import numpy as np
 
 from mediacodecs.codec import get
 from mediacodecs.g711 import alaw_encode
-from mediasrv.calls import Call, Direction, NegotiatedMedia
+from mediasrv.calls.registry import Call, Direction, NegotiatedMedia
 from mediasrv.demo import free_port_pair
 from mediasrv.media import MediaParts, MediaPlane, MediaSettings, PlayRequest
 from mediasrv.media.clock import MediaClock
-from mediasrv.probe import analyse, bind_capture_with_rtcp, open_capture
+from mediasrv.rtp.probe import analyse, bind_capture_with_rtcp, open_capture
 
 
 async def _plane(tmp_path, **kw) -> tuple[MediaPlane, list]:

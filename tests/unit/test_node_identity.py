@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from mediasrv.calls import CallRegistry, owner_of
+from mediasrv.calls.registry import CallRegistry, owner_of
 from mediasrv.cluster.identity import NodeIdError, claim_node_id, default_node_id, valid_node_id
 from mediasrv.config import ConfigError, load_settings
 

@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from mediasrv.calls import Call, Direction
+from mediasrv.calls.registry import Call, Direction
 from mediasrv.demo import free_port_pair
-from mediasrv.events import Event, EventBus
+from mediasrv.events.bus import Event, EventBus
+from mediasrv.events.outbox import Outbox
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.media.player import PlayRequest, SourceSpec
-from mediasrv.outbox import Outbox
 
 
 async def test_items_wait_for_the_current_callback_then_go_in_order() -> None:

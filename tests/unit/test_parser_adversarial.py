@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from mediasrv.callcontrol import CallSettings as CoreSettings
+from mediasrv.calls.controller import CallSettings as CoreSettings
 from mediasrv.sip import message as sipmsg
 from mediasrv.sip.message import ParseError, parse, parse_name_addr
 from tests.support.adversarial import (

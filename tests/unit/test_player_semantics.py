@@ -12,7 +12,7 @@ import soundfile
 
 from mediacodecs.codec import PCMU
 from mediacodecs.g711 import ulaw_encode
-from mediasrv.calls import Call, Direction, NegotiatedMedia
+from mediasrv.calls.registry import Call, Direction, NegotiatedMedia
 from mediasrv.content.source import Media, SourceError
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.media.plane import LegDriver

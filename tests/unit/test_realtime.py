@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 
-from mediasrv import realtime
+from mediasrv.ops import realtime
 
 CHILD = r"""
 import json, os, subprocess, sys, threading
-from mediasrv import realtime
+from mediasrv.ops import realtime
 said = realtime.apply(7)
 out = {"said": said, "main": realtime.current()}
 box = {}

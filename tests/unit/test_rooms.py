@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from mediasrv.calls import Call, CallRegistry, Direction
+from mediasrv.calls.registry import Call, CallRegistry, Direction
+from mediasrv.calls.rooms import BRIDGE, CONFERENCE, RoomRegistry
 from mediasrv.demo import free_port_pair
 from mediasrv.media import MediaPlane, MediaSettings
-from mediasrv.rooms import BRIDGE, CONFERENCE, RoomRegistry
 
 
 class Env:

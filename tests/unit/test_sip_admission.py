@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mediasrv.callcontrol import CallSettings as CoreSettings
-from mediasrv.calls import CallState
+from mediasrv.calls.controller import CallSettings as CoreSettings
+from mediasrv.calls.registry import CallState
 from mediasrv.config import ConfigError, load_settings
 from mediasrv.sip import digest
 from mediasrv.sip.admission import (

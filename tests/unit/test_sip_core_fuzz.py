@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mediasrv.callcontrol import CallSettings as CoreSettings
+from mediasrv.calls.controller import CallSettings as CoreSettings
 from tests.support.sip_harness import Harness, request, sdp
 
 HOLD = sdp(extra="a=sendonly\r\n", v=2)

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from mediasrv.callcontrol import Leg as Session
-from mediasrv.calls import CallState
+from mediasrv.calls.controller import Leg as Session
+from mediasrv.calls.registry import CallState
 from mediasrv.sip import digest
 from mediasrv.sip.core import check_user_headers
 from mediasrv.sip.digest import Challenge, Credentials, DigestError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mediasrv.callcontrol import CallSettings as CoreSettings
-from mediasrv.calls import CallState
+from mediasrv.calls.controller import CallSettings as CoreSettings
+from mediasrv.calls.registry import CallState
 from mediasrv.sip.message import Response
 from tests.support.sip_harness import Harness, request, sdp
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from mediasrv.callcontrol import CallCore as SipCore
-from mediasrv.callcontrol import CallSettings as CoreSettings
-from mediasrv.calls import CallRegistry, CallState
+from mediasrv.calls.controller import CallCore as SipCore
+from mediasrv.calls.controller import CallSettings as CoreSettings
+from mediasrv.calls.registry import CallRegistry, CallState
 from mediasrv.media.addrpolicy import MediaAddressPolicy
 from mediasrv.media.plane import MediaPlane, MediaSettings
 from mediasrv.sip.message import Response, parse

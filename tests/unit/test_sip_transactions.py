@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mediasrv.callcontrol import CallSettings as CoreSettings
-from mediasrv.calls import CallState, Direction
+from mediasrv.calls.controller import CallSettings as CoreSettings
+from mediasrv.calls.registry import CallState, Direction
 from mediasrv.sip.message import Request, Response
 from mediasrv.sip.timers import TimerHeap
 from mediasrv.sip.transaction import Dest, TransactionLayer

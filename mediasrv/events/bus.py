@@ -1,14 +1,14 @@
 """Event model and delivery: webhooks (ordered per call, retried) and a live SSE feed.
 
 Producers (the call registry, the media plane) call :meth:`EventBus.publish`, which
-numbers the event and queues it (:mod:`mediasrv.outbox`): journal, SSE feeds, listeners and
+numbers the event and queues it (:mod:`mediasrv.events.outbox`): journal, SSE feeds, listeners and
 sinks get it once the command or clock tick group that raised it has returned, in order, and
 then only append to queues: nothing here runs on the media clock's path.  Webhooks go out through :class:`WebhookSink`s: the native one (``webhook_url``)
 and any a vendor dialect adds with its own body shape, URL and signature.  One
 delivery task per call and sink keeps that call's requests in order while a slow
 receiver for one call never delays another call's.
 
-With a :class:`~mediasrv.eventlog.Journal` (``EventBus(journal=...)``, then ``await bus.start()``) events
+With a :class:`~mediasrv.events.journal.Journal` (``EventBus(journal=...)``, then ``await bus.start()``) events
 and deliveries are also persisted: every event is journaled (``seq`` continues across restarts, SSE clients
 replay from it), and every delivery of a sink that can ``rebuild`` it is journaled as owed until the
 receiver answered 2xx or the retries ran out.  ``start`` hands the deliveries a previous run still owed
@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from .egress import (
+from ..egress import (
     AddressPolicy,
     Egress,
     EgressSettings,
@@ -41,10 +41,10 @@ from .egress import (
     public_url,
     refusal_of,
 )
-from .eventlog import Journal
-from .logsafe import clip
+from ..ops.logsafe import clip
+from ..ops.timing import Timing
+from .journal import Journal
 from .outbox import Outbox
-from .timing import Timing
 
 log = logging.getLogger("mediasrv.events")
 
@@ -307,7 +307,7 @@ class WebhookSink:
 class EventBus:
     """Fan-out of events to webhook sinks, SSE subscribers and in-process listeners (and the journal, if any).
 
-    :meth:`publish` numbers the event and queues it in an :class:`~mediasrv.outbox.Outbox`; the fan-out
+    :meth:`publish` numbers the event and queues it in an :class:`~mediasrv.events.outbox.Outbox`; the fan-out
     runs once the command or clock tick group that published it has returned, in publishing order.  So
     a dialect that records its command after ``play()`` returns has that record when the command's own
     ``playback.started`` reaches it, and needs no buffer of events that came "too early".

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .calls import Call
+from ..calls.registry import Call
 
 
 @dataclass

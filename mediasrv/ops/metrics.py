@@ -27,14 +27,14 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .calls import CallState
-from .content.synth import get_engine
+from ..calls.registry import CallState
+from ..content.synth import get_engine
+from ..media.ivr import DROP_REASONS
 from .gcpolicy import PAUSE_BUCKETS
-from .media.ivr import DROP_REASONS
 from .timing import Timing
 
 if TYPE_CHECKING:
-    from .nodeview import Node
+    from ..nodeview import Node
 
 # The text exposition format Prometheus scrapes (0.0.4); prometheus_client's default type names 1.0.0.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

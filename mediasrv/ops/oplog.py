@@ -1,9 +1,9 @@
 """The INFO lines an operator reads: one per call offered / answered / ended, playback started / ended.
 
 Called by the server for every call and playback event, inside the call's logging context
-(:mod:`mediasrv.logs`), so each line carries the call id without pasting it. Everything a peer
+(:mod:`mediasrv.ops.logs`), so each line carries the call id without pasting it. Everything a peer
 or client chose (URIs, display names, source URLs, failure messages) goes through
-:func:`~mediasrv.logsafe.clip`. The structured fields ride along as ``extra=`` for JSON logs.
+:func:`~mediasrv.ops.logsafe.clip`. The structured fields ride along as ``extra=`` for JSON logs.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .calls import Call, Direction
+from ..calls.registry import Call, Direction
 from .logsafe import clip
 
 log = logging.getLogger("mediasrv.calls")

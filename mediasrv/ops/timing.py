@@ -3,7 +3,7 @@
 Why not prometheus_client's Histogram directly: the server may run several times in one process
 (tests), each with its own registry, and the components that time things (the loader, webhook
 sinks, the HTTP layer) should not know about exposition.  A :class:`Timing` is a few counters;
-``mediasrv/metrics.py`` turns them into histogram families at scrape time.
+``mediasrv/ops/metrics.py`` turns them into histogram families at scrape time.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .calls import Call, CallRegistry, CallState
-from .media.player import Playback, PlayError, PlayRequest
+from ..media.player import Playback, PlayError, PlayRequest
+from .registry import Call, CallRegistry, CallState
 
 if TYPE_CHECKING:
-    from .media import MediaPlane
-    from .media.ivr import Collect, CollectRequest, DtmfSender
+    from ..media import MediaPlane
+    from ..media.ivr import Collect, CollectRequest, DtmfSender
 
 
 class CommandError(Exception):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .calls import NODE_ID, Call, CallRegistry
+from .registry import NODE_ID, Call, CallRegistry
 
 BRIDGE = "bridge"
 CONFERENCE = "conference"

@@ -14,13 +14,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .calls import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia, new_call_id
-from .logs import call_context
-from .logsafe import clip
-from .sip.base import MEDIA_FAILED, CoreSettings
-from .sip.core import CallFailed, SipCore, SipStateError
-from .sip.digest import Credentials
-from .sip.events import (
+from ..ops.logs import call_context
+from ..ops.logsafe import clip
+from ..sip.base import MEDIA_FAILED, CoreSettings
+from ..sip.core import CallFailed, SipCore, SipStateError
+from ..sip.digest import Credentials
+from ..sip.events import (
     CallAnswered,
     CallEnded,
     CallOffered,
@@ -31,8 +30,9 @@ from .sip.events import (
     ProgressReceived,
     ReinviteOffered,
 )
-from .sip.transaction import Dest
-from .sip.ua import UaSettings, UserAgent
+from ..sip.transaction import Dest
+from ..sip.ua import UaSettings, UserAgent
+from .registry import Call, CallRegistry, CallState, Direction, MediaBackend, NegotiatedMedia, new_call_id
 
 log = logging.getLogger("mediasrv.sip")
 
