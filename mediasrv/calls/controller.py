@@ -3,8 +3,8 @@
 The SIP core (mediasrv/sip/) reports what happened on the wire as events and takes commands.
 This module owns everything that is policy rather than protocol: answering (auto-answer or ring
 and wait for an ``answer`` command), limits (``max_calls``, draining), the mapping of SIP
-outcomes to hangup causes, the :class:`~mediasrv.calls.CallRegistry` and media allocation. It is
-the only place that turns a SIP leg into a :class:`~mediasrv.calls.Call`.
+outcomes to hangup causes, the :class:`~mediasrv.calls.registry.CallRegistry` and media allocation. It is
+the only place that turns a SIP leg into a :class:`~mediasrv.calls.registry.Call`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A :class:`Room` holds N legs; every change of membership goes through :class:`Ro
 keeps the rooms and the call -> room index, tells the media plane which leg mixes to connect or
 disconnect (``join_room`` / ``leave_room``: the plane only wires legs, what each hears is the mixer's
 business) and emits ``call.bridged`` / ``call.unbridged`` for the call that joined or left.  A call's
-``room_id`` / ``peers`` are answered from here (the registry is the calls' :class:`~mediasrv.calls.Topology`).
+``room_id`` / ``peers`` are answered from here (the registry is the calls' :class:`~mediasrv.calls.registry.Topology`).
 A room made by a two-call bridge dissolves when fewer than two members are left; a room created
 through the API lives until it is deleted.  The server builds the one registry of a node and hands it
 to whoever needs it (the HTTP routes, the dialects).

@@ -243,7 +243,7 @@ def _raise_fd_limit() -> None:
 
 
 class MediaPlane:
-    """Implements :class:`mediasrv.calls.MediaBackend` plus the playback commands the API needs."""
+    """Implements :class:`mediasrv.calls.registry.MediaBackend` plus the playback commands the API needs."""
 
     def __init__(self, settings: MediaSettings, emit: Emit, on_rtp_timeout: Callable[[str], None] | None = None,
                  parts: MediaParts | None = None) -> None:
