@@ -11,7 +11,7 @@ from aiohttp import web
 
 from mediacodecs.codec import get as get_codec
 
-from .api import acs, bandwidth, console, httplog, ivr, native, plivo, telnyx, topology
+from .api import acs_app, bandwidth_app, console, httplog, ivr, native, plivo_app, telnyx_app, topology
 from .api import media as media_api
 from .api.access import AccessLogger, call_context_middleware
 from .api.auth import bearer_auth
@@ -137,7 +137,7 @@ class Server:
         ivr.add_routes(self.app)
         topology.setup(self.app, self)  # outbound calls, bridges, rooms
         media_api.add_routes(self.app)
-        for dialect in (telnyx, plivo, acs, bandwidth):
+        for dialect in (telnyx_app, plivo_app, acs_app, bandwidth_app):
             dialect.setup(self.app, self)
         self.gc = GcPolicy(lambda: self.media.clock.core.active_count == 0, freeze=settings.gc_freeze)
         console.add_routes(self.app, settings.api_token)

@@ -40,7 +40,7 @@ from ..content.synth import DEFAULT_VOICE, SpeechInputError, SpeechSpec, check
 from ..events.bus import Build, Delivery, Event, WebhookSink
 from ..media.player import PlayRequest, SourceSpec
 from ..ops.logsafe import SourceLimiter, clip
-from .dialect import Dialect, Handler, error_shape, mount
+from .dialect import Handler
 from .errors import BodyError, parse_json_object
 from .signing import RsaJwtSigner
 from .voices import cloud_voice, espeak_voice
@@ -662,30 +662,3 @@ OPENAPI_DIALECT: dict[str, Any] = {
         {"method": "GET", "path": JWKS_PATH, "maps_to": "JWKS: the RS256 key of `mediasrv keys`"},
     ],
 }
-
-
-def setup(app: web.Application, server: Node) -> None:
-    """Serve ``/calling/...`` (everything under it, so unknown paths get ACS's 401/404 too)."""
-    settings = server.settings
-    # the RSA key is made only for an enabled dialect: a disabled one never touches the data dir
-    signer = RsaJwtSigner.load_or_create(settings.data_dir) if settings.acs_access_key else None
-    dialect = AcsDialect(server, signer)
-    app[ACS_KEY] = dialect
-    if not dialect.key:
-        log.info("ACS dialect disabled: set MEDIASRV_ACS_ACCESS_KEY to enable it")
-    else:
-        log.info("ACS dialect on /calling; callbacks signed RS256 (kid %s, aud %s)",
-                 signer.kid if signer else "?", dialect.audience)
-    # its webhook sink is made (and added to the bus) by AcsDialect itself: it sends, it does not render
-    unit = Dialect("acs", "/calling/", [error_shape(AcsError, acs_error), dialect.auth],
-                   on_event=[dialect.on_event], openapi=OPENAPI_DIALECT)
-    from . import acs_dtmf  # DTMF operations (continuous recognition, recognize, send): their own module
-
-    acs_dtmf.setup(unit, dialect)
-    OPENAPI_DIALECT["routes"] += [r for r in acs_dtmf.OPENAPI_ROUTES if r not in OPENAPI_DIALECT["routes"]]
-    unit.add_routes([
-        web.get(OPENID_PATH, dialect.openid_configuration),
-        web.get(JWKS_PATH, dialect.jwks),
-        web.route("*", "/calling/{tail:.*}", dialect.handle),
-    ])
-    mount(app, server, unit)

@@ -42,7 +42,7 @@ from ..events.bus import Event
 from ..media.player import PlayRequest, SourceSpec
 from ..ops.logsafe import clip
 from .common import basic_matches, iso_z
-from .dialect import Dialect, Handler, error_shape, mount
+from .dialect import Handler
 from .errors import BodyError, parse_json_object
 from .voices import BANDWIDTH as BANDWIDTH_VOICES
 from .voices import espeak_voice
@@ -579,23 +579,3 @@ OPENAPI_DIALECT: dict[str, Any] = {
         {"method": "POST", "path": "/api/v2/oauth2/token", "maps_to": "client-credentials token for Bearer auth"},
     ],
 }
-
-
-def setup(app: web.Application, server: Node) -> None:
-    dialect = BandwidthDialect(server)
-    app[BANDWIDTH_KEY] = dialect
-    if not dialect.enabled:
-        log.info("Bandwidth dialect disabled: set MEDIASRV_BANDWIDTH_USERNAME and MEDIASRV_BANDWIDTH_PASSWORD")
-    from . import bandwidth_dtmf  # <SendDtmf>, <Gather>: their own module (registers its verbs on import)
-
-    unit = Dialect("bandwidth", "/api/v2/", [error_shape(BandwidthError, bandwidth_error), dialect.auth],
-                   on_call=[dialect.on_call], on_event=[dialect.on_event, bandwidth_dtmf.listener(dialect)],
-                   on_cleanup=[dialect.close], openapi=OPENAPI_DIALECT)
-    base = "/api/v2/accounts/{account_id}/calls/{call_id}"
-    unit.add_routes([
-        web.put(base + "/bxml", dialect.update_bxml),
-        web.post(base, dialect.update_call),
-        web.post(TOKEN_PATH, dialect.token),
-        web.route("*", "/api/v2/{tail:.*}", dialect.fallback),
-    ])
-    mount(app, server, unit)
