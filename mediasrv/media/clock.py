@@ -229,6 +229,11 @@ class ClockCore:
         return ran
 
     def _drop_failed(self, failed: list[tuple[Tick, Exception]]) -> None:
+        """Take items whose tick raised off the clock (counted, reported to ``on_error``).
+
+        A leg's own failures never get here: LegDriver.tick ends what was playing ``failed`` and
+        keeps sending (media/plane.py); this is the last resort for a tick that raised anyway.
+        """
         for tick, exc in failed:
             entry = self._entries.get(tick)
             if entry is None:
