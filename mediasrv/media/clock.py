@@ -129,7 +129,7 @@ class ClockCore:
 
     Each leg has a fixed phase: with period *p* (its ptime in ms) it fires on every
     sub-slot *k* with ``k % p == phase``.  Legs of one (period, phase) sit in one tuple of
-    bound ``tick`` methods, rebuilt only when a leg comes or goes, so a sub-slot is a plain
+    bound ``tick`` methods (or the legs' packet states, which the C runner ticks itself), rebuilt only when a leg comes or goes, so a sub-slot is a plain
     loop over a tuple: no per-packet re-scheduling, and removal during a tick is safe.
     Phases are chosen on a 120-sub-slot hyper-cycle (a multiple of 10/20/30/40/60 ms) so
     legs of different ptimes also spread evenly.
