@@ -171,6 +171,8 @@ class LegDriver(Tickable):
         # what only Python does: DTMF out and the player's slow path.
         leg = self.leg
         n = leg.samples
+        seq = leg.seq
+        ts = leg.timestamp
         try:
             if self.tx is not None and self._send_tx(self.tx):
                 return
@@ -179,24 +181,35 @@ class LegDriver(Tickable):
                 payload: bytes | bytearray | None = data[off : off + n]
                 leg.slice_offset = off + n
                 leg.slice_played += n
-                leg.slice_last_seq = leg.seq
-                leg.slice_last_ts = leg.timestamp
+                leg.slice_last_seq = seq
+                leg.slice_last_ts = ts
             elif leg.busy:
                 # the slow path: boundaries, loops, the cap, overlays, volume, pause, bridged call audio
                 # (bridged with nothing playing: what the room's other legs say, encoded once)
-                payload = self.last_slow = self.player.next_payload(n, leg.seq, leg.timestamp, self._call_audio)
+                payload = self.last_slow = self.player.next_payload(n, seq, ts, self._call_audio)
             else:
                 payload = None
         except Exception as exc:  # noqa: BLE001 - one leg's bad source or bug: that playback fails, not the leg
             self._tick_failed(exc)
             payload = None
         if payload is None:
-            silence = leg.silence
-            if silence is None:
+            payload = leg.silence
+            if payload is None:
                 leg.skip(n)
                 return
-            payload = silence
-        leg.send(payload, n)
+        if leg.marker_next:
+            b1 = leg.payload_type | 0x80
+            leg.marker_next = False
+        else:
+            b1 = leg.payload_type
+        try:
+            leg.transmit(_pack_header(0x80, b1, seq, ts, leg.ssrc) + payload)
+            leg.packets_sent += 1
+            leg.bytes_sent += n
+        except OSError:  # full socket buffer or unreachable peer: this packet is lost, nothing else is
+            leg.send_errors += 1
+        leg.seq = (seq + 1) & 0xFFFF
+        leg.timestamp = (ts + n) & 0xFFFFFFFF
 
     def _tick_failed(self, exc: Exception) -> None:
         """The payload could not be made: end what is playing ``failed``, keep the leg's timing."""

@@ -39,6 +39,15 @@ def stereo_media(samples: int) -> Media:
     return Media("stereo", pcm, {"PCMU": ulaw_encode(pcm[:, 0].copy())})
 
 
+async def until(cond, timeout: float = 5.0) -> None:
+    """Wait until *cond()* holds (a loaded shared machine can be slow to get there)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
 def ready(m: Media) -> asyncio.Future[Media]:
     fut: asyncio.Future[Media] = asyncio.get_running_loop().create_future()
     fut.set_result(m)
@@ -126,17 +135,15 @@ async def test_the_media_plane_counts_it_and_the_call_goes_on(tmp_path) -> None:
         plane.allocate(call)
         plane.media_changed(call)
         main = plane.play(call.call_id, PlayRequest(media="n.wav"))[0]
-        await asyncio.sleep(0.2)
-        assert main.state == "playing"
+        await until(lambda: main.state == "playing" and len(cap.packets) >= 3)
         player = plane._drivers[call.call_id].player
         player.enqueue(new_playback(call.call_id, PlayRequest(url="bad", overlay=True), [ready(stereo_media(8000))]))
-        await asyncio.sleep(0.3)
+        await until(lambda: main.ended)
         assert main.state == "failed" and main.reason == "internal_error"
         assert plane.metrics()["media_events"]["tick_errors"] == 1
         assert plane.clock.stats.tick_errors == 0  # the leg stayed on the clock
         n = len(cap.packets)
-        await asyncio.sleep(0.2)
-        assert len(cap.packets) >= n + 5  # and goes on sending
+        await until(lambda: len(cap.packets) >= n + 5)  # and goes on sending
         plane.release(call)
     finally:
         cap.close()
