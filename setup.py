@@ -1,7 +1,8 @@
 """Build config for the one C extension (everything else is in pyproject.toml).
 
-``mediasrv.rtp._fastsend`` runs the media clock's common case (a leg slicing one pre-encoded
-playback, or sending silence) in C; see mediasrv/rtp/fastpath.py.  Needs gcc and the Python
+``mediasrv.rtp._fastsend`` holds a leg's packet state (the PacketState type, RtpLeg's base) and
+runs the media clock's common case (a leg slicing one pre-encoded playback, or sending silence)
+in C from that state; see mediasrv/rtp/fastpath.py.  Needs gcc and the Python
 headers (Debian: python3-dev), which scripts/test.sh installs.
 """
 

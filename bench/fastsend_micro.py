@@ -1,4 +1,4 @@
-"""CPU per packet of the clock's per-sub-slot work: Python LegDriver.tick vs the C fast path.
+"""CPU per packet of the clock's per-sub-slot work: Python LegDriver.tick vs the C group runner.
 
 N real legs (RtpLeg + Player + LegDriver, each playing a long pre-encoded prompt in a loop) on
 real loopback sockets, each connected to one of a few receiver sockets that a separate process
@@ -6,13 +6,13 @@ drains (pinned to the other CPU).  The legs are split into 20 groups like the cl
 sub-slots; for each mode the bench runs the groups for --seconds, paced on an absolute 1 ms
 grid (``--unpaced``: back to back), and prints process CPU time / packets :
 
-- ``python``   : ``clock.run_each`` -- every leg's ``LegDriver.tick`` (the reference)
-- ``percall``  : a Python tick whose send is one C call (``fastpath.send_packet``: header + slice
-                 + send(), no bytes objects built), the simpler per-packet variant
-- ``group``    : ``_fastsend.run_group`` -- one C call per group (what the media plane uses)
+- ``python``   : ``clock.run_each`` over every leg's ``LegDriver.tick`` (the reference)
+- ``group``    : ``_fastsend.run_group`` over the legs' packet states, as the media plane
+                 schedules them (the C tick from the struct, ``LegDriver.tick`` for the rest)
 
-Modes alternate in rounds (``--rounds``) so a noisy neighbour hits them alike; ``x python``
-is the ratio to the same round's ``python`` figure.
+Both modes drive the same objects: there is no copy of the tick here.  Modes alternate in
+rounds (``--rounds``) so a noisy neighbour hits them alike; ``x python`` is the ratio to the
+same round's ``python`` figure.
 
     python bench/fastsend_micro.py --legs 500,1000,1500 --seconds 3 --rounds 2
 """
@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -34,10 +35,10 @@ from mediacodecs.g711 import ulaw_encode
 from mediasrv.content.source import Media
 from mediasrv.media.clock import run_each
 from mediasrv.media.plane import LegDriver
-from mediasrv.media.player import Playback, Player, PlayRequest, new_playback
+from mediasrv.media.player import Player, PlayRequest, new_playback
 from mediasrv.rtp import fastpath
+from mediasrv.rtp.fastpath import RunGroup
 from mediasrv.rtp.leg import PortAllocator, RtpLeg
-from mediasrv.rtp.packet import HEADER
 
 RECEIVERS = 8
 SEND_CPU, RECV_CPU = 1, 0
@@ -87,45 +88,11 @@ def make_legs(n: int, ports: list[int], loop: asyncio.AbstractEventLoop) -> list
     return drivers
 
 
-_pack = HEADER.pack
-
-
-def percall_tick(driver: LegDriver, send_packet=fastpath.send_packet) -> None:
-    """LegDriver.tick's fast branch with the packet built and sent by one C call."""
-    leg = driver.leg
-    n = driver.samples
-    pb = driver.player.fast
-    if pb is None or (off := pb.offset) + n >= pb.end or leg.send_sock is None or leg.remote is None:
-        driver.tick()
-        return
-    seq = leg.seq
-    ts = leg.timestamp
-    pb.offset = off + n
-    pb.samples_played += n
-    pb.last_seq = seq
-    pb.last_ts = ts
-    if leg.marker_next:
-        b1 = leg.payload_type | 0x80
-        leg.marker_next = False
+def groups_for(mode: str, drivers: list[LegDriver], slots: int = 20) -> tuple[RunGroup, list[tuple[Callable[[], object], ...]]]:
+    if mode == "python":
+        runner, ticks = run_each, [d.tick for d in drivers]
     else:
-        b1 = leg.payload_type
-    try:
-        send_packet(leg.send_sock.fileno(), b1, seq, ts, leg.ssrc, pb.data, off, n)
-        leg.packets_sent += 1
-        leg.bytes_sent += n
-    except OSError:
-        leg.send_errors += 1
-    leg.seq = (seq + 1) & 0xFFFF
-    leg.timestamp = (ts + n) & 0xFFFFFFFF
-
-
-def groups_for(mode: str, drivers: list[LegDriver], slots: int = 20):
-    if mode == "percall":
-        runner = run_each
-        ticks = [lambda d=d: percall_tick(d) for d in drivers]
-    else:
-        runner = run_each if mode == "python" else fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
-        ticks = [d.tick for d in drivers]
+        runner, ticks = fastpath.group_runner(run_each), list(d.leg for d in drivers)
     return runner, [tuple(ticks[i::slots]) for i in range(slots)]
 
 
@@ -159,7 +126,7 @@ def main() -> None:
     ap.add_argument("--legs", default="500,1000,1500")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--modes", default="python,percall,group")
+    ap.add_argument("--modes", default="python,group")
     ap.add_argument("--unpaced", action="store_true", help="run the groups back to back instead of every 1 ms")
     args = ap.parse_args()
     if not fastpath.AVAILABLE:

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..rtp.fastpath import RunGroup
+
 log = logging.getLogger("mediasrv.clock")
 
 SUBSLOT_S = 0.001
@@ -108,10 +110,10 @@ class PacingHistory:
         return [(sec, max(worst[i] for i in positions)) for sec, worst in rows]
 
 
-RunGroup = Callable[[tuple[Callable[[], None], ...]], "list[tuple[Callable[[], None], Exception]] | None"]
+Tick = Callable[[], object]  # what a group holds: a bound ``tick``, or a leg's packet state (rtp/fastpath.py)
 
 
-def run_each(ticks: tuple[Callable[[], None], ...]) -> list[tuple[Callable[[], None], Exception]] | None:
+def run_each(ticks: tuple[Tick, ...]) -> list[tuple[Tick, Exception]] | None:
     """Call every tick of a group; a failing tick is reported (tick, exc), the others still run."""
     failed = None
     for tick in ticks:
@@ -127,7 +129,7 @@ class ClockCore:
 
     Each leg has a fixed phase: with period *p* (its ptime in ms) it fires on every
     sub-slot *k* with ``k % p == phase``.  Legs of one (period, phase) sit in one tuple of
-    bound ``tick`` methods, rebuilt only when a leg comes or goes, so a sub-slot is a plain
+    bound ``tick`` methods (or the legs' packet states, which the C runner ticks itself), rebuilt only when a leg comes or goes, so a sub-slot is a plain
     loop over a tuple: no per-packet re-scheduling, and removal during a tick is safe.
     Phases are chosen on a 120-sub-slot hyper-cycle (a multiple of 10/20/30/40/60 ms) so
     legs of different ptimes also spread evenly.
@@ -136,8 +138,8 @@ class ClockCore:
     def __init__(self, t0: float) -> None:
         self.t0 = t0
         self.next_tick = 0  # first sub-slot not yet run
-        self._slots: dict[int, list[tuple[Callable[[], None], ...]]] = {}  # period -> per-phase ticks
-        self._entries: dict[Callable[[], None], Scheduled] = {}
+        self._slots: dict[int, list[tuple[Tick, ...]]] = {}  # period -> per-phase ticks
+        self._entries: dict[Tick, Scheduled] = {}
         self._load = [0] * HYPER_CYCLE
         self.stats = ClockStats()
         self.pacing = PacingHistory()
@@ -151,7 +153,9 @@ class ClockCore:
     def _fires(self, period: int, phase: int) -> range:
         return range(phase, HYPER_CYCLE, period) if period <= HYPER_CYCLE else range(phase % HYPER_CYCLE, phase % HYPER_CYCLE + 1)
 
-    def add(self, item: Tickable, ptime_ms: int = 20) -> Scheduled:
+    def add(self, item: Tickable, ptime_ms: int = 20, fn: Tick | None = None) -> Scheduled:
+        """Schedule *item*; the group holds *fn* (default ``item.tick``): the media plane passes the
+        leg's packet state, which the C runner ticks itself (rtp/fastpath.py)."""
         period = max(1, int(ptime_ms))
         load = self._load
         # least-loaded phase: smallest peak over the sub-slots it will use, then smallest total
@@ -161,7 +165,8 @@ class ClockCore:
         for i in self._fires(period, phase):
             load[i] += 1
         entry = Scheduled(item, period, phase, added_tick=self.next_tick)
-        fn = item.tick
+        if fn is None:
+            fn = item.tick
         self._entries[fn] = entry
         slots = self._slots.setdefault(period, [() for _ in range(period)])
         slots[phase] = (*slots[phase], fn)
@@ -223,7 +228,12 @@ class ClockCore:
             ran += 1
         return ran
 
-    def _drop_failed(self, failed: list[tuple[Callable[[], None], Exception]]) -> None:
+    def _drop_failed(self, failed: list[tuple[Tick, Exception]]) -> None:
+        """Take items whose tick raised off the clock (counted, reported to ``on_error``).
+
+        A leg's own failures never get here: LegDriver.tick ends what was playing ``failed`` and
+        keeps sending (media/plane.py); this is the last resort for a tick that raised anyway.
+        """
         for tick, exc in failed:
             entry = self._entries.get(tick)
             if entry is None:
@@ -334,14 +344,14 @@ class MediaClock:
             self._timerfd.close()
             self._timerfd = None
 
-    def add(self, item: Tickable, ptime_ms: int = 20) -> Scheduled:
+    def add(self, item: Tickable, ptime_ms: int = 20, fn: Tick | None = None) -> Scheduled:
         # An idle clock's grid is re-based so a first leg does not "catch up" a long idle gap.
         if self.core.next_deadline() is None:
             now = time.monotonic()
             missed = int((now - self.core.deadline(self.core.next_tick)) / SUBSLOT_S)
             if missed > 0:
                 self.core.next_tick += missed
-        entry = self.core.add(item, ptime_ms)
+        entry = self.core.add(item, ptime_ms, fn)
         self._arm()
         return entry
 

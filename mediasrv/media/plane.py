@@ -98,17 +98,28 @@ class MediaParts:
 
 
 class LegDriver(Tickable):
-    """What the clock ticks for one call: the player's next payload, or silence, onto the leg."""
+    """What the clock ticks for one call: the player's next payload, or silence, onto the leg.
 
-    __slots__ = ("leg", "player", "samples", "silence_payload", "send_silence", "entry", "hold_since", "_call_audio",
-                 "negotiated", "held", "call", "last_slow", "tx", "_tx_done", "applied")
+    The leg's packet state (RtpLeg, a C PacketState) is the one copy of what is sent: the C
+    clock runner does the simple ticks from it and calls :meth:`tick` (``leg.on_tick``) for the
+    rest; :meth:`tick` reads and writes the same fields, so it is also the reference the C side is
+    tested against (tests/unit/test_fastsend.py).  A tick whose payload cannot be made (a bug,
+    a bad source) fails what the player was playing and sends silence: the leg keeps its timing.
+    """
+
+    __slots__ = ("leg", "player", "silence_payload", "_send_silence", "entry", "hold_since", "_call_audio",
+                 "negotiated", "held", "call", "last_slow", "tx", "_tx_done", "applied", "on_tick_error",
+                 "tick_errors")
 
     def __init__(self, leg: RtpLeg, player: Player, send_silence: bool) -> None:
         self.leg = leg
         self.player = player
-        self.samples = player.codec.bytes_per_packet(DEFAULT_PTIME_MS)
-        self.silence_payload = player.codec.silence_payload(self.samples)
-        self.send_silence = send_silence
+        leg.samples = player.codec.bytes_per_packet(DEFAULT_PTIME_MS)
+        self.silence_payload = player.codec.silence_payload(leg.samples)
+        self._send_silence = send_silence
+        leg.silence = self.silence_payload if send_silence else None
+        leg.on_tick = self.tick  # what the C runner cannot do alone (cleared by leg.close())
+        player.attach(leg)  # the player hands its slices to the leg
         self.entry: Scheduled | None = None
         self.hold_since: float | None = None
         self._call_audio: Callable[[int], Any] | None = None
@@ -119,6 +130,22 @@ class LegDriver(Tickable):
         self.tx: DtmfSender | None = None  # digits being sent: they take the leg's ticks (the player is held)
         self._tx_done: Callable[[], None] | None = None
         self.applied: NegotiatedMedia | None = None  # what media_changed last set up (a copy)
+        self.on_tick_error: Callable[[LegDriver, Exception], None] | None = None  # the plane counts and logs
+        self.tick_errors = 0  # ticks whose payload could not be made (each ended what was playing)
+
+    @property
+    def samples(self) -> int:
+        """RTP ticks per packet, which is also bytes per packet for every codec we speak."""
+        return self.leg.samples
+
+    @property
+    def send_silence(self) -> bool:
+        return self._send_silence
+
+    @send_silence.setter
+    def send_silence(self, value: bool) -> None:
+        self._send_silence = value
+        self.leg.silence = self.silence_payload if value else None
 
     @property
     def call_audio(self) -> Callable[[int], Any] | None:
@@ -138,15 +165,17 @@ class LegDriver(Tickable):
         # carry both numbers.
         if codec.bytes_per_tick != 1:
             raise ValueError(f"{codec.name}: {codec.bytes_per_tick} bytes per RTP tick; the packet path sends one")
-        self.samples = codec.bytes_per_packet(ptime_ms)
+        samples = codec.bytes_per_packet(ptime_ms)
+        self.leg.samples = samples
         self.leg.payload_type = payload_type
         self.player.set_codec(codec)
-        self.silence_payload = codec.silence_payload(self.samples)
+        self.silence_payload = codec.silence_payload(samples)
+        self.send_silence = self._send_silence
 
     def start_tx(self, sender: DtmfSender, done: Callable[[], None]) -> None:
         """Send *sender*'s packets from the next tick on; the playback waits (held) until they are out."""
         self.tx, self._tx_done = sender, done
-        self.player.held = True  # the C fast path hands this leg's ticks to tick() meanwhile
+        self.player.held = True  # busy: the C runner hands this leg's ticks to tick() meanwhile
 
     def _send_tx(self, tx: DtmfSender) -> bool:
         leg = self.leg
@@ -167,37 +196,40 @@ class LegDriver(Tickable):
             leg.send_errors += 1
         leg.marker_next = False
         leg.seq = (leg.seq + 1) & 0xFFFF
-        leg.timestamp = (leg.timestamp + self.samples) & 0xFFFFFFFF
+        leg.timestamp = (leg.timestamp + leg.samples) & 0xFFFFFFFF
         return True
 
     def tick(self) -> None:
-        # The hot path: for a leg playing one stream this is a slice, a 12-byte header and a
-        # sendto, with everything else kept out of the common case.
-        if self.tx is not None and self._send_tx(self.tx):
-            return
+        # The same decisions as the C tick (rtp/_fastsend.c state_tick), on the same fields, plus
+        # what only Python does: DTMF out and the player's slow path.
         leg = self.leg
-        n = self.samples
+        n = leg.samples
         seq = leg.seq
         ts = leg.timestamp
-        pb = self.player.fast  # one main playback at 0 dB, nothing else on the leg, not bridged (Player._refresh)
-        if pb is not None and pb.offset + n < pb.end:
-            off = pb.offset
-            payload = pb.data[off : off + n]
-            pb.offset = off + n
-            pb.samples_played += n
-            pb.last_seq = seq
-            pb.last_ts = ts
-        elif self.player.busy:
-            # the slow path: boundaries, loops, the cap, overlays, volume, pause, bridged call audio
-            # (bridged with nothing playing: what the room's other legs say, encoded once)
-            payload = self.last_slow = self.player.next_payload(n, seq, ts, self._call_audio)
-        else:
+        try:
+            if self.tx is not None and self._send_tx(self.tx):
+                return
+            data = leg.slice_data  # handed over by the player: one main playback at 0 dB, nothing else
+            if data is not None and (off := leg.slice_offset) + n < leg.slice_end:
+                payload: bytes | bytearray | None = data[off : off + n]
+                leg.slice_offset = off + n
+                leg.slice_played += n
+                leg.slice_last_seq = seq
+                leg.slice_last_ts = ts
+            elif leg.busy:
+                # the slow path: boundaries, loops, the cap, overlays, volume, pause, bridged call audio
+                # (bridged with nothing playing: what the room's other legs say, encoded once)
+                payload = self.last_slow = self.player.next_payload(n, seq, ts, self._call_audio)
+            else:
+                payload = None
+        except Exception as exc:  # noqa: BLE001 - one leg's bad source or bug: that playback fails, not the leg
+            self._tick_failed(exc)
             payload = None
         if payload is None:
-            if not self.send_silence:
+            payload = leg.silence
+            if payload is None:
                 leg.skip(n)
                 return
-            payload = self.silence_payload
         if leg.marker_next:
             b1 = leg.payload_type | 0x80
             leg.marker_next = False
@@ -211,6 +243,16 @@ class LegDriver(Tickable):
             leg.send_errors += 1
         leg.seq = (seq + 1) & 0xFFFF
         leg.timestamp = (ts + n) & 0xFFFFFFFF
+
+    def _tick_failed(self, exc: Exception) -> None:
+        """The payload could not be made: end what is playing ``failed``, keep the leg's timing."""
+        if self.tx is not None:  # digits being sent stop here (not reported as sent); the audio resumes
+            self.tx = self._tx_done = None
+            self.player.held = False
+        self.tick_errors += 1
+        self.player.fail_all(f"internal error: {type(exc).__name__}")
+        if self.on_tick_error is not None:
+            self.on_tick_error(self, exc)
 
 
 def _early_media(call: Call | None) -> bool:
@@ -257,7 +299,7 @@ class MediaPlane:
         self.policy = parts.policy
         self.clock = parts.clock
         # legs in the simple state (one playback sliced, or silence) are sent by C; LegDriver.tick is the reference
-        self.clock.core.run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
+        self.clock.core.run_group = fastpath.group_runner(run_each)
         self.fastpath_enabled = self.clock.core.run_group is not run_each
         self.loader = parts.loader
         self._drivers: dict[str, LegDriver] = {}
@@ -265,7 +307,7 @@ class MediaPlane:
         self._ended_ids: list[str] = []
         self._by_status: Counter[str] = Counter()
         self._totals = {"packets_sent": 0, "packets_received": 0, "rtp_timeouts": 0, "latched": 0,
-                        "refused_remotes": 0, "release_errors": 0}
+                        "refused_remotes": 0, "release_errors": 0, "tick_errors": 0}
         self._tasks: list[asyncio.Task[None]] = []
         self._timed_out: set[str] = set()
         # N-1 mixing on the clock's timeline: sample position = current sub-slot (1 ms) x 8 (PCM at 8 kHz)
@@ -338,6 +380,7 @@ class MediaPlane:
             leg.start_receiving(asyncio.get_running_loop())
             player = Player(UNNEGOTIATED, self._on_playback_event)
             driver = LegDriver(leg, player, self.settings.send_silence)
+            driver.on_tick_error = self._on_tick_error
             driver.call = call
             self._drivers[call.call_id] = driver
             self.ivr.attach(call.call_id, driver)
@@ -396,11 +439,22 @@ class MediaPlane:
                 leg.skip(int((time.monotonic() - driver.hold_since) * media.codec.clock_rate))
                 driver.hold_since = None
             leg.marker_next = True
-            driver.entry = self.clock.add(driver, media.ptime_ms)
+            # with the C runner the clock holds the leg's packet state (it calls driver.tick as on_tick)
+            driver.entry = self.clock.add(driver, media.ptime_ms, leg if self.fastpath_enabled else None)
         elif not sending and driver.entry is not None:
             self.clock.remove(driver.entry)
             driver.entry = None
             driver.hold_since = time.monotonic()
+
+    def _on_tick_error(self, driver: LegDriver, exc: Exception) -> None:
+        """A leg's tick could not make its payload (LegDriver._tick_failed): counted, logged."""
+        self._totals["tick_errors"] += 1
+        call_id = driver.leg.call_id
+        if driver.tick_errors == 1:  # the first with its traceback; a lasting fault must not flood the log
+            log.error("call %s: tick failed, what was playing ended failed, the leg goes on: %r", call_id, exc,
+                      exc_info=exc, extra={"call_id": call_id, "event": "tick_error"})
+        else:
+            log.debug("call %s: tick failed again (%d): %r", call_id, driver.tick_errors, exc)
 
     def _latch_allowed(self, addr: tuple[str, int]) -> bool:
         allowed = self.check_remote(addr) is None
@@ -694,7 +748,8 @@ class MediaPlane:
             "loader": dict(self.loader.stats),
             "ports_in_use": self.ports.in_use,
             # hangups for inactivity, symmetric-RTP moves, destinations refused by the policy, release steps that failed
-            "media_events": {k: self._totals[k] for k in ("rtp_timeouts", "latched", "refused_remotes", "release_errors")},
+            "media_events": {k: self._totals[k] for k in ("rtp_timeouts", "latched", "refused_remotes", "release_errors",
+                                                          "tick_errors")},
         }
 
     # -- events ----------------------------------------------------------

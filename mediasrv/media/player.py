@@ -1,10 +1,11 @@
 """Playbacks and the per-leg player: FIFO, multi-source, loop, length cap, overlays, controls.
 
 The clock asks for exactly one packet's worth of audio per packet time.  The common case (one
-main playback at 0 dB, nothing else on the leg) is served by :class:`LegDriver.tick` itself as
-a slice of bytes encoded once in advance; the player keeps ``fast`` pointing at that playback
-(or None) and ``Playback.end`` at the byte offset where the slice stops being enough.  Every
-other case (overlays, volume, pause, bridged call audio, source boundaries, loops, the length
+main playback at 0 dB, nothing else on the leg) is a slice of bytes encoded once in advance,
+cut by the leg itself: the player keeps ``fast`` pointing at that playback (or None), hands its
+cursor (data, offset, ``end`` where the slice stops being enough, played, last seq/ts) to the
+leg's packet state (rtp/fastpath.py PacketState) and takes it back when anything changes; the
+playback's position properties read whichever side holds it.  Every other case (overlays, volume, pause, bridged call audio, source boundaries, loops, the length
 cap, streaming underruns) goes through :meth:`Player.next_payload`, which composes int16 PCM
 with numpy and encodes once.
 
@@ -42,6 +43,7 @@ from mediacodecs.codec import Codec, FrameEncoder
 from ..content.errors import SourceError
 from ..content.source import Media
 from ..content.spec import SourceSpec
+from ..rtp.fastpath import PacketState
 
 FINAL_STATES = frozenset({"completed", "stopped", "failed", "call_hangup"})
 MAX_LOOP = 100
@@ -167,12 +169,9 @@ class Playback:
     state: str = "queued"  # queued | playing | completed | stopped | failed | call_hangup
     reason: str | None = None
     message: str | None = None
-    samples_played: int = 0
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     ended_at: float | None = None
-    last_seq: int | None = None
-    last_ts: int | None = None
     stopped_by: str | None = None
     command_id: str | None = None
     target: str | list[str] = "self"
@@ -195,14 +194,104 @@ class Playback:
     futures: list[asyncio.Future[Media]] = field(default_factory=list, repr=False)
     index: int = field(default=0, repr=False)  # which source is playing
     media: Media | None = field(default=None, repr=False)  # that source's media, once resolved
-    data: bytes = field(default=b"", repr=False)  # the media encoded for the leg's codec
-    offset: int = field(default=0, repr=False)  # next byte (= sample) of ``data`` to send
-    end: int = field(default=0, repr=False)  # LegDriver's fast path may slice while offset + n < end
     loops_done: int = field(default=0, repr=False)
     cap: int = field(default=NO_CAP, repr=False)  # samples_played limit (length_s)
     gain: float = field(default=1.0, repr=False)
     # run once when it ends, before playback.ended is raised: the media plane gives back its load claims here
     on_finished: Callable[[], None] | None = field(default=None, repr=False)
+    # The cursor: kept here, or in the leg's PacketState (``_on``) while the player has handed this
+    # playback's slice to the leg (Player._refresh); the properties below read whichever holds it.
+    _data: bytes | bytearray = field(default=b"", repr=False)  # the media encoded for the leg's codec
+    _offset: int = field(default=0, repr=False)  # next byte (= sample) of ``data`` to send
+    _end: int = field(default=0, repr=False)  # the leg may slice while offset + n < end
+    _samples_played: int = field(default=0, repr=False)
+    _last_seq: int | None = field(default=None, repr=False)
+    _last_ts: int | None = field(default=None, repr=False)
+    _on: PacketState | None = field(default=None, repr=False)
+
+    @property
+    def data(self) -> bytes | bytearray:
+        on = self._on
+        return self._data if on is None or on.slice_data is None else on.slice_data
+
+    @data.setter
+    def data(self, value: bytes | bytearray) -> None:
+        if self._on is None:
+            self._data = value
+        else:
+            self._on.slice_data = value
+
+    @property
+    def offset(self) -> int:
+        return self._offset if self._on is None else self._on.slice_offset
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        if self._on is None:
+            self._offset = value
+        else:
+            self._on.slice_offset = value
+
+    @property
+    def end(self) -> int:
+        return self._end if self._on is None else self._on.slice_end
+
+    @end.setter
+    def end(self, value: int) -> None:
+        if self._on is None:
+            self._end = value
+        else:
+            self._on.slice_end = value
+
+    @property
+    def samples_played(self) -> int:
+        return self._samples_played if self._on is None else self._on.slice_played
+
+    @samples_played.setter
+    def samples_played(self, value: int) -> None:
+        if self._on is None:
+            self._samples_played = value
+        else:
+            self._on.slice_played = value
+
+    @property
+    def last_seq(self) -> int | None:
+        return self._last_seq if self._on is None else self._on.slice_last_seq
+
+    @last_seq.setter
+    def last_seq(self, value: int | None) -> None:
+        if self._on is None:
+            self._last_seq = value
+        else:
+            self._on.slice_last_seq = value
+
+    @property
+    def last_ts(self) -> int | None:
+        return self._last_ts if self._on is None else self._on.slice_last_ts
+
+    @last_ts.setter
+    def last_ts(self, value: int | None) -> None:
+        if self._on is None:
+            self._last_ts = value
+        else:
+            self._on.slice_last_ts = value
+
+    def hand_to(self, out: PacketState) -> None:
+        """Move the cursor into the leg's packet state: the leg slices ``data`` until ``end``."""
+        out.slice_data, out.slice_offset, out.slice_end = self._data, self._offset, self._end
+        out.slice_played, out.slice_last_seq, out.slice_last_ts = self._samples_played, self._last_seq, self._last_ts
+        self._on = out
+
+    def take_back(self) -> None:
+        """Move the cursor back from the leg (which then has no slice)."""
+        out = self._on
+        if out is None:
+            return
+        self._on = None
+        self._data = out.slice_data if out.slice_data is not None else b""
+        self._offset, self._end, self._samples_played = out.slice_offset, out.slice_end, out.slice_played
+        self._last_seq, self._last_ts = out.slice_last_seq, out.slice_last_ts
+        out.slice_data, out.slice_offset, out.slice_end = None, 0, 0
 
     @property
     def ended(self) -> bool:
@@ -284,15 +373,14 @@ def new_playback(
 
 
 PlaybackListener = Callable[[str, Playback], None]  # ("playback.started" | "playback.ended" | ..., playback)
-Span = tuple[Media, bytes, int, int]  # (media, encoded data, start, count): the samples a packet took
+Span = tuple[Media, bytes | bytearray, int, int]  # (media, encoded data, start, count): the samples a packet took
 
 
 class Player:
     """The main FIFO and the overlays of one leg; owned by the media plane, driven by the clock."""
 
-    # slots: the C fast path reads ``fast`` and ``busy`` at their offsets (mediasrv/rtp/_fastsend.c)
     __slots__ = ("codec", "current", "queue", "overlays", "fast", "busy", "_bridged", "_notify", "_held",
-                 "_frame_enc")
+                 "_frame_enc", "out")
 
     def __init__(self, codec: Codec, notify: PlaybackListener) -> None:
         self.codec = codec  # the leg's codec (mediacodecs.codec): encoding, silence, bytes per ms
@@ -305,6 +393,15 @@ class Player:
         self._bridged = False  # the leg hears call audio (LegDriver.call_audio is set)
         self._held = False  # the leg's ticks are taken by something else (DTMF being sent): nothing advances
         self._notify = notify
+        self.out: PacketState | None = None  # the leg's packet state: ``fast``'s slice is handed to it
+
+    def attach(self, out: PacketState) -> None:
+        """Hand ``fast``'s slices, and whether there is work for Python (``busy``), to the leg *out*."""
+        if self.fast is not None:
+            self.fast.take_back()
+            self.fast = None
+        self.out = out
+        self._refresh()
 
     @property
     def bridged(self) -> bool:
@@ -350,12 +447,23 @@ class Player:
     def _refresh(self) -> None:
         """Recompute what LegDriver.tick reads: ``fast`` (slice directly) and ``busy`` (call next_payload).
 
-        Called after every change of current, queue, overlays, pause, volume or bridging.
+        Called after every change of current, queue, overlays, pause, volume or bridging.  With a
+        leg attached, ``fast``'s cursor is handed to the leg's packet state (and taken back when it
+        stops being ``fast``), and the leg's ``busy`` follows the player's.
         """
         cur = self.current
-        self.fast = (cur if cur is not None and not cur.paused and not self.overlays and cur.gain == 1.0
-                     and not self._bridged and not self._held else None)
+        fast = (cur if cur is not None and not cur.paused and not self.overlays and cur.gain == 1.0
+                and not self._bridged and not self._held else None)
         self.busy = cur is not None or bool(self.queue) or bool(self.overlays) or self._bridged or self._held
+        out = self.out
+        if out is not None:
+            if fast is not self.fast:
+                if self.fast is not None:
+                    self.fast.take_back()
+                if fast is not None:
+                    fast.hand_to(out)
+            out.busy = self.busy
+        self.fast = fast
 
     # -- commands --------------------------------------------------------
     def enqueue(self, playback: Playback) -> None:
@@ -428,6 +536,17 @@ class Player:
             self._start_next()  # "current" moves the queue on now, so a second stop sees the next one
             self._refresh()
         return stopped
+
+    def fail_all(self, message: str) -> list[Playback]:
+        """The leg's tick raised making a payload: what is playing (main and overlays) ends ``failed``.
+
+        The reason is ``internal_error`` with *message*; the queue moves on at the next tick.
+        """
+        failed = [pb for pb in (self.current, *self.overlays) if pb is not None and not pb.ended]
+        for pb in failed:
+            pb.reason, pb.message = "internal_error", message
+            self._finish(pb, "failed")
+        return failed
 
     def end_all(self, state: str = "call_hangup") -> None:
         if self.current is not None:

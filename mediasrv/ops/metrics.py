@@ -88,6 +88,7 @@ MEDIA_COUNTERS = {
     "latched": "Symmetric RTP moves (the far end's media address latched to where it sends from)",
     "refused_remotes": "RTP destinations the media address policy refused",
     "release_errors": "Errors releasing a leg's ports or sockets",
+    "tick_errors": "Leg ticks whose payload could not be made (what was playing ended failed; the leg went on)",
 }
 WEBHOOK_COUNTERS = {
     "delivered": ("webhooks_delivered", "Webhook requests the receiver accepted (2xx)"),

@@ -1,31 +1,35 @@
-"""The media clock's group runner: the C extension when it is built, else the Python reference.
+"""A leg's packet state and the media clock's group runner: the C extension, or Python without it.
 
-The clock calls ``run_group(ticks)`` once per (period, phase) group of a sub-slot.  The Python
-version (``clock.run_each``) calls every leg's ``tick()``.  The C version
-(``mediasrv.rtp._fastsend.run_group``) does the same, except that a ``LegDriver.tick`` whose leg
-is in the simple state -- one main playback being sliced (``Player.fast``) or nothing playing
-(silence or skip) -- is done in C: header packed, one ``send()`` on the leg's connected socket,
-and the same attributes written back.  Python keeps all state; the C side holds none, so legs
-go in and out of the simple state with no syncing.  Measured in bench/fastsend_micro.py and
+``PacketState`` (``mediasrv.rtp._fastsend``) is what one leg sends: header fields, the connected
+socket's fd, the send counters, the silence to send, and the slice of pre-encoded audio the player
+hands over.  ``RtpLeg`` subclasses it, so the leg owns it; ``LegDriver.tick`` (the Python path)
+and the C ``run_group`` read and write the same fields.
+
+The clock calls ``run_group(items)`` once per (period, phase) group of a sub-slot.  The C version
+ticks a ``PacketState`` item itself when the tick is simple -- slice the handed-over audio, send
+silence, or skip -- and calls its ``on_tick`` (LegDriver.tick) otherwise; any other item is called.
+The Python version (``clock.run_each``) calls every item.  Measured in bench/fastsend_micro.py and
 bench/pacing.py (bench/README.md).
 
 The extension is built by ``pip install .`` / ``pip install -e .`` (setup.py, gcc + Python
-headers).  Running from a source tree that was never built leaves it missing: the server then
-logs a warning at startup and sends every packet from Python; tests/unit/test_fastsend.py
-fails on Linux if it is not loaded.  ``MEDIASRV_FASTPATH=0`` turns it off (A/B benchmarks).
+headers).  Running from a source tree that was never built leaves it missing: ``PacketState`` is
+then a plain Python class with the same fields, the server logs a warning at startup and sends
+every packet from Python; tests/unit/test_fastsend.py fails on Linux if it is not loaded.
+``MEDIASRV_FASTPATH=0`` turns the C runner off (A/B benchmarks); the state is the same either way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 log = logging.getLogger("mediasrv.media")
 
-RunGroup = Callable[[tuple[Callable[[], None], ...]], "list[tuple[Callable[[], None], BaseException]] | None"]
+# One clock group: callables and packet states in, the ones that raised (item, exception) out (or None).
+RunGroup = Callable[[tuple[Callable[[], object], ...]], "list[tuple[Callable[[], object], Exception]] | None"]
 
 _fastsend: ModuleType | None
 try:
@@ -38,18 +42,44 @@ except ImportError as exc:  # not built: see the module docstring
 AVAILABLE = _fastsend is not None
 
 
+class _PyPacketState:
+    """The extension's PacketState fields, for a source tree that was never built (no logic here)."""
+
+    __slots__ = ("fd", "seq", "marker_next", "busy", "ssrc", "timestamp", "payload_type", "samples", "slice_data",
+                 "slice_offset", "slice_end", "slice_played", "slice_last_seq", "slice_last_ts", "silence",
+                 "packets_sent", "bytes_sent", "send_errors", "on_tick")
+
+    def __init__(self) -> None:
+        self.fd, self.seq, self.ssrc, self.timestamp, self.payload_type, self.samples = -1, 0, 0, 0, 0, 160
+        self.marker_next, self.busy = True, False
+        self.slice_data: bytes | bytearray | None = None
+        self.slice_offset = self.slice_end = self.slice_played = 0
+        self.slice_last_seq: int | None = None
+        self.slice_last_ts: int | None = None
+        self.silence: bytes | None = None
+        self.packets_sent = self.bytes_sent = self.send_errors = 0
+        self.on_tick: Callable[[], object] | None = None
+
+    def __call__(self) -> object:  # a tick: without the extension it is all Python
+        if self.on_tick is None:
+            raise TypeError("a PacketState on the clock needs on_tick")
+        return self.on_tick()
+
+
+if TYPE_CHECKING:
+    from ._fastsend import PacketState
+elif _fastsend is not None:
+    PacketState = _fastsend.PacketState
+else:
+    PacketState = _PyPacketState
+
+
 def enabled() -> bool:
     return AVAILABLE and os.environ.get("MEDIASRV_FASTPATH", "1") not in ("0", "false", "no", "off")
 
 
-def group_runner(driver_type: type, leg_type: type, fallback: RunGroup,
-                 playback_type: type | None = None, player_type: type | None = None) -> RunGroup:
-    """The runner for the clock: C with ``driver_type.tick`` (LegDriver.tick) registered, or *fallback*.
-
-    *leg_type* is RtpLeg, *playback_type* Playback, *player_type* Player: these classes' ``__slots__`` are read at their
-    offsets by the C side (generic attribute access for any other type).  A probe socket tells
-    the C side whether it may read a socket's fd from the object (no ``fileno()`` call per packet).
-    """
+def group_runner(fallback: RunGroup) -> RunGroup:
+    """The runner for the clock: the C ``run_group``, or *fallback* when not built or turned off."""
     if not enabled():
         if not AVAILABLE:
             log.warning("C fast path not built (%s): every packet is sent from Python; "
@@ -58,9 +88,8 @@ def group_runner(driver_type: type, leg_type: type, fallback: RunGroup,
             log.info("C fast path disabled by MEDIASRV_FASTPATH")
         return fallback
     assert _fastsend is not None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        _fastsend.register(driver_type.tick, socket.socket, driver_type, leg_type, playback_type, probe, player_type)
-    return _fastsend.run_group
+    run: RunGroup = _fastsend.run_group
+    return run
 
 
 def counters() -> dict[str, int]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from aiortc.rtp import RtcpByePacket, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
 
+from .fastpath import PacketState
 from .packet import HEADER, MAX_DATAGRAM, RtpError, parse_rtcp
 from .packet import parse as parse_rtp
 
@@ -134,14 +135,20 @@ class LegStats:
         }
 
 
-class RtpLeg:
-    """RTP sender/receiver state for one call."""
+class RtpLeg(PacketState):
+    """RTP sender/receiver state for one call.
 
-    __slots__ = ("call_id", "rtp_sock", "send_sock", "rtcp_sock", "port", "ssrc", "seq", "timestamp", "payload_type",
-                 "remote", "remote_rtcp", "marker_next", "stats", "packets_sent", "bytes_sent", "send_errors",
+    The sending state (SSRC, seq, timestamp, payload type, marker, the connected socket's fd,
+    the send counters, the slice the player handed over) is the base class, the C
+    :class:`~mediasrv.rtp.fastpath.PacketState`: the clock's C tick reads it from the struct,
+    the Python path (``send``/``skip``, ``LegDriver.tick``) through the same attributes.
+    """
+
+    __slots__ = ("call_id", "rtp_sock", "send_sock", "rtcp_sock", "port", "remote", "remote_rtcp", "stats",
                  "transmit", "on_rtp", "latch", "sdp_remote", "te_pt", "on_event", "_loop")
 
     def __init__(self, call_id: str, rtp_sock: socket.socket, rtcp_sock: socket.socket) -> None:
+        super().__init__()
         self.call_id = call_id
         self.rtp_sock = rtp_sock
         self.rtcp_sock = rtcp_sock
@@ -219,6 +226,7 @@ class RtpLeg:
         self.remote = remote
         # RTCP on the next port (RFC 3550 11); an RTP port of 65535 leaves none: no RTCP then
         self.remote_rtcp = (remote[0], remote[1] + 1) if remote and remote[1] < 65535 else None
+        self.fd = -1  # the C tick sends only on the connected socket; otherwise transmit() does
         if remote is None:
             self.transmit = self._no_remote
             return
@@ -226,6 +234,7 @@ class RtpLeg:
             try:
                 self.send_sock.connect(remote)
                 self.transmit = self.send_sock.send
+                self.fd = self.send_sock.fileno()
                 return
             except OSError:
                 pass
@@ -236,7 +245,7 @@ class RtpLeg:
         return {"packets_sent": self.packets_sent, "bytes_sent": self.bytes_sent, "send_errors": self.send_errors,
                 **self.stats.as_dict()}
 
-    def send(self, payload: bytes, samples: int) -> None:
+    def send(self, payload: bytes | bytearray, samples: int) -> None:
         """Send one packet carrying *payload*, then advance seq and timestamp."""
         b1 = self.payload_type | 0x80 if self.marker_next else self.payload_type
         packet = HEADER.pack(0x80, b1, self.seq, self.timestamp, self.ssrc) + payload
@@ -379,6 +388,9 @@ class RtpLeg:
         except Exception as exc:  # noqa: BLE001 - a report we could not build must not keep the sockets
             log.warning("RTCP BYE for %s failed: %r", self.call_id, exc)
         self.transmit = self._no_remote
+        self.fd = -1
+        self.on_tick = None  # LegDriver.tick: the leg no longer keeps its driver alive
+        self.slice_data = None
         self.on_rtp = None
         self.latch = None
         for sock in (self.rtp_sock, self.send_sock, self.rtcp_sock):

@@ -1,7 +1,8 @@
 """The C fast path (mediasrv.rtp._fastsend) against the reference, LegDriver.tick in Python.
 
 Two twin legs with the same SSRC/seq/ts and the same player state, each on real loopback
-sockets: one ticked by Python, one by the C group runner.  What their receivers get must be
+sockets: one ticked by Python (LegDriver.tick), one by the C group runner (the leg's packet
+state in the group, as the media plane schedules it).  What their receivers get must be
 byte-identical, and so must every counter, Playback field and event afterwards.
 """
 
@@ -19,11 +20,11 @@ from mediasrv.content.source import Media
 from mediasrv.media import MediaPlane, MediaSettings
 from mediasrv.media.clock import run_each
 from mediasrv.media.plane import LegDriver
-from mediasrv.media.player import Playback, Player, PlayRequest, new_playback
+from mediasrv.media.player import Player, PlayRequest, new_playback
 from mediasrv.rtp import fastpath
 from mediasrv.rtp.leg import PortAllocator, RtpLeg
 
-run_group = fastpath.group_runner(LegDriver, RtpLeg, run_each, Playback, Player)
+run_group = fastpath.group_runner(run_each)
 PORTS = PortAllocator("127.0.0.1", 36000, 36998)
 
 
@@ -101,7 +102,7 @@ def play(twin: Twin, m: Media, **kw) -> None:
 def step(py: Twin, c: Twin, ticks: int) -> tuple[list[bytes], list[bytes]]:
     for _ in range(ticks):
         py.driver.tick()
-        assert run_group((c.driver.tick,)) is None
+        assert run_group((c.leg,)) is None
     return py.received(), c.received()
 
 
@@ -207,7 +208,7 @@ async def test_send_errors_counted_the_same(twins) -> None:
         t.rx.close()  # port unreachable: the connected socket reports ECONNREFUSED on later sends
     for _ in range(10):
         py.driver.tick()
-        run_group((c.driver.tick,))
+        run_group((c.leg,))
     assert py.state() == c.state()
     assert c.leg.send_errors > 0 and c.leg.packets_sent + c.leg.send_errors == 10
 
@@ -218,7 +219,7 @@ async def test_a_failing_tick_is_reported_and_the_group_goes_on(twins) -> None:
     def broken() -> None:
         raise RuntimeError("boom")
 
-    failed = run_group((broken, c.driver.tick, py.driver.tick))
+    failed = run_group((broken, c.leg, py.driver.tick))
     assert failed is not None and len(failed) == 1
     assert failed[0][0] is broken and isinstance(failed[0][1], RuntimeError)
     assert len(c.received()) == 1 and len(py.received()) == 1
@@ -242,11 +243,18 @@ def test_media_plane_uses_the_c_runner(tmp_path) -> None:
     assert plane.clock.core.run_group is run_group
 
 
-def test_driver_and_leg_slots_are_read_directly() -> None:
-    offsets = fastpath._fastsend.slot_offsets()
-    assert all(offsets[name] > 0 for name in ("leg", "player", "samples", "seq", "timestamp", "ssrc", "transmit")), offsets
-    assert all(offsets[name] > 0 for name in ("offset", "end", "data", "samples_played", "last_seq", "last_ts", "fast", "busy")), offsets
-    assert offsets["raw_sock_fd"] is True, offsets  # the fd is read from the socket object, no fileno() call
+def test_the_leg_is_its_packet_state(twins) -> None:
+    """The C tick reads the leg's own struct: no attribute offsets, no socket probing."""
+    py, c = twins()
+    assert isinstance(c.leg, fastpath._fastsend.PacketState)
+    assert c.leg.fd == c.leg.send_sock.fileno() >= 0  # the connected socket, set by set_remote
+    assert c.leg.on_tick == c.driver.tick  # what C does not do itself
+    for bad in ({"seq": 0x10000}, {"timestamp": -1}, {"ssrc": 1 << 32}, {"payload_type": 128}):
+        (name, value), = bad.items()
+        with pytest.raises(ValueError):
+            setattr(c.leg, name, value)  # the struct always holds a valid header
+    c.leg.close(send_bye=False)
+    assert c.leg.fd == -1 and c.leg.on_tick is None
 
 
 async def test_a_group_larger_than_one_batch(twins) -> None:
@@ -255,8 +263,8 @@ async def test_a_group_larger_than_one_batch(twins) -> None:
         m = media(160 * 10)
         for t in legs:
             play(t, m)
-        assert run_group(tuple(t.driver.tick for t in legs)) is None
-        assert run_group(tuple(t.driver.tick for t in legs)) is None
+        assert run_group(tuple(t.leg for t in legs)) is None
+        assert run_group(tuple(t.leg for t in legs)) is None
         for i, t in enumerate(legs):
             got = t.received()
             assert [int.from_bytes(p[2:4], "big") for p in got] == [i, i + 1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import socket
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from mediasrv.media.player import (
     db_gain,
     new_playback,
 )
+from mediasrv.rtp.leg import PortAllocator, RtpLeg
 
 N = 160
 SIL = b"\xff" * N
@@ -255,35 +257,48 @@ async def test_streaming_media_underruns_then_completes_or_fails():
     assert (pb2.state, pb2.reason, pb2.failed_source_index) == ("failed", "decode_error", 0)
 
 
-class StubLeg:
-    """Stands in for RtpLeg: records what LegDriver.tick transmits."""
+class RecordingLeg:
+    """A real RtpLeg on loopback, connected to a receiver: ``sent`` is what went out on the wire."""
 
     def __init__(self) -> None:
-        self.seq, self.timestamp, self.payload_type, self.ssrc = 0, 0, 0, 1
-        self.marker_next = False
-        self.packets_sent = self.bytes_sent = self.send_errors = 0
-        self.sent: list[bytes] = []
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(("127.0.0.1", 0))
+        self.rx.setblocking(False)
+        self.ports = PortAllocator("127.0.0.1", 38000, 38998)
+        self.leg = RtpLeg("c", *self.ports.bind_pair())
+        self.leg.seq = self.leg.timestamp = 0
+        self.leg.set_remote(self.rx.getsockname())
+        self._sent: list[bytes] = []
 
-    def transmit(self, data: bytes) -> None:
-        self.sent.append(data[12:])
+    @property
+    def sent(self) -> list[bytes]:
+        while True:
+            try:
+                self._sent.append(self.rx.recv(4096)[12:])
+            except BlockingIOError:
+                return self._sent
 
-    def skip(self, n: int) -> None:
-        self.timestamp += n
+    def close(self) -> None:
+        self.leg.close(send_bye=False)
+        self.rx.close()
 
 
 async def test_leg_driver_fast_and_slow_paths_agree_and_bridged_idle_sends_call_audio():
-    leg = StubLeg()
-    driver = LegDriver(leg, Player(PCMU, lambda t, pb: None), send_silence=True)  # type: ignore[arg-type]
-    a = pcm_of(1000, 17)
-    pb = play(driver.player, [media(a)], loop=2)
-    for _ in range(15):
+    leg = RecordingLeg()
+    try:
+        driver = LegDriver(leg.leg, Player(PCMU, lambda t, pb: None), send_silence=True)
+        a = pcm_of(1000, 17)
+        pb = play(driver.player, [media(a)], loop=2)
+        for _ in range(15):
+            driver.tick()
+        assert b"".join(leg.sent) == packets(a) * 2 + SIL
+        assert pb.state == "completed" and pb.last_seq == 13
+        frame = pcm_of(160, 18, 3000)
+        driver.call_audio = lambda n: frame
         driver.tick()
-    assert b"".join(leg.sent) == packets(a) * 2 + SIL
-    assert pb.state == "completed" and pb.last_seq == 13
-    frame = pcm_of(160, 18, 3000)
-    driver.call_audio = lambda n: frame
-    driver.tick()
-    assert leg.sent[-1] == ulaw_encode(frame)
+        assert leg.sent[-1] == ulaw_encode(frame)
+    finally:
+        leg.close()
 
 
 # -- the plane: targets, overlay gate, stop on play, events, controls -----------------------
