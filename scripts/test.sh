@@ -35,4 +35,5 @@ done
 
 python3 -m pip install -q -e '.[test]'
 python3 -m ruff check mediasrv codecs tests bench robustness
+python3 -m mypy  # mediasrv/ and codecs/, configured in pyproject.toml [tool.mypy]
 python3 -m pytest -q -p no:cacheprovider "$@"
