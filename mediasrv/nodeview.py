@@ -22,7 +22,14 @@ from .media import MediaPlane
 from .ops.gcpolicy import GcPolicy
 from .ops.timing import Timing
 
-__all__ = ["Node", "Draining"]
+__all__ = ["Node", "Draining", "Refreshable"]
+
+
+class Refreshable(Protocol):
+    """What a /metrics scrape asks of the server's collector (ops/metrics.py's ServerCollector is one)."""
+
+    async def refresh(self, chunk: int = ...) -> None: ...
+    def forget(self) -> None: ...
 
 
 class Draining(Protocol):
@@ -47,6 +54,8 @@ class Node(Protocol):
     http_address: tuple[str, int] | None
     commands: CommandService
     metrics_registry: CollectorRegistry
+    @property
+    def metrics_collector(self) -> Refreshable: ...
     rooms: RoomRegistry
     @property
     def drain(self) -> Draining: ...

@@ -32,7 +32,7 @@ from .media import MediaPlane, MediaSettings
 from .ops import oplog, realtime
 from .ops.gcpolicy import GcPolicy
 from .ops.logs import call_context
-from .ops.metrics import make_registry
+from .ops.metrics import ServerCollector, make_registry
 from .ops.timing import Timing, timing_middleware
 from .sip.admission import AdmissionSettings
 
@@ -124,7 +124,8 @@ class Server:
         self.rooms = RoomRegistry(self.registry, self.media, self.events.publish)
         self.bad_requests = httplog.install()  # unparseable requests: one short line, no traceback
         self.http_timings: dict[tuple[str, str], Timing] = {}
-        self.metrics_registry = make_registry(self)
+        self.metrics_collector = ServerCollector(self)
+        self.metrics_registry = make_registry(self.metrics_collector)
         self.forwarder = Forwarder(self)  # commands about another node's calls go to that node (cluster_peers)
         self.app = web.Application(middlewares=[call_context_middleware, timing_middleware(self.http_timings),
                                                 error_middleware,

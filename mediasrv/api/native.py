@@ -444,7 +444,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = await exposition_async(_server(request).metrics_registry)
+    server = _server(request)
+    body = await exposition_async(server.metrics_registry, server.metrics_collector)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 

@@ -732,9 +732,27 @@ class MediaPlane:
         """Legs with a main playback current (overlays alone and bridged audio not counted)."""
         return sum(1 for d in self._drivers.values() if d.player.current is not None)
 
-    def metrics(self) -> dict[str, Any]:
-        live_sent = sum(d.leg.packets_sent for d in self._drivers.values())
-        live_recv = sum(d.leg.stats.packets_received for d in self._drivers.values())
+    async def live_counts(self, chunk: int = 128) -> tuple[int, int, int]:
+        """(packets sent, packets received, playing legs) over the live legs, summed *chunk* legs at a time
+        with the event loop let in between: at 1,500 legs the three sums in one go held the loop (and so
+        the media clock's wake-ups) for about a millisecond on every /metrics scrape."""
+        drivers = list(self._drivers.values())
+        sent = recv = playing = 0
+        for i in range(0, len(drivers), chunk):
+            for d in drivers[i:i + chunk]:
+                sent += d.leg.packets_sent
+                recv += d.leg.stats.packets_received
+                playing += d.player.current is not None
+            await asyncio.sleep(0)
+        return sent, recv, playing
+
+    def metrics(self, live: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        """Counters for /metrics; *live* is :meth:`live_counts` if the caller has it (else summed here)."""
+        if live is None:
+            live_sent = sum(d.leg.packets_sent for d in self._drivers.values())
+            live_recv = sum(d.leg.stats.packets_received for d in self._drivers.values())
+        else:
+            live_sent, live_recv = live[0], live[1]
         s = self.clock.stats
         return {
             "legs": len(self._drivers),

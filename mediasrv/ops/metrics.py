@@ -34,7 +34,7 @@ from .gcpolicy import PAUSE_BUCKETS
 from .timing import Timing
 
 if TYPE_CHECKING:
-    from ..nodeview import Node
+    from ..nodeview import Node, Refreshable
 
 # The text exposition format Prometheus scrapes (0.0.4); prometheus_client's default type names 1.0.0.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -144,6 +144,25 @@ class ServerCollector(Collector):
 
     def __init__(self, server: Node) -> None:
         self.server = server
+        # per-leg and per-call sums, made by refresh() in slices before a scrape collects (None: summed
+        # while collecting, as a synchronous exposition() does)
+        self.live: tuple[int, int, int] | None = None
+        self.calls_by_state: dict[str, int] | None = None
+
+    async def refresh(self, chunk: int = 128) -> None:
+        """Make the O(calls) sums a few hundred at a time with the loop let in between (see live_counts)."""
+        self.live = await self.server.media.live_counts(chunk)
+        counts = {st.value: 0 for st in CallState if st is not CallState.ENDED}
+        calls = list(self.server.registry.all())
+        for i in range(0, len(calls), chunk):
+            for call in calls[i:i + chunk]:
+                if call.state is not CallState.ENDED:
+                    counts[call.state.value] = counts.get(call.state.value, 0) + 1
+            await asyncio.sleep(0)
+        self.calls_by_state = counts
+
+    def forget(self) -> None:
+        self.live = self.calls_by_state = None
 
     def collect(self) -> Iterator[Metric]:
         s = self.server
@@ -177,21 +196,24 @@ class ServerCollector(Collector):
         if tasks is not None:
             yield _gauge("mediasrv_asyncio_tasks", "asyncio tasks alive (robustness/ checks it for leaks)", tasks)
         by_state = GaugeMetricFamily("mediasrv_calls", "Calls not yet ended, by state", labels=["state"])
-        counts = {st.value: 0 for st in CallState if st is not CallState.ENDED}
-        for call in s.registry.all():
-            if call.state is not CallState.ENDED:
-                counts[call.state.value] = counts.get(call.state.value, 0) + 1
+        counts = self.calls_by_state
+        if counts is None:
+            counts = {st.value: 0 for st in CallState if st is not CallState.ENDED}
+            for call in s.registry.all():
+                if call.state is not CallState.ENDED:
+                    counts[call.state.value] = counts.get(call.state.value, 0) + 1
         for state, n in counts.items():
             by_state.add_metric([state], n)
         yield by_state
 
     def _media(self) -> Iterator[Metric]:
         media = self.server.media
-        m = media.metrics()
+        m = media.metrics(self.live)
         yield _gauge("mediasrv_rtp_legs", "RTP legs on the media clock", m["legs"])
         yield _gauge("mediasrv_rtp_ports_in_use", "RTP/RTCP port pairs held by live legs", m.get("ports_in_use", 0))
         yield from _counters("mediasrv_media", MEDIA_COUNTERS, m.get("media_events") or {}, "Media plane")
-        yield _gauge("mediasrv_playing_legs", "Legs with a main playback current", media.playing_legs)
+        yield _gauge("mediasrv_playing_legs", "Legs with a main playback current",
+                     media.playing_legs if self.live is None else self.live[2])
         yield _counter("mediasrv_rtp_packets_sent_total", "RTP packets sent", m["packets_sent"])
         yield _counter("mediasrv_rtp_packets_received_total", "RTP packets received", m["packets_received"])
         clock = media.clock.stats
@@ -297,10 +319,10 @@ class ServerCollector(Collector):
         yield longest
 
 
-def make_registry(server: Node) -> CollectorRegistry:
-    """This server's registry: its own collector plus process_*, python_info and python_gc_* (no globals)."""
+def make_registry(collector: ServerCollector) -> CollectorRegistry:
+    """A server's registry: its own collector plus process_*, python_info and python_gc_* (no globals)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServerCollector(server))
+    registry.register(collector)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
@@ -329,7 +351,7 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry) + generate_latest(_PROCESS_REGISTRY)
 
 
-async def exposition_async(registry: CollectorRegistry) -> bytes:
+async def exposition_async(registry: CollectorRegistry, collector: Refreshable | None = None) -> bytes:
     """The same text, made one family at a time with the event loop let in between.
 
     Why: the whole scrape is ~0.6 ms of Python on the loop that also runs the media clock (more on
@@ -337,9 +359,15 @@ async def exposition_async(registry: CollectorRegistry) -> bytes:
     (at most ~0.14 ms measured) the clock's wake-ups run in between.
     """
     parts = []
-    for family in registry.collect():  # the collectors yield lazily: collecting is sliced too
-        parts.append(generate_latest(_Single(family)))
-        await asyncio.sleep(0)
+    if collector is not None:
+        await collector.refresh()  # the per-call and per-leg sums, sliced
+    try:
+        for family in registry.collect():  # the collectors yield lazily: collecting is sliced too
+            parts.append(generate_latest(_Single(family)))
+            await asyncio.sleep(0)
+    finally:
+        if collector is not None:
+            collector.forget()
     global _process_cache
     now = time.monotonic()
     if _process_cache is None or now - _process_cache[0] >= PROCESS_REFRESH_S:
