@@ -16,6 +16,23 @@ from mediasrv.rtp.probe import RtpCapture, bind_capture_with_rtcp
 from .ports import free_block
 
 
+def advance(plane: MediaPlane, ms: int) -> None:
+    """Fake time: run the next *ms* one-millisecond sub-slots of a clock the test never started, at once."""
+    core = plane.clock.core
+    core.run_until(core.deadline(core.next_tick + ms - 1))
+
+
+async def loaded(pb) -> None:
+    """Wait (in loop turns, not clock time) until every source of *pb* is completely decoded."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    for fut in pb.futures:
+        media = await asyncio.wait_for(fut, 10.0)
+        while not media.complete and loop.time() < deadline:  # the loader finishes off the clock
+            await asyncio.sleep(0.001)
+        assert media.complete
+
+
 class Plane:
     """A started MediaPlane with an event log and a probe per call.
 
@@ -55,19 +72,11 @@ class Plane:
 
     def advance(self, ms: int) -> None:
         """Fake time: run the clock's next *ms* one-millisecond sub-slots at once."""
-        core = self.plane.clock.core
-        core.run_until(core.deadline(core.next_tick + ms - 1))
+        advance(self.plane, ms)
 
     @staticmethod
     async def loaded(pb) -> None:
-        """Wait (in loop turns, not clock time) until every source of *pb* is completely decoded."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10.0
-        for fut in pb.futures:
-            media = await asyncio.wait_for(fut, 10.0)
-            while not media.complete and loop.time() < deadline:  # the loader finishes off the clock
-                await asyncio.sleep(0.001)
-            assert media.complete
+        await loaded(pb)
 
     async def wait_ended(self, playback_id: str, timeout: float = 5.0) -> dict:
         for _ in range(int(timeout / 0.01)):

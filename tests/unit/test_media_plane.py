@@ -13,6 +13,7 @@ from mediasrv.demo import free_port_pair
 from mediasrv.media import MediaParts, MediaPlane, MediaSettings, PlayRequest
 from mediasrv.media.clock import MediaClock
 from mediasrv.rtp.probe import analyse, bind_capture_with_rtcp, open_capture
+from tests.support.media_plane import advance, loaded
 
 
 async def _plane(tmp_path, **kw) -> tuple[MediaPlane, list]:
@@ -81,7 +82,7 @@ async def test_pcma_ptime30_stored_media_and_hold(tmp_path):
 
 
 def _fake_time_plane(tmp_path, **kw) -> tuple[MediaPlane, list]:
-    """A plane whose clock is never started: time moves only when the test calls :func:`_advance`.
+    """A plane whose clock is never started: time moves only when the test calls :func:`advance`.
 
     Its parts are built by the test (here the defaults from settings, plus a clock without timerfd
     that is never armed); the legs still send on real loopback sockets.
@@ -92,23 +93,6 @@ def _fake_time_plane(tmp_path, **kw) -> tuple[MediaPlane, list]:
     parts = dataclasses.replace(MediaParts.from_settings(settings), clock=MediaClock(use_timerfd=False))
     plane = MediaPlane(settings, emit=lambda t, c, d: events.append((t, d)), parts=parts)
     return plane, events
-
-
-def _advance(plane: MediaPlane, ms: int) -> None:
-    """Run the next *ms* one-millisecond sub-slots of the plane's clock, at once (fake time)."""
-    core = plane.clock.core
-    core.run_until(core.deadline(core.next_tick + ms - 1))
-
-
-async def _loaded(pb) -> None:
-    """Wait (in loop turns, not clock time) until every source of *pb* is completely decoded."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10.0
-    for fut in pb.futures:
-        media = await asyncio.wait_for(fut, 10.0)
-        while not media.complete and loop.time() < deadline:  # the loader finishes off the clock
-            await asyncio.sleep(0.001)
-        assert media.complete
 
 
 async def _arrived(cap, n: int) -> None:
@@ -131,13 +115,13 @@ async def test_no_silence_mode_marks_each_talkspurt(tmp_path):
         call = _call(cap.port)
         plane.allocate(call)
         plane.media_changed(call)
-        _advance(plane, 100)
+        advance(plane, 100)
         await _arrived(cap, 0)
         assert cap.packets == [] and plane.leg_stats(call.call_id)["packets_sent"] == 0
         for _ in range(2):
             pb = plane.play(call.call_id, PlayRequest(media="t.wav"))[0]
-            await _loaded(pb)
-            _advance(plane, 300)
+            await loaded(pb)
+            advance(plane, 300)
             assert pb.state == "completed"
         await _arrived(cap, 10)
         plane.release(call)
