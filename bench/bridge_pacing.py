@@ -297,7 +297,7 @@ def main() -> int:
             c_row = pacing.run_c(receiver_exe, sender_exe, args.n, args.seconds)
             print(fmt(c_row, c_row), flush=True)
         play = pacing.run_mediasrv(receiver_exe, args.n, args.seconds, args.loop, args.setup_timeout,
-                                   args.call_rate, False)
+                                   args.call_rate, False)[0]
         print(fmt(play, c_row), flush=True)
         talk = run_talking(receiver_exe, talker_exe, args.n, args.seconds, args.loop, args.setup_timeout,
                            args.call_rate, bridged=False)

@@ -33,6 +33,16 @@ fast path into the player's per-packet mix-and-encode (G.711: a table; G.722: th
 A loop name with ``+scrape`` runs that row with a Prometheus-style client GETting ``/metrics`` once a
 second through the measurement window (from this process, on the bench CPU); the notes give the
 scrape count, median scrape time and body size.
+
+``--paired K`` measures a ``+scrape``/``+ops`` row as K pairs of back-to-back windows of one server
+and one set of calls, plain and scraped in ABBA order (the receiver's WINDOWS argument), and
+prints the scraped/plain ratio of p99 and of us/pkt per pair and their medians. Between separate
+rows (separate servers, minutes apart) this shared VM's p99 moves by several times; between
+adjacent windows of one server it moves far less, so a small effect can be told from noise.
+The logging level is the row's for all its windows (at INFO, the steady state logs only the
+scrapes' access lines; the notes give the server's log lines per window)::
+
+    python bench/pacing.py --n 1500 --seconds 10 --repeat 3 --loops uvloop+ops --paired 3
 """
 
 from __future__ import annotations
@@ -66,6 +76,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 RECEIVER_BASE = 42000
 SKIP_S = 1.0  # the receiver ignores each stream's first second
 WARMUP_S = 2.0  # all streams running this long before the window opens
+PAIRED_SETTLE_S = 10.0  # and this much longer before the first of --paired windows
 SERVER_CPU, BENCH_CPU = "1", "0"
 RTP_LO, RTP_HI = 50000, 59998  # the server's RTP range
 
@@ -208,10 +219,10 @@ def free_port(kind: int, n: int) -> int:
 
 
 class Receiver:
-    def __init__(self, exe: Path, n: int, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, exe: Path, n: int, seconds: float, windows: int = 1) -> None:
+        self.seconds, self.windows = seconds, windows
         self.proc = spawn(["taskset", "-c", BENCH_CPU, str(exe), str(RECEIVER_BASE), str(n), str(seconds),
-                           str(SKIP_S), "20", "0", "900"], stdout=subprocess.PIPE, text=True)
+                           str(SKIP_S), "20", "0", "900", str(windows)], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "ready" not in line:
@@ -223,13 +234,17 @@ class Receiver:
 
     def result(self) -> dict:
         """Waits for the window to end (the receiver stops by itself) and parses its JSON."""
+        return self.results()[-1]
+
+    def results(self) -> list[dict]:
+        """Every window's JSON, in order, once the last window has ended."""
         try:
-            out, _ = self.proc.communicate(timeout=self.seconds + 20)
+            out, _ = self.proc.communicate(timeout=self.seconds * self.windows + 20)
         except subprocess.TimeoutExpired:
             reap(self.proc)
-            raise RuntimeError("receiver did not finish its window") from None
+            raise RuntimeError("receiver did not finish its windows") from None
         CHILDREN.discard(self.proc.pid)
-        return json.loads(out.strip().splitlines()[-1])
+        return [json.loads(line) for line in out.strip().splitlines() if '"started"' in line]
 
     def stop(self) -> None:
         reap(self.proc, 5)
@@ -271,31 +286,92 @@ class ReceiverPorts:
         return None
 
 
-async def scrape_metrics(http: str, notes: list[str], interval: float = 1.0) -> None:
-    """GET /metrics every *interval* s, as a Prometheus server would, until cancelled; notes what it saw."""
-    times: list[float] = []
-    size = 0
+@dataclass
+class ScrapeLog:
+    times: list[float] = field(default_factory=list)
+    size: int = 0
+
+    def note(self) -> str:
+        return (f"scraped /metrics {len(self.times)} times, median {1000 * float(np.median(self.times or [0])):.1f} ms, "
+                f"max {1000 * max(self.times or [0]):.1f} ms, {self.size / 1000:.0f} kB")
+
+
+async def scrape_metrics(http: str, log: ScrapeLog, interval: float = 1.0) -> None:
+    """GET /metrics every *interval* s, as a Prometheus server would, until cancelled; *log* keeps what it saw."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
         try:
             while True:
                 t = time.monotonic()
                 try:
                     async with s.get(f"{http}/metrics") as resp:
-                        size = len(await resp.read())
-                    times.append(time.monotonic() - t)
+                        log.size = len(await resp.read())
+                    log.times.append(time.monotonic() - t)
                 except (aiohttp.ClientError, TimeoutError):
                     pass
                 await asyncio.sleep(max(0.0, interval - (time.monotonic() - t)))
         except asyncio.CancelledError:
             pass
-    notes.append(f"scraped /metrics {len(times)} times, median {1000 * float(np.median(times or [0])):.1f} ms, "
-                 f"max {1000 * max(times or [0]):.1f} ms, {size / 1000:.0f} kB")
+
+
+async def server_metrics(http: str) -> dict[str, float]:
+    """One /metrics read, as {series: value} (the bench's own reads, outside the windows)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s, s.get(f"{http}/metrics") as resp:
+        text = await resp.text()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                pass
+    return values
+
+
+def scrape_cost(before: dict[str, float], after: dict[str, float], scraped_cpu_s: float) -> str:
+    """What the server says its scrapes cost (the time they held its event loop,
+    mediasrv_metrics_scrape_loop_seconds) against its CPU time over the scraped windows, and the
+    cyclic GC's collections and pause time over all the windows."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    total = delta("mediasrv_metrics_scrape_loop_seconds_sum")
+    count = delta("mediasrv_metrics_scrape_loop_seconds_count")
+    share = f"{100 * total / scraped_cpu_s:.2f} % of the server's CPU time in the scraped windows" if scraped_cpu_s else "?"
+    def gen(name: str, g: int) -> float:
+        return delta(f'{name}{{generation="{g}"}}')
+
+    gc = ", ".join(f"gen{g} {gen('python_gc_collections_total', g):.0f} "
+                   f"({1000 * gen('mediasrv_gc_pause_seconds_sum', g):.0f} ms)" for g in range(3))
+    return (f"the scrapes held the server's event loop {1000 * total / count if count else float('nan'):.2f} ms each "
+            f"on average ({count:.0f} scrapes, {1000 * total:.0f} ms in all = {share}), the last one "
+            f"{1000 * after.get('mediasrv_metrics_scrape_longest_slice_seconds', float('nan')):.2f} ms at most at a time; "
+            f"GC collections over "
+            f"all windows (pause): {gc}")
+
+
+@dataclass
+class Window:
+    scraped: bool
+    stats: dict
+    cpu_s: float
+    steal_s: float
+    log_lines: int  # lines the server logged during the window
+
+
+def log_line_count(path: Path | None) -> int:
+    if path is None:
+        return 0
+    with open(path, "rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 16), b""))
 
 
 async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Receiver, server_pid: int,
                       setup_timeout: float, call_rate: float,
-                      notes: list[str], scrape: bool = False, codec: str = "PCMU",
-                      volume_db: float = 0.0) -> tuple[int, dict, float, float]:
+                      notes: list[str], schedule: list[bool], codec: str = "PCMU",
+                      volume_db: float = 0.0, log_path: Path | None = None) -> tuple[int, list[Window]]:
+    """Places the calls, starts their playbacks, then measures one window per *schedule* entry,
+    back to back, scraping /metrics in the windows marked True."""
     # The UAC's own SIP port must not be a receiver port + 1: the server sends RTCP there.
     uac = SipUserAgent(SipSettings(host="127.0.0.1", port=free_port(socket.SOCK_DGRAM, n), user_agent="mediasrv-bench",
                                    codecs=(codec,)),
@@ -369,16 +445,32 @@ async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Rece
             playing = sum(1 for t in done_p if t.exception() is None and t.result())
             notes.append(f"{playing} playbacks started (HTTP 201) in "
                          f"{time.monotonic() - t1:.1f} s" + (f"; failures: {dict(play_failures)}" if play_failures else ""))
-        await asyncio.sleep(WARMUP_S + SKIP_S)
-        scraper = asyncio.ensure_future(scrape_metrics(http, notes)) if scrape else None
-        c0, st0 = cpu_seconds(server_pid), steal_seconds(SERVER_CPU)
+        # paired windows compare a server with itself: let the set-up's after-effects (the first
+        # windows ran up to 20 % more CPU per packet than later ones) pass before the first window
+        before = await server_metrics(http) if any(schedule) else {}
+        await asyncio.sleep(WARMUP_S + SKIP_S + (PAIRED_SETTLE_S if len(schedule) > 1 else 0.0))
+        scrapes = ScrapeLog()
+        measured: list[tuple[bool, float, float, int]] = []
+        c0, st0, l0 = cpu_seconds(server_pid), steal_seconds(SERVER_CPU), log_line_count(log_path)
         rx.start_window()
-        await asyncio.sleep(seconds)
-        cpu, steal = cpu_seconds(server_pid) - c0, steal_seconds(SERVER_CPU) - st0
-        if scraper is not None:
-            scraper.cancel()
-            await scraper
-        stats = await asyncio.get_running_loop().run_in_executor(None, rx.result)
+        end = time.monotonic()
+        for scraped in schedule:
+            scraper = asyncio.ensure_future(scrape_metrics(http, scrapes)) if scraped else None
+            end += seconds  # the receiver's windows are back to back on its own clock; ours follow them
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            if scraper is not None:
+                scraper.cancel()
+                await scraper
+            c1, st1, l1 = cpu_seconds(server_pid), steal_seconds(SERVER_CPU), log_line_count(log_path)
+            measured.append((scraped, c1 - c0, st1 - st0, l1 - l0))
+            c0, st0, l0 = c1, st1, l1
+        if any(schedule):
+            notes.append(scrapes.note())
+            notes.append(scrape_cost(before, await server_metrics(http), sum(cpu for sc, cpu, _, _ in measured if sc)))
+        stats_all = await asyncio.get_running_loop().run_in_executor(None, rx.results)
+        if len(stats_all) != len(measured):
+            raise RuntimeError(f"receiver reported {len(stats_all)} windows, expected {len(measured)}")
+        windows = [Window(sc, st, cpu, steal, lines) for (sc, cpu, steal, lines), st in zip(measured, stats_all, strict=True)]
     finally:
         for c in calls:
             try:
@@ -387,7 +479,7 @@ async def drive_calls(sip_port: int, http: str, n: int, seconds: float, rx: Rece
                 pass
         await asyncio.sleep(1.0 + len(calls) / 1000)
         await uac.stop()
-    return playing, stats, cpu, steal
+    return playing, windows
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -405,12 +497,22 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise RuntimeError("server did not answer /healthz")
 
 
+def paired_schedule(pairs: int) -> list[bool]:
+    """Plain (False) and scraped (True) windows in ABBA order, so a slow drift over the row
+    favours neither: A B B A A B B A ..."""
+    return [(i % 2 == 1) ^ (i // 2 % 2 == 1) for i in range(2 * pairs)]
+
+
 def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_timeout: float,
-                 call_rate: float, silence: bool, codec: str | None = None, volume_db: float = 0.0) -> Row:
+                 call_rate: float, silence: bool, codec: str | None = None, volume_db: float = 0.0,
+                 paired: int = 0) -> list[Row]:
+    """One server, one set of calls; one window, or with *paired* > 0 that many plain/scraped pairs
+    of windows (ABBA) from the same server and calls: one row per window."""
     loop, _, extra = loop.partition("+")
     extras = set(extra.split("+")) - {""}
     scrape = bool(extras & {"scrape", "ops"})  # ops = an operator's setup: INFO logging and a scraper
     info = bool(extras & {"info", "ops"})
+    schedule = paired_schedule(paired) if paired and scrape else [scrape]
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
     rate = 16000 if codec == "G722" else 8000  # a wideband prompt for the wideband codec
@@ -439,11 +541,11 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
     try:
         http = f"http://127.0.0.1:{http_port}"
         wait_http(f"{http}/healthz", server)
-        rx = Receiver(receiver_exe, n, seconds)
-        playing, stats, cpu, steal = asyncio.run(asyncio.wait_for(
-            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes, scrape,
-                        codec or "PCMU", volume_db),
-            2 * setup_timeout + seconds + 120))
+        rx = Receiver(receiver_exe, n, seconds, len(schedule))
+        playing, windows = asyncio.run(asyncio.wait_for(
+            drive_calls(sip_port, http, n, seconds, rx, server.pid, setup_timeout, call_rate, notes, schedule,
+                        codec or "PCMU", volume_db, log_path),
+            2 * setup_timeout + seconds * len(schedule) + 120))
     finally:
         if rx is not None:
             rx.stop()
@@ -460,7 +562,38 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
         shutil.rmtree(data, ignore_errors=True)
         label = loop + (f"+{extra}" if extra else "") + (f" {codec}" if codec else "")
         NOTES.extend(f"  mediasrv {label} N={n}: {note}" for note in notes)
-    return Row(f"mediasrv {label}", n, playing, stats, cpu, stats["window_s"] or seconds, steal, notes)
+    if len(windows) > 1:
+        NOTES.append(f"  mediasrv {label} N={n}: server log lines per window, plain / scraped: "
+                     f"{' '.join(str(w.log_lines) for w in windows if not w.scraped)} / "
+                     f"{' '.join(str(w.log_lines) for w in windows if w.scraped)}")
+    return [Row(f"mediasrv {label}" + ("" if len(windows) == 1 else (" [scraped]" if w.scraped else " [plain]")),
+                n, playing, w.stats, w.cpu_s, w.stats["window_s"] or seconds, w.steal_s, notes) for w in windows]
+
+
+def paired_summary(key: str, n: int, rows: list[Row], c_row: Row | None, out: list[str]) -> None:
+    """Adjacent plain/scraped windows of one server as pairs: the ratio scraped/plain of p99 and of
+    us/pkt per pair and their medians; xC medians of each kind when a C row ran."""
+    pairs = [(rows[i], rows[i + 1]) if "plain" in rows[i].sender else (rows[i + 1], rows[i])
+             for i in range(0, len(rows) - 1, 2)]
+    rp = [b.p99 / a.p99 for a, b in pairs if a.p99]
+    ru = [b.us_per_packet / a.us_per_packet for a, b in pairs if a.us_per_packet]
+    plain = [a for a, _ in pairs]
+    scraped = [b for _, b in pairs]
+
+    def med(xs: list[float]) -> str:
+        return f"{float(np.median(xs)):.3f}" if xs else "nan"
+
+    line = (f"  mediasrv {key} N={n}: {len(pairs)} pairs; p99 plain {' / '.join(f'{a.p99:.2f}' for a in plain)} ms, "
+            f"scraped {' / '.join(f'{b.p99:.2f}' for b in scraped)} ms; us/pkt plain "
+            f"{' / '.join(f'{a.us_per_packet:.2f}' for a in plain)}, scraped {' / '.join(f'{b.us_per_packet:.2f}' for b in scraped)}; "
+            f"ratio scraped/plain: p99 median {med(rp)} (all {' / '.join(f'{v:.2f}' for v in rp)}), "
+            f"us/pkt median {med(ru)} (all {' / '.join(f'{v:.3f}' for v in ru)})")
+    if c_row is not None and c_row.p99 and c_row.us_per_packet:
+        line += (f"; median p99 xC plain {med([a.p99 / c_row.p99 for a in plain])} scraped "
+                 f"{med([b.p99 / c_row.p99 for b in scraped])}; median us xC plain "
+                 f"{med([a.us_per_packet / c_row.us_per_packet for a in plain])} scraped "
+                 f"{med([b.us_per_packet / c_row.us_per_packet for b in scraped])}")
+    out.append(line)
 
 
 def main() -> int:
@@ -484,6 +617,10 @@ def main() -> int:
                     help="comma-separated codecs (PCMU, PCMA, G722): each mediasrv row once per codec, same run")
     ap.add_argument("--volume-db", type=float, default=0.0,
                     help="play at this gain (not 0: every packet through the per-packet mix and encode)")
+    ap.add_argument("--paired", type=int, default=0, metavar="K",
+                    help="rows with +scrape/+ops/... measure K plain/scraped pairs of windows from one server and one "
+                         "set of calls (ABBA order) instead of one window each: the logging level is the row's "
+                         "throughout, only the scraper is switched; per-pair ratios remove run-to-run noise")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="global limit in seconds (default: computed from the rows)")
     args = ap.parse_args()
@@ -506,7 +643,8 @@ def main() -> int:
     if max(ns) * 2 + RECEIVER_BASE >= RTP_LO:
         ap.error("receiver ports would overlap the server's RTP range")
     deadline = args.deadline or max(1, args.repeat) * len(ns) * (
-        (args.seconds + 30) + len(loops) * len(codecs) * (2 * args.setup_timeout + args.seconds + 150)) + 60
+        (args.seconds + 30) + len(loops) * len(codecs) * (2 * args.setup_timeout
+                                                          + args.seconds * max(1, 2 * args.paired) + 150)) + 60
     watchdog(deadline)
     os.sched_setaffinity(0, {int(BENCH_CPU)})
     tmp = Path(tempfile.mkdtemp(prefix="mediasrv-bench-c-"))
@@ -519,6 +657,7 @@ def main() -> int:
               flush=True)
         print(HEADER, flush=True)
         summary: list[str] = []
+        paired_all: list[str] = []
         for n in ns:
             rows = [(loop, codec) for loop in loops for codec in codecs]
             ratios: dict[str, list[tuple[float, float, float]]] = {
@@ -534,18 +673,22 @@ def main() -> int:
                     key = loop + (f" {codec}" if codec else "")
                     try:
                         try:
-                            r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
-                                             args.silence, codec, args.volume_db)
+                            got_rows = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout,
+                                                    args.call_rate, args.silence, codec, args.volume_db, args.paired)
                         except OSError as exc:  # a port picked as free was taken meanwhile: once more
                             if exc.errno != errno.EADDRINUSE:
                                 raise
-                            r = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout, args.call_rate,
-                                             args.silence, codec, args.volume_db)
+                            got_rows = run_mediasrv(receiver_exe, n, args.seconds, loop, args.setup_timeout,
+                                                    args.call_rate, args.silence, codec, args.volume_db, args.paired)
                     except Exception as exc:  # noqa: BLE001 - an overloaded row is a result too
                         print(f"{'mediasrv ' + key:16} {n:5d} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
                         continue
-                    print(fmt(r, c_row), flush=True)
-                    if c_row is not None and c_row.p99 and c_row.us_per_packet:
+                    for r in got_rows:
+                        print(fmt(r, c_row), flush=True)
+                    if len(got_rows) > 1:
+                        paired_summary(key, n, got_rows, c_row, paired_all)
+                    elif c_row is not None and c_row.p99 and c_row.us_per_packet:
+                        r = got_rows[0]
                         ratios[key].append((r.p99, r.p99 / c_row.p99, r.us_per_packet / c_row.us_per_packet))
             if args.repeat > 1:
                 for loop, got in ratios.items():
@@ -557,6 +700,9 @@ def main() -> int:
         if summary:
             print("medians over the alternating pairs:")
             print("\n".join(summary), flush=True)
+        if paired_all:
+            print("scraped vs plain windows of the same server and calls (ABBA; ratio scraped/plain per adjacent pair):")
+            print("\n".join(paired_all), flush=True)
         if NOTES:
             print("notes:")
             print("\n".join(NOTES), flush=True)

@@ -151,11 +151,17 @@ def table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 
 def loop_marker(pb: dict[str, Any]) -> str:
-    """`` loop ∞`` or `` loop x3`` for a playback that repeats (its progress is of the current pass)."""
+    """`` loop ∞ pass 2`` or `` loop x3 pass 1`` for a playback that repeats (its progress is of the
+    current pass); without the pass when the server does not say (older servers)."""
     loop = pb.get("loop", 1)
     if loop == "infinity":
-        return " loop ∞"
-    return f" loop x{loop}" if isinstance(loop, int) and loop > 1 else ""
+        mark = " loop ∞"
+    elif isinstance(loop, int) and loop > 1:
+        mark = f" loop x{loop}"
+    else:
+        return ""
+    done = pb.get("loops_done")
+    return mark + (f" pass {done + 1}" if isinstance(done, int) and pb.get("state") == "playing" else "")
 
 
 def progress(pb: dict[str, Any], width: int = 20) -> str:

@@ -110,7 +110,7 @@ class Settings:
     speech_timeout_s: float = 10.0  # one synthesis (the child process is killed past it)
     speech_concurrency: int = 2  # syntheses at once; more speak commands queue
     speech_max_chars: int = 3000  # characters of text (of SSML: its spoken text)
-    sip_message_budget_ms: float = 5.0  # an inbound SIP message handled slower is counted and logged (sip/guard.py)
+    sip_message_budget_ms: float = 5.0  # an inbound SIP message taking more CPU is counted and logged (sip/guard.py)
     # webhooks, per-command callback URLs and BXML callbacks (egress.py): receivers on private networks
     # are refused unless listed here; hosts of the configured *_URL settings are trusted as they are
     webhook_allow_cidrs: list[str] = field(default_factory=list)

@@ -20,7 +20,7 @@ from .egress import Egress
 from .events.bus import EventBus
 from .media import MediaPlane
 from .ops.gcpolicy import GcPolicy
-from .ops.timing import Timing
+from .ops.timing import LoopMeter, Timing
 
 __all__ = ["Node", "Draining", "Refreshable"]
 
@@ -28,8 +28,9 @@ __all__ = ["Node", "Draining", "Refreshable"]
 class Refreshable(Protocol):
     """What a /metrics scrape asks of the server's collector (ops/metrics.py's ServerCollector is one)."""
 
-    async def refresh(self, chunk: int = ...) -> None: ...
+    async def refresh(self, chunk: int = ..., meter: LoopMeter | None = ...) -> None: ...
     def forget(self) -> None: ...
+    def scraped(self, meter: LoopMeter) -> None: ...
 
 
 class Draining(Protocol):

@@ -7,7 +7,10 @@
  * Timeline: prints {"ready": true} once every port is bound.  The measurement window
  * starts on SIGUSR1 (or at once with START_NOW=1) and lasts DURATION_S seconds, then the
  * receiver prints its JSON result and exits by itself (SIGTERM ends the window early; with
- * no SIGUSR1 within MAX_WAIT_S it gives up and prints an empty result).  Inside the window,
+ * no SIGUSR1 within MAX_WAIT_S it gives up and prints an empty result).  With WINDOWS=K > 1
+ * it measures K back-to-back windows of DURATION_S each, printing one JSON line as each ends
+ * (counters reset in between; a gap spanning a boundary counts in the later window), so one
+ * sender can be compared with itself window by window (bench/pacing.py --paired).  Inside the window,
  * each stream's packets during its first SKIP_S seconds (counted from the first packet the
  * stream ever delivered) are ignored, so a stream's start-up never counts.
  *
@@ -16,7 +19,7 @@
  * delivered nothing in the window, and a histogram of |gap - ptime| in 10 µs bins
  * (Python derives p50/p99/max from it).
  *
- *   rtp_receiver BASE_PORT N DURATION_S [SKIP_S=1] [PTIME_MS=20] [START_NOW=0] [MAX_WAIT_S=600]
+ *   rtp_receiver BASE_PORT N DURATION_S [SKIP_S=1] [PTIME_MS=20] [START_NOW=0] [MAX_WAIT_S=600] [WINDOWS=1]
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -66,9 +69,49 @@ static int64_t real_ns(void) {
     return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+static uint64_t hist[BINS + 1];
+static uint64_t packets = 0, lost = 0, seq_err = 0, ts_err = 0, ssrc_changes = 0, bad = 0, skipped = 0;
+
+/* One window's JSON line. */
+static void print_result(const struct stream *st, int n, int started, double window_s) {
+    int silent = 0, multi_ssrc = 0, max_ssrc = 0;
+    uint64_t distinct = 0;
+    for (int i = 0; i < n; i++) {
+        if (st[i].packets == 0) silent++;
+        if (st[i].nssrc > 1) multi_ssrc++;
+        if (st[i].nssrc > max_ssrc) max_ssrc = st[i].nssrc;
+        distinct += (uint64_t)st[i].nssrc;
+    }
+    printf("{\"started\": %d, \"window_s\": %.3f, \"ports\": %d, \"packets\": %llu, \"lost\": %llu, "
+           "\"seq_errors\": %llu, \"ts_errors\": %llu, \"ssrc_changes\": %llu, \"ssrcs_total\": %llu, "
+           "\"ports_multi_ssrc\": %d, \"max_ssrcs_per_port\": %d, \"silent_ports\": %d, \"malformed\": %llu, "
+           "\"skipped\": %llu, \"bin_us\": 10, \"hist\": [",
+           started, window_s, n, (unsigned long long)packets, (unsigned long long)lost,
+           (unsigned long long)seq_err, (unsigned long long)ts_err, (unsigned long long)ssrc_changes,
+           (unsigned long long)distinct, multi_ssrc, max_ssrc, silent, (unsigned long long)bad,
+           (unsigned long long)skipped);
+    int last = BINS;
+    while (last > 0 && hist[last] == 0) last--;
+    for (int i = 0; i <= last; i++) printf(i ? ",%llu" : "%llu", (unsigned long long)hist[i]);
+    printf("]}\n");
+    fflush(stdout);
+}
+
+/* Counters back to zero for the next window; each stream keeps its last packet, so the gap
+ * that spans the boundary is measured (in the new window). */
+static void reset_counters(struct stream *st, int n) {
+    memset(hist, 0, sizeof hist);
+    packets = lost = seq_err = ts_err = ssrc_changes = bad = skipped = 0;
+    for (int i = 0; i < n; i++) {
+        st[i].packets = 0;
+        st[i].nssrc = st[i].seen ? 1 : 0;
+        if (st[i].seen) st[i].ssrcs[0] = st[i].ssrc;
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s BASE_PORT N DURATION_S [SKIP_S] [PTIME_MS] [START_NOW] [MAX_WAIT_S]\n", argv[0]);
+        fprintf(stderr, "usage: %s BASE_PORT N DURATION_S [SKIP_S] [PTIME_MS] [START_NOW] [MAX_WAIT_S] [WINDOWS]\n", argv[0]);
         return 2;
     }
     int base = atoi(argv[1]), n = atoi(argv[2]);
@@ -77,6 +120,8 @@ int main(int argc, char **argv) {
     int64_t ptime_ns = (argc > 5 ? atoi(argv[5]) : 20) * 1000000LL;
     int start_now = argc > 6 ? atoi(argv[6]) : 0;
     double max_wait = argc > 7 ? atof(argv[7]) : 600.0;
+    int windows = argc > 8 ? atoi(argv[8]) : 1;
+    if (windows < 1) windows = 1;
     uint32_t samples = (uint32_t)(ptime_ns / 125000); /* 8 kHz */
     int64_t skip_ns = (int64_t)(skip * 1e9);
 
@@ -89,8 +134,6 @@ int main(int argc, char **argv) {
     }
 
     struct stream *st = calloc((size_t)n, sizeof *st);
-    static uint64_t hist[BINS + 1];
-    uint64_t packets = 0, lost = 0, seq_err = 0, ts_err = 0, ssrc_changes = 0, bad = 0, skipped = 0;
     int ep = epoll_create1(0);
     for (int i = 0; i < n; i++) {
         int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
@@ -134,7 +177,14 @@ int main(int argc, char **argv) {
             window_end = window_start + (int64_t)(duration * 1e9);
             for (int i = 0; i < n; i++) st[i].seen = 0;
         }
-        if (started && now_mono >= window_end) break;
+        if (started && now_mono >= window_end) {
+            if (--windows == 0) break;
+            print_result(st, n, started, (double)(now_mono - window_start) / 1e9);
+            reset_counters(st, n);
+            window_start = now_mono;
+            window_start_rt = 0; /* later windows take every packet read from now on */
+            window_end = window_start + (int64_t)(duration * 1e9);
+        }
         if (!started && now_mono - t_ready > (int64_t)(max_wait * 1e9)) break;
         int k = epoll_wait(ep, evs, 512, 20);
         for (int e = 0; e < k; e++) {
@@ -198,27 +248,6 @@ int main(int argc, char **argv) {
             }
         }
     }
-    double window_s = started ? (double)(mono_ns() - window_start) / 1e9 : 0.0;
-    int silent = 0, multi_ssrc = 0, max_ssrc = 0;
-    uint64_t distinct = 0;
-    for (int i = 0; i < n; i++) {
-        if (st[i].packets == 0) silent++;
-        if (st[i].nssrc > 1) multi_ssrc++;
-        if (st[i].nssrc > max_ssrc) max_ssrc = st[i].nssrc;
-        distinct += (uint64_t)st[i].nssrc;
-    }
-    printf("{\"started\": %d, \"window_s\": %.3f, \"ports\": %d, \"packets\": %llu, \"lost\": %llu, "
-           "\"seq_errors\": %llu, \"ts_errors\": %llu, \"ssrc_changes\": %llu, \"ssrcs_total\": %llu, "
-           "\"ports_multi_ssrc\": %d, \"max_ssrcs_per_port\": %d, \"silent_ports\": %d, \"malformed\": %llu, "
-           "\"skipped\": %llu, \"bin_us\": 10, \"hist\": [",
-           started, window_s, n, (unsigned long long)packets, (unsigned long long)lost,
-           (unsigned long long)seq_err, (unsigned long long)ts_err, (unsigned long long)ssrc_changes,
-           (unsigned long long)distinct, multi_ssrc, max_ssrc, silent, (unsigned long long)bad,
-           (unsigned long long)skipped);
-    int last = BINS;
-    while (last > 0 && hist[last] == 0) last--;
-    for (int i = 0; i <= last; i++) printf(i ? ",%llu" : "%llu", (unsigned long long)hist[i]);
-    printf("]}\n");
-    fflush(stdout);
+    print_result(st, n, started, started ? (double)(mono_ns() - window_start) / 1e9 : 0.0);
     return 0;
 }

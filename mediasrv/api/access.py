@@ -3,7 +3,8 @@
 Every request whose path names a call (or a playback of one) runs with that call's id in the
 logging context (:mod:`mediasrv.ops.logs`), so whatever it logs, the access line included, says
 which call it was about. The access line is one INFO record per request on ``mediasrv.access``
-(DEBUG for the operator CLI's own polling reads, so ``mediasrv top`` does not flood the log)
+(DEBUG for the successful reads of the operator CLI and of the console page, which poll: so
+``mediasrv top`` or an open ``/console`` does not flood the log)
 (``access_log = false`` turns it off); the path and user agent are clipped, the query string is
 left out (signed URLs and tokens travel there).
 """
@@ -39,11 +40,15 @@ async def call_context_middleware(request: web.Request, handler: Any) -> web.Str
 
 # the operator commands (mediasrv/client.py) say who they are; `top` polls several reads a second
 CLI_AGENT_PREFIX = "mediasrv-cli/"
+# the console page (web/console.html) marks its reads: it polls /v1/calls and each call's pacing
+CLIENT_HEADER, CONSOLE_CLIENT = "X-Mediasrv-Client", "console"
 
 
-def access_level(method: str, status: int, agent: str) -> int:
-    """INFO for every request, except the operator CLI's successful reads (``top`` polling): DEBUG."""
-    if agent.startswith(CLI_AGENT_PREFIX) and method in ("GET", "HEAD") and status < 400:
+def access_level(method: str, status: int, agent: str, client: str = "") -> int:
+    """INFO for every request, except the successful reads of our own polling clients (``top``,
+    the console page): DEBUG."""
+    polling = agent.startswith(CLI_AGENT_PREFIX) or client == CONSOLE_CLIENT
+    if polling and method in ("GET", "HEAD") and status < 400:
         return logging.DEBUG
     return logging.INFO
 
@@ -53,7 +58,7 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         agent = request.headers.get("User-Agent", "-")
-        level = access_level(request.method, response.status, agent)
+        level = access_level(request.method, response.status, agent, request.headers.get(CLIENT_HEADER, ""))
         if not self.logger.isEnabledFor(level):
             return
         self.logger.log(

@@ -331,6 +331,8 @@ OPENAPI: dict[str, Any] = {
                     "message": {"type": ["string", "null"], "description": "for people, e.g. "
                                 "\"text/html, 512 bytes, not audio\""},
                     "ms_played": {"type": "integer"},
+                    "loops_done": {"type": "integer", "description":
+                                   "passes over the whole source list completed (of a repeating playback)"},
                     "source_index": {"type": "integer", "description": "which source of the list plays now"},
                     "position_ms": {"type": "integer", "description": "position in that source"},
                     "source_duration_ms": {"type": ["integer", "null"],

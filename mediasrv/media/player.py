@@ -313,6 +313,7 @@ class Playback:
             "target": self.target,
             "source": self.source,
             "loop": "infinity" if self.loop is None else self.loop,
+            "loops_done": self.loops_done,  # passes over the whole source list completed so far
             "overlay": self.overlay,
             "state": self.state,
             "paused": self.paused,

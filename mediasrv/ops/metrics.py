@@ -31,7 +31,7 @@ from ..calls.registry import CallState
 from ..content.synth import get_engine
 from ..media.ivr import DROP_REASONS
 from .gcpolicy import PAUSE_BUCKETS
-from .timing import Timing
+from .timing import LOOP_BOUNDS, LoopMeter, Timing
 
 if TYPE_CHECKING:
     from ..nodeview import Node, Refreshable
@@ -80,7 +80,7 @@ SIP_COUNTERS = {
     "stateless_responses": "Responses sent without keeping transaction state",
     "bad_info": "SIP INFO DTMF bodies that could not be read (answered 400)",
     "too_large": "SIP messages over a size limit (413/414/513; over TCP the connection is closed)",
-    "over_budget": "Inbound SIP messages whose handling took longer than sip_message_budget_ms",
+    "over_budget": "Inbound SIP messages whose handling took more CPU time than sip_message_budget_ms",
 }
 DTMF_DROPS = DROP_REASONS  # one list: media/ivr.py keeps the running totals by these reasons
 MEDIA_COUNTERS = {
@@ -148,18 +148,26 @@ class ServerCollector(Collector):
         # while collecting, as a synchronous exposition() does)
         self.live: tuple[int, int, int] | None = None
         self.calls_by_state: dict[str, int] | None = None
+        # how long each sliced scrape held the event loop (exposition_async's slices summed)
+        self.scrape_loop_time = Timing(LOOP_BOUNDS)
+        self.scrape_longest_slice = 0.0  # of the last scrape
 
-    async def refresh(self, chunk: int = 128) -> None:
+    async def refresh(self, chunk: int = 128, meter: LoopMeter | None = None) -> None:
         """Make the O(calls) sums a few hundred at a time with the loop let in between (see live_counts)."""
-        self.live = await self.server.media.live_counts(chunk)
+        pause = meter.pause if meter is not None else None
+        self.live = await self.server.media.live_counts(chunk, pause)
         counts = {st.value: 0 for st in CallState if st is not CallState.ENDED}
         calls = list(self.server.registry.all())
         for i in range(0, len(calls), chunk):
             for call in calls[i:i + chunk]:
                 if call.state is not CallState.ENDED:
                     counts[call.state.value] = counts.get(call.state.value, 0) + 1
-            await asyncio.sleep(0)
+            await (pause() if pause is not None else asyncio.sleep(0))
         self.calls_by_state = counts
+
+    def scraped(self, meter: LoopMeter) -> None:
+        self.scrape_loop_time.observe(meter.stop())
+        self.scrape_longest_slice = meter.longest
 
     def forget(self) -> None:
         self.live = self.calls_by_state = None
@@ -182,6 +190,11 @@ class ServerCollector(Collector):
         yield _counter("mediasrv_http_malformed_requests_total",
                        "Requests the HTTP parser refused with a 400 (bad framing or headers; logged rate-limited)",
                        bad.refused if bad is not None else 0)
+        yield _histogram("mediasrv_metrics_scrape_loop_seconds",
+                         "Time each /metrics response held the event loop (its slices summed; the process_* "
+                         "part, made in a thread at most every 10 s, is left out)", [], [([], self.scrape_loop_time)])
+        yield _gauge("mediasrv_metrics_scrape_longest_slice_seconds",
+                     "The longest the last /metrics response held the event loop at a time", self.scrape_longest_slice)
         yield _histogram("mediasrv_http_request_duration_seconds",
                          "HTTP API request latency by method and route template (SSE streams left out)",
                          ["method", "route"], ((list(k), t) for k, t in sorted(s.http_timings.items())))
@@ -279,7 +292,7 @@ class ServerCollector(Collector):
         budget = getattr(self.server.sip, "budget", None)
         if budget is not None:
             yield _gauge("mediasrv_sip_message_handling_max_seconds",
-                         "Slowest inbound SIP message handled since start (sip/guard.py)", budget.max_s)
+                         "Most CPU time one inbound SIP message took to handle since start (sip/guard.py)", budget.max_s)
 
     def _events(self) -> Iterator[Metric]:
         events = self.server.events
@@ -359,15 +372,17 @@ async def exposition_async(registry: CollectorRegistry, collector: Refreshable |
     (at most ~0.14 ms measured) the clock's wake-ups run in between.
     """
     parts = []
+    meter = LoopMeter()
     if collector is not None:
-        await collector.refresh()  # the per-call and per-leg sums, sliced
+        await collector.refresh(meter=meter)  # the per-call and per-leg sums, sliced
     try:
         for family in registry.collect():  # the collectors yield lazily: collecting is sliced too
             parts.append(generate_latest(_Single(family)))
-            await asyncio.sleep(0)
+            await meter.pause()
     finally:
         if collector is not None:
             collector.forget()
+            collector.scraped(meter)
     global _process_cache
     now = time.monotonic()
     if _process_cache is None or now - _process_cache[0] >= PROCESS_REFRESH_S:

@@ -81,3 +81,53 @@ async def test_console_shows_call_playback_and_pacing_plot(tmp_path):
         rc, out = await sipp
         await r.server.stop()
     assert rc == 0, out[-2000:]
+
+
+async def test_console_snapshot_settles_for_a_one_shot_headless_capture(tmp_path):
+    """``/console?snapshot=1`` fetches once and opens no stream, so ``chromium --headless
+    --virtual-time-budget`` exits by itself with the call on the page (live, it never settles);
+    and the page's reads are logged at DEBUG, not INFO (it polls every second when live)."""
+    import asyncio
+    import logging
+
+    from tests.support.cdp import FLAGS
+
+    r = await start_server(tmp_path)  # loopback, no token: the page opens without a login
+    sipp = await start_sipp(sipp_caller(r))
+    access: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = access.append  # type: ignore[method-assign]
+    logger = logging.getLogger("mediasrv.access")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    profile = tmp_path / "profile"
+    try:
+        call_id = (await answered_calls(r, 1))[0].call_id
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        assert exe, "chromium is not installed; run bash scripts/test.sh (it installs Debian's chromium)"
+        proc = await asyncio.create_subprocess_exec(
+            exe, *(f for f in FLAGS if not f.startswith("--remote-debugging")), f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
+            f"{r.http}/console?snapshot=1", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError("chromium did not settle on the snapshot page within 60 s") from None
+        dom = out.decode()
+        assert proc.returncode == 0, dom[-2000:]
+        assert f'data-call-id="{call_id}"' in dom, dom[-3000:]
+        assert 'class="snapshot">snapshot ' in dom, "the header says it is a snapshot, not 'connecting'"
+        reads = [rec for rec in access if '"GET /v1/calls' in rec.getMessage()]
+        assert reads, [rec.getMessage() for rec in access]
+        assert all(rec.levelno == logging.DEBUG for rec in reads), [(rec.levelname, rec.getMessage()) for rec in reads]
+        page = [rec for rec in access if '"GET /console' in rec.getMessage()]
+        assert page and page[0].levelno == logging.INFO  # someone opened the page: worth a line
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        await hang_up_all(r)
+        rc, out_sipp = await sipp
+        await r.server.stop()
+    assert rc == 0, out_sipp[-2000:]

@@ -29,6 +29,9 @@ def test_a_repeating_playback_is_marked():
     assert progress({**pb, "loop": 1}, 10).endswith("0.9/3.0s")
     assert progress({**pb, "loop": "infinity"}, 10).endswith("0.9/3.0s loop ∞")
     assert progress({**pb, "loop": 3}, 10).endswith("0.9/3.0s loop x3")
+    # the pass being played, once the server says how many are done
+    assert progress({**pb, "loop": 3, "loops_done": 1, "state": "playing"}, 10).endswith("0.9/3.0s loop x3 pass 2")
+    assert progress({**pb, "loop": "infinity", "loops_done": 0, "state": "playing"}, 10).endswith("loop ∞ pass 1")
 
 
 def test_live_calls_are_counted_apart_from_ended_ones():
@@ -60,6 +63,9 @@ def test_the_cli_polling_reads_log_at_debug_and_everything_else_at_info():
     assert access_level("POST", 201, agent) == logging.INFO  # a command the operator gave
     assert access_level("GET", 401, agent) == logging.INFO  # a refusal is worth seeing
     assert access_level("GET", 200, "curl/8.5") == logging.INFO
+    # the console page marks its polling reads the same way
+    assert access_level("GET", 200, "Mozilla/5.0", "console") == logging.DEBUG
+    assert access_level("POST", 200, "Mozilla/5.0", "console") == logging.INFO
 
 
 def test_serve_help_names_every_env_variable_and_default():
