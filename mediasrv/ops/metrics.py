@@ -165,10 +165,6 @@ class ServerCollector(Collector):
             await (pause() if pause is not None else asyncio.sleep(0))
         self.calls_by_state = counts
 
-    async def gap(self) -> None:
-        """Between slices: back right after a media clock wake-up, when a slice delays none."""
-        await self.server.media.clock.gap()
-
     def scraped(self, meter: LoopMeter) -> None:
         self.scrape_loop_time.observe(meter.stop())
         self.scrape_longest_slice = meter.longest
@@ -371,14 +367,12 @@ def exposition(registry: CollectorRegistry) -> bytes:
 async def exposition_async(registry: CollectorRegistry, collector: Refreshable | None = None) -> bytes:
     """The same text, made one family at a time with the event loop let in between.
 
-    Why: the whole scrape is ~0.6 ms of Python on the loop that also runs the media clock (4-6 ms
-    at 1,500 calls: the per-leg sums), a wake-up that falls in it is late by as much; in slices of
-    one family or 128 legs (at most ~0.46 ms measured at 1,500 calls) the clock's wake-ups run in
-    between, and with the collector's ``gap`` each slice starts right after a wake-up, in the
-    clock's idle time, so that it delays none.
+    Why: the whole scrape is ~0.6 ms of Python on the loop that also runs the media clock (more on
+    a loaded machine), a wake-up that falls in it is late by as much; in slices of one family
+    (at most ~0.14 ms measured) the clock's wake-ups run in between.
     """
     parts = []
-    meter = LoopMeter(collector.gap if collector is not None else None)
+    meter = LoopMeter()
     if collector is not None:
         await collector.refresh(meter=meter)  # the per-call and per-leg sums, sliced
     try:
