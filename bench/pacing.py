@@ -40,7 +40,9 @@ prints the scraped/plain ratio of p99 and of us/pkt per pair and their medians. 
 rows (separate servers, minutes apart) this shared VM's p99 moves by several times; between
 adjacent windows of one server it moves far less, so a small effect can be told from noise.
 The logging level is the row's for all its windows (at INFO, the steady state logs only the
-scrapes' access lines; the notes give the server's log lines per window)::
+scrapes' access lines; the notes give the server's log lines per window). A row without a
+scraper (``uvloop``) measures K plain/plain pairs the same way: the ratios' noise floor (A/A).
+Each summary also gives, per window, the share of packets off by >= 0.5 ms and >= 2 ms::
 
     python bench/pacing.py --n 1500 --seconds 10 --repeat 3 --loops uvloop+ops --paired 3
 """
@@ -512,7 +514,8 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
     extras = set(extra.split("+")) - {""}
     scrape = bool(extras & {"scrape", "ops"})  # ops = an operator's setup: INFO logging and a scraper
     info = bool(extras & {"info", "ops"})
-    schedule = paired_schedule(paired) if paired and scrape else [scrape]
+    # --paired on a row without a scraper: as many plain pairs, the noise floor (A/A) of the same comparison
+    schedule = (paired_schedule(paired) if scrape else [False] * (2 * paired)) if paired else [scrape]
     data = Path(tempfile.mkdtemp(prefix="mediasrv-pacing-"))
     (data / "media").mkdir()
     rate = 16000 if codec == "G722" else 8000  # a wideband prompt for the wideband codec
@@ -570,29 +573,42 @@ def run_mediasrv(receiver_exe: Path, n: int, seconds: float, loop: str, setup_ti
                 n, playing, w.stats, w.cpu_s, w.stats["window_s"] or seconds, w.steal_s, notes) for w in windows]
 
 
+def tail_share(row: Row, ms: float) -> float:
+    """Share of the window's packets whose |inter-arrival - 20 ms| is at least *ms*."""
+    hist = np.asarray(row.stats["hist"], dtype=np.float64)
+    total = hist.sum()
+    return float(hist[int(ms * 1000 / row.stats["bin_us"]):].sum() / total) if total else float("nan")
+
+
 def paired_summary(key: str, n: int, rows: list[Row], c_row: Row | None, out: list[str]) -> None:
-    """Adjacent plain/scraped windows of one server as pairs: the ratio scraped/plain of p99 and of
-    us/pkt per pair and their medians; xC medians of each kind when a C row ran."""
-    pairs = [(rows[i], rows[i + 1]) if "plain" in rows[i].sender else (rows[i + 1], rows[i])
+    """Adjacent windows of one server as pairs, (plain, scraped) or for a row without a scraper
+    (first, second): the ratio second/first of p99 and of us/pkt per pair and their medians, the
+    share of packets off by >= 0.5 and 2 ms, and the xC medians of each kind when a C row ran."""
+    pairs = [(rows[i], rows[i + 1]) if "scraped" not in rows[i].sender else (rows[i + 1], rows[i])
              for i in range(0, len(rows) - 1, 2)]
+    a_name, b_name = ("plain", "scraped") if any("scraped" in r.sender for r in rows) else ("plain", "plain again")
     rp = [b.p99 / a.p99 for a, b in pairs if a.p99]
     ru = [b.us_per_packet / a.us_per_packet for a, b in pairs if a.us_per_packet]
-    plain = [a for a, _ in pairs]
-    scraped = [b for _, b in pairs]
+    first = [a for a, _ in pairs]
+    second = [b for _, b in pairs]
 
     def med(xs: list[float]) -> str:
         return f"{float(np.median(xs)):.3f}" if xs else "nan"
 
-    line = (f"  mediasrv {key} N={n}: {len(pairs)} pairs; p99 plain {' / '.join(f'{a.p99:.2f}' for a in plain)} ms, "
-            f"scraped {' / '.join(f'{b.p99:.2f}' for b in scraped)} ms; us/pkt plain "
-            f"{' / '.join(f'{a.us_per_packet:.2f}' for a in plain)}, scraped {' / '.join(f'{b.us_per_packet:.2f}' for b in scraped)}; "
-            f"ratio scraped/plain: p99 median {med(rp)} (all {' / '.join(f'{v:.2f}' for v in rp)}), "
+    def tails(rs: list[Row]) -> str:
+        return " / ".join(f"{100 * tail_share(r, 0.5):.2f}:{100 * tail_share(r, 2.0):.3f}" for r in rs)
+
+    line = (f"  mediasrv {key} N={n}: {len(pairs)} pairs; p99 {a_name} {' / '.join(f'{a.p99:.2f}' for a in first)} ms, "
+            f"{b_name} {' / '.join(f'{b.p99:.2f}' for b in second)} ms; us/pkt {a_name} "
+            f"{' / '.join(f'{a.us_per_packet:.2f}' for a in first)}, {b_name} {' / '.join(f'{b.us_per_packet:.2f}' for b in second)}; "
+            f"% of packets off by >= 0.5 ms : >= 2 ms, {a_name} {tails(first)}, {b_name} {tails(second)}; "
+            f"ratio {b_name}/{a_name}: p99 median {med(rp)} (all {' / '.join(f'{v:.2f}' for v in rp)}), "
             f"us/pkt median {med(ru)} (all {' / '.join(f'{v:.3f}' for v in ru)})")
     if c_row is not None and c_row.p99 and c_row.us_per_packet:
-        line += (f"; median p99 xC plain {med([a.p99 / c_row.p99 for a in plain])} scraped "
-                 f"{med([b.p99 / c_row.p99 for b in scraped])}; median us xC plain "
-                 f"{med([a.us_per_packet / c_row.us_per_packet for a in plain])} scraped "
-                 f"{med([b.us_per_packet / c_row.us_per_packet for b in scraped])}")
+        line += (f"; median p99 xC {a_name} {med([a.p99 / c_row.p99 for a in first])} {b_name} "
+                 f"{med([b.p99 / c_row.p99 for b in second])}; median us xC {a_name} "
+                 f"{med([a.us_per_packet / c_row.us_per_packet for a in first])} {b_name} "
+                 f"{med([b.us_per_packet / c_row.us_per_packet for b in second])}")
     out.append(line)
 
 
@@ -620,7 +636,8 @@ def main() -> int:
     ap.add_argument("--paired", type=int, default=0, metavar="K",
                     help="rows with +scrape/+ops/... measure K plain/scraped pairs of windows from one server and one "
                          "set of calls (ABBA order) instead of one window each: the logging level is the row's "
-                         "throughout, only the scraper is switched; per-pair ratios remove run-to-run noise")
+                         "throughout, only the scraper is switched; per-pair ratios remove run-to-run noise. Rows "
+                         "without a scraper measure K plain/plain pairs: the noise floor of the same ratios")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="global limit in seconds (default: computed from the rows)")
     args = ap.parse_args()
@@ -701,7 +718,8 @@ def main() -> int:
             print("medians over the alternating pairs:")
             print("\n".join(summary), flush=True)
         if paired_all:
-            print("scraped vs plain windows of the same server and calls (ABBA; ratio scraped/plain per adjacent pair):")
+            print("adjacent windows of the same server and calls (scraped vs plain in ABBA order; a row without a scraper: "
+                  "plain vs plain, the noise floor):")
             print("\n".join(paired_all), flush=True)
         if NOTES:
             print("notes:")
