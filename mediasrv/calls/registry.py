@@ -211,6 +211,8 @@ class CallRegistry:
         self._keep_ended = keep_ended
         self._listeners: list[CallListener] = []
         self.topology: Topology | None = None  # the room registry, once made: every call added asks it
+        # calls not ended, by state: kept as the registry moves them, so /metrics reads it in O(1)
+        self._live_states: dict[CallState, int] = {}
 
     def subscribe(self, listener: CallListener) -> None:
         self._listeners.append(listener)
@@ -219,15 +221,33 @@ class CallRegistry:
         for listener in list(self._listeners):
             listener(event, call)
 
+    def _count(self, state: CallState, delta: int) -> None:
+        if state is not CallState.ENDED:
+            self._live_states[state] = self._live_states.get(state, 0) + delta
+
+    def _move(self, call: Call, state: CallState) -> None:
+        """Every state change goes through here (the registry is the one owner of call state)."""
+        self._count(call.state, -1)
+        call.state = state
+        self._count(state, +1)
+
+    def live_state_counts(self) -> dict[CallState, int]:
+        """Calls not ended, by state (every live state present, 0 if none)."""
+        return {st: self._live_states.get(st, 0) for st in CallState if st is not CallState.ENDED}
+
     def add(self, call: Call) -> None:
         call.topology = self.topology
+        previous = self._calls.get(call.call_id)
+        if previous is not None:
+            self._count(previous.state, -1)
+        self._count(call.state, +1)
         self._calls[call.call_id] = call
         self._by_sip[call.sip_call_id] = call.call_id
         self._notify("call.initiated", call)
 
     def ringing(self, call: Call) -> None:
         if call.state is CallState.INITIATED:
-            call.state = CallState.RINGING
+            self._move(call, CallState.RINGING)
             self._notify("call.ringing", call)
 
     def early_media(self, call: Call) -> None:
@@ -239,14 +259,14 @@ class CallRegistry:
 
     def answered(self, call: Call) -> None:
         if call.state in (CallState.INITIATED, CallState.RINGING):
-            call.state = CallState.ANSWERED
+            self._move(call, CallState.ANSWERED)
             call.answered_at = time.time()
             self._notify("call.answered", call)
 
     def ended(self, call: Call, cause: str, by: str, sip_code: int | None = None) -> None:
         if call.state is CallState.ENDED:
             return
-        call.state = CallState.ENDED
+        self._move(call, CallState.ENDED)
         call.hangup_cause = cause
         call.hangup_by = by
         call.sip_code = sip_code

@@ -27,7 +27,6 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..calls.registry import CallState
 from ..content.synth import get_engine
 from ..media.ivr import DROP_REASONS
 from .gcpolicy import PAUSE_BUCKETS
@@ -145,33 +144,25 @@ class ServerCollector(Collector):
 
     def __init__(self, server: Node) -> None:
         self.server = server
-        # per-leg and per-call sums, made by refresh() in slices before a scrape collects (None: summed
+        # per-leg sums, made by refresh() in slices before a scrape collects (None: summed
         # while collecting, as a synchronous exposition() does)
         self.live: tuple[int, int, int] | None = None
-        self.calls_by_state: dict[str, int] | None = None
         # how long each sliced scrape held the event loop (exposition_async's slices summed)
         self.scrape_loop_time = Timing(LOOP_BOUNDS)
         self.scrape_longest_slice = 0.0  # of the last scrape
 
     async def refresh(self, chunk: int = 128, meter: LoopMeter | None = None) -> None:
-        """Make the O(calls) sums a few hundred at a time with the loop let in between (see live_counts)."""
+        """Make the per-leg sums 128 legs at a time with the loop let in between (see live_counts); the
+        calls by state are kept by the registry."""
         pause = meter.pause if meter is not None else None
         self.live = await self.server.media.live_counts(chunk, pause)
-        counts = {st.value: 0 for st in CallState if st is not CallState.ENDED}
-        calls = list(self.server.registry.all())
-        for i in range(0, len(calls), chunk):
-            for call in calls[i:i + chunk]:
-                if call.state is not CallState.ENDED:
-                    counts[call.state.value] = counts.get(call.state.value, 0) + 1
-            await (pause() if pause is not None else asyncio.sleep(0))
-        self.calls_by_state = counts
 
     def scraped(self, meter: LoopMeter) -> None:
         self.scrape_loop_time.observe(meter.stop())
         self.scrape_longest_slice = meter.longest
 
     def forget(self) -> None:
-        self.live = self.calls_by_state = None
+        self.live = None
 
     def collect(self) -> Iterator[Metric]:
         s = self.server
@@ -210,14 +201,8 @@ class ServerCollector(Collector):
         if tasks is not None:
             yield _gauge("mediasrv_asyncio_tasks", "asyncio tasks alive (robustness/ checks it for leaks)", tasks)
         by_state = GaugeMetricFamily("mediasrv_calls", "Calls not yet ended, by state", labels=["state"])
-        counts = self.calls_by_state
-        if counts is None:
-            counts = {st.value: 0 for st in CallState if st is not CallState.ENDED}
-            for call in s.registry.all():
-                if call.state is not CallState.ENDED:
-                    counts[call.state.value] = counts.get(call.state.value, 0) + 1
-        for state, n in counts.items():
-            by_state.add_metric([state], n)
+        for state, n in s.registry.live_state_counts().items():  # kept by the registry: O(1)
+            by_state.add_metric([state.value], n)
         yield by_state
 
     def _media(self) -> Iterator[Metric]:
