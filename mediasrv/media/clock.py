@@ -41,6 +41,7 @@ SUBSLOT_S = 0.001
 SLOTS_PER_CYCLE = 20  # for 20 ms ptime: 20 phases of 1 ms
 HYPER_CYCLE = 120  # sub-slots; a multiple of every usual ptime (10, 20, 30, 40, 60 ms)
 LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02)
+GAP_S = 0.0005  # MediaClock.gap(): room asked for before the next sub-slot (a scrape's longest slice: ~0.46 ms)
 
 
 class Tickable(Protocol):
@@ -318,6 +319,7 @@ class MediaClock:
         self._armed_for: float | None = None
         self._use_timerfd = use_timerfd
         self.mechanism = "call_at"
+        self._after_wake: list[asyncio.Future[None]] = []  # gap() waiters, released after the next wake
 
     @property
     def stats(self) -> ClockStats:
@@ -383,3 +385,25 @@ class MediaClock:
         self.core.stats.wakeups += 1
         self.core.run_until(time.monotonic())
         self._arm()
+        if self._after_wake:
+            waiters, self._after_wake = self._after_wake, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def gap(self, need_s: float = GAP_S) -> None:
+        """Yield to the loop, and come back when about *need_s* can run before the next sub-slot.
+
+        Why: work on the loop that is sliced (a /metrics scrape) delays every wake-up that falls in
+        a slice, by up to the slice's length.  Run right after a wake-up, a slice shorter than the
+        gap to the next sub-slot delays none: the clock's idle time goes to it instead.  An idle
+        clock, or a next sub-slot far enough away, costs a plain ``sleep(0)``; otherwise the caller
+        waits for the next wake-up (at most a sub-slot, or a packet time when few legs are up) and
+        then goes on whatever the gap, so it is never starved."""
+        armed = self._armed_for
+        if armed is None or self._loop is None or armed - time.monotonic() >= need_s:
+            await asyncio.sleep(0)
+            return
+        fut = self._loop.create_future()
+        self._after_wake.append(fut)
+        await fut

@@ -157,6 +157,10 @@ class ServerCollector(Collector):
         pause = meter.pause if meter is not None else None
         self.live = await self.server.media.live_counts(chunk, pause)
 
+    async def gap(self) -> None:
+        """Between slices: back right after a media clock wake-up, when a slice delays none."""
+        await self.server.media.clock.gap()
+
     def scraped(self, meter: LoopMeter) -> None:
         self.scrape_loop_time.observe(meter.stop())
         self.scrape_longest_slice = meter.longest
@@ -346,10 +350,11 @@ async def exposition_async(registry: CollectorRegistry, collector: Refreshable |
     Why: the whole scrape is a few milliseconds of Python on the loop that also runs the media
     clock (4-5 ms at 1,500 calls with prometheus_client rendering each family; see textformat.py
     for the renderer used instead), a wake-up that falls in it is late by as much; in slices of one
-    family or 128 legs the clock's wake-ups run in between.
+    family or 128 legs the clock's wake-ups run in between, and with the collector's ``gap`` each
+    slice starts right after a wake-up, in the clock's idle time, so that it delays none.
     """
     parts = []
-    meter = LoopMeter()
+    meter = LoopMeter(collector.gap if collector is not None else None)
     if collector is not None:
         await collector.refresh(meter=meter)  # the per-call and per-leg sums, sliced
     try:

@@ -58,11 +58,13 @@ class LoopMeter:
     how long it held the loop, i.e. kept the media clock waiting, not by its wall time, which
     includes everything that ran in between."""
 
-    __slots__ = ("held", "longest", "_since")
+    __slots__ = ("held", "longest", "_since", "_yield")
 
-    def __init__(self) -> None:
+    def __init__(self, yield_to_loop: Callable[[], Awaitable[None]] | None = None) -> None:
+        """*yield_to_loop*: how to let the loop in (default ``asyncio.sleep(0)``; the media clock's ``gap``)."""
         self.held = self.longest = 0.0
         self._since = time.perf_counter()
+        self._yield = yield_to_loop
 
     def _account(self) -> None:
         now = time.perf_counter()
@@ -74,7 +76,7 @@ class LoopMeter:
 
     async def pause(self) -> None:
         self._account()
-        await asyncio.sleep(0)
+        await (self._yield() if self._yield is not None else asyncio.sleep(0))
         self._since = time.perf_counter()
 
     def stop(self) -> float:

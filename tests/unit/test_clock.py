@@ -142,3 +142,59 @@ def test_pacing_history_is_per_group_and_per_second():
     assert rows_a[0][1] == 0 and rows_b[0][1] == 0
     assert abs(rows_a[1][1] - 0.004) < 1e-9 and rows_b[1][1] < 0.004
     assert rows_a[2][1] >= 0.48 and rows_b[2][1] >= 0.48
+
+
+async def test_gap_comes_back_right_after_a_wake_up_when_the_next_sub_slot_is_near():
+    """MediaClock.gap(): sliced work on the loop runs in the clock's idle time, never starved."""
+    import asyncio
+    import time
+
+    from mediasrv.media.clock import MediaClock
+
+    clock = MediaClock()
+    clock.start()
+    wakes: list[float] = []
+
+    class Leg:
+        def tick(self) -> None:
+            wakes.append(time.monotonic())
+
+    for _ in range(20):  # one leg in every 1 ms sub-slot: a wake-up every millisecond
+        clock.add(Leg(), 20)
+    try:
+        await asyncio.sleep(0.05)
+        room: list[float] = []
+        since_wake: list[float] = []
+        for _ in range(200):
+            await clock.gap(0.0005)
+            now = time.monotonic()
+            armed = clock._armed_for
+            assert armed is not None
+            room.append(armed - now)
+            since_wake.append(now - wakes[-1])
+        # each return either had the room asked for, or came right after a wake-up
+        ok = [r >= 0.0005 or s < 0.0005 for r, s in zip(room, since_wake, strict=True)]
+        assert sum(ok) >= 190, (sorted(room)[:5], sorted(since_wake)[-5:])
+        # and it never waited longer than about one sub-slot (a loaded machine may be late)
+        t0 = time.monotonic()
+        for _ in range(50):
+            await clock.gap(0.0005)
+        assert time.monotonic() - t0 < 50 * 0.004
+    finally:
+        clock.stop()
+
+
+async def test_gap_on_an_idle_clock_is_a_plain_yield():
+    import time
+
+    from mediasrv.media.clock import MediaClock
+
+    clock = MediaClock()
+    clock.start()
+    try:
+        t0 = time.monotonic()
+        for _ in range(1000):
+            await clock.gap()
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        clock.stop()
