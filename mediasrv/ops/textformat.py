@@ -26,6 +26,14 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _plain_names: dict[str, bool] = {}  # name -> a legacy name that needs no escaping (bounded: our names)
 _plain_labels: dict[str, bool] = {}
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")  # OpenMetrics-only samples: moved to their own gauge
+# OpenMetrics family type -> (name suffix, type) in the 0.0.4 text format; other types are kept as they are
+_TEXT_FORMAT_TYPES = {
+    "counter": ("_total", "counter"),
+    "info": ("_info", "gauge"),
+    "stateset": ("", "gauge"),
+    "gaugehistogram": ("", "histogram"),
+    "unknown": ("", "untyped"),
+}
 
 
 def _is_plain(name: str, cache: dict[str, bool], pattern: re.Pattern[str]) -> bool:
@@ -78,17 +86,10 @@ def render_family(metric: Metric) -> bytes:
     """The family's ``# HELP``/``# TYPE`` lines and samples, as ``generate_latest`` renders them."""
     if not _plain_family(metric):
         return generate_latest(_Single(metric))
+    suffix_and_kind = _TEXT_FORMAT_TYPES.get(metric.type)
     name, kind = metric.name, metric.type
-    if kind == "counter":
-        name += "_total"
-    elif kind == "info":
-        name, kind = name + "_info", "gauge"
-    elif kind == "stateset":
-        kind = "gauge"
-    elif kind == "gaugehistogram":
-        kind = "histogram"
-    elif kind == "unknown":
-        kind = "untyped"
+    if suffix_and_kind is not None:
+        name, kind = name + suffix_and_kind[0], suffix_and_kind[1]
     doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
     out = [f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"]
     extra: dict[str, list[str]] = {}
